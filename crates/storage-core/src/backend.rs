@@ -1,0 +1,155 @@
+//! What a backend crate provides: a factory that turns stored settings into
+//! an import source or an export target over `object_store`.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use object_store::path::Path;
+use object_store::ObjectStore;
+
+use crate::fields::{FieldSpec, Settings};
+use crate::filter::Listing;
+use crate::{Error, Result, StorageKind};
+
+/// A configured source of tasks.
+///
+/// Backends implement the three mappings below; listing, filtering, dedupe,
+/// parsing and batching are done by core on top of [`ImportStorage::store`].
+#[async_trait]
+pub trait ImportStorage: Send + Sync + Debug {
+    /// The store to list and read.
+    fn store(&self) -> Arc<dyn ObjectStore>;
+
+    /// What to list and which keys to keep.
+    fn listing(&self) -> &Listing;
+
+    /// The key Label Studio records for this object in the storage link
+    /// (the raw object key for buckets, the absolute path for local files).
+    fn object_key(&self, location: &Path) -> String;
+
+    /// The task data value of a Files-mode task (`s3://bucket/key`,
+    /// `/data/local-files/?d=...`).
+    fn task_url(&self, location: &Path) -> String;
+
+    /// Checks that the source can be read, with a message that says what is
+    /// wrong. Import sources must hold at least one object under the prefix.
+    async fn check_connection(&self) -> Result<()> {
+        check_listable(self.store(), self.listing().prefix.as_ref(), true).await
+    }
+}
+
+/// A configured target for annotations.
+#[async_trait]
+pub trait ExportStorage: Send + Sync + Debug {
+    /// The store to write to.
+    fn store(&self) -> Arc<dyn ObjectStore>;
+
+    /// Where the object named `key` goes (the prefix joined with the key).
+    fn location(&self, key: &str) -> Path;
+
+    /// Whether objects are written as indented JSON (local files) or compact.
+    fn pretty_json(&self) -> bool {
+        false
+    }
+
+    /// Whether deleting an annotation deletes its object.
+    fn can_delete_objects(&self) -> bool;
+
+    /// Checks that the target can be reached. Export targets may be empty.
+    async fn check_connection(&self) -> Result<()>;
+}
+
+/// Lists at most one object under `prefix` to prove the store is readable.
+pub async fn check_listable(
+    store: Arc<dyn ObjectStore>,
+    prefix: Option<&Path>,
+    require_object: bool,
+) -> Result<()> {
+    use futures::StreamExt;
+    let first = store.list(prefix).next().await;
+    match first {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(err)) => Err(Error::from_object_store("checking the storage connection", err)),
+        None if require_object => Err(Error::invalid_general(format!(
+            "No objects found under {}",
+            prefix.map(|p| format!("prefix \"{p}\"")).unwrap_or_else(|| "the storage root".into())
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// What a backend can do beyond listing, reading and writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// It can produce signed URLs (`presign=true`).
+    pub presign: bool,
+    /// It resolves `scheme://` URIs in task data (buckets do; local-files
+    /// URLs are final).
+    pub resolve_uris: bool,
+}
+
+/// A storage type: its wire name, field schema and factory.
+#[async_trait]
+pub trait Backend: Send + Sync + Debug {
+    /// The type name used in routes and bodies (`localfiles`, `s3`, ...).
+    fn name(&self) -> &'static str;
+
+    /// The human title listed by `/api/storages/types`.
+    fn title(&self) -> &'static str;
+
+    /// The type-specific fields of `kind` storages (import/export options
+    /// included), in the order responses list them.
+    fn fields(&self, kind: StorageKind) -> Vec<FieldSpec>;
+
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// Normalises and checks settings without touching the network (paths,
+    /// names, endpoint policy). Called before every save.
+    fn check_settings(&self, kind: StorageKind, settings: &mut Settings) -> Result<()>;
+
+    /// Builds an import source from checked settings.
+    async fn import_storage(&self, settings: &Settings) -> Result<Arc<dyn ImportStorage>>;
+
+    /// Builds an export target from checked settings.
+    async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>>;
+}
+
+/// The backends a server offers, in the order aggregate lists use.
+#[derive(Debug, Clone, Default)]
+pub struct Backends(Vec<Arc<dyn Backend>>);
+
+impl Backends {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a backend; a later backend with the same name replaces it.
+    pub fn with(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.0.retain(|b| b.name() != backend.name());
+        self.0.push(backend);
+        self
+    }
+
+    /// The backend called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Backend>> {
+        self.0.iter().find(|b| b.name() == name)
+    }
+
+    /// Every backend, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
+        self.0.iter()
+    }
+
+    /// The backend called `name`, or a not-supported error.
+    pub fn require(&self, name: &str) -> Result<&Arc<dyn Backend>> {
+        self.get(name).ok_or_else(|| Error::NotSupported {
+            what: format!("storage type \"{name}\""),
+        })
+    }
+}

@@ -1,0 +1,269 @@
+//! One error type for every layer, made of kinds a caller can act on.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The key Label Studio uses for errors that belong to no single field.
+pub const NON_FIELD_ERRORS: &str = "non_field_errors";
+
+/// Messages about invalid input, keyed by the field they concern.
+///
+/// Serialises as Label Studio's `validation_errors` object:
+/// `{"path": ["..."], "non_field_errors": ["..."]}`.
+///
+/// ```
+/// use storage_core::ValidationErrors;
+/// let mut errors = ValidationErrors::default();
+/// errors.add("title", "Ensure this field has no more than 256 characters.");
+/// assert_eq!(errors.fields().collect::<Vec<_>>(), vec!["title"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct ValidationErrors(BTreeMap<String, Vec<String>>);
+
+impl ValidationErrors {
+    /// One message about one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut errors = Self::default();
+        errors.add(field, message);
+        errors
+    }
+
+    /// One message that concerns no single field (`non_field_errors`).
+    pub fn general(message: impl Into<String>) -> Self {
+        Self::field(NON_FIELD_ERRORS, message)
+    }
+
+    /// Adds a message about `field`.
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.entry(field.into()).or_default().push(message.into());
+    }
+
+    /// Moves every message of `other` into `self`.
+    pub fn merge(&mut self, other: ValidationErrors) {
+        for (field, messages) in other.0 {
+            self.0.entry(field).or_default().extend(messages);
+        }
+    }
+
+    /// True when no message was added.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The fields that have messages, in sorted order.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// The messages about `field`.
+    pub fn messages(&self, field: &str) -> &[String] {
+        self.0.get(field).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// `Ok(())` when empty, else these errors as [`Error::InvalidConfig`].
+    pub fn into_result(self) -> Result<()> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidConfig(self))
+        }
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (field, messages) in &self.0 {
+            for message in messages {
+                if !first {
+                    f.write_str("; ")?;
+                }
+                first = false;
+                if field == NON_FIELD_ERRORS {
+                    f.write_str(message)?;
+                } else {
+                    write!(f, "{field}: {message}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether retrying the failed operation may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The same call will fail the same way.
+    Permanent,
+    /// A later attempt may succeed (timeouts, throttling, a server restarting).
+    Temporary,
+}
+
+/// The error kinds of storage connections.
+///
+/// Texts never contain a secret: backends redact credentials before they
+/// build an error, and sources are wrapped with the context of the storage,
+/// object or field involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Configuration or request input is invalid; the messages name the fields.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(ValidationErrors),
+
+    /// A storage, project, task, annotation or object does not exist (or the
+    /// caller may not know that it does).
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, e.g. `storage 12`.
+        what: String,
+    },
+
+    /// The caller is known but may not do this.
+    #[error("permission denied: {reason}")]
+    PermissionDenied {
+        /// Why, in words a user can act on.
+        reason: String,
+    },
+
+    /// The caller did not prove who they are, or the storage's credentials
+    /// were rejected.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// Why, never containing the credential itself.
+        reason: String,
+    },
+
+    /// The operation is not supported by this storage type or state.
+    #[error("not supported: {what}")]
+    NotSupported {
+        /// What was asked for.
+        what: String,
+    },
+
+    /// A move of the sync status that the state machine does not allow.
+    #[error("illegal status change from {from} to {to}")]
+    IllegalTransition {
+        /// The current status.
+        from: crate::SyncStatus,
+        /// The requested status.
+        to: crate::SyncStatus,
+    },
+
+    /// A task file could not be turned into tasks.
+    #[error("{key}{}: {reason}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    InvalidTaskFile {
+        /// The object key of the file.
+        key: String,
+        /// The 1-based line, when the format has lines (JSONL) or the
+        /// parser knows it.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The object store, the database or another service failed.
+    #[error("{context}: {source}")]
+    Backend {
+        /// What was being done, with the storage, key or table involved.
+        context: String,
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        /// Whether a retry may help.
+        retry: Retry,
+    },
+}
+
+impl Error {
+    /// An [`Error::InvalidConfig`] with one message about one field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidConfig(ValidationErrors::field(field, message))
+    }
+
+    /// An [`Error::InvalidConfig`] with one message about no single field.
+    pub fn invalid_general(message: impl Into<String>) -> Self {
+        Self::InvalidConfig(ValidationErrors::general(message))
+    }
+
+    /// An [`Error::NotFound`].
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound { what: what.into() }
+    }
+
+    /// An [`Error::Backend`] that a retry will not fix.
+    pub fn backend(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self::Backend {
+            context: context.into(),
+            source: source.into(),
+            retry: Retry::Permanent,
+        }
+    }
+
+    /// Wraps an `object_store` error with what was being done, classifying
+    /// it into the matching kind.
+    pub fn from_object_store(context: impl Into<String>, err: object_store::Error) -> Self {
+        use object_store::Error as E;
+        let context = context.into();
+        match err {
+            E::NotFound { .. } => Self::NotFound { what: context },
+            E::PermissionDenied { .. } => Self::PermissionDenied {
+                reason: format!("{context}: {err}"),
+            },
+            E::Unauthenticated { .. } => Self::Unauthenticated {
+                reason: format!("{context}: {err}"),
+            },
+            E::NotSupported { .. } | E::NotImplemented { .. } => Self::NotSupported {
+                what: format!("{context}: {err}"),
+            },
+            other => {
+                let retry = if is_transient(&other) {
+                    Retry::Temporary
+                } else {
+                    Retry::Permanent
+                };
+                Self::Backend {
+                    context,
+                    source: Box::new(other),
+                    retry,
+                }
+            }
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Self::Backend { retry, .. } => *retry,
+            _ => Retry::Permanent,
+        }
+    }
+}
+
+/// `object_store` already retries requests itself; what still surfaces as
+/// `Generic` from an HTTP or I/O source is worth a later attempt.
+fn is_transient(err: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return matches!(
+                io.kind(),
+                K::TimedOut
+                    | K::Interrupted
+                    | K::ConnectionReset
+                    | K::ConnectionRefused
+                    | K::ConnectionAborted
+                    | K::WouldBlock
+            );
+        }
+        source = e.source();
+    }
+    matches!(err, object_store::Error::Generic { store, .. } if *store != "LocalFileSystem")
+}

@@ -1,0 +1,418 @@
+//! Declarative field schemas: validation with Label Studio's messages,
+//! defaults, partial updates and secret redaction, written once for every
+//! backend.
+
+use serde_json::{Map, Number, Value};
+
+use crate::{StorageKind, ValidationErrors};
+
+/// The JSON type of a field and its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// A string, optionally bounded in characters.
+    Str {
+        /// Maximum number of characters.
+        max_len: Option<usize>,
+    },
+    /// A boolean (`true`/`false`, also `"true"`/`"false"`/`1`/`0` as forms send).
+    Bool,
+    /// An integer within bounds.
+    Int {
+        /// Smallest allowed value.
+        min: i64,
+        /// Largest allowed value.
+        max: i64,
+    },
+}
+
+/// One field of a storage's wire format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldSpec {
+    /// Label Studio's name of the field.
+    pub name: &'static str,
+    /// Its type.
+    pub ty: FieldType,
+    /// `null` is accepted.
+    pub nullable: bool,
+    /// The value a new storage gets when the field is not sent.
+    pub default: Value,
+    /// Write-only: never in a response, a log or an error.
+    pub secret: bool,
+    /// One line for documentation and OpenAPI.
+    pub help: &'static str,
+}
+
+impl FieldSpec {
+    /// A nullable string field without a default.
+    pub const fn string(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            ty: FieldType::Str { max_len: None },
+            nullable: true,
+            default: Value::Null,
+            secret: false,
+            help,
+        }
+    }
+
+    /// A boolean field with a default.
+    pub const fn boolean(name: &'static str, default: bool, help: &'static str) -> Self {
+        Self {
+            name,
+            ty: FieldType::Bool,
+            nullable: false,
+            default: Value::Bool(default),
+            secret: false,
+            help,
+        }
+    }
+
+    /// Marks the field write-only.
+    pub const fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+
+    /// Accepts `null` and makes it the default.
+    pub fn nullable(mut self) -> Self {
+        self.nullable = true;
+        self.default = Value::Null;
+        self
+    }
+
+    /// Checks and normalises one value sent for this field.
+    pub fn coerce(&self, value: &Value) -> Result<Value, String> {
+        if value.is_null() {
+            return if self.nullable {
+                Ok(Value::Null)
+            } else {
+                Err("This field may not be null.".into())
+            };
+        }
+        match self.ty {
+            FieldType::Str { max_len } => {
+                let s = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(_) | Value::Array(_) | Value::Object(_) | Value::Null => {
+                        return Err("Not a valid string.".into())
+                    }
+                };
+                if let Some(max) = max_len {
+                    if s.chars().count() > max {
+                        return Err(format!(
+                            "Ensure this field has no more than {max} characters."
+                        ));
+                    }
+                }
+                Ok(Value::String(s))
+            }
+            FieldType::Bool => match value {
+                Value::Bool(b) => Ok(Value::Bool(*b)),
+                Value::Number(n) if n.as_i64() == Some(1) => Ok(Value::Bool(true)),
+                Value::Number(n) if n.as_i64() == Some(0) => Ok(Value::Bool(false)),
+                Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" | "t" | "y" => Ok(Value::Bool(true)),
+                    "false" | "0" | "no" | "off" | "f" | "n" => Ok(Value::Bool(false)),
+                    _ => Err("Must be a valid boolean.".into()),
+                },
+                _ => Err("Must be a valid boolean.".into()),
+            },
+            FieldType::Int { min, max } => {
+                let n = match value {
+                    Value::Number(n) => n.as_i64().or_else(|| {
+                        n.as_f64()
+                            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                            .map(|f| f as i64)
+                    }),
+                    Value::String(s) => s.trim().parse::<i64>().ok(),
+                    _ => None,
+                }
+                .ok_or_else(|| "A valid integer is required.".to_string())?;
+                if n < min {
+                    return Err(format!(
+                        "Ensure this value is greater than or equal to {min}."
+                    ));
+                }
+                if n > max {
+                    return Err(format!("Ensure this value is less than or equal to {max}."));
+                }
+                Ok(Value::Number(Number::from(n)))
+            }
+        }
+    }
+}
+
+/// Common import fields of every type: `regex_filter`, `use_blob_urls`,
+/// `recursive_scan`.
+pub fn import_fields() -> Vec<FieldSpec> {
+    vec![
+        FieldSpec::string(
+            "regex_filter",
+            "Regex matched at the start of each key (local files: the file name)",
+        ),
+        FieldSpec::boolean(
+            "use_blob_urls",
+            false,
+            "Files mode: one task per object; otherwise read tasks from JSON/JSONL",
+        ),
+        FieldSpec::boolean("recursive_scan", false, "Descend into sub-folders"),
+    ]
+}
+
+/// Presign fields of bucket types: `presign`, `presign_ttl` (minutes).
+pub fn presign_fields() -> Vec<FieldSpec> {
+    vec![
+        FieldSpec::boolean("presign", true, "Redirect to signed URLs instead of proxying"),
+        FieldSpec {
+            name: "presign_ttl",
+            ty: FieldType::Int { min: 0, max: 32767 },
+            nullable: false,
+            default: Value::Number(1.into()),
+            secret: false,
+            help: "Signed URL lifetime in minutes",
+        },
+    ]
+}
+
+/// Common export fields: `regex_filter` and `use_blob_urls` (kept for wire
+/// compatibility, unused) and `can_delete_objects`.
+pub fn export_fields() -> Vec<FieldSpec> {
+    vec![
+        FieldSpec::string("regex_filter", "Unused for export storages"),
+        FieldSpec::boolean("use_blob_urls", false, "Unused for export storages"),
+        FieldSpec::boolean(
+            "can_delete_objects",
+            false,
+            "Delete the exported object when its annotation is deleted",
+        )
+        .nullable(),
+    ]
+}
+
+/// The fields every storage has that clients may write.
+pub fn common_fields() -> Vec<FieldSpec> {
+    vec![
+        FieldSpec {
+            name: "title",
+            ty: FieldType::Str { max_len: Some(256) },
+            ..FieldSpec::string("title", "Storage title")
+        },
+        FieldSpec::string("description", "Storage description"),
+        FieldSpec::boolean("synchronizable", true, "Whether sync requests are accepted"),
+    ]
+}
+
+/// The fields of a storage that are never written by clients.
+pub const READ_ONLY_FIELDS: &[&str] = &[
+    "id",
+    "type",
+    "created_at",
+    "status",
+    "last_sync",
+    "last_sync_count",
+    "last_sync_job",
+    "traceback",
+    "meta",
+];
+
+/// The type-specific settings of one storage, validated against its schema.
+///
+/// Secrets are kept here as plain JSON strings, so the `Debug` output lists
+/// field names only.
+#[derive(Clone, Default, PartialEq)]
+pub struct Settings(Map<String, Value>);
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl Settings {
+    /// Wraps stored settings (already validated when they were written).
+    pub fn from_map(map: Map<String, Value>) -> Self {
+        Self(map)
+    }
+
+    /// The defaults of `specs`.
+    pub fn defaults(specs: &[FieldSpec]) -> Self {
+        Self(
+            specs
+                .iter()
+                .map(|spec| (spec.name.to_string(), spec.default.clone()))
+                .collect(),
+        )
+    }
+
+    /// Applies the fields of `body` that `specs` know, checking each; fields
+    /// not sent keep their current value (so a partial update keeps secrets
+    /// it does not mention), and a secret sent as `""` is cleared.
+    pub fn apply(&mut self, specs: &[FieldSpec], body: &Map<String, Value>) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        for spec in specs {
+            let Some(value) = body.get(spec.name) else {
+                continue;
+            };
+            let value = if spec.secret && (value.is_null() || value.as_str() == Some("")) {
+                Ok(Value::Null)
+            } else {
+                spec.coerce(value)
+            };
+            match value {
+                Ok(v) => {
+                    self.0.insert(spec.name.to_string(), v);
+                }
+                Err(message) => errors.add(spec.name, message),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The raw JSON value of a field.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    /// A string field; `None` when unset, null or empty.
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// A boolean field; `default` when unset or null.
+    pub fn bool(&self, name: &str, default: bool) -> bool {
+        self.get(name).and_then(Value::as_bool).unwrap_or(default)
+    }
+
+    /// An integer field.
+    pub fn int(&self, name: &str) -> Option<i64> {
+        self.get(name).and_then(Value::as_i64)
+    }
+
+    /// Sets a field (for builders and backends normalising a value).
+    pub fn set(&mut self, name: &str, value: Value) {
+        self.0.insert(name.to_string(), value);
+    }
+
+    /// Every field, secrets included. Use [`Settings::public`] for output.
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
+    /// The fields of `specs` that may be shown, in schema order, secrets left
+    /// out.
+    pub fn public(&self, specs: &[FieldSpec]) -> Map<String, Value> {
+        specs
+            .iter()
+            .filter(|spec| !spec.secret)
+            .map(|spec| {
+                (
+                    spec.name.to_string(),
+                    self.0.get(spec.name).cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The import options every backend shares, read from settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Regex matched at the start of the key (or file name).
+    pub regex_filter: Option<String>,
+    /// Files mode.
+    pub use_blob_urls: bool,
+    /// Descend into sub-folders.
+    pub recursive_scan: bool,
+}
+
+impl ImportOptions {
+    /// Reads the options from validated settings.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            regex_filter: settings.str("regex_filter").map(str::to_string),
+            use_blob_urls: settings.bool("use_blob_urls", false),
+            recursive_scan: settings.bool("recursive_scan", false),
+        }
+    }
+}
+
+/// Checks the schema-independent rules of a settings map for `kind`.
+pub fn check_regex(settings: &Settings, kind: StorageKind) -> Result<(), ValidationErrors> {
+    if kind == StorageKind::Import {
+        if let Some(pattern) = settings.str("regex_filter") {
+            if let Err(err) = crate::filter::compile_anchored(pattern) {
+                return Err(ValidationErrors::field("regex_filter", err));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn coerces_like_drf() {
+        let ttl = &presign_fields()[1];
+        assert_eq!(ttl.coerce(&json!("15")).unwrap(), json!(15));
+        assert_eq!(
+            ttl.coerce(&json!(40000)).unwrap_err(),
+            "Ensure this value is less than or equal to 32767."
+        );
+        assert_eq!(ttl.coerce(&json!("x")).unwrap_err(), "A valid integer is required.");
+        let flag = FieldSpec::boolean("use_blob_urls", false, "");
+        assert_eq!(flag.coerce(&json!("true")).unwrap(), json!(true));
+        assert_eq!(flag.coerce(&json!(0)).unwrap(), json!(false));
+        assert_eq!(flag.coerce(&json!("maybe")).unwrap_err(), "Must be a valid boolean.");
+        assert_eq!(flag.coerce(&Value::Null).unwrap_err(), "This field may not be null.");
+        let title = &common_fields()[0];
+        assert_eq!(
+            title.coerce(&json!("x".repeat(257))).unwrap_err(),
+            "Ensure this field has no more than 256 characters."
+        );
+        assert!(title.coerce(&json!("é".repeat(256))).is_ok());
+        assert_eq!(title.coerce(&json!(["a"])).unwrap_err(), "Not a valid string.");
+    }
+
+    #[test]
+    fn partial_update_keeps_secrets_and_empty_clears() {
+        let specs = vec![
+            FieldSpec::string("bucket", ""),
+            FieldSpec::string("aws_secret_access_key", "").secret(),
+        ];
+        let mut settings = Settings::defaults(&specs);
+        settings
+            .apply(&specs, &body(json!({"bucket": "b", "aws_secret_access_key": "s3cr3t"})))
+            .unwrap();
+        settings.apply(&specs, &body(json!({"bucket": "c"}))).unwrap();
+        assert_eq!(settings.str("aws_secret_access_key"), Some("s3cr3t"));
+        assert!(!settings.public(&specs).contains_key("aws_secret_access_key"));
+        assert!(!format!("{settings:?}").contains("s3cr3t"));
+        settings
+            .apply(&specs, &body(json!({"aws_secret_access_key": ""})))
+            .unwrap();
+        assert_eq!(settings.str("aws_secret_access_key"), None);
+    }
+
+    #[test]
+    fn errors_name_every_bad_field() {
+        let mut specs = import_fields();
+        specs.extend(presign_fields());
+        let mut settings = Settings::defaults(&specs);
+        let err = settings
+            .apply(&specs, &body(json!({"use_blob_urls": "x", "presign_ttl": -1})))
+            .unwrap_err();
+        assert_eq!(err.fields().collect::<Vec<_>>(), vec!["presign_ttl", "use_blob_urls"]);
+    }
+}

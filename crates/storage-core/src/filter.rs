@@ -1,0 +1,208 @@
+//! Which listed objects a sync takes: prefix, `recursive_scan` and
+//! `regex_filter`, with Label Studio's semantics.
+
+use std::sync::Arc;
+
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore};
+use regex::Regex;
+
+use crate::{Error, Result};
+
+/// Compiles `pattern` so that it matches at the start of a text but not
+/// necessarily at its end, like Python's `re.match`.
+///
+/// ```
+/// let re = storage_core::filter::compile_anchored(r".*\.jpg").unwrap();
+/// assert!(re.is_match("a/b.jpg"));
+/// let tail_only = storage_core::filter::compile_anchored(r"\.jpg").unwrap();
+/// assert!(!tail_only.is_match("b.jpg"));
+/// ```
+pub fn compile_anchored(pattern: &str) -> std::result::Result<Regex, String> {
+    Regex::new(&format!("^(?:{pattern})"))
+        .map_err(|err| format!("Invalid regular expression: {}", first_line(&err.to_string())))
+}
+
+fn first_line(text: &str) -> String {
+    // The regex crate's messages span several lines with a caret diagram;
+    // the last line says what is wrong.
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
+        .trim()
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+/// What part of the key the regex is tested against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegexTarget {
+    /// The whole key, prefix included (S3, GCS).
+    FullKey,
+    /// The file name only (local files).
+    FileName,
+}
+
+/// How a storage lists its objects.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The folder to list, already normalised (no trailing `/`).
+    pub prefix: Option<Path>,
+    /// List the whole tree below `prefix` instead of its direct children.
+    pub recursive: bool,
+    /// Keep only keys matching this (anchored at the start).
+    pub regex: Option<Regex>,
+    /// What the regex sees.
+    pub regex_target: RegexTarget,
+}
+
+impl Listing {
+    /// A listing of `prefix` (a key prefix as users write it; a trailing `/`
+    /// is ignored) with an optional regex.
+    pub fn new(
+        prefix: Option<&str>,
+        recursive: bool,
+        regex_filter: Option<&str>,
+        regex_target: RegexTarget,
+    ) -> Result<Self> {
+        let regex = regex_filter
+            .filter(|p| !p.is_empty())
+            .map(compile_anchored)
+            .transpose()
+            .map_err(|msg| Error::invalid("regex_filter", msg))?;
+        let prefix = prefix
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty())
+            .map(Path::from);
+        Ok(Self {
+            prefix,
+            recursive,
+            regex,
+            regex_target,
+        })
+    }
+
+    /// Whether an object with this raw key passes the regex.
+    pub fn accepts(&self, key: &str) -> bool {
+        let Some(regex) = &self.regex else {
+            return true;
+        };
+        let subject = match self.regex_target {
+            RegexTarget::FullKey => key,
+            RegexTarget::FileName => key.rsplit('/').next().unwrap_or(key),
+        };
+        regex.is_match(subject)
+    }
+
+    /// Streams the objects to consider, before the regex: direct children of
+    /// the prefix (one listing page set, sorted) or, with `recursive`, the
+    /// whole tree as the store streams it. Never collects a recursive
+    /// listing in memory.
+    pub fn list(&self, store: Arc<dyn ObjectStore>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let prefix = self.prefix.clone();
+        if self.recursive {
+            let context = format!("listing {}", describe(prefix.as_ref()));
+            store
+                .list(prefix.as_ref())
+                .map_err(move |e| Error::from_object_store(context.clone(), e))
+                .boxed()
+        } else {
+            stream::once(async move {
+                let result = store
+                    .list_with_delimiter(prefix.as_ref())
+                    .await
+                    .map_err(|e| {
+                        Error::from_object_store(format!("listing {}", describe(prefix.as_ref())), e)
+                    });
+                let mut objects = match result {
+                    Ok(listing) => listing.objects,
+                    Err(err) => return stream::iter(vec![Err(err)]),
+                };
+                objects.sort_by(|a, b| a.location.cmp(&b.location));
+                stream::iter(objects.into_iter().map(Ok).collect::<Vec<_>>())
+            })
+            .flatten()
+            .boxed()
+        }
+    }
+}
+
+fn describe(prefix: Option<&Path>) -> String {
+    match prefix {
+        Some(p) => format!("prefix {:?}", p.as_ref()),
+        None => "storage root".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
+
+    #[test]
+    fn regex_is_anchored_at_start_only() {
+        let listing = Listing::new(None, false, Some(r".*\.jpg"), RegexTarget::FullKey).unwrap();
+        assert!(listing.accepts("img/a.jpg"));
+        assert!(listing.accepts("img/a.jpg.bak"), "no implicit end anchor");
+        assert!(!listing.accepts("img/a.png"));
+        let end_only = Listing::new(None, false, Some(r"\.jpg$"), RegexTarget::FullKey).unwrap();
+        assert!(!end_only.accepts("a.jpg"), "match starts at the first character");
+    }
+
+    #[test]
+    fn file_name_target_ignores_folders() {
+        let listing = Listing::new(None, true, Some("img_"), RegexTarget::FileName).unwrap();
+        assert!(listing.accepts("/data/x/img_1.jpg"));
+        assert!(!listing.accepts("/data/img_dir/a.jpg"));
+        let full = Listing::new(None, true, Some("img_"), RegexTarget::FullKey).unwrap();
+        assert!(!full.accepts("/data/x/img_1.jpg"));
+    }
+
+    #[test]
+    fn empty_regex_accepts_everything_and_bad_regex_names_the_field() {
+        let listing = Listing::new(None, false, Some(""), RegexTarget::FullKey).unwrap();
+        assert!(listing.accepts("anything"));
+        let err = Listing::new(None, false, Some("[unclosed"), RegexTarget::FullKey).unwrap_err();
+        match err {
+            Error::InvalidConfig(errors) => {
+                assert_eq!(errors.fields().collect::<Vec<_>>(), vec!["regex_filter"]);
+                assert!(errors.messages("regex_filter")[0].starts_with("Invalid regular expression"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn non_recursive_lists_direct_children_and_recursive_the_tree() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        for key in ["p/a.json", "p/sub/b.json", "p/sub/deeper/c.json", "pq/d.json", "e.json"] {
+            store.put(&Path::from(key), "{}".into()).await.unwrap();
+        }
+        let keys = |listing: Listing| {
+            let store = store.clone();
+            async move {
+                let mut keys: Vec<String> = listing
+                    .list(store)
+                    .map_ok(|m| m.location.to_string())
+                    .try_collect()
+                    .await
+                    .unwrap();
+                keys.sort();
+                keys
+            }
+        };
+        let flat = Listing::new(Some("p/"), false, None, RegexTarget::FullKey).unwrap();
+        assert_eq!(keys(flat).await, vec!["p/a.json"]);
+        let tree = Listing::new(Some("p"), true, None, RegexTarget::FullKey).unwrap();
+        assert_eq!(
+            keys(tree).await,
+            vec!["p/a.json", "p/sub/b.json", "p/sub/deeper/c.json"],
+            "prefix is a folder: pq/ is not under p/"
+        );
+        let root = Listing::new(None, false, None, RegexTarget::FullKey).unwrap();
+        assert_eq!(keys(root).await, vec!["e.json"]);
+    }
+}

@@ -1,0 +1,288 @@
+//! The import sync engine: list, filter, dedupe, read and create tasks in
+//! batches, one transaction per batch.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStoreExt};
+use serde_json::{Map, Value};
+
+use crate::parse::{check_task_file_extension, parse_tasks};
+use crate::persist::{NewTask, ObjectLink, TaskSink};
+use crate::{Error, ImportStorage, Result, Retry};
+
+/// The data key of Files-mode tasks, moved to the first `$variable` of the
+/// label config when tasks are shown.
+pub const UNDEFINED_DATA_KEY: &str = "$undefined$";
+
+/// Tuning of import syncs.
+#[derive(Debug, Clone)]
+pub struct ImportConfig {
+    /// Objects per batch: one dedupe query and one transaction each.
+    pub batch_size: usize,
+    /// Task files read at once (Tasks mode).
+    pub read_concurrency: usize,
+    /// Larger task files are rejected (per-file error) instead of read.
+    pub max_task_file_bytes: u64,
+    /// Attempts for reads that fail with a temporary error.
+    pub read_attempts: u32,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            read_concurrency: 16,
+            max_task_file_bytes: 256 * 1024 * 1024,
+            read_attempts: 3,
+        }
+    }
+}
+
+/// Counters of a running or finished import.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportProgress {
+    /// Objects that passed the filters.
+    pub objects: u64,
+    /// Tasks created by this run.
+    pub created: u64,
+    /// Tasks already linked to the objects seen (`meta.tasks_existed`).
+    pub existed: u64,
+    /// Task files that could not be turned into tasks.
+    pub failed_files: u64,
+}
+
+/// Receives progress while an import or export runs; an error stops the
+/// run (the job lost its lease or is being shut down).
+pub trait ProgressSink: Send + Sync {
+    /// Called after every batch.
+    fn report(&self, progress: &Progress) -> Result<()>;
+}
+
+/// Progress of either engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Of an import.
+    Import(ImportProgress),
+    /// Of an export.
+    Export(crate::export::ExportProgress),
+}
+
+/// A sink that ignores progress.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl ProgressSink for NoProgress {
+    fn report(&self, _: &Progress) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The result of an import that ran to its end.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOutcome {
+    /// Final counters.
+    pub progress: ImportProgress,
+    /// One line per task file that was rejected (key, line, reason).
+    pub file_errors: Vec<String>,
+}
+
+/// Syncs `source` into `project` through `sink`.
+///
+/// Objects already linked to `storage_id` are skipped whole (their content
+/// is not read again). Each batch's tasks and links are written in one
+/// transaction, so an interrupted sync leaves whole batches only and the
+/// next sync creates exactly what is missing.
+pub async fn import_objects(
+    storage_id: i64,
+    project: i64,
+    source: &dyn ImportStorage,
+    use_blob_urls: bool,
+    sink: &dyn TaskSink,
+    config: &ImportConfig,
+    progress: &dyn ProgressSink,
+) -> Result<ImportOutcome> {
+    let listing = source.listing().clone();
+    let mut batches = listing
+        .list(source.store())
+        .try_filter(|meta| {
+            let keep = !meta.location.as_ref().ends_with('/');
+            futures::future::ready(keep)
+        })
+        .map_ok(|meta| (source.object_key(&meta.location), meta))
+        .try_filter(move |(key, _)| futures::future::ready(listing.accepts(key)))
+        .try_chunks(config.batch_size.max(1));
+
+    let mut outcome = ImportOutcome::default();
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(|err| err.1)?;
+        import_batch(storage_id, project, source, use_blob_urls, sink, config, batch, &mut outcome)
+            .await?;
+        progress.report(&Progress::Import(outcome.progress.clone()))?;
+    }
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn import_batch(
+    storage_id: i64,
+    project: i64,
+    source: &dyn ImportStorage,
+    use_blob_urls: bool,
+    sink: &dyn TaskSink,
+    config: &ImportConfig,
+    batch: Vec<(String, ObjectMeta)>,
+    outcome: &mut ImportOutcome,
+) -> Result<()> {
+    let mut seen = HashSet::with_capacity(batch.len());
+    let batch: Vec<_> = batch.into_iter().filter(|(key, _)| seen.insert(key.clone())).collect();
+    outcome.progress.objects += batch.len() as u64;
+    let keys: Vec<String> = batch.iter().map(|(key, _)| key.clone()).collect();
+    let linked = sink.linked_keys(storage_id, &keys).await?;
+    outcome.progress.existed += linked.values().sum::<u64>();
+    let fresh: Vec<_> = batch.into_iter().filter(|(key, _)| !linked.contains_key(key)).collect();
+    if fresh.is_empty() {
+        return Ok(());
+    }
+
+    let tasks = if use_blob_urls {
+        fresh
+            .iter()
+            .map(|(key, meta)| {
+                let mut data = Map::new();
+                data.insert(
+                    UNDEFINED_DATA_KEY.into(),
+                    Value::String(source.task_url(&meta.location)),
+                );
+                NewTask {
+                    data,
+                    annotations: Vec::new(),
+                    predictions: Vec::new(),
+                    allow_skip: true,
+                    link: link(key, None, meta),
+                }
+            })
+            .collect()
+    } else {
+        for (key, _) in &fresh {
+            check_task_file_extension(key)?;
+        }
+        let files: Vec<Result<Vec<NewTask>>> = futures::stream::iter(fresh)
+            .map(|(key, meta)| read_task_file(source, key, meta, config))
+            .buffered(config.read_concurrency.max(1))
+            .collect()
+            .await;
+        let mut tasks = Vec::new();
+        for file in files {
+            match file {
+                Ok(file_tasks) => tasks.extend(file_tasks),
+                Err(err @ Error::InvalidTaskFile { .. }) => {
+                    outcome.progress.failed_files += 1;
+                    outcome.file_errors.push(err.to_string());
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        tasks
+    };
+    outcome.progress.created += sink.create_tasks(project, storage_id, &tasks).await?;
+    Ok(())
+}
+
+fn link(key: &str, row_index: Option<i64>, meta: &ObjectMeta) -> ObjectLink {
+    ObjectLink {
+        key: key.to_string(),
+        row_index,
+        etag: meta.e_tag.clone(),
+        size: Some(meta.size),
+        last_modified: Some(meta.last_modified),
+    }
+}
+
+async fn read_task_file(
+    source: &dyn ImportStorage,
+    key: String,
+    meta: ObjectMeta,
+    config: &ImportConfig,
+) -> Result<Vec<NewTask>> {
+    if meta.size > config.max_task_file_bytes {
+        return Err(Error::InvalidTaskFile {
+            key,
+            line: None,
+            reason: format!(
+                "the file is {} bytes, above the limit of {} bytes for task files",
+                meta.size, config.max_task_file_bytes
+            ),
+        });
+    }
+    let store = source.store();
+    let mut retry = Backoff::new(config.read_attempts);
+    let bytes = loop {
+        let bytes = match store.get(&meta.location).await {
+            Ok(get) => get.bytes().await,
+            Err(err) => Err(err),
+        }
+        .map_err(|err| Error::from_object_store(format!("reading task file \"{key}\""), err));
+        match bytes {
+            Err(err) if retry.again(&err).await => continue,
+            other => break other?,
+        }
+    };
+    Ok(parse_tasks(&key, &bytes)?
+        .into_iter()
+        .map(|task| NewTask {
+            link: link(&key, task.row_index, &meta),
+            data: task.data,
+            annotations: task.annotations,
+            predictions: task.predictions,
+            allow_skip: task.allow_skip,
+        })
+        .collect())
+}
+
+/// Retries operations that fail with a temporary error, waiting longer
+/// between attempts (0.2 s, 0.8 s, 3.2 s, ...).
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// let mut retry = storage_core::import::Backoff::new(3);
+/// let result: storage_core::Result<u32> = loop {
+///     match async { Ok(7) }.await {
+///         Err(err) if retry.again(&err).await => continue,
+///         other => break other,
+///     }
+/// };
+/// assert_eq!(result.unwrap(), 7);
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct Backoff {
+    attempts: u32,
+    attempt: u32,
+    delay: Duration,
+}
+
+impl Backoff {
+    /// Allows up to `attempts` attempts in all.
+    pub fn new(attempts: u32) -> Self {
+        Self {
+            attempts,
+            attempt: 1,
+            delay: Duration::from_millis(200),
+        }
+    }
+
+    /// After a failure: waits and returns true when another attempt is
+    /// worth it, else returns false at once.
+    pub async fn again(&mut self, err: &Error) -> bool {
+        if err.retry() != Retry::Temporary || self.attempt >= self.attempts {
+            return false;
+        }
+        tracing::warn!(attempt = self.attempt, error = %err, "temporary failure, retrying");
+        tokio::time::sleep(self.delay).await;
+        self.delay *= 4;
+        self.attempt += 1;
+        true
+    }
+}

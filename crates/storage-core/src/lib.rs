@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod error;
+pub mod export;
+pub mod fields;
+pub mod filter;
+pub mod import;
+pub mod jobs;
+mod model;
+pub mod parse;
+pub mod persist;
+mod status;
+
+pub use backend::{check_listable, Backend, Backends, Capabilities, ExportStorage, ImportStorage};
+pub use error::{Error, Result, Retry, ValidationErrors, NON_FIELD_ERRORS};
+pub use fields::{FieldSpec, FieldType, ImportOptions, Settings};
+pub use jobs::{RunnerConfig, SyncService};
+pub use model::{meta_time, NewStorage, Storage, StorageKind, SyncState};
+pub use status::SyncStatus;
+
+/// Re-exported so backends and hosts use the exact `object_store` version
+/// core is built against.
+pub use object_store;

@@ -1,0 +1,172 @@
+//! What the storage system needs from the application that embeds it.
+//!
+//! Tasks, annotations and projects belong to the host. `storage-db`
+//! implements these traits on its own tables; a host with its own database
+//! implements them instead.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::{NewStorage, Result, Storage, StorageKind, SyncState, SyncStatus};
+
+/// Which storages to list.
+#[derive(Debug, Clone, Default)]
+pub struct StorageFilter<'a> {
+    /// Only storages of this project.
+    pub project: Option<i64>,
+    /// Only import or only export storages.
+    pub kind: Option<StorageKind>,
+    /// Only storages of this type.
+    pub storage_type: Option<&'a str>,
+}
+
+/// What a sync-state update expects to find, so that two writers never
+/// overwrite each other (compare-and-set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncGuard {
+    /// The status the row must have.
+    pub status: SyncStatus,
+    /// The job id the row must have.
+    pub job: Option<String>,
+}
+
+impl SyncGuard {
+    /// The guard matching a state as it was read.
+    pub fn of(state: &SyncState) -> Self {
+        Self {
+            status: state.status,
+            job: state.last_sync_job.clone(),
+        }
+    }
+}
+
+/// Storage rows and their sync state.
+#[async_trait]
+pub trait StorageRepository: Send + Sync + Debug {
+    /// Saves a new storage in `initialized` state.
+    async fn insert_storage(&self, new: NewStorage) -> Result<Storage>;
+
+    /// The storage with this id.
+    async fn storage(&self, id: i64) -> Result<Option<Storage>>;
+
+    /// Storages matching `filter`, by ascending id.
+    async fn storages(&self, filter: StorageFilter<'_>) -> Result<Vec<Storage>>;
+
+    /// Saves the configuration (project, title, description,
+    /// synchronizable, settings) of a storage; never its sync state.
+    async fn update_storage(&self, storage: &Storage) -> Result<()>;
+
+    /// Deletes a storage and its links (tasks and bucket objects stay).
+    /// Returns false when it did not exist.
+    async fn delete_storage(&self, id: i64) -> Result<bool>;
+
+    /// Storages whose status is one of `statuses` (for the job runner).
+    async fn storages_with_status(&self, statuses: &[SyncStatus]) -> Result<Vec<Storage>>;
+
+    /// Writes `state` if the stored state still matches `expected`.
+    /// Returns false (and writes nothing) otherwise.
+    async fn update_sync(&self, id: i64, expected: &SyncGuard, state: &SyncState) -> Result<bool>;
+}
+
+/// Where an object came from, recorded with every task it produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectLink {
+    /// The key (see [`crate::ImportStorage::object_key`]).
+    pub key: String,
+    /// Position of the task in the file (arrays, JSONL); `None` otherwise.
+    pub row_index: Option<i64>,
+    /// The object's ETag from the listing.
+    pub etag: Option<String>,
+    /// The object's size from the listing.
+    pub size: Option<u64>,
+    /// The object's last-modified time from the listing.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// A task to create with its link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// Task data.
+    pub data: Map<String, Value>,
+    /// Annotations to create with it.
+    pub annotations: Vec<Value>,
+    /// Predictions to create with it.
+    pub predictions: Vec<Value>,
+    /// Whether annotators may skip it.
+    pub allow_skip: bool,
+    /// Its storage link.
+    pub link: ObjectLink,
+}
+
+/// Task creation for import syncs.
+#[async_trait]
+pub trait TaskSink: Send + Sync + Debug {
+    /// Of `keys`, those already linked to `storage_id`, with the number of
+    /// tasks linked to each.
+    async fn linked_keys(&self, storage_id: i64, keys: &[String]) -> Result<HashMap<String, u64>>;
+
+    /// Creates `tasks` and their links in one transaction: all or nothing.
+    /// Tasks whose `(key, row_index)` is already linked to the storage are
+    /// skipped. Returns how many were created.
+    async fn create_tasks(&self, project: i64, storage_id: i64, tasks: &[NewTask]) -> Result<u64>;
+}
+
+/// An annotation as export storages write it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedAnnotation {
+    /// Annotation id (the object key).
+    pub id: i64,
+    /// Its project.
+    pub project: i64,
+    /// Label Studio's export JSON: the annotation with `completed_by`
+    /// expanded and `task` nested.
+    pub payload: Value,
+}
+
+/// Annotations for export syncs.
+#[async_trait]
+pub trait AnnotationSource: Send + Sync + Debug {
+    /// Up to `limit` annotations of `project` with an id above `after_id`,
+    /// by ascending id.
+    async fn annotations_for_export(
+        &self,
+        project: i64,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<ExportedAnnotation>>;
+
+    /// The number of annotations of `project`.
+    async fn count_annotations(&self, project: i64) -> Result<u64>;
+
+    /// One annotation, if it exists.
+    async fn annotation_for_export(&self, id: i64) -> Result<Option<ExportedAnnotation>>;
+}
+
+/// An authenticated API caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user.
+    pub user_id: i64,
+    /// The user's organisation; projects are visible within it only.
+    pub organization_id: i64,
+}
+
+/// Who may see which project.
+#[async_trait]
+pub trait ProjectAccess: Send + Sync + Debug {
+    /// Whether `project` exists and `caller` may see it. Callers get
+    /// "not found" for projects they may not see.
+    async fn project_visible(&self, caller: &Caller, project: i64) -> Result<bool>;
+}
+
+/// Maps API tokens to callers.
+#[async_trait]
+pub trait Authenticator: Send + Sync + Debug {
+    /// The caller whose token this is (compared in constant time by the
+    /// implementation).
+    async fn authenticate(&self, token: &str) -> Result<Option<Caller>>;
+}
