@@ -5,6 +5,7 @@ mod error;
 pub mod export;
 pub mod fields;
 pub mod filter;
+pub mod host;
 pub mod import;
 pub mod jobs;
 mod model;
