@@ -1,1 +1,175 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![recursion_limit = "256"]
+
+mod error;
+mod extract;
+mod host;
+mod local_files;
+mod render;
+mod serve;
+mod storages;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+use storage_core::persist::{Authenticator, ProjectAccess, StorageRepository};
+use storage_core::host::HostStore;
+use storage_core::{Backend, Backends, SyncService};
+use storage_localfiles::LocalFiles;
+
+pub use error::{ApiError, ApiResult, VERSION};
+pub use extract::Authenticated;
+
+/// What the routes need: the sync service (with its repository and
+/// backends), access rules, authentication and, optionally, the host store
+/// and the local-files configuration.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    sync: SyncService,
+    access: Arc<dyn ProjectAccess>,
+    auth: Arc<dyn Authenticator>,
+    host: Option<Arc<dyn HostStore>>,
+    local_files: Option<LocalFiles>,
+    max_body_bytes: usize,
+}
+
+impl ApiState {
+    /// State for the storage routes.
+    pub fn new(sync: SyncService, access: Arc<dyn ProjectAccess>, auth: Arc<dyn Authenticator>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                sync,
+                access,
+                auth,
+                host: None,
+                local_files: None,
+                max_body_bytes: 64 * 1024 * 1024,
+            }),
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.inner).expect("ApiState is configured before it is shared")
+    }
+
+    /// Adds the host store used by [`host_router`].
+    pub fn with_host(mut self, host: Arc<dyn HostStore>) -> Self {
+        self.inner_mut().host = Some(host);
+        self
+    }
+
+    /// Enables `/data/local-files/` under this configuration.
+    pub fn with_local_files(mut self, local: LocalFiles) -> Self {
+        self.inner_mut().local_files = Some(local);
+        self
+    }
+
+    /// The largest accepted request body (default 64 MiB).
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.inner_mut().max_body_bytes = bytes;
+        self
+    }
+
+    pub(crate) fn sync(&self) -> &SyncService {
+        &self.inner.sync
+    }
+
+    pub(crate) fn storages(&self) -> &Arc<dyn StorageRepository> {
+        self.inner.sync.storages()
+    }
+
+    pub(crate) fn backends(&self) -> &Backends {
+        self.inner.sync.backends()
+    }
+
+    pub(crate) fn backend(&self, name: &str) -> ApiResult<&Arc<dyn Backend>> {
+        self.backends().get(name).ok_or_else(ApiError::not_found)
+    }
+
+    pub(crate) fn access(&self) -> &Arc<dyn ProjectAccess> {
+        &self.inner.access
+    }
+
+    pub(crate) fn auth(&self) -> &Arc<dyn Authenticator> {
+        &self.inner.auth
+    }
+
+    pub(crate) fn host(&self) -> Option<&Arc<dyn HostStore>> {
+        self.inner.host.as_ref()
+    }
+
+    pub(crate) fn local_files(&self) -> Option<&LocalFiles> {
+        self.inner.local_files.as_ref()
+    }
+
+    pub(crate) fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes
+    }
+}
+
+/// Routes `path` and `path/` (Label Studio accepts both spellings).
+fn both(router: Router<ApiState>, path: &str, methods: MethodRouter<ApiState>) -> Router<ApiState> {
+    let trimmed = path.trim_end_matches('/');
+    router
+        .route(trimmed, methods.clone())
+        .route(&format!("{trimmed}/"), methods)
+}
+
+/// The storage routes of Label Studio (`/api/storages/...`) and
+/// `/data/local-files/`, ready to `merge` or `nest` into a host app.
+///
+/// ```no_run
+/// # fn make_state() -> storage_api::ApiState { unimplemented!() }
+/// let app: axum::Router = axum::Router::new().merge(storage_api::router(make_state()));
+/// ```
+pub fn router<S>(state: ApiState) -> Router<S> {
+    use storages::*;
+    let mut r = Router::new();
+    r = both(r, "/api/storages/types", get(types));
+    r = both(r, "/api/storages/export/types", get(types));
+    r = both(r, "/api/storages", get(list_all::<false>));
+    r = both(r, "/api/storages/export", get(list_all::<true>));
+    r = both(r, "/api/storages/{storage_type}", get(list::<false>).post(create::<false>));
+    r = both(r, "/api/storages/export/{storage_type}", get(list::<true>).post(create::<true>));
+    r = both(r, "/api/storages/{storage_type}/validate", post(validate::<false>));
+    r = both(r, "/api/storages/export/{storage_type}/validate", post(validate::<true>));
+    r = both(
+        r,
+        "/api/storages/{storage_type}/{id}",
+        get(detail::<false>).patch(patch::<false>).delete(remove::<false>),
+    );
+    r = both(
+        r,
+        "/api/storages/export/{storage_type}/{id}",
+        get(detail::<true>).patch(patch::<true>).delete(remove::<true>),
+    );
+    r = both(r, "/api/storages/{storage_type}/{id}/sync", post(sync::<false>));
+    r = both(r, "/api/storages/export/{storage_type}/{id}/sync", post(sync::<true>));
+    r = both(r, "/data/local-files", get(local_files::serve));
+    r.fallback(|| async { ApiError::not_found() }).with_state(state)
+}
+
+/// The minimal Label Studio host surface the example server offers on its
+/// own: projects, task import and listing, annotations.
+pub fn host_router<S>(state: ApiState) -> Router<S> {
+    use host::*;
+    let mut r = Router::new();
+    r = both(r, "/api/projects", post(create_project));
+    r = both(r, "/api/projects/{id}", get(get_project));
+    r = both(r, "/api/projects/{id}/import", post(import_tasks));
+    r = both(r, "/api/tasks", get(list_tasks));
+    r = both(r, "/api/tasks/{id}", get(get_task));
+    r = both(r, "/api/tasks/{id}/annotations", post(create_annotation));
+    r = both(
+        r,
+        "/api/annotations/{id}",
+        axum::routing::patch(update_annotation).delete(delete_annotation),
+    );
+    r.with_state(state)
+}

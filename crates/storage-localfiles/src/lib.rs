@@ -1,1 +1,7 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod paths;
+
+pub use backend::{LocalExport, LocalFiles, LocalFilesBackend, LocalImport};
+pub use paths::{local_files_url, normalize_path, resolve_served_file};

@@ -1,0 +1,127 @@
+//! Label Studio's JSON error envelope, as one `IntoResponse` type.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use storage_core::{Error, ValidationErrors};
+
+/// The version reported in error envelopes.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An error answered in Label Studio's envelope:
+/// `{"id", "status_code", "version", "detail", "exc_info", "validation_errors"?}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: String,
+    validation_errors: Option<ValidationErrors>,
+    /// A body that is not the envelope (Label Studio's bare `{"message"}`).
+    bare: Option<Value>,
+}
+
+impl ApiError {
+    /// An error with a status and a detail text.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+            validation_errors: None,
+            bare: None,
+        }
+    }
+
+    /// 400 "Validation error" with per-field messages.
+    pub fn validation(errors: ValidationErrors) -> Self {
+        Self {
+            validation_errors: Some(errors),
+            ..Self::new(StatusCode::BAD_REQUEST, "Validation error")
+        }
+    }
+
+    /// 400 with one message about one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::validation(ValidationErrors::field(field, message))
+    }
+
+    /// 404 "Not found."
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Not found.")
+    }
+
+    /// 401 with Label Studio's texts.
+    pub fn unauthenticated(detail: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, detail)
+    }
+
+    /// 403 "You do not have permission to perform this action."
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "You do not have permission to perform this action.",
+        )
+    }
+
+    /// An answer with a status and a body of its own (no envelope).
+    pub fn bare(status: StatusCode, body: Value) -> Self {
+        Self {
+            bare: Some(body),
+            ..Self::new(status, "")
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidConfig(errors) => Self::validation(errors),
+            Error::NotFound { .. } => Self::not_found(),
+            Error::PermissionDenied { .. } => Self::forbidden(),
+            Error::Unauthenticated { .. } => Self::unauthenticated("Invalid token."),
+            Error::NotSupported { what } => {
+                Self::validation(ValidationErrors::general(format!("Not supported: {what}")))
+            }
+            Error::IllegalTransition { .. } => Self::new(StatusCode::CONFLICT, err.to_string()),
+            Error::InvalidTaskFile { .. } => {
+                Self::validation(ValidationErrors::general(err.to_string()))
+            }
+            other => {
+                // The detail may name internals: log it, answer plainly.
+                tracing::error!(error = %storage_core::jobs::error_report(&other), "internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(body) = self.bare {
+            return (self.status, axum::Json(body)).into_response();
+        }
+        let mut body = json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "status_code": self.status.as_u16(),
+            "version": VERSION,
+            "detail": self.detail,
+            "exc_info": null,
+        });
+        if let Some(errors) = self.validation_errors {
+            body["validation_errors"] = json!(errors);
+        }
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
+        }
+        response
+    }
+}
+
+/// A handler result.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,128 @@
+//! Extractors: the token-authenticated caller and request bodies that
+//! answer malformed input with a 400 naming the problem.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde_json::{Map, Value};
+use storage_core::persist::Caller;
+
+use crate::error::ApiError;
+use crate::ApiState;
+
+/// The caller proved by `Authorization: Token <token>`.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Caller);
+
+impl FromRequestParts<ApiState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        const MISSING: &str = "Authentication credentials were not provided.";
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::unauthenticated(MISSING))?;
+        let (scheme, token) = header.trim().split_once(' ').unwrap_or((header, ""));
+        if !scheme.eq_ignore_ascii_case("token") {
+            return Err(ApiError::unauthenticated(MISSING));
+        }
+        let token = token.trim();
+        if token.is_empty() || token.contains(' ') {
+            return Err(ApiError::unauthenticated(
+                "Invalid token header. Token string should not contain spaces.",
+            ));
+        }
+        match state.auth().authenticate(token).await? {
+            Some(caller) => Ok(Self(caller)),
+            None => Err(ApiError::unauthenticated("Invalid token.")),
+        }
+    }
+}
+
+/// A request body as a JSON object: JSON (`{}` when empty) or
+/// `application/x-www-form-urlencoded`, as Label Studio accepts both.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Body(pub(crate) Map<String, Value>);
+
+impl FromRequest<ApiState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &ApiState) -> Result<Self, ApiError> {
+        let value = any_json(req, state).await?;
+        match value {
+            Value::Object(map) => Ok(Self(map)),
+            Value::Null => Ok(Self::default()),
+            other => Err(ApiError::field(
+                storage_core::NON_FIELD_ERRORS,
+                format!(
+                    "Invalid data. Expected a dictionary, but got {}.",
+                    drf_type_name(&other)
+                ),
+            )),
+        }
+    }
+}
+
+/// A request body as any JSON value (`null` when empty).
+#[derive(Debug, Clone)]
+pub(crate) struct JsonValue(pub(crate) Value);
+
+impl FromRequest<ApiState> for JsonValue {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &ApiState) -> Result<Self, ApiError> {
+        any_json(req, state).await.map(Self)
+    }
+}
+
+async fn any_json(req: Request, state: &ApiState) -> Result<Value, ApiError> {
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let limit = state.max_body_bytes();
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body is larger than the limit of {limit} bytes."),
+            )
+        })?;
+    if form {
+        return Ok(Value::Object(
+            url::form_urlencoded::parse(&bytes)
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect(),
+        ));
+    }
+    parse_json(&bytes)
+}
+
+fn parse_json(bytes: &Bytes) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("JSON parse error - {e}"),
+        )
+    })
+}
+
+fn drf_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Array(_) => "list",
+        Value::String(_) => "str",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::Bool(_) => "bool",
+        Value::Null => "NoneType",
+        Value::Object(_) => "dict",
+    }
+}

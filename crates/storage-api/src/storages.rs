@@ -1,0 +1,359 @@
+//! The storage routes: per-type CRUD, validate, sync, and the aggregate
+//! and type lists, for import (`/api/storages/...`) and export
+//! (`/api/storages/export/...`) storages.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+use storage_core::fields::common_fields;
+use storage_core::persist::{Caller, StorageFilter};
+use storage_core::{Backend, Error, NewStorage, Settings, Storage, StorageKind, ValidationErrors};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Authenticated, Body};
+use crate::render::storage_json;
+use crate::ApiState;
+
+/// `false` for import routes, `true` for export routes.
+fn kind<const EXPORT: bool>() -> StorageKind {
+    if EXPORT {
+        StorageKind::Export
+    } else {
+        StorageKind::Import
+    }
+}
+
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `GET /api/storages/types` and `/api/storages/export/types`.
+pub(crate) async fn types(State(state): State<ApiState>, _: Authenticated) -> Json<Value> {
+    Json(Value::Array(
+        state
+            .backends()
+            .iter()
+            .map(|b| json!({"name": b.name(), "title": b.title()}))
+            .collect(),
+    ))
+}
+
+/// `GET /api/storages/?project=` (and export): every type's list, in type
+/// order; 200 `[]` when the project is missing, as in Label Studio.
+pub(crate) async fn list_all<const EXPORT: bool>(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let Some(project) = query_param(query.as_deref(), "project").and_then(|p| p.parse::<i64>().ok()) else {
+        return Ok(Json(json!([])));
+    };
+    if !state.access().project_visible(&caller, project).await? {
+        return Ok(Json(json!([])));
+    }
+    let storages = state
+        .storages()
+        .storages(StorageFilter {
+            project: Some(project),
+            kind: Some(kind::<EXPORT>()),
+            storage_type: None,
+        })
+        .await?;
+    let mut out = Vec::with_capacity(storages.len());
+    for backend in state.backends().iter() {
+        let fields = backend.fields(kind::<EXPORT>());
+        out.extend(
+            storages
+                .iter()
+                .filter(|s| s.storage_type == backend.name())
+                .map(|s| storage_json(s, &fields)),
+        );
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+/// `GET /api/storages/{type}?project=`.
+pub(crate) async fn list<const EXPORT: bool>(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    Path(storage_type): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let backend = state.backend(&storage_type)?;
+    let project = query_param(query.as_deref(), "project").ok_or_else(|| {
+        ApiError::field(storage_core::NON_FIELD_ERRORS, "query parameter \"project\" is required")
+    })?;
+    let project: i64 = project.parse().map_err(|_| ApiError::not_found())?;
+    if !state.access().project_visible(&caller, project).await? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "No Project matches the given query."));
+    }
+    let fields = backend.fields(kind::<EXPORT>());
+    let storages = state
+        .storages()
+        .storages(StorageFilter {
+            project: Some(project),
+            kind: Some(kind::<EXPORT>()),
+            storage_type: Some(backend.name()),
+        })
+        .await?;
+    Ok(Json(Value::Array(
+        storages.iter().map(|s| storage_json(s, &fields)).collect(),
+    )))
+}
+
+/// `POST /api/storages/{type}`: create; export storages start a first sync
+/// at once, as in Label Studio.
+pub(crate) async fn create<const EXPORT: bool>(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    Path(storage_type): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let kind = kind::<EXPORT>();
+    let backend = state.backend(&storage_type)?.clone();
+    let candidate = candidate(&state, &caller, backend.as_ref(), kind, &body, None).await?;
+    check_connection(backend.as_ref(), kind, &candidate.settings).await?;
+    let mut storage = state.storages().insert_storage(candidate).await?;
+    tracing::info!(storage = storage.id, r#type = %storage.storage_type, kind = kind.as_str(), "storage created");
+    if kind == StorageKind::Export {
+        storage = state.sync().request_sync(storage.id).await?;
+    }
+    let fields = backend.fields(kind);
+    Ok((StatusCode::CREATED, Json(storage_json(&storage, &fields))).into_response())
+}
+
+/// `POST /api/storages/{type}/validate`: checks the fields and the
+/// connection; with `id`, the stored storage (and its secrets) is the base.
+/// Never saves anything.
+pub(crate) async fn validate<const EXPORT: bool>(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    Path(storage_type): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let kind = kind::<EXPORT>();
+    let backend = state.backend(&storage_type)?.clone();
+    let existing = match body.get("id").filter(|v| !v.is_null()) {
+        Some(id) => {
+            let id = id.as_i64().or_else(|| id.as_str().and_then(|s| s.parse().ok()));
+            let id = id.ok_or_else(|| ApiError::field("id", "A valid integer is required."))?;
+            Some(load(&state, &caller, kind, backend.name(), id).await?)
+        }
+        None => None,
+    };
+    let candidate = candidate(&state, &caller, backend.as_ref(), kind, &body, existing.as_ref()).await?;
+    check_connection(backend.as_ref(), kind, &candidate.settings).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `GET /api/storages/{type}/{id}`.
+pub(crate) async fn detail<const EXPORT: bool>(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    Path((storage_type, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let backend = state.backend(&storage_type)?;
+    let storage = load_str(&state, &caller, kind::<EXPORT>(), backend.name(), &id).await?;
+    Ok(Json(storage_json(&storage, &backend.fields(kind::<EXPORT>()))))
+}
+
+/// `PATCH /api/storages/{type}/{id}`: fields not sent keep their value
+/// (secrets included); a secret sent as `""` is cleared.
+pub(crate) async fn patch<const EXPORT: bool>(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    Path((storage_type, id)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let kind = kind::<EXPORT>();
+    let backend = state.backend(&storage_type)?.clone();
+    let mut storage = load_str(&state, &caller, kind, backend.name(), &id).await?;
+    let candidate = candidate(&state, &caller, backend.as_ref(), kind, &body, Some(&storage)).await?;
+    let fields = backend.fields(kind);
+    let touches_connection = fields.iter().any(|f| body.contains_key(f.name));
+    if touches_connection {
+        check_connection(backend.as_ref(), kind, &candidate.settings).await?;
+    }
+    storage.project = candidate.project;
+    storage.title = candidate.title;
+    storage.description = candidate.description;
+    storage.synchronizable = candidate.synchronizable;
+    storage.settings = candidate.settings;
+    state.storages().update_storage(&storage).await?;
+    Ok(Json(storage_json(&storage, &fields)))
+}
+
+/// `DELETE /api/storages/{type}/{id}`: 204; links go, tasks and objects stay.
+pub(crate) async fn remove<const EXPORT: bool>(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    Path((storage_type, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let backend = state.backend(&storage_type)?;
+    let storage = load_str(&state, &caller, kind::<EXPORT>(), backend.name(), &id).await?;
+    if !state.storages().delete_storage(storage.id).await? {
+        return Err(ApiError::not_found());
+    }
+    tracing::info!(storage = storage.id, "storage deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/storages/{type}/{id}/sync`: queues a sync and answers at once
+/// with the storage (`status: "queued"`, or the running job's state).
+pub(crate) async fn sync<const EXPORT: bool>(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    Path((storage_type, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let kind = kind::<EXPORT>();
+    let backend = state.backend(&storage_type)?.clone();
+    let storage = load_str(&state, &caller, kind, backend.name(), &id).await?;
+    if !storage.synchronizable {
+        return Err(ApiError::bare(
+            StatusCode::BAD_REQUEST,
+            json!({"message": format!("Storage {} is not synchronizable", storage.id)}),
+        ));
+    }
+    // Settings that were valid at creation may not be any more (a deleted
+    // folder, a changed document root): say so now rather than fail later.
+    let mut settings = storage.settings.clone();
+    backend.check_settings(kind, &mut settings)?;
+    let storage = state.sync().request_sync(storage.id).await?;
+    Ok(Json(storage_json(&storage, &backend.fields(kind))))
+}
+
+async fn load_str(
+    state: &ApiState,
+    caller: &Caller,
+    kind: StorageKind,
+    storage_type: &str,
+    id: &str,
+) -> ApiResult<Storage> {
+    let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
+    load(state, caller, kind, storage_type, id).await
+}
+
+/// The storage `id` if it is of this kind and type and the caller may see
+/// its project; 404 otherwise, so foreign ids are not disclosed.
+async fn load(
+    state: &ApiState,
+    caller: &Caller,
+    kind: StorageKind,
+    storage_type: &str,
+    id: i64,
+) -> ApiResult<Storage> {
+    let storage = state
+        .storages()
+        .storage(id)
+        .await?
+        .filter(|s| s.kind == kind && s.storage_type == storage_type)
+        .ok_or_else(ApiError::not_found)?;
+    if !state.access().project_visible(caller, storage.project).await? {
+        return Err(ApiError::not_found());
+    }
+    Ok(storage)
+}
+
+/// Checks a create/validate/patch body against the schema and the
+/// backend's rules; `existing` is the base of partial updates.
+async fn candidate(
+    state: &ApiState,
+    caller: &Caller,
+    backend: &dyn Backend,
+    kind: StorageKind,
+    body: &Map<String, Value>,
+    existing: Option<&Storage>,
+) -> ApiResult<NewStorage> {
+    let mut errors = ValidationErrors::default();
+    let project = match body.get("project") {
+        None | Some(Value::Null) => match existing {
+            Some(storage) => Some(storage.project),
+            None => {
+                errors.add("project", "This field is required.");
+                None
+            }
+        },
+        Some(value) => {
+            match value.as_i64().or_else(|| value.as_str().and_then(|s| s.trim().parse().ok())) {
+                Some(id) if state.access().project_visible(caller, id).await? => Some(id),
+                Some(id) => {
+                    errors.add("project", format!("Invalid pk \"{id}\" - object does not exist."));
+                    None
+                }
+                None => {
+                    errors.add(
+                        "project",
+                        format!("Incorrect type. Expected pk value, received {}.", type_name(value)),
+                    );
+                    None
+                }
+            }
+        }
+    };
+
+    let common_specs = common_fields();
+    let mut common = Settings::defaults(&common_specs);
+    if let Some(storage) = existing {
+        common.set("title", json!(storage.title));
+        common.set("description", json!(storage.description));
+        common.set("synchronizable", json!(storage.synchronizable));
+    }
+    if let Err(e) = common.apply(&common_specs, body) {
+        errors.merge(e);
+    }
+    let specs = backend.fields(kind);
+    let mut settings = match existing {
+        Some(storage) => storage.settings.clone(),
+        None => Settings::defaults(&specs),
+    };
+    if let Err(e) = settings.apply(&specs, body) {
+        errors.merge(e);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    backend.check_settings(kind, &mut settings)?;
+    Ok(NewStorage {
+        kind,
+        storage_type: backend.name().to_string(),
+        project: project.unwrap_or_default(),
+        title: common.get("title").and_then(Value::as_str).map(str::to_string),
+        description: common.get("description").and_then(Value::as_str).map(str::to_string),
+        synchronizable: common.bool("synchronizable", true),
+        settings,
+    })
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::String(_) => "str",
+        Value::Bool(_) => "bool",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+        Value::Number(_) => "float",
+        Value::Null => "NoneType",
+    }
+}
+
+/// Builds the storage and proves it can be reached; every failure is a 400
+/// whose message says what is wrong.
+async fn check_connection(backend: &dyn Backend, kind: StorageKind, settings: &Settings) -> ApiResult<()> {
+    let result = match kind {
+        StorageKind::Import => match backend.import_storage(settings).await {
+            Ok(source) => source.check_connection().await,
+            Err(err) => Err(err),
+        },
+        StorageKind::Export => match backend.export_storage(settings).await {
+            Ok(target) => target.check_connection().await,
+            Err(err) => Err(err),
+        },
+    };
+    result.map_err(|err| match err {
+        Error::InvalidConfig(errors) => ApiError::validation(errors),
+        other => ApiError::validation(ValidationErrors::general(other.to_string())),
+    })
+}

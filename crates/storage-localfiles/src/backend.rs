@@ -1,0 +1,284 @@
+//! The local-files backend: configuration, checks and the two storages.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::ObjectStore;
+use percent_encoding::percent_decode_str;
+use storage_core::fields::{export_fields, import_fields, FieldSpec};
+use storage_core::filter::{Listing, RegexTarget};
+use storage_core::{
+    Backend, Error, ExportStorage, ImportOptions, ImportStorage, Result, Settings, StorageKind,
+};
+
+use crate::paths::{local_files_url, normalize_path};
+
+/// Server-wide local-files configuration.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let local = storage_localfiles::LocalFiles::new(dir.path())
+///     .unwrap()
+///     .with_serving_enabled(true)
+///     .with_url_base("http://localhost:8080");
+/// assert!(local.serving_enabled());
+/// ```
+#[derive(Debug, Clone)]
+pub struct LocalFiles {
+    document_root: PathBuf,
+    shown_root: String,
+    serving_enabled: bool,
+    url_base: String,
+}
+
+impl LocalFiles {
+    /// Uses `document_root` (which must exist) as `LOCAL_FILES_DOCUMENT_ROOT`.
+    /// Serving is off until [`LocalFiles::with_serving_enabled`].
+    pub fn new(document_root: impl AsRef<FsPath>) -> Result<Self> {
+        let shown = document_root.as_ref().to_string_lossy().to_string();
+        let canonical = document_root.as_ref().canonicalize().map_err(|e| {
+            Error::invalid(
+                "LOCAL_FILES_DOCUMENT_ROOT",
+                format!("document root \"{shown}\" cannot be used: {e}"),
+            )
+        })?;
+        Ok(Self {
+            shown_root: normalize_path(&canonical.to_string_lossy()),
+            document_root: canonical,
+            serving_enabled: false,
+            url_base: String::new(),
+        })
+    }
+
+    /// `LOCAL_FILES_SERVING_ENABLED`: storages and `/data/local-files/`
+    /// are refused unless it is on.
+    pub fn with_serving_enabled(mut self, enabled: bool) -> Self {
+        self.serving_enabled = enabled;
+        self
+    }
+
+    /// The absolute base of task URLs (Label Studio's `HOST`); empty gives
+    /// relative URLs.
+    pub fn with_url_base(mut self, base: impl Into<String>) -> Self {
+        self.url_base = base.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    /// The canonical document root.
+    pub fn document_root(&self) -> &FsPath {
+        &self.document_root
+    }
+
+    /// Whether serving is enabled.
+    pub fn serving_enabled(&self) -> bool {
+        self.serving_enabled
+    }
+
+    /// Checks a normalised storage path with Label Studio's rules and
+    /// messages. Returns its canonical form.
+    fn check_path(&self, path: &str) -> Result<PathBuf> {
+        let root = &self.shown_root;
+        if path.is_empty() || path == "." {
+            return Err(Error::invalid_general("Path must be set for Local Files storage"));
+        }
+        if !path.starts_with('/') {
+            return Err(Error::invalid_general(format!(
+                "Absolute local path \"{path}\" must be absolute (start with \"/\"). For example: \"{root}/dataset1\"."
+            )));
+        }
+        let canonical = FsPath::new(path).canonicalize().map_err(|_| {
+            Error::invalid_general(format!("Absolute local path \"{path}\" does not exist"))
+        })?;
+        if canonical == self.document_root {
+            return Err(Error::invalid_general(format!(
+                "Absolute local path \"{path}\" cannot be the same as LOCAL_FILES_DOCUMENT_ROOT=\"{root}\" by security reasons. Please add a subdirectory. For example: \"{root}/dataset1\"."
+            )));
+        }
+        if !canonical.starts_with(&self.document_root) {
+            return Err(Error::invalid_general(format!(
+                "Absolute local path \"{path}\" must be a subdirectory of LOCAL_FILES_DOCUMENT_ROOT=\"{root}\" by security reasons. For example: \"{root}/dataset1\"."
+            )));
+        }
+        if !canonical.is_dir() {
+            return Err(Error::invalid_general(format!(
+                "Absolute local path \"{path}\" is not a directory"
+            )));
+        }
+        if !self.serving_enabled {
+            return Err(Error::invalid_general(
+                "Serving local files can be dangerous, so it's disabled by default. \
+                 You can enable it with LOCAL_FILES_SERVING_ENABLED environment variable, \
+                 and set LOCAL_FILES_DOCUMENT_ROOT to the folder that holds your data.",
+            ));
+        }
+        Ok(canonical)
+    }
+
+    /// The canonical directory of checked settings.
+    fn directory(&self, settings: &Settings) -> Result<PathBuf> {
+        self.check_path(&normalize_path(settings.str("path").unwrap_or_default()))
+    }
+
+    /// The path of `file` (canonical) relative to the document root.
+    fn relative_to_root(&self, file: &FsPath) -> String {
+        file.strip_prefix(&self.document_root)
+            .unwrap_or(file)
+            .to_string_lossy()
+            .to_string()
+    }
+}
+
+/// The `localfiles` storage type.
+#[derive(Debug, Clone)]
+pub struct LocalFilesBackend {
+    local: LocalFiles,
+}
+
+impl LocalFilesBackend {
+    /// A backend serving under `local`'s document root.
+    pub fn new(local: LocalFiles) -> Self {
+        Self { local }
+    }
+
+    /// The server-wide configuration.
+    pub fn local_files(&self) -> &LocalFiles {
+        &self.local
+    }
+
+    fn store(dir: &FsPath) -> Result<Arc<dyn ObjectStore>> {
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| Error::from_object_store(format!("opening \"{}\"", dir.display()), e))?;
+        Ok(Arc::new(store))
+    }
+}
+
+fn path_field() -> FieldSpec {
+    FieldSpec::string("path", "Absolute local path below LOCAL_FILES_DOCUMENT_ROOT")
+}
+
+#[async_trait]
+impl Backend for LocalFilesBackend {
+    fn name(&self) -> &'static str {
+        "localfiles"
+    }
+
+    fn title(&self) -> &'static str {
+        "Local files"
+    }
+
+    fn fields(&self, kind: StorageKind) -> Vec<FieldSpec> {
+        let mut fields = vec![path_field()];
+        fields.extend(match kind {
+            StorageKind::Import => import_fields(),
+            StorageKind::Export => export_fields(),
+        });
+        fields
+    }
+
+    fn check_settings(&self, kind: StorageKind, settings: &mut Settings) -> Result<()> {
+        let path = normalize_path(settings.str("path").unwrap_or_default());
+        self.local.check_path(&path)?;
+        settings.set("path", path.into());
+        storage_core::fields::check_regex(settings, kind).map_err(Error::InvalidConfig)
+    }
+
+    async fn import_storage(&self, settings: &Settings) -> Result<Arc<dyn ImportStorage>> {
+        let directory = self.local.directory(settings)?;
+        let options = ImportOptions::from_settings(settings);
+        Ok(Arc::new(LocalImport {
+            store: Self::store(&directory)?,
+            listing: Listing::new(
+                None,
+                options.recursive_scan,
+                options.regex_filter.as_deref(),
+                RegexTarget::FileName,
+            )?,
+            key_base: normalize_path(settings.str("path").unwrap_or_default()),
+            url_base: self.local.url_base.clone(),
+            relative_dir: self.local.relative_to_root(&directory),
+        }))
+    }
+
+    async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {
+        let directory = self.local.directory(settings)?;
+        Ok(Arc::new(LocalExport {
+            store: Self::store(&directory)?,
+            can_delete_objects: settings.bool("can_delete_objects", false),
+        }))
+    }
+}
+
+/// A local-files import storage.
+#[derive(Debug)]
+pub struct LocalImport {
+    store: Arc<dyn ObjectStore>,
+    listing: Listing,
+    key_base: String,
+    url_base: String,
+    relative_dir: String,
+}
+
+/// object_store percent-encodes characters it reserves in path parts (`%`,
+/// `#`, `?`, ...); file names are shown and linked decoded.
+fn decoded(location: &Path) -> String {
+    percent_decode_str(location.as_ref()).decode_utf8_lossy().into_owned()
+}
+
+#[async_trait]
+impl ImportStorage for LocalImport {
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    fn listing(&self) -> &Listing {
+        &self.listing
+    }
+
+    fn object_key(&self, location: &Path) -> String {
+        format!("{}/{}", self.key_base, decoded(location))
+    }
+
+    fn task_url(&self, location: &Path) -> String {
+        local_files_url(&self.url_base, &format!("{}/{}", self.relative_dir, decoded(location)))
+    }
+
+    async fn check_connection(&self) -> Result<()> {
+        // The path checks already proved the directory exists; Label Studio
+        // accepts an empty local directory.
+        Ok(())
+    }
+}
+
+/// A local-files export storage: one pretty-printed JSON file per
+/// annotation in the storage directory.
+#[derive(Debug)]
+pub struct LocalExport {
+    store: Arc<dyn ObjectStore>,
+    can_delete_objects: bool,
+}
+
+#[async_trait]
+impl ExportStorage for LocalExport {
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    fn location(&self, key: &str) -> Path {
+        Path::from(key)
+    }
+
+    fn pretty_json(&self) -> bool {
+        true
+    }
+
+    fn can_delete_objects(&self) -> bool {
+        self.can_delete_objects
+    }
+
+    async fn check_connection(&self) -> Result<()> {
+        Ok(())
+    }
+}
