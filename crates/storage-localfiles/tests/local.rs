@@ -1,0 +1,178 @@
+//! The local-files backend on a real temporary directory.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::{json, Map, Value};
+use storage_core::import::{import_objects, ImportConfig, NoProgress};
+use storage_core::persist::{NewTask, TaskSink};
+use storage_core::{Backend, Error, Result, Settings, StorageKind};
+use storage_localfiles::{LocalFiles, LocalFilesBackend};
+
+#[derive(Debug, Default)]
+struct Sink(Mutex<Vec<NewTask>>);
+
+#[async_trait]
+impl TaskSink for Sink {
+    async fn linked_keys(&self, _: i64, keys: &[String]) -> Result<HashMap<String, u64>> {
+        let mut found = HashMap::new();
+        for t in self.0.lock().unwrap().iter().filter(|t| keys.contains(&t.link.key)) {
+            *found.entry(t.link.key.clone()).or_default() += 1;
+        }
+        Ok(found)
+    }
+    async fn create_tasks(&self, _: i64, _: i64, tasks: &[NewTask]) -> Result<u64> {
+        self.0.lock().unwrap().extend_from_slice(tasks);
+        Ok(tasks.len() as u64)
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: String,
+    backend: LocalFilesBackend,
+}
+
+fn fixture(serving: bool) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap().join("root");
+    for (file, body) in [
+        ("samples/img/img_000.jpg", "a"),
+        ("samples/img/img 001.jpg", "b"),
+        ("samples/img/notes.png", "c"),
+        ("samples/img/nested/img_002.jpg", "d"),
+        ("samples/json/t.json", r#"[{"text": "x"}, {"text": "y"}]"#),
+    ] {
+        let path = root.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+    let backend = LocalFilesBackend::new(LocalFiles::new(&root).unwrap().with_serving_enabled(serving));
+    Fixture {
+        root: root.to_string_lossy().into(),
+        _dir: dir,
+        backend,
+    }
+}
+
+fn settings(backend: &LocalFilesBackend, kind: StorageKind, body: Value) -> Result<Settings> {
+    let specs = backend.fields(kind);
+    let mut settings = Settings::defaults(&specs);
+    let body: Map<String, Value> = body.as_object().unwrap().clone();
+    settings.apply(&specs, &body).map_err(Error::InvalidConfig)?;
+    backend.check_settings(kind, &mut settings)?;
+    Ok(settings)
+}
+
+fn message(err: Error) -> String {
+    match err {
+        Error::InvalidConfig(errors) => errors.to_string(),
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn path_rules_use_label_studio_messages() {
+    let f = fixture(true);
+    let root = &f.root;
+    let check = |path: String| settings(&f.backend, StorageKind::Import, json!({"path": path}));
+    assert!(check(format!("{root}/samples/img")).is_ok());
+    assert_eq!(
+        message(check("/tmp".into()).unwrap_err()),
+        format!("Absolute local path \"/tmp\" must be a subdirectory of LOCAL_FILES_DOCUMENT_ROOT=\"{root}\" by security reasons. For example: \"{root}/dataset1\".")
+    );
+    assert_eq!(
+        message(check(root.clone()).unwrap_err()),
+        format!("Absolute local path \"{root}\" cannot be the same as LOCAL_FILES_DOCUMENT_ROOT=\"{root}\" by security reasons. Please add a subdirectory. For example: \"{root}/dataset1\".")
+    );
+    assert_eq!(
+        message(check(format!("{root}/nope")).unwrap_err()),
+        format!("Absolute local path \"{root}/nope\" does not exist")
+    );
+    // `..` is collapsed first, then the result is checked.
+    let escaped = check(format!("{root}/samples/../../outside")).unwrap_err();
+    assert!(message(escaped).contains("must be a subdirectory"));
+    assert_eq!(
+        message(check(String::new()).unwrap_err()),
+        "Path must be set for Local Files storage"
+    );
+    assert!(message(check("samples/img".into()).unwrap_err()).contains("must be absolute"));
+
+    let normalised = check(format!("  {root}//samples/./img/ ")).unwrap();
+    assert_eq!(normalised.str("path"), Some(format!("{root}/samples/img").as_str()));
+}
+
+#[test]
+fn symlinks_out_of_the_root_and_look_alike_prefixes_are_refused() {
+    let f = fixture(true);
+    let root = std::path::Path::new(&f.root);
+    std::os::unix::fs::symlink(root.parent().unwrap().join("outside"), root.join("link")).unwrap();
+    let err = settings(&f.backend, StorageKind::Import, json!({"path": format!("{}/link", f.root)})).unwrap_err();
+    assert!(message(err).contains("must be a subdirectory"));
+    let sibling = format!("{}-evil", f.root);
+    std::fs::create_dir_all(&sibling).unwrap();
+    let err = settings(&f.backend, StorageKind::Import, json!({"path": sibling})).unwrap_err();
+    assert!(message(err).contains("must be a subdirectory"), "a string prefix is not a parent");
+}
+
+#[test]
+fn serving_must_be_enabled() {
+    let f = fixture(false);
+    let err = settings(&f.backend, StorageKind::Export, json!({"path": format!("{}/samples/img", f.root)})).unwrap_err();
+    assert!(message(err).contains("LOCAL_FILES_SERVING_ENABLED"));
+}
+
+#[tokio::test]
+async fn files_mode_links_absolute_paths_and_urls_relative_to_the_root() {
+    let f = fixture(true);
+    let import = |recursive: bool| {
+        settings(
+            &f.backend,
+            StorageKind::Import,
+            json!({"path": format!("{}/samples/img", f.root), "regex_filter": "img", "use_blob_urls": true, "recursive_scan": recursive}),
+        )
+        .unwrap()
+    };
+    let sink = Sink::default();
+    let source = f.backend.import_storage(&import(false)).await.unwrap();
+    let outcome = import_objects(1, 1, source.as_ref(), true, &sink, &ImportConfig::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(outcome.progress.created, 2, "regex matches the file name; notes.png and the nested file are out");
+    let mut tasks: Vec<(String, Value)> = sink
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| (t.link.key.clone(), t.data["$undefined$"].clone()))
+        .collect();
+    tasks.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        tasks,
+        vec![
+            (format!("{}/samples/img/img 001.jpg", f.root), json!("/data/local-files/?d=samples/img/img%20001.jpg")),
+            (format!("{}/samples/img/img_000.jpg", f.root), json!("/data/local-files/?d=samples/img/img_000.jpg")),
+        ]
+    );
+    let recursive = f.backend.import_storage(&import(true)).await.unwrap();
+    let outcome = import_objects(1, 1, recursive.as_ref(), true, &sink, &ImportConfig::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!((outcome.progress.created, outcome.progress.existed), (1, 2));
+}
+
+#[tokio::test]
+async fn export_writes_pretty_json_named_by_annotation_id() {
+    let f = fixture(true);
+    let s = settings(&f.backend, StorageKind::Export, json!({"path": format!("{}/samples/json", f.root), "can_delete_objects": true})).unwrap();
+    let target = f.backend.export_storage(&s).await.unwrap();
+    let annotation = storage_core::persist::ExportedAnnotation { id: 42, project: 1, payload: json!({"id": 42, "result": []}) };
+    storage_core::export::export_annotation(target.as_ref(), &annotation).await.unwrap();
+    let written = std::fs::read_to_string(format!("{}/samples/json/42", f.root)).unwrap();
+    assert_eq!(written, "{\n  \"id\": 42,\n  \"result\": []\n}");
+    assert!(target.can_delete_objects());
+    storage_core::export::delete_annotation(target.as_ref(), 42).await.unwrap();
+    assert!(!std::path::Path::new(&format!("{}/samples/json/42", f.root)).exists());
+}
