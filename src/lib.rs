@@ -1,1 +1,23 @@
-//! placeholder
+//! Label Studio compatible cloud-storage connections as Rust crates.
+//!
+//! This facade re-exports the workspace crates behind features:
+//!
+//! | module | crate | feature |
+//! |---|---|---|
+//! | [`core`] | `storage-core`: model, engines, job runner, traits | always |
+//! | [`localfiles`] | `storage-localfiles`: local-files storages | `localfiles` |
+//! | [`db`] | `storage-db`: SQLite persistence | `db` |
+//! | [`api`] | `storage-api`: the axum REST surface | `api` |
+//!
+//! See `README.md` for the example server and `docs/` for the design.
+
+pub use storage_core as core;
+
+#[cfg(feature = "localfiles")]
+pub use storage_localfiles as localfiles;
+
+#[cfg(feature = "db")]
+pub use storage_db as db;
+
+#[cfg(feature = "api")]
+pub use storage_api as api;

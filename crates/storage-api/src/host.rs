@@ -8,10 +8,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use regex::Regex;
-use serde_json::{json, Map, Value};
-use storage_core::host::{HostStore, NewProject, Project, TaskRecord};
-use storage_core::import::UNDEFINED_DATA_KEY;
+use serde_json::{json, Value};
+use storage_core::host::{shown_data, HostStore, NewProject, Project, TaskRecord};
 use storage_core::parse::interpret;
 use storage_core::persist::Caller;
 use storage_core::ValidationErrors;
@@ -35,16 +33,6 @@ async fn visible_project(state: &ApiState, caller: &Caller, id: i64) -> ApiResul
         return Err(ApiError::not_found());
     }
     host(state)?.project(id).await?.ok_or_else(ApiError::not_found)
-}
-
-/// The first `$variable` of a labelling config: where Files-mode task data
-/// is shown.
-pub(crate) fn first_data_key(label_config: &str) -> Option<String> {
-    static VARIABLE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    let re = VARIABLE.get_or_init(|| {
-        Regex::new(r#"=\s*["']\$([A-Za-z_][A-Za-z0-9_]*)["']"#).expect("static regex is valid")
-    });
-    re.captures(label_config).map(|c| c[1].to_string())
 }
 
 fn project_json(project: &Project) -> Value {
@@ -97,18 +85,7 @@ fn project_json(project: &Project) -> Value {
     })
 }
 
-/// Task data as the task API shows it: `$undefined$` moved to the first
-/// data variable of the labelling config.
-fn shown_data(mut data: Map<String, Value>, data_key: Option<&str>) -> Map<String, Value> {
-    if let Some(key) = data_key {
-        if let Some(value) = data.remove(UNDEFINED_DATA_KEY) {
-            data.insert(key.to_string(), value);
-        }
-    }
-    data
-}
-
-fn task_json(task: TaskRecord, data_key: Option<&str>) -> Value {
+fn task_json(task: TaskRecord, label_config: &str) -> Value {
     let annotations_ids = task
         .annotations
         .iter()
@@ -137,7 +114,7 @@ fn task_json(task: TaskRecord, data_key: Option<&str>) -> Value {
         "avg_lead_time": null,
         "draft_exists": false,
         "updated_by": [],
-        "data": shown_data(task.data, data_key),
+        "data": shown_data(task.data, label_config),
         "meta": task.meta,
         "created_at": iso(task.created_at),
         "updated_at": iso(task.updated_at),
@@ -262,13 +239,12 @@ pub(crate) async fn list_tasks(
     };
     let page = number("page", 1)?;
     let page_size = number("page_size", 100)?.min(10_000);
-    let data_key = first_data_key(&project.label_config);
     let tasks = host(&state)?.tasks(project.id, page, page_size).await?;
     Ok(Json(json!({
         "total_annotations": tasks.total_annotations,
         "total_predictions": tasks.total_predictions,
         "total": tasks.total,
-        "tasks": tasks.tasks.into_iter().map(|t| task_json(t, data_key.as_deref())).collect::<Vec<_>>(),
+        "tasks": tasks.tasks.into_iter().map(|t| task_json(t, &project.label_config)).collect::<Vec<_>>(),
     })))
 }
 
@@ -285,7 +261,7 @@ pub(crate) async fn get_task(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let (task, project) = visible_task(&state, &caller, parse_id(&id)?).await?;
-    Ok(Json(task_json(task, first_data_key(&project.label_config).as_deref())))
+    Ok(Json(task_json(task, &project.label_config)))
 }
 
 /// `POST /api/tasks/{id}/annotations`: saves, then writes the annotation
@@ -350,20 +326,5 @@ async fn export_saved(state: &ApiState, project: i64, annotation: &Value) {
     };
     if let Err(err) = state.sync().annotation_saved(project, id).await {
         tracing::warn!(annotation = id, error = %err, "exporting annotation failed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_variable_of_the_config() {
-        assert_eq!(
-            first_data_key(r#"<View><Image name="image" value="$image"/><Text name="t" value="$text"/></View>"#),
-            Some("image".into())
-        );
-        assert_eq!(first_data_key("<View><Header value='$title'/></View>"), Some("title".into()));
-        assert_eq!(first_data_key("<View></View>"), None);
     }
 }

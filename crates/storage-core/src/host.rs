@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::import::UNDEFINED_DATA_KEY;
 use crate::parse::ParsedTask;
 use crate::persist::Caller;
 use crate::Result;
@@ -130,4 +131,47 @@ pub trait HostStore: Send + Sync + Debug {
 
     /// The project of annotation `id`.
     async fn annotation_project(&self, id: i64) -> Result<Option<i64>>;
+}
+
+/// The first `$variable` of a labelling config: where Files-mode task data
+/// is shown.
+///
+/// ```
+/// let config = r#"<View><Image name="image" value="$image"/><Text name="t" value="$text"/></View>"#;
+/// assert_eq!(storage_core::host::first_data_key(config).as_deref(), Some("image"));
+/// ```
+pub fn first_data_key(label_config: &str) -> Option<String> {
+    static VARIABLE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = VARIABLE.get_or_init(|| {
+        regex::Regex::new(r#"=\s*["']\$([A-Za-z_][A-Za-z0-9_]*)["']"#).expect("static regex is valid")
+    });
+    re.captures(label_config).map(|c| c[1].to_string())
+}
+
+/// Task data as Label Studio shows and exports it: the Files-mode
+/// placeholder `$undefined$` moved to the first data variable of the
+/// labelling config (kept when the config has none).
+pub fn shown_data(mut data: Map<String, Value>, label_config: &str) -> Map<String, Value> {
+    if data.contains_key(UNDEFINED_DATA_KEY) {
+        if let Some(key) = first_data_key(label_config) {
+            if let Some(value) = data.remove(UNDEFINED_DATA_KEY) {
+                data.insert(key, value);
+            }
+        }
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn placeholder_moves_to_the_first_variable() {
+        let data = json!({"$undefined$": "/data/local-files/?d=a.jpg"}).as_object().unwrap().clone();
+        let shown = shown_data(data.clone(), "<View><Header value='$title'/><Image value=\"$image\"/></View>");
+        assert_eq!(Value::Object(shown), json!({"title": "/data/local-files/?d=a.jpg"}));
+        assert_eq!(shown_data(data.clone(), "<View></View>"), data);
+    }
 }

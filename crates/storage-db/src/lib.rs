@@ -1,1 +1,6 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod shape;
+mod sqlite;
+
+pub use sqlite::SqliteDatabase;
