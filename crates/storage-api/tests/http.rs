@@ -546,3 +546,48 @@ async fn a_job_left_in_progress_by_a_dead_process_is_resumed_at_start() {
     assert_eq!(done["last_sync_count"], 3);
     assert_eq!(done["meta"]["resumes"], 1);
 }
+
+#[tokio::test]
+async fn shutdown_mid_sync_requeues_and_the_next_start_finishes_exactly() {
+    let mut runner = support::fast_runner();
+    runner.import.batch_size = 20;
+    runner.progress_interval = std::time::Duration::from_millis(10);
+    let server = Server::start_in(tempfile::tempdir().unwrap(), runner.clone()).await;
+    let project = server.project().await;
+    let files: Vec<(String, String)> = (0..3000).map(|i| (format!("big/f{i:05}.jpg"), "x".to_string())).collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    server.write_files(&refs);
+    let (_, storage) = server
+        .post("/api/storages/localfiles", json!({"project": project, "path": server.path("big"), "use_blob_urls": true}))
+        .await;
+    let path = format!("/api/storages/localfiles/{}", storage["id"]);
+    server.post(&format!("{path}/sync"), json!({})).await;
+    let mut interrupted = false;
+    for _ in 0..400 {
+        let (_, state) = server.get(&path).await;
+        if state["status"] == "in_progress" && state["last_sync_count"].as_u64().unwrap_or(0) > 0 {
+            interrupted = true;
+            break;
+        }
+        if state["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let db = server.db.clone();
+    let dir = server.stop().await;
+    let id = storage["id"].as_i64().unwrap();
+    use storage_core::persist::StorageRepository;
+    let stopped = db.storage(id).await.unwrap().unwrap();
+    eprintln!("interrupted mid-sync: {interrupted}");
+    if interrupted {
+        assert_eq!(stopped.sync.status, storage_core::SyncStatus::Queued, "interrupted jobs wait for the next start");
+    }
+    let restarted = Server::start_in(dir, runner).await;
+    let done = restarted.wait_synced(&path).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["last_sync_count"], 3000, "the job's count covers both attempts: {done}");
+    assert_eq!(done["meta"]["tasks_existed"], 0, "{done}");
+    let (_, project_after) = restarted.get(&format!("/api/projects/{project}")).await;
+    assert_eq!(project_after["task_number"], 3000);
+}

@@ -16,7 +16,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::export::{export_project, ExportConfig, ExportOutcome};
-use crate::import::{import_objects, ImportConfig, ImportOutcome, Progress, ProgressSink};
+use crate::import::{import_objects, ImportConfig, ImportOutcome, ImportProgress, Progress, ProgressSink};
 use crate::model::meta_time;
 use crate::persist::{AnnotationSource, StorageRepository, SyncGuard, TaskSink};
 use crate::{
@@ -355,6 +355,7 @@ impl Inner {
         let lost = tracker.lost.load(Ordering::SeqCst);
         let stopping = self.stopping();
         let last = tracker.latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let last = last.map(|p| resumed_totals(p, &storage.sync));
         let now = Utc::now();
         let mut state = storage.sync.clone();
         state.lease_until = None;
@@ -379,7 +380,10 @@ impl Inner {
                 apply_progress(&mut state, last.as_ref());
                 tracing::warn!(error = %err, "sync failed");
             }
-            Ok(Finished::Import(outcome)) => finish_import(&mut state, &outcome, now),
+            Ok(Finished::Import(mut outcome)) => {
+                outcome.progress = resumed_import(outcome.progress, &storage.sync);
+                finish_import(&mut state, &outcome, now)
+            }
             Ok(Finished::Export(outcome)) => finish_export(&mut state, &outcome, now),
         }
         match self
@@ -435,11 +439,12 @@ impl Inner {
     /// Writes the latest progress and renews the lease until aborted.
     async fn heartbeat(self: Arc<Self>, storage: Storage, tracker: Arc<Tracker>, started: Instant) {
         let guard = SyncGuard::of(&storage.sync);
-        let mut state = storage.sync;
+        let mut state = storage.sync.clone();
         loop {
             tokio::time::sleep(self.config.progress_interval).await;
             let now = Utc::now();
             let latest = tracker.latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let latest = latest.map(|p| resumed_totals(p, &storage.sync));
             apply_progress(&mut state, latest.as_ref());
             state.meta.insert("time_last_ping".into(), meta_time(now));
             state.meta.insert("duration".into(), json!(started.elapsed().as_secs_f64()));
@@ -560,6 +565,24 @@ fn queued_state(previous: &SyncState, now: DateTime<Utc>, queue_timeout: Duratio
         meta,
         lease_until: Some(now + queue_timeout),
     }
+}
+
+/// A job resumed after an interruption keeps its job id and the count of
+/// tasks its earlier attempts created (queuing a new job resets it): the
+/// totals cover the whole job, and tasks created by the earlier attempts do
+/// not count as already existing.
+fn resumed_totals(progress: Progress, queued: &SyncState) -> Progress {
+    match progress {
+        Progress::Import(p) => Progress::Import(resumed_import(p, queued)),
+        export => export,
+    }
+}
+
+fn resumed_import(mut progress: ImportProgress, queued: &SyncState) -> ImportProgress {
+    let earlier = queued.last_sync_count.unwrap_or(0).max(0) as u64;
+    progress.created += earlier;
+    progress.existed = progress.existed.saturating_sub(earlier);
+    progress
 }
 
 fn apply_progress(state: &mut SyncState, progress: Option<&Progress>) {
