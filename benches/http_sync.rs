@@ -7,6 +7,8 @@
 //! `cargo build --release --example server && cargo bench --bench http_sync`
 //! (`BENCH_FILES=10000,100000` chooses the sizes).
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark reports on stdout and stops on any failure
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

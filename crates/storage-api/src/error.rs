@@ -11,7 +11,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// An error answered in Label Studio's envelope:
 /// `{"id", "status_code", "version", "detail", "exc_info", "validation_errors"?}`.
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<Parts>);
+
+#[derive(Debug)]
+struct Parts {
     status: StatusCode,
     detail: String,
     validation_errors: Option<ValidationErrors>,
@@ -22,20 +25,19 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status and a detail text.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Parts {
             status,
             detail: detail.into(),
             validation_errors: None,
             bare: None,
-        }
+        }))
     }
 
     /// 400 "Validation error" with per-field messages.
     pub fn validation(errors: ValidationErrors) -> Self {
-        Self {
-            validation_errors: Some(errors),
-            ..Self::new(StatusCode::BAD_REQUEST, "Validation error")
-        }
+        let mut error = Self::new(StatusCode::BAD_REQUEST, "Validation error");
+        error.0.validation_errors = Some(errors);
+        error
     }
 
     /// 400 with one message about one field.
@@ -63,15 +65,14 @@ impl ApiError {
 
     /// An answer with a status and a body of its own (no envelope).
     pub fn bare(status: StatusCode, body: Value) -> Self {
-        Self {
-            bare: Some(body),
-            ..Self::new(status, "")
-        }
+        let mut error = Self::new(status, "");
+        error.0.bare = Some(body);
+        error
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 }
 
@@ -100,21 +101,22 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Some(body) = self.bare {
-            return (self.status, axum::Json(body)).into_response();
+        let error = *self.0;
+        if let Some(body) = error.bare {
+            return (error.status, axum::Json(body)).into_response();
         }
         let mut body = json!({
             "id": uuid::Uuid::new_v4().to_string(),
-            "status_code": self.status.as_u16(),
+            "status_code": error.status.as_u16(),
             "version": VERSION,
-            "detail": self.detail,
+            "detail": error.detail,
             "exc_info": null,
         });
-        if let Some(errors) = self.validation_errors {
+        if let Some(errors) = error.validation_errors {
             body["validation_errors"] = json!(errors);
         }
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let mut response = (error.status, axum::Json(body)).into_response();
+        if error.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Token"));

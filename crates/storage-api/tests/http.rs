@@ -1,6 +1,8 @@
 //! The REST surface over a real socket, a real SQLite file and a real
 //! document root.
 
+#![allow(clippy::unwrap_used)] // test helpers stop on the first failure
+
 mod support;
 
 use reqwest::StatusCode;

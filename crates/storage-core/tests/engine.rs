@@ -1,6 +1,8 @@
 //! The import and export engines against object_store's InMemory store and
 //! an in-memory task sink.
 
+#![allow(clippy::unwrap_used)] // test helpers stop on the first failure
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

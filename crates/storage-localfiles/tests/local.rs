@@ -1,5 +1,7 @@
 //! The local-files backend on a real temporary directory.
 
+#![allow(clippy::unwrap_used)] // test helpers stop on the first failure
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 

@@ -1,7 +1,7 @@
 //! A real server on a loopback socket over a real SQLite file, with a
 //! temporary local-files document root.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
