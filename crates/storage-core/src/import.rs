@@ -88,106 +88,102 @@ pub struct ImportOutcome {
     pub file_errors: Vec<String>,
 }
 
-/// Syncs `source` into `project` through `sink`.
-///
-/// Objects already linked to `storage_id` are skipped whole (their content
-/// is not read again). Each batch's tasks and links are written in one
-/// transaction, so an interrupted sync leaves whole batches only and the
-/// next sync creates exactly what is missing.
-pub async fn import_objects(
-    storage_id: i64,
-    project: i64,
-    source: &dyn ImportStorage,
-    use_blob_urls: bool,
-    sink: &dyn TaskSink,
-    config: &ImportConfig,
-    progress: &dyn ProgressSink,
-) -> Result<ImportOutcome> {
-    let listing = source.listing().clone();
-    let mut batches = listing
-        .list(source.store())
-        .try_filter(|meta| {
-            let keep = !meta.location.as_ref().ends_with('/');
-            futures::future::ready(keep)
-        })
-        .map_ok(|meta| (source.object_key(&meta.location), meta))
-        .try_filter(move |(key, _)| futures::future::ready(listing.accepts(key)))
-        .try_chunks(config.batch_size.max(1));
-
-    let mut outcome = ImportOutcome::default();
-    while let Some(batch) = batches.next().await {
-        let batch = batch.map_err(|err| err.1)?;
-        import_batch(storage_id, project, source, use_blob_urls, sink, config, batch, &mut outcome)
-            .await?;
-        progress.report(&Progress::Import(outcome.progress.clone()))?;
-    }
-    Ok(outcome)
+/// One import sync of one storage: where tasks go and how to read them.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportJob<'a> {
+    /// The storage whose links dedupe the objects.
+    pub storage_id: i64,
+    /// The project that receives the tasks.
+    pub project: i64,
+    /// What to list and read.
+    pub source: &'a dyn ImportStorage,
+    /// Files mode (one task per object) instead of Tasks mode.
+    pub use_blob_urls: bool,
+    /// Where tasks and links are written.
+    pub sink: &'a dyn TaskSink,
+    /// Batch size, read concurrency, limits.
+    pub config: &'a ImportConfig,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn import_batch(
-    storage_id: i64,
-    project: i64,
-    source: &dyn ImportStorage,
-    use_blob_urls: bool,
-    sink: &dyn TaskSink,
-    config: &ImportConfig,
-    batch: Vec<(String, ObjectMeta)>,
-    outcome: &mut ImportOutcome,
-) -> Result<()> {
-    let mut seen = HashSet::with_capacity(batch.len());
-    let batch: Vec<_> = batch.into_iter().filter(|(key, _)| seen.insert(key.clone())).collect();
-    outcome.progress.objects += batch.len() as u64;
-    let keys: Vec<String> = batch.iter().map(|(key, _)| key.clone()).collect();
-    let linked = sink.linked_keys(storage_id, &keys).await?;
-    outcome.progress.existed += linked.values().sum::<u64>();
-    let fresh: Vec<_> = batch.into_iter().filter(|(key, _)| !linked.contains_key(key)).collect();
-    if fresh.is_empty() {
-        return Ok(());
+impl ImportJob<'_> {
+    /// Syncs the source into the project.
+    ///
+    /// Objects already linked to the storage are skipped whole (their
+    /// content is not read again). Each batch's tasks and links are written
+    /// in one transaction, so an interrupted sync leaves whole batches only
+    /// and the next sync creates exactly what is missing.
+    pub async fn run(&self, progress: &dyn ProgressSink) -> Result<ImportOutcome> {
+        let listing = self.source.listing().clone();
+        let source = self.source;
+        let mut batches = listing
+            .list(source.store())
+            .try_filter(|meta| futures::future::ready(!meta.location.as_ref().ends_with('/')))
+            .map_ok(|meta| (source.object_key(&meta.location), meta))
+            .try_filter(move |(key, _)| futures::future::ready(listing.accepts(key)))
+            .try_chunks(self.config.batch_size.max(1));
+
+        let mut outcome = ImportOutcome::default();
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(|err| err.1)?;
+            self.import_batch(batch, &mut outcome).await?;
+            progress.report(&Progress::Import(outcome.progress.clone()))?;
+        }
+        Ok(outcome)
     }
 
-    let tasks = if use_blob_urls {
-        fresh
-            .iter()
-            .map(|(key, meta)| {
-                let mut data = Map::new();
-                data.insert(
-                    UNDEFINED_DATA_KEY.into(),
-                    Value::String(source.task_url(&meta.location)),
-                );
-                NewTask {
-                    data,
-                    annotations: Vec::new(),
-                    predictions: Vec::new(),
-                    allow_skip: true,
-                    link: link(key, None, meta),
-                }
-            })
-            .collect()
-    } else {
-        for (key, _) in &fresh {
-            check_task_file_extension(key)?;
+    async fn import_batch(&self, batch: Vec<(String, ObjectMeta)>, outcome: &mut ImportOutcome) -> Result<()> {
+        let mut seen = HashSet::with_capacity(batch.len());
+        let batch: Vec<_> = batch.into_iter().filter(|(key, _)| seen.insert(key.clone())).collect();
+        outcome.progress.objects += batch.len() as u64;
+        let keys: Vec<String> = batch.iter().map(|(key, _)| key.clone()).collect();
+        let linked = self.sink.linked_keys(self.storage_id, &keys).await?;
+        outcome.progress.existed += linked.values().sum::<u64>();
+        let fresh: Vec<_> = batch.into_iter().filter(|(key, _)| !linked.contains_key(key)).collect();
+        if fresh.is_empty() {
+            return Ok(());
         }
-        let files: Vec<Result<Vec<NewTask>>> = futures::stream::iter(fresh)
-            .map(|(key, meta)| read_task_file(source, key, meta, config))
-            .buffered(config.read_concurrency.max(1))
-            .collect()
-            .await;
-        let mut tasks = Vec::new();
-        for file in files {
-            match file {
-                Ok(file_tasks) => tasks.extend(file_tasks),
-                Err(err @ Error::InvalidTaskFile { .. }) => {
-                    outcome.progress.failed_files += 1;
-                    outcome.file_errors.push(err.to_string());
-                }
-                Err(other) => return Err(other),
+        let tasks = if self.use_blob_urls {
+            fresh.iter().map(|(key, meta)| self.file_task(key, meta)).collect()
+        } else {
+            for (key, _) in &fresh {
+                check_task_file_extension(key)?;
             }
+            let files: Vec<Result<Vec<NewTask>>> = futures::stream::iter(fresh)
+                .map(|(key, meta)| read_task_file(self.source, key, meta, self.config))
+                .buffered(self.config.read_concurrency.max(1))
+                .collect()
+                .await;
+            let mut tasks = Vec::new();
+            for file in files {
+                match file {
+                    Ok(file_tasks) => tasks.extend(file_tasks),
+                    Err(err @ Error::InvalidTaskFile { .. }) => {
+                        outcome.progress.failed_files += 1;
+                        outcome.file_errors.push(err.to_string());
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+            tasks
+        };
+        outcome.progress.created += self.sink.create_tasks(self.project, self.storage_id, &tasks).await?;
+        Ok(())
+    }
+
+    fn file_task(&self, key: &str, meta: &ObjectMeta) -> NewTask {
+        let mut data = Map::new();
+        data.insert(
+            UNDEFINED_DATA_KEY.into(),
+            Value::String(self.source.task_url(&meta.location)),
+        );
+        NewTask {
+            data,
+            annotations: Vec::new(),
+            predictions: Vec::new(),
+            allow_skip: true,
+            link: link(key, None, meta),
         }
-        tasks
-    };
-    outcome.progress.created += sink.create_tasks(project, storage_id, &tasks).await?;
-    Ok(())
+    }
 }
 
 fn link(key: &str, row_index: Option<i64>, meta: &ObjectMeta) -> ObjectLink {

@@ -16,7 +16,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::export::{export_project, ExportConfig, ExportOutcome};
-use crate::import::{import_objects, ImportConfig, ImportOutcome, ImportProgress, Progress, ProgressSink};
+use crate::import::{ImportConfig, ImportJob, ImportOutcome, ImportProgress, Progress, ProgressSink};
 use crate::model::meta_time;
 use crate::persist::{AnnotationSource, StorageRepository, SyncGuard, TaskSink};
 use crate::{
@@ -409,15 +409,15 @@ impl Inner {
             StorageKind::Import => {
                 let source = backend.import_storage(&storage.settings).await?;
                 let options = ImportOptions::from_settings(&storage.settings);
-                import_objects(
-                    storage.id,
-                    storage.project,
-                    source.as_ref(),
-                    options.use_blob_urls,
-                    self.tasks.as_ref(),
-                    &self.config.import,
-                    tracker,
-                )
+                ImportJob {
+                    storage_id: storage.id,
+                    project: storage.project,
+                    source: source.as_ref(),
+                    use_blob_urls: options.use_blob_urls,
+                    sink: self.tasks.as_ref(),
+                    config: &self.config.import,
+                }
+                .run(tracker)
                 .await
                 .map(Finished::Import)
             }

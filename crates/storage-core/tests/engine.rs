@@ -14,9 +14,23 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::{json, Value};
 use storage_core::export::{export_project, ExportConfig};
 use storage_core::filter::{Listing, RegexTarget};
-use storage_core::import::{import_objects, ImportConfig, NoProgress};
+use storage_core::import::{ImportConfig, ImportJob, ImportOutcome, NoProgress, ProgressSink};
 use storage_core::persist::{AnnotationSource, ExportedAnnotation, NewTask, TaskSink};
 use storage_core::{Error, ExportStorage, ImportStorage, Result};
+
+
+/// The engine's entry point with positional arguments, to keep the cases short.
+async fn import_objects(
+    storage_id: i64,
+    project: i64,
+    source: &dyn ImportStorage,
+    use_blob_urls: bool,
+    sink: &dyn TaskSink,
+    config: &ImportConfig,
+    progress: &dyn ProgressSink,
+) -> Result<ImportOutcome> {
+    ImportJob { storage_id, project, source, use_blob_urls, sink, config }.run(progress).await
+}
 
 #[derive(Debug)]
 struct Source {

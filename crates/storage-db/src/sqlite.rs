@@ -393,10 +393,7 @@ impl SqliteDatabase {
                 "SELECT key, COALESCE(row_index, -1) AS row_index FROM storage_links WHERE storage_id = ",
             );
             query.push_bind(storage_id).push(" AND key IN (");
-            let mut list = query.separated(", ");
-            for key in chunk {
-                list.push_bind(*key);
-            }
+            push_binds(&mut query, chunk.iter().copied());
             query.push(")");
             let rows = query
                 .build()
@@ -530,10 +527,7 @@ impl SqliteDatabase {
                 "SELECT {ANNOTATION_COLUMNS} {ANNOTATION_FROM}"
             ));
             query.push(" WHERE a.task_id IN (");
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
+            push_binds(&mut query, chunk.iter().copied());
             query.push(") ORDER BY a.id");
             for row in query
                 .build()
@@ -553,10 +547,7 @@ impl SqliteDatabase {
                 "SELECT id, task_id, project_id, result, score, model_version, created_at, \
                  updated_at FROM predictions WHERE task_id IN (",
             );
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
+            push_binds(&mut query, chunk.iter().copied());
             query.push(") ORDER BY id");
             for row in query
                 .build()
@@ -983,10 +974,7 @@ impl StorageRepository for SqliteDatabase {
         let mut query = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {STORAGE_COLUMNS} FROM storages WHERE status IN ("
         ));
-        let mut list = query.separated(", ");
-        for status in statuses {
-            list.push_bind(status.as_str());
-        }
+        push_binds(&mut query, statuses.iter().map(|status| status.as_str()));
         query.push(") ORDER BY id");
         query
             .build()
@@ -1031,10 +1019,7 @@ impl TaskSink for SqliteDatabase {
                 "SELECT key, COUNT(*) AS tasks FROM storage_links WHERE storage_id = ",
             );
             query.push_bind(storage_id).push(" AND key IN (");
-            let mut list = query.separated(", ");
-            for key in chunk {
-                list.push_bind(key.as_str());
-            }
+            push_binds(&mut query, chunk.iter().map(|key| key.as_str()));
             query.push(") GROUP BY key");
             let rows = query
                 .build()
@@ -1390,5 +1375,17 @@ impl HostStore for SqliteDatabase {
             .fetch_optional(&self.pool)
             .await
             .map_err(db(format!("reading annotation {id}")))
+    }
+}
+
+/// Binds `values` as a comma-separated list (the caller writes the
+/// parentheses around it).
+fn push_binds<'a, T>(query: &mut QueryBuilder<'a, Sqlite>, values: impl IntoIterator<Item = T>)
+where
+    T: 'a + sqlx::Encode<'a, Sqlite> + sqlx::Type<Sqlite>,
+{
+    let mut list = query.separated(", ");
+    for value in values {
+        list.push_bind(value);
     }
 }

@@ -7,10 +7,24 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
-use storage_core::import::{import_objects, ImportConfig, NoProgress};
+use storage_core::import::{ImportConfig, ImportJob, ImportOutcome, NoProgress, ProgressSink};
 use storage_core::persist::{NewTask, TaskSink};
-use storage_core::{Backend, Error, Result, Settings, StorageKind};
+use storage_core::{Backend, Error, ImportStorage, Result, Settings, StorageKind};
 use storage_localfiles::{LocalFiles, LocalFilesBackend};
+
+
+/// The engine's entry point with positional arguments, to keep the cases short.
+async fn import_objects(
+    storage_id: i64,
+    project: i64,
+    source: &dyn ImportStorage,
+    use_blob_urls: bool,
+    sink: &dyn TaskSink,
+    config: &ImportConfig,
+    progress: &dyn ProgressSink,
+) -> Result<ImportOutcome> {
+    ImportJob { storage_id, project, source, use_blob_urls, sink, config }.run(progress).await
+}
 
 #[derive(Debug, Default)]
 struct Sink(Mutex<Vec<NewTask>>);
