@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use storage_connections::api::{host_router, router, ApiState};
-use storage_connections::core::{Backends, RunnerConfig, SyncService};
+use storage_connections::core::{Backends, EndpointPolicy, RunnerConfig, SyncService};
 use storage_connections::db::SqliteDatabase;
 use storage_connections::localfiles::{LocalFiles, LocalFilesBackend};
+use storage_connections::s3::{S3Backend, S3Options};
 use tower_http::trace::TraceLayer;
 
 #[derive(Debug, Parser)]
@@ -46,6 +47,24 @@ struct Args {
     /// empty gives relative URLs.
     #[arg(long, env = "STORAGE_HOST", default_value = "")]
     host: String,
+    /// Accept storage endpoints (`s3_endpoint`, ...) on loopback, private
+    /// and link-local addresses: for tests and S3-compatible servers on a
+    /// private network. Refused by default (SSRF).
+    #[arg(long, env = "STORAGE_ALLOW_PRIVATE_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
+    allow_private_endpoints: bool,
+    /// STS endpoint for `role_arn` storages (default AWS's regional STS).
+    #[arg(long, env = "STORAGE_STS_ENDPOINT")]
+    sts_endpoint: Option<url::Url>,
+    /// The server's own AWS access key id: the base identity of `role_arn`
+    /// storages and the credentials of S3 storages that have none.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    aws_access_key_id: Option<String>,
+    /// The server's own AWS secret access key.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    aws_secret_access_key: Option<String>,
+    /// The server's own AWS session token.
+    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
+    aws_session_token: Option<String>,
     /// Syncs that run at once.
     #[arg(long, env = "STORAGE_SYNC_WORKERS", default_value_t = 4)]
     sync_workers: usize,
@@ -104,7 +123,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let local = LocalFiles::new(&root)?
         .with_serving_enabled(args.local_files_serving_enabled)
         .with_url_base(args.host.clone());
-    let backends = Backends::new().with(Arc::new(LocalFilesBackend::new(local.clone())));
+    let policy = if args.allow_private_endpoints {
+        EndpointPolicy::allow_private()
+    } else {
+        EndpointPolicy::strict()
+    };
+    let mut s3 = S3Options::new().with_endpoint_policy(policy);
+    if let (Some(key), Some(secret)) = (&args.aws_access_key_id, &args.aws_secret_access_key) {
+        s3 = s3.with_server_credentials(key, secret, args.aws_session_token.clone());
+    }
+    if let Some(sts) = &args.sts_endpoint {
+        s3 = s3.with_sts_endpoint(sts.clone());
+    }
+    let backends = Backends::new()
+        .with(Arc::new(S3Backend::new(s3)))
+        .with(Arc::new(LocalFilesBackend::new(local.clone())));
 
     let db = Arc::new(db);
     let sync = SyncService::new(
@@ -124,7 +157,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let state = ApiState::new(sync.clone(), db.clone(), db.clone())
         .with_host(db.clone())
-        .with_local_files(local);
+        .with_local_files(local)
+        .with_url_base(args.host.clone());
     let app = axum::Router::new()
         .merge(router(state.clone()))
         .merge(host_router(state))

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | [`core`] | `storage-core`: model, engines, job runner, traits | always |
 //! | [`localfiles`] | `storage-localfiles`: local-files storages | `localfiles` |
+//! | [`s3`] | `storage-s3`: S3 storages (with STS AssumeRole) | `s3` |
 //! | [`db`] | `storage-db`: SQLite persistence | `db` |
 //! | [`api`] | `storage-api`: the axum REST surface | `api` |
 //!
@@ -15,6 +16,9 @@ pub use storage_core as core;
 
 #[cfg(feature = "localfiles")]
 pub use storage_localfiles as localfiles;
+
+#[cfg(feature = "s3")]
+pub use storage_s3 as s3;
 
 #[cfg(feature = "db")]
 pub use storage_db as db;

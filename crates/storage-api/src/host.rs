@@ -85,6 +85,39 @@ fn project_json(project: &Project) -> Value {
     })
 }
 
+/// How tasks are shown: the labelling config (for `$undefined$`) and, unless
+/// the client asked `resolve_uri=false`, the bucket storages whose URIs are
+/// rewritten to the resolver.
+struct TaskView {
+    label_config: String,
+    url_base: String,
+    storages: Vec<(storage_core::Storage, storage_core::uri::BucketUri)>,
+}
+
+impl TaskView {
+    async fn of(state: &ApiState, project: &Project, query: Option<&str>) -> ApiResult<Self> {
+        let resolve = query_param(query, "resolve_uri").is_none_or(|v| !matches!(v.as_str(), "false" | "0" | "False"));
+        Ok(Self {
+            label_config: project.label_config.clone(),
+            url_base: state.url_base().to_string(),
+            storages: if resolve {
+                crate::resolve::bucket_storages(state, project.id).await?
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    fn show(&self, task: TaskRecord) -> Value {
+        let id = task.id;
+        let mut json = task_json(task, &self.label_config);
+        if let Some(Value::Object(data)) = json.get_mut("data") {
+            crate::resolve::rewrite_task_data(data, id, &self.url_base, &self.storages);
+        }
+        json
+    }
+}
+
 fn task_json(task: TaskRecord, label_config: &str) -> Value {
     let annotations_ids = task
         .annotations
@@ -239,12 +272,13 @@ pub(crate) async fn list_tasks(
     };
     let page = number("page", 1)?;
     let page_size = number("page_size", 100)?.min(10_000);
+    let view = TaskView::of(&state, &project, query).await?;
     let tasks = host(&state)?.tasks(project.id, page, page_size).await?;
     Ok(Json(json!({
         "total_annotations": tasks.total_annotations,
         "total_predictions": tasks.total_predictions,
         "total": tasks.total,
-        "tasks": tasks.tasks.into_iter().map(|t| task_json(t, &project.label_config)).collect::<Vec<_>>(),
+        "tasks": tasks.tasks.into_iter().map(|t| view.show(t)).collect::<Vec<_>>(),
     })))
 }
 
@@ -259,9 +293,11 @@ pub(crate) async fn get_task(
     State(state): State<ApiState>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
     let (task, project) = visible_task(&state, &caller, parse_id(&id)?).await?;
-    Ok(Json(task_json(task, &project.label_config)))
+    let view = TaskView::of(&state, &project, query.as_deref()).await?;
+    Ok(Json(view.show(task)))
 }
 
 /// `POST /api/tasks/{id}/annotations`: saves, then writes the annotation

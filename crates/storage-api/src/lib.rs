@@ -6,6 +6,7 @@ mod extract;
 mod host;
 mod local_files;
 mod render;
+mod resolve;
 mod serve;
 mod storages;
 
@@ -37,6 +38,7 @@ struct Inner {
     host: Option<Arc<dyn HostStore>>,
     local_files: Option<LocalFiles>,
     max_body_bytes: usize,
+    url_base: String,
 }
 
 impl ApiState {
@@ -50,6 +52,7 @@ impl ApiState {
                 host: None,
                 local_files: None,
                 max_body_bytes: 64 * 1024 * 1024,
+                url_base: String::new(),
             }),
         }
     }
@@ -74,6 +77,17 @@ impl ApiState {
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.inner_mut().max_body_bytes = bytes;
         self
+    }
+
+    /// The absolute base of URLs this server writes into task data
+    /// (Label Studio's `HOST`); empty (the default) gives relative URLs.
+    pub fn with_url_base(mut self, base: impl Into<String>) -> Self {
+        self.inner_mut().url_base = base.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    pub(crate) fn url_base(&self) -> &str {
+        &self.inner.url_base
     }
 
     pub(crate) fn sync(&self) -> &SyncService {
@@ -121,8 +135,10 @@ fn both(router: Router<ApiState>, path: &str, methods: MethodRouter<ApiState>) -
         .route(&format!("{trimmed}/"), methods)
 }
 
-/// The storage routes of Label Studio (`/api/storages/...`) and
-/// `/data/local-files/`, ready to `merge` or `nest` into a host app.
+/// The storage routes of Label Studio (`/api/storages/...`), the URI
+/// resolver (`/tasks/{id}/resolve/`, `/projects/{id}/resolve/` and the
+/// `/presign/` aliases) and `/data/local-files/`, ready to `merge` or `nest`
+/// into a host app.
 ///
 /// ```no_run
 /// # fn make_state() -> storage_api::ApiState { unimplemented!() }
@@ -152,6 +168,10 @@ pub fn router<S>(state: ApiState) -> Router<S> {
     r = both(r, "/api/storages/{storage_type}/{id}/sync", post(sync::<false>));
     r = both(r, "/api/storages/export/{storage_type}/{id}/sync", post(sync::<true>));
     r = both(r, "/data/local-files", get(local_files::serve));
+    for alias in ["resolve", "presign"] {
+        r = both(r, &format!("/tasks/{{id}}/{alias}"), get(resolve::resolve_task));
+        r = both(r, &format!("/projects/{{id}}/{alias}"), get(resolve::resolve_project));
+    }
     r.fallback(|| async { ApiError::not_found() }).with_state(state)
 }
 

@@ -43,8 +43,13 @@ pub(crate) async fn serve(
         return Err(ApiError::not_found());
     }
     let location = Path::from_absolute_path(&file).map_err(|_| ApiError::not_found())?;
-    let store: Arc<LocalFileSystem> = Arc::new(LocalFileSystem::new());
-    serve_object(store, &location, &headers, &ServeOptions { cache_control: None }).await
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(LocalFileSystem::new());
+    serve_object(store, &location, &headers, &ServeOptions { cache_control: None, store_etag: false })
+        .await
+        .map_err(|err| match err {
+            Error::NotFound { .. } => ApiError::not_found(),
+            other => ApiError::from(other),
+        })
 }
 
 /// Whether some local import storage of a project the caller may see holds

@@ -11,13 +11,15 @@ use http_range_header::parse_range_header;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use crate::error::ApiError;
 
 /// How the response should be cached and tagged.
 #[derive(Debug, Clone)]
 pub(crate) struct ServeOptions {
     /// `Cache-Control` header value, if any.
     pub(crate) cache_control: Option<&'static str>,
+    /// Tag responses with the store's own ETag (buckets) instead of a weak
+    /// tag of modification time and size (local files, as Label Studio).
+    pub(crate) store_etag: bool,
 }
 
 /// Label Studio's weak ETag of a local file: `W/"<mtime ns hex>-<size hex>"`.
@@ -35,17 +37,24 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// Streams `location` from `store`, honouring `Range` and `If-None-Match`.
+/// Store failures (a missing object included) are returned for the caller
+/// to answer in its own terms.
 pub(crate) async fn serve_object(
     store: Arc<dyn ObjectStore>,
     location: &Path,
     headers: &HeaderMap,
     options: &ServeOptions,
-) -> Result<Response, ApiError> {
-    let meta = store.head(location).await.map_err(|err| match err {
-        object_store::Error::NotFound { .. } => ApiError::not_found(),
-        other => storage_core::Error::from_object_store(format!("reading \"{location}\""), other).into(),
-    })?;
-    let etag = weak_etag(&meta);
+) -> Result<Response, storage_core::Error> {
+    let context = || format!("reading \"{location}\"");
+    let meta = store
+        .head(location)
+        .await
+        .map_err(|err| storage_core::Error::from_object_store(context(), err))?;
+    let etag = match (&meta.e_tag, options.store_etag) {
+        (Some(tag), true) if tag.starts_with('"') || tag.starts_with("W/") => tag.clone(),
+        (Some(tag), true) => format!("\"{tag}\""),
+        _ => weak_etag(&meta),
+    };
     let mut response_headers = HeaderMap::new();
     let put = |h: &mut HeaderMap, name, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -97,9 +106,10 @@ pub(crate) async fn serve_object(
         }
     }
     put(&mut response_headers, header::CONTENT_LENGTH, &length.to_string());
-    let result = store.get_opts(location, get).await.map_err(|err| {
-        ApiError::from(storage_core::Error::from_object_store(format!("reading \"{location}\""), err))
-    })?;
+    let result = store
+        .get_opts(location, get)
+        .await
+        .map_err(|err| storage_core::Error::from_object_store(context(), err))?;
     let stream = result.into_stream().map_err(std::io::Error::other);
     Ok((status, response_headers, Body::from_stream(stream)).into_response())
 }

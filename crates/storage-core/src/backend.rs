@@ -37,6 +37,15 @@ pub trait ImportStorage: Send + Sync + Debug {
     async fn check_connection(&self) -> Result<()> {
         check_listable(self.store(), self.listing().prefix.as_ref(), true).await
     }
+
+    /// A URL that lets a browser `GET` the object at `location` for `ttl`
+    /// without credentials (presign). Backends that cannot sign say so.
+    async fn signed_url(&self, location: &Path, ttl: std::time::Duration) -> Result<String> {
+        let _ = (location, ttl);
+        Err(Error::NotSupported {
+            what: "signed URLs for this storage type".into(),
+        })
+    }
 }
 
 /// A configured target for annotations.
@@ -85,9 +94,19 @@ pub async fn check_listable(
 pub struct Capabilities {
     /// It can produce signed URLs (`presign=true`).
     pub presign: bool,
-    /// It resolves `scheme://` URIs in task data (buckets do; local-files
-    /// URLs are final).
-    pub resolve_uris: bool,
+    /// The scheme of its object URIs in task data (`s3`, `gs`); `None` for
+    /// backends whose task URLs are final (local files).
+    pub uri_scheme: Option<&'static str>,
+}
+
+impl Capabilities {
+    /// A bucket backend: signs URLs and names objects `<scheme>://bucket/key`.
+    pub fn bucket(scheme: &'static str) -> Self {
+        Self {
+            presign: true,
+            uri_scheme: Some(scheme),
+        }
+    }
 }
 
 /// A storage type: its wire name, field schema and factory.
@@ -117,6 +136,13 @@ pub trait Backend: Send + Sync + Debug {
 
     /// Builds an export target from checked settings.
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>>;
+
+    /// The URIs of a storage with these settings (its scheme and `bucket`),
+    /// for backends that have a URI scheme.
+    fn bucket_uri(&self, settings: &Settings) -> Option<crate::uri::BucketUri> {
+        let scheme = self.capabilities().uri_scheme?;
+        Some(crate::uri::BucketUri::new(scheme, settings.str("bucket")?))
+    }
 }
 
 /// The backends a server offers, in the order aggregate lists use.

@@ -2,6 +2,7 @@
 
 mod backend;
 mod error;
+pub mod endpoint;
 pub mod export;
 pub mod fields;
 pub mod filter;
@@ -12,8 +13,10 @@ mod model;
 pub mod parse;
 pub mod persist;
 mod status;
+pub mod uri;
 
 pub use backend::{check_listable, Backend, Backends, Capabilities, ExportStorage, ImportStorage};
+pub use endpoint::EndpointPolicy;
 pub use error::{Error, Result, Retry, ValidationErrors, NON_FIELD_ERRORS};
 pub use fields::{FieldSpec, FieldType, ImportOptions, Settings};
 pub use jobs::{RunnerConfig, SyncService};

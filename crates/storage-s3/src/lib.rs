@@ -1,5 +1,9 @@
-//! Label Studio S3 storages.
+#![doc = include_str!("../README.md")]
 
 mod assume_role;
+mod backend;
+mod config;
 
 pub use assume_role::{AssumeRole, AssumeRoleConfig};
+pub use backend::{S3Backend, S3Export, S3Import};
+pub use config::{S3Config, S3Options, MAX_PRESIGN_TTL_MINUTES};

@@ -43,6 +43,15 @@ impl Server {
     /// Starts a server whose data lives in `dir` (so a test can restart one
     /// on the same database).
     pub async fn start_in(dir: tempfile::TempDir, runner: RunnerConfig) -> Self {
+        Self::start_with(dir, runner, Vec::new()).await
+    }
+
+    /// Starts a server that also offers `backends` (bucket backends under test).
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        runner: RunnerConfig,
+        backends: Vec<Arc<dyn storage_core::Backend>>,
+    ) -> Self {
         let root = dir.path().canonicalize().unwrap().join("files");
         std::fs::create_dir_all(&root).unwrap();
         let db = SqliteDatabase::open(&dir.path().join("storage.sqlite3")).await.expect("open SQLite");
@@ -51,7 +60,10 @@ impl Server {
         db.set_user_token(admin, TOKEN).await.unwrap();
         let db = Arc::new(db);
         let local = LocalFiles::new(&root).unwrap().with_serving_enabled(true);
-        let backends = Backends::new().with(Arc::new(LocalFilesBackend::new(local.clone())));
+        let backends = backends
+            .into_iter()
+            .fold(Backends::new(), Backends::with)
+            .with(Arc::new(LocalFilesBackend::new(local.clone())));
         let sync = SyncService::new(db.clone(), db.clone(), db.clone(), backends, runner);
         sync.recover(true).await.unwrap();
         sync.start();
@@ -70,7 +82,10 @@ impl Server {
             root,
             db,
             sync,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             dir,
             server,
         }

@@ -1,0 +1,1009 @@
+//! The endpoint policy against server-side request forgery (SSRF).
+//!
+//! Storages let users name the server to talk to (an S3 `s3_endpoint`, an STS
+//! endpoint, a `gcs_base_url` inside GCS credentials). Without a check, a user
+//! could make this server connect to itself, to the private network it runs
+//! in, or to the cloud metadata service at `169.254.169.254` and read the
+//! machine's credentials. [`EndpointPolicy`] is the single place where such
+//! endpoints are checked, before any connection:
+//!
+//! * only `http` and `https` URLs, without `user:password@`;
+//! * the host must not be, or resolve to, a loopback, private, link-local,
+//!   unspecified, shared (CGNAT), benchmarking, documentation, multicast,
+//!   broadcast or reserved address, including IPv6 forms that embed such an
+//!   IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo), see
+//!   [`is_public_ip`];
+//! * `localhost` and `*.localhost` names are refused without asking DNS.
+//!
+//! Other spellings of an address (`http://2130706433/`, `http://0x7f000001/`,
+//! `http://0177.0.0.1/`, `http://127.1/`) are normalised by the `url` crate
+//! to the dotted form before the check. Host names are resolved and refused
+//! when any of their addresses is refused; because a name may resolve
+//! differently when the connection is made (DNS rebinding), cloud backends
+//! also install [`EndpointPolicy::dns_resolver`] (feature `cloud`), which
+//! applies the same rules at connect time.
+//!
+//! Servers that talk to a local S3-compatible server (and tests) start with
+//! [`EndpointPolicy::allow_private`], which accepts every address.
+//!
+//! ```
+//! use storage_core::EndpointPolicy;
+//!
+//! let strict = EndpointPolicy::strict();
+//! assert!(strict.check_literal("s3_endpoint", "http://169.254.169.254/").is_err());
+//! assert!(strict.check_literal("s3_endpoint", "http://0x7f000001/").is_err());
+//! let url = strict.check_literal("s3_endpoint", "https://93.184.216.34:9000").unwrap();
+//! assert_eq!(url.as_str(), "https://93.184.216.34:9000/");
+//!
+//! let local = EndpointPolicy::allow_private();
+//! assert!(local.check_literal("s3_endpoint", "http://127.0.0.1:9000").is_ok());
+//! ```
+
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use url::{Host, Url};
+
+use crate::{Error, Result};
+
+/// What refused messages tell the user to do about it.
+const HINT: &str = "private, loopback and link-local endpoints are refused unless the server \
+                    runs with --allow-private-endpoints (STORAGE_ALLOW_PRIVATE_ENDPOINTS=true)";
+
+/// How long a host name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many characters of an unparseable endpoint an error message repeats.
+const MAX_SHOWN_CHARS: usize = 100;
+
+/// The AWS, GCP, Azure, … instance metadata service.
+const METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// The AWS instance metadata service over IPv6 (Nitro instances).
+const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254);
+
+/// Which endpoints user-supplied storage settings may point to.
+///
+/// The default ([`EndpointPolicy::strict`]) accepts only public addresses;
+/// [`EndpointPolicy::allow_private`] accepts every address (tests, local
+/// S3-compatible servers). Scheme and credential checks apply to both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointPolicy {
+    allow_private: bool,
+}
+
+impl EndpointPolicy {
+    /// Refuses endpoints that are, or resolve to, non-public addresses
+    /// (the default).
+    pub const fn strict() -> Self {
+        Self {
+            allow_private: false,
+        }
+    }
+
+    /// Accepts endpoints on any address, including loopback and private
+    /// networks (`--allow-private-endpoints`).
+    pub const fn allow_private() -> Self {
+        Self {
+            allow_private: true,
+        }
+    }
+
+    /// [`EndpointPolicy::allow_private`] when `allow_private` is true, else
+    /// [`EndpointPolicy::strict`]; for hosts that read the setting as a flag.
+    pub const fn new(allow_private: bool) -> Self {
+        Self { allow_private }
+    }
+
+    /// Whether non-public addresses are accepted.
+    pub const fn allows_private(&self) -> bool {
+        self.allow_private
+    }
+
+    /// Checks `endpoint`, the value of the setting `field`, and returns it
+    /// parsed and normalised.
+    ///
+    /// Refuses URLs that do not parse, that use a scheme other than `http`
+    /// or `https`, that contain `user:password@`, and (unless private
+    /// endpoints are allowed) whose host is a non-public address, a
+    /// `localhost` name, or a name that does not resolve or resolves to any
+    /// non-public address. Errors are [`Error::InvalidConfig`] about `field`
+    /// and never repeat credentials.
+    pub async fn check(&self, field: &str, endpoint: &str) -> Result<Url> {
+        let url = self.check_literal(field, endpoint)?;
+        if self.allow_private {
+            return Ok(url);
+        }
+        if let Some(Host::Domain(name)) = url.host() {
+            let port = url.port_or_known_default().unwrap_or(443);
+            let ips = resolve(name, port).await.map_err(|e| {
+                Error::invalid(
+                    field,
+                    format!("\"{}\" could not be resolved: {e}", shown(&url)),
+                )
+            })?;
+            for ip in ips {
+                if let Some(reason) = refusal(ip) {
+                    return Err(Error::invalid(
+                        field,
+                        format!("\"{}\" resolves to {ip}, {reason}; {HINT}", shown(&url)),
+                    ));
+                }
+            }
+        }
+        Ok(url)
+    }
+
+    /// [`EndpointPolicy::check`] without DNS, for code that cannot wait:
+    /// refuses what the URL itself shows (scheme, credentials, an IP
+    /// literal in any spelling, a `localhost` name) and accepts other host
+    /// names unresolved. Connections must then go through
+    /// [`EndpointPolicy::dns_resolver`] (feature `cloud`).
+    pub fn check_literal(&self, field: &str, endpoint: &str) -> Result<Url> {
+        let url = Url::parse(endpoint.trim()).map_err(|e| {
+            Error::invalid(
+                field,
+                format!(
+                    "\"{}\" is not a valid URL ({e}); expected e.g. https://host:port",
+                    shown_raw(endpoint)
+                ),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::invalid(
+                field,
+                // The raw text: without an authority, `shown` would repeat
+                // `user` of `user:password@host` as the scheme.
+                format!("\"{}\" must use http or https", shown_raw(endpoint)),
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "\"{}\" must not contain credentials (user:password@); \
+                     configure them in their own fields",
+                    shown(&url)
+                ),
+            ));
+        }
+        let refused = match url.host() {
+            None => {
+                return Err(Error::invalid(
+                    field,
+                    format!("\"{}\" has no host", shown(&url)),
+                ))
+            }
+            _ if self.allow_private => None,
+            Some(Host::Ipv4(ip)) => refusal(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => refusal(IpAddr::V6(ip)),
+            Some(Host::Domain(name)) => localhost_refusal(name),
+        };
+        match refused {
+            Some(reason) => Err(Error::invalid(
+                field,
+                format!("\"{}\" points to {reason}; {HINT}", shown(&url)),
+            )),
+            None => Ok(url),
+        }
+    }
+
+    /// A DNS resolver for `object_store` clients
+    /// (`ClientOptions::with_dns_resolver`) that applies this policy to
+    /// every address a host name resolves to at connect time, which catches
+    /// a name that resolved to a public address when it was checked and to
+    /// a private one afterwards (DNS rebinding).
+    #[cfg(feature = "cloud")]
+    pub fn dns_resolver(self) -> std::sync::Arc<dyn object_store::client::DnsResolver> {
+        std::sync::Arc::new(PolicyDnsResolver::new(self))
+    }
+}
+
+/// Whether `ip` is an address user-supplied endpoints may point to under
+/// [`EndpointPolicy::strict`].
+///
+/// Refused IPv4: `0.0.0.0/8` (unspecified, "this network"), `10/8`,
+/// `172.16/12`, `192.168/16` (private), `100.64/10` (shared, CGNAT),
+/// `127/8` (loopback), `169.254/16` (link-local, cloud metadata),
+/// `192.0.0/24` (IETF protocol assignments), `192.0.2/24`, `198.51.100/24`,
+/// `203.0.113/24` (documentation), `198.18/15` (benchmarking), `224/4`
+/// (multicast), `240/4` (reserved) and `255.255.255.255` (broadcast).
+///
+/// Refused IPv6: `::` and `::1`, the rest of `::/8` (reserved), `100::/64`
+/// (discard), `2001:2::/48` (benchmarking), `2001:db8::/32` and `3fff::/20`
+/// (documentation), `64:ff9b:1::/48` (local-use NAT64), `fc00::/7`
+/// (unique-local), `fe80::/10` (link-local), `fec0::/10` (site-local),
+/// `ff00::/8` (multicast), and the forms that embed a refused IPv4 address:
+/// IPv4-mapped `::ffff:0:0/96`, IPv4-translated `::ffff:0:0:0/96`,
+/// IPv4-compatible `::/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16` and
+/// Teredo `2001::/32` (server or client address).
+///
+/// ```
+/// use storage_core::endpoint::is_public_ip;
+/// assert!(is_public_ip("8.8.8.8".parse().unwrap()));
+/// assert!(!is_public_ip("169.254.169.254".parse().unwrap()));
+/// assert!(!is_public_ip("::ffff:127.0.0.1".parse().unwrap()));
+/// ```
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    refusal(ip).is_none()
+}
+
+/// Why `ip` is refused (phrased to follow "points to"), or `None` when
+/// it is public.
+fn refusal(ip: IpAddr) -> Option<Cow<'static, str>> {
+    match ip {
+        IpAddr::V4(ip) => ipv4_refusal(ip).map(Cow::Borrowed),
+        IpAddr::V6(ip) => ipv6_refusal(ip),
+    }
+}
+
+fn ipv4_refusal(ip: Ipv4Addr) -> Option<&'static str> {
+    let n = u32::from(ip);
+    let within = |net: [u8; 4], bits: u32| {
+        let mask = u32::MAX << (32 - bits);
+        n & mask == u32::from(Ipv4Addr::from(net)) & mask
+    };
+    let reason = if ip == METADATA_V4 {
+        "a link-local address (cloud metadata service)"
+    } else if ip.is_unspecified() {
+        "the unspecified address"
+    } else if within([0, 0, 0, 0], 8) {
+        "a \"this network\" address (0.0.0.0/8)"
+    } else if within([127, 0, 0, 0], 8) {
+        "a loopback address"
+    } else if within([10, 0, 0, 0], 8)
+        || within([172, 16, 0, 0], 12)
+        || within([192, 168, 0, 0], 16)
+    {
+        "a private address"
+    } else if within([100, 64, 0, 0], 10) {
+        "a shared (carrier-grade NAT) address"
+    } else if within([169, 254, 0, 0], 16) {
+        "a link-local address"
+    } else if within([192, 0, 0, 0], 24) {
+        "an IETF protocol assignment address (192.0.0.0/24)"
+    } else if within([192, 0, 2, 0], 24)
+        || within([198, 51, 100, 0], 24)
+        || within([203, 0, 113, 0], 24)
+    {
+        "a documentation address"
+    } else if within([198, 18, 0, 0], 15) {
+        "a benchmarking address"
+    } else if within([224, 0, 0, 0], 4) {
+        "a multicast address"
+    } else if ip.is_broadcast() {
+        "the broadcast address"
+    } else if within([240, 0, 0, 0], 4) {
+        "a reserved address"
+    } else {
+        return None;
+    };
+    Some(reason)
+}
+
+fn ipv6_refusal(ip: Ipv6Addr) -> Option<Cow<'static, str>> {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    let embedded = |form: &str, v4: Ipv4Addr| {
+        ipv4_refusal(v4).map(|reason| Cow::Owned(format!("{v4} in {form} IPv6 form, {reason}")))
+    };
+    let fixed = |reason: &'static str| Some(Cow::Borrowed(reason));
+
+    if ip.is_unspecified() {
+        return fixed("the unspecified address");
+    }
+    if ip.is_loopback() {
+        return fixed("a loopback address");
+    }
+    if ip == METADATA_V6 {
+        return fixed("a unique-local address (cloud metadata service)");
+    }
+    match s {
+        // ::ffff:a.b.c.d, IPv4-mapped.
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] => embedded("IPv4-mapped", v4(hi, lo)),
+        // ::ffff:0:a.b.c.d, IPv4-translated (SIIT).
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => embedded("IPv4-translated", v4(hi, lo)),
+        // ::a.b.c.d, IPv4-compatible (deprecated).
+        [0, 0, 0, 0, 0, 0, hi, lo] => embedded("IPv4-compatible", v4(hi, lo)),
+        // 64:ff9b::a.b.c.d, NAT64 well-known prefix.
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => embedded("NAT64", v4(hi, lo)),
+        [0x64, 0xff9b, 1, ..] => fixed("a local-use NAT64 address (64:ff9b:1::/48)"),
+        [0x100, 0, 0, 0, ..] => fixed("a discard-only address (100::/64)"),
+        // 2002:AABB:CCDD::/48 is 6to4 for AA.BB.CC.DD.
+        [0x2002, hi, lo, ..] => embedded("6to4", v4(hi, lo)),
+        // 2001:0:SSSS:SSSS:flags:port:CCCC:CCCC is Teredo for server S and
+        // client !C.
+        [0x2001, 0, shi, slo, _, _, chi, clo] => {
+            embedded("Teredo", v4(shi, slo)).or_else(|| embedded("Teredo", v4(!chi, !clo)))
+        }
+        [0x2001, 2, 0, ..] => fixed("a benchmarking address"),
+        [0x2001, 0xdb8, ..] => fixed("a documentation address"),
+        [0x3fff, second, ..] if second < 0x1000 => fixed("a documentation address"),
+        [first, ..] if first < 0x100 => fixed("a reserved address (::/8)"),
+        [first, ..] if first & 0xfe00 == 0xfc00 => fixed("a unique-local (private) address"),
+        [first, ..] if first & 0xffc0 == 0xfe80 => fixed("a link-local address"),
+        [first, ..] if first & 0xffc0 == 0xfec0 => fixed("a site-local address"),
+        [first, ..] if first & 0xff00 == 0xff00 => fixed("a multicast address"),
+        _ => None,
+    }
+}
+
+/// `localhost` and `*.localhost` always mean this machine (RFC 6761),
+/// whatever DNS says, and `localhost.` may not resolve at all.
+fn localhost_refusal(name: &str) -> Option<Cow<'static, str>> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    (name == "localhost" || name.ends_with(".localhost"))
+        .then_some(Cow::Borrowed("a loopback address (the name localhost)"))
+}
+
+/// Resolves `name` with the system resolver, failing on a timeout or when
+/// there is no address.
+async fn resolve(name: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
+    let addrs = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("timed out after {}s", RESOLVE_TIMEOUT.as_secs()),
+            )
+        })??;
+    let ips: Vec<IpAddr> = addrs.map(|addr| addr.ip()).collect();
+    if ips.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no address found",
+        ));
+    }
+    Ok(ips)
+}
+
+/// `scheme://host[:port]` of `url`, with `***@` in place of credentials;
+/// never its path or query, which may carry signatures.
+fn shown(url: &Url) -> String {
+    let mut out = format!("{}://", url.scheme());
+    if !url.username().is_empty() || url.password().is_some() {
+        out.push_str("***@");
+    }
+    out.push_str(url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    out
+}
+
+/// An endpoint that did not parse, fit to repeat: everything before the last
+/// `@` (after the scheme) replaced with `***`, query and fragment dropped,
+/// control characters escaped and the length capped.
+fn shown_raw(endpoint: &str) -> String {
+    let endpoint = endpoint.trim();
+    let (scheme, rest) = match endpoint.find("://") {
+        Some(i) => endpoint.split_at(i + 3),
+        None => ("", endpoint),
+    };
+    let rest = match rest.rfind('@') {
+        Some(at) => Cow::Owned(format!("***@{}", &rest[at + 1..])),
+        None => Cow::Borrowed(rest),
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let mut out: String = format!("{scheme}{rest}")
+        .chars()
+        .flat_map(char::escape_debug)
+        .take(MAX_SHOWN_CHARS + 1)
+        .collect();
+    if out.chars().count() > MAX_SHOWN_CHARS {
+        out = out.chars().take(MAX_SHOWN_CHARS).collect();
+        out.push('…');
+    }
+    out
+}
+
+/// An `object_store` [`DnsResolver`](object_store::client::DnsResolver)
+/// that resolves with the system resolver and, under
+/// [`EndpointPolicy::strict`], fails when any address is not public (see
+/// [`is_public_ip`]) or the name is `localhost`. Connections to IP literals
+/// do not go through a resolver; [`EndpointPolicy::check`] refuses those.
+///
+/// Build one with [`EndpointPolicy::dns_resolver`].
+#[cfg(feature = "cloud")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyDnsResolver {
+    policy: EndpointPolicy,
+}
+
+#[cfg(feature = "cloud")]
+impl PolicyDnsResolver {
+    /// A resolver that applies `policy`.
+    pub const fn new(policy: EndpointPolicy) -> Self {
+        Self { policy }
+    }
+}
+
+#[cfg(feature = "cloud")]
+impl object_store::client::DnsResolver for PolicyDnsResolver {
+    fn resolve(&self, host: &str) -> object_store::client::DnsFuture {
+        let policy = self.policy;
+        let host = host.to_owned();
+        Box::pin(async move {
+            if !policy.allow_private {
+                if let Some(reason) = localhost_refusal(&host) {
+                    return Err(format!("endpoint host {host:?} points to {reason}; {HINT}").into());
+                }
+            }
+            // The transport replaces the port with the URL's.
+            let ips = resolve(&host, 0).await?;
+            if !policy.allow_private {
+                for ip in &ips {
+                    if let Some(reason) = refusal(*ip) {
+                        return Err(format!(
+                            "endpoint host {host:?} resolves to {ip}, {reason}; {HINT}"
+                        )
+                        .into());
+                    }
+                }
+            }
+            Ok(ips)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const STRICT: EndpointPolicy = EndpointPolicy::strict();
+    const OPEN: EndpointPolicy = EndpointPolicy::allow_private();
+
+    /// The one message of an `InvalidConfig` error about `field`.
+    fn message(result: Result<Url>, field: &str) -> String {
+        match result {
+            Err(Error::InvalidConfig(errors)) => {
+                assert_eq!(errors.fields().collect::<Vec<_>>(), vec![field]);
+                let messages = errors.messages(field);
+                assert_eq!(messages.len(), 1, "{messages:?}");
+                messages[0].clone()
+            }
+            other => panic!("expected InvalidConfig about {field}, got {other:?}"),
+        }
+    }
+
+    /// Every non-public address in the spellings users (or attackers) write.
+    const REFUSED: &[&str] = &[
+        // IPv4 loopback in every spelling the `url` crate normalises.
+        "http://127.0.0.1/",
+        "http://127.0.0.1:9000/bucket",
+        "http://127.255.255.254/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://0X7F000001/",
+        "http://0177.0.0.1/",
+        "http://0177.0000.0000.0001/",
+        "http://127.1/",
+        "http://127.0.1/",
+        "http://0x7f.1/",
+        "http://0x7f.0.0.0x1/",
+        "http://127.0.0.1./",
+        "http://%31%32%37.0.0.1/",
+        "http://\u{ff11}\u{ff12}\u{ff17}.\u{ff10}.\u{ff10}.\u{ff11}/",
+        // Names for this machine.
+        "http://localhost/",
+        "http://localhost./",
+        "http://LOCALHOST:9000/",
+        "http://minio.localhost/",
+        // Cloud metadata and the rest of link-local.
+        "http://169.254.169.254/latest/meta-data/",
+        "http://2852039166/",
+        "http://0xa9fea9fe/",
+        "http://169.254.0.1/",
+        "http://[fd00:ec2::254]/",
+        // Unspecified and "this network".
+        "http://0.0.0.0/",
+        "http://0/",
+        "http://0.1.2.3/",
+        // Private, shared, benchmarking, protocol assignments.
+        "http://10.1.2.3/",
+        "http://012.1.2.3/",
+        "http://172.16.0.1/",
+        "http://172.31.255.255/",
+        "http://192.168.1.1:9000/",
+        "http://100.64.0.1/",
+        "http://100.127.255.255/",
+        "http://100.100.100.200/",
+        "http://198.18.0.1/",
+        "http://198.19.255.255/",
+        "http://192.0.0.170/",
+        // Documentation, multicast, reserved, broadcast.
+        "http://192.0.2.1/",
+        "http://198.51.100.7/",
+        "http://203.0.113.9/",
+        "http://224.0.0.1/",
+        "http://239.255.255.250/",
+        "http://240.0.0.1/",
+        "http://255.255.255.255/",
+        // IPv6 loopback, unspecified, local ranges.
+        "http://[::1]/",
+        "http://[0:0:0:0:0:0:0:1]:9000/",
+        "https://[::]/",
+        "http://[fc00::1]/",
+        "http://[fd12:3456:789a::1]/",
+        "http://[fe80::1]/",
+        "http://[febf::1]/",
+        "http://[fec0::1]/",
+        "http://[ff02::1]/",
+        "http://[100::1]/",
+        "http://[2001:db8::1]/",
+        "http://[3fff::1]/",
+        "http://[2001:2::1]/",
+        "http://[64:ff9b:1::1]/",
+        "http://[::1:2:3:4]/",
+        // IPv6 forms that embed a refused IPv4 address.
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::ffff:7f00:1]/",
+        "http://[0:0:0:0:0:ffff:169.254.169.254]/",
+        "http://[::ffff:10.0.0.1]/",
+        "http://[::ffff:0:127.0.0.1]/",
+        "http://[::127.0.0.1]/",
+        "http://[::169.254.169.254]/",
+        "http://[::0.0.0.2]/",
+        "http://[64:ff9b::127.0.0.1]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[64:ff9b::192.168.0.1]/",
+        "http://[2002:7f00:1::1]/",
+        "http://[2002:a9fe:a9fe::]/",
+        "http://[2002:c0a8:101::1]/",
+        // Teredo with client 10.0.0.1 (stored inverted) behind a public server.
+        "http://[2001:0:808:808:0:0:f5ff:fffe]/",
+    ];
+
+    #[test]
+    fn url_crate_normalises_ipv4_spellings() {
+        for spelling in [
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0X7F000001/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://127.0.1/",
+            "http://0x7f.1/",
+            "http://127.0.0.1./",
+            "http://%31%32%37.0.0.1/",
+            "http://\u{ff11}\u{ff12}\u{ff17}.\u{ff10}.\u{ff10}.\u{ff11}/",
+        ] {
+            let url = OPEN.check_literal("s3_endpoint", spelling).unwrap();
+            assert_eq!(
+                url.host(),
+                Some(Host::Ipv4(Ipv4Addr::LOCALHOST)),
+                "{spelling}"
+            );
+            assert_eq!(url.as_str(), "http://127.0.0.1/", "{spelling}");
+        }
+        // IPv6 stays IPv6: the embedded forms are this module's job.
+        let url = OPEN
+            .check_literal("s3_endpoint", "http://[::ffff:127.0.0.1]/")
+            .unwrap();
+        assert_eq!(url.host_str(), Some("[::ffff:7f00:1]"));
+        let url = OPEN
+            .check_literal("s3_endpoint", "http://[::127.0.0.1]/")
+            .unwrap();
+        assert_eq!(url.host_str(), Some("[::7f00:1]"));
+        // A trailing dot on a name is kept: the name check strips it.
+        let url = OPEN
+            .check_literal("s3_endpoint", "http://localhost./")
+            .unwrap();
+        assert_eq!(url.host(), Some(Host::Domain("localhost.")));
+    }
+
+    #[test]
+    fn strict_check_literal_refuses_every_spelling() {
+        for endpoint in REFUSED {
+            let text = message(STRICT.check_literal("s3_endpoint", endpoint), "s3_endpoint");
+            assert!(text.contains(" points to "), "{endpoint}: {text}");
+            assert!(text.ends_with(HINT), "{endpoint}: {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn strict_check_refuses_every_spelling() {
+        for endpoint in REFUSED {
+            let text = message(STRICT.check("s3_endpoint", endpoint).await, "s3_endpoint");
+            assert!(text.contains(" points to "), "{endpoint}: {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn allow_private_accepts_every_spelling() {
+        for endpoint in REFUSED {
+            assert!(
+                OPEN.check_literal("s3_endpoint", endpoint).is_ok(),
+                "{endpoint}"
+            );
+            let url = OPEN.check("s3_endpoint", endpoint).await;
+            assert!(url.is_ok(), "{endpoint}: {url:?}");
+        }
+    }
+
+    #[test]
+    fn refused_addresses() {
+        for ip in [
+            "0.0.0.0",
+            "0.255.255.255",
+            "10.0.0.0",
+            "10.255.255.255",
+            "100.64.0.0",
+            "100.127.255.255",
+            "127.0.0.1",
+            "127.255.255.255",
+            "169.254.0.0",
+            "169.254.169.254",
+            "169.254.255.255",
+            "172.16.0.0",
+            "172.31.255.255",
+            "192.0.0.0",
+            "192.0.0.255",
+            "192.0.2.0",
+            "192.168.0.0",
+            "192.168.255.255",
+            "198.18.0.0",
+            "198.19.255.255",
+            "198.51.100.255",
+            "203.0.113.0",
+            "224.0.0.0",
+            "239.255.255.255",
+            "240.0.0.0",
+            "255.255.255.254",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:100.64.0.1",
+            "::ffff:0.0.0.0",
+            "::ffff:0:192.168.1.1",
+            "::10.0.0.1",
+            "::255.255.255.255",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::100.64.0.1",
+            "64:ff9b:1::8.8.8.8",
+            "2002:0a00:0001::",
+            "2002:ac10:0001:1::1",
+            "2002:0000:0000::",
+            "2001:0:a00:1::1",
+            "2001:0:808:808::f5ff:fffe",
+            "2001:db8::",
+            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2001:2::1",
+            "3fff:fff::1",
+            "100::1",
+            "fc00::",
+            "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "fd00:ec2::254",
+            "fe80::1",
+            "febf:ffff::1",
+            "fec0::1",
+            "ff00::",
+            "ff02::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            assert!(!is_public_ip(ip.parse().unwrap()), "{ip} should be refused");
+        }
+    }
+
+    #[test]
+    fn public_addresses() {
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "9.255.255.255",
+            "11.0.0.0",
+            "52.216.0.1",
+            "93.184.216.34",
+            "100.63.255.255",
+            "100.128.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "169.253.255.255",
+            "169.255.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.0.1.255",
+            "192.0.3.0",
+            "192.167.255.255",
+            "192.169.0.0",
+            "198.17.255.255",
+            "198.20.0.0",
+            "223.255.255.255",
+            "2606:4700:4700::1111",
+            "2a00:1450:4001::1",
+            "2600:1f18::1",
+            "::ffff:8.8.8.8",
+            "::ffff:0:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "2002:0808:0808::1",
+            "2001:0:808:808::f7f7:f7f7",
+            "3fff:1000::1",
+            "2001:db9::1",
+            "fbff::1",
+            "fe00::1",
+        ] {
+            assert!(is_public_ip(ip.parse().unwrap()), "{ip} should be public");
+        }
+    }
+
+    #[tokio::test]
+    async fn public_literals_are_accepted_unchanged() {
+        for (endpoint, normalised) in [
+            ("https://93.184.216.34:9000", "https://93.184.216.34:9000/"),
+            ("http://8.8.8.8/bucket?x=1", "http://8.8.8.8/bucket?x=1"),
+            ("https://[2606:4700::1111]/", "https://[2606:4700::1111]/"),
+            ("  https://52.216.0.1:443/  ", "https://52.216.0.1/"),
+        ] {
+            let url = STRICT.check("s3_endpoint", endpoint).await.unwrap();
+            assert_eq!(url.as_str(), normalised);
+            let url = STRICT.check_literal("s3_endpoint", endpoint).unwrap();
+            assert_eq!(url.as_str(), normalised);
+        }
+    }
+
+    #[test]
+    fn check_literal_accepts_names_unresolved() {
+        let url = STRICT
+            .check_literal("s3_endpoint", "HTTPS://S3.Example.COM:443/path")
+            .unwrap();
+        assert_eq!(url.as_str(), "https://s3.example.com/path");
+        assert!(STRICT
+            .check_literal("gcs_base_url", "https://storage.googleapis.com")
+            .is_ok());
+    }
+
+    #[test]
+    fn metadata_message_names_the_service_and_the_switch() {
+        let text = message(
+            STRICT.check_literal("s3_endpoint", "http://169.254.169.254/latest/meta-data/"),
+            "s3_endpoint",
+        );
+        assert_eq!(
+            text,
+            "\"http://169.254.169.254\" points to a link-local address (cloud metadata \
+             service); private, loopback and link-local endpoints are refused unless the \
+             server runs with --allow-private-endpoints (STORAGE_ALLOW_PRIVATE_ENDPOINTS=true)"
+        );
+        for endpoint in [
+            "http://[::ffff:169.254.169.254]/",
+            "http://[fd00:ec2::254]/",
+            "http://0xa9fea9fe/",
+        ] {
+            let text = message(
+                STRICT.check_literal("sts_endpoint", endpoint),
+                "sts_endpoint",
+            );
+            assert!(text.contains("cloud metadata service"), "{text}");
+        }
+        let text = message(
+            STRICT.check_literal("s3_endpoint", "http://[::ffff:127.0.0.1]:9000"),
+            "s3_endpoint",
+        );
+        assert!(
+            text.starts_with(
+                "\"http://[::ffff:7f00:1]:9000\" points to 127.0.0.1 in IPv4-mapped IPv6 \
+                 form, a loopback address;"
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_http_and_https() {
+        for endpoint in [
+            "ftp://s3.example.com/",
+            "file:///etc/passwd",
+            "gopher://8.8.8.8:70/",
+            "s3://bucket/key",
+            "unix:///var/run/docker.sock",
+            "data:text/plain,hi",
+            "javascript:alert(1)",
+        ] {
+            for policy in [STRICT, OPEN] {
+                let text = message(policy.check("s3_endpoint", endpoint).await, "s3_endpoint");
+                assert!(
+                    text.ends_with("must use http or https"),
+                    "{endpoint}: {text}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_are_refused_and_never_repeated() {
+        for endpoint in [
+            "http://admin:hunter2@s3.example.com/",
+            "https://admin:hunter2@8.8.8.8:9000/",
+            "https://admin@s3.example.com/",
+            "https://:hunter2@s3.example.com/",
+            "http://admin:hunter2@127.0.0.1/",
+            "http://admin:p%40ss@hunter2@s3.example.com/",
+        ] {
+            for policy in [STRICT, OPEN] {
+                let text = message(policy.check("s3_endpoint", endpoint).await, "s3_endpoint");
+                assert!(text.contains("must not contain credentials"), "{text}");
+                assert!(text.contains("***@"), "{text}");
+                assert!(
+                    !text.contains("hunter2") && !text.contains("admin"),
+                    "{text}"
+                );
+            }
+        }
+        // Unparseable input is redacted too.
+        for endpoint in [
+            "http://admin:hunter2@exa mple.com/",
+            "admin:hunter2@s3.example.com",
+            "http://admin:hunt/er2@s3.example.com:notaport/",
+        ] {
+            let err = STRICT.check("s3_endpoint", endpoint).await.unwrap_err();
+            let text = err.to_string();
+            assert!(
+                !text.contains("hunter2") && !text.contains("admin"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_and_queries_are_not_repeated() {
+        let text = message(
+            STRICT.check_literal("s3_endpoint", "http://10.0.0.1/b?X-Amz-Signature=secret"),
+            "s3_endpoint",
+        );
+        assert!(text.starts_with("\"http://10.0.0.1\" points to a private address;"));
+        assert!(!text.contains("secret"), "{text}");
+        let text = message(
+            STRICT.check_literal("s3_endpoint", "http://exa mple.com/?token=secret"),
+            "s3_endpoint",
+        );
+        assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn invalid_urls() {
+        for endpoint in [
+            "",
+            "   ",
+            "not a url",
+            "s3.example.com",
+            "http://",
+            "http://[::1",
+            "http://256.0.0.1/",
+            "http://1.2.3.4.5/",
+            "http://0x1g.0.0.1/",
+            "http://example.com:99999/",
+            "http://[fe80::1%25eth0]/",
+        ] {
+            for policy in [STRICT, OPEN] {
+                let text = message(policy.check("s3_endpoint", endpoint).await, "s3_endpoint");
+                assert!(text.contains("is not a valid URL"), "{endpoint:?}: {text}");
+            }
+        }
+        let long = format!("http://{}/", "x y".repeat(100));
+        let text = message(STRICT.check_literal("s3_endpoint", &long), "s3_endpoint");
+        assert!(text.contains('…') && text.len() < 250, "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_refused() {
+        // `.invalid` never resolves (RFC 6761), with or without a network.
+        let text = message(
+            STRICT
+                .check("s3_endpoint", "https://no-such-host.invalid:9000/bucket")
+                .await,
+            "s3_endpoint",
+        );
+        assert!(
+            text.starts_with("\"https://no-such-host.invalid:9000\" could not be resolved: "),
+            "{text}"
+        );
+        // Allowing private endpoints skips DNS: nothing would be refused.
+        assert!(OPEN
+            .check("s3_endpoint", "https://no-such-host.invalid")
+            .await
+            .is_ok());
+    }
+
+    /// A name other than `localhost` that /etc/hosts maps to a refused
+    /// address, if there is one.
+    fn hosts_file_name() -> Option<(String, IpAddr)> {
+        let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+        hosts.lines().find_map(|line| {
+            let mut words = line.split('#').next()?.split_whitespace();
+            let ip: IpAddr = words.next()?.parse().ok()?;
+            let name = words.find(|name| localhost_refusal(name).is_none())?;
+            (!is_public_ip(ip)).then(|| (name.to_owned(), ip))
+        })
+    }
+
+    #[tokio::test]
+    async fn names_are_refused_by_what_they_resolve_to() {
+        let Some((name, _)) = hosts_file_name() else {
+            eprintln!("no suitable name in /etc/hosts; skipped");
+            return;
+        };
+        let endpoint = format!("http://{name}:9000/");
+        assert!(STRICT.check_literal("s3_endpoint", &endpoint).is_ok());
+        let text = message(STRICT.check("s3_endpoint", &endpoint).await, "s3_endpoint");
+        assert!(
+            text.starts_with(&format!("\"http://{name}:9000\" resolves to ")),
+            "{text}"
+        );
+        assert!(text.ends_with(HINT), "{text}");
+        assert!(OPEN.check("s3_endpoint", &endpoint).await.is_ok());
+    }
+
+    #[test]
+    fn constructors() {
+        assert_eq!(EndpointPolicy::default(), EndpointPolicy::strict());
+        assert!(!EndpointPolicy::strict().allows_private());
+        assert!(EndpointPolicy::allow_private().allows_private());
+        assert_eq!(EndpointPolicy::new(true), EndpointPolicy::allow_private());
+        assert_eq!(EndpointPolicy::new(false), EndpointPolicy::strict());
+    }
+
+    #[cfg(feature = "cloud")]
+    mod resolver {
+        use super::*;
+        use object_store::client::DnsResolver;
+
+        #[tokio::test]
+        async fn strict_resolver_refuses_localhost() {
+            let err = STRICT
+                .dns_resolver()
+                .resolve("localhost")
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("loopback"), "{text}");
+            assert!(text.contains("--allow-private-endpoints"), "{text}");
+            assert!(PolicyDnsResolver::new(STRICT)
+                .resolve("localhost.")
+                .await
+                .is_err());
+        }
+
+        #[tokio::test]
+        async fn strict_resolver_refuses_names_that_resolve_to_private_addresses() {
+            let Some((name, ip)) = hosts_file_name() else {
+                eprintln!("no suitable name in /etc/hosts; skipped");
+                return;
+            };
+            let text = STRICT
+                .dns_resolver()
+                .resolve(&name)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(text.contains(&format!("resolves to {ip}")), "{text}");
+        }
+
+        #[tokio::test]
+        async fn strict_resolver_fails_on_unknown_names() {
+            assert!(STRICT
+                .dns_resolver()
+                .resolve("no-such-host.invalid")
+                .await
+                .is_err());
+        }
+
+        #[tokio::test]
+        async fn open_resolver_resolves_normally() {
+            let ips = OPEN.dns_resolver().resolve("localhost").await.unwrap();
+            assert!(!ips.is_empty());
+            assert!(ips.iter().all(IpAddr::is_loopback), "{ips:?}");
+        }
+
+        #[test]
+        fn plugs_into_client_options() {
+            let options = object_store::ClientOptions::new()
+                .with_dns_resolver(EndpointPolicy::strict().dns_resolver());
+            assert!(options.dns_resolver().is_some());
+        }
+    }
+}

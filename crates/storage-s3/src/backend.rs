@@ -1,0 +1,311 @@
+//! The `s3` storage type: builds an `AmazonS3` store from a storage's
+//! settings and maps S3's failures to messages a user can act on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{ClientOptions, ObjectStore};
+use storage_core::filter::{Listing, RegexTarget};
+use storage_core::uri::BucketUri;
+use storage_core::{
+    check_listable, Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportOptions, ImportStorage,
+    Result, Settings, StorageKind,
+};
+
+use crate::config::{fields, S3Config, S3Options};
+use crate::{AssumeRole, AssumeRoleConfig};
+
+/// The `s3` storage type.
+///
+/// ```
+/// use storage_core::{Backend, EndpointPolicy};
+/// let backend = storage_s3::S3Backend::new(
+///     storage_s3::S3Options::new().with_endpoint_policy(EndpointPolicy::strict()),
+/// );
+/// assert_eq!(backend.name(), "s3");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct S3Backend {
+    options: S3Options,
+}
+
+impl S3Backend {
+    /// A backend with these server-wide options.
+    pub fn new(options: S3Options) -> Self {
+        Self { options }
+    }
+
+    /// Builds the object store of a configuration, after checking its
+    /// endpoint against the policy (DNS included).
+    pub async fn store(&self, config: &S3Config) -> Result<AmazonS3> {
+        let mut client = ClientOptions::new()
+            .with_timeout(self.options.timeout)
+            .with_dns_resolver(self.options.policy.dns_resolver());
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&config.bucket)
+            .with_region(config.region())
+            .with_retry(self.options.retry.clone());
+        if let Some(endpoint) = &config.endpoint {
+            let url = self.options.policy.check("s3_endpoint", endpoint).await?;
+            client = client.with_allow_http(url.scheme() == "http");
+            builder = builder.with_endpoint(url.as_str().trim_end_matches('/'));
+        }
+        builder = match (&config.role_arn, &config.access_key_id, &config.secret_access_key) {
+            (Some(role_arn), _, _) => {
+                let base = self.options.server_credentials.clone().ok_or_else(|| {
+                    Error::invalid(
+                        "role_arn",
+                        "This server has no AWS credentials of its own to assume a role with \
+                         (start it with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set)",
+                    )
+                })?;
+                let mut role = AssumeRoleConfig::new(role_arn.clone()).with_region(config.region());
+                if let Some(external_id) = &config.external_id {
+                    role = role.with_external_id(external_id.clone());
+                }
+                if let Some(sts) = &self.options.sts_endpoint {
+                    role = role.with_sts_endpoint(sts.clone());
+                }
+                let sts_client = client.clone().with_allow_http(role.sts_endpoint().scheme() == "http");
+                builder.with_credentials(Arc::new(AssumeRole::new(role, base, sts_client)))
+            }
+            (None, Some(key_id), Some(secret)) => {
+                let builder = builder.with_access_key_id(key_id).with_secret_access_key(secret);
+                match &config.session_token {
+                    Some(token) => builder.with_token(token),
+                    None => builder,
+                }
+            }
+            _ => match &self.options.server_credentials {
+                Some(server) => {
+                    let builder = builder
+                        .with_access_key_id(&server.key_id)
+                        .with_secret_access_key(&server.secret_key);
+                    match &server.token {
+                        Some(token) => builder.with_token(token),
+                        None => builder,
+                    }
+                }
+                // Never fall back to instance metadata (169.254.169.254):
+                // without credentials, requests are anonymous (public buckets).
+                None => builder.with_skip_signature(true),
+            },
+        };
+        if let Some(key) = &config.sse_kms_key_id {
+            builder = builder.with_sse_kms_encryption(key);
+        }
+        builder
+            .with_client_options(client)
+            .build()
+            .map_err(|e| Error::invalid_general(format!("Cannot configure S3 bucket {}: {e}", config.bucket)))
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn title(&self) -> &'static str {
+        "AWS S3"
+    }
+
+    fn fields(&self, kind: StorageKind) -> Vec<FieldSpec> {
+        fields(kind)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::bucket("s3")
+    }
+
+    fn check_settings(&self, kind: StorageKind, settings: &mut Settings) -> Result<()> {
+        let config = S3Config::from_settings(settings);
+        let mut errors = config.check(settings).err().unwrap_or_default();
+        if let Some(endpoint) = &config.endpoint {
+            if let Err(Error::InvalidConfig(e)) = self.options.policy.check_literal("s3_endpoint", endpoint) {
+                errors.merge(e);
+            }
+        }
+        if let Err(e) = storage_core::fields::check_regex(settings, kind) {
+            errors.merge(e);
+        }
+        errors.into_result()
+    }
+
+    async fn import_storage(&self, settings: &Settings) -> Result<Arc<dyn ImportStorage>> {
+        let config = S3Config::from_settings(settings);
+        let options = ImportOptions::from_settings(settings);
+        Ok(Arc::new(S3Import {
+            store: Arc::new(self.store(&config).await?),
+            listing: Listing::new(
+                config.prefix.as_deref(),
+                options.recursive_scan,
+                options.regex_filter.as_deref(),
+                RegexTarget::FullKey,
+            )?,
+            uri: BucketUri::new("s3", &config.bucket),
+            raw_prefix: config.prefix.clone(),
+            endpoint: config.endpoint.clone(),
+        }))
+    }
+
+    async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {
+        let config = S3Config::from_settings(settings);
+        Ok(Arc::new(S3Export {
+            store: Arc::new(self.store(&config).await?),
+            prefix: config
+                .prefix
+                .as_deref()
+                .map(|p| p.trim_matches('/').to_string())
+                .filter(|p| !p.is_empty()),
+            bucket: config.bucket.clone(),
+            endpoint: config.endpoint.clone(),
+            can_delete_objects: settings.bool("can_delete_objects", false),
+        }))
+    }
+}
+
+/// An S3 import storage.
+pub struct S3Import {
+    store: Arc<AmazonS3>,
+    listing: Listing,
+    uri: BucketUri,
+    raw_prefix: Option<String>,
+    endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for S3Import {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Import")
+            .field("bucket", &self.uri.bucket())
+            .field("prefix", &self.raw_prefix)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl ImportStorage for S3Import {
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    fn listing(&self) -> &Listing {
+        &self.listing
+    }
+
+    fn object_key(&self, location: &Path) -> String {
+        location.as_ref().to_string()
+    }
+
+    fn task_url(&self, location: &Path) -> String {
+        self.uri.uri(location.as_ref())
+    }
+
+    async fn check_connection(&self) -> Result<()> {
+        // As Label Studio: with a prefix, at least one object must be under
+        // it (as typed); without one, the bucket must be readable.
+        let prefix = self.raw_prefix.as_deref().map(|p| Path::from(p.trim_matches('/')));
+        check_listable(self.store(), prefix.as_ref(), prefix.is_some())
+            .await
+            .map_err(|err| explain(err, self.uri.bucket(), self.raw_prefix.as_deref(), self.endpoint.as_deref()))
+    }
+
+    async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String> {
+        self.store
+            .signed_url(http::Method::GET, location, ttl)
+            .await
+            .map(|url| url.to_string())
+            .map_err(|e| Error::from_object_store(format!("signing s3://{}/{location}", self.uri.bucket()), e))
+    }
+}
+
+/// An S3 export storage: one object per annotation at `<prefix>/<id>`.
+pub struct S3Export {
+    store: Arc<AmazonS3>,
+    prefix: Option<String>,
+    bucket: String,
+    endpoint: Option<String>,
+    can_delete_objects: bool,
+}
+
+impl std::fmt::Debug for S3Export {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Export")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl ExportStorage for S3Export {
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    fn location(&self, key: &str) -> Path {
+        match &self.prefix {
+            Some(prefix) => Path::from(format!("{prefix}/{key}")),
+            None => Path::from(key),
+        }
+    }
+
+    fn can_delete_objects(&self) -> bool {
+        self.can_delete_objects
+    }
+
+    async fn check_connection(&self) -> Result<()> {
+        let prefix = self.prefix.as_deref().map(Path::from);
+        check_listable(self.store(), prefix.as_ref(), false)
+            .await
+            .map_err(|err| explain(err, &self.bucket, self.prefix.as_deref(), self.endpoint.as_deref()))
+    }
+}
+
+/// Turns a failed connection check into the message a user needs: which of
+/// bucket, credentials, permissions or endpoint is wrong.
+fn explain(err: Error, bucket: &str, prefix: Option<&str>, endpoint: Option<&str>) -> Error {
+    if let Error::InvalidConfig(_) = err {
+        return match prefix {
+            Some(prefix) => Error::invalid_general(format!("s3://{bucket}/{prefix} not found.")),
+            None => err,
+        };
+    }
+    let text = storage_core::jobs::error_report(&err);
+    let has = |needle: &str| text.contains(needle);
+    let message = if has("NoSuchBucket") || matches!(err, Error::NotFound { .. }) {
+        format!("Cannot find bucket {bucket} in S3")
+    } else if has("InvalidAccessKeyId") || has("SignatureDoesNotMatch") || has("InvalidClientTokenId") {
+        format!(
+            "Cannot connect to S3 {bucket} with specified AWS credentials: the access key id or the secret access key is wrong"
+        )
+    } else if has("AccessDenied") || matches!(err, Error::PermissionDenied { .. } | Error::Unauthenticated { .. }) {
+        format!("Cannot connect to S3 {bucket} with specified AWS credentials: access denied")
+    } else if has("error sending request") || has("Connection refused") || has("dns error") || has("timed out") {
+        format!(
+            "Cannot reach the S3 endpoint {}: {}",
+            endpoint.unwrap_or("of AWS"),
+            first_cause(&text)
+        )
+    } else {
+        format!("Cannot connect to S3 {bucket}: {}", first_cause(&text))
+    };
+    Error::invalid_general(message)
+}
+
+/// The most specific line of an error report, kept short.
+fn first_cause(report: &str) -> String {
+    let line = report
+        .lines()
+        .map(|l| l.trim_start_matches("caused by: "))
+        .next_back()
+        .unwrap_or(report);
+    line.chars().take(300).collect()
+}

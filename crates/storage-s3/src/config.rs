@@ -1,0 +1,314 @@
+//! The stored configuration of an S3 storage, with Label Studio's field
+//! names, and the server-wide options of the backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AwsCredential;
+use object_store::RetryConfig;
+use storage_core::fields::{export_fields, import_fields, presign_fields, FieldSpec, FieldType};
+use storage_core::{EndpointPolicy, Settings, StorageKind, ValidationErrors};
+
+/// The longest a SigV4 signed URL may live (7 days), in minutes.
+pub const MAX_PRESIGN_TTL_MINUTES: i64 = 7 * 24 * 60;
+
+/// The S3 fields of `kind` storages, in Label Studio's order.
+pub(crate) fn fields(kind: StorageKind) -> Vec<FieldSpec> {
+    let mut fields = vec![
+        FieldSpec::string("bucket", "S3 bucket name"),
+        FieldSpec::string("prefix", "S3 bucket prefix (folder)"),
+    ];
+    match kind {
+        StorageKind::Import => {
+            fields.extend(import_fields());
+            fields.extend(presign_fields());
+        }
+        StorageKind::Export => fields.extend(export_fields()),
+    }
+    fields.extend([
+        FieldSpec::string("aws_access_key_id", "AWS access key id (write-only)").secret(),
+        FieldSpec::string("aws_secret_access_key", "AWS secret access key (write-only)").secret(),
+        FieldSpec::string("aws_session_token", "AWS session token (write-only)").secret(),
+        FieldSpec::string("aws_sse_kms_key_id", "KMS key id for server-side encryption of exported objects"),
+        FieldSpec::string("region_name", "AWS region (default us-east-1)"),
+        FieldSpec::string("s3_endpoint", "S3-compatible endpoint URL (MinIO, R2, ...)"),
+        FieldSpec::string("role_arn", "IAM role the server assumes (STS AssumeRole) to reach the bucket"),
+        FieldSpec {
+            ty: FieldType::Str { max_len: Some(1224) },
+            ..FieldSpec::string("external_id", "External id sent with AssumeRole")
+        },
+    ]);
+    fields
+}
+
+/// An S3 storage's connection settings.
+///
+/// `Debug` shows the bucket, prefix, region and endpoint only: never a key.
+#[derive(Clone, Default, PartialEq)]
+pub struct S3Config {
+    /// Bucket name (or access point ARN).
+    pub bucket: String,
+    /// Folder prefix, as typed.
+    pub prefix: Option<String>,
+    /// Region; `us-east-1` when unset.
+    pub region: Option<String>,
+    /// Custom endpoint of an S3-compatible service.
+    pub endpoint: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials.
+    pub session_token: Option<String>,
+    /// KMS key id for SSE-KMS on export.
+    pub sse_kms_key_id: Option<String>,
+    /// Role to assume with the server's own credentials.
+    pub role_arn: Option<String>,
+    /// External id for the AssumeRole call.
+    pub external_id: Option<String>,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("role_arn", &self.role_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Config {
+    /// A configuration for `bucket`.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        Self {
+            bucket: bucket.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the prefix.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Sets the region.
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sets a custom endpoint.
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Sets static credentials.
+    pub fn with_credentials(mut self, key_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.access_key_id = Some(key_id.into());
+        self.secret_access_key = Some(secret.into());
+        self
+    }
+
+    /// Reads the configuration from checked settings.
+    pub fn from_settings(settings: &Settings) -> Self {
+        let text = |name: &str| settings.str(name).map(str::to_string);
+        Self {
+            bucket: text("bucket").unwrap_or_default(),
+            prefix: text("prefix"),
+            region: text("region_name"),
+            endpoint: text("s3_endpoint"),
+            access_key_id: text("aws_access_key_id"),
+            secret_access_key: text("aws_secret_access_key"),
+            session_token: text("aws_session_token"),
+            sse_kms_key_id: text("aws_sse_kms_key_id"),
+            role_arn: text("role_arn"),
+            external_id: text("external_id"),
+        }
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> &str {
+        self.region.as_deref().unwrap_or("us-east-1")
+    }
+
+    /// Static field rules (no network): bucket name, key pair, role ARN,
+    /// presign TTL.
+    pub(crate) fn check(&self, settings: &Settings) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if self.bucket.is_empty() {
+            errors.add("bucket", "This field is required.");
+        } else if !valid_bucket(&self.bucket) {
+            errors.add(
+                "bucket",
+                format!(
+                    "Invalid bucket name \"{}\": it must match \"^[a-zA-Z0-9.\\-_]{{1,255}}$\" or be an access point ARN",
+                    self.bucket
+                ),
+            );
+        }
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(_), None) => errors.add(
+                "aws_secret_access_key",
+                "Access Key ID and Secret Access Key must be provided together.",
+            ),
+            (None, Some(_)) => errors.add(
+                "aws_access_key_id",
+                "Access Key ID and Secret Access Key must be provided together.",
+            ),
+            _ => {}
+        }
+        if let Some(arn) = &self.role_arn {
+            if !valid_role_arn(arn) {
+                errors.add(
+                    "role_arn",
+                    format!("\"{arn}\" is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)"),
+                );
+            }
+        }
+        if settings.int("presign_ttl").is_some_and(|ttl| ttl > MAX_PRESIGN_TTL_MINUTES) {
+            errors.add(
+                "presign_ttl",
+                format!("Ensure this value is less than or equal to {MAX_PRESIGN_TTL_MINUTES} (7 days, the longest a signed URL may live)."),
+            );
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn valid_bucket(bucket: &str) -> bool {
+    let plain = bucket.len() <= 255
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    plain || (bucket.starts_with("arn:aws") && (bucket.contains(":accesspoint/") || bucket.contains(":outpost/")))
+}
+
+fn valid_role_arn(arn: &str) -> bool {
+    let Some(rest) = arn.strip_prefix("arn:") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.splitn(5, ':').collect();
+    matches!(parts.as_slice(), [partition, "iam", "", account, resource]
+        if partition.starts_with("aws")
+            && account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty()))
+}
+
+/// Server-wide options of the S3 backend.
+#[derive(Clone)]
+pub struct S3Options {
+    pub(crate) policy: EndpointPolicy,
+    pub(crate) server_credentials: Option<Arc<AwsCredential>>,
+    pub(crate) sts_endpoint: Option<url::Url>,
+    pub(crate) retry: RetryConfig,
+    pub(crate) timeout: Duration,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("policy", &self.policy)
+            .field("server_credentials", &self.server_credentials.as_ref().map(|_| "******"))
+            .field("sts_endpoint", &self.sts_endpoint.as_ref().map(url::Url::as_str))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        Self {
+            policy: EndpointPolicy::strict(),
+            server_credentials: None,
+            sts_endpoint: None,
+            retry: RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+                ..RetryConfig::default()
+            },
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl S3Options {
+    /// Strict endpoint policy, no server credentials, AWS's STS.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Which endpoints users may configure.
+    pub fn with_endpoint_policy(mut self, policy: EndpointPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The server's own AWS credentials: used for storages without keys
+    /// and as the base identity of `role_arn` (AssumeRole).
+    pub fn with_server_credentials(
+        mut self,
+        key_id: impl Into<String>,
+        secret: impl Into<String>,
+        token: Option<String>,
+    ) -> Self {
+        self.server_credentials = Some(Arc::new(AwsCredential {
+            key_id: key_id.into(),
+            secret_key: secret.into(),
+            token,
+        }));
+        self
+    }
+
+    /// The STS endpoint for AssumeRole (default `https://sts.<region>.amazonaws.com`).
+    pub fn with_sts_endpoint(mut self, endpoint: url::Url) -> Self {
+        self.sts_endpoint = Some(endpoint);
+        self
+    }
+
+    /// Retries of S3 requests (default 3 retries within 30 s).
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Timeout of one S3 request (default 60 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_and_arn_rules() {
+        assert!(valid_bucket("my-bucket.v2_x"));
+        assert!(!valid_bucket("bad/name"));
+        assert!(valid_bucket("arn:aws:s3:us-east-1:123456789012:accesspoint/ap"));
+        assert!(valid_role_arn("arn:aws:iam::123456789012:role/label-studio"));
+        assert!(!valid_role_arn("arn:aws:iam::1234:role/x"));
+        assert!(!valid_role_arn("arn:aws:s3:::bucket"));
+    }
+
+    #[test]
+    fn debug_never_shows_keys() {
+        let config = S3Config::new("b").with_credentials("AKIAEXAMPLEKEYID", "very-secret");
+        let shown = format!("{config:?}");
+        assert!(shown.contains("\"b\""));
+        assert!(!shown.contains("AKIAEXAMPLEKEYID") && !shown.contains("very-secret"));
+        let options = S3Options::new().with_server_credentials("AKIASERVER", "server-secret", None);
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("AKIASERVER") && !shown.contains("server-secret"));
+    }
+}
