@@ -15,6 +15,9 @@
 //! All servers share one bucket ([`ENV_BUCKET`]); give every test its own
 //! [`unique_prefix`] inside it.
 
+pub mod gcs_shim;
+pub mod iam_double;
+
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 

@@ -1,0 +1,1 @@
+//! IAM Credentials API client (being written).

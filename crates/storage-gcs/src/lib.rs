@@ -1,0 +1,4 @@
+//! Label Studio GCS storages.
+
+pub mod iam;
+pub mod signer;

@@ -1,0 +1,1 @@
+//! GCS V4 URL signing through signBlob (being written).

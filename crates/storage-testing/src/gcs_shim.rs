@@ -1,0 +1,1 @@
+//! GCS XML-write shim for fake-gcs-server (being written).

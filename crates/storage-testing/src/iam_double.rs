@@ -1,0 +1,1 @@
+//! A local double of the IAM Credentials API (being written).
