@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod backend;
+pub mod bucket;
 mod error;
 pub mod endpoint;
 pub mod export;

@@ -8,13 +8,10 @@ use async_trait::async_trait;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{ClientOptions, ObjectStore};
-use storage_core::filter::{Listing, RegexTarget};
+use object_store::ClientOptions;
+use storage_core::bucket::{short_cause, BucketTarget, UrlSigner};
 use storage_core::uri::BucketUri;
-use storage_core::{
-    check_listable, Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportOptions, ImportStorage,
-    Result, Settings, StorageKind,
-};
+use storage_core::{Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportStorage, Result, Settings, StorageKind};
 
 use crate::config::{fields, S3Config, S3Options};
 use crate::{AssumeRole, AssumeRoleConfig};
@@ -139,133 +136,40 @@ impl Backend for S3Backend {
 
     async fn import_storage(&self, settings: &Settings) -> Result<Arc<dyn ImportStorage>> {
         let config = S3Config::from_settings(settings);
-        let options = ImportOptions::from_settings(settings);
-        Ok(Arc::new(S3Import {
-            store: Arc::new(self.store(&config).await?),
-            listing: Listing::new(
-                config.prefix.as_deref(),
-                options.recursive_scan,
-                options.regex_filter.as_deref(),
-                RegexTarget::FullKey,
-            )?,
-            uri: BucketUri::new("s3", &config.bucket),
-            raw_prefix: config.prefix.clone(),
-            endpoint: config.endpoint.clone(),
-        }))
+        let store = Arc::new(self.store(&config).await?);
+        let signer = Arc::new(S3Signer(store.clone()));
+        Ok(Arc::new(target(&config, store).import(settings, Some(signer))?))
     }
 
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {
         let config = S3Config::from_settings(settings);
-        Ok(Arc::new(S3Export {
-            store: Arc::new(self.store(&config).await?),
-            prefix: config
-                .prefix
-                .as_deref()
-                .map(|p| p.trim_matches('/').to_string())
-                .filter(|p| !p.is_empty()),
-            bucket: config.bucket.clone(),
-            endpoint: config.endpoint.clone(),
-            can_delete_objects: settings.bool("can_delete_objects", false),
-        }))
+        let store = Arc::new(self.store(&config).await?);
+        Ok(Arc::new(target(&config, store).export(settings)))
     }
 }
 
-/// An S3 import storage.
-pub struct S3Import {
-    store: Arc<AmazonS3>,
-    listing: Listing,
-    uri: BucketUri,
-    raw_prefix: Option<String>,
-    endpoint: Option<String>,
-}
-
-impl std::fmt::Debug for S3Import {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Import")
-            .field("bucket", &self.uri.bucket())
-            .field("prefix", &self.raw_prefix)
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
+fn target(config: &S3Config, store: Arc<AmazonS3>) -> BucketTarget {
+    let (bucket, prefix, endpoint) = (config.bucket.clone(), config.prefix.clone(), config.endpoint.clone());
+    BucketTarget {
+        store,
+        uri: BucketUri::new("s3", &config.bucket),
+        prefix: config.prefix.clone(),
+        explain: Arc::new(move |err| explain(err, &bucket, prefix.as_deref(), endpoint.as_deref())),
     }
 }
+
+/// SigV4 presigned GET URLs from the storage's own client.
+#[derive(Debug)]
+struct S3Signer(Arc<AmazonS3>);
 
 #[async_trait]
-impl ImportStorage for S3Import {
-    fn store(&self) -> Arc<dyn ObjectStore> {
-        self.store.clone()
-    }
-
-    fn listing(&self) -> &Listing {
-        &self.listing
-    }
-
-    fn object_key(&self, location: &Path) -> String {
-        location.as_ref().to_string()
-    }
-
-    fn task_url(&self, location: &Path) -> String {
-        self.uri.uri(location.as_ref())
-    }
-
-    async fn check_connection(&self) -> Result<()> {
-        // As Label Studio: with a prefix, at least one object must be under
-        // it (as typed); without one, the bucket must be readable.
-        let prefix = self.raw_prefix.as_deref().map(|p| Path::from(p.trim_matches('/')));
-        check_listable(self.store(), prefix.as_ref(), prefix.is_some())
-            .await
-            .map_err(|err| explain(err, self.uri.bucket(), self.raw_prefix.as_deref(), self.endpoint.as_deref()))
-    }
-
+impl UrlSigner for S3Signer {
     async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String> {
-        self.store
+        self.0
             .signed_url(http::Method::GET, location, ttl)
             .await
             .map(|url| url.to_string())
-            .map_err(|e| Error::from_object_store(format!("signing s3://{}/{location}", self.uri.bucket()), e))
-    }
-}
-
-/// An S3 export storage: one object per annotation at `<prefix>/<id>`.
-pub struct S3Export {
-    store: Arc<AmazonS3>,
-    prefix: Option<String>,
-    bucket: String,
-    endpoint: Option<String>,
-    can_delete_objects: bool,
-}
-
-impl std::fmt::Debug for S3Export {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Export")
-            .field("bucket", &self.bucket)
-            .field("prefix", &self.prefix)
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl ExportStorage for S3Export {
-    fn store(&self) -> Arc<dyn ObjectStore> {
-        self.store.clone()
-    }
-
-    fn location(&self, key: &str) -> Path {
-        match &self.prefix {
-            Some(prefix) => Path::from(format!("{prefix}/{key}")),
-            None => Path::from(key),
-        }
-    }
-
-    fn can_delete_objects(&self) -> bool {
-        self.can_delete_objects
-    }
-
-    async fn check_connection(&self) -> Result<()> {
-        let prefix = self.prefix.as_deref().map(Path::from);
-        check_listable(self.store(), prefix.as_ref(), false)
-            .await
-            .map_err(|err| explain(err, &self.bucket, self.prefix.as_deref(), self.endpoint.as_deref()))
+            .map_err(|e| Error::from_object_store(format!("signing {location}"), e))
     }
 }
 
@@ -292,20 +196,10 @@ fn explain(err: Error, bucket: &str, prefix: Option<&str>, endpoint: Option<&str
         format!(
             "Cannot reach the S3 endpoint {}: {}",
             endpoint.unwrap_or("of AWS"),
-            first_cause(&text)
+            short_cause(&err)
         )
     } else {
-        format!("Cannot connect to S3 {bucket}: {}", first_cause(&text))
+        format!("Cannot connect to S3 {bucket}: {}", short_cause(&err))
     };
     Error::invalid_general(message)
-}
-
-/// The most specific line of an error report, kept short.
-fn first_cause(report: &str) -> String {
-    let line = report
-        .lines()
-        .map(|l| l.trim_start_matches("caused by: "))
-        .next_back()
-        .unwrap_or(report);
-    line.chars().take(300).collect()
 }

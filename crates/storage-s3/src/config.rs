@@ -9,9 +9,6 @@ use object_store::RetryConfig;
 use storage_core::fields::{export_fields, import_fields, presign_fields, FieldSpec, FieldType};
 use storage_core::{EndpointPolicy, Settings, StorageKind, ValidationErrors};
 
-/// The longest a SigV4 signed URL may live (7 days), in minutes.
-pub const MAX_PRESIGN_TTL_MINUTES: i64 = 7 * 24 * 60;
-
 /// The S3 fields of `kind` storages, in Label Studio's order.
 pub(crate) fn fields(kind: StorageKind) -> Vec<FieldSpec> {
     let mut fields = vec![
@@ -170,12 +167,7 @@ impl S3Config {
                 );
             }
         }
-        if settings.int("presign_ttl").is_some_and(|ttl| ttl > MAX_PRESIGN_TTL_MINUTES) {
-            errors.add(
-                "presign_ttl",
-                format!("Ensure this value is less than or equal to {MAX_PRESIGN_TTL_MINUTES} (7 days, the longest a signed URL may live)."),
-            );
-        }
+        storage_core::bucket::check_presign_ttl(settings, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {

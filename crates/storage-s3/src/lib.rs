@@ -5,5 +5,5 @@ mod backend;
 mod config;
 
 pub use assume_role::{AssumeRole, AssumeRoleConfig};
-pub use backend::{S3Backend, S3Export, S3Import};
-pub use config::{S3Config, S3Options, MAX_PRESIGN_TTL_MINUTES};
+pub use backend::S3Backend;
+pub use config::{S3Config, S3Options};

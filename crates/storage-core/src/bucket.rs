@@ -1,0 +1,191 @@
+//! The import and export storages of every bucket backend (S3, GCS, GCS
+//! SA): listing, keys, `scheme://bucket/key` URIs, export placement and
+//! connection checks are the same for all; a backend supplies the store, a
+//! URL signer and the wording of its connection errors.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use object_store::path::Path;
+use object_store::ObjectStore;
+
+use crate::filter::{Listing, RegexTarget};
+use crate::uri::BucketUri;
+use crate::{check_listable, Error, ExportStorage, ImportOptions, ImportStorage, Result, Settings};
+
+/// Produces URLs that let a browser fetch one object without credentials.
+#[async_trait]
+pub trait UrlSigner: Send + Sync + fmt::Debug {
+    /// A `GET` URL for `location`, valid for `ttl`.
+    async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String>;
+}
+
+/// Turns a failed connection check into the backend's own explanation
+/// (missing bucket, rejected credentials, denied permission, unreachable
+/// endpoint).
+pub type Explain = Arc<dyn Fn(Error) -> Error + Send + Sync>;
+
+/// Where a bucket storage points: what the stored settings say, the store
+/// built from them, and how the backend explains connection failures.
+#[derive(Clone)]
+pub struct BucketTarget {
+    /// The store on the bucket.
+    pub store: Arc<dyn ObjectStore>,
+    /// The URIs of the bucket's objects.
+    pub uri: BucketUri,
+    /// The prefix as the user typed it.
+    pub prefix: Option<String>,
+    /// Explains connection failures in the backend's terms.
+    pub explain: Explain,
+}
+
+impl fmt::Debug for BucketTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The store's own Debug may show credentials: never print it.
+        f.debug_struct("BucketTarget")
+            .field("uri", &self.uri)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BucketTarget {
+    fn prefix_path(&self) -> Option<Path> {
+        self.prefix
+            .as_deref()
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty())
+            .map(Path::from)
+    }
+
+    /// An import storage with the import options of `settings`.
+    pub fn import(self, settings: &Settings, signer: Option<Arc<dyn UrlSigner>>) -> Result<BucketImport> {
+        let options = ImportOptions::from_settings(settings);
+        Ok(BucketImport {
+            listing: Listing::new(
+                self.prefix.as_deref(),
+                options.recursive_scan,
+                options.regex_filter.as_deref(),
+                RegexTarget::FullKey,
+            )?,
+            target: self,
+            signer,
+        })
+    }
+
+    /// An export storage with the export options of `settings`.
+    pub fn export(self, settings: &Settings) -> BucketExport {
+        BucketExport {
+            prefix: self.prefix_path(),
+            can_delete_objects: settings.bool("can_delete_objects", false),
+            target: self,
+        }
+    }
+
+    async fn check(&self, require_object: bool) -> Result<()> {
+        let prefix = self.prefix_path();
+        check_listable(self.store.clone(), prefix.as_ref(), require_object && prefix.is_some())
+            .await
+            .map_err(|err| (self.explain)(err))
+    }
+}
+
+/// A bucket import storage: keys are raw object keys, Files-mode tasks
+/// point at `scheme://bucket/key`.
+#[derive(Debug)]
+pub struct BucketImport {
+    target: BucketTarget,
+    listing: Listing,
+    signer: Option<Arc<dyn UrlSigner>>,
+}
+
+#[async_trait]
+impl ImportStorage for BucketImport {
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        self.target.store.clone()
+    }
+
+    fn listing(&self) -> &Listing {
+        &self.listing
+    }
+
+    fn object_key(&self, location: &Path) -> String {
+        location.as_ref().to_string()
+    }
+
+    fn task_url(&self, location: &Path) -> String {
+        self.target.uri.uri(location.as_ref())
+    }
+
+    /// As Label Studio: with a prefix, at least one object must be under it;
+    /// without one, the bucket must be readable.
+    async fn check_connection(&self) -> Result<()> {
+        self.target.check(true).await
+    }
+
+    async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String> {
+        match &self.signer {
+            Some(signer) => signer.signed_url(location, ttl).await,
+            None => Err(Error::NotSupported {
+                what: format!("signed URLs for {}", self.target.uri.uri("")),
+            }),
+        }
+    }
+}
+
+/// A bucket export storage: one compact JSON object per annotation at
+/// `<prefix>/<key>`.
+#[derive(Debug)]
+pub struct BucketExport {
+    target: BucketTarget,
+    prefix: Option<Path>,
+    can_delete_objects: bool,
+}
+
+#[async_trait]
+impl ExportStorage for BucketExport {
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        self.target.store.clone()
+    }
+
+    fn location(&self, key: &str) -> Path {
+        match &self.prefix {
+            Some(prefix) => Path::from(format!("{prefix}/{key}")),
+            None => Path::from(key),
+        }
+    }
+
+    fn can_delete_objects(&self) -> bool {
+        self.can_delete_objects
+    }
+
+    /// Export targets may be empty.
+    async fn check_connection(&self) -> Result<()> {
+        self.target.check(false).await
+    }
+}
+
+/// The most specific line of an error report, kept short: for messages
+/// that quote the underlying cause.
+pub fn short_cause(err: &Error) -> String {
+    let report = crate::jobs::error_report(err);
+    let line = report
+        .lines()
+        .map(|l| l.trim_start_matches("caused by: "))
+        .next_back()
+        .unwrap_or(&report);
+    line.chars().take(300).collect()
+}
+
+/// Checks `presign_ttl` against the 7-day limit of V4 signed URLs (S3 and GCS).
+pub fn check_presign_ttl(settings: &Settings, errors: &mut crate::ValidationErrors) {
+    const MAX_MINUTES: i64 = 7 * 24 * 60;
+    if settings.int("presign_ttl").is_some_and(|ttl| ttl > MAX_MINUTES) {
+        errors.add(
+            "presign_ttl",
+            format!("Ensure this value is less than or equal to {MAX_MINUTES} (7 days, the longest a signed URL may live)."),
+        );
+    }
+}
