@@ -1,4 +1,9 @@
-//! Label Studio GCS storages.
+#![doc = include_str!("../README.md")]
 
+mod backend;
+mod config;
 pub mod iam;
 pub mod signer;
+
+pub use backend::{check_common, explain, GcsBackend};
+pub use config::{bucket_fields, check_bucket, GcsConfig, GcsOptions, ServiceAccountKey, CREDENTIALS_FIELD};

@@ -1,0 +1,211 @@
+//! The `gcs` storage type: builds a `GoogleCloudStorage` store from a
+//! storage's key JSON (or the server's Application Default Credentials) and
+//! maps GCS failures to messages a user can act on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use object_store::gcp::{GcpSigningCredential, GoogleCloudStorage, GoogleCloudStorageBuilder, ServiceAccountKey as SigningKey};
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{ClientOptions, StaticCredentialProvider};
+use storage_core::bucket::{short_cause, BucketTarget, UrlSigner};
+use storage_core::uri::BucketUri;
+use storage_core::{
+    Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportStorage, Result, Settings, StorageKind,
+    ValidationErrors,
+};
+
+use crate::config::{check_bucket, fields, GcsConfig, GcsOptions, ServiceAccountKey, CREDENTIALS_FIELD};
+
+/// The `gcs` storage type.
+///
+/// ```
+/// use storage_core::Backend;
+/// let backend = storage_gcs::GcsBackend::new(storage_gcs::GcsOptions::new());
+/// assert_eq!(backend.title(), "Google Cloud Storage");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct GcsBackend {
+    options: GcsOptions,
+}
+
+impl GcsBackend {
+    /// A backend with these server-wide options.
+    pub fn new(options: GcsOptions) -> Self {
+        Self { options }
+    }
+
+    /// Client options with the server's timeout and endpoint policy, allowing
+    /// plain HTTP when `url` uses it.
+    pub fn client_options(options: &GcsOptions, url: Option<&url::Url>) -> ClientOptions {
+        ClientOptions::new()
+            .with_timeout(options.timeout)
+            .with_dns_resolver(options.policy.dns_resolver())
+            .with_allow_http(url.is_some_and(|u| u.scheme() == "http"))
+    }
+
+    /// Builds the store of a configuration, checking a `gcs_base_url` in
+    /// its key against the endpoint policy (DNS included).
+    pub async fn store(&self, config: &GcsConfig) -> Result<GoogleCloudStorage> {
+        let mut builder = GoogleCloudStorageBuilder::new()
+            .with_bucket_name(&config.bucket)
+            .with_retry(self.options.retry.clone());
+        let mut base_url = self.options.base_url.clone();
+        match &config.credentials {
+            Some(key) => {
+                if let Some(url) = &key.gcs_base_url {
+                    base_url = Some(self.options.policy.check(CREDENTIALS_FIELD, url).await?);
+                }
+                builder = builder.with_service_account_key(&key.json);
+                if !key.private_key.is_empty() {
+                    // Sign with the key even when the JSON also disables OAuth
+                    // (object_store's emulator switch), as Label Studio signs
+                    // with the key of the JSON.
+                    let private_key = SigningKey::from_pem(key.private_key.as_bytes())
+                        .map_err(|e| Error::invalid(CREDENTIALS_FIELD, format!("The private_key of Google Application Credentials cannot be read: {e}")))?;
+                    builder = builder.with_signing_credentials(Arc::new(StaticCredentialProvider::new(GcpSigningCredential {
+                        email: key.client_email.clone(),
+                        private_key: Some(private_key),
+                    })));
+                }
+            }
+            None => {
+                if let Some(path) = &self.options.application_credentials {
+                    builder = builder.with_application_credentials(path.to_string_lossy());
+                }
+            }
+        }
+        if let Some(url) = &base_url {
+            builder = builder.with_base_url(url.as_str().trim_end_matches('/'));
+        }
+        builder
+            .with_client_options(Self::client_options(&self.options, base_url.as_ref()))
+            .build()
+            .map_err(|e| Error::invalid(CREDENTIALS_FIELD, format!("Cannot use these Google credentials: {e}")))
+    }
+}
+
+/// The static checks of every GCS-like storage: bucket, presign TTL, regex.
+pub fn check_common(kind: StorageKind, settings: &Settings) -> ValidationErrors {
+    let mut errors = ValidationErrors::default();
+    check_bucket(settings, &mut errors);
+    storage_core::bucket::check_presign_ttl(settings, &mut errors);
+    if let Err(e) = storage_core::fields::check_regex(settings, kind) {
+        errors.merge(e);
+    }
+    errors
+}
+
+#[async_trait]
+impl Backend for GcsBackend {
+    fn name(&self) -> &'static str {
+        "gcs"
+    }
+
+    fn title(&self) -> &'static str {
+        "Google Cloud Storage"
+    }
+
+    fn fields(&self, kind: StorageKind) -> Vec<FieldSpec> {
+        fields(kind)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::bucket("gs")
+    }
+
+    fn check_settings(&self, kind: StorageKind, settings: &mut Settings) -> Result<()> {
+        let mut errors = check_common(kind, settings);
+        if let Some(json) = settings.str(CREDENTIALS_FIELD) {
+            match ServiceAccountKey::parse(json) {
+                Ok(key) => {
+                    if let Some(url) = &key.gcs_base_url {
+                        if let Err(Error::InvalidConfig(e)) = self.options.policy.check_literal(CREDENTIALS_FIELD, url) {
+                            errors.merge(e);
+                        }
+                    }
+                }
+                Err(message) => errors.add(CREDENTIALS_FIELD, message),
+            }
+        }
+        errors.into_result()
+    }
+
+    async fn import_storage(&self, settings: &Settings) -> Result<Arc<dyn ImportStorage>> {
+        let config = GcsConfig::from_settings(settings);
+        let store = Arc::new(self.store(&config).await?);
+        let signer = Arc::new(GcsSigner(store.clone()));
+        Ok(Arc::new(target(&config, store).import(settings, Some(signer))?))
+    }
+
+    async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {
+        let config = GcsConfig::from_settings(settings);
+        let store = Arc::new(self.store(&config).await?);
+        Ok(Arc::new(target(&config, store).export(settings)))
+    }
+}
+
+fn target(config: &GcsConfig, store: Arc<GoogleCloudStorage>) -> BucketTarget {
+    let bucket = config.bucket.clone();
+    let prefix = config.prefix.clone();
+    BucketTarget {
+        store,
+        uri: BucketUri::new("gs", &config.bucket),
+        prefix: config.prefix.clone(),
+        explain: Arc::new(move |err| explain(err, &bucket, prefix.as_deref(), "the service account")),
+    }
+}
+
+/// V4 signed GET URLs from the storage's own client (local key, or
+/// object_store's signBlob call for keys without one).
+#[derive(Debug)]
+struct GcsSigner(Arc<GoogleCloudStorage>);
+
+#[async_trait]
+impl UrlSigner for GcsSigner {
+    async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String> {
+        self.0
+            .signed_url(http::Method::GET, location, ttl)
+            .await
+            .map(|url| url.to_string())
+            .map_err(|e| {
+                let err = Error::from_object_store(format!("signing {location}"), e);
+                if short_cause(&err).contains("signBlob") {
+                    Error::PermissionDenied {
+                        reason: "signing needs iam.serviceAccounts.signBlob on the service account (roles/iam.serviceAccountTokenCreator)".into(),
+                    }
+                } else {
+                    err
+                }
+            })
+    }
+}
+
+/// Turns a failed GCS connection check into the message a user needs.
+/// `who` names the identity (for GCS SA, the target service account).
+pub fn explain(err: Error, bucket: &str, prefix: Option<&str>, who: &str) -> Error {
+    if let Error::InvalidConfig(_) = err {
+        return match prefix {
+            Some(prefix) => Error::invalid_general(format!("No blobs found in {bucket}/{prefix} or prefix doesn't exist")),
+            None => err,
+        };
+    }
+    let text = storage_core::jobs::error_report(&err);
+    let has = |needle: &str| text.contains(needle);
+    let message = if matches!(err, Error::NotFound { .. }) || has("NoSuchBucket") || has("bucket does not exist") {
+        format!("Cannot find bucket {bucket} in GCS")
+    } else if matches!(err, Error::Unauthenticated { .. }) || has("401") {
+        format!("Google rejected the credentials used for bucket {bucket}: {}", short_cause(&err))
+    } else if matches!(err, Error::PermissionDenied { .. }) || has("AccessDenied") || has("403") {
+        format!(
+            "Access denied to GCS bucket {bucket}: {who} needs storage.objects.list on it (roles/storage.objectViewer; roles/storage.objectCreator to export)"
+        )
+    } else if has("error sending request") || has("Connection refused") || has("dns error") || has("timed out") {
+        format!("Cannot reach GCS for bucket {bucket}: {}", short_cause(&err))
+    } else {
+        format!("Cannot connect to GCS bucket {bucket}: {}", short_cause(&err))
+    };
+    Error::invalid_general(message)
+}

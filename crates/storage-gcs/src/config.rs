@@ -1,0 +1,258 @@
+//! The stored configuration of a GCS storage, with Label Studio's field
+//! names, and the server-wide options shared by the GCS backends.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use object_store::RetryConfig;
+use serde_json::Value;
+use storage_core::fields::{export_fields, import_fields, presign_fields, FieldSpec};
+use storage_core::{EndpointPolicy, Settings, StorageKind, ValidationErrors};
+
+/// The field that holds the service-account key JSON.
+pub const CREDENTIALS_FIELD: &str = "google_application_credentials";
+
+/// The fields every GCS-like storage has: `bucket`, `prefix`, and the import
+/// (with presign) or export options.
+pub fn bucket_fields(kind: StorageKind) -> Vec<FieldSpec> {
+    let mut fields = vec![
+        FieldSpec::string("bucket", "GCS bucket name"),
+        FieldSpec::string("prefix", "GCS bucket prefix (folder)"),
+    ];
+    match kind {
+        StorageKind::Import => {
+            fields.extend(import_fields());
+            fields.extend(presign_fields());
+        }
+        StorageKind::Export => fields.extend(export_fields()),
+    }
+    fields.push(FieldSpec::string("google_project_id", "Google project id (optional)"));
+    fields
+}
+
+pub(crate) fn fields(kind: StorageKind) -> Vec<FieldSpec> {
+    let mut fields = bucket_fields(kind);
+    fields.push(
+        FieldSpec::string(CREDENTIALS_FIELD, "Service-account key JSON (write-only); empty: the server's Application Default Credentials")
+            .secret(),
+    );
+    fields
+}
+
+/// Checks a bucket name against GCS's rules (3 to 222 characters of
+/// lower-case letters, digits, `-`, `_` and `.`, starting and ending with a
+/// letter or digit).
+pub fn check_bucket(settings: &Settings, errors: &mut ValidationErrors) {
+    match settings.str("bucket") {
+        None => errors.add("bucket", "This field is required."),
+        Some(bucket) => {
+            let bytes = bucket.as_bytes();
+            let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+            let valid = (3..=222).contains(&bytes.len())
+                && edge(bytes[0])
+                && edge(bytes[bytes.len() - 1])
+                && bytes
+                    .iter()
+                    .all(|&b| edge(b) || matches!(b, b'-' | b'_' | b'.'));
+            if !valid {
+                errors.add(
+                    "bucket",
+                    format!("Invalid bucket name \"{bucket}\": GCS bucket names have 3 to 222 lower-case letters, digits, '-', '_' or '.', and start and end with a letter or digit"),
+                );
+            }
+        }
+    }
+}
+
+/// The parts of a service-account key JSON that matter here. `Debug` never
+/// shows the key.
+#[derive(Clone, Default, PartialEq)]
+pub struct ServiceAccountKey {
+    /// The whole JSON, as given.
+    pub json: String,
+    /// `client_email`.
+    pub client_email: String,
+    /// `private_key` (PEM), possibly empty.
+    pub private_key: String,
+    /// `gcs_base_url` (object_store's hook for emulators), if present.
+    pub gcs_base_url: Option<String>,
+}
+
+impl std::fmt::Debug for ServiceAccountKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccountKey")
+            .field("client_email", &self.client_email)
+            .field("gcs_base_url", &self.gcs_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceAccountKey {
+    /// Parses a key JSON; the error names what is wrong, never the content.
+    pub fn parse(json: &str) -> Result<Self, String> {
+        let value: Value = serde_json::from_str(json)
+            .map_err(|e| format!("Google Application Credentials must be valid JSON string. {e}"))?;
+        let Value::Object(map) = value else {
+            return Err("Google Application Credentials must be a JSON object (a service-account key file)".into());
+        };
+        let text = |name: &str| map.get(name).and_then(Value::as_str).map(str::to_string);
+        let missing: Vec<&str> = ["client_email", "private_key", "private_key_id"]
+            .into_iter()
+            .filter(|name| text(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "Google Application Credentials must be a service-account key JSON; it lacks {}",
+                missing.join(", ")
+            ));
+        }
+        Ok(Self {
+            json: json.to_string(),
+            client_email: text("client_email").unwrap_or_default(),
+            private_key: text("private_key").unwrap_or_default(),
+            gcs_base_url: text("gcs_base_url").filter(|u| !u.is_empty()),
+        })
+    }
+}
+
+/// A GCS storage's connection settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GcsConfig {
+    /// Bucket name.
+    pub bucket: String,
+    /// Folder prefix, as typed.
+    pub prefix: Option<String>,
+    /// The service-account key; `None`: Application Default Credentials.
+    pub credentials: Option<ServiceAccountKey>,
+}
+
+impl GcsConfig {
+    /// Reads the configuration from checked settings.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            bucket: settings.str("bucket").unwrap_or_default().to_string(),
+            prefix: settings.str("prefix").map(str::to_string),
+            credentials: settings
+                .str(CREDENTIALS_FIELD)
+                .and_then(|json| ServiceAccountKey::parse(json).ok()),
+        }
+    }
+}
+
+/// Server-wide options of the GCS backends.
+#[derive(Debug, Clone)]
+pub struct GcsOptions {
+    pub(crate) policy: EndpointPolicy,
+    pub(crate) base_url: Option<url::Url>,
+    pub(crate) iam_endpoint: url::Url,
+    pub(crate) application_credentials: Option<PathBuf>,
+    pub(crate) retry: RetryConfig,
+    pub(crate) timeout: Duration,
+}
+
+impl Default for GcsOptions {
+    fn default() -> Self {
+        Self {
+            policy: EndpointPolicy::strict(),
+            base_url: None,
+            iam_endpoint: url::Url::parse("https://iamcredentials.googleapis.com").expect("static URL is valid"),
+            application_credentials: None,
+            retry: RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+                ..RetryConfig::default()
+            },
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl GcsOptions {
+    /// Strict endpoint policy, Google's endpoints, ADC from the environment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Which endpoints users may configure (`gcs_base_url` in a key JSON).
+    pub fn with_endpoint_policy(mut self, policy: EndpointPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The GCS endpoint for storages whose key does not name one (default
+    /// `https://storage.googleapis.com`); operator configuration, for
+    /// emulators and private deployments.
+    pub fn with_base_url(mut self, url: url::Url) -> Self {
+        self.base_url = Some(url);
+        self
+    }
+
+    /// The IAM Credentials API endpoint (default
+    /// `https://iamcredentials.googleapis.com`).
+    pub fn with_iam_endpoint(mut self, url: url::Url) -> Self {
+        self.iam_endpoint = url;
+        self
+    }
+
+    /// The server's own credentials file (service-account key or
+    /// authorized user); without it, Application Default Credentials are
+    /// looked up as usual (environment, well-known file, metadata server).
+    pub fn with_application_credentials(mut self, path: impl Into<PathBuf>) -> Self {
+        self.application_credentials = Some(path.into());
+        self
+    }
+
+    /// Retries of GCS requests (default 3 retries within 30 s).
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Timeout of one request (default 60 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The endpoint policy.
+    pub fn endpoint_policy(&self) -> EndpointPolicy {
+        self.policy
+    }
+
+    /// The IAM Credentials endpoint.
+    pub fn iam_endpoint(&self) -> &url::Url {
+        &self.iam_endpoint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_parsing_names_the_problem_and_hides_the_key() {
+        assert!(ServiceAccountKey::parse("{not json").unwrap_err().starts_with("Google Application Credentials must be valid JSON string."));
+        assert!(ServiceAccountKey::parse("[1]").unwrap_err().contains("JSON object"));
+        assert!(ServiceAccountKey::parse(r#"{"client_email": "a@b"}"#).unwrap_err().contains("private_key, private_key_id"));
+        let key = ServiceAccountKey::parse(
+            r#"{"client_email": "sa@p.iam.gserviceaccount.com", "private_key": "-----BEGIN PRIVATE KEY-----SECRET", "private_key_id": "k"}"#,
+        )
+        .unwrap();
+        assert!(!format!("{key:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn bucket_names() {
+        let check = |name: &str| {
+            let mut settings = Settings::default();
+            settings.set("bucket", name.into());
+            let mut errors = ValidationErrors::default();
+            check_bucket(&settings, &mut errors);
+            errors.is_empty()
+        };
+        assert!(check("my-bucket_1.data"));
+        assert!(!check("My-Bucket"));
+        assert!(!check("ab"));
+        assert!(!check("-abc"));
+    }
+}
