@@ -17,6 +17,8 @@ use storage_connections::api::{host_router, router, ApiState};
 use storage_connections::core::{Backends, EndpointPolicy, RunnerConfig, SyncService};
 use storage_connections::db::SqliteDatabase;
 use storage_connections::localfiles::{LocalFiles, LocalFilesBackend};
+use storage_connections::gcs::{GcsBackend, GcsOptions};
+use storage_connections::gcs_sa::GcsSaBackend;
 use storage_connections::s3::{S3Backend, S3Options};
 use tower_http::trace::TraceLayer;
 
@@ -65,6 +67,20 @@ struct Args {
     /// The server's own AWS session token.
     #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
     aws_session_token: Option<String>,
+    /// The server's own Google credentials file (service-account key or
+    /// authorized user): the base identity of `gcs_sa` storages and the
+    /// credentials of `gcs` storages without a key. Unset: Application
+    /// Default Credentials as usual (well-known file, metadata server).
+    #[arg(long, env = "GOOGLE_APPLICATION_CREDENTIALS")]
+    google_application_credentials: Option<PathBuf>,
+    /// GCS endpoint for storages whose key names none (emulators, private
+    /// deployments); default `https://storage.googleapis.com`.
+    #[arg(long, env = "STORAGE_GCS_BASE_URL")]
+    gcs_base_url: Option<url::Url>,
+    /// IAM Credentials API endpoint (impersonation and signBlob); default
+    /// `https://iamcredentials.googleapis.com`.
+    #[arg(long, env = "STORAGE_IAM_ENDPOINT")]
+    iam_endpoint: Option<url::Url>,
     /// Syncs that run at once.
     #[arg(long, env = "STORAGE_SYNC_WORKERS", default_value_t = 4)]
     sync_workers: usize,
@@ -135,8 +151,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(sts) = &args.sts_endpoint {
         s3 = s3.with_sts_endpoint(sts.clone());
     }
+    let mut gcs = GcsOptions::new().with_endpoint_policy(policy);
+    if let Some(path) = &args.google_application_credentials {
+        gcs = gcs.with_application_credentials(path);
+    }
+    if let Some(url) = &args.gcs_base_url {
+        gcs = gcs.with_base_url(url.clone());
+    }
+    if let Some(url) = &args.iam_endpoint {
+        gcs = gcs.with_iam_endpoint(url.clone());
+    }
     let backends = Backends::new()
         .with(Arc::new(S3Backend::new(s3)))
+        .with(Arc::new(GcsBackend::new(gcs.clone())))
+        .with(Arc::new(GcsSaBackend::new(gcs)))
         .with(Arc::new(LocalFilesBackend::new(local.clone())));
 
     let db = Arc::new(db);

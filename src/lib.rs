@@ -7,6 +7,8 @@
 //! | [`core`] | `storage-core`: model, engines, job runner, traits | always |
 //! | [`localfiles`] | `storage-localfiles`: local-files storages | `localfiles` |
 //! | [`s3`] | `storage-s3`: S3 storages (with STS AssumeRole) | `s3` |
+//! | [`gcs`] | `storage-gcs`: GCS storages | `gcs` |
+//! | [`gcs_sa`] | `storage-gcs-sa`: GCS through service-account impersonation | `gcs-sa` |
 //! | [`db`] | `storage-db`: SQLite persistence | `db` |
 //! | [`api`] | `storage-api`: the axum REST surface | `api` |
 //!
@@ -19,6 +21,12 @@ pub use storage_localfiles as localfiles;
 
 #[cfg(feature = "s3")]
 pub use storage_s3 as s3;
+
+#[cfg(feature = "gcs")]
+pub use storage_gcs as gcs;
+
+#[cfg(feature = "gcs-sa")]
+pub use storage_gcs_sa as gcs_sa;
 
 #[cfg(feature = "db")]
 pub use storage_db as db;

@@ -73,6 +73,7 @@ fn bucket(server: S3Server, case: &str) -> conformance::Bucket {
         seed: seed_store(&server),
         expiry_param: "X-Amz-Expires",
         prefix: unique_prefix(&format!("{}-{case}", server.name)),
+        guards: Vec::new(),
     }
 }
 

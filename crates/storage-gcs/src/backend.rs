@@ -10,7 +10,7 @@ use object_store::gcp::{GcpSigningCredential, GoogleCloudStorage, GoogleCloudSto
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{ClientOptions, StaticCredentialProvider};
-use storage_core::bucket::{short_cause, BucketTarget, UrlSigner};
+use storage_core::bucket::{http_status, short_cause, BucketTarget, UrlSigner};
 use storage_core::uri::BucketUri;
 use storage_core::{
     Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportStorage, Result, Settings, StorageKind,
@@ -194,11 +194,12 @@ pub fn explain(err: Error, bucket: &str, prefix: Option<&str>, who: &str) -> Err
     }
     let text = storage_core::jobs::error_report(&err);
     let has = |needle: &str| text.contains(needle);
-    let message = if matches!(err, Error::NotFound { .. }) || has("NoSuchBucket") || has("bucket does not exist") {
+    let status = http_status(&err);
+    let message = if matches!(err, Error::NotFound { .. }) || status == Some(404) || has("NoSuchBucket") {
         format!("Cannot find bucket {bucket} in GCS")
-    } else if matches!(err, Error::Unauthenticated { .. }) || has("401") {
+    } else if matches!(err, Error::Unauthenticated { .. }) || status == Some(401) {
         format!("Google rejected the credentials used for bucket {bucket}: {}", short_cause(&err))
-    } else if matches!(err, Error::PermissionDenied { .. }) || has("AccessDenied") || has("403") {
+    } else if matches!(err, Error::PermissionDenied { .. }) || status == Some(403) || has("AccessDenied") {
         format!(
             "Access denied to GCS bucket {bucket}: {who} needs storage.objects.list on it (roles/storage.objectViewer; roles/storage.objectCreator to export)"
         )
@@ -208,4 +209,23 @@ pub fn explain(err: Error, bucket: &str, prefix: Option<&str>, who: &str) -> Err
         format!("Cannot connect to GCS bucket {bucket}: {}", short_cause(&err))
     };
     Error::invalid_general(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_said(status: &str) -> Error {
+        Error::backend("listing", format!("Error performing GET http://h/b in 104.03ms - Server returned non-2xx status code: {status}: <Error/>"))
+    }
+
+    #[test]
+    fn explains_by_status_code() {
+        let denied = explain(server_said("403 Forbidden"), "b", None, "the service account x@p.iam.gserviceaccount.com");
+        assert!(denied.to_string().contains("Access denied to GCS bucket b: the service account x@p"), "{denied}");
+        assert!(explain(server_said("404 Not Found"), "b", None, "").to_string().contains("Cannot find bucket b in GCS"));
+        assert!(explain(server_said("401 Unauthorized"), "b", None, "").to_string().contains("rejected the credentials"));
+        let other = explain(server_said("500 Internal Server Error"), "b", None, "");
+        assert!(other.to_string().contains("Cannot connect to GCS bucket b"), "{other}");
+    }
 }

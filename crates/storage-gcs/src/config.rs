@@ -223,6 +223,21 @@ impl GcsOptions {
     pub fn iam_endpoint(&self) -> &url::Url {
         &self.iam_endpoint
     }
+
+    /// The configured GCS endpoint, if any.
+    pub fn base_url(&self) -> Option<&url::Url> {
+        self.base_url.as_ref()
+    }
+
+    /// The server's own credentials file, if configured.
+    pub fn application_credentials(&self) -> Option<&std::path::Path> {
+        self.application_credentials.as_deref()
+    }
+
+    /// Retries of requests.
+    pub fn retry(&self) -> &RetryConfig {
+        &self.retry
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::ClientOptions;
-use storage_core::bucket::{short_cause, BucketTarget, UrlSigner};
+use storage_core::bucket::{http_status, short_cause, BucketTarget, UrlSigner};
 use storage_core::uri::BucketUri;
 use storage_core::{Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportStorage, Result, Settings, StorageKind};
 
@@ -184,13 +184,17 @@ fn explain(err: Error, bucket: &str, prefix: Option<&str>, endpoint: Option<&str
     }
     let text = storage_core::jobs::error_report(&err);
     let has = |needle: &str| text.contains(needle);
-    let message = if has("NoSuchBucket") || matches!(err, Error::NotFound { .. }) {
+    let status = http_status(&err);
+    let message = if has("NoSuchBucket") || matches!(err, Error::NotFound { .. }) || status == Some(404) {
         format!("Cannot find bucket {bucket} in S3")
     } else if has("InvalidAccessKeyId") || has("SignatureDoesNotMatch") || has("InvalidClientTokenId") {
         format!(
             "Cannot connect to S3 {bucket} with specified AWS credentials: the access key id or the secret access key is wrong"
         )
-    } else if has("AccessDenied") || matches!(err, Error::PermissionDenied { .. } | Error::Unauthenticated { .. }) {
+    } else if has("AccessDenied")
+        || matches!(err, Error::PermissionDenied { .. } | Error::Unauthenticated { .. })
+        || matches!(status, Some(401 | 403))
+    {
         format!("Cannot connect to S3 {bucket} with specified AWS credentials: access denied")
     } else if has("error sending request") || has("Connection refused") || has("dns error") || has("timed out") {
         format!(

@@ -293,7 +293,28 @@ async fn forward(up: &Upstream, req: Request) -> ShimResult {
             req.into_body().into_data_stream(),
         ));
     }
-    Ok(pass_response(builder.send().await.map_err(bad_gateway)?))
+    let resp = builder.send().await.map_err(bad_gateway)?;
+    if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        return Ok(missing_bucket_as_gcs(resp).await);
+    }
+    Ok(pass_response(resp))
+}
+
+/// fake-gcs answers an XML request on a missing bucket with 500 "no bucket
+/// named …"; GCS answers 404 `NoSuchBucket`. Translate, so tests see what
+/// production sees.
+async fn missing_bucket_as_gcs(resp: reqwest::Response) -> Response {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if body.contains("no bucket named") {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/xml; charset=UTF-8")],
+            "<?xml version='1.0' encoding='UTF-8'?><Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist.</Message></Error>",
+        )
+            .into_response();
+    }
+    (status, body).into_response()
 }
 
 /// fake-gcs's response with status, headers and a streamed body.

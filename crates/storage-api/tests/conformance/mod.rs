@@ -38,6 +38,9 @@ pub struct Bucket {
     pub expiry_param: &'static str,
     /// A prefix no other test uses.
     pub prefix: String,
+    /// Test servers (protocol adapters, API doubles) that must live as long
+    /// as the bucket is used.
+    pub guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Bucket {
@@ -285,7 +288,7 @@ pub async fn validation_explains_missing_bucket_and_empty_prefix(b: &Bucket) {
     let (status, answer) = server.post(&route, body.clone()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     let message = answer["validation_errors"]["non_field_errors"][0].as_str().unwrap();
-    assert!(message.contains("not found"), "{message}");
+    assert!(message.contains(&format!("{}/nothing-here", b.prefix)) && message.contains("found"), "{message}");
     // Export storages accept an empty prefix.
     let (status, answer) = server.post(&format!("/api/storages/export/{}/validate", b.storage_type), body.clone()).await;
     assert_eq!(status, StatusCode::OK, "{answer}");

@@ -1,0 +1,278 @@
+//! GCS and GCS SA storages against fake-gcs-server (started by
+//! `./scripts/test`) through the test harness's write adapter, and, for GCS
+//! SA, a local double of the IAM Credentials API. The shared bucket
+//! conformance suite runs against both, then the GCS-only behaviour.
+
+#![allow(clippy::unwrap_used)]
+
+mod conformance;
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use storage_core::{Backend, EndpointPolicy};
+use storage_gcs::{GcsBackend, GcsOptions};
+use storage_gcs_sa::GcsSaBackend;
+use storage_testing::gcs_shim::{GcsShim, TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM};
+use storage_testing::iam_double::IamDouble;
+use storage_testing::unique_prefix;
+use support::{envelope, Server};
+
+const TARGET: &str = "reader@data-project.iam.gserviceaccount.com";
+const DENIED: &str = "locked@data-project.iam.gserviceaccount.com";
+const MISSING: &str = "ghost-account@data-project.iam.gserviceaccount.com";
+const BASE: &str = "label-studio@server-project.iam.gserviceaccount.com";
+
+fn options() -> GcsOptions {
+    GcsOptions::new()
+        .with_endpoint_policy(EndpointPolicy::allow_private())
+        .with_retry(RetryConfig {
+            max_retries: 1,
+            retry_timeout: Duration::from_secs(5),
+            ..RetryConfig::default()
+        })
+        .with_timeout(Duration::from_secs(10))
+}
+
+fn seed_store(shim: &GcsShim, bucket: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        GoogleCloudStorageBuilder::new()
+            .with_service_account_key(shim.credentials_json(TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM))
+            .with_bucket_name(bucket)
+            .with_client_options(ClientOptions::new().with_allow_http(true))
+            .build()
+            .unwrap(),
+    )
+}
+
+async fn gcs_bucket(case: &str) -> conformance::Bucket {
+    let emulator = storage_testing::fake_gcs();
+    let shim = GcsShim::start(&emulator.endpoint).await;
+    conformance::Bucket {
+        backend: Arc::new(GcsBackend::new(options())),
+        storage_type: "gcs",
+        scheme: "gs",
+        bucket: emulator.bucket.clone(),
+        connection: json!({"google_application_credentials": shim.credentials_json(TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM)}),
+        seed: seed_store(&shim, &emulator.bucket),
+        expiry_param: "X-Goog-Expires",
+        prefix: unique_prefix(&format!("gcs-{case}")),
+        guards: vec![Box::new(shim)],
+    }
+}
+
+/// The server's own identity: a service-account key file, as Application
+/// Default Credentials would find it. object_store turns it into self-signed
+/// JWTs, which the IAM double checks.
+fn base_identity_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("server-identity.json");
+    let key = json!({
+        "type": "service_account",
+        "project_id": "server-project",
+        "private_key_id": "server-key",
+        "private_key": TEST_PRIVATE_KEY_PEM,
+        "client_email": BASE,
+    });
+    std::fs::write(&path, key.to_string()).unwrap();
+    path
+}
+
+struct SaSetup {
+    shim: GcsShim,
+    iam: IamDouble,
+    backend: Arc<GcsSaBackend>,
+    _identity: tempfile::TempDir,
+}
+
+async fn sa_setup() -> SaSetup {
+    let emulator = storage_testing::fake_gcs();
+    let shim = GcsShim::start(&emulator.endpoint).await;
+    let iam = IamDouble::builder()
+        .base_email(BASE)
+        .target(TARGET)
+        .denied(DENIED)
+        .missing(MISSING)
+        .start()
+        .await;
+    let identity = tempfile::tempdir().unwrap();
+    let backend = Arc::new(GcsSaBackend::new(
+        options()
+            .with_base_url(url::Url::parse(&shim.endpoint()).unwrap())
+            .with_iam_endpoint(iam.endpoint())
+            .with_application_credentials(base_identity_file(&identity)),
+    ));
+    SaSetup { shim, iam, backend, _identity: identity }
+}
+
+async fn gcs_sa_bucket(case: &str) -> conformance::Bucket {
+    let emulator = storage_testing::fake_gcs();
+    let setup = sa_setup().await;
+    conformance::Bucket {
+        backend: setup.backend.clone(),
+        storage_type: "gcs_sa",
+        scheme: "gs",
+        bucket: emulator.bucket.clone(),
+        connection: json!({"target_service_account_email": TARGET}),
+        seed: seed_store(&setup.shim, &emulator.bucket),
+        expiry_param: "X-Goog-Expires",
+        prefix: unique_prefix(&format!("gcs-sa-{case}")),
+        guards: vec![Box::new(setup.shim), Box::new(setup.iam), Box::new(setup._identity)],
+    }
+}
+
+mod gcs {
+    use super::*;
+    crate::conformance_cases!(gcs_bucket);
+}
+
+mod gcs_sa {
+    use super::*;
+    crate::conformance_cases!(gcs_sa_bucket);
+}
+
+async fn server_with(backend: Arc<dyn Backend>) -> Server {
+    Server::start_with(tempfile::tempdir().unwrap(), support::fast_runner(), vec![backend]).await
+}
+
+fn field_error(status: StatusCode, body: &Value, field: &str) -> String {
+    let errors = envelope(status, body, StatusCode::BAD_REQUEST);
+    errors[field][0].as_str().unwrap_or_else(|| panic!("no {field} error: {body}")).to_string()
+}
+
+#[tokio::test]
+async fn gcs_credentials_are_checked_and_never_echoed() {
+    let emulator = storage_testing::fake_gcs();
+    let shim = GcsShim::start(&emulator.endpoint).await;
+    let credentials = shim.credentials_json(TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM);
+    let server = server_with(Arc::new(GcsBackend::new(options()))).await;
+    let project = server.project().await;
+    let body = |extra: Value| {
+        let mut body = json!({"project": project, "bucket": emulator.bucket, "google_application_credentials": credentials});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let message = |status, answer: &Value, field| field_error(status, answer, field);
+
+    let (status, answer) = server.post("/api/storages/gcs/validate", body(json!({"google_application_credentials": "{not json"}))).await;
+    assert!(message(status, &answer, "google_application_credentials").starts_with("Google Application Credentials must be valid JSON string."));
+    let (status, answer) = server.post("/api/storages/gcs/validate", body(json!({"google_application_credentials": "{\"type\": \"x\"}"}))).await;
+    assert!(message(status, &answer, "google_application_credentials").contains("lacks client_email"));
+    let (status, answer) = server.post("/api/storages/gcs/validate", body(json!({"presign_ttl": 10081}))).await;
+    assert!(message(status, &answer, "presign_ttl").contains("10080"));
+    let (status, answer) = server.post("/api/storages/gcs/validate", body(json!({"bucket": "Bad_Bucket"}))).await;
+    assert!(message(status, &answer, "bucket").contains("Invalid bucket name"));
+
+    let (status, created) = server.post("/api/storages/gcs", body(json!({"use_blob_urls": true}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let path = format!("/api/storages/gcs/{}", created["id"]);
+    for shown in [created.clone(), server.get(&path).await.1, server.get(&format!("/api/storages/gcs?project={project}")).await.1] {
+        let text = shown.to_string();
+        assert!(!text.contains("google_application_credentials") && !text.contains("PRIVATE KEY"), "{text}");
+    }
+    // A partial PATCH keeps the key; syncing still works.
+    server.patch(&path, json!({"title": "t"})).await;
+    server.post(&format!("{path}/sync"), json!({})).await;
+    assert_eq!(server.wait_synced(&path).await["status"], "completed");
+}
+
+#[tokio::test]
+async fn gcs_base_url_obeys_the_endpoint_policy() {
+    let strict = server_with(Arc::new(GcsBackend::new(GcsOptions::new()))).await;
+    let project = strict.project().await;
+    for base in ["http://127.0.0.1:17160", "http://169.254.169.254", "http://[::1]:4443"] {
+        let key = json!({"type": "service_account", "client_email": TEST_CLIENT_EMAIL, "private_key": TEST_PRIVATE_KEY_PEM,
+                         "private_key_id": "k", "gcs_base_url": base, "disable_oauth": true});
+        let (status, answer) = strict
+            .post("/api/storages/gcs/validate", json!({"project": project, "bucket": "conformance", "google_application_credentials": key.to_string()}))
+            .await;
+        let message = field_error(status, &answer, "google_application_credentials");
+        assert!(message.contains("--allow-private-endpoints"), "{base}: {message}");
+        assert!(!message.contains("PRIVATE KEY"));
+    }
+}
+
+#[tokio::test]
+async fn gcs_sa_impersonates_with_cached_tokens_and_signs_as_the_target() {
+    let emulator = storage_testing::fake_gcs();
+    let setup = sa_setup().await;
+    let prefix = unique_prefix("gcs-sa-tokens");
+    let seed = seed_store(&setup.shim, &emulator.bucket);
+    for i in 0..3 {
+        seed.put(&format!("{prefix}/f{i}.txt").into(), "x".into()).await.unwrap();
+    }
+    let server = server_with(setup.backend.clone()).await;
+    let project = server.project().await;
+    let (status, created) = server
+        .post("/api/storages/gcs_sa", json!({"project": project, "bucket": emulator.bucket, "prefix": prefix, "use_blob_urls": true,
+               "target_service_account_email": TARGET, "presign_ttl": 5}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["type"], "gcs_sa");
+    assert_eq!(created["target_service_account_email"], TARGET);
+    let path = format!("/api/storages/gcs_sa/{}", created["id"]);
+    for _ in 0..3 {
+        server.post(&format!("{path}/sync"), json!({})).await;
+        assert_eq!(server.wait_synced(&path).await["status"], "completed");
+    }
+    let requests = setup.iam.requests();
+    assert!(requests.iter().all(|r| r.caller.as_deref() == Some(format!("jwt:{BASE}").as_str())), "the base identity asks: {requests:?}");
+    // The create-time check forces one token; every later call reuses the cache.
+    assert!(setup.iam.calls().generate_access_token <= 2, "{:?}", setup.iam.calls());
+
+    let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
+    let url = tasks["tasks"][0]["data"]["$undefined$"].as_str().map(str::to_string)
+        .or_else(|| tasks["tasks"][0]["data"]["image"].as_str().map(str::to_string)).unwrap();
+    let response = server
+        .client
+        .get(server.url(&url))
+        .header("Authorization", format!("Token {}", support::TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let signed = response.headers()["location"].to_str().unwrap().to_string();
+    assert!(signed.contains("X-Goog-Algorithm=GOOG4-RSA-SHA256"), "{signed}");
+    assert!(signed.contains(&format!("X-Goog-Credential={}", TARGET.replace('@', "%40"))), "signed as the target: {signed}");
+    assert!(signed.contains("X-Goog-Expires=300"), "{signed}");
+    assert_eq!(setup.iam.calls().sign_blob, 1);
+    let fetched = reqwest::get(&signed).await.unwrap();
+    assert_eq!(fetched.status(), StatusCode::OK, "the emulator serves the object through the URL");
+    assert_eq!(fetched.bytes().await.unwrap(), "x");
+}
+
+#[tokio::test]
+async fn gcs_sa_validation_explains_each_known_failure() {
+    let emulator = storage_testing::fake_gcs();
+    let setup = sa_setup().await;
+    let server = server_with(setup.backend.clone()).await;
+    let project = server.project().await;
+    let validate = |email: &str| {
+        server.post(
+            "/api/storages/gcs_sa/validate",
+            json!({"project": project, "bucket": emulator.bucket, "target_service_account_email": email}),
+        )
+    };
+    let (status, answer) = validate("not-an-email").await;
+    assert!(field_error(status, &answer, "target_service_account_email").contains("is not a service account email"));
+    assert_eq!(setup.iam.calls().generate_access_token, 0, "the form is checked before any network call");
+
+    let (status, answer) = validate(DENIED).await;
+    let message = field_error(status, &answer, "non_field_errors");
+    assert!(message.contains("iam.serviceAccounts.getAccessToken") && message.contains("roles/iam.serviceAccountTokenCreator"), "{message}");
+    let (status, answer) = validate(MISSING).await;
+    let message = field_error(status, &answer, "non_field_errors");
+    assert!(message.contains("not found"), "{message}");
+
+    let (status, answer) = server
+        .post("/api/storages/gcs_sa/validate", json!({"project": project, "bucket": "no-such-bucket-here", "target_service_account_email": TARGET}))
+        .await;
+    let message = field_error(status, &answer, "non_field_errors");
+    assert!(message.contains("Cannot find bucket no-such-bucket-here"), "{message}");
+}
