@@ -24,6 +24,14 @@ pub trait ImportStorage: Send + Sync + Debug {
     /// What to list and which keys to keep.
     fn listing(&self) -> &Listing;
 
+    /// Streams the objects to consider (before the regex). The default lists
+    /// [`ImportStorage::store`] as [`ImportStorage::listing`] says; a backend
+    /// overrides it only when it can stream something the generic listing
+    /// would collect.
+    fn list(&self) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
+        self.listing().list(self.store())
+    }
+
     /// The key Label Studio records for this object in the storage link
     /// (the raw object key for buckets, the absolute path for local files).
     fn object_key(&self, location: &Path) -> String;

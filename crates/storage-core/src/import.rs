@@ -115,20 +115,35 @@ impl ImportJob<'_> {
     pub async fn run(&self, progress: &dyn ProgressSink) -> Result<ImportOutcome> {
         let listing = self.source.listing().clone();
         let source = self.source;
-        let mut batches = listing
-            .list(source.store())
+        let mut batches = source
+            .list()
             .try_filter(|meta| futures::future::ready(!meta.location.as_ref().ends_with('/')))
             .map_ok(|meta| (source.object_key(&meta.location), meta))
             .try_filter(move |(key, _)| futures::future::ready(listing.accepts(key)))
             .try_chunks(self.config.batch_size.max(1));
 
-        let mut outcome = ImportOutcome::default();
-        while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(|err| err.1)?;
-            self.import_batch(batch, &mut outcome).await?;
-            progress.report(&Progress::Import(outcome.progress.clone()))?;
-        }
-        Ok(outcome)
+        // Listing the next batch overlaps with writing the current one: a
+        // producer and a consumer joined on this task, two batches in flight.
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(2);
+        let produce = async move {
+            while let Some(batch) = batches.next().await {
+                let batch = batch.map_err(|err| err.1);
+                let failed = batch.is_err();
+                if sender.send(batch).await.is_err() || failed {
+                    break;
+                }
+            }
+        };
+        let consume = async {
+            let mut outcome = ImportOutcome::default();
+            while let Some(batch) = receiver.recv().await {
+                self.import_batch(batch?, &mut outcome).await?;
+                progress.report(&Progress::Import(outcome.progress.clone()))?;
+            }
+            Ok(outcome)
+        };
+        let ((), outcome) = futures::join!(produce, consume);
+        outcome
     }
 
     async fn import_batch(&self, batch: Vec<(String, ObjectMeta)>, outcome: &mut ImportOutcome) -> Result<()> {

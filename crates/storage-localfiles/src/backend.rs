@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::ObjectStore;
-use percent_encoding::percent_decode_str;
 use storage_core::fields::{export_fields, import_fields, FieldSpec};
 use storage_core::filter::{Listing, RegexTarget};
 use storage_core::{
@@ -197,6 +196,7 @@ impl Backend for LocalFilesBackend {
                 RegexTarget::FileName,
             )?,
             key_base: normalize_path(settings.str("path").unwrap_or_default()),
+            directory: directory.clone(),
             url_base: self.local.url_base.clone(),
             relative_dir: self.local.relative_to_root(&directory),
         }))
@@ -215,16 +215,11 @@ impl Backend for LocalFilesBackend {
 #[derive(Debug)]
 pub struct LocalImport {
     store: Arc<dyn ObjectStore>,
+    directory: PathBuf,
     listing: Listing,
     key_base: String,
     url_base: String,
     relative_dir: String,
-}
-
-/// object_store percent-encodes characters it reserves in path parts (`%`,
-/// `#`, `?`, ...); file names are shown and linked decoded.
-fn decoded(location: &Path) -> String {
-    percent_decode_str(location.as_ref()).decode_utf8_lossy().into_owned()
 }
 
 #[async_trait]
@@ -237,12 +232,22 @@ impl ImportStorage for LocalImport {
         &self.listing
     }
 
+    /// Direct children are streamed from the folder rather than collected:
+    /// memory stays flat for folders of millions of files.
+    fn list(&self) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
+        if self.listing.recursive {
+            self.listing.list(self.store.clone())
+        } else {
+            crate::listing::stream_files(self.directory.clone())
+        }
+    }
+
     fn object_key(&self, location: &Path) -> String {
-        format!("{}/{}", self.key_base, decoded(location))
+        format!("{}/{}", self.key_base, location.as_ref())
     }
 
     fn task_url(&self, location: &Path) -> String {
-        local_files_url(&self.url_base, &format!("{}/{}", self.relative_dir, decoded(location)))
+        local_files_url(&self.url_base, &format!("{}/{}", self.relative_dir, location.as_ref()))
     }
 
     async fn check_connection(&self) -> Result<()> {

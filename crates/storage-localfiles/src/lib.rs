@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod backend;
+mod listing;
 mod paths;
 
 pub use backend::{LocalExport, LocalFiles, LocalFilesBackend, LocalImport};

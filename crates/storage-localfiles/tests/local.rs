@@ -56,6 +56,7 @@ fn fixture(serving: bool) -> Fixture {
     for (file, body) in [
         ("samples/img/img_000.jpg", "a"),
         ("samples/img/img 001.jpg", "b"),
+        ("samples/img/img%20002.jpg", "e"),
         ("samples/img/notes.png", "c"),
         ("samples/img/nested/img_002.jpg", "d"),
         ("samples/json/t.json", r#"[{"text": "x"}, {"text": "y"}]"#),
@@ -156,7 +157,7 @@ async fn files_mode_links_absolute_paths_and_urls_relative_to_the_root() {
     let outcome = import_objects(1, 1, source.as_ref(), true, &sink, &ImportConfig::default(), &NoProgress)
         .await
         .unwrap();
-    assert_eq!(outcome.progress.created, 2, "regex matches the file name; notes.png and the nested file are out");
+    assert_eq!(outcome.progress.created, 3, "regex matches the file name; notes.png and the nested file are out");
     let mut tasks: Vec<(String, Value)> = sink
         .0
         .lock()
@@ -169,6 +170,7 @@ async fn files_mode_links_absolute_paths_and_urls_relative_to_the_root() {
         tasks,
         vec![
             (format!("{}/samples/img/img 001.jpg", f.root), json!("/data/local-files/?d=samples/img/img%20001.jpg")),
+            (format!("{}/samples/img/img%20002.jpg", f.root), json!("/data/local-files/?d=samples/img/img%2520002.jpg")),
             (format!("{}/samples/img/img_000.jpg", f.root), json!("/data/local-files/?d=samples/img/img_000.jpg")),
         ]
     );
@@ -176,7 +178,7 @@ async fn files_mode_links_absolute_paths_and_urls_relative_to_the_root() {
     let outcome = import_objects(1, 1, recursive.as_ref(), true, &sink, &ImportConfig::default(), &NoProgress)
         .await
         .unwrap();
-    assert_eq!((outcome.progress.created, outcome.progress.existed), (1, 2));
+    assert_eq!((outcome.progress.created, outcome.progress.existed), (1, 3));
 }
 
 #[tokio::test]

@@ -1,0 +1,107 @@
+//! Streaming the direct children of a folder without holding the folder in
+//! memory (object_store's `list_with_delimiter` collects a whole listing,
+//! which for a million files is hundreds of megabytes).
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::ObjectMeta;
+use storage_core::{Error, Result};
+
+/// Objects listed ahead of the consumer.
+const AHEAD: usize = 1024;
+
+/// Streams the regular files (symlinks followed) directly in `dir`, with the
+/// same locations, times and ETags `LocalFileSystem` gives them, in
+/// directory order.
+pub(crate) fn stream_files(dir: PathBuf) -> BoxStream<'static, Result<ObjectMeta>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let context = || format!("listing \"{}\"", dir.display());
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) => {
+                let _ = sender.blocking_send(Err(Error::backend(context(), err)));
+                return;
+            }
+        };
+        for entry in entries {
+            let item = match entry {
+                // `metadata` follows symlinks, as Label Studio does.
+                Ok(entry) => match (std::fs::metadata(entry.path()), Path::parse(entry.file_name().to_string_lossy())) {
+                    (Ok(meta), Ok(location)) if meta.is_file() => Some(Ok(object_meta(location, &meta))),
+                    // Vanished since read_dir, a dangling link, not a file, or
+                    // a name object_store cannot address (control characters).
+                    _ => None,
+                },
+                Err(err) => Some(Err(Error::backend(context(), err))),
+            };
+            if let Some(item) = item {
+                if sender.blocking_send(item).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio_stream_from(receiver)
+}
+
+fn tokio_stream_from(mut receiver: tokio::sync::mpsc::Receiver<Result<ObjectMeta>>) -> BoxStream<'static, Result<ObjectMeta>> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed()
+}
+
+fn object_meta(location: Path, meta: &std::fs::Metadata) -> ObjectMeta {
+    use std::os::unix::fs::MetadataExt;
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let micros = modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    ObjectMeta {
+        location,
+        last_modified: modified.into(),
+        size: meta.len(),
+        e_tag: Some(format!("\"{:x}-{micros:x}-{:x}\"", meta.ino(), meta.len())),
+        version: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+    use object_store::local::LocalFileSystem;
+    use object_store::ObjectStore;
+
+    #[tokio::test]
+    async fn matches_local_file_system_for_direct_children() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.jpg", "b c#1%.png", "sub/x.jpg"] {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, name).unwrap();
+        }
+        std::os::unix::fs::symlink(dir.path().join("a.jpg"), dir.path().join("link.jpg")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.jpg")).unwrap();
+        let mut streamed: Vec<ObjectMeta> = stream_files(dir.path().to_path_buf()).try_collect().await.unwrap();
+        streamed.sort_by(|a, b| a.location.cmp(&b.location));
+        let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let mut listed = store.list_with_delimiter(None).await.unwrap().objects;
+        listed.sort_by(|a, b| a.location.cmp(&b.location));
+        assert_eq!(streamed, listed);
+        assert_eq!(
+            streamed.iter().map(|m| m.location.as_ref()).collect::<Vec<_>>(),
+            vec!["a.jpg", "b c#1%.png", "link.jpg"],
+            "locations are the raw file names, as LocalFileSystem gives them"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_folder_is_an_error() {
+        let result: Result<Vec<ObjectMeta>> = stream_files(PathBuf::from("/nonexistent/folder")).try_collect().await;
+        assert!(result.unwrap_err().to_string().contains("listing \"/nonexistent/folder\""));
+    }
+}
