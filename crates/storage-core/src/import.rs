@@ -124,7 +124,7 @@ impl ImportJob<'_> {
 
         // Listing the next batch overlaps with writing the current one: a
         // producer and a consumer joined on this task, two batches in flight.
-        let (sender, mut receiver) = tokio::sync::mpsc::channel(2);
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
         let produce = async move {
             while let Some(batch) = batches.next().await {
                 let batch = batch.map_err(|err| err.1);
@@ -135,6 +135,9 @@ impl ImportJob<'_> {
             }
         };
         let consume = async {
+            // Owned here so that a consumer that stops early drops it, which
+            // ends a producer waiting for room in the channel.
+            let mut receiver = receiver;
             let mut outcome = ImportOutcome::default();
             while let Some(batch) = receiver.recv().await {
                 self.import_batch(batch?, &mut outcome).await?;

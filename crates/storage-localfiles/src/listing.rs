@@ -1,6 +1,7 @@
-//! Streaming the direct children of a folder without holding the folder in
-//! memory (object_store's `list_with_delimiter` collects a whole listing,
-//! which for a million files is hundreds of megabytes).
+//! Streaming the direct children of a folder without holding their metadata
+//! in memory (object_store's `list_with_delimiter` collects a whole listing
+//! of `ObjectMeta`, hundreds of megabytes for a million files; only the
+//! names are held here, to keep Label Studio's name order).
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -15,34 +16,43 @@ use storage_core::{Error, Result};
 const AHEAD: usize = 1024;
 
 /// Streams the regular files (symlinks followed) directly in `dir`, with the
-/// same locations, times and ETags `LocalFileSystem` gives them, in
-/// directory order.
+/// same locations, times and ETags `LocalFileSystem` gives them, in name
+/// order.
 pub(crate) fn stream_files(dir: PathBuf) -> BoxStream<'static, Result<ObjectMeta>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(AHEAD);
     tokio::task::spawn_blocking(move || {
         let context = || format!("listing \"{}\"", dir.display());
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
+        // Names only (tens of bytes each) are collected, to list in name
+        // order as Label Studio does; metadata is read while streaming.
+        let mut names = Vec::new();
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    match entry {
+                        Ok(entry) => names.push(entry.file_name()),
+                        Err(err) => {
+                            let _ = sender.blocking_send(Err(Error::backend(context(), err)));
+                            return;
+                        }
+                    }
+                }
+            }
             Err(err) => {
                 let _ = sender.blocking_send(Err(Error::backend(context(), err)));
                 return;
             }
-        };
-        for entry in entries {
-            let item = match entry {
-                // `metadata` follows symlinks, as Label Studio does.
-                Ok(entry) => match (std::fs::metadata(entry.path()), Path::parse(entry.file_name().to_string_lossy())) {
-                    (Ok(meta), Ok(location)) if meta.is_file() => Some(Ok(object_meta(location, &meta))),
-                    // Vanished since read_dir, a dangling link, not a file, or
-                    // a name object_store cannot address (control characters).
-                    _ => None,
-                },
-                Err(err) => Some(Err(Error::backend(context(), err))),
+        }
+        names.sort_unstable();
+        for name in names {
+            let name = name.to_string_lossy().into_owned();
+            let item = match (std::fs::metadata(dir.join(&name)), Path::parse(&name)) {
+                (Ok(meta), Ok(location)) if meta.is_file() => object_meta(location, &meta),
+                // Vanished since read_dir, a dangling link, not a file, or
+                // a name object_store cannot address (control characters).
+                _ => continue,
             };
-            if let Some(item) = item {
-                if sender.blocking_send(item).is_err() {
-                    return;
-                }
+            if sender.blocking_send(Ok(item)).is_err() {
+                return;
             }
         }
     });
@@ -86,8 +96,7 @@ mod tests {
         }
         std::os::unix::fs::symlink(dir.path().join("a.jpg"), dir.path().join("link.jpg")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.jpg")).unwrap();
-        let mut streamed: Vec<ObjectMeta> = stream_files(dir.path().to_path_buf()).try_collect().await.unwrap();
-        streamed.sort_by(|a, b| a.location.cmp(&b.location));
+        let streamed: Vec<ObjectMeta> = stream_files(dir.path().to_path_buf()).try_collect().await.unwrap();
         let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
         let mut listed = store.list_with_delimiter(None).await.unwrap().objects;
         listed.sort_by(|a, b| a.location.cmp(&b.location));
