@@ -379,3 +379,28 @@ async fn export_write_failures_are_counted_not_hidden() {
     assert_eq!((outcome.progress.written, outcome.progress.failed), (0, 3));
     assert!(outcome.errors[0].contains("read-only bucket"), "{:?}", outcome.errors);
 }
+
+/// Stops the run at its first report, as a shutdown or a lost lease does.
+struct StopAtOnce;
+
+impl ProgressSink for StopAtOnce {
+    fn report(&self, _: &storage_core::import::Progress) -> Result<()> {
+        Err(Error::NotSupported { what: "stopped".into() })
+    }
+}
+
+#[tokio::test]
+async fn a_run_stopped_early_ends_promptly_while_the_listing_still_has_batches() {
+    let objects: Vec<(String, String)> = (0..200).map(|i| (format!("s/{i:03}.jpg"), "x".to_string())).collect();
+    let refs: Vec<(&str, &str)> = objects.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let store = store_with(&refs).await;
+    let src = source(&store, Some("s"), true, None);
+    let sink = Sink::default();
+    let config = small_batches();
+    let run = import_objects(1, 1, &src, true, &sink, &config, &StopAtOnce);
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("the listing producer must not wait forever for a stopped consumer");
+    assert!(result.unwrap_err().to_string().contains("stopped"));
+    assert_eq!(sink.tasks.lock().unwrap().len(), 2, "one whole batch, then the stop");
+}
