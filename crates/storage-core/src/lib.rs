@@ -2,6 +2,7 @@
 
 mod backend;
 pub mod bucket;
+pub mod credentials;
 mod error;
 pub mod endpoint;
 pub mod export;

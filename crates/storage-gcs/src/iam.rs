@@ -27,6 +27,8 @@
 
 use std::fmt;
 use std::sync::Arc;
+
+use storage_core::credentials::{CredentialCache, Expiring};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -42,7 +44,6 @@ use object_store::gcp::{GcpCredential, GcpCredentialProvider};
 use object_store::{ClientOptions, CredentialProvider};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
-use tokio::sync::Mutex;
 use url::Url;
 
 /// Google's public IAM Service Account Credentials endpoint.
@@ -61,12 +62,6 @@ const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
 const MAX_ATTEMPTS: u32 = 3;
 /// Backoff before the first retry; doubled for each further one.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
-/// When a refresh fails, a cached token with at least this much validity left is still
-/// handed out (the failure is logged) instead of failing the storage call.
-const MIN_USABLE_VALIDITY: Duration = Duration::from_secs(30);
-/// After a failed refresh, while the cached token is still usable, the API is not asked
-/// again for this long (so an IAM outage does not slow down every GCS call).
-const RETRY_REFRESH_AFTER: Duration = Duration::from_secs(10);
 /// Most characters of a non-JSON error body quoted in an error message.
 const MAX_BODY_QUOTE: usize = 200;
 /// The store name used in [`object_store::Error::Generic`].
@@ -764,28 +759,8 @@ fn error_response(
     }
 }
 
-/// A cached impersonated token.
-struct Cached {
-    credential: Arc<GcpCredential>,
-    /// Local monotonic deadline derived from Google's `expireTime`.
-    expires_at: Instant,
-}
 
-impl Cached {
-    fn valid_for(&self, margin: Duration) -> bool {
-        Instant::now()
-            .checked_add(margin)
-            .is_some_and(|t| t < self.expires_at)
-    }
-}
 
-/// What the mutex guards.
-#[derive(Default)]
-struct CacheState {
-    cached: Option<Cached>,
-    /// When the last refresh failed (cleared by a success).
-    failed_at: Option<Instant>,
-}
 
 /// An object_store [`CredentialProvider`] giving short-lived tokens of a target service
 /// account, obtained with `generateAccessToken` through [`IamCredentials`] (the base
@@ -802,7 +777,7 @@ pub struct ImpersonatedCredentials {
     scopes: Vec<String>,
     lifetime: Duration,
     refresh_before: Duration,
-    cache: Mutex<CacheState>,
+    cache: CredentialCache<GcpCredential>,
 }
 
 impl fmt::Debug for ImpersonatedCredentials {
@@ -828,7 +803,7 @@ impl ImpersonatedCredentials {
             scopes: vec![CLOUD_PLATFORM_SCOPE.to_owned()],
             lifetime: DEFAULT_LIFETIME,
             refresh_before: DEFAULT_REFRESH_BEFORE,
-            cache: Mutex::new(CacheState::default()),
+            cache: CredentialCache::default(),
         }
     }
 
@@ -872,12 +847,7 @@ impl ImpersonatedCredentials {
     ///
     /// As [`IamCredentials::generate_access_token`].
     pub async fn token_now(&self) -> Result<Arc<GcpCredential>, IamError> {
-        let mut state = self.cache.lock().await;
-        let fresh = self.fetch().await?;
-        let credential = Arc::clone(&fresh.credential);
-        state.cached = Some(fresh);
-        state.failed_at = None;
-        Ok(credential)
+        self.cache.refresh_now(|| self.fetch()).await
     }
 
     /// The cached token, or a fresh one when none is cached or it expires within the
@@ -891,44 +861,11 @@ impl ImpersonatedCredentials {
     ///
     /// As [`IamCredentials::generate_access_token`].
     pub async fn token(&self) -> Result<Arc<GcpCredential>, IamError> {
-        let mut state = self.cache.lock().await;
-        if let Some(cached) = &state.cached {
-            if cached.valid_for(self.refresh_before) {
-                return Ok(Arc::clone(&cached.credential));
-            }
-            let failed_recently = state
-                .failed_at
-                .is_some_and(|at| at.elapsed() < RETRY_REFRESH_AFTER);
-            if failed_recently && cached.valid_for(MIN_USABLE_VALIDITY) {
-                return Ok(Arc::clone(&cached.credential));
-            }
-        }
-        match self.fetch().await {
-            Ok(fresh) => {
-                let credential = Arc::clone(&fresh.credential);
-                state.cached = Some(fresh);
-                state.failed_at = None;
-                Ok(credential)
-            }
-            Err(error) => {
-                state.failed_at = Some(Instant::now());
-                match &state.cached {
-                    Some(cached) if cached.valid_for(MIN_USABLE_VALIDITY) => {
-                        tracing::warn!(
-                            target_email = %self.target_email,
-                            endpoint = %self.iam.endpoint(),
-                            %error,
-                            "IAM generateAccessToken refresh failed; using the cached token until it expires"
-                        );
-                        Ok(Arc::clone(&cached.credential))
-                    }
-                    _ => Err(error),
-                }
-            }
-        }
+        let what = format!("impersonation of {}", self.target_email);
+        self.cache.get(self.refresh_before, &what, || self.fetch()).await
     }
 
-    async fn fetch(&self) -> Result<Cached, IamError> {
+    async fn fetch(&self) -> Result<Expiring<GcpCredential>, IamError> {
         let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
         let started = Instant::now();
         let sent_at = Utc::now();
@@ -942,8 +879,8 @@ impl ImpersonatedCredentials {
             .to_std()
             .unwrap_or(Duration::ZERO);
         let requested = Duration::from_secs(self.lifetime.as_secs().max(1));
-        Ok(Cached {
-            credential: Arc::new(GcpCredential {
+        Ok(Expiring {
+            value: Arc::new(GcpCredential {
                 bearer: token.token,
             }),
             expires_at: started + left.min(requested),

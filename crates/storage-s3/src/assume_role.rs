@@ -19,6 +19,8 @@
 
 use std::fmt;
 use std::sync::Arc;
+
+use storage_core::credentials::{CredentialCache, Expiring};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -32,7 +34,6 @@ use object_store::client::{
 };
 use object_store::{ClientOptions, CredentialProvider};
 use serde::Deserialize;
-use tokio::sync::Mutex;
 use url::Url;
 
 /// The STS API version sent with every request.
@@ -55,12 +56,6 @@ const DEFAULT_REGION: &str = "us-east-1";
 const MAX_ATTEMPTS: u32 = 3;
 /// Backoff before the first retry; doubled for each further one.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
-/// When a refresh fails, a cached credential with at least this much validity left is
-/// still handed out (the failure is logged) instead of failing the S3 call.
-const MIN_USABLE_VALIDITY: Duration = Duration::from_secs(30);
-/// After a failed refresh, while the cached credential is still usable, STS is not asked
-/// again for this long (so an STS outage does not slow down every S3 call).
-const RETRY_REFRESH_AFTER: Duration = Duration::from_secs(10);
 /// Most characters of a non-STS error body quoted in an error message.
 const MAX_BODY_QUOTE: usize = 200;
 
@@ -237,28 +232,8 @@ fn sanitize_session_name(name: &str) -> String {
     }
 }
 
-/// What the mutex guards.
-#[derive(Default)]
-struct CacheState {
-    cached: Option<Cached>,
-    /// When the last refresh failed (cleared by a success).
-    failed_at: Option<Instant>,
-}
 
-/// A cached temporary credential.
-struct Cached {
-    credential: Arc<AwsCredential>,
-    /// Local monotonic deadline derived from STS's `Expiration`.
-    expires_at: Instant,
-}
 
-impl Cached {
-    fn valid_for(&self, margin: Duration) -> bool {
-        Instant::now()
-            .checked_add(margin)
-            .is_some_and(|t| t < self.expires_at)
-    }
-}
 
 /// An object_store [`CredentialProvider`] that assumes an IAM role through STS
 /// `AssumeRole` (optionally with `ExternalId`), signing the STS call with base
@@ -273,7 +248,7 @@ pub struct AssumeRole {
     base: Base,
     /// The HTTP client, or why it could not be built (reported by every STS call).
     client: Result<HttpClient, String>,
-    cache: Mutex<CacheState>,
+    cache: CredentialCache<AwsCredential>,
 }
 
 /// Where the credentials signing the STS call come from.
@@ -338,7 +313,7 @@ impl AssumeRole {
             config,
             base: Base::Provider(base),
             client: Ok(client),
-            cache: Mutex::new(CacheState::default()),
+            cache: CredentialCache::default(),
         }
     }
 
@@ -350,7 +325,7 @@ impl AssumeRole {
             config,
             base,
             client,
-            cache: Mutex::new(CacheState::default()),
+            cache: CredentialCache::default(),
         }
     }
 
@@ -368,14 +343,11 @@ impl AssumeRole {
     ///
     /// As [`CredentialProvider::get_credential`].
     pub async fn assume_now(&self) -> object_store::Result<()> {
-        let mut state = self.cache.lock().await;
-        state.cached = Some(self.fetch().await?);
-        state.failed_at = None;
-        Ok(())
+        self.cache.refresh_now(|| self.fetch()).await.map(|_| ())
     }
 
     /// One credential fetch: up to [`MAX_ATTEMPTS`] STS calls for transient failures.
-    async fn fetch(&self) -> object_store::Result<Cached> {
+    async fn fetch(&self) -> object_store::Result<Expiring<AwsCredential>> {
         let mut backoff = RETRY_BACKOFF;
         let mut attempt = 1;
         loop {
@@ -399,7 +371,7 @@ impl AssumeRole {
     }
 
     /// One signed STS `AssumeRole` call.
-    async fn call_sts(&self) -> Result<Cached, Failure> {
+    async fn call_sts(&self) -> Result<Expiring<AwsCredential>, Failure> {
         let config = &self.config;
         let client = self.client.as_ref().map_err(|e| {
             Failure::fatal(generic(format!(
@@ -506,8 +478,8 @@ impl AssumeRole {
             %expiration,
             "STS AssumeRole succeeded"
         );
-        Ok(Cached {
-            credential: Arc::new(AwsCredential {
+        Ok(Expiring {
+            value: Arc::new(AwsCredential {
                 key_id: creds.access_key_id,
                 secret_key: creds.secret_access_key,
                 token: Some(creds.session_token),
@@ -590,41 +562,8 @@ impl CredentialProvider for AssumeRole {
     /// `SignatureDoesNotMatch`, ...), `Generic` (store `S3`) otherwise, including network
     /// failures, which name the endpoint. Messages never contain secrets.
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
-        let mut state = self.cache.lock().await;
-        if let Some(cached) = &state.cached {
-            if cached.valid_for(self.config.refresh_before) {
-                return Ok(Arc::clone(&cached.credential));
-            }
-            let failed_recently = state
-                .failed_at
-                .is_some_and(|at| at.elapsed() < RETRY_REFRESH_AFTER);
-            if failed_recently && cached.valid_for(MIN_USABLE_VALIDITY) {
-                return Ok(Arc::clone(&cached.credential));
-            }
-        }
-        match self.fetch().await {
-            Ok(fresh) => {
-                let credential = Arc::clone(&fresh.credential);
-                state.cached = Some(fresh);
-                state.failed_at = None;
-                Ok(credential)
-            }
-            Err(error) => {
-                state.failed_at = Some(Instant::now());
-                match &state.cached {
-                    Some(cached) if cached.valid_for(MIN_USABLE_VALIDITY) => {
-                        tracing::warn!(
-                            role_arn = %self.config.role_arn,
-                            endpoint = %self.config.sts_endpoint,
-                            %error,
-                            "STS AssumeRole refresh failed; using the cached credential until it expires"
-                        );
-                        Ok(Arc::clone(&cached.credential))
-                    }
-                    _ => Err(error),
-                }
-            }
-        }
+        let what = format!("STS AssumeRole of {}", self.config.role_arn);
+        self.cache.get(self.config.refresh_before, &what, || self.fetch()).await
     }
 }
 
