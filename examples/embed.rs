@@ -7,7 +7,7 @@
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)] // an example prints and stops on failure
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -42,6 +42,8 @@ struct MemoryDb {
     projects: HashMap<i64, i64>,
     storages: Mutex<Vec<Storage>>,
     tasks: Mutex<Vec<LinkedTask>>,
+    /// (storage, key) of large task files being streamed.
+    unfinished: Mutex<HashSet<(i64, String)>>,
 }
 
 /// A task and the object it came from.
@@ -149,11 +151,24 @@ impl StorageRepository for MemoryDb {
 #[async_trait]
 impl TaskSink for MemoryDb {
     async fn linked_keys(&self, storage_id: i64, keys: &[String]) -> Result<HashMap<String, u64>> {
+        let unfinished = self.unfinished.lock().unwrap();
         let mut linked = HashMap::new();
-        for task in self.tasks.lock().unwrap().iter().filter(|t| t.storage == storage_id && keys.contains(&t.key)) {
+        for task in self.tasks.lock().unwrap().iter().filter(|t| {
+            t.storage == storage_id && keys.contains(&t.key) && !unfinished.contains(&(storage_id, t.key.clone()))
+        }) {
             *linked.entry(task.key.clone()).or_default() += 1;
         }
         Ok(linked)
+    }
+
+    async fn begin_object(&self, storage_id: i64, key: &str) -> Result<()> {
+        self.unfinished.lock().unwrap().insert((storage_id, key.to_string()));
+        Ok(())
+    }
+
+    async fn finish_object(&self, storage_id: i64, key: &str) -> Result<()> {
+        self.unfinished.lock().unwrap().remove(&(storage_id, key.to_string()));
+        Ok(())
     }
 
     async fn create_tasks(&self, _project: i64, storage_id: i64, new: &[NewTask]) -> Result<u64> {

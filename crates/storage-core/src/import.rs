@@ -8,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
 use serde_json::{Map, Value};
 
-use crate::parse::{check_task_file_extension, parse_tasks};
+use crate::parse::{check_task_file_extension, ParsedTask, TaskParser};
 use crate::persist::{NewTask, ObjectLink, TaskSink};
 use crate::{Error, ImportStorage, Result, Retry};
 
@@ -23,8 +23,12 @@ pub struct ImportConfig {
     pub batch_size: usize,
     /// Task files read at once (Tasks mode).
     pub read_concurrency: usize,
-    /// Larger task files are rejected (per-file error) instead of read.
-    pub max_task_file_bytes: u64,
+    /// Task files up to this size are read whole, several at once, and
+    /// their tasks written in one transaction; larger ones are streamed one
+    /// at a time and written in batches as they are parsed.
+    pub stream_threshold_bytes: u64,
+    /// A larger single task (one object of a file) is a per-file error.
+    pub max_task_bytes: usize,
     /// Attempts for reads that fail with a temporary error.
     pub read_attempts: u32,
 }
@@ -34,7 +38,8 @@ impl Default for ImportConfig {
         Self {
             batch_size: 1000,
             read_concurrency: 16,
-            max_task_file_bytes: 256 * 1024 * 1024,
+            stream_threshold_bytes: 4 * 1024 * 1024,
+            max_task_bytes: 64 * 1024 * 1024,
             read_attempts: 3,
         }
     }
@@ -88,6 +93,21 @@ pub struct ImportOutcome {
     pub file_errors: Vec<String>,
 }
 
+impl ImportOutcome {
+    /// Records a task file that could not be read as tasks; any other
+    /// error stops the run.
+    fn file_failed(&mut self, err: Error) -> Result<()> {
+        match err {
+            Error::InvalidTaskFile { .. } => {
+                self.progress.failed_files += 1;
+                self.file_errors.push(err.to_string());
+                Ok(())
+            }
+            other => Err(other),
+        }
+    }
+}
+
 /// One import sync of one storage: where tasks go and how to read them.
 #[derive(Debug, Clone, Copy)]
 pub struct ImportJob<'a> {
@@ -109,9 +129,11 @@ impl ImportJob<'_> {
     /// Syncs the source into the project.
     ///
     /// Objects already linked to the storage are skipped whole (their
-    /// content is not read again). Each batch's tasks and links are written
-    /// in one transaction, so an interrupted sync leaves whole batches only
-    /// and the next sync creates exactly what is missing.
+    /// content is not read again). Tasks and links are written in batches,
+    /// one transaction each, a small task file always within one; a large
+    /// one is streamed and stays marked unfinished until its end. So an
+    /// interrupted sync leaves whole batches only and the next sync creates
+    /// exactly what is missing.
     pub async fn run(&self, progress: &dyn ProgressSink) -> Result<ImportOutcome> {
         let listing = self.source.listing().clone();
         let source = self.source;
@@ -140,7 +162,7 @@ impl ImportJob<'_> {
             let mut receiver = receiver;
             let mut outcome = ImportOutcome::default();
             while let Some(batch) = receiver.recv().await {
-                self.import_batch(batch?, &mut outcome).await?;
+                self.import_batch(batch?, &mut outcome, progress).await?;
                 progress.report(&Progress::Import(outcome.progress.clone()))?;
             }
             Ok(outcome)
@@ -149,7 +171,12 @@ impl ImportJob<'_> {
         outcome
     }
 
-    async fn import_batch(&self, batch: Vec<(String, ObjectMeta)>, outcome: &mut ImportOutcome) -> Result<()> {
+    async fn import_batch(
+        &self,
+        batch: Vec<(String, ObjectMeta)>,
+        outcome: &mut ImportOutcome,
+        progress: &dyn ProgressSink,
+    ) -> Result<()> {
         let mut seen = HashSet::with_capacity(batch.len());
         let batch: Vec<_> = batch.into_iter().filter(|(key, _)| seen.insert(key.clone())).collect();
         outcome.progress.objects += batch.len() as u64;
@@ -157,34 +184,119 @@ impl ImportJob<'_> {
         let linked = self.sink.linked_keys(self.storage_id, &keys).await?;
         outcome.progress.existed += linked.values().sum::<u64>();
         let fresh: Vec<_> = batch.into_iter().filter(|(key, _)| !linked.contains_key(key)).collect();
-        if fresh.is_empty() {
+        if self.use_blob_urls {
+            let tasks: Vec<NewTask> = fresh.iter().map(|(key, meta)| self.file_task(key, meta)).collect();
+            return self.write(tasks, outcome).await;
+        }
+        for (key, _) in &fresh {
+            check_task_file_extension(key)?;
+        }
+        let (small, large): (Vec<_>, Vec<_>) = fresh
+            .into_iter()
+            .partition(|(_, meta)| meta.size <= self.config.stream_threshold_bytes);
+
+        // Small files: read several at once; their tasks are written a
+        // batch at a time, each file whole within one transaction.
+        let mut files = futures::stream::iter(small)
+            .map(|(key, meta)| read_task_file(self.source, key, meta, self.config))
+            .buffered(self.config.read_concurrency.max(1));
+        let mut pending = Vec::new();
+        while let Some(file) = files.next().await {
+            match file {
+                Ok(tasks) => pending.extend(tasks),
+                Err(err) => outcome.file_failed(err)?,
+            }
+            if pending.len() >= self.config.batch_size {
+                self.write(std::mem::take(&mut pending), outcome).await?;
+            }
+        }
+        self.write(pending, outcome).await?;
+
+        for (key, meta) in large {
+            self.stream_task_file(&key, &meta, outcome, progress).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates `tasks` in one transaction; what was linked already counts as
+    /// existing.
+    async fn write(&self, tasks: Vec<NewTask>, outcome: &mut ImportOutcome) -> Result<()> {
+        if tasks.is_empty() {
             return Ok(());
         }
-        let tasks = if self.use_blob_urls {
-            fresh.iter().map(|(key, meta)| self.file_task(key, meta)).collect()
-        } else {
-            for (key, _) in &fresh {
-                check_task_file_extension(key)?;
+        let created = self.sink.create_tasks(self.project, self.storage_id, &tasks).await?;
+        outcome.progress.created += created;
+        outcome.progress.existed += tasks.len() as u64 - created.min(tasks.len() as u64);
+        Ok(())
+    }
+
+    /// Imports a large task file in batches as it is read. The file is
+    /// marked unfinished until its last task is written, so a run stopped
+    /// in the middle (crash, shutdown, bad line) reads it again next time
+    /// and creates only the tasks that are missing.
+    async fn stream_task_file(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        outcome: &mut ImportOutcome,
+        progress: &dyn ProgressSink,
+    ) -> Result<()> {
+        self.sink.begin_object(self.storage_id, key).await?;
+        let mut retry = Backoff::new(self.config.read_attempts);
+        loop {
+            match self.stream_once(key, meta, outcome, progress).await {
+                Ok(()) => break,
+                Err(err) if retry.again(&err).await => continue,
+                Err(err) => return outcome.file_failed(err),
             }
-            let files: Vec<Result<Vec<NewTask>>> = futures::stream::iter(fresh)
-                .map(|(key, meta)| read_task_file(self.source, key, meta, self.config))
-                .buffered(self.config.read_concurrency.max(1))
-                .collect()
-                .await;
-            let mut tasks = Vec::new();
-            for file in files {
-                match file {
-                    Ok(file_tasks) => tasks.extend(file_tasks),
-                    Err(err @ Error::InvalidTaskFile { .. }) => {
-                        outcome.progress.failed_files += 1;
-                        outcome.file_errors.push(err.to_string());
-                    }
-                    Err(other) => return Err(other),
-                }
-            }
-            tasks
-        };
-        outcome.progress.created += self.sink.create_tasks(self.project, self.storage_id, &tasks).await?;
+        }
+        self.sink.finish_object(self.storage_id, key).await
+    }
+
+    async fn stream_once(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        outcome: &mut ImportOutcome,
+        progress: &dyn ProgressSink,
+    ) -> Result<()> {
+        let context = || format!("reading task file \"{key}\"");
+        let mut chunks = self
+            .source
+            .store()
+            .get(&meta.location)
+            .await
+            .map_err(|err| Error::from_object_store(context(), err))?
+            .into_stream();
+        let mut parser = TaskParser::new(key, self.config.max_task_bytes);
+        let mut parsed = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|err| Error::from_object_store(context(), err))?;
+            parser.push(&chunk, &mut parsed)?;
+            self.write_parsed(key, meta, &mut parsed, false, outcome, progress).await?;
+        }
+        parser.finish(&mut parsed)?;
+        self.write_parsed(key, meta, &mut parsed, true, outcome, progress).await
+    }
+
+    /// Writes the parsed tasks of a streamed file a batch at a time; the
+    /// last, partial batch only when `all` (the file ended).
+    async fn write_parsed(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        parsed: &mut Vec<ParsedTask>,
+        all: bool,
+        outcome: &mut ImportOutcome,
+        progress: &dyn ProgressSink,
+    ) -> Result<()> {
+        let batch_size = self.config.batch_size.max(1);
+        while parsed.len() >= batch_size || (all && !parsed.is_empty()) {
+            let rest = parsed.split_off(batch_size.min(parsed.len()));
+            let batch = std::mem::replace(parsed, rest);
+            self.write(new_tasks(key, meta, batch), outcome).await?;
+            progress.report(&Progress::Import(outcome.progress.clone()))?;
+        }
         Ok(())
     }
 
@@ -220,16 +332,6 @@ async fn read_task_file(
     meta: ObjectMeta,
     config: &ImportConfig,
 ) -> Result<Vec<NewTask>> {
-    if meta.size > config.max_task_file_bytes {
-        return Err(Error::InvalidTaskFile {
-            key,
-            line: None,
-            reason: format!(
-                "the file is {} bytes, above the limit of {} bytes for task files",
-                meta.size, config.max_task_file_bytes
-            ),
-        });
-    }
     let store = source.store();
     let mut retry = Backoff::new(config.read_attempts);
     let bytes = loop {
@@ -243,16 +345,24 @@ async fn read_task_file(
             other => break other?,
         }
     };
-    Ok(parse_tasks(&key, &bytes)?
+    let mut parser = TaskParser::new(&key, config.max_task_bytes);
+    let mut parsed = Vec::new();
+    parser.push(&bytes, &mut parsed)?;
+    parser.finish(&mut parsed)?;
+    Ok(new_tasks(&key, &meta, parsed))
+}
+
+fn new_tasks(key: &str, meta: &ObjectMeta, parsed: Vec<ParsedTask>) -> Vec<NewTask> {
+    parsed
         .into_iter()
         .map(|task| NewTask {
-            link: link(&key, task.row_index, &meta),
+            link: link(key, task.row_index, meta),
             data: task.data,
             annotations: task.annotations,
             predictions: task.predictions,
             allow_skip: task.allow_skip,
         })
-        .collect())
+        .collect()
 }
 
 /// Retries operations that fail with a temporary error, waiting longer

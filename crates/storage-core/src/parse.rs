@@ -46,7 +46,8 @@ pub fn check_task_file_extension(key: &str) -> Result<()> {
     }
 }
 
-/// Parses a whole task file.
+/// Parses a whole task file held in memory (see [`TaskParser`] for files
+/// read piece by piece).
 ///
 /// ```
 /// let tasks = storage_core::parse::parse_tasks("t.jsonl", b"{\"text\":\"a\"}\n\n{\"text\":\"b\"}\n").unwrap();
@@ -54,66 +55,307 @@ pub fn check_task_file_extension(key: &str) -> Result<()> {
 /// assert_eq!(tasks[1].row_index, Some(2));
 /// ```
 pub fn parse_tasks(key: &str, bytes: &[u8]) -> Result<Vec<ParsedTask>> {
-    let text = std::str::from_utf8(bytes).map_err(|e| Error::InvalidTaskFile {
-        key: key.to_string(),
-        line: Some(line_of(bytes, e.valid_up_to())),
-        reason: "not valid UTF-8".into(),
-    })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let err = |line: Option<usize>, reason: String| Error::InvalidTaskFile {
-        key: key.to_string(),
-        line,
-        reason,
-    };
-    match text.trim_start().as_bytes().first() {
-        None => Err(err(None, "the file is empty".into())),
-        Some(b'[') => {
-            let items: Vec<Value> = serde_json::from_str(text)
-                .map_err(|e| err(Some(e.line()), format!("invalid JSON: {e}")))?;
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(index, item)| {
-                    interpret(item, Some(index as i64))
-                        .map_err(|reason| err(None, format!("item {index}: {reason}")))
-                })
-                .collect()
-        }
-        Some(b'{') => match serde_json::from_str::<Value>(text) {
-            Ok(item) => Ok(vec![interpret(item, None).map_err(|reason| err(None, reason))?]),
-            Err(whole) => parse_lines(text).map_err(|(line, reason)| {
-                // A single malformed object reads better as a JSON error than
-                // as a complaint about line 2 of a "JSONL" file.
-                if text.lines().filter(|l| !l.trim().is_empty()).count() <= 1 {
-                    err(Some(whole.line()), format!("invalid JSON: {whole}"))
-                } else {
-                    err(Some(line), reason)
-                }
-            }),
-        },
-        Some(_) => Err(err(
-            Some(1),
-            "Can't import JSON-formatted tasks: expected a JSON object, a JSON array or JSON Lines"
-                .into(),
-        )),
-    }
-}
-
-fn parse_lines(text: &str) -> std::result::Result<Vec<ParsedTask>, (usize, String)> {
+    let mut parser = TaskParser::new(key, usize::MAX);
     let mut tasks = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let item: Value =
-            serde_json::from_str(line).map_err(|e| (index + 1, format!("invalid JSON: {e}")))?;
-        tasks.push(interpret(item, Some(index as i64)).map_err(|reason| (index + 1, reason))?);
-    }
+    parser.push(bytes, &mut tasks)?;
+    parser.finish(&mut tasks)?;
     Ok(tasks)
 }
 
-fn line_of(bytes: &[u8], offset: usize) -> usize {
-    bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+/// An incremental task-file parser: bytes go in as they arrive, tasks come
+/// out as soon as each one is complete, so a file of any size is read with
+/// the memory of one task.
+///
+/// The format is decided by the first non-blank byte, as [`parse_tasks`]
+/// documents. In JSON Lines each task starts on its own line (a task may
+/// span lines); the row index of a task is the 0-based line it starts on,
+/// or its position in an array. A file holding one object gives one task
+/// without a row index.
+///
+/// ```
+/// use storage_core::parse::TaskParser;
+///
+/// let mut parser = TaskParser::new("big.json", 1 << 20);
+/// let mut tasks = Vec::new();
+/// parser.push(b"[{\"text\": \"a\"}, {\"te", &mut tasks).unwrap();
+/// assert_eq!(tasks.len(), 1);
+/// parser.push(b"xt\": \"b\"}]", &mut tasks).unwrap();
+/// parser.finish(&mut tasks).unwrap();
+/// assert_eq!(tasks[1].row_index, Some(1));
+/// ```
+#[derive(Debug)]
+pub struct TaskParser {
+    key: String,
+    max_task_bytes: usize,
+    layout: Layout,
+    /// Bytes seen, for the byte-order mark at the very start.
+    offset: usize,
+    /// 1-based line of the byte being read.
+    line: usize,
+    /// The object being read, from its `{`.
+    value: Vec<u8>,
+    value_line: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// Array items seen so far.
+    items: i64,
+    /// Line on which the last JSON Lines object ended.
+    last_end_line: usize,
+    /// The first object of a `{`-file waits until it is known whether the
+    /// file holds one object (no row index) or JSON Lines.
+    first: Option<(Value, usize)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Undecided,
+    /// Inside `[`: expecting an item (`after_comma`: one must follow).
+    ArrayItem { after_comma: bool },
+    /// After an item: expecting `,` or `]`.
+    ArrayNext,
+    ArrayClosed,
+    Lines,
+}
+
+impl TaskParser {
+    /// A parser for the file `key` (named in errors) that refuses tasks
+    /// larger than `max_task_bytes`.
+    pub fn new(key: &str, max_task_bytes: usize) -> Self {
+        Self {
+            key: key.to_string(),
+            max_task_bytes,
+            layout: Layout::Undecided,
+            offset: 0,
+            line: 1,
+            value: Vec::new(),
+            value_line: 0,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            items: 0,
+            last_end_line: 0,
+            first: None,
+        }
+    }
+
+    /// Reads the next piece of the file, appending the tasks it completes.
+    pub fn push(&mut self, bytes: &[u8], tasks: &mut Vec<ParsedTask>) -> Result<()> {
+        let mut bytes = bytes;
+        // A byte-order mark may open the file (split across pieces, even).
+        while self.offset < BOM.len() {
+            let Some((&byte, tail)) = bytes.split_first() else {
+                return Ok(());
+            };
+            if byte != BOM[self.offset] {
+                self.offset = BOM.len();
+                break;
+            }
+            self.offset += 1;
+            bytes = tail;
+        }
+        let mut rest = bytes;
+        while let Some((&byte, tail)) = rest.split_first() {
+            if self.depth > 0 {
+                // Inside an object: copy up to the byte that may close it.
+                let taken = self.scan_object(rest);
+                self.value.extend_from_slice(&rest[..taken]);
+                if self.value.len() > self.max_task_bytes {
+                    return Err(self.error(
+                        Some(self.value_line),
+                        format!("the task is larger than the limit of {} bytes", self.max_task_bytes),
+                    ));
+                }
+                rest = &rest[taken..];
+                if self.depth == 0 {
+                    self.complete(tasks)?;
+                }
+                continue;
+            }
+            rest = tail;
+            if byte == b'\n' {
+                self.line += 1;
+                continue;
+            }
+            if byte.is_ascii_whitespace() {
+                continue;
+            }
+            self.structural(byte)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the file: checks that it was whole and emits the last task.
+    pub fn finish(mut self, tasks: &mut Vec<ParsedTask>) -> Result<()> {
+        if self.depth > 0 {
+            return Err(self.error(
+                Some(self.value_line),
+                "invalid JSON: the file ends inside a task".into(),
+            ));
+        }
+        match self.layout {
+            Layout::Undecided => Err(self.error(None, "the file is empty".into())),
+            Layout::ArrayItem { .. } | Layout::ArrayNext => Err(self.error(
+                Some(self.line),
+                "invalid JSON: the file ends before the array is closed".into(),
+            )),
+            Layout::ArrayClosed => Ok(()),
+            Layout::Lines => {
+                if let Some((item, _)) = self.first.take() {
+                    tasks.push(interpret(item, None).map_err(|reason| self.error(None, reason))?);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Handles a non-blank byte outside any object.
+    fn structural(&mut self, byte: u8) -> Result<()> {
+        match (self.layout, byte) {
+            (Layout::Undecided, b'[') => self.layout = Layout::ArrayItem { after_comma: false },
+            (Layout::Undecided, b'{') => {
+                self.layout = Layout::Lines;
+                self.open();
+            }
+            (Layout::Undecided, _) => {
+                return Err(self.error(
+                    Some(self.line),
+                    "Can't import JSON-formatted tasks: expected a JSON object, a JSON array or JSON Lines"
+                        .into(),
+                ))
+            }
+            (Layout::ArrayItem { .. }, b'{') => self.open(),
+            (Layout::ArrayItem { after_comma: false }, b']') => self.layout = Layout::ArrayClosed,
+            (Layout::ArrayItem { .. }, b']') => {
+                return Err(self.error(Some(self.line), "invalid JSON: trailing comma in the array".into()))
+            }
+            (Layout::ArrayItem { .. }, other) => {
+                let index = self.items;
+                return Err(self.error(
+                    None,
+                    format!("item {index}: a task must be a JSON object, found {}", starting_with(other)),
+                ));
+            }
+            (Layout::ArrayNext, b',') => self.layout = Layout::ArrayItem { after_comma: true },
+            (Layout::ArrayNext, b']') => self.layout = Layout::ArrayClosed,
+            (Layout::ArrayNext, _) | (Layout::ArrayClosed, _) => {
+                return Err(self.error(
+                    Some(self.line),
+                    format!("invalid JSON: unexpected '{}' after an array item", char::from(byte).escape_default()),
+                ))
+            }
+            (Layout::Lines, b'{') if self.line > self.last_end_line => self.open(),
+            (Layout::Lines, b'{') => {
+                return Err(self.error(Some(self.line), "invalid JSON: one task per line expected".into()))
+            }
+            (Layout::Lines, other) => {
+                return Err(self.error(
+                    Some(self.line),
+                    format!("a task must be a JSON object, found {}", starting_with(other)),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&mut self) {
+        self.value.clear();
+        self.value.push(b'{');
+        self.value_line = self.line;
+        self.depth = 1;
+    }
+
+    /// Follows strings and nesting through `bytes` (inside an object) and
+    /// returns how many belong to it: all, or up to its closing brace.
+    fn scan_object(&mut self, bytes: &[u8]) -> usize {
+        for (at, &byte) in bytes.iter().enumerate() {
+            if byte == b'\n' {
+                self.line += 1;
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if byte == b'\\' {
+                    self.escaped = true;
+                } else if byte == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match byte {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        return at + 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        bytes.len()
+    }
+
+    /// Turns the object just read into a task.
+    fn complete(&mut self, tasks: &mut Vec<ParsedTask>) -> Result<()> {
+        let item: Value = serde_json::from_slice(&self.value).map_err(|e| {
+            let message = e.to_string();
+            let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(m, _)| m);
+            self.error(Some(self.value_line + e.line().saturating_sub(1)), format!("invalid JSON: {message}"))
+        })?;
+        match self.layout {
+            Layout::ArrayItem { .. } => {
+                let index = self.items;
+                self.items += 1;
+                self.layout = Layout::ArrayNext;
+                tasks.push(
+                    interpret(item, Some(index))
+                        .map_err(|reason| self.error(None, format!("item {index}: {reason}")))?,
+                );
+            }
+            _ => {
+                self.last_end_line = self.line;
+                let line = self.value_line;
+                if let Some((first, first_line)) = self.first.take() {
+                    tasks.push(self.line_task(first, first_line)?);
+                    tasks.push(self.line_task(item, line)?);
+                } else if self.items == 0 {
+                    self.first = Some((item, line));
+                } else {
+                    tasks.push(self.line_task(item, line)?);
+                }
+                self.items += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn line_task(&self, item: Value, line: usize) -> Result<ParsedTask> {
+        interpret(item, Some(line as i64 - 1)).map_err(|reason| self.error(Some(line), reason))
+    }
+
+    fn error(&self, line: Option<usize>, reason: String) -> Error {
+        Error::InvalidTaskFile {
+            key: self.key.clone(),
+            line,
+            reason,
+        }
+    }
+}
+
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// What a JSON value starting with `byte` is, for error messages.
+fn starting_with(byte: u8) -> &'static str {
+    match byte {
+        b'"' => "a string",
+        b'[' => "an array",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        b'-' | b'0'..=b'9' => "a number",
+        _ => "text that is not JSON",
+    }
 }
 
 /// Interprets one payload as Label Studio does.
@@ -259,6 +501,48 @@ mod tests {
     fn annotations_without_data_is_refused_with_label_studio_message() {
         let err = parse_tasks("f.json", br#"{"text": "x", "predictions": [{"result": []}]}"#).unwrap_err();
         assert!(err.to_string().contains("you must put \"data\" field in the task too"), "{err}");
+    }
+
+    #[test]
+    fn pieces_of_any_size_give_the_same_tasks_as_the_whole_file() {
+        let files: [&[u8]; 5] = [
+            b"\xef\xbb\xbf[{\"a\": \"x]}\\\"{\"},\n {\"data\": {\"b\": [1, {\"c\": 2}]}}\n]",
+            b"{\"t\": 1}\n\n{\"t\": \"}{\"}\n{\n \"t\": 3\n}\n",
+            b"{\n  \"pretty\": true\n}\n",
+            b"[]",
+            b"{\"t\": 1}\n{\"t\": ",
+        ];
+        for file in files {
+            let whole = parse_tasks("f.json", file);
+            for size in 1..file.len() {
+                let mut parser = TaskParser::new("f.json", usize::MAX);
+                let mut tasks = Vec::new();
+                let pieces = file
+                    .chunks(size)
+                    .try_for_each(|piece| parser.push(piece, &mut tasks))
+                    .and_then(|()| parser.finish(&mut tasks))
+                    .map(|()| tasks);
+                assert_eq!(
+                    format!("{pieces:?}"),
+                    format!("{whole:?}"),
+                    "{} in pieces of {size}",
+                    String::from_utf8_lossy(file)
+                );
+            }
+        }
+        assert_eq!(parse_tasks("f.json", files[0]).unwrap()[0].data["a"], "x]}\"{");
+        let rows: Vec<_> = parse_tasks("f.jsonl", files[1]).unwrap().iter().map(|t| t.row_index).collect();
+        assert_eq!(rows, vec![Some(0), Some(2), Some(3)], "a task may span lines; its row is its first line");
+        assert_eq!(parse_tasks("f.json", files[2]).unwrap()[0].row_index, None);
+    }
+
+    #[test]
+    fn two_tasks_on_one_line_and_oversized_tasks_are_refused() {
+        let err = parse_tasks("g.jsonl", b"{\"t\": 1} {\"t\": 2}\n").unwrap_err();
+        assert!(err.to_string().contains("line 1: invalid JSON: one task per line expected"), "{err}");
+        let mut parser = TaskParser::new("h.jsonl", 16);
+        let err = parser.push(b"{\"t\": 1}\n{\"text\": \"far too long\"}\n", &mut Vec::new()).unwrap_err();
+        assert_eq!(err.to_string(), "h.jsonl line 2: the task is larger than the limit of 16 bytes");
     }
 
     #[test]

@@ -106,8 +106,16 @@ pub struct NewTask {
 #[async_trait]
 pub trait TaskSink: Send + Sync + Debug {
     /// Of `keys`, those already linked to `storage_id`, with the number of
-    /// tasks linked to each.
+    /// tasks linked to each. Keys of objects begun but not finished (see
+    /// [`TaskSink::begin_object`]) are left out, so they are read again.
     async fn linked_keys(&self, storage_id: i64, keys: &[String]) -> Result<HashMap<String, u64>>;
+
+    /// Marks the object `key` unfinished before its tasks are written in
+    /// several transactions (a large task file read as a stream).
+    async fn begin_object(&self, storage_id: i64, key: &str) -> Result<()>;
+
+    /// Marks the object `key` finished: all its tasks are written.
+    async fn finish_object(&self, storage_id: i64, key: &str) -> Result<()>;
 
     /// Creates `tasks` and their links in one transaction: all or nothing.
     /// Tasks whose `(key, row_index)` is already linked to the storage are

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers stop on the first failure
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -59,6 +59,7 @@ impl ImportStorage for Source {
 #[derive(Debug, Default)]
 struct Sink {
     tasks: Mutex<Vec<NewTask>>,
+    unfinished: Mutex<HashSet<String>>,
     calls: AtomicUsize,
     fail_on_call: Option<usize>,
 }
@@ -67,11 +68,22 @@ struct Sink {
 impl TaskSink for Sink {
     async fn linked_keys(&self, _: i64, keys: &[String]) -> Result<HashMap<String, u64>> {
         let tasks = self.tasks.lock().unwrap();
+        let unfinished = self.unfinished.lock().unwrap();
         let mut found = HashMap::new();
-        for task in tasks.iter().filter(|t| keys.contains(&t.link.key)) {
+        for task in tasks.iter().filter(|t| keys.contains(&t.link.key) && !unfinished.contains(&t.link.key)) {
             *found.entry(task.link.key.clone()).or_default() += 1;
         }
         Ok(found)
+    }
+
+    async fn begin_object(&self, _: i64, key: &str) -> Result<()> {
+        self.unfinished.lock().unwrap().insert(key.to_string());
+        Ok(())
+    }
+
+    async fn finish_object(&self, _: i64, key: &str) -> Result<()> {
+        self.unfinished.lock().unwrap().remove(key);
+        Ok(())
     }
 
     async fn create_tasks(&self, _: i64, _: i64, tasks: &[NewTask]) -> Result<u64> {
@@ -79,8 +91,14 @@ impl TaskSink for Sink {
         if self.fail_on_call == Some(call) {
             return Err(Error::backend("inserting tasks", "simulated crash"));
         }
-        self.tasks.lock().unwrap().extend_from_slice(tasks);
-        Ok(tasks.len() as u64)
+        let mut stored = self.tasks.lock().unwrap();
+        let fresh: Vec<NewTask> = tasks
+            .iter()
+            .filter(|t| !stored.iter().any(|s| s.link.key == t.link.key && s.link.row_index == t.link.row_index))
+            .cloned()
+            .collect();
+        stored.extend_from_slice(&fresh);
+        Ok(fresh.len() as u64)
     }
 }
 
@@ -251,6 +269,81 @@ async fn a_crash_between_batches_loses_and_duplicates_nothing() {
     let mut unique = keys.clone();
     unique.dedup();
     assert_eq!(unique, keys, "no duplicates");
+}
+
+/// Every file above 64 bytes is streamed, two tasks per batch.
+fn streaming() -> ImportConfig {
+    ImportConfig {
+        batch_size: 2,
+        stream_threshold_bytes: 64,
+        ..ImportConfig::default()
+    }
+}
+
+fn jsonl(lines: usize) -> String {
+    (0..lines).map(|i| format!("{{\"text\": \"t{i}\"}}\n")).collect()
+}
+
+#[tokio::test]
+async fn large_task_files_are_streamed_in_batches_with_exact_rows() {
+    let big_array = format!("[{}]", (0..12).map(|i| format!("{{\"n\": {i}}}")).collect::<Vec<_>>().join(",\n "));
+    let store = store_with(&[("big.jsonl", &jsonl(7)), ("big.json", &big_array), ("small.json", r#"{"n": 1}"#)]).await;
+    let sink = Sink::default();
+    let outcome = import_objects(1, 1, &source(&store, None, false, None), false, &sink, &streaming(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(outcome.progress.created, 20);
+    assert!(outcome.file_errors.is_empty(), "{:?}", outcome.file_errors);
+    let keys = sink.keys();
+    let rows = |key: &str| keys.iter().filter(|(k, _)| k == key).map(|(_, r)| r.unwrap()).collect::<Vec<_>>();
+    assert_eq!(rows("big.jsonl"), (0..7).collect::<Vec<_>>());
+    assert_eq!(rows("big.json"), (0..12).collect::<Vec<_>>());
+    assert!(sink.unfinished.lock().unwrap().is_empty(), "finished files are marked finished");
+    assert!(sink.calls.load(Ordering::SeqCst) >= 10, "written in batches, not one transaction per file");
+
+    let again = import_objects(1, 1, &source(&store, None, false, None), false, &sink, &streaming(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!((again.progress.created, again.progress.existed), (0, 20));
+}
+
+#[tokio::test]
+async fn a_crash_inside_a_streamed_file_is_resumed_without_loss_or_duplicates() {
+    let store = store_with(&[("big.jsonl", &jsonl(9))]).await;
+    let src = source(&store, None, false, None);
+    let crashing = Sink {
+        fail_on_call: Some(3),
+        ..Sink::default()
+    };
+    let err = import_objects(1, 1, &src, false, &crashing, &streaming(), &NoProgress).await.unwrap_err();
+    assert!(err.to_string().contains("simulated crash"), "{err}");
+    assert_eq!(crashing.tasks.lock().unwrap().len(), 4, "two whole batches of the file");
+    assert!(crashing.unfinished.lock().unwrap().contains("big.jsonl"));
+
+    let healed = Sink {
+        tasks: Mutex::new(crashing.tasks.lock().unwrap().clone()),
+        unfinished: Mutex::new(crashing.unfinished.lock().unwrap().clone()),
+        ..Sink::default()
+    };
+    let outcome = import_objects(1, 1, &src, false, &healed, &streaming(), &NoProgress).await.unwrap();
+    assert_eq!((outcome.progress.created, outcome.progress.existed), (5, 4));
+    let rows: Vec<_> = healed.keys().into_iter().map(|(_, row)| row.unwrap()).collect();
+    assert_eq!(rows, (0..9).collect::<Vec<_>>(), "every line once");
+    assert!(healed.unfinished.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_line_in_a_streamed_file_is_a_file_error_naming_key_and_line() {
+    let body = format!("{}{{\"text\": oops}}\n{}", jsonl(3), jsonl(2));
+    let store = store_with(&[("big.jsonl", &body), ("z.json", r#"{"n": 1}"#)]).await;
+    let sink = Sink::default();
+    let outcome = import_objects(1, 1, &source(&store, None, false, None), false, &sink, &streaming(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(outcome.progress.failed_files, 1);
+    assert!(outcome.file_errors[0].starts_with("big.jsonl line 4: invalid JSON"), "{:?}", outcome.file_errors);
+    assert!(sink.keys().contains(&("z.json".into(), None)), "the other file is imported");
+    assert!(sink.unfinished.lock().unwrap().contains("big.jsonl"), "read again by the next sync");
 }
 
 #[derive(Debug)]

@@ -385,16 +385,23 @@ impl SqliteDatabase {
         conn: &mut SqliteConnection,
         storage_id: i64,
         keys: &[&str],
+        (first_row, last_row): (i64, i64),
         context: &str,
     ) -> Result<HashSet<(String, i64)>> {
+        // The row range keeps a batch of a large streamed file from reading
+        // every link of that file again.
         let mut linked = HashSet::new();
-        for chunk in keys.chunks(MAX_VARIABLES - 1) {
+        for chunk in keys.chunks(MAX_VARIABLES - 3) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "SELECT key, COALESCE(row_index, -1) AS row_index FROM storage_links WHERE storage_id = ",
             );
             query.push_bind(storage_id).push(" AND key IN (");
             push_binds(&mut query, chunk.iter().copied());
-            query.push(")");
+            query
+                .push(") AND COALESCE(row_index, -1) BETWEEN ")
+                .push_bind(first_row)
+                .push(" AND ")
+                .push_bind(last_row);
             let rows = query
                 .build()
                 .persistent(false)
@@ -1014,13 +1021,16 @@ impl TaskSink for SqliteDatabase {
     async fn linked_keys(&self, storage_id: i64, keys: &[String]) -> Result<HashMap<String, u64>> {
         let context = format!("looking up linked keys of storage {storage_id}");
         let mut linked = HashMap::new();
-        for chunk in keys.chunks(MAX_VARIABLES - 1) {
+        for chunk in keys.chunks(MAX_VARIABLES - 2) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "SELECT key, COUNT(*) AS tasks FROM storage_links WHERE storage_id = ",
             );
             query.push_bind(storage_id).push(" AND key IN (");
             push_binds(&mut query, chunk.iter().map(|key| key.as_str()));
-            query.push(") GROUP BY key");
+            query
+                .push(") AND key NOT IN (SELECT key FROM unfinished_objects WHERE storage_id = ")
+                .push_bind(storage_id)
+                .push(") GROUP BY key");
             let rows = query
                 .build()
                 .persistent(false)
@@ -1034,6 +1044,26 @@ impl TaskSink for SqliteDatabase {
             }
         }
         Ok(linked)
+    }
+
+    async fn begin_object(&self, storage_id: i64, key: &str) -> Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO unfinished_objects (storage_id, key) VALUES ($1, $2)")
+            .bind(storage_id)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db(format!("marking \"{key}\" of storage {storage_id} unfinished")))?;
+        Ok(())
+    }
+
+    async fn finish_object(&self, storage_id: i64, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM unfinished_objects WHERE storage_id = $1 AND key = $2")
+            .bind(storage_id)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db(format!("marking \"{key}\" of storage {storage_id} finished")))?;
+        Ok(())
     }
 
     async fn create_tasks(&self, project: i64, storage_id: i64, tasks: &[NewTask]) -> Result<u64> {
@@ -1055,7 +1085,9 @@ impl TaskSink for SqliteDatabase {
         let mut keys: Vec<&str> = tasks.iter().map(|task| task.link.key.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
-        let mut linked = Self::linked_rows(&mut tx, storage_id, &keys, &context).await?;
+        let rows = tasks.iter().map(|task| task.link.row_index.unwrap_or(-1));
+        let row_range = (rows.clone().min().unwrap_or(-1), rows.max().unwrap_or(-1));
+        let mut linked = Self::linked_rows(&mut tx, storage_id, &keys, row_range, &context).await?;
         // Skip what is linked already, and repeats within the batch.
         let fresh: Vec<&NewTask> = tasks
             .iter()
