@@ -1,14 +1,26 @@
-//! Macro benchmark: Files-mode local-files syncs driven through the HTTP API
-//! of the example server (a separate process, release build), timing each
-//! sync from the `POST .../sync` to the `completed` status and reading the
-//! server's peak resident memory (VmHWM) from /proc.
+//! Macro benchmark: syncs driven through the HTTP API of the example server
+//! (a separate process, release build), timing each sync from the
+//! `POST .../sync` to its final status and reading the server's peak
+//! resident memory (VmHWM) from /proc. One fresh server and data directory
+//! per scenario, so each peak belongs to that scenario alone.
 //!
-//! Run with:
-//! `cargo build --release --example server && cargo bench --bench http_sync`
-//! (`BENCH_FILES=10000,100000` chooses the sizes).
+//! Run with `cargo build --release --example server && cargo bench --bench http_sync`.
+//! `BENCH` chooses scenarios (default `files,tasks,export`; also `jsonl`, `s3`):
+//!
+//! - `files`: Files-mode local folders of `BENCH_FILES` files (default `10000,100000`), and a re-sync;
+//! - `tasks`: Tasks mode, `BENCH_TASK_FILES` JSON files of one task each (default 100000);
+//! - `jsonl`: Tasks mode, one JSON Lines file of `BENCH_JSONL_MIB` MiB (default 1024);
+//! - `export`: `BENCH_ANNOTATIONS` annotations (default 100000) exported to a local folder;
+//! - `s3`: Files mode against moto (`scripts/emulators.sh start`), `BENCH_S3_OBJECTS` objects
+//!   (default 20000), next to a bare paginated ListObjectsV2 of the same prefix.
+//!
+//! `BENCH_DATABASE_URL` runs the server on that database instead of its
+//! embedded SQLite file. Every scenario asserts its counts, so a fast wrong
+//! answer cannot pass.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark reports on stdout and stops on any failure
 
+use std::io::{BufWriter, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,9 +30,255 @@ use serde_json::{json, Value};
 
 const TOKEN: &str = "bench-token-0123456789";
 
+fn main() {
+    let scenarios = std::env::var("BENCH").unwrap_or_else(|_| "files,tasks,export".into());
+    println!("| scenario | objects | tasks | time (s) | per second | again, nothing new (s) | peak server RSS (MiB) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for scenario in scenarios.split(',').map(str::trim) {
+        match scenario {
+            "files" => {
+                for n in env_list("BENCH_FILES", "10000,100000") {
+                    files(n);
+                }
+            }
+            "tasks" => tasks(env_list("BENCH_TASK_FILES", "100000")[0]),
+            "jsonl" => jsonl(env_list("BENCH_JSONL_MIB", "1024")[0]),
+            "export" => export(env_list("BENCH_ANNOTATIONS", "100000")[0]),
+            "s3" => s3(env_list("BENCH_S3_OBJECTS", "20000")[0]),
+            other => panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, export, s3)"),
+        }
+    }
+}
+
+fn files(n: usize) {
+    let bench = Bench::start();
+    let folder = bench.folder("images");
+    for i in 0..n {
+        std::fs::write(folder.join(format!("img_{i:07}.jpg")), b"x").unwrap();
+    }
+    let storage = bench.local_import(&folder, true);
+    let (first, state) = bench.api.sync_and_wait("localfiles", storage);
+    assert_eq!(state["last_sync_count"], n as u64, "{state}");
+    let (again, state) = bench.api.sync_and_wait("localfiles", storage);
+    assert_eq!(state["last_sync_count"], 0, "{state}");
+    bench.report("files, local", n, n, first, Some(again));
+}
+
+fn tasks(n: usize) {
+    let bench = Bench::start();
+    let folder = bench.folder("tasks");
+    for i in 0..n {
+        std::fs::write(folder.join(format!("task_{i:07}.json")), task_line(i)).unwrap();
+    }
+    let storage = bench.local_import(&folder, false);
+    let (first, state) = bench.api.sync_and_wait("localfiles", storage);
+    assert_eq!(state["last_sync_count"], n as u64, "{state}");
+    let (again, state) = bench.api.sync_and_wait("localfiles", storage);
+    assert_eq!(state["last_sync_count"], 0, "{state}");
+    bench.report("tasks, one per JSON file", n, n, first, Some(again));
+}
+
+fn jsonl(mib: usize) {
+    let bench = Bench::start();
+    let folder = bench.folder("jsonl");
+    let mut file = BufWriter::new(std::fs::File::create(folder.join("tasks.jsonl")).unwrap());
+    let (mut written, mut lines) = (0, 0);
+    while written < mib << 20 {
+        let line = task_line(lines);
+        file.write_all(line.as_bytes()).unwrap();
+        written += line.len();
+        lines += 1;
+    }
+    file.into_inner().unwrap().sync_all().unwrap();
+    let storage = bench.local_import(&folder, false);
+    let (first, state) = bench.api.sync_and_wait("localfiles", storage);
+    assert_eq!(state["last_sync_count"], lines as u64, "{state}");
+    bench.report(&format!("tasks, one {mib} MiB JSONL file"), 1, lines, first, None);
+}
+
+/// Annotations arrive the fast way, with their tasks in a JSONL file; the
+/// export storage is created afterwards so that only its sync writes them.
+fn export(n: usize) {
+    let bench = Bench::start();
+    let folder = bench.folder("annotated");
+    let mut file = BufWriter::new(std::fs::File::create(folder.join("annotated.jsonl")).unwrap());
+    for i in 0..n {
+        let task = json!({"data": {"text": format!("task {i}")}, "annotations": [{"result": [
+            {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["yes"]}}
+        ]}]});
+        writeln!(file, "{task}").unwrap();
+    }
+    file.into_inner().unwrap().sync_all().unwrap();
+    let import = bench.local_import(&folder, false);
+    let (_, state) = bench.api.sync_and_wait("localfiles", import);
+    assert_eq!(state["last_sync_count"], n as u64, "{state}");
+
+    let target = bench.folder("export");
+    let storage = bench.api.call(
+        reqwest::Method::POST,
+        "/api/storages/export/localfiles",
+        Some(json!({"project": bench.project, "path": target.canonicalize().unwrap()})),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let (first, state) = bench.api.sync_and_wait("export/localfiles", storage);
+    assert_eq!(state["last_sync_count"], n as u64, "{state}");
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), n, "one file per annotation");
+    bench.report("export, annotations to local files", n, n, first, None);
+}
+
+fn s3(n: usize) {
+    use futures::{StreamExt, TryStreamExt};
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+    let moto = storage_testing::moto();
+    let prefix = storage_testing::unique_prefix("bench");
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&moto.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(&moto.bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(&moto.access_key_id)
+        .with_secret_access_key(&moto.secret_access_key)
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listed = runtime.block_on(async {
+        let (store, prefix) = (&store, &prefix);
+        futures::stream::iter(0..n)
+            .map(|i| async move {
+                let path = object_store::path::Path::from(format!("{prefix}/img_{i:07}.jpg"));
+                store.put(&path, PutPayload::from_static(b"x")).await
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let count = store.list(Some(&prefix.as_str().into())).try_fold(0, |n, _| async move { Ok(n + 1) }).await;
+        (started.elapsed(), count.unwrap())
+    });
+    assert_eq!(listed.1, n);
+
+    let bench = Bench::start_with(&["--allow-private-endpoints", "true"]);
+    let storage = bench.api.call(
+        reqwest::Method::POST,
+        "/api/storages/s3",
+        Some(json!({
+            "project": bench.project, "bucket": moto.bucket, "prefix": prefix, "use_blob_urls": true,
+            "s3_endpoint": moto.endpoint, "region_name": "us-east-1",
+            "aws_access_key_id": moto.access_key_id, "aws_secret_access_key": moto.secret_access_key,
+        })),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let (first, state) = bench.api.sync_and_wait("s3", storage);
+    assert_eq!(state["last_sync_count"], n as u64, "{state}");
+    bench.report("files, S3 (moto)", n, n, first, None);
+    println!(
+        "| bare ListObjectsV2 of the same {n} objects | {n} | | {:.2} | {:.0} | ratio sync / listing: {:.2} | |",
+        listed.0.as_secs_f64(),
+        n as f64 / listed.0.as_secs_f64(),
+        first.as_secs_f64() / listed.0.as_secs_f64()
+    );
+}
+
+fn task_line(i: usize) -> String {
+    format!("{{\"text\": \"Task {i}: the quick brown fox jumps over the lazy dog, again and again, to fill a line\", \"meta_info\": {{\"source\": \"bench\", \"index\": {i}}}}}\n")
+}
+
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|n| n.trim().parse().unwrap_or_else(|_| panic!("{name} is a list of numbers")))
+        .collect()
+}
+
+/// A fresh server on a fresh data directory, with one project.
+struct Bench {
+    dir: tempfile::TempDir,
+    server: Server,
+    api: Api,
+    project: i64,
+}
+
+impl Bench {
+    fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("local-files")).unwrap();
+        let server = Server::start(dir.path(), args);
+        let api = Api { client: reqwest::blocking::Client::new(), base: server.base.clone() };
+        let ready = Instant::now();
+        while api.client.get(format!("{}/api/storages/types", api.base)).send().is_err() {
+            assert!(ready.elapsed() < Duration::from_secs(30), "server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let project = api.call(
+            reqwest::Method::POST,
+            "/api/projects",
+            Some(json!({"title": "bench", "label_config": "<View><Text name=\"text\" value=\"$text\"/></View>"})),
+        )["id"]
+            .as_i64()
+            .unwrap();
+        Self { dir, server, api, project }
+    }
+
+    /// A new folder under the server's document root.
+    fn folder(&self, name: &str) -> PathBuf {
+        let folder = self.dir.path().join("local-files").join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        folder
+    }
+
+    fn local_import(&self, folder: &Path, use_blob_urls: bool) -> i64 {
+        self.api.call(
+            reqwest::Method::POST,
+            "/api/storages/localfiles",
+            Some(json!({"project": self.project, "path": folder.canonicalize().unwrap(), "use_blob_urls": use_blob_urls})),
+        )["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    fn report(&self, scenario: &str, objects: usize, tasks: usize, took: Duration, again: Option<Duration>) {
+        println!(
+            "| {scenario} | {objects} | {tasks} | {:.2} | {:.0} | {} | {:.0} |",
+            took.as_secs_f64(),
+            tasks as f64 / took.as_secs_f64(),
+            again.map_or("".into(), |d| format!("{:.2}", d.as_secs_f64())),
+            peak_rss_mib(self.server.child.id())
+        );
+    }
+}
+
 struct Server {
     child: Child,
     base: String,
+}
+
+impl Server {
+    fn start(data: &Path, args: &[&str]) -> Self {
+        let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/server");
+        assert!(binary.exists(), "{} is missing: run `cargo build --release --example server` first", binary.display());
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut command = Command::new(binary);
+        command
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data)
+            .args(args)
+            .env("STORAGE_API_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
+            command.args(["--database-url", &url]);
+        }
+        Self { child: command.spawn().expect("start the server"), base: format!("http://127.0.0.1:{port}") }
+    }
 }
 
 impl Drop for Server {
@@ -28,29 +286,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn server_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/server");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release --example server` first",
-        path.display()
-    );
-    path
-}
-
-fn start(data: &Path) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(server_binary())
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data)
-        .env("STORAGE_API_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the server");
-    Server { child, base: format!("http://127.0.0.1:{port}") }
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -78,70 +313,23 @@ impl Api {
             request = request.json(&body);
         }
         let response = request.send().expect("request");
-        assert!(response.status().is_success(), "{path}: {}", response.status());
-        response.json().unwrap_or(Value::Null)
+        let status = response.status();
+        let body: Value = response.json().unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
     }
 
-    fn sync_and_wait(&self, storage: i64) -> (Duration, Value) {
+    /// `storages` is the path after `/api/storages/`, e.g. `s3` or `export/localfiles`.
+    fn sync_and_wait(&self, storages: &str, storage: i64) -> (Duration, Value) {
         let started = Instant::now();
-        self.call(reqwest::Method::POST, &format!("/api/storages/localfiles/{storage}/sync"), None);
+        self.call(reqwest::Method::POST, &format!("/api/storages/{storages}/{storage}/sync"), None);
         loop {
-            let state = self.call(reqwest::Method::GET, &format!("/api/storages/localfiles/{storage}"), None);
+            let state = self.call(reqwest::Method::GET, &format!("/api/storages/{storages}/{storage}"), None);
             match state["status"].as_str() {
                 Some("completed") => return (started.elapsed(), state),
                 Some("failed" | "completed_with_errors") => panic!("sync failed: {state}"),
                 _ => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-    }
-}
-
-fn main() {
-    let sizes: Vec<usize> = std::env::var("BENCH_FILES")
-        .unwrap_or_else(|_| "10000,100000".into())
-        .split(',')
-        .map(|n| n.trim().parse().expect("BENCH_FILES is a list of numbers"))
-        .collect();
-    println!("| files | sync (s) | files/s | re-sync (s) | peak server RSS (MiB) |");
-    println!("|---:|---:|---:|---:|---:|");
-    for n in sizes {
-        let dir = tempfile::tempdir().unwrap();
-        let folder = dir.path().join("local-files/images");
-        std::fs::create_dir_all(&folder).unwrap();
-        for i in 0..n {
-            std::fs::write(folder.join(format!("img_{i:07}.jpg")), b"x").unwrap();
-        }
-        let server = start(dir.path());
-        let api = Api { client: reqwest::blocking::Client::new(), base: server.base.clone() };
-        let ready = Instant::now();
-        while api.client.get(format!("{}/api/storages/types", api.base)).send().is_err() {
-            assert!(ready.elapsed() < Duration::from_secs(30), "server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let project = api.call(
-            reqwest::Method::POST,
-            "/api/projects",
-            Some(json!({"title": "bench", "label_config": "<View><Image name=\"i\" value=\"$image\"/></View>"})),
-        )["id"]
-            .as_i64()
-            .unwrap();
-        let storage = api.call(
-            reqwest::Method::POST,
-            "/api/storages/localfiles",
-            Some(json!({"project": project, "path": folder.canonicalize().unwrap(), "use_blob_urls": true})),
-        )["id"]
-            .as_i64()
-            .unwrap();
-        let (first, state) = api.sync_and_wait(storage);
-        assert_eq!(state["last_sync_count"], n as u64, "{state}");
-        let (again, state) = api.sync_and_wait(storage);
-        assert_eq!(state["last_sync_count"], 0, "{state}");
-        println!(
-            "| {n} | {:.2} | {:.0} | {:.2} | {:.0} |",
-            first.as_secs_f64(),
-            n as f64 / first.as_secs_f64(),
-            again.as_secs_f64(),
-            peak_rss_mib(server.child.id())
-        );
     }
 }
