@@ -22,14 +22,14 @@ pub(crate) fn stream_files(dir: PathBuf) -> BoxStream<'static, Result<ObjectMeta
     let (sender, receiver) = tokio::sync::mpsc::channel(AHEAD);
     tokio::task::spawn_blocking(move || {
         let context = || format!("listing \"{}\"", dir.display());
-        // Names only (tens of bytes each) are collected, to list in name
-        // order as Label Studio does; metadata is read while streaming.
-        let mut names = Vec::new();
+        // Names only are collected, to list in name order as Label Studio
+        // does; metadata is read while streaming.
+        let mut names = NameList::default();
         match std::fs::read_dir(&dir) {
             Ok(entries) => {
                 for entry in entries {
                     match entry {
-                        Ok(entry) => names.push(entry.file_name()),
+                        Ok(entry) => names.push(entry.file_name().as_encoded_bytes()),
                         Err(err) => {
                             let _ = sender.blocking_send(Err(Error::backend(context(), err)));
                             return;
@@ -42,10 +42,9 @@ pub(crate) fn stream_files(dir: PathBuf) -> BoxStream<'static, Result<ObjectMeta
                 return;
             }
         }
-        names.sort_unstable();
-        for name in names {
-            let name = name.to_string_lossy().into_owned();
-            let item = match (std::fs::metadata(dir.join(&name)), Path::parse(&name)) {
+        for name in names.sorted() {
+            let name = String::from_utf8_lossy(name);
+            let item = match (std::fs::metadata(dir.join(&*name)), Path::parse(&name)) {
                 (Ok(meta), Ok(location)) if meta.is_file() => object_meta(location, &meta),
                 // Vanished since read_dir, a dangling link, not a file, or
                 // a name object_store cannot address (control characters).
@@ -57,6 +56,33 @@ pub(crate) fn stream_files(dir: PathBuf) -> BoxStream<'static, Result<ObjectMeta
         }
     });
     tokio_stream_from(receiver)
+}
+
+/// File names packed in one buffer: about 24 bytes a name instead of the
+/// ~60 of a `Vec<OsString>`, which matters for folders of millions.
+#[derive(Debug, Default)]
+struct NameList {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl NameList {
+    fn push(&mut self, name: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn get(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.bytes[start..self.ends[index]]
+    }
+
+    /// The names in byte order.
+    fn sorted(&self) -> impl Iterator<Item = &[u8]> {
+        let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.get(a as usize).cmp(self.get(b as usize)));
+        order.into_iter().map(|index| self.get(index as usize))
+    }
 }
 
 fn tokio_stream_from(mut receiver: tokio::sync::mpsc::Receiver<Result<ObjectMeta>>) -> BoxStream<'static, Result<ObjectMeta>> {
