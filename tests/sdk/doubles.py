@@ -1,0 +1,234 @@
+"""Loopback stand-ins the SDK test needs in front of the GCS emulator.
+
+Run as ``python doubles.py --gcs-upstream http://127.0.0.1:PORT --base-email E
+--target-email T``: binds two servers on 127.0.0.1 (random ports), prints one
+line ``{"gcs_shim": "http://...", "iam": "http://..."}`` on stdout and serves
+until killed.
+
+* **GCS write shim** (the Python twin of crates/storage-testing/src/gcs_shim.rs):
+  fake-gcs-server rejects the XML API upload the server's GCS client sends
+  (``PUT /{bucket}/{object}``, "400 invalid uploadType"), so that request becomes
+  the JSON media upload ``POST /upload/storage/v1/b/{bucket}/o?uploadType=media``
+  and its answer an XML-API style ``200`` with ``ETag``/``x-goog-generation``.
+  Everything else is forwarded unchanged with the upstream's ``Host`` (fake-gcs
+  answers XML reads with 404 unless ``Host`` is its ``-public-host``).
+* **IAM Credentials double** (like crates/storage-testing/src/iam_double.rs):
+  ``generateAccessToken`` and ``signBlob`` for one target service account, called
+  with a self-signed JWT whose ``iss`` is the base email (what the server sends for
+  its own service-account key) or a token this double issued. Signatures are
+  SHA-256 of the payload: fake-gcs checks none. ``GET /calls`` tells what both
+  servers saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import http.client
+import json
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Headers that describe one hop, not the message (RFC 9110 7.6.1), plus the ones
+# this proxy recomputes.
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "content-length",
+}
+
+
+# What the doubles saw, for `GET /calls` on the IAM double: the test checks
+# that gcs_sa storages really reach the bucket with impersonated tokens.
+SEEN: dict[str, object] = {"generateAccessToken": 0, "signBlob": 0, "gcs_authorizations": set()}
+SEEN_LOCK = threading.Lock()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        sys.stderr.write("doubles: " + (format % args) + "\n")
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, value: object) -> None:
+        self._reply(status, json.dumps(value).encode(), {"Content-Type": "application/json; charset=UTF-8"})
+
+
+class GcsShim(_Handler):
+    upstream: urllib.parse.SplitResult  # set on the subclass made by serve()
+
+    def _forward(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, list, bytes]:
+        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=30)
+        try:
+            headers = dict(headers)
+            headers["Host"] = self.upstream.netloc
+            headers["Content-Length"] = str(len(body))
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.getheaders(), response.read()
+        finally:
+            conn.close()
+
+    def _xml_write_target(self) -> tuple[str, str] | None:
+        url = urllib.parse.urlsplit(self.path)
+        keys = {k for k, _ in urllib.parse.parse_qsl(url.query, keep_blank_values=True)}
+        if self.command != "PUT" or keys & {"uploadId", "X-Goog-Algorithm"}:
+            return None
+        bucket, _, obj = url.path.lstrip("/").partition("/")
+        if not bucket or not obj or bucket in ("storage", "upload"):
+            return None
+        return urllib.parse.unquote(bucket), urllib.parse.unquote(obj)
+
+    def _handle(self) -> None:
+        body = self._body()
+        with SEEN_LOCK:
+            SEEN["gcs_authorizations"].add(self.headers.get("Authorization") or "")
+        target = self._xml_write_target()
+        if target is None:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            status, reply_headers, reply = self._forward(self.command, self.path, body, headers)
+            kept = {k: v for k, v in reply_headers if k.lower() not in HOP_BY_HOP}
+            self._reply(status, reply, kept)
+            return
+        if self.headers.get("x-goog-copy-source"):
+            self._reply(501, b"doubles.py GCS shim: x-goog-copy-source is not supported")
+            return
+        bucket, obj = target
+        path = "/upload/storage/v1/b/{}/o?{}".format(
+            urllib.parse.quote(bucket, safe=""),
+            urllib.parse.urlencode({"uploadType": "media", "name": obj}),
+        )
+        content_type = self.headers.get("Content-Type") or "application/octet-stream"
+        status, _, reply = self._forward("POST", path, body, {"Content-Type": content_type})
+        if not 200 <= status < 300:
+            self._reply(status, reply)
+            return
+        meta = json.loads(reply)
+        self._reply(200, b"", {"ETag": '"{}"'.format(meta.get("md5Hash", "")), "x-goog-generation": str(meta.get("generation", ""))})
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
+
+
+class Iam(_Handler):
+    base_email: str
+    target_email: str
+    issued: dict[str, str]
+    lock: threading.Lock
+
+    def _caller(self) -> str | None:
+        auth = self.headers.get("Authorization") or ""
+        if not auth.startswith("Bearer "):
+            return None
+        token = auth[len("Bearer ") :]
+        with self.lock:
+            if token in self.issued:
+                return self.issued[token]
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except ValueError:
+            return None
+        return claims.get("iss") if claims.get("iss") == self.base_email else None
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        """`GET /calls`: the counters, the issued tokens and the Authorization
+        headers the GCS shim received."""
+        if self.path != "/calls":
+            self._json(404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}})
+            return
+        with SEEN_LOCK, self.lock:
+            self._json(
+                200,
+                {
+                    "generateAccessToken": SEEN["generateAccessToken"],
+                    "signBlob": SEEN["signBlob"],
+                    "issued": dict(self.issued),
+                    "gcs_authorizations": sorted(SEEN["gcs_authorizations"]),
+                },
+            )
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        body = self._body()
+        prefix = "/v1/projects/-/serviceAccounts/"
+        if not self.path.startswith(prefix) or ":" not in self.path:
+            self._json(404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}})
+            return
+        email, _, method = urllib.parse.unquote(self.path[len(prefix) :]).rpartition(":")
+        if self._caller() is None:
+            self._json(401, {"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}})
+            return
+        if email != self.target_email:
+            self._json(404, {"error": {"code": 404, "message": f"Not found; Gaia id not found for email {email}", "status": "NOT_FOUND"}})
+            return
+        request = json.loads(body or b"{}")
+        with SEEN_LOCK:
+            if method in ("generateAccessToken", "signBlob"):
+                SEEN[method] += 1
+        if method == "generateAccessToken":
+            lifetime = int(str(request.get("lifetime", "3600s")).rstrip("s"))
+            with self.lock:
+                token = "ya29.sdk-double-{}".format(len(self.issued) + 1)
+                self.issued[token] = email
+            expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=lifetime)
+            self._json(200, {"accessToken": token, "expireTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        elif method == "signBlob":
+            payload = base64.b64decode(request.get("payload", ""))
+            signed = base64.b64encode(hashlib.sha256(payload).digest()).decode()
+            self._json(200, {"keyId": "sdk-double-key", "signedBlob": signed})
+        else:
+            self._json(404, {"error": {"code": 404, "message": f"unknown method {method}", "status": "NOT_FOUND"}})
+
+
+def serve(gcs_upstream: str, base_email: str, target_email: str) -> tuple[ThreadingHTTPServer, ThreadingHTTPServer]:
+    """Starts both servers on 127.0.0.1:0 in daemon threads."""
+    shim_handler = type("BoundGcsShim", (GcsShim,), {"upstream": urllib.parse.urlsplit(gcs_upstream)})
+    iam_handler = type(
+        "BoundIam",
+        (Iam,),
+        {"base_email": base_email, "target_email": target_email, "issued": {}, "lock": threading.Lock()},
+    )
+    servers = (ThreadingHTTPServer(("127.0.0.1", 0), shim_handler), ThreadingHTTPServer(("127.0.0.1", 0), iam_handler))
+    for server in servers:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    return servers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gcs-upstream", required=True)
+    parser.add_argument("--base-email", required=True)
+    parser.add_argument("--target-email", required=True)
+    args = parser.parse_args()
+    shim, iam = serve(args.gcs_upstream, args.base_email, args.target_email)
+    print(json.dumps({"gcs_shim": "http://127.0.0.1:%d" % shim.server_port, "iam": "http://127.0.0.1:%d" % iam.server_port}), flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
