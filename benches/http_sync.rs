@@ -15,7 +15,8 @@
 //!   (default 20000), next to a bare paginated ListObjectsV2 of the same prefix.
 //!
 //! `BENCH_DATABASE_URL` runs the server on that database instead of its
-//! embedded SQLite file. Every scenario asserts its counts, so a fast wrong
+//! embedded SQLite file (a `postgres://` URL: a fresh database per scenario
+//! on that server). Every scenario asserts its counts, so a fast wrong
 //! answer cannot pass.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark reports on stdout and stops on any failure
@@ -275,9 +276,20 @@ impl Server {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
         if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
-            command.args(["--database-url", &url]);
+            command.args(["--database-url", &scenario_database(&url)]);
         }
         Self { child: command.spawn().expect("start the server"), base: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+/// A PostgreSQL URL gets a fresh database per scenario on its server, so
+/// every scenario starts empty as it does on SQLite; others are used as given.
+fn scenario_database(url: &str) -> String {
+    if url.starts_with("postgres") {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(storage_testing::postgres::fresh_database_on(url, "bench"))
+    } else {
+        url.to_owned()
     }
 }
 

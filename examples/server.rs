@@ -1,7 +1,7 @@
 //! Run with: `cargo run --release --example server`
 //!
-//! A complete storage server on an embedded SQLite database: Label
-//! Studio's storage API, local-files serving, and a minimal project/task/
+//! A complete storage server on an embedded SQLite database (or on
+//! PostgreSQL, which several instances may share): Label Studio's storage API, local-files serving, and a minimal project/task/
 //! annotation API. Every flag is also an environment variable
 //! (`--help` lists them).
 
@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use storage_connections::api::{host_router, router, ApiState};
+use storage_connections::api::{host_router, router, ApiState, MetricsAccess, MetricsToken};
 use storage_connections::core::{Backends, EndpointPolicy, RunnerConfig, SyncService};
-use storage_connections::db::SqliteDatabase;
+use storage_connections::db::Database;
 use storage_connections::localfiles::{LocalFiles, LocalFilesBackend};
 use storage_connections::gcs::{GcsBackend, GcsOptions};
 use storage_connections::gcs_sa::GcsSaBackend;
 use storage_connections::s3::{S3Backend, S3Options};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 #[derive(Debug, Parser)]
@@ -31,7 +32,9 @@ struct Args {
     /// Directory for the database, the generated token and local files.
     #[arg(long, env = "STORAGE_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// Database URL; default `sqlite://<data-dir>/storage.sqlite3`.
+    /// Database URL: `sqlite://<path>` (default
+    /// `sqlite://<data-dir>/storage.sqlite3`) or `postgres://...`, which
+    /// several server instances may share (docs/scaling.md).
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
     /// API token of the admin user; when unset one is generated once,
@@ -84,9 +87,22 @@ struct Args {
     /// Syncs that run at once.
     #[arg(long, env = "STORAGE_SYNC_WORKERS", default_value_t = 4)]
     sync_workers: usize,
-    /// Log as JSON lines instead of text.
+    /// Seconds a running sync is held without its heartbeat (renewed every
+    /// second); after that another worker or instance takes it over.
+    #[arg(long, env = "STORAGE_SYNC_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
+    sync_lease_seconds: u64,
+    /// Log as JSON lines instead of text. Lines logged during a sync carry
+    /// its `storage` id and `job` id (in `span` and `spans`).
     #[arg(long, env = "STORAGE_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
     log_json: bool,
+    /// Serve `GET /metrics` without authentication (default: an API token
+    /// or the `--metrics-token` is required).
+    #[arg(long, env = "STORAGE_METRICS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
+    metrics_public: bool,
+    /// A scrape-only token for `GET /metrics` (`Authorization: Bearer
+    /// <token>` or `Token <token>`), so Prometheus need not hold an API token.
+    #[arg(long, env = "STORAGE_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -115,7 +131,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let database_url = args.database_url.clone().unwrap_or_else(|| {
         format!("sqlite://{}", args.data_dir.join("storage.sqlite3").display())
     });
-    let db = SqliteDatabase::connect(&database_url).await?;
+    let db = Database::connect(&database_url).await?;
 
     if let Some(Command::CreateUser { email, organization }) = &args.command {
         let org = db.ensure_organization(organization).await?;
@@ -167,35 +183,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(Arc::new(GcsSaBackend::new(gcs)))
         .with(Arc::new(LocalFilesBackend::new(local.clone())));
 
-    let db = Arc::new(db);
     let sync = SyncService::new(
-        db.clone(),
-        db.clone(),
-        db.clone(),
+        db.storages(),
+        db.tasks(),
+        db.annotations(),
         backends,
         RunnerConfig {
             workers: args.sync_workers,
+            lease: Duration::from_secs(args.sync_lease_seconds),
             ..RunnerConfig::default()
         },
     );
-    // One embedded process owns the database: a job left in progress by a
-    // previous run died with it and is resumed now.
-    sync.recover(true).await?;
+    // An embedded SQLite file has one process: a job left in progress by a
+    // previous run died with it and is resumed now. A shared PostgreSQL
+    // database may have other live instances: their jobs are taken over only
+    // once their lease expires (the watchdog), never at start-up.
+    sync.recover(db.exclusive()).await?;
     sync.start();
 
-    let state = ApiState::new(sync.clone(), db.clone(), db.clone())
-        .with_host(db.clone())
+    let metrics = match args.metrics_token.as_deref().filter(|t| !t.is_empty()) {
+        _ if args.metrics_public => MetricsAccess::Public,
+        Some(token) => MetricsAccess::Token(MetricsToken::new(token)),
+        None => MetricsAccess::ApiToken,
+    };
+    let state = ApiState::new(sync.clone(), db.access(), db.authenticator())
+        .with_host(db.host())
         .with_local_files(local)
-        .with_url_base(args.host.clone());
+        .with_url_base(args.host.clone())
+        .with_metrics(metrics);
+    // The request span has method, URI and version, no headers; marking the
+    // Authorization header sensitive keeps tokens out of the logs even if a
+    // layer starts printing headers.
     let app = axum::Router::new()
         .merge(router(state.clone()))
         .merge(host_router(state))
-        .layer(TraceLayer::new_for_http());
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]));
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         database = %redact_url(&database_url),
+        engine = db.engine(),
         local_files_root = %root.display(),
         "storage server listening"
     );
@@ -269,7 +298,9 @@ fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
-        builder.json().init();
+        // `span` (the innermost span's fields) and `spans` (all of them) on
+        // every line: a sync's lines carry its `storage` and `job` ids.
+        builder.json().with_current_span(true).with_span_list(true).init();
     } else {
         builder.init();
     }

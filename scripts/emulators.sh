@@ -232,6 +232,15 @@ http_ok() {
   curl -sf --max-time 2 -o /dev/null "$@"
 }
 
+# The first write makes SeaweedFS grow its volumes, which can take long
+# under load: do it here, so that no test pays for it within its timeouts.
+weed_object_writable() {
+  # curl signs the payload hash only when given it (SeaweedFS checks it).
+  [[ "$(curl -s --max-time 30 -o /dev/null -w '%{http_code}' -X PUT --data-binary warm \
+    -H "x-amz-content-sha256: $(printf warm | sha256sum | cut -d' ' -f1)" --aws-sigv4 aws:amz:us-east-1:s3 --user "$weed_key:$weed_secret" \
+    "http://127.0.0.1:$weed_s3_port/$bucket/.warm-up")" == 200 ]]
+}
+
 weed_bucket_listable() {
   [[ "$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' \
     --aws-sigv4 aws:amz:us-east-1:s3 --user "$weed_key:$weed_secret" \
@@ -286,6 +295,9 @@ cmd_start() {
 
   # /healthz answers ~0.5 s before the bucket exists; wait for a signed list.
   wait_ready seaweedfs "$t_weed" weed_bucket_listable
+  local t_write=$EPOCHREALTIME
+  weed_object_writable || start_failed seaweedfs "did not store a first object"
+  log "seaweedfs stored its first object in $(elapsed "$t_write") s"
 }
 
 cmd_env() {

@@ -5,6 +5,8 @@ mod error;
 mod extract;
 mod host;
 mod local_files;
+mod metrics;
+pub mod openapi;
 mod render;
 mod resolve;
 mod serve;
@@ -21,6 +23,7 @@ use storage_localfiles::LocalFiles;
 
 pub use error::{ApiError, ApiResult, VERSION};
 pub use extract::Authenticated;
+pub use metrics::{MetricsAccess, MetricsToken};
 
 /// What the routes need: the sync service (with its repository and
 /// backends), access rules, authentication and, optionally, the host store
@@ -39,6 +42,7 @@ struct Inner {
     local_files: Option<LocalFiles>,
     max_body_bytes: usize,
     url_base: String,
+    metrics: MetricsAccess,
 }
 
 impl ApiState {
@@ -53,6 +57,7 @@ impl ApiState {
                 local_files: None,
                 max_body_bytes: 64 * 1024 * 1024,
                 url_base: String::new(),
+                metrics: MetricsAccess::default(),
             }),
         }
     }
@@ -84,6 +89,17 @@ impl ApiState {
     pub fn with_url_base(mut self, base: impl Into<String>) -> Self {
         self.inner_mut().url_base = base.into().trim_end_matches('/').to_string();
         self
+    }
+
+    /// Who may read `GET /metrics` (default: any API token); see
+    /// [`MetricsAccess`].
+    pub fn with_metrics(mut self, access: MetricsAccess) -> Self {
+        self.inner_mut().metrics = access;
+        self
+    }
+
+    pub(crate) fn metrics_access(&self) -> &MetricsAccess {
+        &self.inner.metrics
     }
 
     pub(crate) fn url_base(&self) -> &str {
@@ -137,8 +153,9 @@ fn both(router: Router<ApiState>, path: &str, methods: MethodRouter<ApiState>) -
 
 /// The storage routes of Label Studio (`/api/storages/...`), the URI
 /// resolver (`/tasks/{id}/resolve/`, `/projects/{id}/resolve/` and the
-/// `/presign/` aliases) and `/data/local-files/`, ready to `merge` or `nest`
-/// into a host app.
+/// `/presign/` aliases), `/data/local-files/` and, unless
+/// [`MetricsAccess::Disabled`], Prometheus' `/metrics`, ready to `merge` or
+/// `nest` into a host app.
 ///
 /// ```no_run
 /// # fn make_state() -> storage_api::ApiState { unimplemented!() }
@@ -168,9 +185,14 @@ pub fn router<S>(state: ApiState) -> Router<S> {
     r = both(r, "/api/storages/{storage_type}/{id}/sync", post(sync::<false>));
     r = both(r, "/api/storages/export/{storage_type}/{id}/sync", post(sync::<true>));
     r = both(r, "/data/local-files", get(local_files::serve));
+    r = both(r, "/api/schema", get(openapi::serve));
     for alias in ["resolve", "presign"] {
         r = both(r, &format!("/tasks/{{id}}/{alias}"), get(resolve::resolve_task));
         r = both(r, &format!("/projects/{{id}}/{alias}"), get(resolve::resolve_project));
+    }
+    // Prometheus' path, not Label Studio's: outside the OpenAPI document.
+    if !matches!(state.metrics_access(), MetricsAccess::Disabled) {
+        r = r.route("/metrics", get(metrics::serve));
     }
     r.fallback(|| async { ApiError::not_found() }).with_state(state)
 }

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
 use regex::Regex;
 
+use crate::import::Backoff;
 use crate::{Error, Result};
 
 /// Compiles `pattern` so that it matches at the start of a text but not
@@ -99,34 +100,101 @@ impl Listing {
     /// Streams the objects to consider, before the regex: direct children of
     /// the prefix (one listing page set, sorted) or, with `recursive`, the
     /// whole tree as the store streams it. Never collects a recursive
-    /// listing in memory.
+    /// listing in memory. A listing request that fails with a temporary
+    /// error is retried with backoff (the store's client retried it
+    /// already, within a second or so), a recursive one from after the last
+    /// object received.
     pub fn list(&self, store: Arc<dyn ObjectStore>) -> BoxStream<'static, Result<ObjectMeta>> {
         let prefix = self.prefix.clone();
+        let context = format!("listing {}", describe(prefix.as_ref()));
         if self.recursive {
-            let context = format!("listing {}", describe(prefix.as_ref()));
-            store
-                .list(prefix.as_ref())
-                .map_err(move |e| Error::from_object_store(context.clone(), e))
-                .boxed()
-        } else {
-            stream::once(async move {
-                let result = store
-                    .list_with_delimiter(prefix.as_ref())
-                    .await
-                    .map_err(|e| {
-                        Error::from_object_store(format!("listing {}", describe(prefix.as_ref())), e)
-                    });
-                let mut objects = match result {
-                    Ok(listing) => listing.objects,
-                    Err(err) => return stream::iter(vec![Err(err)]),
-                };
-                objects.sort_by(|a, b| a.location.cmp(&b.location));
-                stream::iter(objects.into_iter().map(Ok).collect::<Vec<_>>())
-            })
-            .flatten()
-            .boxed()
+            return list_tree(store, prefix, context);
         }
+        stream::once(async move {
+            let mut retry = Backoff::new(LIST_ATTEMPTS);
+            let result = loop {
+                match store.list_with_delimiter(prefix.as_ref()).await {
+                    Ok(listing) => break Ok(listing),
+                    Err(err) => {
+                        let err = Error::from_object_store(context.clone(), err);
+                        if !retry.again(&err).await {
+                            break Err(err);
+                        }
+                    }
+                }
+            };
+            let mut objects = match result {
+                Ok(listing) => listing.objects,
+                Err(err) => return stream::iter(vec![Err(err)]),
+            };
+            objects.sort_by(|a, b| a.location.cmp(&b.location));
+            stream::iter(objects.into_iter().map(Ok).collect::<Vec<_>>())
+        })
+        .flatten()
+        .boxed()
     }
+}
+
+/// Attempts of one listing request that fails with a temporary error.
+const LIST_ATTEMPTS: u32 = 3;
+
+struct TreeListing {
+    store: Arc<dyn ObjectStore>,
+    prefix: Option<Path>,
+    context: String,
+    pages: Option<BoxStream<'static, object_store::Result<ObjectMeta>>>,
+    last: Option<Path>,
+    /// Whether the objects came in key order so far, as buckets list them;
+    /// only then does resuming after the last one lose nothing.
+    ordered: bool,
+    retry: Backoff,
+}
+
+/// The whole tree below `prefix`, resumed after the last object received
+/// when a page fails with a temporary error (if the store lists in key
+/// order); ends after a final error.
+fn list_tree(
+    store: Arc<dyn ObjectStore>,
+    prefix: Option<Path>,
+    context: String,
+) -> BoxStream<'static, Result<ObjectMeta>> {
+    let pages = Some(store.list(prefix.as_ref()));
+    let state = TreeListing {
+        store,
+        prefix,
+        context,
+        pages,
+        last: None,
+        ordered: true,
+        retry: Backoff::new(LIST_ATTEMPTS),
+    };
+    stream::unfold(state, |mut state| async move {
+        loop {
+            let item = state.pages.as_mut()?.next().await?;
+            match item {
+                Ok(meta) => {
+                    state.ordered &= state.last.as_ref().is_none_or(|last| *last < meta.location);
+                    state.last = Some(meta.location.clone());
+                    state.retry = Backoff::new(LIST_ATTEMPTS);
+                    return Some((Ok(meta), state));
+                }
+                Err(err) => {
+                    let err = Error::from_object_store(state.context.clone(), err);
+                    if state.ordered && state.retry.again(&err).await {
+                        let prefix = state.prefix.as_ref();
+                        state.pages = Some(match &state.last {
+                            Some(last) => state.store.list_with_offset(prefix, last),
+                            None => state.store.list(prefix),
+                        });
+                        continue;
+                    }
+                    state.pages = None;
+                    return Some((Err(err), state));
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 fn describe(prefix: Option<&Path>) -> String {
@@ -139,6 +207,7 @@ fn describe(prefix: Option<&Path>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::TryStreamExt;
     use object_store::memory::InMemory;
     use object_store::ObjectStoreExt;
 
@@ -204,5 +273,124 @@ mod tests {
         );
         let root = Listing::new(None, false, None, RegexTarget::FullKey).unwrap();
         assert_eq!(keys(root).await, vec!["e.json"]);
+    }
+
+    /// A bucket whose next `breaks` listing requests break: a recursive one
+    /// after `after` objects, one with a delimiter at once.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: InMemory,
+        after: usize,
+        store: &'static str,
+        breaks: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Flaky {
+        fn broken(&self) -> bool {
+            use std::sync::atomic::Ordering;
+            self.breaks.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        }
+
+        fn maybe_break(
+            &self,
+            listed: BoxStream<'static, object_store::Result<ObjectMeta>>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            if !self.broken() {
+                return listed;
+            }
+            listed.take(self.after).chain(stream::iter([Err(self.error())])).boxed()
+        }
+
+        fn error(&self) -> object_store::Error {
+            object_store::Error::Generic { store: self.store, source: "connection reset by peer".into() }
+        }
+    }
+
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Flaky")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Flaky {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.maybe_break(self.inner.list(prefix))
+        }
+        fn list_with_offset(
+            &self,
+            prefix: Option<&Path>,
+            offset: &Path,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.maybe_break(self.inner.list_with_offset(prefix, offset))
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<object_store::ListResult> {
+            if self.broken() {
+                return Err(self.error());
+            }
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: object_store::CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    async fn flaky(store: &'static str, breaks: usize) -> Arc<Flaky> {
+        let flaky = Flaky { inner: InMemory::new(), after: 4, store, breaks: breaks.into() };
+        for i in 0..10 {
+            flaky.put(&Path::from(format!("p/{i}.json")), "{}".into()).await.unwrap();
+        }
+        Arc::new(flaky)
+    }
+
+    async fn listed(listing: &Listing, store: Arc<Flaky>) -> Result<Vec<String>> {
+        listing.list(store).map_ok(|m| m.location.to_string()).try_collect().await
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_breaks_for_a_moment_is_resumed_without_loss_or_repeat() {
+        let all: Vec<String> = (0..10).map(|i| format!("p/{i}.json")).collect();
+        for recursive in [true, false] {
+            let listing = Listing::new(Some("p"), recursive, None, RegexTarget::FullKey).unwrap();
+            let store = flaky("S3", 2).await;
+            assert_eq!(listed(&listing, store.clone()).await.unwrap(), all, "recursive: {recursive}");
+            assert_eq!(store.breaks.load(std::sync::atomic::Ordering::SeqCst), 0, "broke twice, retried");
+            let err = listed(&listing, flaky("S3", 100).await).await.unwrap_err();
+            assert!(err.to_string().starts_with("listing prefix \"p\": "), "{err}");
+            assert!(err.to_string().contains("connection reset by peer"), "{err}");
+        }
+        // Errors that stay (here: of the local file system) are not retried.
+        let listing = Listing::new(Some("p"), true, None, RegexTarget::FullKey).unwrap();
+        let store = flaky("LocalFileSystem", 2).await;
+        assert!(listed(&listing, store.clone()).await.is_err());
+        assert_eq!(store.breaks.load(std::sync::atomic::Ordering::SeqCst), 1, "one attempt only");
     }
 }

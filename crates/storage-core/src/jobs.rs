@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::export::{export_project, ExportConfig, ExportOutcome};
 use crate::import::{ImportConfig, ImportJob, ImportOutcome, ImportProgress, Progress, ProgressSink};
+use crate::metrics::{export_delta, import_delta, SyncMetrics};
 use crate::model::meta_time;
 use crate::persist::{AnnotationSource, StorageRepository, SyncGuard, TaskSink};
 use crate::{
@@ -80,6 +81,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     running: Mutex<HashSet<i64>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    metrics: Arc<SyncMetrics>,
 }
 
 impl SyncService {
@@ -103,6 +105,7 @@ impl SyncService {
                 shutdown: watch::channel(false).0,
                 running: Mutex::new(HashSet::new()),
                 workers: Mutex::new(Vec::new()),
+                metrics: Arc::new(SyncMetrics::new()),
             }),
         }
     }
@@ -115,6 +118,23 @@ impl SyncService {
     /// The storage repository.
     pub fn storages(&self) -> &Arc<dyn StorageRepository> {
         &self.inner.storages
+    }
+
+    /// The runner's Prometheus metrics.
+    pub fn metrics(&self) -> &SyncMetrics {
+        &self.inner.metrics
+    }
+
+    /// Reads the queued and in-progress storages of every instance from the
+    /// repository into the metrics' gauges; call before encoding them.
+    pub async fn refresh_metrics(&self) -> Result<()> {
+        let active = self
+            .inner
+            .storages
+            .storages_with_status(&[SyncStatus::Queued, SyncStatus::InProgress])
+            .await?;
+        self.inner.metrics.set_active(&active);
+        Ok(())
     }
 
     /// Starts the workers and the watchdog.
@@ -297,29 +317,18 @@ impl Inner {
     }
 
     /// Moves one queued storage to `in_progress` under this worker's lease.
+    /// The repository decides who wins (row locks or compare-and-set), so
+    /// workers of several processes may claim at once.
     async fn claim(&self) -> Result<Option<Storage>> {
-        let queued = self.storages.storages_with_status(&[SyncStatus::Queued]).await?;
-        for mut storage in queued {
-            if self.running().contains(&storage.id) {
-                continue;
-            }
-            let now = Utc::now();
-            let mut state = storage.sync.clone();
-            state.status = SyncStatus::InProgress;
-            state.meta.insert("time_in_progress".into(), meta_time(now));
-            state.meta.insert("time_last_ping".into(), meta_time(now));
-            state.lease_until = Some(now + self.config.lease);
-            if self
-                .storages
-                .update_sync(storage.id, &SyncGuard::of(&storage.sync), &state)
-                .await?
-            {
-                storage.sync = state;
-                self.running().insert(storage.id);
-                return Ok(Some(storage));
-            }
+        // A job still winding down here after losing its lease may be queued
+        // again; another process may take it, this one waits until it ends.
+        let skip: Vec<i64> = self.running().iter().copied().collect();
+        let now = Utc::now();
+        let claimed = self.storages.claim_queued(&skip, now, now + self.config.lease).await?;
+        if let Some(storage) = &claimed {
+            self.running().insert(storage.id);
         }
-        Ok(None)
+        Ok(claimed)
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
@@ -328,26 +337,38 @@ impl Inner {
 
     async fn run(self: &Arc<Self>, storage: Storage) {
         use tracing::Instrument;
+        // Every line logged while the job runs, including those of the
+        // tasks it spawns (`in_current_span`), carries the storage and job.
         let span = tracing::info_span!(
             "sync",
             storage = storage.id,
             job = storage.sync.last_sync_job.as_deref(),
-            kind = storage.kind.as_str()
+            kind = storage.kind.as_str(),
+            storage_type = storage.storage_type.as_str()
         );
-        self.run_job(storage).instrument(span).await
+        let (kind, storage_type) = (storage.kind, storage.storage_type.clone());
+        self.metrics.running(kind, &storage_type, 1);
+        self.run_job(storage).instrument(span).await;
+        self.metrics.running(kind, &storage_type, -1);
     }
 
     async fn run_job(self: &Arc<Self>, storage: Storage) {
         let id = storage.id;
         let job = storage.sync.last_sync_job.clone();
         tracing::info!("sync started");
+        self.metrics.sync_started(storage.kind, &storage.storage_type);
         let started = Instant::now();
         let tracker = Arc::new(Tracker {
             latest: Mutex::new(None),
             lost: AtomicBool::new(false),
             shutdown: self.shutdown.subscribe(),
+            counted: Mutex::new(None),
+            metrics: self.metrics.clone(),
+            storage_type: storage.storage_type.clone(),
         });
-        let heartbeat = tokio::spawn(self.clone().heartbeat(storage.clone(), tracker.clone(), started));
+        let heartbeat = tokio::spawn(
+            tracing::Instrument::in_current_span(self.clone().heartbeat(storage.clone(), tracker.clone(), started)),
+        );
         let result = self.execute(&storage, tracker.as_ref()).await;
         heartbeat.abort();
         let _ = heartbeat.await;
@@ -363,6 +384,7 @@ impl Inner {
         match result {
             _ if lost => {
                 tracing::warn!("sync lost its lease to another worker; its result is dropped");
+                self.metrics.lease_lost(storage.kind, &storage.storage_type);
                 self.running().remove(&id);
                 return;
             }
@@ -372,6 +394,7 @@ impl Inner {
                 state.lease_until = Some(now + self.config.queue_timeout);
                 apply_progress(&mut state, last.as_ref());
                 tracing::info!("sync interrupted by shutdown; it will resume at the next start");
+                self.metrics.interrupted(storage.kind, &storage.storage_type);
             }
             Err(err) => {
                 state.status = SyncStatus::Failed;
@@ -381,22 +404,28 @@ impl Inner {
                 tracing::warn!(error = %err, "sync failed");
             }
             Ok(Finished::Import(mut outcome)) => {
+                tracker.account(&Progress::Import(outcome.progress.clone()));
                 outcome.progress = resumed_import(outcome.progress, &storage.sync);
                 finish_import(&mut state, &outcome, now)
             }
-            Ok(Finished::Export(outcome)) => finish_export(&mut state, &outcome, now),
+            Ok(Finished::Export(outcome)) => {
+                tracker.account(&Progress::Export(outcome.progress.clone()));
+                finish_export(&mut state, &outcome, now)
+            }
         }
         match self
             .storages
             .update_sync(id, &SyncGuard { status: SyncStatus::InProgress, job }, &state)
             .await
         {
-            Ok(true) => tracing::info!(
-                status = %state.status,
-                count = state.last_sync_count,
-                seconds = started.elapsed().as_secs_f64(),
-                "sync finished"
-            ),
+            Ok(true) => {
+                let seconds = started.elapsed().as_secs_f64();
+                tracing::info!(status = %state.status, count = state.last_sync_count, seconds, "sync finished");
+                if state.status.is_finished() {
+                    self.metrics
+                        .sync_finished(storage.kind, &storage.storage_type, state.status, Some(seconds));
+                }
+            }
             Ok(false) => tracing::warn!("storage changed or was deleted while syncing; result dropped"),
             Err(err) => tracing::error!(error = %err, "could not save the sync result"),
         }
@@ -479,7 +508,12 @@ impl Inner {
                         state.status = SyncStatus::Queued;
                         state.meta.insert("resumes".into(), json!(resumes + 1));
                         state.lease_until = Some(now + self.config.queue_timeout);
-                        tracing::warn!(storage = storage.id, resumes = resumes + 1, "resuming a sync whose worker stopped");
+                        tracing::warn!(
+                            storage = storage.id,
+                            job = storage.sync.last_sync_job.as_deref(),
+                            resumes = resumes + 1,
+                            "resuming a sync whose worker stopped"
+                        );
                     } else {
                         state.status = SyncStatus::Failed;
                         state.lease_until = None;
@@ -489,7 +523,11 @@ impl Inner {
                              (the server process was probably killed or restarted). It was resumed {resumes} \
                              times and stopped again each time; start a new sync to try again."
                         ));
-                        tracing::warn!(storage = storage.id, "failing a sync whose worker stopped repeatedly");
+                        tracing::warn!(
+                            storage = storage.id,
+                            job = storage.sync.last_sync_job.as_deref(),
+                            "failing a sync whose worker stopped repeatedly"
+                        );
                     }
                 }
                 SyncStatus::Queued if expired => {
@@ -501,7 +539,11 @@ impl Inner {
                          start a new sync to try again.",
                         self.config.queue_timeout.as_secs()
                     ));
-                    tracing::warn!(storage = storage.id, "failing a sync that was never started");
+                    tracing::warn!(
+                        storage = storage.id,
+                        job = storage.sync.last_sync_job.as_deref(),
+                        "failing a sync that was never started"
+                    );
                 }
                 _ => continue,
             }
@@ -510,9 +552,13 @@ impl Inner {
                 .storages
                 .update_sync(storage.id, &SyncGuard::of(&storage.sync), &state)
                 .await?
-                && state.status == SyncStatus::Queued
             {
-                self.wake.notify_one();
+                if state.status == SyncStatus::Queued {
+                    self.metrics.resumed(storage.kind, &storage.storage_type);
+                    self.wake.notify_one();
+                } else {
+                    self.metrics.sync_finished(storage.kind, &storage.storage_type, state.status, None);
+                }
             }
         }
         Ok(())
@@ -529,11 +575,41 @@ struct Tracker {
     latest: Mutex<Option<Progress>>,
     lost: AtomicBool,
     shutdown: watch::Receiver<bool>,
+    /// The progress already added to the metrics.
+    counted: Mutex<Option<Progress>>,
+    metrics: Arc<SyncMetrics>,
+    storage_type: String,
+}
+
+impl Tracker {
+    /// Adds to the metrics what this run did since the last call, so the
+    /// counters move while a long sync runs and end exact.
+    fn account(&self, progress: &Progress) {
+        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+        match (progress, counted.as_ref()) {
+            (Progress::Import(now), before) => {
+                let before = match before {
+                    Some(Progress::Import(p)) => p.clone(),
+                    _ => ImportProgress::default(),
+                };
+                self.metrics.import_progress(&self.storage_type, &import_delta(now, &before));
+            }
+            (Progress::Export(now), before) => {
+                let before = match before {
+                    Some(Progress::Export(p)) => p.clone(),
+                    _ => Default::default(),
+                };
+                self.metrics.export_progress(&self.storage_type, &export_delta(now, &before));
+            }
+        }
+        *counted = Some(progress.clone());
+    }
 }
 
 impl ProgressSink for Tracker {
     fn report(&self, progress: &Progress) -> Result<()> {
         *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress.clone());
+        self.account(progress);
         if self.lost.load(Ordering::SeqCst) {
             return Err(Error::PermissionDenied {
                 reason: "the sync job lost its lease to another worker".into(),

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::{NewStorage, Result, Storage, StorageKind, SyncState, SyncStatus};
+use crate::{meta_time, NewStorage, Result, Storage, StorageKind, SyncState, SyncStatus};
 
 /// Which storages to list.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +70,63 @@ pub trait StorageRepository: Send + Sync + Debug {
     /// Writes `state` if the stored state still matches `expected`.
     /// Returns false (and writes nothing) otherwise.
     async fn update_sync(&self, id: i64, expected: &SyncGuard, state: &SyncState) -> Result<bool>;
+
+    /// Claims one `queued` storage for a worker: moves it to `in_progress`
+    /// with [`claimed_state`] and returns it as written, or `None` when no
+    /// storage is queued. Storages in `skip` (still running in this
+    /// process) are left alone. However many workers and processes claim at
+    /// once, each queued job goes to exactly one of them.
+    ///
+    /// The default lists the queued storages and claims the first one a
+    /// compare-and-set wins ([`claim_by_compare_and_set`]); a database with
+    /// row locks claims with one locking query instead.
+    async fn claim_queued(
+        &self,
+        skip: &[i64],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Storage>> {
+        claim_by_compare_and_set(self, skip, now, lease_until).await
+    }
+}
+
+/// The state of a storage claimed at `now` by a worker whose lease runs
+/// until `lease_until`.
+pub fn claimed_state(
+    queued: &SyncState,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> SyncState {
+    let mut state = queued.clone();
+    state.status = SyncStatus::InProgress;
+    state.meta.insert("time_in_progress".into(), meta_time(now));
+    state.meta.insert("time_last_ping".into(), meta_time(now));
+    state.lease_until = Some(lease_until);
+    state
+}
+
+/// [`StorageRepository::claim_queued`] by compare-and-set: tries the queued
+/// storages by ascending id until one update wins.
+pub async fn claim_by_compare_and_set<R: StorageRepository + ?Sized>(
+    repository: &R,
+    skip: &[i64],
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<Option<Storage>> {
+    for mut storage in repository.storages_with_status(&[SyncStatus::Queued]).await? {
+        if skip.contains(&storage.id) {
+            continue;
+        }
+        let state = claimed_state(&storage.sync, now, lease_until);
+        if repository
+            .update_sync(storage.id, &SyncGuard::of(&storage.sync), &state)
+            .await?
+        {
+            storage.sync = state;
+            return Ok(Some(storage));
+        }
+    }
+    Ok(None)
 }
 
 /// Where an object came from, recorded with every task it produced.
@@ -174,7 +231,12 @@ pub trait ProjectAccess: Send + Sync + Debug {
 /// Maps API tokens to callers.
 #[async_trait]
 pub trait Authenticator: Send + Sync + Debug {
-    /// The caller whose token this is (compared in constant time by the
-    /// implementation).
+    /// The caller whose token this is.
+    ///
+    /// The time this takes must not reveal stored tokens: compare in
+    /// constant time (`subtle::ConstantTimeEq`), or look up a SHA-256 hash
+    /// of the presented token, as `storage-db` does. A caller chooses the
+    /// token, not its hash, so how far an index lookup gets tells nothing
+    /// about the tokens stored.
     async fn authenticate(&self, token: &str) -> Result<Option<Caller>>;
 }

@@ -1,5 +1,8 @@
-//! The SQLite database against a real file: storages, sync state, task
-//! creation and dedupe, export, access and the example host.
+//! Each database engine against a real server: a SQLite file, and a fresh
+//! database on the PostgreSQL test server (`scripts/postgres.sh start`;
+//! without it the PostgreSQL tests fail and say so). Storages, sync state
+//! and claims, task creation and dedupe, export, access and the example
+//! host. Every test of `repository_tests!` runs once per engine.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,52 +15,27 @@ use storage_core::persist::{
     StorageRepository, SyncGuard, TaskSink,
 };
 use storage_core::{Error, NewStorage, Settings, StorageKind, SyncState, SyncStatus};
-use storage_db::SqliteDatabase;
+use storage_db::{Database, PostgresDatabase, SqliteDatabase};
 use tempfile::TempDir;
 
-struct Fixture {
-    _dir: TempDir,
-    db: SqliteDatabase,
-    caller: Caller,
-    project: i64,
-}
-
-async fn fixture() -> Fixture {
+async fn open_sqlite() -> (Option<TempDir>, SqliteDatabase) {
     let dir = TempDir::new().unwrap();
     let db = SqliteDatabase::open(&dir.path().join("test.db"))
         .await
         .unwrap();
-    let org = db.ensure_organization("Org A").await.unwrap();
-    let user = db.ensure_user("admin@example.com", org).await.unwrap();
-    let caller = Caller {
-        user_id: user,
-        organization_id: org,
-    };
-    let project = db
-        .create_project(
-            &caller,
-            NewProject {
-                title: "p".into(),
-                description: String::new(),
-                label_config: "<View></View>".into(),
-            },
-        )
-        .await
-        .unwrap()
-        .id;
-    Fixture {
-        _dir: dir,
-        db,
-        caller,
-        project,
-    }
+    (Some(dir), db)
+}
+
+async fn open_postgres() -> (Option<TempDir>, PostgresDatabase) {
+    let url = storage_testing::postgres::fresh_database("repository").await;
+    (None, PostgresDatabase::connect(&url).await.unwrap())
 }
 
 fn object(value: Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap()
 }
 
-async fn storage(db: &SqliteDatabase, project: i64, kind: StorageKind) -> i64 {
+async fn storage(db: &(impl StorageRepository + ?Sized), project: i64, kind: StorageKind) -> i64 {
     let mut settings = Map::new();
     settings.insert("path".into(), json!("/srv/files"));
     settings.insert("aws_secret_access_key".into(), json!("secret"));
@@ -96,786 +74,986 @@ fn file_task(key: &str, row_index: Option<i64>) -> NewTask {
     }
 }
 
-async fn task_count(db: &SqliteDatabase, project: i64) -> u64 {
+async fn task_count(db: &impl HostStore, project: i64) -> u64 {
     db.tasks(project, 1, 1).await.unwrap().total
 }
 
-#[tokio::test]
-async fn storages_round_trip_and_filter() {
-    let f = fixture().await;
-    let import = storage(&f.db, f.project, StorageKind::Import).await;
-    let export = storage(&f.db, f.project, StorageKind::Export).await;
-    let stored = f.db.storage(import).await.unwrap().unwrap();
-    assert_eq!(stored.kind, StorageKind::Import);
-    assert_eq!(stored.settings.str("aws_secret_access_key"), Some("secret"));
-    assert_eq!(stored.sync, SyncState::default());
+/// The tests every engine passes, in a module per engine: `$db` is its
+/// type, `$open` opens an empty database (with what keeps it alive).
+macro_rules! repository_tests {
+    ($engine:ident, $db:ty, $open:expr) => {
+        mod $engine {
+            use super::*;
 
-    let exports =
-        f.db.storages(StorageFilter {
-            kind: Some(StorageKind::Export),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        exports.iter().map(|s| s.id).collect::<Vec<_>>(),
-        vec![export]
-    );
-    let all =
-        f.db.storages(StorageFilter {
-            project: Some(f.project),
-            storage_type: Some("localfiles"),
-            kind: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        all.iter().map(|s| s.id).collect::<Vec<_>>(),
-        vec![import, export]
-    );
-    assert!(f
-        .db
-        .storages(StorageFilter {
-            project: Some(f.project + 100),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .is_empty());
+            struct Fixture {
+                _dir: Option<TempDir>,
+                db: $db,
+                caller: Caller,
+                project: i64,
+            }
 
-    // Configuration updates never touch the sync state.
-    let mut changed = stored.clone();
-    changed.title = Some("renamed".into());
-    changed.sync.status = SyncStatus::Failed;
-    f.db.update_storage(&changed).await.unwrap();
-    let reread = f.db.storage(import).await.unwrap().unwrap();
-    assert_eq!(reread.title.as_deref(), Some("renamed"));
-    assert_eq!(reread.sync.status, SyncStatus::Initialized);
+            async fn fixture() -> Fixture {
+                let (dir, db) = $open.await;
+                let org = db.ensure_organization("Org A").await.unwrap();
+                let user = db.ensure_user("admin@example.com", org).await.unwrap();
+                let caller = Caller {
+                    user_id: user,
+                    organization_id: org,
+                };
+                let project = db
+                    .create_project(
+                        &caller,
+                        NewProject {
+                            title: "p".into(),
+                            description: String::new(),
+                            label_config: "<View></View>".into(),
+                        },
+                    )
+                    .await
+                    .unwrap()
+                    .id;
+                Fixture {
+                    _dir: dir,
+                    db,
+                    caller,
+                    project,
+                }
+            }
 
-    let err =
-        f.db.insert_storage(NewStorage {
-            kind: StorageKind::Import,
-            storage_type: "localfiles".into(),
-            project: 999,
-            title: None,
-            description: None,
-            synchronizable: true,
-            settings: Settings::default(),
-        })
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
-}
+        #[tokio::test]
+        async fn storages_round_trip_and_filter() {
+            let f = fixture().await;
+            let import = storage(&f.db, f.project, StorageKind::Import).await;
+            let export = storage(&f.db, f.project, StorageKind::Export).await;
+            let stored = f.db.storage(import).await.unwrap().unwrap();
+            assert_eq!(stored.kind, StorageKind::Import);
+            assert_eq!(stored.settings.str("aws_secret_access_key"), Some("secret"));
+            assert_eq!(stored.sync, SyncState::default());
 
-#[tokio::test]
-async fn update_sync_is_compare_and_set() {
-    let f = fixture().await;
-    let id = storage(&f.db, f.project, StorageKind::Import).await;
-    let initial = f.db.storage(id).await.unwrap().unwrap().sync;
+            let exports =
+                f.db.storages(StorageFilter {
+                    kind: Some(StorageKind::Export),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                exports.iter().map(|s| s.id).collect::<Vec<_>>(),
+                vec![export]
+            );
+            let all =
+                f.db.storages(StorageFilter {
+                    project: Some(f.project),
+                    storage_type: Some("localfiles"),
+                    kind: None,
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                all.iter().map(|s| s.id).collect::<Vec<_>>(),
+                vec![import, export]
+            );
+            assert!(f
+                .db
+                .storages(StorageFilter {
+                    project: Some(f.project + 100),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .is_empty());
 
-    let mut queued = SyncState {
-        status: SyncStatus::Queued,
-        last_sync_job: Some("job-1".into()),
-        lease_until: Some(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()),
-        ..SyncState::default()
-    };
-    queued.meta.insert("attempts".into(), json!(1));
+            // Configuration updates never touch the sync state.
+            let mut changed = stored.clone();
+            changed.title = Some("renamed".into());
+            changed.sync.status = SyncStatus::Failed;
+            f.db.update_storage(&changed).await.unwrap();
+            let reread = f.db.storage(import).await.unwrap().unwrap();
+            assert_eq!(reread.title.as_deref(), Some("renamed"));
+            assert_eq!(reread.sync.status, SyncStatus::Initialized);
 
-    // Wrong status: nothing written.
-    let wrong_status = SyncGuard {
-        status: SyncStatus::Completed,
-        job: None,
-    };
-    assert!(!f.db.update_sync(id, &wrong_status, &queued).await.unwrap());
-    // Wrong job: nothing written.
-    let wrong_job = SyncGuard {
-        status: SyncStatus::Initialized,
-        job: Some("other".into()),
-    };
-    assert!(!f.db.update_sync(id, &wrong_job, &queued).await.unwrap());
-    assert_eq!(f.db.storage(id).await.unwrap().unwrap().sync, initial);
+            let err =
+                f.db.insert_storage(NewStorage {
+                    kind: StorageKind::Import,
+                    storage_type: "localfiles".into(),
+                    project: 999,
+                    title: None,
+                    description: None,
+                    synchronizable: true,
+                    settings: Settings::default(),
+                })
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+        }
 
-    assert!(f
-        .db
-        .update_sync(id, &SyncGuard::of(&initial), &queued)
-        .await
-        .unwrap());
-    let stored = f.db.storage(id).await.unwrap().unwrap().sync;
-    assert_eq!(stored, queued);
+        #[tokio::test]
+        async fn update_sync_is_compare_and_set() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let initial = f.db.storage(id).await.unwrap().unwrap().sync;
 
-    // The old guard no longer matches; the new one does, job included.
-    assert!(!f
-        .db
-        .update_sync(id, &SyncGuard::of(&initial), &initial)
-        .await
-        .unwrap());
-    let mut running = queued.clone();
-    running.status = SyncStatus::InProgress;
-    running.last_sync_count = Some(7);
-    running.traceback = Some("none".into());
-    running.last_sync = Some(Utc.with_ymd_and_hms(2026, 5, 6, 7, 8, 9).unwrap());
-    assert!(f
-        .db
-        .update_sync(id, &SyncGuard::of(&queued), &running)
-        .await
-        .unwrap());
-    assert_eq!(f.db.storage(id).await.unwrap().unwrap().sync, running);
+            let mut queued = SyncState {
+                status: SyncStatus::Queued,
+                last_sync_job: Some("job-1".into()),
+                lease_until: Some(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()),
+                ..SyncState::default()
+            };
+            queued.meta.insert("attempts".into(), json!(1));
 
-    let active =
-        f.db.storages_with_status(&[SyncStatus::Queued, SyncStatus::InProgress])
-            .await
-            .unwrap();
-    assert_eq!(active.iter().map(|s| s.id).collect::<Vec<_>>(), vec![id]);
-    assert!(f
-        .db
-        .storages_with_status(&[SyncStatus::Failed])
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(!f
-        .db
-        .update_sync(id + 1000, &SyncGuard::of(&running), &running)
-        .await
-        .unwrap());
-}
+            // Wrong status: nothing written.
+            let wrong_status = SyncGuard {
+                status: SyncStatus::Completed,
+                job: None,
+            };
+            assert!(!f.db.update_sync(id, &wrong_status, &queued).await.unwrap());
+            // Wrong job: nothing written.
+            let wrong_job = SyncGuard {
+                status: SyncStatus::Initialized,
+                job: Some("other".into()),
+            };
+            assert!(!f.db.update_sync(id, &wrong_job, &queued).await.unwrap());
+            assert_eq!(f.db.storage(id).await.unwrap().unwrap().sync, initial);
 
-#[tokio::test]
-async fn create_tasks_links_and_dedupes() {
-    let f = fixture().await;
-    let id = storage(&f.db, f.project, StorageKind::Import).await;
-    let batch: Vec<NewTask> = (0..5)
-        .map(|i| file_task(&format!("img/{i}.jpg"), None))
-        .collect();
+            assert!(f
+                .db
+                .update_sync(id, &SyncGuard::of(&initial), &queued)
+                .await
+                .unwrap());
+            let stored = f.db.storage(id).await.unwrap().unwrap().sync;
+            assert_eq!(stored, queued);
 
-    assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 5);
-    let page = f.db.tasks(f.project, 1, 100).await.unwrap();
-    assert_eq!(page.total, 5);
-    assert_eq!(
-        page.tasks.iter().map(|t| t.inner_id).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5]
-    );
-    assert_eq!(page.tasks[2].storage_filename.as_deref(), Some("img/2.jpg"));
-    assert_eq!(
-        page.tasks[2].data["$undefined$"],
-        json!("/data/local-files/?d=img/2.jpg")
-    );
-    assert!(page.tasks[0].allow_skip);
+            // The old guard no longer matches; the new one does, job included.
+            assert!(!f
+                .db
+                .update_sync(id, &SyncGuard::of(&initial), &initial)
+                .await
+                .unwrap());
+            let mut running = queued.clone();
+            running.status = SyncStatus::InProgress;
+            running.last_sync_count = Some(7);
+            running.traceback = Some("none".into());
+            running.last_sync = Some(Utc.with_ymd_and_hms(2026, 5, 6, 7, 8, 9).unwrap());
+            assert!(f
+                .db
+                .update_sync(id, &SyncGuard::of(&queued), &running)
+                .await
+                .unwrap());
+            assert_eq!(f.db.storage(id).await.unwrap().unwrap().sync, running);
 
-    // The same batch again creates nothing.
-    assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 0);
-    assert_eq!(task_count(&f.db, f.project).await, 5);
+            let active =
+                f.db.storages_with_status(&[SyncStatus::Queued, SyncStatus::InProgress])
+                    .await
+                    .unwrap();
+            assert_eq!(active.iter().map(|s| s.id).collect::<Vec<_>>(), vec![id]);
+            assert!(f
+                .db
+                .storages_with_status(&[SyncStatus::Failed])
+                .await
+                .unwrap()
+                .is_empty());
+            assert!(!f
+                .db
+                .update_sync(id + 1000, &SyncGuard::of(&running), &running)
+                .await
+                .unwrap());
+        }
 
-    // The unique index holds even for writes that skip the check.
-    let task_id = page.tasks[0].id;
-    let duplicate = sqlx::query(
-        "INSERT INTO storage_links (storage_id, task_id, key, row_index, created_at)
-         VALUES ($1, $2, 'img/0.jpg', NULL, '2026-01-01T00:00:00.000000Z')",
-    )
-    .bind(id)
-    .bind(task_id)
-    .execute(f.db.pool())
-    .await;
-    assert!(duplicate.is_err(), "duplicate link accepted");
+        #[tokio::test]
+        async fn create_tasks_links_and_dedupes() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let batch: Vec<NewTask> = (0..5)
+                .map(|i| file_task(&format!("img/{i}.jpg"), None))
+                .collect();
 
-    // Inner ids continue after the existing ones.
-    let more = vec![file_task("img/9.jpg", None)];
-    assert_eq!(f.db.create_tasks(f.project, id, &more).await.unwrap(), 1);
-    let page = f.db.tasks(f.project, 1, 100).await.unwrap();
-    assert_eq!(page.tasks.last().unwrap().inner_id, 6);
+            assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 5);
+            let page = f.db.tasks(f.project, 1, 100).await.unwrap();
+            assert_eq!(page.total, 5);
+            assert_eq!(
+                page.tasks.iter().map(|t| t.inner_id).collect::<Vec<_>>(),
+                vec![1, 2, 3, 4, 5]
+            );
+            assert_eq!(page.tasks[2].storage_filename.as_deref(), Some("img/2.jpg"));
+            assert_eq!(
+                page.tasks[2].data["$undefined$"],
+                json!("/data/local-files/?d=img/2.jpg")
+            );
+            assert!(page.tasks[0].allow_skip);
 
-    // A batch repeating one key creates it once.
-    let repeated = vec![file_task("img/r.jpg", None), file_task("img/r.jpg", None)];
-    assert_eq!(
-        f.db.create_tasks(f.project, id, &repeated).await.unwrap(),
-        1
-    );
+            // The same batch again creates nothing.
+            assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 0);
+            assert_eq!(task_count(&f.db, f.project).await, 5);
 
-    // The same keys in another storage are other links.
-    let other = storage(&f.db, f.project, StorageKind::Import).await;
-    assert_eq!(
-        f.db.create_tasks(f.project, other, &batch).await.unwrap(),
-        5
-    );
-    assert_eq!(task_count(&f.db, f.project).await, 12);
+            // The unique index holds even for writes that skip the check.
+            let task_id = page.tasks[0].id;
+            let duplicate = sqlx::query(
+                "INSERT INTO storage_links (storage_id, task_id, key, row_index, created_at)
+                 VALUES ($1, $2, 'img/0.jpg', NULL, '2026-01-01T00:00:00.000000Z')",
+            )
+            .bind(id)
+            .bind(task_id)
+            .execute(f.db.pool())
+            .await;
+            assert!(duplicate.is_err(), "duplicate link accepted");
 
-    // An unknown storage is an error, and nothing is written.
-    let err =
-        f.db.create_tasks(f.project, 9999, &batch)
-            .await
-            .unwrap_err();
-    assert!(matches!(err, Error::NotFound { .. }), "{err}");
-    assert_eq!(task_count(&f.db, f.project).await, 12);
-}
+            // Inner ids continue after the existing ones.
+            let more = vec![file_task("img/9.jpg", None)];
+            assert_eq!(f.db.create_tasks(f.project, id, &more).await.unwrap(), 1);
+            let page = f.db.tasks(f.project, 1, 100).await.unwrap();
+            assert_eq!(page.tasks.last().unwrap().inner_id, 6);
 
-#[tokio::test]
-async fn a_batch_with_one_linked_row_skips_only_that_one() {
-    let f = fixture().await;
-    let id = storage(&f.db, f.project, StorageKind::Import).await;
-    let first = vec![file_task("tasks.json", Some(1))];
-    assert_eq!(f.db.create_tasks(f.project, id, &first).await.unwrap(), 1);
+            // A batch repeating one key creates it once.
+            let repeated = vec![file_task("img/r.jpg", None), file_task("img/r.jpg", None)];
+            assert_eq!(
+                f.db.create_tasks(f.project, id, &repeated).await.unwrap(),
+                1
+            );
 
-    let batch = vec![
-        file_task("tasks.json", Some(0)),
-        file_task("tasks.json", Some(1)),
-        file_task("tasks.json", Some(2)),
-        file_task("single.json", None),
-    ];
-    assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 3);
-    assert_eq!(task_count(&f.db, f.project).await, 4);
-    assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 0);
-}
+            // The same keys in another storage are other links.
+            let other = storage(&f.db, f.project, StorageKind::Import).await;
+            assert_eq!(
+                f.db.create_tasks(f.project, other, &batch).await.unwrap(),
+                5
+            );
+            assert_eq!(task_count(&f.db, f.project).await, 12);
 
-#[tokio::test]
-async fn linked_keys_counts_tasks_per_key() {
-    let f = fixture().await;
-    let id = storage(&f.db, f.project, StorageKind::Import).await;
-    let batch = vec![
-        file_task("list.json", Some(0)),
-        file_task("list.json", Some(1)),
-        file_task("list.json", Some(2)),
-        file_task("one.json", None),
-    ];
-    f.db.create_tasks(f.project, id, &batch).await.unwrap();
-    let keys: Vec<String> = ["list.json", "one.json", "missing.json"]
-        .into_iter()
-        .map(String::from)
-        .collect();
-    let linked = f.db.linked_keys(id, &keys).await.unwrap();
-    assert_eq!(linked.len(), 2);
-    assert_eq!(linked["list.json"], 3);
-    assert_eq!(linked["one.json"], 1);
-    assert!(f.db.linked_keys(id + 1, &keys).await.unwrap().is_empty());
-    assert!(f.db.linked_keys(id, &[]).await.unwrap().is_empty());
-}
+            // An unknown storage is an error, and nothing is written.
+            let err =
+                f.db.create_tasks(f.project, 9999, &batch)
+                    .await
+                    .unwrap_err();
+            assert!(matches!(err, Error::NotFound { .. }), "{err}");
+            assert_eq!(task_count(&f.db, f.project).await, 12);
+        }
 
-#[tokio::test]
-async fn deleting_a_storage_removes_links_and_keeps_tasks() {
-    let f = fixture().await;
-    let id = storage(&f.db, f.project, StorageKind::Import).await;
-    let batch: Vec<NewTask> = (0..3)
-        .map(|i| file_task(&format!("{i}.txt"), None))
-        .collect();
-    f.db.create_tasks(f.project, id, &batch).await.unwrap();
+        #[tokio::test]
+        async fn a_batch_with_one_linked_row_skips_only_that_one() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let first = vec![file_task("tasks.json", Some(1))];
+            assert_eq!(f.db.create_tasks(f.project, id, &first).await.unwrap(), 1);
 
-    assert!(f.db.delete_storage(id).await.unwrap());
-    assert!(!f.db.delete_storage(id).await.unwrap());
-    assert!(f.db.storage(id).await.unwrap().is_none());
-    assert_eq!(task_count(&f.db, f.project).await, 3);
-    let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM storage_links")
-        .fetch_one(f.db.pool())
-        .await
-        .unwrap();
-    assert_eq!(links, 0);
-    let page = f.db.tasks(f.project, 1, 10).await.unwrap();
-    assert!(page.tasks.iter().all(|t| t.storage_filename.is_none()));
-}
+            let batch = vec![
+                file_task("tasks.json", Some(0)),
+                file_task("tasks.json", Some(1)),
+                file_task("tasks.json", Some(2)),
+                file_task("single.json", None),
+            ];
+            assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 3);
+            assert_eq!(task_count(&f.db, f.project).await, 4);
+            assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 0);
+        }
 
-#[tokio::test]
-async fn file_annotations_and_predictions_are_created_with_counters() {
-    let f = fixture().await;
-    let id = storage(&f.db, f.project, StorageKind::Import).await;
-    let mut task = file_task("a.json", None);
-    task.allow_skip = false;
-    task.annotations = vec![
-        json!({"result": [{"type": "choices", "value": {"choices": ["cat"]}}], "completed_by": 777}),
-        json!({"result": [], "was_cancelled": true}),
-    ];
-    task.predictions = vec![json!({"result": [], "score": 0.5, "model_version": "m1"})];
-    let plain = file_task("b.json", None);
-    assert_eq!(
-        f.db.create_tasks(f.project, id, &[task, plain])
-            .await
-            .unwrap(),
-        2
-    );
+        #[tokio::test]
+        async fn linked_keys_counts_tasks_per_key() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let batch = vec![
+                file_task("list.json", Some(0)),
+                file_task("list.json", Some(1)),
+                file_task("list.json", Some(2)),
+                file_task("one.json", None),
+            ];
+            f.db.create_tasks(f.project, id, &batch).await.unwrap();
+            let keys: Vec<String> = ["list.json", "one.json", "missing.json"]
+                .into_iter()
+                .map(String::from)
+                .collect();
+            let linked = f.db.linked_keys(id, &keys).await.unwrap();
+            assert_eq!(linked.len(), 2);
+            assert_eq!(linked["list.json"], 3);
+            assert_eq!(linked["one.json"], 1);
+            assert!(f.db.linked_keys(id + 1, &keys).await.unwrap().is_empty());
+            assert!(f.db.linked_keys(id, &[]).await.unwrap().is_empty());
+        }
 
-    let page = f.db.tasks(f.project, 1, 10).await.unwrap();
-    assert_eq!((page.total_annotations, page.total_predictions), (1, 1));
-    let t = &page.tasks[0];
-    assert!(!t.allow_skip);
-    assert_eq!(
-        (
-            t.total_annotations,
-            t.cancelled_annotations,
-            t.total_predictions
-        ),
-        (1, 1, 1)
-    );
-    assert!(t.is_labeled);
-    assert_eq!(t.annotations.len(), 2);
-    assert_eq!(
-        t.annotations[0]["completed_by"],
-        json!(f.caller.user_id),
-        "project creator"
-    );
-    assert_eq!(t.annotations[1]["was_cancelled"], json!(true));
-    assert_eq!(t.predictions[0]["model_version"], json!("m1"));
-    assert_eq!(t.predictions[0]["score"], json!(0.5));
-    assert_eq!(t.predictions[0]["task"], json!(t.id));
-    assert!(!page.tasks[1].is_labeled);
-    assert_eq!(f.db.count_annotations(f.project).await.unwrap(), 2);
-}
+        #[tokio::test]
+        async fn deleting_a_storage_removes_links_and_keeps_tasks() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let batch: Vec<NewTask> = (0..3)
+                .map(|i| file_task(&format!("{i}.txt"), None))
+                .collect();
+            f.db.create_tasks(f.project, id, &batch).await.unwrap();
 
-#[tokio::test]
-async fn export_pages_by_id_with_label_studio_shape() {
-    let f = fixture().await;
-    let ids =
-        f.db.import_tasks(
-            f.project,
-            (0..3)
+            assert!(f.db.delete_storage(id).await.unwrap());
+            assert!(!f.db.delete_storage(id).await.unwrap());
+            assert!(f.db.storage(id).await.unwrap().is_none());
+            assert_eq!(task_count(&f.db, f.project).await, 3);
+            let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM storage_links")
+                .fetch_one(f.db.pool())
+                .await
+                .unwrap();
+            assert_eq!(links, 0);
+            let page = f.db.tasks(f.project, 1, 10).await.unwrap();
+            assert!(page.tasks.iter().all(|t| t.storage_filename.is_none()));
+        }
+
+        #[tokio::test]
+        async fn file_annotations_and_predictions_are_created_with_counters() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let mut task = file_task("a.json", None);
+            task.allow_skip = false;
+            task.annotations = vec![
+                json!({"result": [{"type": "choices", "value": {"choices": ["cat"]}}], "completed_by": 777}),
+                json!({"result": [], "was_cancelled": true}),
+            ];
+            task.predictions = vec![json!({"result": [], "score": 0.5, "model_version": "m1"})];
+            let plain = file_task("b.json", None);
+            assert_eq!(
+                f.db.create_tasks(f.project, id, &[task, plain])
+                    .await
+                    .unwrap(),
+                2
+            );
+
+            let page = f.db.tasks(f.project, 1, 10).await.unwrap();
+            assert_eq!((page.total_annotations, page.total_predictions), (1, 1));
+            let t = &page.tasks[0];
+            assert!(!t.allow_skip);
+            assert_eq!(
+                (
+                    t.total_annotations,
+                    t.cancelled_annotations,
+                    t.total_predictions
+                ),
+                (1, 1, 1)
+            );
+            assert!(t.is_labeled);
+            assert_eq!(t.annotations.len(), 2);
+            assert_eq!(
+                t.annotations[0]["completed_by"],
+                json!(f.caller.user_id),
+                "project creator"
+            );
+            assert_eq!(t.annotations[1]["was_cancelled"], json!(true));
+            assert_eq!(t.predictions[0]["model_version"], json!("m1"));
+            assert_eq!(t.predictions[0]["score"], json!(0.5));
+            assert_eq!(t.predictions[0]["task"], json!(t.id));
+            assert!(!page.tasks[1].is_labeled);
+            assert_eq!(f.db.count_annotations(f.project).await.unwrap(), 2);
+        }
+
+        #[tokio::test]
+        async fn export_pages_by_id_with_label_studio_shape() {
+            let f = fixture().await;
+            let ids =
+                f.db.import_tasks(
+                    f.project,
+                    (0..3)
+                        .map(|i| ParsedTask {
+                            data: object(json!({"image": format!("{i}.jpg")})),
+                            annotations: Vec::new(),
+                            predictions: Vec::new(),
+                            allow_skip: true,
+                            row_index: None,
+                        })
+                        .collect(),
+                )
+                .await
+                .unwrap();
+            let mut annotation_ids = Vec::new();
+            for task in &ids {
+                let created =
+                    f.db.create_annotation(
+                        &f.caller,
+                        *task,
+                        &object(json!({"result": [{"value": {"choices": ["cat"]}}]})),
+                    )
+                    .await
+                    .unwrap();
+                annotation_ids.push(created["id"].as_i64().unwrap());
+            }
+            assert_eq!(f.db.count_annotations(f.project).await.unwrap(), 3);
+
+            let first = f.db.annotations_for_export(f.project, 0, 2).await.unwrap();
+            assert_eq!(
+                first.iter().map(|a| a.id).collect::<Vec<_>>(),
+                annotation_ids[..2]
+            );
+            let rest =
+                f.db.annotations_for_export(f.project, first[1].id, 2)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                rest.iter().map(|a| a.id).collect::<Vec<_>>(),
+                annotation_ids[2..]
+            );
+            assert!(f
+                .db
+                .annotations_for_export(f.project, annotation_ids[2], 2)
+                .await
+                .unwrap()
+                .is_empty());
+            assert!(f
+                .db
+                .annotations_for_export(f.project + 1, 0, 10)
+                .await
+                .unwrap()
+                .is_empty());
+
+            let payload = &first[0].payload;
+            assert_eq!(first[0].project, f.project);
+            let keys: Vec<&str> = payload
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    "id",
+                    "result",
+                    "created_username",
+                    "created_ago",
+                    "completed_by",
+                    "task",
+                    "was_cancelled",
+                    "ground_truth",
+                    "created_at",
+                    "updated_at",
+                    "draft_created_at",
+                    "lead_time",
+                    "import_id",
+                    "last_action",
+                    "bulk_created",
+                    "project",
+                    "updated_by",
+                    "parent_prediction",
+                    "parent_annotation",
+                    "last_created_by"
+                ]
+            );
+            assert_eq!(
+                payload["completed_by"],
+                json!({"id": f.caller.user_id, "first_name": "", "last_name": "", "email": "admin@example.com"})
+            );
+            assert_eq!(
+                payload["created_username"],
+                json!(format!(" admin@example.com, {}", f.caller.user_id))
+            );
+            assert_eq!(payload["created_ago"], json!("0\u{a0}minutes"));
+            let task = &payload["task"];
+            assert_eq!(task["id"], json!(ids[0]));
+            assert_eq!(task["data"], json!({"image": "0.jpg"}));
+            assert_eq!(task["is_labeled"], json!(true));
+            assert_eq!(task["total_annotations"], json!(1));
+            assert_eq!(task["inner_id"], json!(1));
+            assert_eq!(task["project"], json!(f.project));
+            assert_eq!(task["updated_by"], json!(f.caller.user_id));
+            assert!(task.get("annotations").is_none());
+            let task_keys: Vec<&str> = task
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(
+                task_keys,
+                [
+                    "id",
+                    "data",
+                    "meta",
+                    "created_at",
+                    "updated_at",
+                    "is_labeled",
+                    "allow_skip",
+                    "overlap",
+                    "inner_id",
+                    "total_annotations",
+                    "cancelled_annotations",
+                    "total_predictions",
+                    "precomputed_agreement",
+                    "comment_count",
+                    "unresolved_comment_count",
+                    "last_comment_updated_at",
+                    "project",
+                    "updated_by",
+                    "file_upload",
+                    "comment_authors"
+                ]
+            );
+            let created_at = payload["created_at"].as_str().unwrap();
+            assert_eq!(
+                created_at.len(),
+                "2026-11-23T07:46:03.905260Z".len(),
+                "{created_at}"
+            );
+
+            let one =
+                f.db.annotation_for_export(annotation_ids[1])
+                    .await
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(one.payload["task"]["id"], json!(ids[1]));
+            assert!(f.db.annotation_for_export(9999).await.unwrap().is_none());
+        }
+
+        #[tokio::test]
+        async fn authenticate_by_token() {
+            let f = fixture().await;
+            f.db.set_user_token(f.caller.user_id, "right-token")
+                .await
+                .unwrap();
+            assert_eq!(
+                f.db.authenticate("right-token").await.unwrap(),
+                Some(f.caller.clone())
+            );
+            assert_eq!(f.db.authenticate("wrong-token").await.unwrap(), None);
+            assert_eq!(f.db.authenticate("").await.unwrap(), None);
+
+            // Only the hash is stored.
+            let stored: Option<String> = sqlx::query_scalar("SELECT token_hash FROM users WHERE id = $1")
+                .bind(f.caller.user_id)
+                .fetch_one(f.db.pool())
+                .await
+                .unwrap();
+            let stored = stored.unwrap();
+            assert_eq!(stored.len(), 64);
+            assert!(!stored.contains("right-token"));
+
+            // A new token replaces the old one.
+            f.db.set_user_token(f.caller.user_id, "next-token")
+                .await
+                .unwrap();
+            assert_eq!(f.db.authenticate("right-token").await.unwrap(), None);
+            assert!(f.db.authenticate("next-token").await.unwrap().is_some());
+            assert!(matches!(
+                f.db.set_user_token(9999, "x").await.unwrap_err(),
+                Error::NotFound { .. }
+            ));
+        }
+
+        #[tokio::test]
+        async fn projects_are_visible_within_their_organisation() {
+            let f = fixture().await;
+            let other_org = f.db.ensure_organization("Org B").await.unwrap();
+            assert_ne!(other_org, f.caller.organization_id);
+            assert_eq!(f.db.ensure_organization("Org B").await.unwrap(), other_org);
+            let other_user = f.db.ensure_user("b@example.com", other_org).await.unwrap();
+            assert_eq!(
+                f.db.ensure_user("b@example.com", other_org).await.unwrap(),
+                other_user
+            );
+            let outsider = Caller {
+                user_id: other_user,
+                organization_id: other_org,
+            };
+
+            assert!(f.db.project_visible(&f.caller, f.project).await.unwrap());
+            assert!(!f.db.project_visible(&outsider, f.project).await.unwrap());
+            assert!(!f.db.project_visible(&f.caller, 9999).await.unwrap());
+
+            let theirs =
+                f.db.create_project(
+                    &outsider,
+                    NewProject {
+                        title: "theirs".into(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(theirs.organization, other_org);
+            assert_eq!(theirs.created_by, other_user);
+            assert!(f.db.project_visible(&outsider, theirs.id).await.unwrap());
+            assert!(!f.db.project_visible(&f.caller, theirs.id).await.unwrap());
+        }
+
+        #[tokio::test]
+        async fn annotations_update_task_counters() {
+            let f = fixture().await;
+            let ids =
+                f.db.import_tasks(
+                    f.project,
+                    vec![ParsedTask {
+                        data: object(json!({"text": "hello"})),
+                        annotations: Vec::new(),
+                        predictions: vec![json!({"result": [], "score": 0.9})],
+                        allow_skip: true,
+                        row_index: None,
+                    }],
+                )
+                .await
+                .unwrap();
+            let task = ids[0];
+
+            let err =
+                f.db.create_annotation(&f.caller, task, &Map::new())
+                    .await
+                    .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "invalid configuration: result: This field is required."
+            );
+            let err =
+                f.db.create_annotation(&f.caller, task, &object(json!({"result": "x"})))
+                    .await
+                    .unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig(_)));
+            let err =
+                f.db.create_annotation(&f.caller, 9999, &object(json!({"result": []})))
+                    .await
+                    .unwrap_err();
+            assert!(matches!(err, Error::NotFound { .. }));
+
+            let created =
+                f.db.create_annotation(
+                    &f.caller,
+                    task,
+                    &object(json!({"result": [{"a": 1}], "lead_time": 3.5})),
+                )
+                .await
+                .unwrap();
+            assert_eq!(created["task"], json!(task));
+            assert_eq!(created["project"], json!(f.project));
+            assert_eq!(created["completed_by"], json!(f.caller.user_id));
+            assert_eq!(created["updated_by"], json!(f.caller.user_id));
+            assert_eq!(created["result"], json!([{"a": 1}]));
+            assert_eq!(created["lead_time"], json!(3.5));
+            assert_eq!(created["was_cancelled"], json!(false));
+            assert_eq!(
+                created["created_username"],
+                json!(format!(" admin@example.com, {}", f.caller.user_id))
+            );
+            let annotation = created["id"].as_i64().unwrap();
+
+            let record = f.db.task(task).await.unwrap().unwrap();
+            assert_eq!(
+                (
+                    record.total_annotations,
+                    record.cancelled_annotations,
+                    record.total_predictions
+                ),
+                (1, 0, 1)
+            );
+            assert!(record.is_labeled);
+            assert_eq!(record.annotations.len(), 1);
+            assert_eq!(record.annotations[0]["id"], json!(annotation));
+            assert_eq!(record.predictions[0]["score"], json!(0.9));
+
+            let skipped =
+                f.db.create_annotation(
+                    &f.caller,
+                    task,
+                    &object(json!({"result": [], "was_cancelled": true})),
+                )
+                .await
+                .unwrap();
+            let record = f.db.task(task).await.unwrap().unwrap();
+            assert_eq!(
+                (record.total_annotations, record.cancelled_annotations),
+                (1, 1)
+            );
+
+            let updated =
+                f.db.update_annotation(
+                    &f.caller,
+                    annotation,
+                    &object(json!({"was_cancelled": true})),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(updated["was_cancelled"], json!(true));
+            assert_eq!(
+                updated["result"],
+                json!([{"a": 1}]),
+                "fields not sent are kept"
+            );
+            let record = f.db.task(task).await.unwrap().unwrap();
+            assert_eq!(
+                (record.total_annotations, record.cancelled_annotations),
+                (0, 2)
+            );
+            assert!(!record.is_labeled);
+            assert!(f
+                .db
+                .update_annotation(&f.caller, 9999, &object(json!({"result": []})))
+                .await
+                .unwrap()
+                .is_none());
+
+            assert_eq!(
+                f.db.annotation_project(annotation).await.unwrap(),
+                Some(f.project)
+            );
+            assert_eq!(
+                f.db.delete_annotation(annotation).await.unwrap(),
+                Some(f.project)
+            );
+            assert_eq!(f.db.delete_annotation(annotation).await.unwrap(), None);
+            assert_eq!(f.db.annotation_project(annotation).await.unwrap(), None);
+            let record = f.db.task(task).await.unwrap().unwrap();
+            assert_eq!(
+                (record.total_annotations, record.cancelled_annotations),
+                (0, 1)
+            );
+            assert_eq!(record.annotations[0]["id"], skipped["id"]);
+
+            let project = f.db.project(f.project).await.unwrap().unwrap();
+            assert_eq!(project.task_number, 1);
+            assert_eq!(project.total_annotations_number, 0);
+            assert_eq!(project.total_predictions_number, 1);
+            assert_eq!(project.created_by, f.caller.user_id);
+            assert!(f.db.project(9999).await.unwrap().is_none());
+            assert!(f.db.task(9999).await.unwrap().is_none());
+        }
+
+        #[tokio::test]
+        async fn tasks_are_paged_by_id() {
+            let f = fixture().await;
+            let tasks: Vec<ParsedTask> = (0..25)
                 .map(|i| ParsedTask {
-                    data: object(json!({"image": format!("{i}.jpg")})),
+                    data: object(json!({"n": i})),
                     annotations: Vec::new(),
                     predictions: Vec::new(),
                     allow_skip: true,
                     row_index: None,
                 })
-                .collect(),
-        )
-        .await
-        .unwrap();
-    let mut annotation_ids = Vec::new();
-    for task in &ids {
-        let created =
-            f.db.create_annotation(
-                &f.caller,
-                *task,
-                &object(json!({"result": [{"value": {"choices": ["cat"]}}]})),
-            )
-            .await
-            .unwrap();
-        annotation_ids.push(created["id"].as_i64().unwrap());
-    }
-    assert_eq!(f.db.count_annotations(f.project).await.unwrap(), 3);
+                .collect();
+            let ids = f.db.import_tasks(f.project, tasks).await.unwrap();
+            assert_eq!(ids.len(), 25);
+            assert!(ids.windows(2).all(|w| w[0] < w[1]));
 
-    let first = f.db.annotations_for_export(f.project, 0, 2).await.unwrap();
-    assert_eq!(
-        first.iter().map(|a| a.id).collect::<Vec<_>>(),
-        annotation_ids[..2]
-    );
-    let rest =
-        f.db.annotations_for_export(f.project, first[1].id, 2)
-            .await
-            .unwrap();
-    assert_eq!(
-        rest.iter().map(|a| a.id).collect::<Vec<_>>(),
-        annotation_ids[2..]
-    );
-    assert!(f
-        .db
-        .annotations_for_export(f.project, annotation_ids[2], 2)
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(f
-        .db
-        .annotations_for_export(f.project + 1, 0, 10)
-        .await
-        .unwrap()
-        .is_empty());
+            let page = f.db.tasks(f.project, 1, 10).await.unwrap();
+            assert_eq!(page.total, 25);
+            assert_eq!(
+                page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+                ids[..10]
+            );
+            assert_eq!(page.tasks[0].data["n"], json!(0));
+            assert!(page.tasks[0].storage_filename.is_none());
+            let last = f.db.tasks(f.project, 3, 10).await.unwrap();
+            assert_eq!(
+                last.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+                ids[20..]
+            );
+            assert_eq!(last.tasks.last().unwrap().inner_id, 25);
+            assert!(f.db.tasks(f.project, 4, 10).await.unwrap().tasks.is_empty());
+            assert_eq!(f.db.tasks(f.project + 1, 1, 10).await.unwrap().total, 0);
+        }
 
-    let payload = &first[0].payload;
-    assert_eq!(first[0].project, f.project);
-    let keys: Vec<&str> = payload
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        [
-            "id",
-            "result",
-            "created_username",
-            "created_ago",
-            "completed_by",
-            "task",
-            "was_cancelled",
-            "ground_truth",
-            "created_at",
-            "updated_at",
-            "draft_created_at",
-            "lead_time",
-            "import_id",
-            "last_action",
-            "bulk_created",
-            "project",
-            "updated_by",
-            "parent_prediction",
-            "parent_annotation",
-            "last_created_by"
-        ]
-    );
-    assert_eq!(
-        payload["completed_by"],
-        json!({"id": f.caller.user_id, "first_name": "", "last_name": "", "email": "admin@example.com"})
-    );
-    assert_eq!(
-        payload["created_username"],
-        json!(format!(" admin@example.com, {}", f.caller.user_id))
-    );
-    assert_eq!(payload["created_ago"], json!("0\u{a0}minutes"));
-    let task = &payload["task"];
-    assert_eq!(task["id"], json!(ids[0]));
-    assert_eq!(task["data"], json!({"image": "0.jpg"}));
-    assert_eq!(task["is_labeled"], json!(true));
-    assert_eq!(task["total_annotations"], json!(1));
-    assert_eq!(task["inner_id"], json!(1));
-    assert_eq!(task["project"], json!(f.project));
-    assert_eq!(task["updated_by"], json!(f.caller.user_id));
-    assert!(task.get("annotations").is_none());
-    let task_keys: Vec<&str> = task
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        task_keys,
-        [
-            "id",
-            "data",
-            "meta",
-            "created_at",
-            "updated_at",
-            "is_labeled",
-            "allow_skip",
-            "overlap",
-            "inner_id",
-            "total_annotations",
-            "cancelled_annotations",
-            "total_predictions",
-            "precomputed_agreement",
-            "comment_count",
-            "unresolved_comment_count",
-            "last_comment_updated_at",
-            "project",
-            "updated_by",
-            "file_upload",
-            "comment_authors"
-        ]
-    );
-    let created_at = payload["created_at"].as_str().unwrap();
-    assert_eq!(
-        created_at.len(),
-        "2026-11-23T07:46:03.905260Z".len(),
-        "{created_at}"
-    );
-
-    let one =
-        f.db.annotation_for_export(annotation_ids[1])
-            .await
-            .unwrap()
-            .unwrap();
-    assert_eq!(one.payload["task"]["id"], json!(ids[1]));
-    assert!(f.db.annotation_for_export(9999).await.unwrap().is_none());
-}
-
-#[tokio::test]
-async fn authenticate_by_token() {
-    let f = fixture().await;
-    f.db.set_user_token(f.caller.user_id, "right-token")
-        .await
-        .unwrap();
-    assert_eq!(
-        f.db.authenticate("right-token").await.unwrap(),
-        Some(f.caller.clone())
-    );
-    assert_eq!(f.db.authenticate("wrong-token").await.unwrap(), None);
-    assert_eq!(f.db.authenticate("").await.unwrap(), None);
-
-    // Only the hash is stored.
-    let stored: Option<String> = sqlx::query_scalar("SELECT token_hash FROM users WHERE id = $1")
-        .bind(f.caller.user_id)
-        .fetch_one(f.db.pool())
-        .await
-        .unwrap();
-    let stored = stored.unwrap();
-    assert_eq!(stored.len(), 64);
-    assert!(!stored.contains("right-token"));
-
-    // A new token replaces the old one.
-    f.db.set_user_token(f.caller.user_id, "next-token")
-        .await
-        .unwrap();
-    assert_eq!(f.db.authenticate("right-token").await.unwrap(), None);
-    assert!(f.db.authenticate("next-token").await.unwrap().is_some());
-    assert!(matches!(
-        f.db.set_user_token(9999, "x").await.unwrap_err(),
-        Error::NotFound { .. }
-    ));
-}
-
-#[tokio::test]
-async fn projects_are_visible_within_their_organisation() {
-    let f = fixture().await;
-    let other_org = f.db.ensure_organization("Org B").await.unwrap();
-    assert_ne!(other_org, f.caller.organization_id);
-    assert_eq!(f.db.ensure_organization("Org B").await.unwrap(), other_org);
-    let other_user = f.db.ensure_user("b@example.com", other_org).await.unwrap();
-    assert_eq!(
-        f.db.ensure_user("b@example.com", other_org).await.unwrap(),
-        other_user
-    );
-    let outsider = Caller {
-        user_id: other_user,
-        organization_id: other_org,
-    };
-
-    assert!(f.db.project_visible(&f.caller, f.project).await.unwrap());
-    assert!(!f.db.project_visible(&outsider, f.project).await.unwrap());
-    assert!(!f.db.project_visible(&f.caller, 9999).await.unwrap());
-
-    let theirs =
-        f.db.create_project(
-            &outsider,
-            NewProject {
-                title: "theirs".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(theirs.organization, other_org);
-    assert_eq!(theirs.created_by, other_user);
-    assert!(f.db.project_visible(&outsider, theirs.id).await.unwrap());
-    assert!(!f.db.project_visible(&f.caller, theirs.id).await.unwrap());
-}
-
-#[tokio::test]
-async fn annotations_update_task_counters() {
-    let f = fixture().await;
-    let ids =
-        f.db.import_tasks(
-            f.project,
-            vec![ParsedTask {
-                data: object(json!({"text": "hello"})),
-                annotations: Vec::new(),
-                predictions: vec![json!({"result": [], "score": 0.9})],
-                allow_skip: true,
-                row_index: None,
-            }],
-        )
-        .await
-        .unwrap();
-    let task = ids[0];
-
-    let err =
-        f.db.create_annotation(&f.caller, task, &Map::new())
-            .await
-            .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "invalid configuration: result: This field is required."
-    );
-    let err =
-        f.db.create_annotation(&f.caller, task, &object(json!({"result": "x"})))
-            .await
-            .unwrap_err();
-    assert!(matches!(err, Error::InvalidConfig(_)));
-    let err =
-        f.db.create_annotation(&f.caller, 9999, &object(json!({"result": []})))
-            .await
-            .unwrap_err();
-    assert!(matches!(err, Error::NotFound { .. }));
-
-    let created =
-        f.db.create_annotation(
-            &f.caller,
-            task,
-            &object(json!({"result": [{"a": 1}], "lead_time": 3.5})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(created["task"], json!(task));
-    assert_eq!(created["project"], json!(f.project));
-    assert_eq!(created["completed_by"], json!(f.caller.user_id));
-    assert_eq!(created["updated_by"], json!(f.caller.user_id));
-    assert_eq!(created["result"], json!([{"a": 1}]));
-    assert_eq!(created["lead_time"], json!(3.5));
-    assert_eq!(created["was_cancelled"], json!(false));
-    assert_eq!(
-        created["created_username"],
-        json!(format!(" admin@example.com, {}", f.caller.user_id))
-    );
-    let annotation = created["id"].as_i64().unwrap();
-
-    let record = f.db.task(task).await.unwrap().unwrap();
-    assert_eq!(
-        (
-            record.total_annotations,
-            record.cancelled_annotations,
-            record.total_predictions
-        ),
-        (1, 0, 1)
-    );
-    assert!(record.is_labeled);
-    assert_eq!(record.annotations.len(), 1);
-    assert_eq!(record.annotations[0]["id"], json!(annotation));
-    assert_eq!(record.predictions[0]["score"], json!(0.9));
-
-    let skipped =
-        f.db.create_annotation(
-            &f.caller,
-            task,
-            &object(json!({"result": [], "was_cancelled": true})),
-        )
-        .await
-        .unwrap();
-    let record = f.db.task(task).await.unwrap().unwrap();
-    assert_eq!(
-        (record.total_annotations, record.cancelled_annotations),
-        (1, 1)
-    );
-
-    let updated =
-        f.db.update_annotation(
-            &f.caller,
-            annotation,
-            &object(json!({"was_cancelled": true})),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(updated["was_cancelled"], json!(true));
-    assert_eq!(
-        updated["result"],
-        json!([{"a": 1}]),
-        "fields not sent are kept"
-    );
-    let record = f.db.task(task).await.unwrap().unwrap();
-    assert_eq!(
-        (record.total_annotations, record.cancelled_annotations),
-        (0, 2)
-    );
-    assert!(!record.is_labeled);
-    assert!(f
-        .db
-        .update_annotation(&f.caller, 9999, &object(json!({"result": []})))
-        .await
-        .unwrap()
-        .is_none());
-
-    assert_eq!(
-        f.db.annotation_project(annotation).await.unwrap(),
-        Some(f.project)
-    );
-    assert_eq!(
-        f.db.delete_annotation(annotation).await.unwrap(),
-        Some(f.project)
-    );
-    assert_eq!(f.db.delete_annotation(annotation).await.unwrap(), None);
-    assert_eq!(f.db.annotation_project(annotation).await.unwrap(), None);
-    let record = f.db.task(task).await.unwrap().unwrap();
-    assert_eq!(
-        (record.total_annotations, record.cancelled_annotations),
-        (0, 1)
-    );
-    assert_eq!(record.annotations[0]["id"], skipped["id"]);
-
-    let project = f.db.project(f.project).await.unwrap().unwrap();
-    assert_eq!(project.task_number, 1);
-    assert_eq!(project.total_annotations_number, 0);
-    assert_eq!(project.total_predictions_number, 1);
-    assert_eq!(project.created_by, f.caller.user_id);
-    assert!(f.db.project(9999).await.unwrap().is_none());
-    assert!(f.db.task(9999).await.unwrap().is_none());
-}
-
-#[tokio::test]
-async fn tasks_are_paged_by_id() {
-    let f = fixture().await;
-    let tasks: Vec<ParsedTask> = (0..25)
-        .map(|i| ParsedTask {
-            data: object(json!({"n": i})),
-            annotations: Vec::new(),
-            predictions: Vec::new(),
-            allow_skip: true,
-            row_index: None,
-        })
-        .collect();
-    let ids = f.db.import_tasks(f.project, tasks).await.unwrap();
-    assert_eq!(ids.len(), 25);
-    assert!(ids.windows(2).all(|w| w[0] < w[1]));
-
-    let page = f.db.tasks(f.project, 1, 10).await.unwrap();
-    assert_eq!(page.total, 25);
-    assert_eq!(
-        page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
-        ids[..10]
-    );
-    assert_eq!(page.tasks[0].data["n"], json!(0));
-    assert!(page.tasks[0].storage_filename.is_none());
-    let last = f.db.tasks(f.project, 3, 10).await.unwrap();
-    assert_eq!(
-        last.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
-        ids[20..]
-    );
-    assert_eq!(last.tasks.last().unwrap().inner_id, 25);
-    assert!(f.db.tasks(f.project, 4, 10).await.unwrap().tasks.is_empty());
-    assert_eq!(f.db.tasks(f.project + 1, 1, 10).await.unwrap().total, 0);
-}
-
-#[tokio::test]
-async fn concurrent_writers_both_succeed() {
-    let f = fixture().await;
-    let a = storage(&f.db, f.project, StorageKind::Import).await;
-    let b = storage(&f.db, f.project, StorageKind::Import).await;
-    let mut handles = Vec::new();
-    for (storage, prefix) in [(a, "a"), (b, "b"), (a, "c"), (b, "d")] {
-        let db = f.db.clone();
-        let project = f.project;
-        handles.push(tokio::spawn(async move {
-            let mut created = 0;
-            for batch in 0..10 {
-                let tasks: Vec<NewTask> = (0..100)
-                    .map(|i| file_task(&format!("{prefix}/{batch}/{i}"), None))
-                    .collect();
-                created += db.create_tasks(project, storage, &tasks).await.unwrap();
+        #[tokio::test]
+        async fn concurrent_writers_both_succeed() {
+            let f = fixture().await;
+            let a = storage(&f.db, f.project, StorageKind::Import).await;
+            let b = storage(&f.db, f.project, StorageKind::Import).await;
+            let mut handles = Vec::new();
+            for (storage, prefix) in [(a, "a"), (b, "b"), (a, "c"), (b, "d")] {
+                let db = f.db.clone();
+                let project = f.project;
+                handles.push(tokio::spawn(async move {
+                    let mut created = 0;
+                    for batch in 0..10 {
+                        let tasks: Vec<NewTask> = (0..100)
+                            .map(|i| file_task(&format!("{prefix}/{batch}/{i}"), None))
+                            .collect();
+                        created += db.create_tasks(project, storage, &tasks).await.unwrap();
+                    }
+                    created
+                }));
             }
-            created
-        }));
-    }
-    let mut total = 0;
-    for handle in handles {
-        total += handle.await.unwrap();
-    }
-    assert_eq!(total, 4000);
-    let inner: Vec<i64> = sqlx::query_scalar("SELECT inner_id FROM tasks ORDER BY inner_id")
-        .fetch_all(f.db.pool())
-        .await
-        .unwrap();
-    assert_eq!(inner, (1..=4000).collect::<Vec<i64>>());
+            let mut total = 0;
+            for handle in handles {
+                total += handle.await.unwrap();
+            }
+            assert_eq!(total, 4000);
+            let inner: Vec<i64> = sqlx::query_scalar("SELECT inner_id FROM tasks ORDER BY inner_id")
+                .fetch_all(f.db.pool())
+                .await
+                .unwrap();
+            assert_eq!(inner, (1..=4000).collect::<Vec<i64>>());
+        }
+
+        #[tokio::test]
+        async fn one_hundred_thousand_files_in_batches_of_one_thousand() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let mut created = 0;
+            for batch in 0..100 {
+                let keys: Vec<String> = (0..1000)
+                    .map(|i| format!("bucket/{batch:03}/{i:04}.jpg"))
+                    .collect();
+                assert!(f.db.linked_keys(id, &keys).await.unwrap().is_empty());
+                let tasks: Vec<NewTask> = keys.iter().map(|key| file_task(key, None)).collect();
+                created += f.db.create_tasks(f.project, id, &tasks).await.unwrap();
+            }
+            assert_eq!(created, 100_000);
+            assert_eq!(task_count(&f.db, f.project).await, 100_000);
+            let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM storage_links WHERE storage_id = $1")
+                .bind(id)
+                .fetch_one(f.db.pool())
+                .await
+                .unwrap();
+            assert_eq!(links, 100_000);
+            let max_inner: i64 = sqlx::query_scalar("SELECT MAX(inner_id) FROM tasks")
+                .fetch_one(f.db.pool())
+                .await
+                .unwrap();
+            assert_eq!(max_inner, 100_000);
+        }
+
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn claims_hand_each_queued_job_to_one_claimer() {
+            let f = fixture().await;
+            let mut queued = Vec::new();
+            for n in 0..6 {
+                let id = storage(&f.db, f.project, StorageKind::Import).await;
+                let initial = f.db.storage(id).await.unwrap().unwrap().sync;
+                let state = SyncState {
+                    status: SyncStatus::Queued,
+                    last_sync_job: Some(format!("job-{n}")),
+                    ..SyncState::default()
+                };
+                assert!(f.db.update_sync(id, &SyncGuard::of(&initial), &state).await.unwrap());
+                queued.push(id);
+            }
+            let never_queued = storage(&f.db, f.project, StorageKind::Import).await;
+            let now = Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap();
+            let lease = Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 37).unwrap();
+
+            // Storages this process still runs are skipped.
+            let first = f.db.claim_queued(&queued[..1], now, lease).await.unwrap().unwrap();
+            assert_ne!(first.id, queued[0]);
+            assert!(queued.contains(&first.id));
+            assert_eq!(first.sync.status, SyncStatus::InProgress);
+            assert_eq!(first.sync.lease_until, Some(lease));
+            assert!(first.sync.last_sync_job.as_deref().unwrap().starts_with("job-"));
+            assert_eq!(first.sync.meta["time_in_progress"], storage_core::meta_time(now));
+            // What was returned is what was written.
+            assert_eq!(f.db.storage(first.id).await.unwrap().unwrap().sync, first.sync);
+
+            // Eight claimers at once share the other five jobs: each exactly once.
+            let mut handles = Vec::new();
+            for _ in 0..8 {
+                let db = f.db.clone();
+                handles.push(tokio::spawn(async move {
+                    let mut claimed = Vec::new();
+                    while let Some(storage) = db.claim_queued(&[], now, lease).await.unwrap() {
+                        claimed.push(storage.id);
+                    }
+                    claimed
+                }));
+            }
+            let mut claimed = vec![first.id];
+            for handle in handles {
+                claimed.extend(handle.await.unwrap());
+            }
+            claimed.sort_unstable();
+            assert_eq!(claimed, queued);
+            assert!(f.db.claim_queued(&[], now, lease).await.unwrap().is_none());
+            let running = f.db.storages_with_status(&[SyncStatus::InProgress]).await.unwrap();
+            assert_eq!(running.iter().map(|s| s.id).collect::<Vec<_>>(), queued);
+            assert_eq!(
+                f.db.storage(never_queued).await.unwrap().unwrap().sync.status,
+                SyncStatus::Initialized
+            );
+        }
+
+        #[tokio::test]
+        async fn unfinished_objects_are_not_counted_as_linked() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let other = storage(&f.db, f.project, StorageKind::Import).await;
+            f.db.begin_object(id, "big.jsonl").await.unwrap();
+            f.db.begin_object(id, "big.jsonl").await.unwrap();
+            f.db.begin_object(other, "small.json").await.unwrap();
+            let batch = vec![
+                file_task("big.jsonl", Some(0)),
+                file_task("big.jsonl", Some(1)),
+                file_task("small.json", None),
+            ];
+            assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 3);
+            let keys = vec!["big.jsonl".to_string(), "small.json".to_string()];
+            let linked = f.db.linked_keys(id, &keys).await.unwrap();
+            assert_eq!(linked.len(), 1, "{linked:?}");
+            assert_eq!(linked["small.json"], 1, "another storage's marker hides nothing here");
+
+            f.db.finish_object(id, "big.jsonl").await.unwrap();
+            f.db.finish_object(id, "big.jsonl").await.unwrap();
+            let linked = f.db.linked_keys(id, &keys).await.unwrap();
+            assert_eq!(linked["big.jsonl"], 2);
+            assert_eq!(linked["small.json"], 1);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_setup_creates_one_organization_and_user() {
+            let f = fixture().await;
+            // Open connections first and start together, so the calls overlap.
+            let mut warm = Vec::new();
+            for _ in 0..8 {
+                warm.push(f.db.pool().acquire().await.unwrap());
+            }
+            drop(warm);
+            let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+            let mut handles = Vec::new();
+            for _ in 0..8 {
+                let (db, start) = (f.db.clone(), start.clone());
+                handles.push(tokio::spawn(async move {
+                    start.wait().await;
+                    let org = db.ensure_organization("Shared").await.unwrap();
+                    (org, db.ensure_user("shared@example.com", org).await.unwrap())
+                }));
+            }
+            let mut created = Vec::new();
+            for handle in handles {
+                created.push(handle.await.unwrap());
+            }
+            created.dedup();
+            assert_eq!(created.len(), 1, "{created:?}");
+            let orgs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations WHERE title = 'Shared'")
+                .fetch_one(f.db.pool())
+                .await
+                .unwrap();
+            assert_eq!(orgs, 1);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_annotations_of_one_task_are_all_counted() {
+            let f = fixture().await;
+            let task =
+                f.db.import_tasks(
+                    f.project,
+                    vec![ParsedTask {
+                        data: object(json!({"text": "busy"})),
+                        annotations: Vec::new(),
+                        predictions: Vec::new(),
+                        allow_skip: true,
+                        row_index: None,
+                    }],
+                )
+                .await
+                .unwrap()[0];
+            let mut handles = Vec::new();
+            for n in 0..16 {
+                let (db, caller) = (f.db.clone(), f.caller.clone());
+                handles.push(tokio::spawn(async move {
+                    let body = object(json!({"result": [], "was_cancelled": n % 2 == 1}));
+                    db.create_annotation(&caller, task, &body).await.unwrap();
+                }));
+            }
+            for handle in handles {
+                handle.await.unwrap();
+            }
+            let record = f.db.task(task).await.unwrap().unwrap();
+            assert_eq!(record.annotations.len(), 16);
+            assert_eq!(
+                (record.total_annotations, record.cancelled_annotations),
+                (8, 8)
+            );
+            assert!(record.is_labeled);
+        }
+        }
+    };
 }
 
-#[tokio::test]
-async fn one_hundred_thousand_files_in_batches_of_one_thousand() {
-    let f = fixture().await;
-    let id = storage(&f.db, f.project, StorageKind::Import).await;
-    let mut created = 0;
-    for batch in 0..100 {
-        let keys: Vec<String> = (0..1000)
-            .map(|i| format!("bucket/{batch:03}/{i:04}.jpg"))
-            .collect();
-        assert!(f.db.linked_keys(id, &keys).await.unwrap().is_empty());
-        let tasks: Vec<NewTask> = keys.iter().map(|key| file_task(key, None)).collect();
-        created += f.db.create_tasks(f.project, id, &tasks).await.unwrap();
-    }
-    assert_eq!(created, 100_000);
-    assert_eq!(task_count(&f.db, f.project).await, 100_000);
-    let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM storage_links WHERE storage_id = $1")
-        .bind(id)
-        .fetch_one(f.db.pool())
-        .await
-        .unwrap();
-    assert_eq!(links, 100_000);
-    let max_inner: i64 = sqlx::query_scalar("SELECT MAX(inner_id) FROM tasks")
-        .fetch_one(f.db.pool())
-        .await
-        .unwrap();
-    assert_eq!(max_inner, 100_000);
-}
+repository_tests!(sqlite, SqliteDatabase, open_sqlite());
+repository_tests!(postgres, PostgresDatabase, open_postgres());
 
 #[tokio::test]
 async fn connect_accepts_urls() {
@@ -895,6 +1073,77 @@ async fn connect_accepts_urls() {
     assert!(memory.authenticate("t").await.unwrap().is_some());
 
     let err = SqliteDatabase::connect("postgres://user:hunter2@localhost/x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn postgres_connect_checks_urls_and_migrates_once() {
+    let err = PostgresDatabase::connect("sqlite://x.db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    let err = PostgresDatabase::connect("postgres://user:hunter2@[::1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+
+    let url = storage_testing::postgres::fresh_database("connect").await;
+    let db = PostgresDatabase::connect(&url).await.unwrap();
+    let org = db.ensure_organization("o").await.unwrap();
+    db.close().await;
+    // Connecting again applies no migration twice and keeps the data.
+    let again = PostgresDatabase::connect(&url).await.unwrap();
+    assert_eq!(again.ensure_organization("o").await.unwrap(), org);
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(again.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, 2, "0001_init and 0002_unfinished_objects");
+}
+
+#[tokio::test]
+async fn database_connect_chooses_the_engine_by_url() {
+    let dir = TempDir::new().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("any.db").display());
+    let postgres = storage_testing::postgres::fresh_database("any").await;
+    for (url, engine, exclusive) in [(sqlite, "sqlite", true), (postgres, "postgres", false)] {
+        let db = Database::connect(&url).await.unwrap();
+        assert_eq!((db.engine(), db.exclusive()), (engine, exclusive));
+        let org = db.ensure_organization("o").await.unwrap();
+        let user = db.ensure_user("u@example.com", org).await.unwrap();
+        db.set_user_token(user, "token-1").await.unwrap();
+        let caller = db
+            .authenticator()
+            .authenticate("token-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(caller.user_id, user, "{engine}");
+        let project = db
+            .host()
+            .create_project(&caller, NewProject::default())
+            .await
+            .unwrap()
+            .id;
+        assert!(db.access().project_visible(&caller, project).await.unwrap());
+        let id = storage(db.storages().as_ref(), project, StorageKind::Import).await;
+        let tasks = vec![file_task("a.jpg", None)];
+        assert_eq!(
+            db.tasks().create_tasks(project, id, &tasks).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            db.annotations().count_annotations(project).await.unwrap(),
+            0
+        );
+        db.close().await;
+    }
+
+    let err = Database::connect("mysql://user:hunter2@localhost/x")
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");

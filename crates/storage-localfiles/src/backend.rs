@@ -88,8 +88,20 @@ impl LocalFiles {
                 "Absolute local path \"{path}\" must be absolute (start with \"/\"). For example: \"{root}/dataset1\"."
             )));
         }
+        let outside = || {
+            Error::invalid_general(format!(
+                "Absolute local path \"{path}\" must be a subdirectory of LOCAL_FILES_DOCUMENT_ROOT=\"{root}\" by security reasons. For example: \"{root}/dataset1\"."
+            ))
+        };
+        // A missing path outside the root gets the same answer as an
+        // existing one, so this check cannot probe the server's files
+        // (Label Studio says "does not exist" first).
         let canonical = FsPath::new(path).canonicalize().map_err(|_| {
-            Error::invalid_general(format!("Absolute local path \"{path}\" does not exist"))
+            if FsPath::new(path).starts_with(&self.document_root) {
+                Error::invalid_general(format!("Absolute local path \"{path}\" does not exist"))
+            } else {
+                outside()
+            }
         })?;
         if canonical == self.document_root {
             return Err(Error::invalid_general(format!(
@@ -97,9 +109,7 @@ impl LocalFiles {
             )));
         }
         if !canonical.starts_with(&self.document_root) {
-            return Err(Error::invalid_general(format!(
-                "Absolute local path \"{path}\" must be a subdirectory of LOCAL_FILES_DOCUMENT_ROOT=\"{root}\" by security reasons. For example: \"{root}/dataset1\"."
-            )));
+            return Err(outside());
         }
         if !canonical.is_dir() {
             return Err(Error::invalid_general(format!(
@@ -197,6 +207,7 @@ impl Backend for LocalFilesBackend {
             )?,
             key_base: normalize_path(settings.str("path").unwrap_or_default()),
             directory: directory.clone(),
+            root: self.local.document_root.clone(),
             url_base: self.local.url_base.clone(),
             relative_dir: self.local.relative_to_root(&directory),
         }))
@@ -216,6 +227,8 @@ impl Backend for LocalFilesBackend {
 pub struct LocalImport {
     store: Arc<dyn ObjectStore>,
     directory: PathBuf,
+    /// The canonical document root, which symlinks may not leave.
+    root: PathBuf,
     listing: Listing,
     key_base: String,
     url_base: String,
@@ -233,12 +246,24 @@ impl ImportStorage for LocalImport {
     }
 
     /// Direct children are streamed from the folder rather than collected:
-    /// memory stays flat for folders of millions of files.
+    /// memory stays flat for folders of millions of files. Files reached
+    /// through a symlink that leads out of the document root are left out
+    /// (their contents would otherwise become tasks).
     fn list(&self) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
         if self.listing.recursive {
-            self.listing.list(self.store.clone())
+            let (directory, root) = (self.directory.clone(), self.root.clone());
+            self.listing
+                .list(self.store.clone())
+                .filter(move |item| {
+                    let keep = item
+                        .as_ref()
+                        .map_or(true, |meta| crate::listing::inside_root(&directory, &root, meta.location.as_ref()));
+                    futures::future::ready(keep)
+                })
+                .boxed()
         } else {
-            crate::listing::stream_files(self.directory.clone())
+            crate::listing::stream_files(self.directory.clone(), self.root.clone())
         }
     }
 

@@ -15,10 +15,11 @@ use storage_core::{Error, Result};
 /// Objects listed ahead of the consumer.
 const AHEAD: usize = 1024;
 
-/// Streams the regular files (symlinks followed) directly in `dir`, with the
-/// same locations, times and ETags `LocalFileSystem` gives them, in name
-/// order.
-pub(crate) fn stream_files(dir: PathBuf) -> BoxStream<'static, Result<ObjectMeta>> {
+/// Streams the regular files directly in `dir`, with the same locations,
+/// times and ETags `LocalFileSystem` gives them, in name order. Symlinks are
+/// followed only to files below `root` (canonical): a link out of the
+/// document root is left out, as [`inside_root`] does for nested files.
+pub(crate) fn stream_files(dir: PathBuf, root: PathBuf) -> BoxStream<'static, Result<ObjectMeta>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(AHEAD);
     tokio::task::spawn_blocking(move || {
         let context = || format!("listing \"{}\"", dir.display());
@@ -44,10 +45,19 @@ pub(crate) fn stream_files(dir: PathBuf) -> BoxStream<'static, Result<ObjectMeta
         }
         for name in names.sorted() {
             let name = String::from_utf8_lossy(name);
-            let item = match (std::fs::metadata(dir.join(&*name)), Path::parse(&name)) {
+            let path = dir.join(&*name);
+            // lstat first: as cheap as stat, and only links pay for more.
+            let item = match (std::fs::symlink_metadata(&path), Path::parse(&name)) {
                 (Ok(meta), Ok(location)) if meta.is_file() => object_meta(location, &meta),
-                // Vanished since read_dir, a dangling link, not a file, or
-                // a name object_store cannot address (control characters).
+                (Ok(meta), Ok(location)) if meta.is_symlink() => match std::fs::metadata(&path) {
+                    Ok(target) if target.is_file() && path.canonicalize().is_ok_and(|c| c.starts_with(&root)) => {
+                        object_meta(location, &target)
+                    }
+                    _ => continue,
+                },
+                // Vanished since read_dir, a dangling link, a link out of
+                // the root, not a file, or a name object_store cannot
+                // address (control characters).
                 _ => continue,
             };
             if sender.blocking_send(Ok(item)).is_err() {
@@ -56,6 +66,18 @@ pub(crate) fn stream_files(dir: PathBuf) -> BoxStream<'static, Result<ObjectMeta
         }
     });
     tokio_stream_from(receiver)
+}
+
+/// Whether the file `relative` (a listed location) below the canonical
+/// `directory` is still below the canonical `root` once symlinks are
+/// resolved. A direct child that is not a link needs one lstat; nested
+/// files are resolved whole, as any folder on the way may be a link.
+pub(crate) fn inside_root(directory: &std::path::Path, root: &std::path::Path, relative: &str) -> bool {
+    let path = directory.join(relative);
+    if !relative.contains('/') && std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_symlink()) {
+        return true;
+    }
+    path.canonicalize().is_ok_and(|c| c.starts_with(root))
 }
 
 /// File names packed in one buffer: about 24 bytes a name instead of the
@@ -122,7 +144,8 @@ mod tests {
         }
         std::os::unix::fs::symlink(dir.path().join("a.jpg"), dir.path().join("link.jpg")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.jpg")).unwrap();
-        let streamed: Vec<ObjectMeta> = stream_files(dir.path().to_path_buf()).try_collect().await.unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let streamed: Vec<ObjectMeta> = stream_files(root.clone(), root).try_collect().await.unwrap();
         let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
         let mut listed = store.list_with_delimiter(None).await.unwrap().objects;
         listed.sort_by(|a, b| a.location.cmp(&b.location));
@@ -136,7 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_folder_is_an_error() {
-        let result: Result<Vec<ObjectMeta>> = stream_files(PathBuf::from("/nonexistent/folder")).try_collect().await;
+        let result: Result<Vec<ObjectMeta>> = stream_files(PathBuf::from("/nonexistent/folder"), PathBuf::from("/")).try_collect().await;
         assert!(result.unwrap_err().to_string().contains("listing \"/nonexistent/folder\""));
     }
 }

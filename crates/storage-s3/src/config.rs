@@ -159,6 +159,25 @@ impl S3Config {
             ),
             _ => {}
         }
+        // These go into the request's host and headers, which the S3 client
+        // builds with `unwrap` (a bad value panics the request's task).
+        if let Some(region) = &self.region {
+            if !valid_region(region) {
+                errors.add(
+                    "region_name",
+                    format!("Invalid region {region:?}: use letters, digits, '-', '_' or '.' (e.g. us-east-1)"),
+                );
+            }
+        }
+        for (field, value) in [
+            ("aws_access_key_id", &self.access_key_id),
+            ("aws_session_token", &self.session_token),
+        ] {
+            if value.as_deref().is_some_and(|v| v.chars().any(char::is_control)) {
+                // Credentials are never echoed.
+                errors.add(field, "Must not contain control characters (line breaks, tabs, ...).");
+            }
+        }
         if let Some(arn) = &self.role_arn {
             if !valid_role_arn(arn) {
                 errors.add(
@@ -181,7 +200,19 @@ fn valid_bucket(bucket: &str) -> bool {
         && bucket
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-    plain || (bucket.starts_with("arn:aws") && (bucket.contains(":accesspoint/") || bucket.contains(":outpost/")))
+    let arn = bucket.starts_with("arn:aws")
+        && (bucket.contains(":accesspoint/") || bucket.contains(":outpost/"))
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'/' | b'.' | b'-' | b'_'));
+    plain || arn
+}
+
+fn valid_region(region: &str) -> bool {
+    region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn valid_role_arn(arn: &str) -> bool {
@@ -288,6 +319,9 @@ mod tests {
         assert!(valid_bucket("my-bucket.v2_x"));
         assert!(!valid_bucket("bad/name"));
         assert!(valid_bucket("arn:aws:s3:us-east-1:123456789012:accesspoint/ap"));
+        assert!(!valid_bucket("arn:aws:s3:us-east-1:123456789012:accesspoint/a p"));
+        assert!(valid_region("eu-west-3") && valid_region("auto"));
+        assert!(!valid_region("a b") && !valid_region("\n") && !valid_region("ü") && !valid_region("x/y"));
         assert!(valid_role_arn("arn:aws:iam::123456789012:role/label-studio"));
         assert!(!valid_role_arn("arn:aws:iam::1234:role/x"));
         assert!(!valid_role_arn("arn:aws:s3:::bucket"));

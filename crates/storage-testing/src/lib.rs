@@ -1,22 +1,8 @@
-//! Test support: where the storage emulators started by `./scripts/test` listen.
-//!
-//! `./scripts/test` (and CI) installs, starts and stops the emulators with
-//! `scripts/emulators.sh` and exports their addresses as `STORAGE_TEST_*`
-//! environment variables. For a manual `cargo test`:
-//!
-//! ```text
-//! scripts/emulators.sh install && scripts/emulators.sh start && eval "$(scripts/emulators.sh env)"
-//! cargo test -p <crate>
-//! scripts/emulators.sh stop
-//! ```
-//!
-//! [`moto`], [`seaweedfs`] and [`fake_gcs`] **panic** when a variable is missing
-//! or the server does not accept a TCP connection, so a test never skips silently.
-//! All servers share one bucket ([`ENV_BUCKET`]); give every test its own
-//! [`unique_prefix`] inside it.
+#![doc = include_str!("../README.md")]
 
 pub mod gcs_shim;
 pub mod iam_double;
+pub mod postgres;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;

@@ -1,0 +1,1041 @@
+//! The OpenAPI 3.1 document of the routes, built from the running
+//! configuration: every registered backend's field specs become its request
+//! and response schemas, so a new backend or field is documented without a
+//! line here. Served at `GET /api/schema` without authentication.
+
+use axum::extract::State;
+use axum::Json;
+use storage_core::fields::{common_fields, FieldSpec, FieldType};
+use storage_core::{Backend, StorageKind, SyncStatus};
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{
+    AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Ref, Schema,
+    SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    Components, ContentBuilder, Header, InfoBuilder, OpenApi, OpenApiBuilder, Paths, RefOr,
+    Required, Response, Tag,
+};
+
+use crate::error::VERSION;
+use crate::ApiState;
+
+/// The name of the security scheme (`Authorization: Token <key>`).
+const TOKEN: &str = "Token";
+const JSON: &str = "application/json";
+
+/// `GET /api/schema`.
+pub(crate) async fn serve(State(state): State<ApiState>) -> Json<OpenApi> {
+    Json(document(&state))
+}
+
+/// The OpenAPI 3.1 document of [`crate::router`] (and of
+/// [`crate::host_router`] when the state has a host store) for the backends
+/// registered in `state`.
+///
+/// Paths are listed without a trailing slash; every one is also served with
+/// one.
+pub fn document(state: &ApiState) -> OpenApi {
+    let backends: Vec<&dyn Backend> = state.backends().iter().map(|b| b.as_ref()).collect();
+    let mut doc = Doc::default();
+    doc.schema_route();
+    for kind in [StorageKind::Import, StorageKind::Export] {
+        doc.storage_lists(kind, &backends);
+        for backend in &backends {
+            doc.storage_routes(kind, *backend);
+        }
+    }
+    doc.file_routes();
+    if state.host().is_some() {
+        doc.host_routes();
+    }
+    doc.shared_components();
+    let description = "Label Studio compatible cloud-storage connections: import tasks from buckets and \
+        local folders, export annotations. Every path is also served with a trailing slash. Errors use \
+        Label Studio's envelope (`Error`). Authenticate with `Authorization: Token <key>`.";
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Storage connections API")
+                .version(VERSION)
+                .description(Some(description)),
+        )
+        .paths(doc.paths)
+        .components(Some(doc.components))
+        .security(Some([SecurityRequirement::new(
+            TOKEN,
+            Vec::<String>::new(),
+        )]))
+        .tags(Some(
+            [
+                ("Storages", "Import and export storage connections"),
+                ("Files", "Serving local files and storage objects"),
+                ("Projects", "The example host's projects and task import"),
+                ("Tasks", "The example host's tasks"),
+                (
+                    "Annotations",
+                    "The example host's annotations (saving one exports it)",
+                ),
+                ("Schema", "This document"),
+            ]
+            .into_iter()
+            .map(|(name, description)| {
+                let mut tag = Tag::new(name);
+                tag.description = Some(description.to_string());
+                tag
+            }),
+        ))
+        .build()
+}
+
+#[derive(Default)]
+struct Doc {
+    paths: Paths,
+    components: Components,
+}
+
+/// A JSON Schema of one JSON type, `null` allowed when `nullable`.
+fn typed(ty: Type, nullable: bool) -> ObjectBuilder {
+    let schema_type = if nullable {
+        SchemaType::from_iter([ty, Type::Null])
+    } else {
+        SchemaType::new(ty)
+    };
+    ObjectBuilder::new().schema_type(schema_type)
+}
+
+fn object() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::Object)
+}
+
+/// An object whose values may be anything (`meta`, task `data`).
+fn free_object() -> ObjectBuilder {
+    object().additional_properties(Some(AdditionalProperties::FreeForm(true)))
+}
+
+fn any_value() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(SchemaType::AnyValue)
+}
+
+fn date_time(nullable: bool) -> ObjectBuilder {
+    typed(Type::String, nullable).format(Some(SchemaFormat::Custom("date-time".into())))
+}
+
+fn schema_ref(name: &str) -> Ref {
+    Ref::from_schema_name(name)
+}
+
+fn array_of(items: impl Into<RefOr<Schema>>) -> ArrayBuilder {
+    ArrayBuilder::new().items(items.into())
+}
+
+fn json_response(description: &str, schema: impl Into<RefOr<Schema>>) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(JSON, ContentBuilder::new().schema(Some(schema)).build())
+        .build()
+}
+
+/// `response` with links to operations that take a value of its body
+/// (`(link name, operation id, parameter, runtime expression)`), which
+/// clients and fuzzers follow from a created object to its other operations.
+fn linked(mut response: Response, links: &[(&str, &str, &str, &str)]) -> Response {
+    for (name, operation, parameter, expression) in links {
+        // utoipa 5.5 writes `Link::operation_id` as `operation_id`, which no
+        // OpenAPI reader knows: the field goes in under its real name.
+        let link = LinkBuilder::new()
+            .parameter(*parameter, *expression)
+            .extensions(Some(Extensions::from_iter([("operationId", *operation)])))
+            .build();
+        response.links.insert(name.to_string(), RefOr::T(link));
+    }
+    response
+}
+
+fn shared(name: &str) -> RefOr<Response> {
+    RefOr::Ref(Ref::from_response_name(name))
+}
+
+/// Any body (files and storage objects, whatever their type).
+fn file_response(description: &str) -> Response {
+    let binary = typed(Type::String, false).content_media_type("application/octet-stream");
+    ResponseBuilder::new()
+        .description(description)
+        .content("*/*", ContentBuilder::new().schema(Some(binary)).build())
+        .build()
+}
+
+fn empty_response(description: &str) -> Response {
+    ResponseBuilder::new().description(description).build()
+}
+
+fn json_body(
+    schema: impl Into<RefOr<Schema>>,
+    required: bool,
+) -> utoipa::openapi::request_body::RequestBody {
+    RequestBodyBuilder::new()
+        .content(JSON, ContentBuilder::new().schema(Some(schema)).build())
+        .required(Some(if required {
+            Required::True
+        } else {
+            Required::False
+        }))
+        .build()
+}
+
+fn query(
+    name: &str,
+    required: bool,
+    schema: ObjectBuilder,
+    description: &str,
+) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(if required {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+fn id_param(description: &str) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name("id")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(
+            typed(Type::Integer, false).format(Some(SchemaFormat::Custom("int64".into()))),
+        ))
+        .build()
+}
+
+/// An operation with the responses every authenticated route may give.
+fn operation(id: String, tag: &str, summary: &str) -> OperationBuilder {
+    OperationBuilder::new()
+        .operation_id(Some(id))
+        .tag(tag)
+        .summary(Some(summary))
+        .response("401", shared("Unauthorized"))
+}
+
+/// `s3` -> `S3`, `gcs_sa` -> `GcsSa`: the prefix of a backend's schema names.
+fn pascal(name: &str) -> String {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|part| !part.is_empty())
+        .map(capital)
+        .collect()
+}
+
+/// `s3` -> `s3`, `gcs-sa` -> `gcs_sa`: a backend name usable in operation ids.
+fn snake(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn kind_word(kind: StorageKind) -> &'static str {
+    match kind {
+        StorageKind::Import => "Import",
+        StorageKind::Export => "Export",
+    }
+}
+
+fn storage_prefix(kind: StorageKind) -> &'static str {
+    match kind {
+        StorageKind::Import => "/api/storages",
+        StorageKind::Export => "/api/storages/export",
+    }
+}
+
+fn id_prefix(kind: StorageKind) -> &'static str {
+    match kind {
+        StorageKind::Import => "api_storages",
+        StorageKind::Export => "api_storages_export",
+    }
+}
+
+/// The schema of one field as a request may send it: secrets are marked
+/// write-only.
+fn field_schema(spec: &FieldSpec) -> ObjectBuilder {
+    let schema = match spec.ty {
+        FieldType::Str { max_len } => typed(Type::String, spec.nullable).max_length(max_len),
+        FieldType::Bool => typed(Type::Boolean, spec.nullable),
+        FieldType::Int { min, max } => typed(Type::Integer, spec.nullable)
+            .minimum(Some(min))
+            .maximum(Some(max)),
+    };
+    let schema = schema.description(Some(spec.help));
+    let schema = if spec.default.is_null() && !spec.nullable {
+        schema
+    } else {
+        schema.default(Some(spec.default.clone()))
+    };
+    if spec.secret {
+        schema.write_only(Some(true))
+    } else {
+        schema
+    }
+}
+
+/// `a` or `an` before `word`, as it is spelled (`an AWS S3 storage`).
+fn article(word: &str) -> &'static str {
+    match word.chars().next().map(|c| c.to_ascii_lowercase()) {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
+        _ => "a",
+    }
+}
+
+fn capital(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
+fn read_only(schema: ObjectBuilder) -> ObjectBuilder {
+    schema.read_only(Some(true))
+}
+
+impl Doc {
+    fn add(&mut self, path: &str, method: HttpMethod, operation: impl Into<Operation>) {
+        self.paths.add_path_operation(path, vec![method], operation);
+    }
+
+    fn schema(&mut self, name: &str, schema: impl Into<RefOr<Schema>>) {
+        self.components
+            .schemas
+            .insert(name.to_string(), schema.into());
+    }
+
+    fn schema_route(&mut self) {
+        let op = OperationBuilder::new()
+            .operation_id(Some("api_schema_read"))
+            .tag("Schema")
+            .summary(Some("This OpenAPI document"))
+            .description(Some("Needs no authentication."))
+            .securities(Some([SecurityRequirement::default()]))
+            .response(
+                "200",
+                json_response("The OpenAPI 3.1 document", free_object()),
+            );
+        self.add("/api/schema", HttpMethod::Get, op);
+    }
+
+    /// The type lists and the every-type storage lists of `kind`, and the
+    /// union schema of its storages.
+    fn storage_lists(&mut self, kind: StorageKind, backends: &[&dyn Backend]) {
+        let prefix = storage_prefix(kind);
+        let ids = id_prefix(kind);
+        let word = kind_word(kind);
+        let types = operation(
+            format!("{ids}_types_list"),
+            "Storages",
+            &format!("The {} storage types", word.to_lowercase()),
+        )
+        .response(
+            "200",
+            json_response(
+                "Name and title of every type",
+                array_of(schema_ref("StorageType")),
+            ),
+        );
+        self.add(&format!("{prefix}/types"), HttpMethod::Get, types);
+
+        let union_name = format!("{word}Storage");
+        let union = backends.iter().fold(AnyOfBuilder::new(), |any, b| {
+            any.item(schema_ref(&format!("{}{word}Storage", pascal(b.name()))))
+        });
+        self.schema(
+            &union_name,
+            union.description(Some(format!("{word} storage of any type"))),
+        );
+        let list = operation(format!("{ids}_list"), "Storages", &format!("Every {} storage of a project", word.to_lowercase()))
+            .description(Some("Storages of every type, in type order; `[]` when the project is missing or not visible."))
+            .parameter(query("project", false, typed(Type::Integer, false), "Project id"))
+            .response("200", json_response("The storages", array_of(schema_ref(&union_name))));
+        self.add(prefix, HttpMethod::Get, list);
+    }
+
+    /// Schemas and routes of one backend's `kind` storages.
+    fn storage_routes(&mut self, kind: StorageKind, backend: &dyn Backend) {
+        let fields = backend.fields(kind);
+        let word = kind_word(kind);
+        let title = backend.title();
+        let base = format!("{}{word}Storage", pascal(backend.name()));
+        self.storage_schemas(&base, kind, backend, &fields);
+
+        let path = format!("{}/{}", storage_prefix(kind), backend.name());
+        let ids = format!("{}_{}", id_prefix(kind), snake(backend.name()));
+        let what = format!("{title} {} storage", word.to_lowercase());
+        let storage = || schema_ref(&base);
+
+        let list = operation(
+            format!("{ids}_list"),
+            "Storages",
+            &format!("List {what}s of a project"),
+        )
+        .parameter(query(
+            "project",
+            true,
+            typed(Type::Integer, false),
+            "Project id",
+        ))
+        .response("200", json_response("The storages", array_of(storage())))
+        .response("400", shared("BadRequest"))
+        .response("404", shared("NotFound"));
+        self.add(&path, HttpMethod::Get, list);
+
+        let create = operation(
+            format!("{ids}_create"),
+            "Storages",
+            &format!("Create {} {what}", article(&what)),
+        )
+        .description(Some(match kind {
+            StorageKind::Import => "Checks the fields and the connection, then saves.",
+            StorageKind::Export => {
+                "Checks the fields and the connection, saves, and queues a first sync."
+            }
+        }))
+        .request_body(Some(json_body(schema_ref(&format!("{base}Create")), true)))
+        .response(
+            "201",
+            linked(
+                json_response("The created storage", storage()),
+                &[
+                    ("read", &format!("{ids}_read"), "id", "$response.body#/id"),
+                    (
+                        "update",
+                        &format!("{ids}_partial_update"),
+                        "id",
+                        "$response.body#/id",
+                    ),
+                    (
+                        "sync",
+                        &format!("{ids}_sync_create"),
+                        "id",
+                        "$response.body#/id",
+                    ),
+                    (
+                        "delete",
+                        &format!("{ids}_delete"),
+                        "id",
+                        "$response.body#/id",
+                    ),
+                ],
+            ),
+        )
+        .response("400", shared("BadRequest"))
+        .response("413", shared("PayloadTooLarge"));
+        self.add(&path, HttpMethod::Post, create);
+
+        let validate = operation(
+            format!("{ids}_validate_create"),
+            "Storages",
+            &format!("Check {} {what} without saving", article(&what)),
+        )
+        .description(Some(
+            "With `id`, the stored storage (secrets included) is the base the sent fields change.",
+        ))
+        .request_body(Some(json_body(
+            schema_ref(&format!("{base}Validate")),
+            true,
+        )))
+        .response(
+            "200",
+            empty_response("The fields and the connection are fine"),
+        )
+        .response("400", shared("BadRequest"))
+        .response("404", shared("NotFound"))
+        .response("413", shared("PayloadTooLarge"));
+        self.add(&format!("{path}/validate"), HttpMethod::Post, validate);
+
+        let item = format!("{path}/{{id}}");
+        let read = operation(
+            format!("{ids}_read"),
+            "Storages",
+            &format!("Get {} {what}", article(&what)),
+        )
+        .parameter(id_param("Storage id"))
+        .response("200", json_response("The storage", storage()))
+        .response("404", shared("NotFound"));
+        self.add(&item, HttpMethod::Get, read);
+
+        let patch = operation(format!("{ids}_partial_update"), "Storages", &format!("Update {} {what}", article(&what)))
+            .description(Some("Fields not sent keep their value (secrets included); a secret sent as `\"\"` is cleared."))
+            .parameter(id_param("Storage id"))
+            .request_body(Some(json_body(schema_ref(&format!("{base}Update")), false)))
+            .response("200", json_response("The updated storage", storage()))
+            .response("400", shared("BadRequest"))
+            .response("404", shared("NotFound"))
+            .response("413", shared("PayloadTooLarge"));
+        self.add(&item, HttpMethod::Patch, patch);
+
+        let delete = operation(
+            format!("{ids}_delete"),
+            "Storages",
+            &format!("Delete {} {what}", article(&what)),
+        )
+        .description(Some("Its links go; tasks and objects stay."))
+        .parameter(id_param("Storage id"))
+        .response("204", empty_response("Deleted"))
+        .response("404", shared("NotFound"));
+        self.add(&item, HttpMethod::Delete, delete);
+
+        let sync_bad = OneOfBuilder::new()
+            .item(schema_ref("Error"))
+            .item(schema_ref("Message"));
+        let sync = operation(format!("{ids}_sync_create"), "Storages", &format!("Sync {} {what}", article(&what)))
+            .description(Some("Queues a sync and answers at once; a sync already queued or running is not repeated."))
+            .parameter(id_param("Storage id"))
+            .response("200", json_response("The storage, `status` showing the queued or running sync", storage()))
+            .response(
+                "400",
+                json_response("The storage is not synchronizable (`Message`), or its settings are no longer valid", sync_bad),
+            )
+            .response("404", shared("NotFound"))
+            .response("409", shared("Conflict"));
+        self.add(&format!("{item}/sync"), HttpMethod::Post, sync);
+    }
+
+    /// `<base>` (response), `<base>Create`, `<base>Validate` and
+    /// `<base>Update` (requests).
+    fn storage_schemas(
+        &mut self,
+        base: &str,
+        kind: StorageKind,
+        backend: &dyn Backend,
+        fields: &[FieldSpec],
+    ) {
+        let title = backend.title();
+        let word = kind_word(kind).to_lowercase();
+
+        let mut response = object()
+            .description(Some(format!(
+                "{} {title} {word} storage. Secrets are write-only and never shown.",
+                capital(article(title))
+            )))
+            .property("id", read_only(typed(Type::Integer, false)))
+            .property(
+                "type",
+                read_only(typed(Type::String, false).enum_values(Some([backend.name()]))),
+            )
+            .property("synchronizable", typed(Type::Boolean, false));
+        let mut shown = vec!["id", "type", "synchronizable"];
+        for spec in fields.iter().filter(|spec| !spec.secret) {
+            response = response.property(spec.name, field_schema(spec));
+            shown.push(spec.name);
+        }
+        let statuses: Vec<&str> = SyncStatus::ALL.iter().map(|s| s.as_str()).collect();
+        response = response
+            .property(
+                "last_sync",
+                read_only(date_time(true)).description(Some("When the last sync finished")),
+            )
+            .property(
+                "last_sync_count",
+                read_only(typed(Type::Integer, true)).description(Some(
+                    "Tasks created (import) or annotations written (export) by the last sync",
+                )),
+            )
+            .property("last_sync_job", read_only(typed(Type::String, true)))
+            .property(
+                "status",
+                read_only(typed(Type::String, false).enum_values(Some(statuses))),
+            )
+            .property(
+                "traceback",
+                read_only(typed(Type::String, true))
+                    .description(Some("What went wrong in the last sync")),
+            )
+            .property(
+                "meta",
+                read_only(free_object()).description(Some("Timings and counters of the last sync")),
+            );
+        shown.extend([
+            "last_sync",
+            "last_sync_count",
+            "last_sync_job",
+            "status",
+            "traceback",
+            "meta",
+        ]);
+        let common = common_fields();
+        for spec in &common {
+            if !shown.contains(&spec.name) {
+                response = response.property(spec.name, field_schema(spec));
+                shown.push(spec.name);
+            }
+        }
+        response = response
+            .property("created_at", read_only(date_time(false)))
+            .property("project", typed(Type::Integer, false));
+        shown.extend(["created_at", "project"]);
+        for name in shown {
+            response = response.required(name);
+        }
+        self.schema(base, response);
+
+        // One request schema, three sets of required fields.
+        let request = |description: String| {
+            let mut schema = object().description(Some(description)).property(
+                "project",
+                typed(Type::Integer, false).description(Some("Project id")),
+            );
+            for spec in common.iter().chain(fields) {
+                schema = schema.property(spec.name, field_schema(spec));
+            }
+            schema
+        };
+        self.schema(
+            &format!("{base}Create"),
+            request(format!(
+                "A new {title} {word} storage; fields not sent get their default."
+            ))
+            .required("project"),
+        );
+        self.schema(
+            &format!("{base}Validate"),
+            request(format!(
+                "{} {title} {word} storage to check; `project` is required unless `id` is sent.",
+                capital(article(title))
+            ))
+            .property(
+                "id",
+                typed(Type::Integer, true)
+                    .description(Some("A stored storage to check the fields against")),
+            ),
+        );
+        self.schema(
+            &format!("{base}Update"),
+            request(format!(
+                "Fields of {} {title} {word} storage to change; others keep their value.",
+                article(title)
+            )),
+        );
+    }
+
+    fn file_routes(&mut self) {
+        let ranges = |op: OperationBuilder| {
+            op.response("206", file_response("The requested byte range (`Range`)"))
+                .response("304", empty_response("Not modified (`If-None-Match`)"))
+                .response("416", empty_response("The range cannot be satisfied"))
+        };
+        let local = operation("data_local_files_read".into(), "Files", "A file of a local-files import storage")
+            .description(Some(
+                "Serves a file below the document root that a local import storage of a visible project holds.",
+            ))
+            .parameter(query("d", true, typed(Type::String, false), "Path of the file, relative to the document root"))
+            .response("200", file_response("The file"))
+            .response("400", shared("BadRequest"))
+            .response("403", shared("Forbidden"))
+            .response("404", shared("NotFound"));
+        self.add("/data/local-files", HttpMethod::Get, ranges(local));
+
+        self.schema(
+            "ProxyError",
+            object()
+                .property("error", typed(Type::String, false))
+                .property("detail", typed(Type::String, false))
+                .required("error")
+                .required("detail"),
+        );
+        for (owner, what) in [("tasks", "Task"), ("projects", "Project")] {
+            for alias in ["resolve", "presign"] {
+                let resolve = operation(
+                    format!("{owner}_{alias}_read"),
+                    "Files",
+                    &format!("Open a storage URI of a {}", what.to_lowercase()),
+                )
+                .description(Some(
+                    "Redirects to a signed URL when the storage has `presign`, otherwise streams the object.",
+                ))
+                .parameter(id_param(&format!("{what} id")))
+                .parameter(query(
+                    "fileuri",
+                    true,
+                    typed(Type::String, false),
+                    "URL-safe base64 of the storage URI (`s3://bucket/key`)",
+                ))
+                .response("200", file_response("The object"))
+                .response(
+                    "303",
+                    ResponseBuilder::new()
+                        .description("Redirect to a signed URL")
+                        .header("Location", Header::new(typed(Type::String, false)))
+                        .build(),
+                )
+                .response("400", shared("BadRequest"))
+                .response("404", shared("NotFound"))
+                .response("424", json_response("Reading from the storage failed", schema_ref("ProxyError")));
+                self.add(
+                    &format!("/{owner}/{{id}}/{alias}"),
+                    HttpMethod::Get,
+                    ranges(resolve),
+                );
+            }
+        }
+    }
+
+    fn host_routes(&mut self) {
+        self.schema(
+            "ProjectCreate",
+            object()
+                .property("title", typed(Type::String, true).max_length(Some(50)))
+                .property("description", typed(Type::String, true))
+                .property(
+                    "label_config",
+                    typed(Type::String, true).description(Some("Labelling config (XML)")),
+                ),
+        );
+        self.schema(
+            "Project",
+            free_object()
+                .property("id", read_only(typed(Type::Integer, false)))
+                .property("title", typed(Type::String, false))
+                .property("description", typed(Type::String, false))
+                .property("label_config", typed(Type::String, false))
+                .property("created_at", read_only(date_time(false)))
+                .property("task_number", read_only(typed(Type::Integer, false)))
+                .required("id")
+                .required("title")
+                .required("description")
+                .required("label_config"),
+        );
+        self.schema(
+            "TaskImport",
+            free_object()
+                .description(Some("A task: its `data`, or the data itself; optional `annotations`, `predictions`, `meta`"))
+                .property("data", free_object())
+                .property("annotations", array_of(free_object()))
+                .property("predictions", array_of(free_object()))
+                .property("meta", free_object()),
+        );
+        self.schema(
+            "ImportResult",
+            free_object()
+                .property("task_count", typed(Type::Integer, false))
+                .property("annotation_count", typed(Type::Integer, false))
+                .property("prediction_count", typed(Type::Integer, false))
+                .property("duration", typed(Type::Number, false))
+                .required("task_count")
+                .required("annotation_count")
+                .required("prediction_count"),
+        );
+        self.schema(
+            "Task",
+            free_object()
+                .property("id", read_only(typed(Type::Integer, false)))
+                .property("data", free_object())
+                .property("meta", free_object())
+                .property("annotations", array_of(free_object()))
+                .property("predictions", array_of(free_object()))
+                .property("project", typed(Type::Integer, false))
+                .property("storage_filename", typed(Type::String, true))
+                .property("created_at", read_only(date_time(false)))
+                .property("updated_at", read_only(date_time(false)))
+                .required("id")
+                .required("data")
+                .required("project"),
+        );
+        self.schema(
+            "TaskList",
+            object()
+                .property("total_annotations", typed(Type::Integer, false))
+                .property("total_predictions", typed(Type::Integer, false))
+                .property("total", typed(Type::Integer, false))
+                .property("tasks", array_of(schema_ref("Task")))
+                .required("total")
+                .required("tasks"),
+        );
+        let annotation_fields = |schema: ObjectBuilder| {
+            schema
+                .property(
+                    "result",
+                    array_of(free_object()).description(Some("The labelling result")),
+                )
+                .property("was_cancelled", typed(Type::Boolean, false))
+                .property("ground_truth", typed(Type::Boolean, false))
+                .property("lead_time", typed(Type::Number, true))
+        };
+        self.schema(
+            "AnnotationCreate",
+            annotation_fields(object()).required("result"),
+        );
+        self.schema("AnnotationUpdate", annotation_fields(object()));
+        self.schema(
+            "Annotation",
+            free_object()
+                .property("id", read_only(typed(Type::Integer, false)))
+                .property("result", array_of(any_value()))
+                .property("task", typed(Type::Integer, false))
+                .required("id"),
+        );
+        let resolve_uri = || {
+            query(
+                "resolve_uri",
+                false,
+                typed(Type::Boolean, false),
+                "Rewrite storage URIs in task data to this server's resolver (default true)",
+            )
+        };
+
+        let create = operation("api_projects_create".into(), "Projects", "Create a project")
+            .request_body(Some(json_body(schema_ref("ProjectCreate"), false)))
+            .response(
+                "201",
+                linked(
+                    json_response("The project", schema_ref("Project")),
+                    &[
+                        ("read", "api_projects_read", "id", "$response.body#/id"),
+                        (
+                            "import",
+                            "api_projects_import_create",
+                            "id",
+                            "$response.body#/id",
+                        ),
+                        ("tasks", "api_tasks_list", "project", "$response.body#/id"),
+                        (
+                            "storages",
+                            "api_storages_list",
+                            "project",
+                            "$response.body#/id",
+                        ),
+                    ],
+                ),
+            )
+            .response("400", shared("BadRequest"))
+            .response("413", shared("PayloadTooLarge"));
+        self.add("/api/projects", HttpMethod::Post, create);
+        let read = operation("api_projects_read".into(), "Projects", "Get a project")
+            .parameter(id_param("Project id"))
+            .response("200", json_response("The project", schema_ref("Project")))
+            .response("404", shared("NotFound"));
+        self.add("/api/projects/{id}", HttpMethod::Get, read);
+        let tasks = OneOfBuilder::new()
+            .item(array_of(schema_ref("TaskImport")))
+            .item(schema_ref("TaskImport"));
+        let import = operation(
+            "api_projects_import_create".into(),
+            "Projects",
+            "Import tasks into a project",
+        )
+        .parameter(id_param("Project id"))
+        .request_body(Some(json_body(tasks, true)))
+        .response(
+            "201",
+            json_response("What was imported", schema_ref("ImportResult")),
+        )
+        .response("400", shared("BadRequest"))
+        .response("404", shared("NotFound"))
+        .response("413", shared("PayloadTooLarge"));
+        self.add("/api/projects/{id}/import", HttpMethod::Post, import);
+
+        let positive = || typed(Type::Integer, false).minimum(Some(1));
+        let list = operation(
+            "api_tasks_list".into(),
+            "Tasks",
+            "List the tasks of a project",
+        )
+        .parameter(query(
+            "project",
+            true,
+            typed(Type::Integer, false),
+            "Project id",
+        ))
+        .parameter(query("page", false, positive(), "Page number (default 1)"))
+        .parameter(query(
+            "page_size",
+            false,
+            positive(),
+            "Tasks per page (default 100, at most 10000)",
+        ))
+        .parameter(resolve_uri())
+        .response(
+            "200",
+            linked(
+                json_response("A page of tasks", schema_ref("TaskList")),
+                &[
+                    ("task", "api_tasks_read", "id", "$response.body#/tasks/0/id"),
+                    (
+                        "annotate",
+                        "api_tasks_annotations_create",
+                        "id",
+                        "$response.body#/tasks/0/id",
+                    ),
+                    (
+                        "resolve",
+                        "tasks_resolve_read",
+                        "id",
+                        "$response.body#/tasks/0/id",
+                    ),
+                ],
+            ),
+        )
+        .response("400", shared("BadRequest"))
+        .response("404", shared("NotFound"));
+        self.add("/api/tasks", HttpMethod::Get, list);
+        let task = operation("api_tasks_read".into(), "Tasks", "Get a task")
+            .parameter(id_param("Task id"))
+            .parameter(resolve_uri())
+            .response("200", json_response("The task", schema_ref("Task")))
+            .response("404", shared("NotFound"));
+        self.add("/api/tasks/{id}", HttpMethod::Get, task);
+        let annotate = operation(
+            "api_tasks_annotations_create".into(),
+            "Annotations",
+            "Annotate a task",
+        )
+        .description(Some(
+            "Saves, then writes the annotation to every export storage of the project.",
+        ))
+        .parameter(id_param("Task id"))
+        .request_body(Some(json_body(schema_ref("AnnotationCreate"), true)))
+        .response(
+            "201",
+            linked(
+                json_response("The annotation", schema_ref("Annotation")),
+                &[
+                    (
+                        "update",
+                        "api_annotations_partial_update",
+                        "id",
+                        "$response.body#/id",
+                    ),
+                    (
+                        "delete",
+                        "api_annotations_delete",
+                        "id",
+                        "$response.body#/id",
+                    ),
+                ],
+            ),
+        )
+        .response("400", shared("BadRequest"))
+        .response("404", shared("NotFound"))
+        .response("413", shared("PayloadTooLarge"));
+        self.add("/api/tasks/{id}/annotations", HttpMethod::Post, annotate);
+        let update = operation(
+            "api_annotations_partial_update".into(),
+            "Annotations",
+            "Update an annotation",
+        )
+        .description(Some(
+            "Updates, then writes the annotation to every export storage again.",
+        ))
+        .parameter(id_param("Annotation id"))
+        .request_body(Some(json_body(schema_ref("AnnotationUpdate"), false)))
+        .response(
+            "200",
+            json_response("The annotation", schema_ref("Annotation")),
+        )
+        .response("400", shared("BadRequest"))
+        .response("404", shared("NotFound"))
+        .response("413", shared("PayloadTooLarge"));
+        self.add("/api/annotations/{id}", HttpMethod::Patch, update);
+        let delete = operation(
+            "api_annotations_delete".into(),
+            "Annotations",
+            "Delete an annotation",
+        )
+        .description(Some(
+            "Also deletes its exported objects in storages with `can_delete_objects`.",
+        ))
+        .parameter(id_param("Annotation id"))
+        .response("204", empty_response("Deleted"))
+        .response("404", shared("NotFound"));
+        self.add("/api/annotations/{id}", HttpMethod::Delete, delete);
+    }
+
+    fn shared_components(&mut self) {
+        self.schema(
+            "Error",
+            object()
+                .description(Some("Label Studio's error envelope"))
+                .property(
+                    "id",
+                    typed(Type::String, false).description(Some("A unique id of this error")),
+                )
+                .property("status_code", typed(Type::Integer, false))
+                .property("version", typed(Type::String, false))
+                .property("detail", typed(Type::String, false))
+                .property("exc_info", typed(Type::Null, false))
+                .property(
+                    "validation_errors",
+                    object()
+                        .description(Some(
+                            "Messages per field (`non_field_errors`: about no single field)",
+                        ))
+                        .additional_properties(Some(array_of(typed(Type::String, false)))),
+                )
+                .required("id")
+                .required("status_code")
+                .required("version")
+                .required("detail")
+                .required("exc_info"),
+        );
+        self.schema(
+            "Message",
+            object()
+                .property("message", typed(Type::String, false))
+                .required("message"),
+        );
+        self.schema(
+            "StorageType",
+            object()
+                .property("name", typed(Type::String, false))
+                .property("title", typed(Type::String, false))
+                .required("name")
+                .required("title"),
+        );
+        let error = |description: &str| json_response(description, schema_ref("Error"));
+        let mut unauthorized = error("Missing or invalid `Authorization: Token <key>`");
+        unauthorized.headers.insert(
+            "WWW-Authenticate".into(),
+            Header::new(typed(Type::String, false).enum_values(Some(["Token"]))),
+        );
+        for (name, response) in [
+            (
+                "BadRequest",
+                error("Invalid input; `validation_errors` names the fields"),
+            ),
+            ("Unauthorized", unauthorized),
+            ("Forbidden", error("Not permitted")),
+            (
+                "NotFound",
+                error("No such object, or not visible to the caller"),
+            ),
+            (
+                "Conflict",
+                error("The storage's sync state does not allow this now"),
+            ),
+            (
+                "PayloadTooLarge",
+                error("The request body is larger than the server's limit"),
+            ),
+        ] {
+            self.components
+                .responses
+                .insert(name.to_string(), RefOr::T(response));
+        }
+        self.components.add_security_scheme(
+            TOKEN,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Token <key>`: the word Token, a space, then the API key",
+            ))),
+        );
+    }
+}

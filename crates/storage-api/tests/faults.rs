@@ -1,0 +1,1189 @@
+//! Faults, proven over real sockets, real SQLite files and real processes:
+//! the server process killed with SIGKILL in the middle of a 200,000-file
+//! sync, the S3 server going away in the middle of a sync (briefly and for
+//! good), a queued job no worker ever takes, many sync requests and many
+//! syncs at once, and export targets that cannot be written.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers stop on the first failure
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use storage_core::{Backend, EndpointPolicy, RunnerConfig};
+use storage_s3::{S3Backend, S3Options};
+use support::{fast_runner, Server, TOKEN};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// How long any wait of these tests may last before it fails the test.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+// ---------------------------------------------------------------------------
+// The example server as a separate process.
+
+/// The example server binary next to this test binary
+/// (`target/<profile>/examples/server`).
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/faults-<hash> -> target/<profile>
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let binary = profile.join("examples").join("server");
+    assert!(
+        binary.is_file(),
+        "the example server is not built at {}: run `cargo build --example server` first \
+         (the test command's `cargo build --workspace --all-targets` builds it)",
+        binary.display()
+    );
+    binary
+}
+
+/// A running example-server process over `data_dir`.
+struct Process {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts the server on a free loopback port and waits until it listens.
+    async fn start(data_dir: &Path) -> Self {
+        let stdout = data_dir.join("server.stdout");
+        let log = data_dir.join("server.log");
+        let _ = std::fs::remove_file(&stdout);
+        let open = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("log file")
+        };
+        let child = Command::new(server_binary())
+            .arg("--addr")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--token")
+            .arg(TOKEN)
+            // Only what the flags say: every option is also an environment
+            // variable, and the tests' environment is not the server's.
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(open(&stdout))
+            .stderr(open(&log))
+            .spawn()
+            .expect("start the example server");
+        let mut process = Self {
+            child,
+            base: String::new(),
+            client: reqwest::Client::new(),
+            log,
+        };
+        let started = Instant::now();
+        loop {
+            let printed = std::fs::read_to_string(&stdout).unwrap_or_default();
+            if let Some(line) = printed.lines().find(|l| l.starts_with("Listening on ")) {
+                process.base = line.trim_start_matches("Listening on ").trim().to_string();
+                return process;
+            }
+            if let Some(status) = process.child.try_wait().unwrap() {
+                panic!(
+                    "the example server exited ({status}) before listening:\n{}",
+                    process.log_text()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the example server did not start:\n{}",
+                process.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown hook, no batch boundary, nothing flushed.
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the server");
+        self.child.wait().expect("reap the server");
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", format!("Token {TOKEN}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        body
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, body) = self.call(Method::POST, path, Some(body)).await;
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    async fn wait_finished(&self, path: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let storage = self.get(path).await;
+            if matches!(
+                storage["status"].as_str(),
+                Some("completed" | "completed_with_errors" | "failed")
+            ) {
+                return storage;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "sync did not finish: {storage}\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // A failing test must not leave a server behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `count` one-byte files named `f000000.jpg`... in a folder, removed on
+/// drop. Both are spread over threads: creating and unlinking 200,000
+/// files is kernel time, and one thread leaves the other core idle.
+struct ManyFiles {
+    dir: PathBuf,
+    count: usize,
+}
+
+const FILE_THREADS: usize = 4;
+
+impl ManyFiles {
+    fn write(dir: PathBuf, count: usize) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = Self { dir, count };
+        files.each(|path| std::fs::write(path, b"x").unwrap());
+        files
+    }
+
+    fn each(&self, action: impl Fn(PathBuf) + Sync) {
+        std::thread::scope(|scope| {
+            for t in 0..FILE_THREADS {
+                let action = &action;
+                scope.spawn(move || {
+                    for i in (t..self.count).step_by(FILE_THREADS) {
+                        action(self.dir.join(format!("f{i:06}.jpg")));
+                    }
+                });
+            }
+        });
+    }
+}
+
+impl Drop for ManyFiles {
+    fn drop(&mut self) {
+        self.each(|path| {
+            let _ = std::fs::remove_file(path);
+        });
+    }
+}
+
+/// The `field` values of every task of `project`, through the paged task
+/// list (bucket URIs as stored, not rewritten to the resolver), and the
+/// `total` it reports.
+async fn all_task_values<F, Fut>(get: F, project: i64, field: &str) -> (u64, Vec<String>)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    const PAGE: usize = 10_000;
+    let mut values = Vec::new();
+    let mut total = 0;
+    for page in 1.. {
+        let body = get(format!(
+            "/api/tasks?project={project}&page={page}&page_size={PAGE}&resolve_uri=false"
+        ))
+        .await;
+        total = body["total"].as_u64().unwrap();
+        let tasks = body["tasks"].as_array().unwrap();
+        values.extend(tasks.iter().map(|t| match &t["data"][field] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }));
+        if tasks.len() < PAGE {
+            break;
+        }
+    }
+    (total, values)
+}
+
+fn distinct(values: &[String]) -> usize {
+    values.iter().collect::<HashSet<_>>().len()
+}
+
+const FILES: usize = 200_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_a_200k_file_sync_loses_and_duplicates_nothing() {
+    let started = Instant::now();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().canonicalize().unwrap();
+    let folder = data_dir.join("local-files").join("big");
+    let files = ManyFiles::write(folder.clone(), FILES);
+    eprintln!(
+        "{FILES} files written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut server = Process::start(&data_dir).await;
+    let project = server
+        .post(
+            "/api/projects",
+            json!({"title": "killed", "label_config": "<View><Image name=\"image\" value=\"$image\"/></View>"}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let storage = server
+        .post(
+            "/api/storages/localfiles",
+            json!({"project": project, "path": folder, "use_blob_urls": true}),
+        )
+        .await;
+    let path = format!("/api/storages/localfiles/{}", storage["id"]);
+    let sync_started = Instant::now();
+    let queued = server.post(&format!("{path}/sync"), json!({})).await;
+    let job = queued["last_sync_job"].as_str().unwrap().to_string();
+
+    // Kill as soon as the sync has written progress, well before its end.
+    let at_kill = loop {
+        let state = server.get(&path).await;
+        let count = state["last_sync_count"].as_u64().unwrap_or(0);
+        if state["status"] == "in_progress" && count > 0 {
+            break state;
+        }
+        assert!(
+            state["status"] != "completed",
+            "the sync ended before it could be killed: {state}"
+        );
+        assert!(
+            sync_started.elapsed() < PATIENCE,
+            "no progress: {state}\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.kill();
+    let count_at_kill = at_kill["last_sync_count"].as_u64().unwrap();
+    eprintln!(
+        "killed after {:.1} s at last_sync_count {count_at_kill}",
+        sync_started.elapsed().as_secs_f64()
+    );
+    assert!(count_at_kill < FILES as u64, "{at_kill}");
+
+    // The next process finds the job its predecessor left in progress and
+    // resumes it (same job) instead of leaving it stuck.
+    let restarted = Instant::now();
+    let server = Process::start(&data_dir).await;
+    let resumed = server.wait_finished(&path).await;
+    eprintln!(
+        "restarted and resumed in {:.1} s",
+        restarted.elapsed().as_secs_f64()
+    );
+    assert_eq!(resumed["status"], "completed", "{resumed}");
+    assert_eq!(
+        resumed["last_sync_job"],
+        job.as_str(),
+        "the killed job is resumed, not replaced: {resumed}"
+    );
+    assert_eq!(resumed["meta"]["resumes"], 1, "{resumed}");
+    assert!(resumed["traceback"].is_null(), "{resumed}");
+    // Tasks written after the last progress report count as existing.
+    let created = resumed["last_sync_count"].as_u64().unwrap();
+    let existed = resumed["meta"]["tasks_existed"].as_u64().unwrap();
+    assert_eq!(created + existed, FILES as u64, "{resumed}");
+    eprintln!(
+        "job totals: {created} created, {existed} found written after its last progress report"
+    );
+
+    // A new sync finds every object linked and creates nothing.
+    let resync = Instant::now();
+    server.post(&format!("{path}/sync"), json!({})).await;
+    let again = server.wait_finished(&path).await;
+    eprintln!("re-sync in {:.1} s", resync.elapsed().as_secs_f64());
+    assert_eq!(again["status"], "completed", "{again}");
+    assert_eq!(again["last_sync_count"], 0, "{again}");
+    assert_eq!(again["meta"]["tasks_existed"], FILES, "{again}");
+
+    let shown = server.get(&format!("/api/projects/{project}")).await;
+    assert_eq!(shown["task_number"], FILES, "{shown}");
+    let page = server
+        .get(&format!("/api/tasks?project={project}&page_size=2"))
+        .await;
+    assert_eq!(
+        page["tasks"][0]["data"]["image"], "/data/local-files/?d=big/f000000.jpg",
+        "{page}"
+    );
+    drop(server);
+
+    // Every object has exactly one task, and every task its own object:
+    // read from the database file itself (paging 200,000 tasks through the
+    // API of a debug build takes longer than the rest of the test).
+    let counting = Instant::now();
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}?mode=ro",
+        data_dir.join("storage.sqlite3").display()
+    ))
+    .await
+    .unwrap();
+    let storage_id = storage["id"].as_i64().unwrap();
+    let (tasks, distinct_data): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT data) FROM tasks WHERE project_id = ?")
+            .bind(project)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let (links, keys, linked_tasks): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT key), COUNT(DISTINCT task_id) FROM storage_links WHERE storage_id = ?",
+    )
+    .bind(storage_id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let n = FILES as i64;
+    assert_eq!(
+        (tasks, distinct_data, links, keys, linked_tasks),
+        (n, n, n, n, n)
+    );
+    let urls: Vec<String> = sqlx::query_scalar(
+        "SELECT json_extract(data, '$.\"$undefined$\"') FROM tasks WHERE project_id = ?",
+    )
+    .bind(project)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    let expected: HashSet<String> = (0..FILES)
+        .map(|i| format!("/data/local-files/?d=big/f{i:06}.jpg"))
+        .collect();
+    let got: HashSet<String> = urls.into_iter().collect();
+    assert!(
+        got == expected,
+        "every file has its task: e.g. {:?} is missing",
+        expected.difference(&got).next()
+    );
+    eprintln!("counted in {:.1} s", counting.elapsed().as_secs_f64());
+    drop(files);
+    eprintln!("whole test: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------
+// An S3 server that goes away: a TCP proxy in front of moto.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Connections are passed to moto.
+    Up,
+    /// Every connection is reset as soon as it is accepted (and counted):
+    /// what clients see of a server that crashes or restarts.
+    Reset,
+    /// Nothing listens: connections are refused, as by a stopped server.
+    Refuse,
+}
+
+/// A TCP proxy to `upstream` that a test can take down and bring back.
+/// Switching away from [`Link::Up`] also resets the open connections.
+struct Proxy {
+    addr: SocketAddr,
+    link: watch::Sender<Link>,
+    resets: Arc<AtomicUsize>,
+    /// Connections to reset while the link is up.
+    budget: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let link = watch::channel(Link::Up).0;
+        let resets = Arc::new(AtomicUsize::new(0));
+        let budget = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(Self::serve(
+            listener,
+            upstream,
+            link.subscribe(),
+            resets.clone(),
+            budget.clone(),
+        ));
+        Self {
+            addr,
+            link,
+            resets,
+            budget,
+            task,
+        }
+    }
+
+    /// Resets the next `n` connections, then passes them again: an outage
+    /// measured in attempts rather than time.
+    fn reset_next(&self, n: usize) {
+        self.budget.store(n, Ordering::SeqCst);
+    }
+
+    fn set(&self, link: Link) {
+        self.link.send_replace(link);
+    }
+
+    fn resets(&self) -> usize {
+        self.resets.load(Ordering::SeqCst)
+    }
+
+    async fn serve(
+        listener: TcpListener,
+        upstream: SocketAddr,
+        mut link: watch::Receiver<Link>,
+        resets: Arc<AtomicUsize>,
+        budget: Arc<AtomicUsize>,
+    ) {
+        let addr = listener.local_addr().unwrap();
+        let mut listener = Some(listener);
+        loop {
+            let current = *link.borrow_and_update();
+            if current == Link::Refuse {
+                // Closing the socket makes the port refuse connections.
+                listener = None;
+                if link.wait_for(|l| *l != Link::Refuse).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            let accepting = match &listener {
+                Some(listener) => listener,
+                None => {
+                    // Listening again on the same port (SO_REUSEADDR is set).
+                    listener = Some(
+                        TcpListener::bind(addr)
+                            .await
+                            .expect("rebind the proxy port"),
+                    );
+                    continue;
+                }
+            };
+            tokio::select! {
+                accepted = accepting.accept() => {
+                    let Ok((client, _)) = accepted else { continue };
+                    let spend = || budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                    if *link.borrow() == Link::Up && !spend() {
+                        tokio::spawn(Self::pipe(client, upstream, link.clone()));
+                    } else {
+                        resets.fetch_add(1, Ordering::SeqCst);
+                        let _ = client.set_zero_linger();
+                        drop(client);
+                    }
+                }
+                changed = link.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn pipe(mut client: TcpStream, upstream: SocketAddr, mut link: watch::Receiver<Link>) {
+        let Ok(mut server) = TcpStream::connect(upstream).await else {
+            let _ = client.set_zero_linger();
+            return;
+        };
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+            _ = link.wait_for(|l| *l != Link::Up) => {
+                let _ = client.set_zero_linger();
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn moto_store(moto: &storage_testing::S3Server) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        AmazonS3Builder::new()
+            .with_endpoint(&moto.endpoint)
+            .with_bucket_name(&moto.bucket)
+            .with_region("us-east-1")
+            .with_access_key_id(&moto.access_key_id)
+            .with_secret_access_key(&moto.secret_access_key)
+            .with_client_options(ClientOptions::new().with_allow_http(true))
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Puts `count` task files `{prefix}/t00000.json`... (`{"n": i}`) into moto.
+async fn seed_task_files(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+) {
+    futures::stream::iter(range)
+        .map(|i| {
+            let store = store.clone();
+            let key = format!("{prefix}/t{i:05}.json");
+            async move {
+                store
+                    .put(&key.into(), format!("{{\"n\": {i}}}").into())
+                    .await
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Polls until the storage's sync has made progress (or fails the test).
+async fn wait_in_progress(server: &Server, path: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let (_, state) = server.get(path).await;
+        if state["status"] == "in_progress" && state["last_sync_count"].as_u64().unwrap_or(0) > 0 {
+            return state;
+        }
+        assert!(
+            !matches!(
+                state["status"].as_str(),
+                Some("completed" | "completed_with_errors" | "failed")
+            ),
+            "the sync ended before the fault: {state}"
+        );
+        assert!(started.elapsed() < PATIENCE, "no progress: {state}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Requests a sync of the storage at `path` and checks it was accepted.
+async fn sync(server: &Server, path: &str) -> Value {
+    let (status, body) = server.post(&format!("{path}/sync"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{path}/sync: {body}");
+    body
+}
+
+async fn wait_synced(server: &Server, path: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let (_, state) = server.get(path).await;
+        if matches!(
+            state["status"].as_str(),
+            Some("completed" | "completed_with_errors" | "failed")
+        ) {
+            return state;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the sync did not finish: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn task_numbers(server: &Server, project: i64) -> (u64, Vec<String>) {
+    all_task_values(|p| async move { server.get(&p).await.1 }, project, "n").await
+}
+
+const OBJECTS: usize = 1500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_is_retried_then_fails_readably_and_a_resync_completes_exactly() {
+    let moto = storage_testing::moto();
+    let upstream: SocketAddr = moto.endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let prefix = storage_testing::unique_prefix("faults-outage");
+    let store = moto_store(&moto);
+    let seeding = Instant::now();
+    seed_task_files(&store, &prefix, 0..OBJECTS).await;
+    eprintln!(
+        "{OBJECTS} objects put in {:.1} s",
+        seeding.elapsed().as_secs_f64()
+    );
+
+    // The server's S3 options are the defaults but for the endpoint policy:
+    // the retries under test are the ones a deployment gets.
+    let backend: Arc<dyn Backend> = Arc::new(S3Backend::new(
+        S3Options::new().with_endpoint_policy(EndpointPolicy::allow_private()),
+    ));
+    let runner = RunnerConfig {
+        import: storage_core::import::ImportConfig {
+            batch_size: 50,
+            ..Default::default()
+        },
+        ..fast_runner()
+    };
+    let server = Server::start_with(tempfile::tempdir().unwrap(), runner, vec![backend]).await;
+    let endpoint = format!("http://{}", proxy.addr);
+    let storage_in = |project: i64| {
+        json!({"project": project, "bucket": moto.bucket, "prefix": prefix, "use_blob_urls": false,
+               "s3_endpoint": endpoint, "aws_access_key_id": moto.access_key_id,
+               "aws_secret_access_key": moto.secret_access_key, "region_name": "us-east-1"})
+    };
+
+    // 1. A brief outage in the middle of the sync: retried, nothing lost.
+    let project = server.project().await;
+    let (status, storage) = server.post("/api/storages/s3", storage_in(project)).await;
+    assert_eq!(status, StatusCode::CREATED, "{storage}");
+    let path = format!("/api/storages/s3/{}", storage["id"]);
+    sync(&server, &path).await;
+    let before = wait_in_progress(&server, &path).await;
+    proxy.set(Link::Reset);
+    let cut = Instant::now();
+    while proxy.resets() < 3 {
+        assert!(
+            cut.elapsed() < PATIENCE,
+            "no request reached the proxy during the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    proxy.set(Link::Up);
+    eprintln!(
+        "brief outage at last_sync_count {}: {} connections reset in {:.2} s",
+        before["last_sync_count"],
+        proxy.resets(),
+        cut.elapsed().as_secs_f64()
+    );
+    let done = wait_synced(&server, &path).await;
+    assert_eq!(
+        done["status"], "completed",
+        "the requests that met the outage were retried: {done}"
+    );
+    assert_eq!(done["last_sync_count"], OBJECTS, "{done}");
+    let (total, numbers) = task_numbers(&server, project).await;
+    assert_eq!(
+        (total, numbers.len(), distinct(&numbers)),
+        (OBJECTS as u64, OBJECTS, OBJECTS)
+    );
+
+    // 2. A lasting outage in the middle of a sync (a second project's
+    // storage reads the same objects): the sync fails, and says where.
+    let project2 = server.project().await;
+    let (status, storage2) = server.post("/api/storages/s3", storage_in(project2)).await;
+    assert_eq!(status, StatusCode::CREATED, "{storage2}");
+    let path2 = format!("/api/storages/s3/{}", storage2["id"]);
+    sync(&server, &path2).await;
+    wait_in_progress(&server, &path2).await;
+    proxy.set(Link::Refuse);
+    let cut = Instant::now();
+    let failed = wait_synced(&server, &path2).await;
+    eprintln!(
+        "lasting outage: failed after {:.1} s",
+        cut.elapsed().as_secs_f64()
+    );
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let traceback = failed["traceback"].as_str().unwrap();
+    eprintln!("traceback:\n{traceback}");
+    assert!(
+        traceback.contains(&format!("reading task file \"{prefix}/t")),
+        "names the object: {traceback}"
+    );
+    assert!(
+        traceback.contains(&proxy.addr.to_string()),
+        "names the endpoint: {traceback}"
+    );
+    assert!(
+        traceback.to_lowercase().contains("connection refused"),
+        "says what went wrong: {traceback}"
+    );
+    assert!(
+        !traceback.contains(&moto.secret_access_key),
+        "no secret: {traceback}"
+    );
+    let partial = failed["last_sync_count"].as_u64().unwrap_or(0);
+    assert!(partial < OBJECTS as u64, "{failed}");
+
+    // 3. The server is back: a new sync creates exactly what is missing.
+    proxy.set(Link::Up);
+    sync(&server, &path2).await;
+    let resynced = wait_synced(&server, &path2).await;
+    assert_eq!(resynced["status"], "completed", "{resynced}");
+    assert!(resynced["traceback"].is_null(), "{resynced}");
+    let created = resynced["last_sync_count"].as_u64().unwrap();
+    let existed = resynced["meta"]["tasks_existed"].as_u64().unwrap();
+    assert_eq!(created + existed, OBJECTS as u64, "{resynced}");
+    let (total, numbers) = task_numbers(&server, project2).await;
+    assert_eq!(
+        (total, numbers.len(), distinct(&numbers)),
+        (OBJECTS as u64, OBJECTS, OBJECTS)
+    );
+
+    // 4. Exports meet the outage too: every write fails and is counted.
+    let (status, export) = server
+        .post("/api/storages/export/s3", {
+            let mut body = storage_in(project2);
+            body["prefix"] = json!(format!("{prefix}-export"));
+            body
+        })
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{export}");
+    let export_path = format!("/api/storages/export/s3/{}", export["id"]);
+    let first = wait_synced(&server, &export_path).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let (_, tasks) = server
+        .get(&format!("/api/tasks?project={project2}&page_size=3"))
+        .await;
+    for task in tasks["tasks"].as_array().unwrap() {
+        let (status, annotation) = server
+            .post(
+                &format!("/api/tasks/{}/annotations", task["id"]),
+                json!({"result": []}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{annotation}");
+    }
+    proxy.set(Link::Refuse);
+    sync(&server, &export_path).await;
+    let failed = wait_synced(&server, &export_path).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["meta"]["annotations_failed"], 3, "{failed}");
+    assert_eq!(failed["last_sync_count"], 0, "{failed}");
+    let traceback = failed["traceback"].as_str().unwrap();
+    assert!(
+        traceback.starts_with("3 of 3 annotations could not be written"),
+        "{traceback}"
+    );
+    assert!(
+        !traceback.contains(&moto.secret_access_key),
+        "no secret: {traceback}"
+    );
+    proxy.set(Link::Up);
+    sync(&server, &export_path).await;
+    let exported = wait_synced(&server, &export_path).await;
+    assert_eq!(
+        (
+            exported["status"].as_str(),
+            exported["last_sync_count"].as_u64()
+        ),
+        (Some("completed"), Some(3)),
+        "{exported}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_listing_that_meets_an_outage_is_retried_beyond_the_clients_own_retries() {
+    const FILES: usize = 300;
+    // Attempts of one request by the S3 client itself.
+    const CLIENT_ATTEMPTS: usize = 3;
+    let moto = storage_testing::moto();
+    let upstream: SocketAddr = moto.endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let prefix = storage_testing::unique_prefix("faults-listing");
+    let store = moto_store(&moto);
+    futures::stream::iter(0..FILES)
+        .map(|i| {
+            let store = store.clone();
+            let key = format!("{prefix}/img{i:04}.jpg");
+            async move { store.put(&key.into(), "x".into()).await.unwrap() }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let backend = || -> Vec<Arc<dyn Backend>> {
+        let retry = object_store::RetryConfig {
+            max_retries: CLIENT_ATTEMPTS - 1,
+            ..Default::default()
+        };
+        let options = S3Options::new()
+            .with_endpoint_policy(EndpointPolicy::allow_private())
+            .with_retry(retry);
+        vec![Arc::new(S3Backend::new(options))]
+    };
+
+    let server = Server::start_with(tempfile::tempdir().unwrap(), fast_runner(), backend()).await;
+    let project = server.project().await;
+    let (status, storage) = server
+        .post(
+            "/api/storages/s3",
+            json!({"project": project, "bucket": moto.bucket, "prefix": prefix, "use_blob_urls": true,
+                   "s3_endpoint": format!("http://{}", proxy.addr), "aws_access_key_id": moto.access_key_id,
+                   "aws_secret_access_key": moto.secret_access_key, "region_name": "us-east-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{storage}");
+    let path = format!("/api/storages/s3/{}", storage["id"]);
+
+    // The endpoint resets one connection more than the S3 client tries on
+    // its own: the listing (all a Files-mode sync asks of S3) fails once
+    // and is asked for again.
+    proxy.reset_next(CLIENT_ATTEMPTS + 1);
+    sync(&server, &path).await;
+    let done = wait_synced(&server, &path).await;
+    assert_eq!(
+        done["status"], "completed",
+        "the listing was retried after the client gave up: {done}"
+    );
+    assert_eq!(
+        proxy.resets(),
+        CLIENT_ATTEMPTS + 1,
+        "every planned reset met a request"
+    );
+    assert_eq!(done["last_sync_count"], FILES, "{done}");
+    let server = &server;
+    let (total, urls) =
+        all_task_values(|p| async move { server.get(&p).await.1 }, project, "image").await;
+    assert_eq!(total, FILES as u64);
+    let expected: HashSet<String> = (0..FILES)
+        .map(|i| format!("s3://{}/{prefix}/img{i:04}.jpg", moto.bucket))
+        .collect();
+    assert_eq!(urls.len(), FILES, "one task per object");
+    assert!(
+        urls.into_iter().collect::<HashSet<_>>() == expected,
+        "each object has its own task"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The job runner under load and without workers.
+
+/// A server whose API answers but whose workers are stopped: queued jobs
+/// stay queued until another process runs them (or the queue times out).
+async fn server_without_workers(dir: tempfile::TempDir, runner: RunnerConfig) -> Server {
+    let server = Server::start_in(dir, runner).await;
+    server.sync.shutdown().await;
+    server
+}
+
+async fn folder_storage(server: &Server, project: i64, folder: &str, files: usize) -> String {
+    let dir = server.root.join(folder);
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..files {
+        std::fs::write(dir.join(format!("f{i:04}.jpg")), b"x").unwrap();
+    }
+    let (status, storage) = server
+        .post(
+            "/api/storages/localfiles",
+            json!({"project": project, "path": server.path(folder), "use_blob_urls": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{storage}");
+    format!("/api/storages/localfiles/{}", storage["id"])
+}
+
+#[tokio::test]
+async fn a_queued_job_no_worker_takes_times_out_and_a_requeue_clears_the_traceback() {
+    let runner = RunnerConfig {
+        queue_timeout: Duration::from_secs(1),
+        ..fast_runner()
+    };
+    let server = server_without_workers(tempfile::tempdir().unwrap(), runner).await;
+    let project = server.project().await;
+    let path = folder_storage(&server, project, "never", 5).await;
+    let queued = sync(&server, &path).await;
+    assert_eq!(queued["status"], "queued", "{queued}");
+
+    // What every instance's watchdog does on its rounds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server.sync.recover(false).await.unwrap();
+    let (_, failed) = server.get(&path).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["traceback"], "The sync job was not started within 1 s of being queued (no worker took it); start a new sync to try again.");
+    assert!(failed["meta"]["time_failure"].is_string(), "{failed}");
+    assert!(failed["last_sync"].is_null(), "{failed}");
+
+    let requeued = sync(&server, &path).await;
+    let (_, shown) = server.get(&path).await;
+    for state in [&requeued, &shown] {
+        assert_eq!(state["status"], "queued", "{state}");
+        assert!(
+            state["traceback"].is_null(),
+            "a re-queue clears the old traceback: {state}"
+        );
+        assert!(state["meta"].get("time_failure").is_none(), "{state}");
+        assert_eq!(state["meta"]["attempts"], 2, "{state}");
+        assert_ne!(
+            state["last_sync_job"], queued["last_sync_job"],
+            "a new job: {state}"
+        );
+    }
+    let dir = server.stop().await;
+
+    // A server with workers runs the re-queued job (queued in time).
+    let server = Server::start_in(
+        dir,
+        RunnerConfig {
+            queue_timeout: Duration::from_secs(3600),
+            ..fast_runner()
+        },
+    )
+    .await;
+    let (_, state) = server.get(&path).await;
+    if state["status"] == "failed" {
+        // The restart itself took longer than the 1 s queue timeout.
+        sync(&server, &path).await;
+    }
+    let done = wait_synced(&server, &path).await;
+    assert_eq!(
+        (done["status"].as_str(), done["last_sync_count"].as_u64()),
+        (Some("completed"), Some(5)),
+        "{done}"
+    );
+    assert!(done["traceback"].is_null(), "{done}");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_sync_requests_queue_exactly_one_job() {
+    const FILES: usize = 2000;
+    let server = server_without_workers(tempfile::tempdir().unwrap(), fast_runner()).await;
+    let project = server.project().await;
+    let path = folder_storage(&server, project, "one-job", FILES).await;
+    let sync_path = format!("{path}/sync");
+    // Without workers the job stays queued while all 50 requests land: each
+    // must find the one job the first request queued.
+    let responses =
+        futures::future::join_all((0..50).map(|_| server.post(&sync_path, json!({})))).await;
+    let mut jobs = HashSet::new();
+    for (status, body) in &responses {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "queued", "{body}");
+        jobs.insert(body["last_sync_job"].as_str().unwrap().to_string());
+    }
+    assert_eq!(jobs.len(), 1, "50 requests, one job: {jobs:?}");
+    let (_, state) = server.get(&path).await;
+    assert_eq!(state["meta"]["attempts"], 1, "queued once: {state}");
+    let dir = server.stop().await;
+
+    let server = Server::start_in(dir, fast_runner()).await;
+    let done = wait_synced(&server, &path).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        jobs.contains(done["last_sync_job"].as_str().unwrap()),
+        "{done}"
+    );
+    assert_eq!(done["last_sync_count"], FILES, "{done}");
+    let (_, project_after) = server.get(&format!("/api/projects/{project}")).await;
+    assert_eq!(
+        project_after["task_number"], FILES,
+        "exactly one task per file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_storages_syncing_at_once_all_finish_exactly() {
+    const STORAGES: usize = 20;
+    const FILES: usize = 300;
+    let runner = RunnerConfig {
+        workers: STORAGES,
+        ..fast_runner()
+    };
+    let server = Server::start_in(tempfile::tempdir().unwrap(), runner).await;
+    let project = server.project().await;
+    let mut paths = Vec::new();
+    for s in 0..STORAGES {
+        paths.push(folder_storage(&server, project, &format!("many/s{s:02}"), FILES).await);
+    }
+    for round in 0..2 {
+        let sync_paths: Vec<String> = paths.iter().map(|path| format!("{path}/sync")).collect();
+        let requests = sync_paths.iter().map(|path| server.post(path, json!({})));
+        for (status, body) in futures::future::join_all(requests).await {
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        for path in &paths {
+            let done = wait_synced(&server, path).await;
+            assert_eq!(done["status"], "completed", "round {round}: {done}");
+            let (created, existed) = if round == 0 { (FILES, 0) } else { (0, FILES) };
+            assert_eq!(done["last_sync_count"], created, "round {round}: {done}");
+            assert_eq!(
+                done["meta"]["tasks_existed"], existed,
+                "round {round}: {done}"
+            );
+        }
+    }
+    let server = &server;
+    let (total, urls) =
+        all_task_values(|p| async move { server.get(&p).await.1 }, project, "image").await;
+    assert_eq!(
+        (total, urls.len(), distinct(&urls)),
+        (
+            (STORAGES * FILES) as u64,
+            STORAGES * FILES,
+            STORAGES * FILES
+        )
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Export targets that cannot be written.
+
+#[tokio::test]
+async fn export_write_failures_end_completed_with_errors_or_failed_never_completed() {
+    let server = Server::start().await;
+    let project = server.project().await;
+    let (status, _) = server
+        .post(
+            &format!("/api/projects/{project}/import"),
+            json!([{"image": "a"}, {"image": "b"}, {"image": "c"}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let out = server.root.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let (status, export) = server
+        .post(
+            "/api/storages/export/localfiles",
+            json!({"project": project, "path": server.path("out")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{export}");
+    let path = format!("/api/storages/export/localfiles/{}", export["id"]);
+    wait_synced(&server, &path).await;
+
+    let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
+    let mut annotations = Vec::new();
+    for task in tasks["tasks"].as_array().unwrap() {
+        let (status, annotation) = server
+            .post(
+                &format!("/api/tasks/{}/annotations", task["id"]),
+                json!({"result": []}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{annotation}");
+        annotations.push(annotation["id"].as_i64().unwrap());
+    }
+    // Root ignores file modes: a directory where the object goes is what
+    // stops a write. One annotation's object cannot be written...
+    let blocked = out.join(annotations[1].to_string());
+    std::fs::remove_file(&blocked).unwrap();
+    std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
+    sync(&server, &path).await;
+    let partial = wait_synced(&server, &path).await;
+    assert_eq!(partial["status"], "completed_with_errors", "{partial}");
+    assert_eq!(partial["last_sync_count"], 2, "{partial}");
+    assert_eq!(partial["meta"]["annotations_failed"], 1, "{partial}");
+    assert_eq!(partial["meta"]["total_annotations"], 3, "{partial}");
+    let traceback = partial["traceback"].as_str().unwrap();
+    assert!(
+        traceback.starts_with("1 of 3 annotations could not be written"),
+        "{traceback}"
+    );
+    assert!(
+        traceback.contains(&format!("writing annotation {}", annotations[1])),
+        "{traceback}"
+    );
+
+    // ... and when none can, the sync fails.
+    for id in &annotations {
+        let object = out.join(id.to_string());
+        if object.is_file() {
+            std::fs::remove_file(&object).unwrap();
+        }
+        std::fs::create_dir_all(object.join("in-the-way")).unwrap();
+    }
+    sync(&server, &path).await;
+    let failed = wait_synced(&server, &path).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        (
+            failed["last_sync_count"].as_u64(),
+            failed["meta"]["annotations_failed"].as_u64()
+        ),
+        (Some(0), Some(3)),
+        "{failed}"
+    );
+    assert!(
+        failed["traceback"]
+            .as_str()
+            .unwrap()
+            .starts_with("3 of 3 annotations could not be written"),
+        "{failed}"
+    );
+    assert!(
+        failed["last_sync"].is_null() && failed["meta"]["time_failure"].is_string(),
+        "{failed}"
+    );
+
+    // Saving an annotation still answers 201, and the failed write of its
+    // object is counted (and logged per storage).
+    let (status, _) = server
+        .patch(
+            &format!("/api/annotations/{}", annotations[0]),
+            json!({"result": []}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        server
+            .sync
+            .annotation_saved(project, annotations[0])
+            .await
+            .unwrap(),
+        1
+    );
+
+    // The target folder replaced by a file: the sync is refused and says why.
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::write(&out, b"not a folder").unwrap();
+    let (status, refused) = server.post(&format!("{path}/sync"), json!({})).await;
+    let errors = support::envelope(status, &refused, StatusCode::BAD_REQUEST);
+    assert!(
+        errors["non_field_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("/out"),
+        "names the folder: {refused}"
+    );
+    let (_, unchanged) = server.get(&path).await;
+    assert_eq!(unchanged["status"], "failed", "{unchanged}");
+
+    // Fixed: everything is written.
+    std::fs::remove_file(&out).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    sync(&server, &path).await;
+    let fixed = wait_synced(&server, &path).await;
+    assert_eq!(
+        (fixed["status"].as_str(), fixed["last_sync_count"].as_u64()),
+        (Some("completed"), Some(3)),
+        "{fixed}"
+    );
+    assert!(fixed["traceback"].is_null(), "{fixed}");
+}

@@ -1,0 +1,427 @@
+//! Scale-out: two processes of the example server (`examples/server.rs`,
+//! built by `cargo build --workspace --all-targets`) on one PostgreSQL
+//! database (`scripts/postgres.sh start`), driven over real HTTP through
+//! Label Studio's REST API.
+//!
+//! - Twenty storages synced at once are shared by both instances: every job
+//!   is started exactly once, by one of them, and ends `completed` with one
+//!   task per file.
+//! - An instance killed (SIGKILL) in the middle of a sync leaves its job
+//!   `in_progress` under a lease it no longer renews; the other instance
+//!   takes the job over when the lease expires and finishes it with exactly
+//!   one task per file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "scale-out-token-0123456789";
+
+/// How long a test waits for a state it expects before it fails (a bound
+/// against hanging, not a timing assertion).
+const PATIENCE: Duration = Duration::from_secs(240);
+
+/// The example server binary beside this test's binary
+/// (`target/<profile>/deps/scale_out-…` → `target/<profile>/examples/server`).
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("examples").join("server");
+    assert!(
+        binary.exists(),
+        "{} is missing: the scale-out tests run the example server as separate processes. \
+         Build it first with `cargo build --workspace --all-targets` (what ./scripts/test does) \
+         or `cargo build --example server`.",
+        binary.display()
+    );
+    binary
+}
+
+/// One server process.
+struct Instance {
+    name: &'static str,
+    child: Child,
+    base: String,
+    log: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Instance {
+    /// Starts an instance on `database` with the document root `root`, and
+    /// waits until it listens.
+    fn start(name: &'static str, dir: &Path, database: &str, root: &Path, extra: &[&str]) -> Self {
+        let data = dir.join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let mut child = Command::new(server_binary())
+            .args(["--addr", "127.0.0.1:0", "--log-json", "true", "--data-dir"])
+            .arg(&data)
+            .arg("--local-files-document-root")
+            .arg(root)
+            .args(["--database-url", database])
+            .args(extra)
+            .env("STORAGE_API_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.stderr"))).unwrap())
+            .spawn()
+            .expect("start the example server");
+        // Log lines and the address (printed once it listens) arrive on
+        // stdout: the thread copies them to the log file, line by line.
+        let stdout = child.stdout.take().unwrap();
+        let mut file = std::io::LineWriter::new(std::fs::File::create(&log).unwrap());
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|line| line.ok()) {
+                if let Some(address) = line.strip_prefix("Listening on ") {
+                    let _ = sender.send(address.to_string());
+                }
+                let _ = writeln!(file, "{line}");
+            }
+        });
+        let base = receiver
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                let _ = child.wait();
+                let read = |file: &Path| std::fs::read_to_string(file).unwrap_or_default();
+                panic!(
+                    "server {name} did not start listening; its log:\n{}{}",
+                    read(&log),
+                    read(&dir.join(format!("{name}.stderr")))
+                )
+            });
+        Self {
+            name,
+            child,
+            base,
+            log,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", format!("Token {TOKEN}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("{} {path}: {err}", self.name));
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A successful call's body.
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.call(method, path, body).await;
+        assert!(status.is_success(), "{} {path}: {status} {body}", self.name);
+        body
+    }
+
+    async fn storage(&self, id: i64) -> Value {
+        self.ok(Method::GET, &format!("/api/storages/localfiles/{id}"), None)
+            .await
+    }
+
+    /// Ids of the storages whose sync this instance started, one entry per
+    /// start, from its JSON log lines ("sync started", in the `sync` span).
+    fn started_syncs(&self) -> Vec<i64> {
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["fields"]["message"] == "sync started")
+            .map(|line| {
+                let span = if line["span"]["storage"].is_i64() {
+                    line["span"].clone()
+                } else {
+                    line["spans"]
+                        .as_array()
+                        .and_then(|spans| spans.iter().find(|s| s["storage"].is_i64()))
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            panic!("no storage id on a \"sync started\" line: {line}")
+                        })
+                };
+                span["storage"].as_i64().unwrap()
+            })
+            .collect()
+    }
+
+    /// SIGKILL: no shutdown, no last progress write, connections dropped.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `count` one-byte `.jpg` files into `root/folder`.
+fn write_files(root: &Path, folder: &str, count: usize) -> PathBuf {
+    let dir = root.join(folder);
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..count {
+        std::fs::write(dir.join(format!("img_{i:06}.jpg")), b"x").unwrap();
+    }
+    dir
+}
+
+async fn create_project(instance: &Instance) -> i64 {
+    let body = json!({"title": "scale-out", "label_config": "<View><Image name=\"image\" value=\"$image\"/></View>"});
+    instance.ok(Method::POST, "/api/projects", Some(body)).await["id"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn create_storage(instance: &Instance, project: i64, folder: &Path) -> i64 {
+    let body = json!({"project": project, "path": folder, "use_blob_urls": true});
+    instance
+        .ok(Method::POST, "/api/storages/localfiles", Some(body))
+        .await["id"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn request_sync(instance: &Instance, storage: i64) {
+    instance
+        .ok(
+            Method::POST,
+            &format!("/api/storages/localfiles/{storage}/sync"),
+            None,
+        )
+        .await;
+}
+
+/// The storage once its sync has ended (any final status).
+async fn wait_finished(instance: &Instance, storage: i64) -> Value {
+    let started = Instant::now();
+    loop {
+        let state = instance.storage(storage).await;
+        match state["status"].as_str() {
+            Some("completed" | "completed_with_errors" | "failed") => return state,
+            _ if started.elapsed() > PATIENCE => {
+                panic!("the sync of storage {storage} did not end: {state}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Every task of the project, paged through the API: (storage file name
+/// of each task, inner ids).
+async fn all_tasks(instance: &Instance, project: i64) -> (Vec<String>, Vec<i64>) {
+    const PAGE: usize = 10_000;
+    let (mut files, mut inner) = (Vec::new(), Vec::new());
+    for page in 1.. {
+        let body = instance
+            .ok(
+                Method::GET,
+                &format!("/api/tasks?project={project}&page={page}&page_size={PAGE}"),
+                None,
+            )
+            .await;
+        let tasks = body["tasks"].as_array().unwrap();
+        for task in tasks {
+            files.push(
+                task["storage_filename"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no file: {task}"))
+                    .to_string(),
+            );
+            inner.push(task["inner_id"].as_i64().unwrap());
+        }
+        if tasks.len() < PAGE {
+            break;
+        }
+    }
+    (files, inner)
+}
+
+/// Asserts that the tasks are exactly one per file: `expected` tasks, no
+/// file twice, inner ids 1..=expected.
+fn assert_one_task_per_file(files: &[String], inner: &[i64], expected: usize) {
+    assert_eq!(files.len(), expected, "task count");
+    let distinct: HashSet<&String> = files.iter().collect();
+    assert_eq!(distinct.len(), expected, "a file has more than one task");
+    let mut inner = inner.to_vec();
+    inner.sort_unstable();
+    assert_eq!(
+        inner,
+        (1..=expected as i64).collect::<Vec<_>>(),
+        "inner ids"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_storages_sync_concurrently_across_two_instances() {
+    const STORAGES: usize = 20;
+    const FILES: usize = 500;
+    let database = storage_testing::postgres::fresh_database("scale_out_twenty").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap().join("files");
+    let folders: Vec<PathBuf> = (0..STORAGES)
+        .map(|n| write_files(&root, &format!("s{n:02}"), FILES))
+        .collect();
+
+    // Both start at once (four sync workers each, the default): the schema
+    // and the admin user are still set up once.
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| Instance::start("a", dir.path(), &database, &root, &[]));
+        let b = scope.spawn(|| Instance::start("b", dir.path(), &database, &root, &[]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let instances = [&a, &b];
+
+    // One project, so the instances also contend for its task numbering.
+    let project = create_project(&a).await;
+    let mut storages = Vec::new();
+    for (n, folder) in folders.iter().enumerate() {
+        storages.push(create_storage(instances[n % 2], project, folder).await);
+    }
+    // Requests alternate between the instances; either may run any job.
+    for (n, storage) in storages.iter().enumerate() {
+        request_sync(instances[n % 2], *storage).await;
+    }
+    for (n, storage) in storages.iter().enumerate() {
+        let state = wait_finished(instances[(n + 1) % 2], *storage).await;
+        assert_eq!(state["status"], "completed", "{state}");
+        assert_eq!(state["last_sync_count"], FILES, "{state}");
+        assert_eq!(state["meta"]["tasks_existed"], 0, "{state}");
+    }
+
+    let (files, inner) = all_tasks(&b, project).await;
+    assert_one_task_per_file(&files, &inner, STORAGES * FILES);
+    for folder in &folders {
+        let prefix = format!("{}/", folder.display());
+        let in_folder = files.iter().filter(|f| f.starts_with(&prefix)).count();
+        assert_eq!(in_folder, FILES, "tasks of {}", folder.display());
+    }
+
+    // Every job started exactly once, and both instances ran some.
+    let (by_a, by_b) = (a.started_syncs(), b.started_syncs());
+    assert!(
+        !by_a.is_empty() && !by_b.is_empty(),
+        "a ran {by_a:?}, b ran {by_b:?}"
+    );
+    let mut started: Vec<i64> = by_a.iter().chain(&by_b).copied().collect();
+    started.sort_unstable();
+    assert_eq!(
+        started, storages,
+        "each job once: a ran {by_a:?}, b ran {by_b:?}"
+    );
+    drop((a, b));
+    storage_testing::postgres::drop_database(&database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_sync_is_finished_by_the_other() {
+    // Enough files that the sync is still running when the kill comes.
+    const FILES: usize = 100_000;
+    // Short leases so the takeover comes soon; the heartbeat renews every second.
+    let lease = ["--sync-lease-seconds", "2", "--sync-workers", "1"];
+    let database = storage_testing::postgres::fresh_database("scale_out_kill").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap().join("files");
+    let folder = write_files(&root, "many", FILES);
+
+    let mut a = Instance::start("a", dir.path(), &database, &root, &lease);
+    let project = create_project(&a).await;
+    let storage = create_storage(&a, project, &folder).await;
+    request_sync(&a, storage).await;
+
+    // Wait until a's heartbeat has written progress: a holds the job.
+    let started = Instant::now();
+    let before = loop {
+        let state = a.storage(storage).await;
+        if state["status"] == "in_progress" && state["last_sync_count"].as_u64().unwrap_or(0) > 0 {
+            break state;
+        }
+        assert!(
+            matches!(state["status"].as_str(), Some("queued" | "in_progress")),
+            "the sync ended before the kill (raise FILES): {state}"
+        );
+        assert!(started.elapsed() < PATIENCE, "no progress: {state}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The second instance starts only now, so the job is a's alone. Its
+    // start-up (done once it listens) must leave a's live job alone.
+    let b = Instance::start("b", dir.path(), &database, &root, &lease);
+    let state = b.storage(storage).await;
+    assert_eq!(
+        state["status"], "in_progress",
+        "the sync ended before the kill (raise FILES): {state}"
+    );
+    assert!(
+        state["meta"].get("resumes").is_none(),
+        "b took over a's live job at start-up: {state}"
+    );
+    a.kill();
+
+    let finished = wait_finished(&b, storage).await;
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert_eq!(
+        finished["last_sync_job"], before["last_sync_job"],
+        "the same job, resumed: {finished}"
+    );
+    assert_eq!(
+        finished["meta"]["resumes"], 1,
+        "taken over once: {finished}"
+    );
+    assert_eq!(a.started_syncs(), vec![storage]);
+    assert_eq!(b.started_syncs(), vec![storage], "b finished the job");
+
+    let total = b
+        .ok(
+            Method::GET,
+            &format!("/api/tasks?project={project}&page_size=1"),
+            None,
+        )
+        .await;
+    assert_eq!(total["total"], FILES, "task count");
+    // Paging 100,000 tasks through a debug build takes minutes: the rows
+    // are checked in the database itself.
+    let db = sqlx::PgPool::connect(&database).await.unwrap();
+    let files: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM storage_links WHERE storage_id = $1")
+            .bind(storage)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let inner: Vec<i64> = sqlx::query_scalar("SELECT inner_id FROM tasks WHERE project_id = $1")
+        .bind(project)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    assert_one_task_per_file(&files, &inner, FILES);
+    let expected: HashSet<String> = (0..FILES)
+        .map(|i| format!("{}/img_{i:06}.jpg", folder.display()))
+        .collect();
+    assert!(
+        files.iter().all(|f| expected.contains(f)),
+        "a task for a file that does not exist"
+    );
+    drop(b);
+    storage_testing::postgres::drop_database(&database).await;
+}
