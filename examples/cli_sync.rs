@@ -37,6 +37,9 @@
 
 #![allow(clippy::print_stdout)] // the JSONL may go to standard output (`--out -`)
 
+#[path = "common/cloud.rs"]
+mod cloud;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -57,10 +60,7 @@ use storage_connections::core::persist::{NewTask, TaskSink};
 use storage_connections::core::{
     Backend, Backends, EndpointPolicy, Error, Result, Settings, StorageKind, ValidationErrors,
 };
-use storage_connections::gcs::{GcsBackend, GcsOptions};
-use storage_connections::gcs_sa::GcsSaBackend;
 use storage_connections::localfiles::{LocalFiles, LocalFilesBackend};
-use storage_connections::s3::{S3Backend, S3Options};
 
 /// Exit code: invalid arguments or settings (clap uses 2 for usage errors too).
 const EXIT_INVALID: u8 = 2;
@@ -123,29 +123,8 @@ struct Args {
     /// network, emulators). Refused by default, as in the server.
     #[arg(long, env = "STORAGE_ALLOW_PRIVATE_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     allow_private_endpoints: bool,
-    /// STS endpoint for `role_arn` storages (default AWS's regional STS).
-    #[arg(long, env = "STORAGE_STS_ENDPOINT")]
-    sts_endpoint: Option<url::Url>,
-    /// AWS access key id for S3 storages without keys, and the base
-    /// identity of `role_arn`.
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
-    aws_access_key_id: Option<String>,
-    /// AWS secret access key (with `--aws-access-key-id`).
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    aws_secret_access_key: Option<String>,
-    /// AWS session token (with `--aws-access-key-id`).
-    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
-    aws_session_token: Option<String>,
-    /// Google credentials file for `gcs` storages without a key and the
-    /// base identity of `gcs_sa`; unset: Application Default Credentials.
-    #[arg(long, env = "GOOGLE_APPLICATION_CREDENTIALS")]
-    google_application_credentials: Option<PathBuf>,
-    /// GCS endpoint for storages whose key names none (emulators).
-    #[arg(long, env = "STORAGE_GCS_BASE_URL")]
-    gcs_base_url: Option<url::Url>,
-    /// IAM Credentials API endpoint (`gcs_sa` impersonation).
-    #[arg(long, env = "STORAGE_IAM_ENDPOINT")]
-    iam_endpoint: Option<url::Url>,
+    #[command(flatten)]
+    cloud: cloud::CloudArgs,
 }
 
 fn parse_field(text: &str) -> std::result::Result<(String, String), String> {
@@ -305,33 +284,12 @@ fn backends(args: &Args) -> Result<Backends> {
     } else {
         EndpointPolicy::strict()
     };
-    let mut s3 = S3Options::new().with_endpoint_policy(policy);
-    if let (Some(key), Some(secret)) = (&args.aws_access_key_id, &args.aws_secret_access_key) {
-        s3 = s3.with_server_credentials(key, secret, args.aws_session_token.clone());
-    }
-    if let Some(sts) = &args.sts_endpoint {
-        s3 = s3.with_sts_endpoint(sts.clone());
-    }
-    let mut gcs = GcsOptions::new().with_endpoint_policy(policy);
-    if let Some(path) = &args.google_application_credentials {
-        gcs = gcs.with_application_credentials(path);
-    }
-    if let Some(url) = &args.gcs_base_url {
-        gcs = gcs.with_base_url(url.clone());
-    }
-    if let Some(url) = &args.iam_endpoint {
-        gcs = gcs.with_iam_endpoint(url.clone());
-    }
     // A command run by the person who owns the files: serving is on, the
     // document root only decides the task URLs and what may be read.
     let local = LocalFiles::new(&args.local_files_document_root)?
         .with_serving_enabled(true)
         .with_url_base(args.host.clone());
-    Ok(Backends::new()
-        .with(Arc::new(S3Backend::new(s3)))
-        .with(Arc::new(GcsBackend::new(gcs.clone())))
-        .with(Arc::new(GcsSaBackend::new(gcs)))
-        .with(Arc::new(LocalFilesBackend::new(local))))
+    Ok(args.cloud.bucket_backends(policy).with(Arc::new(LocalFilesBackend::new(local))))
 }
 
 /// The REST body the flags describe: `--config`, then `--set`, then
@@ -738,6 +696,7 @@ mod tests {
     use storage_connections::core::object_store::path::Path as ObjectPath;
     use storage_connections::core::object_store::ObjectStoreExt;
     use storage_connections::core::persist::ObjectLink;
+    use storage_connections::s3::{S3Backend, S3Options};
 
     /// Runs the command as `cli_sync ARGS...` would, without a terminal.
     async fn cli(args: &[&str]) -> (u8, String) {

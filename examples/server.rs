@@ -7,6 +7,9 @@
 
 #![allow(clippy::print_stdout)] // the token and address are for the person who started it
 
+#[path = "common/cloud.rs"]
+mod cloud;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,12 +17,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use storage_connections::api::{host_router, router, ApiState, MetricsAccess, MetricsToken};
-use storage_connections::core::{Backends, EndpointPolicy, RunnerConfig, SyncService};
+use storage_connections::core::{EndpointPolicy, RunnerConfig, SyncService};
 use storage_connections::db::Database;
 use storage_connections::localfiles::{LocalFiles, LocalFilesBackend};
-use storage_connections::gcs::{GcsBackend, GcsOptions};
-use storage_connections::gcs_sa::GcsSaBackend;
-use storage_connections::s3::{S3Backend, S3Options};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
@@ -57,33 +57,8 @@ struct Args {
     /// private network. Refused by default (SSRF).
     #[arg(long, env = "STORAGE_ALLOW_PRIVATE_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
     allow_private_endpoints: bool,
-    /// STS endpoint for `role_arn` storages (default AWS's regional STS).
-    #[arg(long, env = "STORAGE_STS_ENDPOINT")]
-    sts_endpoint: Option<url::Url>,
-    /// The server's own AWS access key id: the base identity of `role_arn`
-    /// storages and the credentials of S3 storages that have none.
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
-    aws_access_key_id: Option<String>,
-    /// The server's own AWS secret access key.
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    aws_secret_access_key: Option<String>,
-    /// The server's own AWS session token.
-    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
-    aws_session_token: Option<String>,
-    /// The server's own Google credentials file (service-account key or
-    /// authorized user): the base identity of `gcs_sa` storages and the
-    /// credentials of `gcs` storages without a key. Unset: Application
-    /// Default Credentials as usual (well-known file, metadata server).
-    #[arg(long, env = "GOOGLE_APPLICATION_CREDENTIALS")]
-    google_application_credentials: Option<PathBuf>,
-    /// GCS endpoint for storages whose key names none (emulators, private
-    /// deployments); default `https://storage.googleapis.com`.
-    #[arg(long, env = "STORAGE_GCS_BASE_URL")]
-    gcs_base_url: Option<url::Url>,
-    /// IAM Credentials API endpoint (impersonation and signBlob); default
-    /// `https://iamcredentials.googleapis.com`.
-    #[arg(long, env = "STORAGE_IAM_ENDPOINT")]
-    iam_endpoint: Option<url::Url>,
+    #[command(flatten)]
+    cloud: cloud::CloudArgs,
     /// Syncs that run at once.
     #[arg(long, env = "STORAGE_SYNC_WORKERS", default_value_t = 4)]
     sync_workers: usize,
@@ -160,28 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         EndpointPolicy::strict()
     };
-    let mut s3 = S3Options::new().with_endpoint_policy(policy);
-    if let (Some(key), Some(secret)) = (&args.aws_access_key_id, &args.aws_secret_access_key) {
-        s3 = s3.with_server_credentials(key, secret, args.aws_session_token.clone());
-    }
-    if let Some(sts) = &args.sts_endpoint {
-        s3 = s3.with_sts_endpoint(sts.clone());
-    }
-    let mut gcs = GcsOptions::new().with_endpoint_policy(policy);
-    if let Some(path) = &args.google_application_credentials {
-        gcs = gcs.with_application_credentials(path);
-    }
-    if let Some(url) = &args.gcs_base_url {
-        gcs = gcs.with_base_url(url.clone());
-    }
-    if let Some(url) = &args.iam_endpoint {
-        gcs = gcs.with_iam_endpoint(url.clone());
-    }
-    let backends = Backends::new()
-        .with(Arc::new(S3Backend::new(s3)))
-        .with(Arc::new(GcsBackend::new(gcs.clone())))
-        .with(Arc::new(GcsSaBackend::new(gcs)))
-        .with(Arc::new(LocalFilesBackend::new(local.clone())));
+    let backends = args.cloud.bucket_backends(policy).with(Arc::new(LocalFilesBackend::new(local.clone())));
 
     let sync = SyncService::new(
         db.storages(),
