@@ -46,7 +46,9 @@ fn main() {
             "jsonl" => jsonl(env_list("BENCH_JSONL_MIB", "1024")[0]),
             "export" => export(env_list("BENCH_ANNOTATIONS", "100000")[0]),
             "s3" => s3(env_list("BENCH_S3_OBJECTS", "20000")[0]),
-            other => panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, export, s3)"),
+            other => {
+                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, export, s3)")
+            }
         }
     }
 }
@@ -94,7 +96,13 @@ fn jsonl(mib: usize) {
     let storage = bench.local_import(&folder, false);
     let (first, state) = bench.api.sync_and_wait("localfiles", storage);
     assert_eq!(state["last_sync_count"], lines as u64, "{state}");
-    bench.report(&format!("tasks, one {mib} MiB JSONL file"), 1, lines, first, None);
+    bench.report(
+        &format!("tasks, one {mib} MiB JSONL file"),
+        1,
+        lines,
+        first,
+        None,
+    );
 }
 
 /// Annotations arrive the fast way, with their tasks in a JSONL file; the
@@ -124,7 +132,11 @@ fn export(n: usize) {
         .unwrap();
     let (first, state) = bench.api.sync_and_wait("export/localfiles", storage);
     assert_eq!(state["last_sync_count"], n as u64, "{state}");
-    assert_eq!(std::fs::read_dir(&target).unwrap().count(), n, "one file per annotation");
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        n,
+        "one file per annotation"
+    );
     bench.report("export, annotations to local files", n, n, first, None);
 }
 
@@ -156,7 +168,10 @@ fn s3(n: usize) {
             .await
             .unwrap();
         let started = Instant::now();
-        let count = store.list(Some(&prefix.as_str().into())).try_fold(0, |n, _| async move { Ok(n + 1) }).await;
+        let count = store
+            .list(Some(&prefix.as_str().into()))
+            .try_fold(0, |n, _| async move { Ok(n + 1) })
+            .await;
         (started.elapsed(), count.unwrap())
     });
     assert_eq!(listed.1, n);
@@ -192,7 +207,11 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
         .unwrap_or_else(|_| default.into())
         .split(',')
-        .map(|n| n.trim().parse().unwrap_or_else(|_| panic!("{name} is a list of numbers")))
+        .map(|n| {
+            n.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} is a list of numbers"))
+        })
         .collect()
 }
 
@@ -213,10 +232,21 @@ impl Bench {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("local-files")).unwrap();
         let server = Server::start(dir.path(), args);
-        let api = Api { client: reqwest::blocking::Client::new(), base: server.base.clone() };
+        let api = Api {
+            client: reqwest::blocking::Client::new(),
+            base: server.base.clone(),
+        };
         let ready = Instant::now();
-        while api.client.get(format!("{}/api/storages/types", api.base)).send().is_err() {
-            assert!(ready.elapsed() < Duration::from_secs(30), "server did not start");
+        while api
+            .client
+            .get(format!("{}/api/storages/types", api.base))
+            .send()
+            .is_err()
+        {
+            assert!(
+                ready.elapsed() < Duration::from_secs(30),
+                "server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let project = api.call(
@@ -226,7 +256,12 @@ impl Bench {
         )["id"]
             .as_i64()
             .unwrap();
-        Self { dir, server, api, project }
+        Self {
+            dir,
+            server,
+            api,
+            project,
+        }
     }
 
     /// A new folder under the server's document root.
@@ -246,7 +281,14 @@ impl Bench {
             .unwrap()
     }
 
-    fn report(&self, scenario: &str, objects: usize, tasks: usize, took: Duration, again: Option<Duration>) {
+    fn report(
+        &self,
+        scenario: &str,
+        objects: usize,
+        tasks: usize,
+        took: Duration,
+        again: Option<Duration>,
+    ) {
         println!(
             "| {scenario} | {objects} | {tasks} | {:.2} | {:.0} | {} | {:.0} |",
             took.as_secs_f64(),
@@ -265,8 +307,16 @@ struct Server {
 impl Server {
     fn start(data: &Path, args: &[&str]) -> Self {
         let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/server");
-        assert!(binary.exists(), "{} is missing: run `cargo build --release --example server` first", binary.display());
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert!(
+            binary.exists(),
+            "{} is missing: run `cargo build --release --example server` first",
+            binary.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut command = Command::new(binary);
         command
             .args(["--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -278,7 +328,10 @@ impl Server {
         if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
             command.args(["--database-url", &scenario_database(&url)]);
         }
-        Self { child: command.spawn().expect("start the server"), base: format!("http://127.0.0.1:{port}") }
+        Self {
+            child: command.spawn().expect("start the server"),
+            base: format!("http://127.0.0.1:{port}"),
+        }
     }
 }
 
@@ -334,9 +387,17 @@ impl Api {
     /// `storages` is the path after `/api/storages/`, e.g. `s3` or `export/localfiles`.
     fn sync_and_wait(&self, storages: &str, storage: i64) -> (Duration, Value) {
         let started = Instant::now();
-        self.call(reqwest::Method::POST, &format!("/api/storages/{storages}/{storage}/sync"), None);
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/storages/{storages}/{storage}/sync"),
+            None,
+        );
         loop {
-            let state = self.call(reqwest::Method::GET, &format!("/api/storages/{storages}/{storage}"), None);
+            let state = self.call(
+                reqwest::Method::GET,
+                &format!("/api/storages/{storages}/{storage}"),
+                None,
+            );
             match state["status"].as_str() {
                 Some("completed") => return (started.elapsed(), state),
                 Some("failed" | "completed_with_errors") => panic!("sync failed: {state}"),

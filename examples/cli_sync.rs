@@ -289,7 +289,10 @@ fn backends(args: &Args) -> Result<Backends> {
     let local = LocalFiles::new(&args.local_files_document_root)?
         .with_serving_enabled(true)
         .with_url_base(args.host.clone());
-    Ok(args.cloud.bucket_backends(policy).with(Arc::new(LocalFilesBackend::new(local))))
+    Ok(args
+        .cloud
+        .bucket_backends(policy)
+        .with(Arc::new(LocalFilesBackend::new(local))))
 }
 
 /// The REST body the flags describe: `--config`, then `--set`, then

@@ -17,11 +17,11 @@ use axum::Router;
 use serde_json::Value;
 use storage_connections::api::{router, ApiState};
 use storage_connections::core::persist::{
-    AnnotationSource, Authenticator, Caller, ExportedAnnotation, NewTask, ProjectAccess, StorageFilter,
-    StorageRepository, SyncGuard, TaskSink,
+    AnnotationSource, Authenticator, Caller, ExportedAnnotation, NewTask, ProjectAccess,
+    StorageFilter, StorageRepository, SyncGuard, TaskSink,
 };
 use storage_connections::core::{
-    Backends, NewStorage, Result, RunnerConfig, Storage, SyncState, SyncStatus, SyncService,
+    Backends, NewStorage, Result, RunnerConfig, Storage, SyncService, SyncState, SyncStatus,
 };
 use storage_connections::localfiles::{LocalFiles, LocalFilesBackend};
 
@@ -60,7 +60,13 @@ struct LinkedTask {
 impl Authenticator for MemoryDb {
     async fn authenticate(&self, token: &str) -> Result<Option<Caller>> {
         // A real host compares hashes in constant time; see storage-db.
-        Ok(self.users.get(token).map(|&(user_id, organization_id)| Caller { user_id, organization_id }))
+        Ok(self
+            .users
+            .get(token)
+            .map(|&(user_id, organization_id)| Caller {
+                user_id,
+                organization_id,
+            }))
     }
 }
 
@@ -92,7 +98,13 @@ impl StorageRepository for MemoryDb {
     }
 
     async fn storage(&self, id: i64) -> Result<Option<Storage>> {
-        Ok(self.storages.lock().unwrap().iter().find(|s| s.id == id).cloned())
+        Ok(self
+            .storages
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.id == id)
+            .cloned())
     }
 
     async fn storages(&self, filter: StorageFilter<'_>) -> Result<Vec<Storage>> {
@@ -109,9 +121,18 @@ impl StorageRepository for MemoryDb {
     }
 
     async fn update_storage(&self, storage: &Storage) -> Result<()> {
-        if let Some(stored) = self.storages.lock().unwrap().iter_mut().find(|s| s.id == storage.id) {
+        if let Some(stored) = self
+            .storages
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .find(|s| s.id == storage.id)
+        {
             let sync = stored.sync.clone();
-            *stored = Storage { sync, ..storage.clone() };
+            *stored = Storage {
+                sync,
+                ..storage.clone()
+            };
         }
         Ok(())
     }
@@ -154,7 +175,9 @@ impl TaskSink for MemoryDb {
         let unfinished = self.unfinished.lock().unwrap();
         let mut linked = HashMap::new();
         for task in self.tasks.lock().unwrap().iter().filter(|t| {
-            t.storage == storage_id && keys.contains(&t.key) && !unfinished.contains(&(storage_id, t.key.clone()))
+            t.storage == storage_id
+                && keys.contains(&t.key)
+                && !unfinished.contains(&(storage_id, t.key.clone()))
         }) {
             *linked.entry(task.key.clone()).or_default() += 1;
         }
@@ -162,12 +185,18 @@ impl TaskSink for MemoryDb {
     }
 
     async fn begin_object(&self, storage_id: i64, key: &str) -> Result<()> {
-        self.unfinished.lock().unwrap().insert((storage_id, key.to_string()));
+        self.unfinished
+            .lock()
+            .unwrap()
+            .insert((storage_id, key.to_string()));
         Ok(())
     }
 
     async fn finish_object(&self, storage_id: i64, key: &str) -> Result<()> {
-        self.unfinished.lock().unwrap().remove(&(storage_id, key.to_string()));
+        self.unfinished
+            .lock()
+            .unwrap()
+            .remove(&(storage_id, key.to_string()));
         Ok(())
     }
 
@@ -176,9 +205,9 @@ impl TaskSink for MemoryDb {
         let mut tasks = self.tasks.lock().unwrap();
         let mut created = 0;
         for task in new {
-            let linked = tasks
-                .iter()
-                .any(|t| t.storage == storage_id && t.key == task.link.key && t.row == task.link.row_index);
+            let linked = tasks.iter().any(|t| {
+                t.storage == storage_id && t.key == task.link.key && t.row == task.link.row_index
+            });
             if !linked {
                 tasks.push(LinkedTask {
                     storage: storage_id,
@@ -195,7 +224,12 @@ impl TaskSink for MemoryDb {
 
 #[async_trait]
 impl AnnotationSource for MemoryDb {
-    async fn annotations_for_export(&self, _: i64, _: i64, _: usize) -> Result<Vec<ExportedAnnotation>> {
+    async fn annotations_for_export(
+        &self,
+        _: i64,
+        _: i64,
+        _: usize,
+    ) -> Result<Vec<ExportedAnnotation>> {
         Ok(Vec::new())
     }
     async fn count_annotations(&self, _: i64) -> Result<u64> {
@@ -217,7 +251,10 @@ fn app(db: Arc<MemoryDb>, sync: SyncService, local: LocalFiles) -> Router {
     let storage_state = ApiState::new(sync, db.clone(), db.clone()).with_local_files(local);
     Router::new()
         .route("/about", get(about))
-        .with_state(HostState { name: "my-labelling-app", db })
+        .with_state(HostState {
+            name: "my-labelling-app",
+            db,
+        })
         .merge(router(storage_state))
 }
 
@@ -229,7 +266,13 @@ fn setup(root: &std::path::Path) -> (Arc<MemoryDb>, SyncService, LocalFiles) {
     });
     let local = LocalFiles::new(root).unwrap().with_serving_enabled(true);
     let backends = Backends::new().with(Arc::new(LocalFilesBackend::new(local.clone())));
-    let sync = SyncService::new(db.clone(), db.clone(), db.clone(), backends, RunnerConfig::default());
+    let sync = SyncService::new(
+        db.clone(),
+        db.clone(),
+        db.clone(),
+        backends,
+        RunnerConfig::default(),
+    );
     sync.start();
     (db, sync, local)
 }
@@ -240,7 +283,9 @@ async fn main() {
     std::fs::create_dir_all(root.join("images")).unwrap();
     std::fs::write(root.join("images/a.jpg"), "x").unwrap();
     let (db, sync, local) = setup(&root);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000")
+        .await
+        .unwrap();
     println!("Listening on http://127.0.0.1:3000 (token: secret-token, project 1)");
     println!(
         "Try: curl -H 'Authorization: Token secret-token' -H 'Content-Type: application/json' \
@@ -257,7 +302,12 @@ mod tests {
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
 
-    async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let request = Request::builder()
             .method(method)
             .uri(uri)
@@ -267,8 +317,13 @@ mod tests {
             .unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     #[tokio::test]
@@ -282,10 +337,17 @@ mod tests {
         let (db, sync, local) = setup(&root);
         let app = app(db.clone(), sync, local);
 
-        let body = serde_json::json!({"project": 1, "path": root.join("images"), "use_blob_urls": true});
+        let body =
+            serde_json::json!({"project": 1, "path": root.join("images"), "use_blob_urls": true});
         let (status, storage) = call(&app, "POST", "/api/storages/localfiles", Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{storage}");
-        let (status, _) = call(&app, "POST", &format!("/api/storages/localfiles/{}/sync", storage["id"]), None).await;
+        let (status, _) = call(
+            &app,
+            "POST",
+            &format!("/api/storages/localfiles/{}/sync", storage["id"]),
+            None,
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         for _ in 0..200 {
             if db.tasks.lock().unwrap().len() == 2 {
@@ -293,11 +355,21 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        assert_eq!(db.tasks.lock().unwrap().len(), 2, "the sync wrote into the host's database");
+        assert_eq!(
+            db.tasks.lock().unwrap().len(),
+            2,
+            "the sync wrote into the host's database"
+        );
 
         // The host's own route and state still work.
-        let response = app.clone().oneshot(Request::get("/about").body(Body::empty()).unwrap()).await.unwrap();
-        let text = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let response = app
+            .clone()
+            .oneshot(Request::get("/about").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let text = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(text, "my-labelling-app: 2 tasks imported from storages\n");
         // The host's users and projects decide access.
         let (status, _) = call(&app, "GET", "/api/storages/localfiles?project=2", None).await;

@@ -104,11 +104,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_logging(args.log_json);
     std::fs::create_dir_all(&args.data_dir)?;
     let database_url = args.database_url.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", args.data_dir.join("storage.sqlite3").display())
+        format!(
+            "sqlite://{}",
+            args.data_dir.join("storage.sqlite3").display()
+        )
     });
     let db = Database::connect(&database_url).await?;
 
-    if let Some(Command::CreateUser { email, organization }) = &args.command {
+    if let Some(Command::CreateUser {
+        email,
+        organization,
+    }) = &args.command
+    {
         let org = db.ensure_organization(organization).await?;
         let user = db.ensure_user(email, org).await?;
         let token = new_token();
@@ -135,7 +142,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         EndpointPolicy::strict()
     };
-    let backends = args.cloud.bucket_backends(policy).with(Arc::new(LocalFilesBackend::new(local.clone())));
+    let backends = args
+        .cloud
+        .bucket_backends(policy)
+        .with(Arc::new(LocalFilesBackend::new(local.clone())));
 
     let sync = SyncService::new(
         db.storages(),
@@ -172,7 +182,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .merge(router(state.clone()))
         .merge(host_router(state))
         .layer(TraceLayer::new_for_http())
-        .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]));
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+        ]));
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!(
@@ -183,14 +195,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "storage server listening"
     );
     if token.generated {
-        println!("API token (kept in {}): {}", token_file(&args.data_dir).display(), token.value);
+        println!(
+            "API token (kept in {}): {}",
+            token_file(&args.data_dir).display(),
+            token.value
+        );
     }
     println!("Listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("stopping: letting running syncs reach a batch boundary");
-    tokio::time::timeout(Duration::from_secs(30), sync.shutdown()).await.ok();
+    tokio::time::timeout(Duration::from_secs(30), sync.shutdown())
+        .await
+        .ok();
     tracing::info!("stopped");
     Ok(())
 }
@@ -206,17 +224,26 @@ fn token_file(data_dir: &Path) -> PathBuf {
 
 fn admin_token(args: &Args) -> std::io::Result<Token> {
     if let Some(token) = args.token.clone().filter(|t| !t.is_empty()) {
-        return Ok(Token { value: token, generated: false });
+        return Ok(Token {
+            value: token,
+            generated: false,
+        });
     }
     let file = token_file(&args.data_dir);
     if let Ok(existing) = std::fs::read_to_string(&file) {
         if !existing.trim().is_empty() {
-            return Ok(Token { value: existing.trim().to_string(), generated: true });
+            return Ok(Token {
+                value: existing.trim().to_string(),
+                generated: true,
+            });
         }
     }
     let token = new_token();
     write_private(&file, &token)?;
-    Ok(Token { value: token, generated: true })
+    Ok(Token {
+        value: token,
+        generated: true,
+    })
 }
 
 fn write_private(file: &Path, contents: &str) -> std::io::Result<()> {
@@ -254,7 +281,11 @@ fn init_logging(json: bool) {
     if json {
         // `span` (the innermost span's fields) and `spans` (all of them) on
         // every line: a sync's lines carry its `storage` and `job` ids.
-        builder.json().with_current_span(true).with_span_list(true).init();
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
     } else {
         builder.init();
     }

@@ -32,7 +32,10 @@ async fn visible_project(state: &ApiState, caller: &Caller, id: i64) -> ApiResul
     if !state.access().project_visible(caller, id).await? {
         return Err(ApiError::not_found());
     }
-    host(state)?.project(id).await?.ok_or_else(ApiError::not_found)
+    host(state)?
+        .project(id)
+        .await?
+        .ok_or_else(ApiError::not_found)
 }
 
 fn project_json(project: &Project) -> Value {
@@ -96,7 +99,8 @@ struct TaskView {
 
 impl TaskView {
     async fn of(state: &ApiState, project: &Project, query: Option<&str>) -> ApiResult<Self> {
-        let resolve = query_param(query, "resolve_uri").is_none_or(|v| !matches!(v.as_str(), "false" | "0" | "False"));
+        let resolve = query_param(query, "resolve_uri")
+            .is_none_or(|v| !matches!(v.as_str(), "false" | "0" | "False"));
         Ok(Self {
             label_config: project.label_config.clone(),
             url_base: state.url_base().to_string(),
@@ -176,7 +180,10 @@ pub(crate) async fn create_project(
     };
     let title = text("title")?;
     if title.chars().count() > 50 {
-        return Err(ApiError::field("title", "Ensure this field has no more than 50 characters."));
+        return Err(ApiError::field(
+            "title",
+            "Ensure this field has no more than 50 characters.",
+        ));
     }
     let project = host(&state)?
         .create_project(
@@ -225,7 +232,10 @@ pub(crate) async fn import_tasks(
     for (index, item) in items.into_iter().enumerate() {
         match interpret(item, None) {
             Ok(task) => tasks.push(task),
-            Err(reason) => errors.add(storage_core::NON_FIELD_ERRORS, format!("task {index}: {reason}")),
+            Err(reason) => errors.add(
+                storage_core::NON_FIELD_ERRORS,
+                format!("task {index}: {reason}"),
+            ),
         }
     }
     if !errors.is_empty() {
@@ -259,7 +269,12 @@ pub(crate) async fn list_tasks(
     let query = query.as_deref();
     let project = query_param(query, "project")
         .ok_or_else(|| ApiError::field("project", "This query parameter is required."))?;
-    let project = visible_project(&state, &caller, project.parse().map_err(|_| ApiError::not_found())?).await?;
+    let project = visible_project(
+        &state,
+        &caller,
+        project.parse().map_err(|_| ApiError::not_found())?,
+    )
+    .await?;
     let number = |name: &str, default: u64| -> ApiResult<u64> {
         match query_param(query, name) {
             None => Ok(default),
@@ -282,8 +297,15 @@ pub(crate) async fn list_tasks(
     })))
 }
 
-async fn visible_task(state: &ApiState, caller: &Caller, id: i64) -> ApiResult<(TaskRecord, Project)> {
-    let task = host(state)?.task(id).await?.ok_or_else(ApiError::not_found)?;
+async fn visible_task(
+    state: &ApiState,
+    caller: &Caller,
+    id: i64,
+) -> ApiResult<(TaskRecord, Project)> {
+    let task = host(state)?
+        .task(id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     let project = visible_project(state, caller, task.project).await?;
     Ok((task, project))
 }
@@ -309,14 +331,19 @@ pub(crate) async fn create_annotation(
     Body(body): Body,
 ) -> ApiResult<Response> {
     let (task, project) = visible_task(&state, &caller, parse_id(&id)?).await?;
-    let annotation = host(&state)?.create_annotation(&caller, task.id, &body).await?;
+    let annotation = host(&state)?
+        .create_annotation(&caller, task.id, &body)
+        .await?;
     export_saved(&state, project.id, &annotation).await;
     Ok((StatusCode::CREATED, Json(annotation)).into_response())
 }
 
 async fn visible_annotation(state: &ApiState, caller: &Caller, raw: &str) -> ApiResult<(i64, i64)> {
     let id = parse_id(raw)?;
-    let project = host(state)?.annotation_project(id).await?.ok_or_else(ApiError::not_found)?;
+    let project = host(state)?
+        .annotation_project(id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     if !state.access().project_visible(caller, project).await? {
         return Err(ApiError::not_found());
     }
@@ -347,7 +374,10 @@ pub(crate) async fn delete_annotation(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let (id, _) = visible_annotation(&state, &caller, &id).await?;
-    let project = host(&state)?.delete_annotation(id).await?.ok_or_else(ApiError::not_found)?;
+    let project = host(&state)?
+        .delete_annotation(id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     if let Err(err) = state.sync().annotation_deleted(project, id).await {
         tracing::warn!(annotation = id, error = %err, "removing exported annotation failed");
     }

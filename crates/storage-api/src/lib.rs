@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use storage_core::persist::{Authenticator, ProjectAccess, StorageRepository};
 use storage_core::host::HostStore;
+use storage_core::persist::{Authenticator, ProjectAccess, StorageRepository};
 use storage_core::{Backend, Backends, SyncService};
 use storage_localfiles::LocalFiles;
 
@@ -47,7 +47,11 @@ struct Inner {
 
 impl ApiState {
     /// State for the storage routes.
-    pub fn new(sync: SyncService, access: Arc<dyn ProjectAccess>, auth: Arc<dyn Authenticator>) -> Self {
+    pub fn new(
+        sync: SyncService,
+        access: Arc<dyn ProjectAccess>,
+        auth: Arc<dyn Authenticator>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 sync,
@@ -168,33 +172,70 @@ pub fn router<S>(state: ApiState) -> Router<S> {
     r = both(r, "/api/storages/export/types", get(types));
     r = both(r, "/api/storages", get(list_all::<false>));
     r = both(r, "/api/storages/export", get(list_all::<true>));
-    r = both(r, "/api/storages/{storage_type}", get(list::<false>).post(create::<false>));
-    r = both(r, "/api/storages/export/{storage_type}", get(list::<true>).post(create::<true>));
-    r = both(r, "/api/storages/{storage_type}/validate", post(validate::<false>));
-    r = both(r, "/api/storages/export/{storage_type}/validate", post(validate::<true>));
+    r = both(
+        r,
+        "/api/storages/{storage_type}",
+        get(list::<false>).post(create::<false>),
+    );
+    r = both(
+        r,
+        "/api/storages/export/{storage_type}",
+        get(list::<true>).post(create::<true>),
+    );
+    r = both(
+        r,
+        "/api/storages/{storage_type}/validate",
+        post(validate::<false>),
+    );
+    r = both(
+        r,
+        "/api/storages/export/{storage_type}/validate",
+        post(validate::<true>),
+    );
     r = both(
         r,
         "/api/storages/{storage_type}/{id}",
-        get(detail::<false>).patch(patch::<false>).delete(remove::<false>),
+        get(detail::<false>)
+            .patch(patch::<false>)
+            .delete(remove::<false>),
     );
     r = both(
         r,
         "/api/storages/export/{storage_type}/{id}",
-        get(detail::<true>).patch(patch::<true>).delete(remove::<true>),
+        get(detail::<true>)
+            .patch(patch::<true>)
+            .delete(remove::<true>),
     );
-    r = both(r, "/api/storages/{storage_type}/{id}/sync", post(sync::<false>));
-    r = both(r, "/api/storages/export/{storage_type}/{id}/sync", post(sync::<true>));
+    r = both(
+        r,
+        "/api/storages/{storage_type}/{id}/sync",
+        post(sync::<false>),
+    );
+    r = both(
+        r,
+        "/api/storages/export/{storage_type}/{id}/sync",
+        post(sync::<true>),
+    );
     r = both(r, "/data/local-files", get(local_files::serve));
     r = both(r, "/api/schema", get(openapi::serve));
     for alias in ["resolve", "presign"] {
-        r = both(r, &format!("/tasks/{{id}}/{alias}"), get(resolve::resolve_task));
-        r = both(r, &format!("/projects/{{id}}/{alias}"), get(resolve::resolve_project));
+        r = both(
+            r,
+            &format!("/tasks/{{id}}/{alias}"),
+            get(resolve::resolve_task),
+        );
+        r = both(
+            r,
+            &format!("/projects/{{id}}/{alias}"),
+            get(resolve::resolve_project),
+        );
     }
     // Prometheus' path, not Label Studio's: outside the OpenAPI document.
     if !matches!(state.metrics_access(), MetricsAccess::Disabled) {
         r = r.route("/metrics", get(metrics::serve));
     }
-    r.fallback(|| async { ApiError::not_found() }).with_state(state)
+    r.fallback(|| async { ApiError::not_found() })
+        .with_state(state)
 }
 
 /// The minimal Label Studio host surface the example server offers on its

@@ -44,17 +44,29 @@ pub(crate) async fn serve(
     }
     let location = Path::from_absolute_path(&file).map_err(|_| ApiError::not_found())?;
     let store: Arc<dyn object_store::ObjectStore> = Arc::new(LocalFileSystem::new());
-    serve_object(store, &location, &headers, &ServeOptions { cache_control: None, store_etag: false })
-        .await
-        .map_err(|err| match err {
-            Error::NotFound { .. } => ApiError::not_found(),
-            other => ApiError::from(other),
-        })
+    serve_object(
+        store,
+        &location,
+        &headers,
+        &ServeOptions {
+            cache_control: None,
+            store_etag: false,
+        },
+    )
+    .await
+    .map_err(|err| match err {
+        Error::NotFound { .. } => ApiError::not_found(),
+        other => ApiError::from(other),
+    })
 }
 
 /// Whether some local import storage of a project the caller may see holds
 /// `file` (compared by whole path segments, after resolving symlinks).
-async fn permitted(state: &ApiState, caller: &storage_core::persist::Caller, file: &std::path::Path) -> ApiResult<bool> {
+async fn permitted(
+    state: &ApiState,
+    caller: &storage_core::persist::Caller,
+    file: &std::path::Path,
+) -> ApiResult<bool> {
     let storages = state
         .storages()
         .storages(StorageFilter {
@@ -77,7 +89,10 @@ async fn permitted(state: &ApiState, caller: &storage_core::persist::Caller, fil
         let allowed = match visible.get(&storage.project) {
             Some(allowed) => *allowed,
             None => {
-                let allowed = state.access().project_visible(caller, storage.project).await?;
+                let allowed = state
+                    .access()
+                    .project_visible(caller, storage.project)
+                    .await?;
                 visible.insert(storage.project, allowed);
                 allowed
             }

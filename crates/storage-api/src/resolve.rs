@@ -24,7 +24,10 @@ use crate::ApiState;
 
 /// The import storages of a project that name objects by URI, with their
 /// URI matchers, in backend order.
-pub(crate) async fn bucket_storages(state: &ApiState, project: i64) -> ApiResult<Vec<(Storage, BucketUri)>> {
+pub(crate) async fn bucket_storages(
+    state: &ApiState,
+    project: i64,
+) -> ApiResult<Vec<(Storage, BucketUri)>> {
     let storages = state
         .storages()
         .storages(StorageFilter {
@@ -60,7 +63,12 @@ pub(crate) fn rewrite_task_data(
                 storages
                     .iter()
                     .any(|(_, bucket)| bucket.location(uri).is_some())
-                    .then(|| format!("{url_base}/tasks/{task}/resolve/?fileuri={}", URL_SAFE.encode(uri)))
+                    .then(|| {
+                        format!(
+                            "{url_base}/tasks/{task}/resolve/?fileuri={}",
+                            URL_SAFE.encode(uri)
+                        )
+                    })
             });
         }
     }
@@ -121,7 +129,8 @@ async fn resolve_in_project(
     if !state.access().project_visible(caller, project).await? {
         return Err(ApiError::not_found());
     }
-    let uri = decode_fileuri(fileuri).ok_or_else(|| ApiError::field("fileuri", "Not a base64-encoded storage URI."))?;
+    let uri = decode_fileuri(fileuri)
+        .ok_or_else(|| ApiError::field("fileuri", "Not a base64-encoded storage URI."))?;
     let storages = bucket_storages(state, project).await?;
     let Some((storage, location)) = storages
         .iter()
@@ -143,7 +152,11 @@ async fn resolve_in_project(
         let location = HeaderValue::from_str(&url).map_err(|_| ApiError::not_found())?;
         let cache = HeaderValue::from_str(&format!("no-store, max-age={}", ttl.as_secs()))
             .map_err(|_| ApiError::not_found())?;
-        return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location), (header::CACHE_CONTROL, cache)]).into_response());
+        return Ok((
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, location), (header::CACHE_CONTROL, cache)],
+        )
+            .into_response());
     }
     let store: Arc<dyn object_store::ObjectStore> = source.store();
     let options = ServeOptions {
@@ -176,8 +189,14 @@ mod tests {
             decode_fileuri("czM6Ly9weXRlc3QtczMtaW1hZ2VzL2ltYWdlMS5qcGc=").as_deref(),
             Some("s3://pytest-s3-images/image1.jpg")
         );
-        assert_eq!(decode_fileuri("czM6Ly9weXRlc3QtczMtaW1hZ2VzL2ltYWdlMS5qcGc").as_deref(), Some("s3://pytest-s3-images/image1.jpg"));
-        assert_eq!(decode_fileuri("s3://b/k.jpg").as_deref(), Some("s3://b/k.jpg"));
+        assert_eq!(
+            decode_fileuri("czM6Ly9weXRlc3QtczMtaW1hZ2VzL2ltYWdlMS5qcGc").as_deref(),
+            Some("s3://pytest-s3-images/image1.jpg")
+        );
+        assert_eq!(
+            decode_fileuri("s3://b/k.jpg").as_deref(),
+            Some("s3://b/k.jpg")
+        );
         assert_eq!(decode_fileuri("!!!"), None);
     }
 }

@@ -11,7 +11,6 @@ use http_range_header::parse_range_header;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 
-
 /// How the response should be cached and tagged.
 #[derive(Debug, Clone)]
 pub(crate) struct ServeOptions {
@@ -29,11 +28,16 @@ fn weak_etag(meta: &ObjectMeta) -> String {
 }
 
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
-    let Some(value) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let bare = |t: &str| t.trim().trim_start_matches("W/").to_string();
-    value.split(',').any(|candidate| candidate.trim() == "*" || bare(candidate) == bare(etag))
+    value
+        .split(',')
+        .any(|candidate| candidate.trim() == "*" || bare(candidate) == bare(etag))
 }
 
 /// Streams `location` from `store`, honouring `Range` and `If-None-Match`.
@@ -66,7 +70,10 @@ pub(crate) async fn serve_object(
     put(
         &mut response_headers,
         header::LAST_MODIFIED,
-        &meta.last_modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        &meta
+            .last_modified
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string(),
     );
     if let Some(cache) = options.cache_control {
         put(&mut response_headers, header::CACHE_CONTROL, cache);
@@ -100,12 +107,20 @@ pub(crate) async fn serve_object(
             // Several ranges: serve the whole object, which clients accept.
             Ok(_) => {}
             Err(_) => {
-                put(&mut response_headers, header::CONTENT_RANGE, &format!("bytes */{}", meta.size));
+                put(
+                    &mut response_headers,
+                    header::CONTENT_RANGE,
+                    &format!("bytes */{}", meta.size),
+                );
                 return Ok((StatusCode::RANGE_NOT_SATISFIABLE, response_headers).into_response());
             }
         }
     }
-    put(&mut response_headers, header::CONTENT_LENGTH, &length.to_string());
+    put(
+        &mut response_headers,
+        header::CONTENT_LENGTH,
+        &length.to_string(),
+    );
     let result = store
         .get_opts(location, get)
         .await

@@ -49,7 +49,9 @@ pub(crate) async fn list_all<const EXPORT: bool>(
     Authenticated(caller): Authenticated,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let Some(project) = query_param(query.as_deref(), "project").and_then(|p| p.parse::<i64>().ok()) else {
+    let Some(project) =
+        query_param(query.as_deref(), "project").and_then(|p| p.parse::<i64>().ok())
+    else {
         return Ok(Json(json!([])));
     };
     if !state.access().project_visible(&caller, project).await? {
@@ -85,11 +87,17 @@ pub(crate) async fn list<const EXPORT: bool>(
 ) -> ApiResult<Json<Value>> {
     let backend = state.backend(&storage_type)?;
     let project = query_param(query.as_deref(), "project").ok_or_else(|| {
-        ApiError::field(storage_core::NON_FIELD_ERRORS, "query parameter \"project\" is required")
+        ApiError::field(
+            storage_core::NON_FIELD_ERRORS,
+            "query parameter \"project\" is required",
+        )
     })?;
     let project: i64 = project.parse().map_err(|_| ApiError::not_found())?;
     if !state.access().project_visible(&caller, project).await? {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "No Project matches the given query."));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "No Project matches the given query.",
+        ));
     }
     let fields = backend.fields(kind::<EXPORT>());
     let storages = state
@@ -139,13 +147,23 @@ pub(crate) async fn validate<const EXPORT: bool>(
     let backend = state.backend(&storage_type)?.clone();
     let existing = match body.get("id").filter(|v| !v.is_null()) {
         Some(id) => {
-            let id = id.as_i64().or_else(|| id.as_str().and_then(|s| s.parse().ok()));
+            let id = id
+                .as_i64()
+                .or_else(|| id.as_str().and_then(|s| s.parse().ok()));
             let id = id.ok_or_else(|| ApiError::field("id", "A valid integer is required."))?;
             Some(load(&state, &caller, kind, backend.name(), id).await?)
         }
         None => None,
     };
-    let candidate = candidate(&state, &caller, backend.as_ref(), kind, &body, existing.as_ref()).await?;
+    let candidate = candidate(
+        &state,
+        &caller,
+        backend.as_ref(),
+        kind,
+        &body,
+        existing.as_ref(),
+    )
+    .await?;
     check_connection(backend.as_ref(), kind, &candidate.settings).await?;
     Ok(StatusCode::OK.into_response())
 }
@@ -158,7 +176,10 @@ pub(crate) async fn detail<const EXPORT: bool>(
 ) -> ApiResult<Json<Value>> {
     let backend = state.backend(&storage_type)?;
     let storage = load_str(&state, &caller, kind::<EXPORT>(), backend.name(), &id).await?;
-    Ok(Json(storage_json(&storage, &backend.fields(kind::<EXPORT>()))))
+    Ok(Json(storage_json(
+        &storage,
+        &backend.fields(kind::<EXPORT>()),
+    )))
 }
 
 /// `PATCH /api/storages/{type}/{id}`: fields not sent keep their value
@@ -172,7 +193,15 @@ pub(crate) async fn patch<const EXPORT: bool>(
     let kind = kind::<EXPORT>();
     let backend = state.backend(&storage_type)?.clone();
     let mut storage = load_str(&state, &caller, kind, backend.name(), &id).await?;
-    let candidate = candidate(&state, &caller, backend.as_ref(), kind, &body, Some(&storage)).await?;
+    let candidate = candidate(
+        &state,
+        &caller,
+        backend.as_ref(),
+        kind,
+        &body,
+        Some(&storage),
+    )
+    .await?;
     let fields = backend.fields(kind);
     let touches_connection = fields.iter().any(|f| body.contains_key(f.name));
     if touches_connection {
@@ -252,7 +281,11 @@ async fn load(
         .await?
         .filter(|s| s.kind == kind && s.storage_type == storage_type)
         .ok_or_else(ApiError::not_found)?;
-    if !state.access().project_visible(caller, storage.project).await? {
+    if !state
+        .access()
+        .project_visible(caller, storage.project)
+        .await?
+    {
         return Err(ApiError::not_found());
     }
     Ok(storage)
@@ -278,16 +311,25 @@ async fn candidate(
             }
         },
         Some(value) => {
-            match value.as_i64().or_else(|| value.as_str().and_then(|s| s.trim().parse().ok())) {
+            match value
+                .as_i64()
+                .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+            {
                 Some(id) if state.access().project_visible(caller, id).await? => Some(id),
                 Some(id) => {
-                    errors.add("project", format!("Invalid pk \"{id}\" - object does not exist."));
+                    errors.add(
+                        "project",
+                        format!("Invalid pk \"{id}\" - object does not exist."),
+                    );
                     None
                 }
                 None => {
                     errors.add(
                         "project",
-                        format!("Incorrect type. Expected pk value, received {}.", type_name(value)),
+                        format!(
+                            "Incorrect type. Expected pk value, received {}.",
+                            type_name(value)
+                        ),
                     );
                     None
                 }
@@ -321,8 +363,14 @@ async fn candidate(
         kind,
         storage_type: backend.name().to_string(),
         project: project.unwrap_or_default(),
-        title: common.get("title").and_then(Value::as_str).map(str::to_string),
-        description: common.get("description").and_then(Value::as_str).map(str::to_string),
+        title: common
+            .get("title")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        description: common
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         synchronizable: common.bool("synchronizable", true),
         settings,
     })
@@ -341,7 +389,11 @@ fn type_name(value: &Value) -> &'static str {
 
 /// Builds the storage and proves it can be reached; every failure is a 400
 /// whose message says what is wrong.
-async fn check_connection(backend: &dyn Backend, kind: StorageKind, settings: &Settings) -> ApiResult<()> {
+async fn check_connection(
+    backend: &dyn Backend,
+    kind: StorageKind,
+    settings: &Settings,
+) -> ApiResult<()> {
     let result = match kind {
         StorageKind::Import => match backend.import_storage(settings).await {
             Ok(source) => source.check_connection().await,

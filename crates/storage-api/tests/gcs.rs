@@ -42,7 +42,9 @@ fn options() -> GcsOptions {
 fn seed_store(shim: &GcsShim, bucket: &str) -> Arc<dyn ObjectStore> {
     Arc::new(
         GoogleCloudStorageBuilder::new()
-            .with_service_account_key(shim.credentials_json(TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM))
+            .with_service_account_key(
+                shim.credentials_json(TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM),
+            )
             .with_bucket_name(bucket)
             .with_client_options(ClientOptions::new().with_allow_http(true))
             .build()
@@ -106,7 +108,12 @@ async fn sa_setup() -> SaSetup {
             .with_iam_endpoint(iam.endpoint())
             .with_application_credentials(base_identity_file(&identity)),
     ));
-    SaSetup { shim, iam, backend, _identity: identity }
+    SaSetup {
+        shim,
+        iam,
+        backend,
+        _identity: identity,
+    }
 }
 
 async fn gcs_sa_bucket(case: &str) -> conformance::Bucket {
@@ -121,7 +128,11 @@ async fn gcs_sa_bucket(case: &str) -> conformance::Bucket {
         seed: seed_store(&setup.shim, &emulator.bucket),
         expiry_param: "X-Goog-Expires",
         prefix: unique_prefix(&format!("gcs-sa-{case}")),
-        guards: vec![Box::new(setup.shim), Box::new(setup.iam), Box::new(setup._identity)],
+        guards: vec![
+            Box::new(setup.shim),
+            Box::new(setup.iam),
+            Box::new(setup._identity),
+        ],
     }
 }
 
@@ -136,12 +147,20 @@ mod gcs_sa {
 }
 
 async fn server_with(backend: Arc<dyn Backend>) -> Server {
-    Server::start_with(tempfile::tempdir().unwrap(), support::fast_runner(), vec![backend]).await
+    Server::start_with(
+        tempfile::tempdir().unwrap(),
+        support::fast_runner(),
+        vec![backend],
+    )
+    .await
 }
 
 fn field_error(status: StatusCode, body: &Value, field: &str) -> String {
     let errors = envelope(status, body, StatusCode::BAD_REQUEST);
-    errors[field][0].as_str().unwrap_or_else(|| panic!("no {field} error: {body}")).to_string()
+    errors[field][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} error: {body}"))
+        .to_string()
 }
 
 #[tokio::test]
@@ -160,21 +179,56 @@ async fn gcs_credentials_are_checked_and_never_echoed() {
     };
     let message = |status, answer: &Value, field| field_error(status, answer, field);
 
-    let (status, answer) = server.post("/api/storages/gcs/validate", body(json!({"google_application_credentials": "{not json"}))).await;
-    assert!(message(status, &answer, "google_application_credentials").starts_with("Google Application Credentials must be valid JSON string."));
-    let (status, answer) = server.post("/api/storages/gcs/validate", body(json!({"google_application_credentials": "{\"type\": \"x\"}"}))).await;
-    assert!(message(status, &answer, "google_application_credentials").contains("lacks client_email"));
-    let (status, answer) = server.post("/api/storages/gcs/validate", body(json!({"presign_ttl": 10081}))).await;
+    let (status, answer) = server
+        .post(
+            "/api/storages/gcs/validate",
+            body(json!({"google_application_credentials": "{not json"})),
+        )
+        .await;
+    assert!(message(status, &answer, "google_application_credentials")
+        .starts_with("Google Application Credentials must be valid JSON string."));
+    let (status, answer) = server
+        .post(
+            "/api/storages/gcs/validate",
+            body(json!({"google_application_credentials": "{\"type\": \"x\"}"})),
+        )
+        .await;
+    assert!(
+        message(status, &answer, "google_application_credentials").contains("lacks client_email")
+    );
+    let (status, answer) = server
+        .post(
+            "/api/storages/gcs/validate",
+            body(json!({"presign_ttl": 10081})),
+        )
+        .await;
     assert!(message(status, &answer, "presign_ttl").contains("10080"));
-    let (status, answer) = server.post("/api/storages/gcs/validate", body(json!({"bucket": "Bad_Bucket"}))).await;
+    let (status, answer) = server
+        .post(
+            "/api/storages/gcs/validate",
+            body(json!({"bucket": "Bad_Bucket"})),
+        )
+        .await;
     assert!(message(status, &answer, "bucket").contains("Invalid bucket name"));
 
-    let (status, created) = server.post("/api/storages/gcs", body(json!({"use_blob_urls": true}))).await;
+    let (status, created) = server
+        .post("/api/storages/gcs", body(json!({"use_blob_urls": true})))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let path = format!("/api/storages/gcs/{}", created["id"]);
-    for shown in [created.clone(), server.get(&path).await.1, server.get(&format!("/api/storages/gcs?project={project}")).await.1] {
+    for shown in [
+        created.clone(),
+        server.get(&path).await.1,
+        server
+            .get(&format!("/api/storages/gcs?project={project}"))
+            .await
+            .1,
+    ] {
         let text = shown.to_string();
-        assert!(!text.contains("google_application_credentials") && !text.contains("PRIVATE KEY"), "{text}");
+        assert!(
+            !text.contains("google_application_credentials") && !text.contains("PRIVATE KEY"),
+            "{text}"
+        );
     }
     // A partial PATCH keeps the key; syncing still works.
     server.patch(&path, json!({"title": "t"})).await;
@@ -186,14 +240,21 @@ async fn gcs_credentials_are_checked_and_never_echoed() {
 async fn gcs_base_url_obeys_the_endpoint_policy() {
     let strict = server_with(Arc::new(GcsBackend::new(GcsOptions::new()))).await;
     let project = strict.project().await;
-    for base in ["http://127.0.0.1:17160", "http://169.254.169.254", "http://[::1]:4443"] {
+    for base in [
+        "http://127.0.0.1:17160",
+        "http://169.254.169.254",
+        "http://[::1]:4443",
+    ] {
         let key = json!({"type": "service_account", "client_email": TEST_CLIENT_EMAIL, "private_key": TEST_PRIVATE_KEY_PEM,
                          "private_key_id": "k", "gcs_base_url": base, "disable_oauth": true});
         let (status, answer) = strict
             .post("/api/storages/gcs/validate", json!({"project": project, "bucket": "conformance", "google_application_credentials": key.to_string()}))
             .await;
         let message = field_error(status, &answer, "google_application_credentials");
-        assert!(message.contains("--allow-private-endpoints"), "{base}: {message}");
+        assert!(
+            message.contains("--allow-private-endpoints"),
+            "{base}: {message}"
+        );
         assert!(!message.contains("PRIVATE KEY"));
     }
 }
@@ -205,7 +266,9 @@ async fn gcs_sa_impersonates_with_cached_tokens_and_signs_as_the_target() {
     let prefix = unique_prefix("gcs-sa-tokens");
     let seed = seed_store(&setup.shim, &emulator.bucket);
     for i in 0..3 {
-        seed.put(&format!("{prefix}/f{i}.txt").into(), "x".into()).await.unwrap();
+        seed.put(&format!("{prefix}/f{i}.txt").into(), "x".into())
+            .await
+            .unwrap();
     }
     let server = server_with(setup.backend.clone()).await;
     let project = server.project().await;
@@ -222,13 +285,29 @@ async fn gcs_sa_impersonates_with_cached_tokens_and_signs_as_the_target() {
         assert_eq!(server.wait_synced(&path).await["status"], "completed");
     }
     let requests = setup.iam.requests();
-    assert!(requests.iter().all(|r| r.caller.as_deref() == Some(format!("jwt:{BASE}").as_str())), "the base identity asks: {requests:?}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.caller.as_deref() == Some(format!("jwt:{BASE}").as_str())),
+        "the base identity asks: {requests:?}"
+    );
     // The create-time check forces one token; every later call reuses the cache.
-    assert!(setup.iam.calls().generate_access_token <= 2, "{:?}", setup.iam.calls());
+    assert!(
+        setup.iam.calls().generate_access_token <= 2,
+        "{:?}",
+        setup.iam.calls()
+    );
 
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
-    let url = tasks["tasks"][0]["data"]["$undefined$"].as_str().map(str::to_string)
-        .or_else(|| tasks["tasks"][0]["data"]["image"].as_str().map(str::to_string)).unwrap();
+    let url = tasks["tasks"][0]["data"]["$undefined$"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| {
+            tasks["tasks"][0]["data"]["image"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap();
     let response = server
         .client
         .get(server.url(&url))
@@ -238,12 +317,22 @@ async fn gcs_sa_impersonates_with_cached_tokens_and_signs_as_the_target() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let signed = response.headers()["location"].to_str().unwrap().to_string();
-    assert!(signed.contains("X-Goog-Algorithm=GOOG4-RSA-SHA256"), "{signed}");
-    assert!(signed.contains(&format!("X-Goog-Credential={}", TARGET.replace('@', "%40"))), "signed as the target: {signed}");
+    assert!(
+        signed.contains("X-Goog-Algorithm=GOOG4-RSA-SHA256"),
+        "{signed}"
+    );
+    assert!(
+        signed.contains(&format!("X-Goog-Credential={}", TARGET.replace('@', "%40"))),
+        "signed as the target: {signed}"
+    );
     assert!(signed.contains("X-Goog-Expires=300"), "{signed}");
     assert_eq!(setup.iam.calls().sign_blob, 1);
     let fetched = reqwest::get(&signed).await.unwrap();
-    assert_eq!(fetched.status(), StatusCode::OK, "the emulator serves the object through the URL");
+    assert_eq!(
+        fetched.status(),
+        StatusCode::OK,
+        "the emulator serves the object through the URL"
+    );
     assert_eq!(fetched.bytes().await.unwrap(), "x");
 }
 
@@ -260,12 +349,21 @@ async fn gcs_sa_validation_explains_each_known_failure() {
         )
     };
     let (status, answer) = validate("not-an-email").await;
-    assert!(field_error(status, &answer, "target_service_account_email").contains("is not a service account email"));
-    assert_eq!(setup.iam.calls().generate_access_token, 0, "the form is checked before any network call");
+    assert!(field_error(status, &answer, "target_service_account_email")
+        .contains("is not a service account email"));
+    assert_eq!(
+        setup.iam.calls().generate_access_token,
+        0,
+        "the form is checked before any network call"
+    );
 
     let (status, answer) = validate(DENIED).await;
     let message = field_error(status, &answer, "non_field_errors");
-    assert!(message.contains("iam.serviceAccounts.getAccessToken") && message.contains("roles/iam.serviceAccountTokenCreator"), "{message}");
+    assert!(
+        message.contains("iam.serviceAccounts.getAccessToken")
+            && message.contains("roles/iam.serviceAccountTokenCreator"),
+        "{message}"
+    );
     let (status, answer) = validate(MISSING).await;
     let message = field_error(status, &answer, "non_field_errors");
     assert!(message.contains("not found"), "{message}");
@@ -274,5 +372,8 @@ async fn gcs_sa_validation_explains_each_known_failure() {
         .post("/api/storages/gcs_sa/validate", json!({"project": project, "bucket": "no-such-bucket-here", "target_service_account_email": TARGET}))
         .await;
     let message = field_error(status, &answer, "non_field_errors");
-    assert!(message.contains("Cannot find bucket no-such-bucket-here"), "{message}");
+    assert!(
+        message.contains("Cannot find bucket no-such-bucket-here"),
+        "{message}"
+    );
 }

@@ -34,16 +34,27 @@ async fn image_storage(server: &Server, project: i64) -> (i64, Value) {
 #[tokio::test]
 async fn authentication_is_required_and_checked() {
     let server = Server::start().await;
-    let anonymous = server.client.get(server.url("/api/storages/types")).send().await.unwrap();
+    let anonymous = server
+        .client
+        .get(server.url("/api/storages/types"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous.headers()["www-authenticate"], "Token");
     let body: Value = anonymous.json().await.unwrap();
     envelope(StatusCode::UNAUTHORIZED, &body, StatusCode::UNAUTHORIZED);
-    assert_eq!(body["detail"], "Authentication credentials were not provided.");
+    assert_eq!(
+        body["detail"],
+        "Authentication credentials were not provided."
+    );
 
     for (header, detail) in [
         ("Token wrong-token".to_string(), "Invalid token."),
-        (format!("Bearer {TOKEN}"), "Authentication credentials were not provided."),
+        (
+            format!("Bearer {TOKEN}"),
+            "Authentication credentials were not provided.",
+        ),
     ] {
         let response = server
             .client
@@ -61,17 +72,32 @@ async fn authentication_is_required_and_checked() {
 #[tokio::test]
 async fn type_lists_and_trailing_slashes() {
     let server = Server::start().await;
-    for path in ["/api/storages/types", "/api/storages/types/", "/api/storages/export/types", "/api/storages/export/types/"] {
+    for path in [
+        "/api/storages/types",
+        "/api/storages/types/",
+        "/api/storages/export/types",
+        "/api/storages/export/types/",
+    ] {
         let (status, body) = server.get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
-        assert_eq!(body, json!([{"name": "localfiles", "title": "Local files"}]), "{path}");
+        assert_eq!(
+            body,
+            json!([{"name": "localfiles", "title": "Local files"}]),
+            "{path}"
+        );
     }
     let project = server.project().await;
     let (id, _) = image_storage(&server, project).await;
-    for path in [format!("/api/storages/localfiles/{id}"), format!("/api/storages/localfiles/{id}/")] {
+    for path in [
+        format!("/api/storages/localfiles/{id}"),
+        format!("/api/storages/localfiles/{id}/"),
+    ] {
         assert_eq!(server.get(&path).await.0, StatusCode::OK, "{path}");
     }
-    for path in [format!("/api/storages/localfiles?project={project}"), format!("/api/storages/localfiles/?project={project}")] {
+    for path in [
+        format!("/api/storages/localfiles?project={project}"),
+        format!("/api/storages/localfiles/?project={project}"),
+    ] {
         let (status, list) = server.get(&path).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(list.as_array().unwrap().len(), 1);
@@ -119,19 +145,29 @@ async fn validate_reports_each_problem_with_label_studio_messages() {
             "Ensure this field has no more than 256 characters.".to_string()),
     ];
     for (body, field, message) in cases {
-        for route in ["/api/storages/localfiles/validate", "/api/storages/export/localfiles/validate"] {
+        for route in [
+            "/api/storages/localfiles/validate",
+            "/api/storages/export/localfiles/validate",
+        ] {
             if field == "regex_filter" && route.contains("export") {
                 continue;
             }
             let (status, response) = server.post(route, body.clone()).await;
             let errors = envelope(status, &response, StatusCode::BAD_REQUEST);
             assert_eq!(response["detail"], "Validation error");
-            let got = errors[field][0].as_str().unwrap_or_else(|| panic!("{route} {body}: {response}"));
-            assert!(got.starts_with(&message), "{route} {body}: {got:?} should start with {message:?}");
+            let got = errors[field][0]
+                .as_str()
+                .unwrap_or_else(|| panic!("{route} {body}: {response}"));
+            assert!(
+                got.starts_with(&message),
+                "{route} {body}: {got:?} should start with {message:?}"
+            );
         }
     }
     // Validation never saves anything.
-    let (_, list) = server.get(&format!("/api/storages/localfiles?project={project}")).await;
+    let (_, list) = server
+        .get(&format!("/api/storages/localfiles?project={project}"))
+        .await;
     assert_eq!(list, json!([]));
 }
 
@@ -140,12 +176,34 @@ async fn create_get_list_patch_delete_import_storage() {
     let server = Server::start().await;
     let project = server.project().await;
     let (id, created) = image_storage(&server, project).await;
-    let mut keys: Vec<&str> = created.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = created
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
     assert_eq!(
         keys,
-        vec!["created_at", "description", "id", "last_sync", "last_sync_count", "last_sync_job", "meta", "path",
-             "project", "recursive_scan", "regex_filter", "status", "synchronizable", "title", "traceback", "type", "use_blob_urls"]
+        vec![
+            "created_at",
+            "description",
+            "id",
+            "last_sync",
+            "last_sync_count",
+            "last_sync_job",
+            "meta",
+            "path",
+            "project",
+            "recursive_scan",
+            "regex_filter",
+            "status",
+            "synchronizable",
+            "title",
+            "traceback",
+            "type",
+            "use_blob_urls"
+        ]
     );
     assert_eq!(created["type"], "localfiles");
     assert_eq!(created["status"], "initialized");
@@ -153,13 +211,18 @@ async fn create_get_list_patch_delete_import_storage() {
     assert_eq!(created["recursive_scan"], false);
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
 
-    let (status, list) = server.get(&format!("/api/storages/localfiles/?project={project}")).await;
+    let (status, list) = server
+        .get(&format!("/api/storages/localfiles/?project={project}"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list, json!([created.clone()]));
 
     let (status, body) = server.get("/api/storages/localfiles/").await;
     let errors = envelope(status, &body, StatusCode::BAD_REQUEST);
-    assert_eq!(errors["non_field_errors"][0], "query parameter \"project\" is required");
+    assert_eq!(
+        errors["non_field_errors"][0],
+        "query parameter \"project\" is required"
+    );
     let (status, body) = server.get("/api/storages/localfiles/?project=999999").await;
     envelope(status, &body, StatusCode::NOT_FOUND);
     assert_eq!(body["detail"], "No Project matches the given query.");
@@ -169,7 +232,10 @@ async fn create_get_list_patch_delete_import_storage() {
 
     // A partial PATCH keeps what it does not mention (Label Studio demands `path`).
     let (status, patched) = server
-        .patch(&format!("/api/storages/localfiles/{id}"), json!({"title": "renamed", "status": "completed", "last_sync_count": 7}))
+        .patch(
+            &format!("/api/storages/localfiles/{id}"),
+            json!({"title": "renamed", "status": "completed", "last_sync_count": 7}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
     assert_eq!(patched["title"], "renamed");
@@ -177,10 +243,18 @@ async fn create_get_list_patch_delete_import_storage() {
     assert_eq!(patched["description"], "jpgs");
     assert_eq!(patched["status"], "initialized", "status is read-only");
     assert_eq!(patched["last_sync_count"], Value::Null);
-    let (status, body) = server.patch(&format!("/api/storages/localfiles/{id}"), json!({"path": "/tmp"})).await;
+    let (status, body) = server
+        .patch(
+            &format!("/api/storages/localfiles/{id}"),
+            json!({"path": "/tmp"}),
+        )
+        .await;
     envelope(status, &body, StatusCode::BAD_REQUEST);
     let (_, unchanged) = server.get(&format!("/api/storages/localfiles/{id}")).await;
-    assert_eq!(unchanged["path"], created["path"], "a refused PATCH writes nothing");
+    assert_eq!(
+        unchanged["path"], created["path"],
+        "a refused PATCH writes nothing"
+    );
 
     for path in [
         "/api/storages/localfiles/999999".to_string(),
@@ -191,12 +265,18 @@ async fn create_get_list_patch_delete_import_storage() {
         let (status, body) = server.get(&path).await;
         envelope(status, &body, StatusCode::NOT_FOUND);
     }
-    let (status, body) = server.patch("/api/storages/localfiles/999999", json!({"title": "x"})).await;
+    let (status, body) = server
+        .patch("/api/storages/localfiles/999999", json!({"title": "x"}))
+        .await;
     envelope(status, &body, StatusCode::NOT_FOUND);
 
-    let (status, body) = server.delete(&format!("/api/storages/localfiles/{id}")).await;
+    let (status, body) = server
+        .delete(&format!("/api/storages/localfiles/{id}"))
+        .await;
     assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
-    let (status, body) = server.delete(&format!("/api/storages/localfiles/{id}")).await;
+    let (status, body) = server
+        .delete(&format!("/api/storages/localfiles/{id}"))
+        .await;
     envelope(status, &body, StatusCode::NOT_FOUND);
 }
 
@@ -209,7 +289,10 @@ async fn files_mode_sync_creates_tasks_once_and_serves_them() {
 
     let (status, queued) = server.post(&format!("{path}/sync"), json!({})).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(matches!(queued["status"].as_str(), Some("queued" | "in_progress")), "{queued}");
+    assert!(
+        matches!(queued["status"].as_str(), Some("queued" | "in_progress")),
+        "{queued}"
+    );
     assert_eq!(queued["meta"]["attempts"], 1);
     assert!(queued["last_sync_job"].is_string());
     let done = server.wait_synced(&path).await;
@@ -223,8 +306,14 @@ async fn files_mode_sync_creates_tasks_once_and_serves_them() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(tasks["total"], 3);
     let task = &tasks["tasks"][0];
-    assert_eq!(task["data"], json!({"image": "/data/local-files/?d=samples/img/img_000.jpg"}));
-    assert_eq!(task["storage_filename"], server.path("samples/img/img_000.jpg"));
+    assert_eq!(
+        task["data"],
+        json!({"image": "/data/local-files/?d=samples/img/img_000.jpg"})
+    );
+    assert_eq!(
+        task["storage_filename"],
+        server.path("samples/img/img_000.jpg")
+    );
     assert_eq!(task["inner_id"], 1);
     let (status, detail) = server.get(&format!("/api/tasks/{}", task["id"])).await;
     assert_eq!(status, StatusCode::OK);
@@ -232,7 +321,13 @@ async fn files_mode_sync_creates_tasks_once_and_serves_them() {
 
     // The URL in the task serves the file.
     let url = server.url(task["data"]["image"].as_str().unwrap());
-    let response = server.client.get(&url).header("Authorization", format!("Token {TOKEN}")).send().await.unwrap();
+    let response = server
+        .client
+        .get(&url)
+        .header("Authorization", format!("Token {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "image/jpeg");
     let etag = response.headers()["etag"].to_str().unwrap().to_string();
@@ -242,7 +337,10 @@ async fn files_mode_sync_creates_tasks_once_and_serves_them() {
     // Re-sync of an unchanged folder creates nothing.
     server.post(&format!("{path}/sync"), json!({})).await;
     let again = server.wait_synced(&path).await;
-    assert_eq!((again["status"].clone(), again["last_sync_count"].clone()), (json!("completed"), json!(0)));
+    assert_eq!(
+        (again["status"].clone(), again["last_sync_count"].clone()),
+        (json!("completed"), json!(0))
+    );
     assert_eq!(again["meta"]["tasks_existed"], 3);
     assert_eq!(again["meta"]["attempts"], 2);
     let (_, project_after) = server.get(&format!("/api/projects/{project}")).await;
@@ -262,27 +360,67 @@ async fn local_files_serving_refuses_what_it_must() {
     let server = Server::start().await;
     let project = server.project().await;
     image_storage(&server, project).await;
-    server.write_files(&[("samples/other/secret.txt", "s"), ("samples/img-evil/x.jpg", "e")]);
+    server.write_files(&[
+        ("samples/other/secret.txt", "s"),
+        ("samples/img-evil/x.jpg", "e"),
+    ]);
     let get = |d: &str, auth: bool| {
-        let mut request = server.client.get(server.url(&format!("/data/local-files/?d={d}")));
+        let mut request = server
+            .client
+            .get(server.url(&format!("/data/local-files/?d={d}")));
         if auth {
             request = request.header("Authorization", format!("Token {TOKEN}"));
         }
         request.send()
     };
-    assert_eq!(get("samples/img/img_001.jpg", true).await.unwrap().status(), StatusCode::OK);
-    assert_eq!(get("samples/img/img_001.jpg", false).await.unwrap().status(), StatusCode::UNAUTHORIZED);
-    for refused in ["../../etc/passwd", "samples/img/../../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd", "/etc/passwd/../../.."] {
+    assert_eq!(
+        get("samples/img/img_001.jpg", true).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get("samples/img/img_001.jpg", false)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    for refused in [
+        "../../etc/passwd",
+        "samples/img/../../../etc/passwd",
+        "%2e%2e/%2e%2e/etc/passwd",
+        "/etc/passwd/../../..",
+    ] {
         let status = get(refused, true).await.unwrap().status();
-        assert!(status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND, "{refused}: {status}");
+        assert!(
+            status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
+            "{refused}: {status}"
+        );
     }
-    assert_eq!(get("../../etc/passwd", true).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        get("../../etc/passwd", true).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
     // Under the root but under no storage path, or a look-alike of one.
-    assert_eq!(get("samples/other/secret.txt", true).await.unwrap().status(), StatusCode::NOT_FOUND);
-    assert_eq!(get("samples/img-evil/x.jpg", true).await.unwrap().status(), StatusCode::NOT_FOUND);
-    assert_eq!(get("samples/img/missing.jpg", true).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        get("samples/other/secret.txt", true)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("samples/img-evil/x.jpg", true).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("samples/img/missing.jpg", true).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
     std::os::unix::fs::symlink("/etc/hostname", server.root.join("samples/img/link.jpg")).unwrap();
-    assert_eq!(get("samples/img/link.jpg", true).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        get("samples/img/link.jpg", true).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
     let response = server
         .client
         .get(server.url("/data/local-files/"))
@@ -300,21 +438,55 @@ async fn local_files_serving_supports_range_and_etag() {
     image_storage(&server, project).await;
     let url = server.url("/data/local-files/?d=samples/img/img_002.jpg");
     let auth = format!("Token {TOKEN}");
-    let full = server.client.get(&url).header("Authorization", &auth).send().await.unwrap();
+    let full = server
+        .client
+        .get(&url)
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
     let etag = full.headers()["etag"].clone();
     assert_eq!(full.headers()["accept-ranges"], "bytes");
 
-    let cached = server.client.get(&url).header("Authorization", &auth).header("If-None-Match", etag.clone()).send().await.unwrap();
+    let cached = server
+        .client
+        .get(&url)
+        .header("Authorization", &auth)
+        .header("If-None-Match", etag.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(cached.headers()["etag"], etag);
 
-    let part = server.client.get(&url).header("Authorization", &auth).header("Range", "bytes=1-3").send().await.unwrap();
+    let part = server
+        .client
+        .get(&url)
+        .header("Authorization", &auth)
+        .header("Range", "bytes=1-3")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(part.headers()["content-range"], "bytes 1-3/6");
     assert_eq!(part.bytes().await.unwrap(), "peg");
-    let tail = server.client.get(&url).header("Authorization", &auth).header("Range", "bytes=-2").send().await.unwrap();
+    let tail = server
+        .client
+        .get(&url)
+        .header("Authorization", &auth)
+        .header("Range", "bytes=-2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(tail.bytes().await.unwrap(), "-2");
-    let beyond = server.client.get(&url).header("Authorization", &auth).header("Range", "bytes=50-60").send().await.unwrap();
+    let beyond = server
+        .client
+        .get(&url)
+        .header("Authorization", &auth)
+        .header("Range", "bytes=50-60")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(beyond.headers()["content-range"], "bytes */6");
 }
@@ -340,13 +512,26 @@ async fn tasks_mode_reads_json_and_reports_bad_files() {
     assert_eq!(done["status"], "completed_with_errors", "{done}");
     assert_eq!(done["last_sync_count"], 6);
     let traceback = done["traceback"].as_str().unwrap();
-    assert!(traceback.contains("json/task_e.json line 1: invalid JSON"), "{traceback}");
+    assert!(
+        traceback.contains("json/task_e.json line 1: invalid JSON"),
+        "{traceback}"
+    );
 
-    let (_, tasks) = server.get(&format!("/api/tasks?project={project}&page_size=100")).await;
+    let (_, tasks) = server
+        .get(&format!("/api/tasks?project={project}&page_size=100"))
+        .await;
     assert_eq!(tasks["total"], 6);
     assert_eq!(tasks["total_predictions"], 1);
-    let images: Vec<&str> = tasks["tasks"].as_array().unwrap().iter().map(|t| t["data"]["image"].as_str().unwrap()).collect();
-    assert_eq!(images, vec!["a.jpg", "b0.jpg", "b1.jpg", "c.jpg", "d0.jpg", "d1.jpg"]);
+    let images: Vec<&str> = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["data"]["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        images,
+        vec!["a.jpg", "b0.jpg", "b1.jpg", "c.jpg", "d0.jpg", "d1.jpg"]
+    );
     assert_eq!(tasks["tasks"][0]["data"]["meta_note"], "single flat task");
     assert_eq!(tasks["tasks"][3]["predictions"][0]["score"], 0.5);
 
@@ -354,8 +539,14 @@ async fn tasks_mode_reads_json_and_reports_bad_files() {
     server.write_files(&[("json/task_e.json", r#"{"image": "e.jpg"}"#)]);
     server.post(&format!("{path}/sync"), json!({})).await;
     let fixed = server.wait_synced(&path).await;
-    assert_eq!((fixed["status"].clone(), fixed["last_sync_count"].clone()), (json!("completed"), json!(1)));
-    assert!(fixed["traceback"].is_null(), "a new sync clears the old traceback");
+    assert_eq!(
+        (fixed["status"].clone(), fixed["last_sync_count"].clone()),
+        (json!("completed"), json!(1))
+    );
+    assert!(
+        fixed["traceback"].is_null(),
+        "a new sync clears the old traceback"
+    );
 }
 
 #[tokio::test]
@@ -370,7 +561,13 @@ async fn media_in_tasks_mode_fails_with_a_hint() {
     server.post(&format!("{path}/sync"), json!({})).await;
     let failed = server.wait_synced(&path).await;
     assert_eq!(failed["status"], "failed");
-    assert!(failed["traceback"].as_str().unwrap().contains("is not a JSON/JSONL/Parquet file"), "{failed}");
+    assert!(
+        failed["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("is not a JSON/JSONL/Parquet file"),
+        "{failed}"
+    );
     assert!(failed["last_sync"].is_null());
     assert!(failed["meta"]["time_failure"].is_string());
 }
@@ -380,8 +577,15 @@ async fn export_storage_writes_annotations_and_deletes_them() {
     let server = Server::start().await;
     let project = server.project().await;
     let (import_id, _) = image_storage(&server, project).await;
-    server.post(&format!("/api/storages/localfiles/{import_id}/sync"), json!({})).await;
-    server.wait_synced(&format!("/api/storages/localfiles/{import_id}")).await;
+    server
+        .post(
+            &format!("/api/storages/localfiles/{import_id}/sync"),
+            json!({}),
+        )
+        .await;
+    server
+        .wait_synced(&format!("/api/storages/localfiles/{import_id}"))
+        .await;
     std::fs::create_dir_all(server.root.join("export")).unwrap();
 
     let (status, export) = server
@@ -393,12 +597,20 @@ async fn export_storage_writes_annotations_and_deletes_them() {
     assert!(export.get("recursive_scan").is_none());
     let path = format!("/api/storages/export/localfiles/{}", export["id"]);
     let first = server.wait_synced(&path).await;
-    assert_eq!((first["status"].clone(), first["last_sync_count"].clone()), (json!("completed"), json!(0)));
+    assert_eq!(
+        (first["status"].clone(), first["last_sync_count"].clone()),
+        (json!("completed"), json!(0))
+    );
 
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
     let task_id = tasks["tasks"][0]["id"].as_i64().unwrap();
     let result = json!([{"from_name": "choice", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}]);
-    let (status, annotation) = server.post(&format!("/api/tasks/{task_id}/annotations"), json!({"result": result})).await;
+    let (status, annotation) = server
+        .post(
+            &format!("/api/tasks/{task_id}/annotations"),
+            json!({"result": result}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{annotation}");
     let annotation_id = annotation["id"].as_i64().unwrap();
     assert_eq!(annotation["task"], task_id);
@@ -411,27 +623,48 @@ async fn export_storage_writes_annotations_and_deletes_them() {
     assert_eq!(exported["id"], annotation_id);
     assert_eq!(exported["result"], result);
     assert_eq!(exported["task"]["id"], task_id);
-    assert_eq!(exported["task"]["data"]["image"], "/data/local-files/?d=samples/img/img_000.jpg");
+    assert_eq!(
+        exported["task"]["data"]["image"],
+        "/data/local-files/?d=samples/img/img_000.jpg"
+    );
     assert!(exported["completed_by"]["email"].is_string());
 
     server.post(&format!("{path}/sync"), json!({})).await;
     let synced = server.wait_synced(&path).await;
-    assert_eq!((synced["status"].clone(), synced["last_sync_count"].clone()), (json!("completed"), json!(1)));
+    assert_eq!(
+        (synced["status"].clone(), synced["last_sync_count"].clone()),
+        (json!("completed"), json!(1))
+    );
     assert_eq!(synced["meta"]["total_annotations"], 1);
 
-    let (status, _) = server.patch(&format!("/api/annotations/{annotation_id}"), json!({"result": []})).await;
+    let (status, _) = server
+        .patch(
+            &format!("/api/annotations/{annotation_id}"),
+            json!({"result": []}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let rewritten: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(rewritten["result"], json!([]));
 
-    assert_eq!(server.delete(&format!("/api/annotations/{annotation_id}")).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        server
+            .delete(&format!("/api/annotations/{annotation_id}"))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
     assert!(!file.exists(), "can_delete_objects removes the object");
 
     // Aggregate lists carry the type; without a project they are empty.
-    let (_, all) = server.get(&format!("/api/storages/export?project={project}")).await;
+    let (_, all) = server
+        .get(&format!("/api/storages/export?project={project}"))
+        .await;
     assert_eq!(all.as_array().unwrap().len(), 1);
     assert_eq!(all[0]["type"], "localfiles");
-    let (_, all) = server.get(&format!("/api/storages/?project={project}")).await;
+    let (_, all) = server
+        .get(&format!("/api/storages/?project={project}"))
+        .await;
     assert_eq!(all[0]["id"], import_id);
     assert_eq!(server.get("/api/storages/").await.1, json!([]));
     assert_eq!(server.get("/api/storages/export").await.1, json!([]));
@@ -441,7 +674,11 @@ async fn export_storage_writes_annotations_and_deletes_them() {
 async fn bad_bodies_get_clear_400s() {
     let server = Server::start().await;
     let auth = format!("Token {TOKEN}");
-    for (body, content_type) in [("{not json", "application/json"), ("[1, 2]", "application/json"), ("\"text\"", "application/json")] {
+    for (body, content_type) in [
+        ("{not json", "application/json"),
+        ("[1, 2]", "application/json"),
+        ("\"text\"", "application/json"),
+    ] {
         let response = server
             .client
             .post(server.url("/api/storages/localfiles/validate"))
@@ -474,7 +711,11 @@ async fn bad_bodies_get_clear_400s() {
         .client
         .post(server.url("/api/storages/localfiles/validate"))
         .header("Authorization", &auth)
-        .form(&[("project", project.to_string()), ("path", server.path("samples/img")), ("use_blob_urls", "true".into())])
+        .form(&[
+            ("project", project.to_string()),
+            ("path", server.path("samples/img")),
+            ("use_blob_urls", "true".into()),
+        ])
         .send()
         .await
         .unwrap();
@@ -486,27 +727,55 @@ async fn not_synchronizable_storages_refuse_sync() {
     let server = Server::start().await;
     let project = server.project().await;
     let (id, _) = image_storage(&server, project).await;
-    server.patch(&format!("/api/storages/localfiles/{id}"), json!({"synchronizable": false})).await;
-    let (status, body) = server.post(&format!("/api/storages/localfiles/{id}/sync"), json!({})).await;
+    server
+        .patch(
+            &format!("/api/storages/localfiles/{id}"),
+            json!({"synchronizable": false}),
+        )
+        .await;
+    let (status, body) = server
+        .post(&format!("/api/storages/localfiles/{id}/sync"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body, json!({"message": format!("Storage {id} is not synchronizable")}));
+    assert_eq!(
+        body,
+        json!({"message": format!("Storage {id} is not synchronizable")})
+    );
     // A folder removed after creation is a 400 at sync, not a failed job.
-    server.patch(&format!("/api/storages/localfiles/{id}"), json!({"synchronizable": true})).await;
+    server
+        .patch(
+            &format!("/api/storages/localfiles/{id}"),
+            json!({"synchronizable": true}),
+        )
+        .await;
     std::fs::remove_dir_all(server.root.join("samples/img")).unwrap();
-    let (status, body) = server.post(&format!("/api/storages/localfiles/{id}/sync"), json!({})).await;
+    let (status, body) = server
+        .post(&format!("/api/storages/localfiles/{id}/sync"), json!({}))
+        .await;
     let errors = envelope(status, &body, StatusCode::BAD_REQUEST);
-    assert!(errors["non_field_errors"][0].as_str().unwrap().contains("does not exist"));
+    assert!(errors["non_field_errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
 }
 
 #[tokio::test]
 async fn concurrent_sync_requests_start_one_job() {
     let server = Server::start().await;
     let project = server.project().await;
-    let files: Vec<(String, String)> = (0..500).map(|i| (format!("many/f{i:04}.jpg"), "x".to_string())).collect();
-    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let files: Vec<(String, String)> = (0..500)
+        .map(|i| (format!("many/f{i:04}.jpg"), "x".to_string()))
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     server.write_files(&refs);
     let (_, storage) = server
-        .post("/api/storages/localfiles", json!({"project": project, "path": server.path("many"), "use_blob_urls": true}))
+        .post(
+            "/api/storages/localfiles",
+            json!({"project": project, "path": server.path("many"), "use_blob_urls": true}),
+        )
         .await;
     let path = format!("/api/storages/localfiles/{}", storage["id"]);
     let sync_path = format!("{path}/sync");
@@ -521,9 +790,15 @@ async fn concurrent_sync_requests_start_one_job() {
         .collect();
     let done = server.wait_synced(&path).await;
     assert_eq!(done["status"], "completed");
-    assert!(jobs.len() <= 2, "one job (or one more started after the first finished): {jobs:?}");
+    assert!(
+        jobs.len() <= 2,
+        "one job (or one more started after the first finished): {jobs:?}"
+    );
     let (_, project_after) = server.get(&format!("/api/projects/{project}")).await;
-    assert_eq!(project_after["task_number"], 500, "exactly one task per file");
+    assert_eq!(
+        project_after["task_number"], 500,
+        "exactly one task per file"
+    );
 }
 
 #[tokio::test]
@@ -539,11 +814,17 @@ async fn a_job_left_in_progress_by_a_dead_process_is_resumed_at_start() {
     stuck.status = storage_core::SyncStatus::InProgress;
     stuck.last_sync_job = Some("dead-job".into());
     stuck.lease_until = Some(chrono::Utc::now() + chrono::Duration::hours(1));
-    assert!(server.db.update_sync(id, &SyncGuard::of(&storage.sync), &stuck).await.unwrap());
+    assert!(server
+        .db
+        .update_sync(id, &SyncGuard::of(&storage.sync), &stuck)
+        .await
+        .unwrap());
     let dir = server.stop().await;
 
     let restarted = Server::start_in(dir, support::fast_runner()).await;
-    let done = restarted.wait_synced(&format!("/api/storages/localfiles/{id}")).await;
+    let done = restarted
+        .wait_synced(&format!("/api/storages/localfiles/{id}"))
+        .await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["last_sync_count"], 3);
     assert_eq!(done["meta"]["resumes"], 1);
@@ -556,11 +837,19 @@ async fn shutdown_mid_sync_requeues_and_the_next_start_finishes_exactly() {
     runner.progress_interval = std::time::Duration::from_millis(10);
     let server = Server::start_in(tempfile::tempdir().unwrap(), runner.clone()).await;
     let project = server.project().await;
-    let files: Vec<(String, String)> = (0..3000).map(|i| (format!("big/f{i:05}.jpg"), "x".to_string())).collect();
-    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let files: Vec<(String, String)> = (0..3000)
+        .map(|i| (format!("big/f{i:05}.jpg"), "x".to_string()))
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     server.write_files(&refs);
     let (_, storage) = server
-        .post("/api/storages/localfiles", json!({"project": project, "path": server.path("big"), "use_blob_urls": true}))
+        .post(
+            "/api/storages/localfiles",
+            json!({"project": project, "path": server.path("big"), "use_blob_urls": true}),
+        )
         .await;
     let path = format!("/api/storages/localfiles/{}", storage["id"]);
     server.post(&format!("{path}/sync"), json!({})).await;
@@ -583,12 +872,19 @@ async fn shutdown_mid_sync_requeues_and_the_next_start_finishes_exactly() {
     let stopped = db.storage(id).await.unwrap().unwrap();
     eprintln!("interrupted mid-sync: {interrupted}");
     if interrupted {
-        assert_eq!(stopped.sync.status, storage_core::SyncStatus::Queued, "interrupted jobs wait for the next start");
+        assert_eq!(
+            stopped.sync.status,
+            storage_core::SyncStatus::Queued,
+            "interrupted jobs wait for the next start"
+        );
     }
     let restarted = Server::start_in(dir, runner).await;
     let done = restarted.wait_synced(&path).await;
     assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(done["last_sync_count"], 3000, "the job's count covers both attempts: {done}");
+    assert_eq!(
+        done["last_sync_count"], 3000,
+        "the job's count covers both attempts: {done}"
+    );
     assert_eq!(done["meta"]["tasks_existed"], 0, "{done}");
     let (_, project_after) = restarted.get(&format!("/api/projects/{project}")).await;
     assert_eq!(project_after["task_number"], 3000);

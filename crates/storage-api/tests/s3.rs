@@ -97,7 +97,12 @@ mod seaweedfs {
 
 async fn start(options: S3Options) -> Server {
     let backend: Arc<dyn Backend> = Arc::new(S3Backend::new(options));
-    Server::start_with(tempfile::tempdir().unwrap(), support::fast_runner(), vec![backend]).await
+    Server::start_with(
+        tempfile::tempdir().unwrap(),
+        support::fast_runner(),
+        vec![backend],
+    )
+    .await
 }
 
 fn errors(status: StatusCode, body: &Value) -> Value {
@@ -108,7 +113,10 @@ fn errors(status: StatusCode, body: &Value) -> Value {
 async fn secrets_are_write_only_kept_by_partial_patch_and_cleared_by_empty() {
     let s3 = storage_testing::seaweedfs();
     let prefix = unique_prefix("secrets");
-    seed_store(&s3).put(&format!("{prefix}/a.txt").into(), "a".into()).await.unwrap();
+    seed_store(&s3)
+        .put(&format!("{prefix}/a.txt").into(), "a".into())
+        .await
+        .unwrap();
     let server = start(options()).await;
     let project = server.project().await;
     let mut body = connection(&s3);
@@ -123,25 +131,55 @@ async fn secrets_are_write_only_kept_by_partial_patch_and_cleared_by_empty() {
     let shown = [
         created.clone(),
         server.get(&path).await.1,
-        server.get(&format!("/api/storages/s3?project={project}")).await.1,
-        server.get(&format!("/api/storages/?project={project}")).await.1,
+        server
+            .get(&format!("/api/storages/s3?project={project}"))
+            .await
+            .1,
+        server
+            .get(&format!("/api/storages/?project={project}"))
+            .await
+            .1,
         server.patch(&path, json!({"title": "renamed"})).await.1,
     ];
     for body in &shown {
         let text = body.to_string();
-        assert!(!text.contains(&s3.secret_access_key) && !text.contains(&s3.access_key_id), "{text}");
-        assert!(!text.contains("aws_secret_access_key") && !text.contains("aws_access_key_id"), "{text}");
+        assert!(
+            !text.contains(&s3.secret_access_key) && !text.contains(&s3.access_key_id),
+            "{text}"
+        );
+        assert!(
+            !text.contains("aws_secret_access_key") && !text.contains("aws_access_key_id"),
+            "{text}"
+        );
         assert!(!text.contains("aws_session_token"), "{text}");
     }
-    assert_eq!(created["s3_endpoint"], s3.endpoint, "non-secret fields are shown");
+    assert_eq!(
+        created["s3_endpoint"], s3.endpoint,
+        "non-secret fields are shown"
+    );
     // The PATCH above sent no secret: SeaweedFS still accepts the signature.
     server.post(&format!("{path}/sync"), json!({})).await;
     let done = server.wait_synced(&path).await;
-    assert_eq!((done["status"].clone(), done["last_sync_count"].clone()), (json!("completed"), json!(1)), "{done}");
+    assert_eq!(
+        (done["status"].clone(), done["last_sync_count"].clone()),
+        (json!("completed"), json!(1)),
+        "{done}"
+    );
     // Sending "" clears them: requests become anonymous and are refused.
-    let (status, answer) = server.patch(&path, json!({"aws_access_key_id": "", "aws_secret_access_key": ""})).await;
+    let (status, answer) = server
+        .patch(
+            &path,
+            json!({"aws_access_key_id": "", "aws_secret_access_key": ""}),
+        )
+        .await;
     let errors = errors(status, &answer);
-    assert!(errors["non_field_errors"][0].as_str().unwrap().contains("access denied"), "{answer}");
+    assert!(
+        errors["non_field_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("access denied"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
@@ -159,23 +197,69 @@ async fn credential_and_endpoint_errors_say_what_is_wrong() {
         body
     };
     let cases = [
-        (json!({"aws_secret_access_key": "wrong-secret"}), "non_field_errors", "the access key id or the secret access key is wrong"),
-        (json!({"aws_access_key_id": "no-such-key"}), "non_field_errors", "the access key id or the secret access key is wrong"),
-        (json!({"s3_endpoint": "http://127.0.0.1:9"}), "non_field_errors", "Cannot reach the S3 endpoint http://127.0.0.1:9"),
-        (json!({"aws_secret_access_key": null}), "aws_secret_access_key", "Access Key ID and Secret Access Key must be provided together."),
-        (json!({"bucket": "bad/name"}), "bucket", "Invalid bucket name"),
+        (
+            json!({"aws_secret_access_key": "wrong-secret"}),
+            "non_field_errors",
+            "the access key id or the secret access key is wrong",
+        ),
+        (
+            json!({"aws_access_key_id": "no-such-key"}),
+            "non_field_errors",
+            "the access key id or the secret access key is wrong",
+        ),
+        (
+            json!({"s3_endpoint": "http://127.0.0.1:9"}),
+            "non_field_errors",
+            "Cannot reach the S3 endpoint http://127.0.0.1:9",
+        ),
+        (
+            json!({"aws_secret_access_key": null}),
+            "aws_secret_access_key",
+            "Access Key ID and Secret Access Key must be provided together.",
+        ),
+        (
+            json!({"bucket": "bad/name"}),
+            "bucket",
+            "Invalid bucket name",
+        ),
         (json!({"bucket": ""}), "bucket", "This field is required."),
-        (json!({"presign_ttl": 10081}), "presign_ttl", "Ensure this value is less than or equal to 10080"),
-        (json!({"role_arn": "not-an-arn"}), "role_arn", "is not an IAM role ARN"),
-        (json!({"role_arn": "arn:aws:iam::123456789012:role/x"}), "role_arn", "no AWS credentials of its own"),
-        (json!({"s3_endpoint": "ftp://host"}), "s3_endpoint", "must use http or https"),
+        (
+            json!({"presign_ttl": 10081}),
+            "presign_ttl",
+            "Ensure this value is less than or equal to 10080",
+        ),
+        (
+            json!({"role_arn": "not-an-arn"}),
+            "role_arn",
+            "is not an IAM role ARN",
+        ),
+        (
+            json!({"role_arn": "arn:aws:iam::123456789012:role/x"}),
+            "role_arn",
+            "no AWS credentials of its own",
+        ),
+        (
+            json!({"s3_endpoint": "ftp://host"}),
+            "s3_endpoint",
+            "must use http or https",
+        ),
     ];
     for (extra, field, message) in cases {
-        let (status, answer) = server.post("/api/storages/s3/validate", base(extra.clone())).await;
+        let (status, answer) = server
+            .post("/api/storages/s3/validate", base(extra.clone()))
+            .await;
         let errors = errors(status, &answer);
-        let got = errors[field][0].as_str().unwrap_or_else(|| panic!("{extra}: {answer}"));
-        assert!(got.contains(message), "{extra}: {got:?} should contain {message:?}");
-        assert!(!answer.to_string().contains("testsecret"), "no secret in errors: {answer}");
+        let got = errors[field][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{extra}: {answer}"));
+        assert!(
+            got.contains(message),
+            "{extra}: {got:?} should contain {message:?}"
+        );
+        assert!(
+            !answer.to_string().contains("testsecret"),
+            "no secret in errors: {answer}"
+        );
     }
 }
 
@@ -197,26 +281,46 @@ async fn private_endpoints_are_refused_unless_allowed() {
         body["project"] = json!(project);
         body["bucket"] = json!(moto.bucket);
         body["s3_endpoint"] = json!(endpoint);
-        for route in ["/api/storages/s3/validate", "/api/storages/s3", "/api/storages/export/s3"] {
+        for route in [
+            "/api/storages/s3/validate",
+            "/api/storages/s3",
+            "/api/storages/export/s3",
+        ] {
             let (status, answer) = server.post(route, body.clone()).await;
             let errors = errors(status, &answer);
-            let message = errors["s3_endpoint"][0].as_str().unwrap_or_else(|| panic!("{endpoint} {route}: {answer}"));
+            let message = errors["s3_endpoint"][0]
+                .as_str()
+                .unwrap_or_else(|| panic!("{endpoint} {route}: {answer}"));
             assert!(message.contains("--allow-private-endpoints"), "{message}");
         }
     }
     let (status, answer) = server
         .post("/api/storages/s3/validate", json!({"project": project, "bucket": "b", "s3_endpoint": "http://169.254.169.254/latest"}))
         .await;
-    assert!(errors(status, &answer)["s3_endpoint"][0].as_str().unwrap().contains("metadata"), "{answer}");
+    assert!(
+        errors(status, &answer)["s3_endpoint"][0]
+            .as_str()
+            .unwrap()
+            .contains("metadata"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
 async fn role_arn_assumes_the_role_with_the_servers_credentials() {
     let moto = storage_testing::moto();
     let prefix = unique_prefix("assume-role");
-    seed_store(&moto).put(&format!("{prefix}/a.txt").into(), "a".into()).await.unwrap();
+    seed_store(&moto)
+        .put(&format!("{prefix}/a.txt").into(), "a".into())
+        .await
+        .unwrap();
     let sts = url::Url::parse(&moto.endpoint).unwrap();
-    let server = start(options().with_server_credentials("testing", "testing", None).with_sts_endpoint(sts)).await;
+    let server = start(
+        options()
+            .with_server_credentials("testing", "testing", None)
+            .with_sts_endpoint(sts),
+    )
+    .await;
     let project = server.project().await;
     let (status, created) = server
         .post(
@@ -226,11 +330,18 @@ async fn role_arn_assumes_the_role_with_the_servers_credentials() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["role_arn"], "arn:aws:iam::123456789012:role/label-studio");
+    assert_eq!(
+        created["role_arn"],
+        "arn:aws:iam::123456789012:role/label-studio"
+    );
     let path = format!("/api/storages/s3/{}", created["id"]);
     server.post(&format!("{path}/sync"), json!({})).await;
     let done = server.wait_synced(&path).await;
-    assert_eq!((done["status"].clone(), done["last_sync_count"].clone()), (json!("completed"), json!(1)), "{done}");
+    assert_eq!(
+        (done["status"].clone(), done["last_sync_count"].clone()),
+        (json!("completed"), json!(1)),
+        "{done}"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +350,12 @@ async fn export_uses_sse_kms_when_a_key_is_set() {
     let prefix = unique_prefix("sse");
     let server = start(options()).await;
     let project = server.project().await;
-    let (status, _) = server.post(&format!("/api/projects/{project}/import"), json!([{"text": "t"}])).await;
+    let (status, _) = server
+        .post(
+            &format!("/api/projects/{project}/import"),
+            json!([{"text": "t"}]),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     let mut body = connection(&moto);
     body["project"] = json!(project);
@@ -248,14 +364,29 @@ async fn export_uses_sse_kms_when_a_key_is_set() {
     body["aws_sse_kms_key_id"] = json!("alias/label-studio");
     let (status, export) = server.post("/api/storages/export/s3", body).await;
     assert_eq!(status, StatusCode::CREATED, "{export}");
-    assert_eq!(export["aws_sse_kms_key_id"], "alias/label-studio", "not a secret: shown");
+    assert_eq!(
+        export["aws_sse_kms_key_id"], "alias/label-studio",
+        "not a secret: shown"
+    );
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
     let task = tasks["tasks"][0]["id"].as_i64().unwrap();
-    let (_, annotation) = server.post(&format!("/api/tasks/{task}/annotations"), json!({"result": []})).await;
+    let (_, annotation) = server
+        .post(
+            &format!("/api/tasks/{task}/annotations"),
+            json!({"result": []}),
+        )
+        .await;
     // S3 serves SSE-KMS objects to SigV4-signed requests only.
     let location = format!("{prefix}/{}", annotation["id"]).into();
-    let url = s3_client(&moto).signed_url(http::Method::HEAD, &location, Duration::from_secs(60)).await.unwrap();
-    let head = reqwest::Client::new().head(url.clone()).send().await.unwrap();
+    let url = s3_client(&moto)
+        .signed_url(http::Method::HEAD, &location, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let head = reqwest::Client::new()
+        .head(url.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.status(), StatusCode::OK, "{url}");
     assert_eq!(head.headers()["x-amz-server-side-encryption"], "aws:kms");
 }

@@ -27,7 +27,10 @@ fn write_jsonl(server: &Server, name: &str) {
     }
     file.flush().unwrap();
     let size = std::fs::metadata(folder.join(name)).unwrap().len();
-    assert!(size > ImportConfig::default().stream_threshold_bytes, "the file must be streamed ({size} bytes)");
+    assert!(
+        size > ImportConfig::default().stream_threshold_bytes,
+        "the file must be streamed ({size} bytes)"
+    );
 }
 
 async fn tasks_storage(server: &Server, project: i64) -> String {
@@ -45,7 +48,11 @@ async fn tasks_storage(server: &Server, project: i64) -> String {
 async fn task_numbers(server: &Server, project: i64) -> Vec<i64> {
     let mut numbers = Vec::new();
     for page in 1.. {
-        let (status, body) = server.get(&format!("/api/tasks?project={project}&page={page}&page_size=5000")).await;
+        let (status, body) = server
+            .get(&format!(
+                "/api/tasks?project={project}&page={page}&page_size=5000"
+            ))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let tasks = body["tasks"].as_array().unwrap();
         numbers.extend(tasks.iter().map(|t| t["data"]["n"].as_i64().unwrap()));
@@ -67,9 +74,17 @@ async fn a_large_jsonl_file_becomes_exactly_one_task_per_line() {
 
     server.post(&format!("{path}/sync"), json!({})).await;
     let done = server.wait_synced(&path).await;
-    assert_eq!((done["status"].as_str(), done["last_sync_count"].as_u64()), (Some("completed"), Some(LINES as u64 + 1)), "{done}");
+    assert_eq!(
+        (done["status"].as_str(), done["last_sync_count"].as_u64()),
+        (Some("completed"), Some(LINES as u64 + 1)),
+        "{done}"
+    );
     let expected: Vec<i64> = (-1..LINES as i64).collect();
-    assert_eq!(task_numbers(&server, project).await, expected, "one task per line, none twice");
+    assert_eq!(
+        task_numbers(&server, project).await,
+        expected,
+        "one task per line, none twice"
+    );
 
     server.post(&format!("{path}/sync"), json!({})).await;
     let again = server.wait_synced(&path).await;
@@ -81,7 +96,10 @@ async fn a_large_jsonl_file_becomes_exactly_one_task_per_line() {
 async fn a_server_stopped_inside_a_large_file_is_finished_by_the_next_one() {
     // Small batches, so that the stop lands inside the file.
     let runner = RunnerConfig {
-        import: ImportConfig { batch_size: 200, ..ImportConfig::default() },
+        import: ImportConfig {
+            batch_size: 200,
+            ..ImportConfig::default()
+        },
         ..fast_runner()
     };
     let server = Server::start_in(tempfile::tempdir().unwrap(), runner.clone()).await;
@@ -97,8 +115,14 @@ async fn a_server_stopped_inside_a_large_file_is_finished_by_the_next_one() {
         if state["status"] == "in_progress" && count > 0 {
             break count;
         }
-        assert!(state["status"] != "completed", "the sync ended before it could be stopped: {state}");
-        assert!(started.elapsed() < Duration::from_secs(60), "no progress: {state}");
+        assert!(
+            state["status"] != "completed",
+            "the sync ended before it could be stopped: {state}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no progress: {state}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let dir = server.stop().await;
@@ -110,9 +134,16 @@ async fn a_server_stopped_inside_a_large_file_is_finished_by_the_next_one() {
     let done = server.wait_synced(&path).await;
     assert_eq!(done["status"], "completed", "{done}");
     let expected: Vec<i64> = (0..LINES as i64).collect();
-    assert_eq!(task_numbers(&server, project).await, expected, "every line once after the restart");
+    assert_eq!(
+        task_numbers(&server, project).await,
+        expected,
+        "every line once after the restart"
+    );
 
     server.post(&format!("{path}/sync"), json!({})).await;
     let again = server.wait_synced(&path).await;
-    assert_eq!(again["last_sync_count"], 0, "a finished file is not read again: {again}");
+    assert_eq!(
+        again["last_sync_count"], 0,
+        "a finished file is not read again: {again}"
+    );
 }

@@ -87,10 +87,15 @@ pub async fn check_listable(
     let first = store.list(prefix).next().await;
     match first {
         Some(Ok(_)) => Ok(()),
-        Some(Err(err)) => Err(Error::from_object_store("checking the storage connection", err)),
+        Some(Err(err)) => Err(Error::from_object_store(
+            "checking the storage connection",
+            err,
+        )),
         None if require_object => Err(Error::invalid_general(format!(
             "No objects found under {}",
-            prefix.map(|p| format!("prefix \"{p}\"")).unwrap_or_else(|| "the storage root".into())
+            prefix
+                .map(|p| format!("prefix \"{p}\""))
+                .unwrap_or_else(|| "the storage root".into())
         ))),
         None => Ok(()),
     }

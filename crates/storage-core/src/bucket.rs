@@ -61,7 +61,11 @@ impl BucketTarget {
     }
 
     /// An import storage with the import options of `settings`.
-    pub fn import(self, settings: &Settings, signer: Option<Arc<dyn UrlSigner>>) -> Result<BucketImport> {
+    pub fn import(
+        self,
+        settings: &Settings,
+        signer: Option<Arc<dyn UrlSigner>>,
+    ) -> Result<BucketImport> {
         let options = ImportOptions::from_settings(settings);
         Ok(BucketImport {
             listing: Listing::new(
@@ -86,9 +90,13 @@ impl BucketTarget {
 
     async fn check(&self, require_object: bool) -> Result<()> {
         let prefix = self.prefix_path();
-        check_listable(self.store.clone(), prefix.as_ref(), require_object && prefix.is_some())
-            .await
-            .map_err(|err| (self.explain)(err))
+        check_listable(
+            self.store.clone(),
+            prefix.as_ref(),
+            require_object && prefix.is_some(),
+        )
+        .await
+        .map_err(|err| (self.explain)(err))
     }
 }
 
@@ -191,7 +199,10 @@ pub fn short_cause(err: &Error) -> String {
 /// Checks `presign_ttl` against the 7-day limit of V4 signed URLs (S3 and GCS).
 pub fn check_presign_ttl(settings: &Settings, errors: &mut crate::ValidationErrors) {
     const MAX_MINUTES: i64 = 7 * 24 * 60;
-    if settings.int("presign_ttl").is_some_and(|ttl| ttl > MAX_MINUTES) {
+    if settings
+        .int("presign_ttl")
+        .is_some_and(|ttl| ttl > MAX_MINUTES)
+    {
         errors.add(
             "presign_ttl",
             format!("Ensure this value is less than or equal to {MAX_MINUTES} (7 days, the longest a signed URL may live)."),

@@ -28,7 +28,9 @@ pub struct Expiring<T> {
 
 impl<T> Expiring<T> {
     fn valid_for(&self, margin: Duration) -> bool {
-        Instant::now().checked_add(margin).is_some_and(|t| t < self.expires_at)
+        Instant::now()
+            .checked_add(margin)
+            .is_some_and(|t| t < self.expires_at)
     }
 }
 
@@ -60,7 +62,10 @@ pub struct CredentialCache<T> {
 impl<T> Default for CredentialCache<T> {
     fn default() -> Self {
         Self {
-            state: Mutex::new(State { cached: None, failed_at: None }),
+            state: Mutex::new(State {
+                cached: None,
+                failed_at: None,
+            }),
         }
     }
 }
@@ -69,7 +74,12 @@ impl<T> CredentialCache<T> {
     /// The cached credential while it has more than `refresh_before` left,
     /// else a fresh one from `fetch`. When `fetch` fails and the cached one
     /// still works, it is returned (and the failure logged with `what`).
-    pub async fn get<E, F, Fut>(&self, refresh_before: Duration, what: &str, fetch: F) -> Result<Arc<T>, E>
+    pub async fn get<E, F, Fut>(
+        &self,
+        refresh_before: Duration,
+        what: &str,
+        fetch: F,
+    ) -> Result<Arc<T>, E>
     where
         E: Display,
         F: FnOnce() -> Fut,
@@ -77,8 +87,12 @@ impl<T> CredentialCache<T> {
     {
         let mut state = self.state.lock().await;
         if let Some(cached) = &state.cached {
-            let failed_recently = state.failed_at.is_some_and(|at| at.elapsed() < RETRY_REFRESH_AFTER);
-            if cached.valid_for(refresh_before) || (failed_recently && cached.valid_for(MIN_USABLE_VALIDITY)) {
+            let failed_recently = state
+                .failed_at
+                .is_some_and(|at| at.elapsed() < RETRY_REFRESH_AFTER);
+            if cached.valid_for(refresh_before)
+                || (failed_recently && cached.valid_for(MIN_USABLE_VALIDITY))
+            {
                 return Ok(Arc::clone(&cached.value));
             }
         }
@@ -100,7 +114,12 @@ impl<T> CredentialCache<T> {
         Ok(value)
     }
 
-    async fn refresh<E, F, Fut>(&self, state: &mut State<T>, what: &str, fetch: F) -> Result<Arc<T>, E>
+    async fn refresh<E, F, Fut>(
+        &self,
+        state: &mut State<T>,
+        what: &str,
+        fetch: F,
+    ) -> Result<Arc<T>, E>
     where
         E: Display,
         F: FnOnce() -> Fut,

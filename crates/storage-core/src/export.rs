@@ -58,7 +58,10 @@ pub fn annotation_key(id: i64) -> String {
 }
 
 /// Writes one annotation to `target`.
-pub async fn export_annotation(target: &dyn ExportStorage, annotation: &ExportedAnnotation) -> Result<()> {
+pub async fn export_annotation(
+    target: &dyn ExportStorage,
+    annotation: &ExportedAnnotation,
+) -> Result<()> {
     let body = if target.pretty_json() {
         serde_json::to_vec_pretty(&annotation.payload)
     } else {
@@ -72,7 +75,12 @@ pub async fn export_annotation(target: &dyn ExportStorage, annotation: &Exported
         .put(&location, payload)
         .await
         .map(|_| ())
-        .map_err(|e| Error::from_object_store(format!("writing annotation {} to \"{location}\"", annotation.id), e))
+        .map_err(|e| {
+            Error::from_object_store(
+                format!("writing annotation {} to \"{location}\"", annotation.id),
+                e,
+            )
+        })
 }
 
 async fn export_with_retries(

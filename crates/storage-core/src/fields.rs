@@ -163,7 +163,11 @@ pub fn import_fields() -> Vec<FieldSpec> {
 /// Presign fields of bucket types: `presign`, `presign_ttl` (minutes).
 pub fn presign_fields() -> Vec<FieldSpec> {
     vec![
-        FieldSpec::boolean("presign", true, "Redirect to signed URLs instead of proxying"),
+        FieldSpec::boolean(
+            "presign",
+            true,
+            "Redirect to signed URLs instead of proxying",
+        ),
         FieldSpec {
             name: "presign_ttl",
             ty: FieldType::Int { min: 0, max: 32767 },
@@ -248,7 +252,11 @@ impl Settings {
     /// Applies the fields of `body` that `specs` know, checking each; fields
     /// not sent keep their current value (so a partial update keeps secrets
     /// it does not mention), and a secret sent as `""` is cleared.
-    pub fn apply(&mut self, specs: &[FieldSpec], body: &Map<String, Value>) -> Result<(), ValidationErrors> {
+    pub fn apply(
+        &mut self,
+        specs: &[FieldSpec],
+        body: &Map<String, Value>,
+    ) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
         for spec in specs {
             let Some(value) = body.get(spec.name) else {
@@ -280,7 +288,9 @@ impl Settings {
 
     /// A string field; `None` when unset, null or empty.
     pub fn str(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+        self.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     /// A boolean field; `default` when unset or null.
@@ -370,19 +380,31 @@ mod tests {
             ttl.coerce(&json!(40000)).unwrap_err(),
             "Ensure this value is less than or equal to 32767."
         );
-        assert_eq!(ttl.coerce(&json!("x")).unwrap_err(), "A valid integer is required.");
+        assert_eq!(
+            ttl.coerce(&json!("x")).unwrap_err(),
+            "A valid integer is required."
+        );
         let flag = FieldSpec::boolean("use_blob_urls", false, "");
         assert_eq!(flag.coerce(&json!("true")).unwrap(), json!(true));
         assert_eq!(flag.coerce(&json!(0)).unwrap(), json!(false));
-        assert_eq!(flag.coerce(&json!("maybe")).unwrap_err(), "Must be a valid boolean.");
-        assert_eq!(flag.coerce(&Value::Null).unwrap_err(), "This field may not be null.");
+        assert_eq!(
+            flag.coerce(&json!("maybe")).unwrap_err(),
+            "Must be a valid boolean."
+        );
+        assert_eq!(
+            flag.coerce(&Value::Null).unwrap_err(),
+            "This field may not be null."
+        );
         let title = &common_fields()[0];
         assert_eq!(
             title.coerce(&json!("x".repeat(257))).unwrap_err(),
             "Ensure this field has no more than 256 characters."
         );
         assert!(title.coerce(&json!("é".repeat(256))).is_ok());
-        assert_eq!(title.coerce(&json!(["a"])).unwrap_err(), "Not a valid string.");
+        assert_eq!(
+            title.coerce(&json!(["a"])).unwrap_err(),
+            "Not a valid string."
+        );
     }
 
     #[test]
@@ -393,11 +415,18 @@ mod tests {
         ];
         let mut settings = Settings::defaults(&specs);
         settings
-            .apply(&specs, &body(json!({"bucket": "b", "aws_secret_access_key": "s3cr3t"})))
+            .apply(
+                &specs,
+                &body(json!({"bucket": "b", "aws_secret_access_key": "s3cr3t"})),
+            )
             .unwrap();
-        settings.apply(&specs, &body(json!({"bucket": "c"}))).unwrap();
+        settings
+            .apply(&specs, &body(json!({"bucket": "c"})))
+            .unwrap();
         assert_eq!(settings.str("aws_secret_access_key"), Some("s3cr3t"));
-        assert!(!settings.public(&specs).contains_key("aws_secret_access_key"));
+        assert!(!settings
+            .public(&specs)
+            .contains_key("aws_secret_access_key"));
         assert!(!format!("{settings:?}").contains("s3cr3t"));
         settings
             .apply(&specs, &body(json!({"aws_secret_access_key": ""})))
@@ -411,8 +440,14 @@ mod tests {
         specs.extend(presign_fields());
         let mut settings = Settings::defaults(&specs);
         let err = settings
-            .apply(&specs, &body(json!({"use_blob_urls": "x", "presign_ttl": -1})))
+            .apply(
+                &specs,
+                &body(json!({"use_blob_urls": "x", "presign_ttl": -1})),
+            )
             .unwrap_err();
-        assert_eq!(err.fields().collect::<Vec<_>>(), vec!["presign_ttl", "use_blob_urls"]);
+        assert_eq!(
+            err.fields().collect::<Vec<_>>(),
+            vec!["presign_ttl", "use_blob_urls"]
+        );
     }
 }

@@ -21,8 +21,12 @@ use crate::{Error, Result};
 /// assert!(!tail_only.is_match("b.jpg"));
 /// ```
 pub fn compile_anchored(pattern: &str) -> std::result::Result<Regex, String> {
-    Regex::new(&format!("^(?:{pattern})"))
-        .map_err(|err| format!("Invalid regular expression: {}", first_line(&err.to_string())))
+    Regex::new(&format!("^(?:{pattern})")).map_err(|err| {
+        format!(
+            "Invalid regular expression: {}",
+            first_line(&err.to_string())
+        )
+    })
 }
 
 fn first_line(text: &str) -> String {
@@ -218,7 +222,10 @@ mod tests {
         assert!(listing.accepts("img/a.jpg.bak"), "no implicit end anchor");
         assert!(!listing.accepts("img/a.png"));
         let end_only = Listing::new(None, false, Some(r"\.jpg$"), RegexTarget::FullKey).unwrap();
-        assert!(!end_only.accepts("a.jpg"), "match starts at the first character");
+        assert!(
+            !end_only.accepts("a.jpg"),
+            "match starts at the first character"
+        );
     }
 
     #[test]
@@ -238,7 +245,9 @@ mod tests {
         match err {
             Error::InvalidConfig(errors) => {
                 assert_eq!(errors.fields().collect::<Vec<_>>(), vec!["regex_filter"]);
-                assert!(errors.messages("regex_filter")[0].starts_with("Invalid regular expression"));
+                assert!(
+                    errors.messages("regex_filter")[0].starts_with("Invalid regular expression")
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -247,7 +256,13 @@ mod tests {
     #[tokio::test]
     async fn non_recursive_lists_direct_children_and_recursive_the_tree() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        for key in ["p/a.json", "p/sub/b.json", "p/sub/deeper/c.json", "pq/d.json", "e.json"] {
+        for key in [
+            "p/a.json",
+            "p/sub/b.json",
+            "p/sub/deeper/c.json",
+            "pq/d.json",
+            "e.json",
+        ] {
             store.put(&Path::from(key), "{}".into()).await.unwrap();
         }
         let keys = |listing: Listing| {
@@ -288,7 +303,9 @@ mod tests {
     impl Flaky {
         fn broken(&self) -> bool {
             use std::sync::atomic::Ordering;
-            self.breaks.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+            self.breaks
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
         }
 
         fn maybe_break(
@@ -298,11 +315,17 @@ mod tests {
             if !self.broken() {
                 return listed;
             }
-            listed.take(self.after).chain(stream::iter([Err(self.error())])).boxed()
+            listed
+                .take(self.after)
+                .chain(stream::iter([Err(self.error())]))
+                .boxed()
         }
 
         fn error(&self) -> object_store::Error {
-            object_store::Error::Generic { store: self.store, source: "connection reset by peer".into() }
+            object_store::Error::Generic {
+                store: self.store,
+                source: "connection reset by peer".into(),
+            }
         }
     }
 
@@ -342,7 +365,10 @@ mod tests {
         ) -> BoxStream<'static, object_store::Result<Path>> {
             self.inner.delete_stream(locations)
         }
-        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
             self.maybe_break(self.inner.list(prefix))
         }
         fn list_with_offset(
@@ -352,27 +378,47 @@ mod tests {
         ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
             self.maybe_break(self.inner.list_with_offset(prefix, offset))
         }
-        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<object_store::ListResult> {
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
             if self.broken() {
                 return Err(self.error());
             }
             self.inner.list_with_delimiter(prefix).await
         }
-        async fn copy_opts(&self, from: &Path, to: &Path, options: object_store::CopyOptions) -> object_store::Result<()> {
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
             self.inner.copy_opts(from, to, options).await
         }
     }
 
     async fn flaky(store: &'static str, breaks: usize) -> Arc<Flaky> {
-        let flaky = Flaky { inner: InMemory::new(), after: 4, store, breaks: breaks.into() };
+        let flaky = Flaky {
+            inner: InMemory::new(),
+            after: 4,
+            store,
+            breaks: breaks.into(),
+        };
         for i in 0..10 {
-            flaky.put(&Path::from(format!("p/{i}.json")), "{}".into()).await.unwrap();
+            flaky
+                .put(&Path::from(format!("p/{i}.json")), "{}".into())
+                .await
+                .unwrap();
         }
         Arc::new(flaky)
     }
 
     async fn listed(listing: &Listing, store: Arc<Flaky>) -> Result<Vec<String>> {
-        listing.list(store).map_ok(|m| m.location.to_string()).try_collect().await
+        listing
+            .list(store)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
     }
 
     #[tokio::test]
@@ -381,16 +427,34 @@ mod tests {
         for recursive in [true, false] {
             let listing = Listing::new(Some("p"), recursive, None, RegexTarget::FullKey).unwrap();
             let store = flaky("S3", 2).await;
-            assert_eq!(listed(&listing, store.clone()).await.unwrap(), all, "recursive: {recursive}");
-            assert_eq!(store.breaks.load(std::sync::atomic::Ordering::SeqCst), 0, "broke twice, retried");
+            assert_eq!(
+                listed(&listing, store.clone()).await.unwrap(),
+                all,
+                "recursive: {recursive}"
+            );
+            assert_eq!(
+                store.breaks.load(std::sync::atomic::Ordering::SeqCst),
+                0,
+                "broke twice, retried"
+            );
             let err = listed(&listing, flaky("S3", 100).await).await.unwrap_err();
-            assert!(err.to_string().starts_with("listing prefix \"p\": "), "{err}");
-            assert!(err.to_string().contains("connection reset by peer"), "{err}");
+            assert!(
+                err.to_string().starts_with("listing prefix \"p\": "),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains("connection reset by peer"),
+                "{err}"
+            );
         }
         // Errors that stay (here: of the local file system) are not retried.
         let listing = Listing::new(Some("p"), true, None, RegexTarget::FullKey).unwrap();
         let store = flaky("LocalFileSystem", 2).await;
         assert!(listed(&listing, store.clone()).await.is_err());
-        assert_eq!(store.breaks.load(std::sync::atomic::Ordering::SeqCst), 1, "one attempt only");
+        assert_eq!(
+            store.breaks.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one attempt only"
+        );
     }
 }

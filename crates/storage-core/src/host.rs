@@ -121,10 +121,20 @@ pub trait HostStore: Send + Sync + Debug {
     /// Creates an annotation of `task` by `caller` from a Label Studio
     /// annotation body (`result`, `was_cancelled`, `ground_truth`,
     /// `lead_time`). Returns it in Label Studio's JSON shape.
-    async fn create_annotation(&self, caller: &Caller, task: i64, body: &Map<String, Value>) -> Result<Value>;
+    async fn create_annotation(
+        &self,
+        caller: &Caller,
+        task: i64,
+        body: &Map<String, Value>,
+    ) -> Result<Value>;
 
     /// Updates the fields of `body` on annotation `id`.
-    async fn update_annotation(&self, caller: &Caller, id: i64, body: &Map<String, Value>) -> Result<Option<Value>>;
+    async fn update_annotation(
+        &self,
+        caller: &Caller,
+        id: i64,
+        body: &Map<String, Value>,
+    ) -> Result<Option<Value>>;
 
     /// Deletes annotation `id`; returns its project when it existed.
     async fn delete_annotation(&self, id: i64) -> Result<Option<i64>>;
@@ -143,7 +153,8 @@ pub trait HostStore: Send + Sync + Debug {
 pub fn first_data_key(label_config: &str) -> Option<String> {
     static VARIABLE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let re = VARIABLE.get_or_init(|| {
-        regex::Regex::new(r#"=\s*["']\$([A-Za-z_][A-Za-z0-9_]*)["']"#).expect("static regex is valid")
+        regex::Regex::new(r#"=\s*["']\$([A-Za-z_][A-Za-z0-9_]*)["']"#)
+            .expect("static regex is valid")
     });
     re.captures(label_config).map(|c| c[1].to_string())
 }
@@ -169,9 +180,18 @@ mod tests {
 
     #[test]
     fn placeholder_moves_to_the_first_variable() {
-        let data = json!({"$undefined$": "/data/local-files/?d=a.jpg"}).as_object().unwrap().clone();
-        let shown = shown_data(data.clone(), "<View><Header value='$title'/><Image value=\"$image\"/></View>");
-        assert_eq!(Value::Object(shown), json!({"title": "/data/local-files/?d=a.jpg"}));
+        let data = json!({"$undefined$": "/data/local-files/?d=a.jpg"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let shown = shown_data(
+            data.clone(),
+            "<View><Header value='$title'/><Image value=\"$image\"/></View>",
+        );
+        assert_eq!(
+            Value::Object(shown),
+            json!({"title": "/data/local-files/?d=a.jpg"})
+        );
         assert_eq!(shown_data(data.clone(), "<View></View>"), data);
     }
 }

@@ -178,14 +178,23 @@ impl ImportJob<'_> {
         progress: &dyn ProgressSink,
     ) -> Result<()> {
         let mut seen = HashSet::with_capacity(batch.len());
-        let batch: Vec<_> = batch.into_iter().filter(|(key, _)| seen.insert(key.clone())).collect();
+        let batch: Vec<_> = batch
+            .into_iter()
+            .filter(|(key, _)| seen.insert(key.clone()))
+            .collect();
         outcome.progress.objects += batch.len() as u64;
         let keys: Vec<String> = batch.iter().map(|(key, _)| key.clone()).collect();
         let linked = self.sink.linked_keys(self.storage_id, &keys).await?;
         outcome.progress.existed += linked.values().sum::<u64>();
-        let fresh: Vec<_> = batch.into_iter().filter(|(key, _)| !linked.contains_key(key)).collect();
+        let fresh: Vec<_> = batch
+            .into_iter()
+            .filter(|(key, _)| !linked.contains_key(key))
+            .collect();
         if self.use_blob_urls {
-            let tasks: Vec<NewTask> = fresh.iter().map(|(key, meta)| self.file_task(key, meta)).collect();
+            let tasks: Vec<NewTask> = fresh
+                .iter()
+                .map(|(key, meta)| self.file_task(key, meta))
+                .collect();
             return self.write(tasks, outcome).await;
         }
         for (key, _) in &fresh {
@@ -213,7 +222,8 @@ impl ImportJob<'_> {
         self.write(pending, outcome).await?;
 
         for (key, meta) in large {
-            self.stream_task_file(&key, &meta, outcome, progress).await?;
+            self.stream_task_file(&key, &meta, outcome, progress)
+                .await?;
         }
         Ok(())
     }
@@ -224,7 +234,10 @@ impl ImportJob<'_> {
         if tasks.is_empty() {
             return Ok(());
         }
-        let created = self.sink.create_tasks(self.project, self.storage_id, &tasks).await?;
+        let created = self
+            .sink
+            .create_tasks(self.project, self.storage_id, &tasks)
+            .await?;
         outcome.progress.created += created;
         outcome.progress.existed += tasks.len() as u64 - created.min(tasks.len() as u64);
         Ok(())
@@ -273,10 +286,12 @@ impl ImportJob<'_> {
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|err| Error::from_object_store(context(), err))?;
             parser.push(&chunk, &mut parsed)?;
-            self.write_parsed(key, meta, &mut parsed, false, outcome, progress).await?;
+            self.write_parsed(key, meta, &mut parsed, false, outcome, progress)
+                .await?;
         }
         parser.finish(&mut parsed)?;
-        self.write_parsed(key, meta, &mut parsed, true, outcome, progress).await
+        self.write_parsed(key, meta, &mut parsed, true, outcome, progress)
+            .await
     }
 
     /// Writes the parsed tasks of a streamed file a batch at a time; the

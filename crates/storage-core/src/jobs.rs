@@ -16,7 +16,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::export::{export_project, ExportConfig, ExportOutcome};
-use crate::import::{ImportConfig, ImportJob, ImportOutcome, ImportProgress, Progress, ProgressSink};
+use crate::import::{
+    ImportConfig, ImportJob, ImportOutcome, ImportProgress, Progress, ProgressSink,
+};
 use crate::metrics::{export_delta, import_delta, SyncMetrics};
 use crate::model::meta_time;
 use crate::persist::{AnnotationSource, StorageRepository, SyncGuard, TaskSink};
@@ -154,7 +156,8 @@ impl SyncService {
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
         self.inner.wake.notify_waiters();
-        let workers = std::mem::take(&mut *self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        let workers =
+            std::mem::take(&mut *self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()));
         for worker in workers {
             if let Err(err) = worker.await {
                 tracing::error!(error = %err, "sync worker ended abnormally");
@@ -182,7 +185,11 @@ impl SyncService {
                 .update_sync(id, &SyncGuard::of(&storage.sync), &queued)
                 .await?
             {
-                tracing::info!(storage = id, job = queued.last_sync_job.as_deref(), "sync queued");
+                tracing::info!(
+                    storage = id,
+                    job = queued.last_sync_job.as_deref(),
+                    "sync queued"
+                );
                 storage.sync = queued;
                 self.inner.wake.notify_one();
                 return Ok(storage);
@@ -240,12 +247,20 @@ impl SyncService {
 
     /// Builds the import source of a stored storage.
     pub async fn import_storage(&self, storage: &Storage) -> Result<Arc<dyn ImportStorage>> {
-        self.inner.backends.require(&storage.storage_type)?.import_storage(&storage.settings).await
+        self.inner
+            .backends
+            .require(&storage.storage_type)?
+            .import_storage(&storage.settings)
+            .await
     }
 
     /// Builds the export target of a stored storage.
     pub async fn export_storage(&self, storage: &Storage) -> Result<Arc<dyn ExportStorage>> {
-        self.inner.backends.require(&storage.storage_type)?.export_storage(&storage.settings).await
+        self.inner
+            .backends
+            .require(&storage.storage_type)?
+            .export_storage(&storage.settings)
+            .await
     }
 }
 
@@ -324,7 +339,10 @@ impl Inner {
         // again; another process may take it, this one waits until it ends.
         let skip: Vec<i64> = self.running().iter().copied().collect();
         let now = Utc::now();
-        let claimed = self.storages.claim_queued(&skip, now, now + self.config.lease).await?;
+        let claimed = self
+            .storages
+            .claim_queued(&skip, now, now + self.config.lease)
+            .await?;
         if let Some(storage) = &claimed {
             self.running().insert(storage.id);
         }
@@ -356,7 +374,8 @@ impl Inner {
         let id = storage.id;
         let job = storage.sync.last_sync_job.clone();
         tracing::info!("sync started");
-        self.metrics.sync_started(storage.kind, &storage.storage_type);
+        self.metrics
+            .sync_started(storage.kind, &storage.storage_type);
         let started = Instant::now();
         let tracker = Arc::new(Tracker {
             latest: Mutex::new(None),
@@ -366,21 +385,28 @@ impl Inner {
             metrics: self.metrics.clone(),
             storage_type: storage.storage_type.clone(),
         });
-        let heartbeat = tokio::spawn(
-            tracing::Instrument::in_current_span(self.clone().heartbeat(storage.clone(), tracker.clone(), started)),
-        );
+        let heartbeat = tokio::spawn(tracing::Instrument::in_current_span(
+            self.clone()
+                .heartbeat(storage.clone(), tracker.clone(), started),
+        ));
         let result = self.execute(&storage, tracker.as_ref()).await;
         heartbeat.abort();
         let _ = heartbeat.await;
 
         let lost = tracker.lost.load(Ordering::SeqCst);
         let stopping = self.stopping();
-        let last = tracker.latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let last = tracker
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let last = last.map(|p| resumed_totals(p, &storage.sync));
         let now = Utc::now();
         let mut state = storage.sync.clone();
         state.lease_until = None;
-        state.meta.insert("duration".into(), json!(started.elapsed().as_secs_f64()));
+        state
+            .meta
+            .insert("duration".into(), json!(started.elapsed().as_secs_f64()));
         match result {
             _ if lost => {
                 tracing::warn!("sync lost its lease to another worker; its result is dropped");
@@ -394,7 +420,8 @@ impl Inner {
                 state.lease_until = Some(now + self.config.queue_timeout);
                 apply_progress(&mut state, last.as_ref());
                 tracing::info!("sync interrupted by shutdown; it will resume at the next start");
-                self.metrics.interrupted(storage.kind, &storage.storage_type);
+                self.metrics
+                    .interrupted(storage.kind, &storage.storage_type);
             }
             Err(err) => {
                 state.status = SyncStatus::Failed;
@@ -415,18 +442,31 @@ impl Inner {
         }
         match self
             .storages
-            .update_sync(id, &SyncGuard { status: SyncStatus::InProgress, job }, &state)
+            .update_sync(
+                id,
+                &SyncGuard {
+                    status: SyncStatus::InProgress,
+                    job,
+                },
+                &state,
+            )
             .await
         {
             Ok(true) => {
                 let seconds = started.elapsed().as_secs_f64();
                 tracing::info!(status = %state.status, count = state.last_sync_count, seconds, "sync finished");
                 if state.status.is_finished() {
-                    self.metrics
-                        .sync_finished(storage.kind, &storage.storage_type, state.status, Some(seconds));
+                    self.metrics.sync_finished(
+                        storage.kind,
+                        &storage.storage_type,
+                        state.status,
+                        Some(seconds),
+                    );
                 }
             }
-            Ok(false) => tracing::warn!("storage changed or was deleted while syncing; result dropped"),
+            Ok(false) => {
+                tracing::warn!("storage changed or was deleted while syncing; result dropped")
+            }
             Err(err) => tracing::error!(error = %err, "could not save the sync result"),
         }
         self.running().remove(&id);
@@ -472,11 +512,17 @@ impl Inner {
         loop {
             tokio::time::sleep(self.config.progress_interval).await;
             let now = Utc::now();
-            let latest = tracker.latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let latest = tracker
+                .latest
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             let latest = latest.map(|p| resumed_totals(p, &storage.sync));
             apply_progress(&mut state, latest.as_ref());
             state.meta.insert("time_last_ping".into(), meta_time(now));
-            state.meta.insert("duration".into(), json!(started.elapsed().as_secs_f64()));
+            state
+                .meta
+                .insert("duration".into(), json!(started.elapsed().as_secs_f64()));
             state.lease_until = Some(now + self.config.lease);
             match self.storages.update_sync(storage.id, &guard, &state).await {
                 Ok(true) => {}
@@ -503,7 +549,11 @@ impl Inner {
             let mut state = storage.sync.clone();
             match storage.sync.status {
                 SyncStatus::InProgress if expired || orphans_now => {
-                    let resumes = state.meta.get("resumes").and_then(Value::as_u64).unwrap_or(0);
+                    let resumes = state
+                        .meta
+                        .get("resumes")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0);
                     if resumes < self.config.max_resumes {
                         state.status = SyncStatus::Queued;
                         state.meta.insert("resumes".into(), json!(resumes + 1));
@@ -557,7 +607,12 @@ impl Inner {
                     self.metrics.resumed(storage.kind, &storage.storage_type);
                     self.wake.notify_one();
                 } else {
-                    self.metrics.sync_finished(storage.kind, &storage.storage_type, state.status, None);
+                    self.metrics.sync_finished(
+                        storage.kind,
+                        &storage.storage_type,
+                        state.status,
+                        None,
+                    );
                 }
             }
         }
@@ -592,14 +647,16 @@ impl Tracker {
                     Some(Progress::Import(p)) => p.clone(),
                     _ => ImportProgress::default(),
                 };
-                self.metrics.import_progress(&self.storage_type, &import_delta(now, &before));
+                self.metrics
+                    .import_progress(&self.storage_type, &import_delta(now, &before));
             }
             (Progress::Export(now), before) => {
                 let before = match before {
                     Some(Progress::Export(p)) => p.clone(),
                     _ => Default::default(),
                 };
-                self.metrics.export_progress(&self.storage_type, &export_delta(now, &before));
+                self.metrics
+                    .export_progress(&self.storage_type, &export_delta(now, &before));
             }
         }
         *counted = Some(progress.clone());
@@ -628,7 +685,12 @@ impl ProgressSink for Tracker {
 /// the previous outcome and counts attempts; unlike Label Studio the old
 /// traceback is cleared too.
 fn queued_state(previous: &SyncState, now: DateTime<Utc>, queue_timeout: Duration) -> SyncState {
-    let attempts = previous.meta.get("attempts").and_then(Value::as_u64).unwrap_or(0) + 1;
+    let attempts = previous
+        .meta
+        .get("attempts")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        + 1;
     let mut meta = serde_json::Map::new();
     meta.insert("attempts".into(), json!(attempts));
     meta.insert("time_queued".into(), meta_time(now));
@@ -667,12 +729,18 @@ fn apply_progress(state: &mut SyncState, progress: Option<&Progress>) {
             state.last_sync_count = Some(p.created as i64);
             state.meta.insert("tasks_existed".into(), json!(p.existed));
             state.meta.insert("objects_listed".into(), json!(p.objects));
-            state.meta.insert("files_failed".into(), json!(p.failed_files));
+            state
+                .meta
+                .insert("files_failed".into(), json!(p.failed_files));
         }
         Some(Progress::Export(p)) => {
             state.last_sync_count = Some(p.written as i64);
-            state.meta.insert("total_annotations".into(), json!(p.total));
-            state.meta.insert("annotations_failed".into(), json!(p.failed));
+            state
+                .meta
+                .insert("total_annotations".into(), json!(p.total));
+            state
+                .meta
+                .insert("annotations_failed".into(), json!(p.failed));
         }
         None => {}
     }
@@ -686,7 +754,10 @@ fn finish_import(state: &mut SyncState, outcome: &ImportOutcome, now: DateTime<U
         state.status = SyncStatus::Completed;
     } else {
         state.status = SyncStatus::CompletedWithErrors;
-        state.meta.insert("tasks_failed_validation".into(), json!(outcome.file_errors.len()));
+        state.meta.insert(
+            "tasks_failed_validation".into(),
+            json!(outcome.file_errors.len()),
+        );
         state.traceback = Some(outcome.file_errors.join("\n"));
     }
 }
@@ -702,7 +773,11 @@ fn finish_export(state: &mut SyncState, outcome: &ExportOutcome, now: DateTime<U
         } else {
             SyncStatus::Failed
         };
-        let mut report = format!("{} of {} annotations could not be written:\n", p.failed, p.failed + p.written);
+        let mut report = format!(
+            "{} of {} annotations could not be written:\n",
+            p.failed,
+            p.failed + p.written
+        );
         report.push_str(&outcome.errors.join("\n"));
         state.traceback = Some(report);
     }

@@ -3,8 +3,8 @@
 mod backend;
 pub mod bucket;
 pub mod credentials;
-mod error;
 pub mod endpoint;
+mod error;
 pub mod export;
 pub mod fields;
 pub mod filter;

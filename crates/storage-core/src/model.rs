@@ -34,7 +34,10 @@ impl std::str::FromStr for StorageKind {
         match s {
             "import" => Ok(Self::Import),
             "export" => Ok(Self::Export),
-            other => Err(crate::Error::invalid("kind", format!("unknown storage kind {other:?}"))),
+            other => Err(crate::Error::invalid(
+                "kind",
+                format!("unknown storage kind {other:?}"),
+            )),
         }
     }
 }

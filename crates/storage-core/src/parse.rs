@@ -111,7 +111,9 @@ pub struct TaskParser {
 enum Layout {
     Undecided,
     /// Inside `[`: expecting an item (`after_comma`: one must follow).
-    ArrayItem { after_comma: bool },
+    ArrayItem {
+        after_comma: bool,
+    },
     /// After an item: expecting `,` or `]`.
     ArrayNext,
     ArrayClosed,
@@ -163,7 +165,10 @@ impl TaskParser {
                 if self.value.len() > self.max_task_bytes {
                     return Err(self.error(
                         Some(self.value_line),
-                        format!("the task is larger than the limit of {} bytes", self.max_task_bytes),
+                        format!(
+                            "the task is larger than the limit of {} bytes",
+                            self.max_task_bytes
+                        ),
                     ));
                 }
                 rest = &rest[taken..];
@@ -301,8 +306,13 @@ impl TaskParser {
     fn complete(&mut self, tasks: &mut Vec<ParsedTask>) -> Result<()> {
         let item: Value = serde_json::from_slice(&self.value).map_err(|e| {
             let message = e.to_string();
-            let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(m, _)| m);
-            self.error(Some(self.value_line + e.line().saturating_sub(1)), format!("invalid JSON: {message}"))
+            let message = message
+                .rsplit_once(" at line ")
+                .map_or(message.as_str(), |(m, _)| m);
+            self.error(
+                Some(self.value_line + e.line().saturating_sub(1)),
+                format!("invalid JSON: {message}"),
+            )
         })?;
         match self.layout {
             Layout::ArrayItem { .. } => {
@@ -401,11 +411,17 @@ pub fn interpret(item: Value, row_index: Option<i64>) -> std::result::Result<Par
     }
 }
 
-fn take_list(payload: &mut Map<String, Value>, field: &str) -> std::result::Result<Vec<Value>, String> {
+fn take_list(
+    payload: &mut Map<String, Value>,
+    field: &str,
+) -> std::result::Result<Vec<Value>, String> {
     match payload.remove(field) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => Ok(items),
-        Some(other) => Err(format!("\"{field}\" must be a list, found {}", json_type(&other))),
+        Some(other) => Err(format!(
+            "\"{field}\" must be a list, found {}",
+            json_type(&other)
+        )),
     }
 }
 
@@ -438,15 +454,22 @@ mod tests {
     fn single_object_is_one_bare_task() {
         let tasks = parse_tasks("a.json", br#"{"image": "x.jpg", "meta_note": "n"}"#).unwrap();
         assert_eq!(tasks.len(), 1);
-        assert_eq!(Value::Object(tasks[0].data.clone()), json!({"image": "x.jpg", "meta_note": "n"}));
+        assert_eq!(
+            Value::Object(tasks[0].data.clone()),
+            json!({"image": "x.jpg", "meta_note": "n"})
+        );
         assert_eq!(tasks[0].row_index, None);
         assert!(tasks[0].allow_skip);
     }
 
     #[test]
     fn array_items_get_their_index() {
-        let tasks = parse_tasks("b.json", br#"[{"image": "1"}, {"data": {"image": "2"}}]"#).unwrap();
-        assert_eq!(tasks.iter().map(|t| t.row_index).collect::<Vec<_>>(), vec![Some(0), Some(1)]);
+        let tasks =
+            parse_tasks("b.json", br#"[{"image": "1"}, {"data": {"image": "2"}}]"#).unwrap();
+        assert_eq!(
+            tasks.iter().map(|t| t.row_index).collect::<Vec<_>>(),
+            vec![Some(0), Some(1)]
+        );
         assert_eq!(tasks[1].data["image"], "2");
     }
 
@@ -460,13 +483,20 @@ mod tests {
         assert_eq!(tasks[0].predictions.len(), 1);
         assert!(tasks[0].annotations.is_empty());
         assert!(!tasks[0].allow_skip);
-        assert_eq!(Value::Object(tasks[0].data.clone()), json!({"image": "x"}), "other top-level keys dropped");
+        assert_eq!(
+            Value::Object(tasks[0].data.clone()),
+            json!({"image": "x"}),
+            "other top-level keys dropped"
+        );
     }
 
     #[test]
     fn jsonl_skips_blank_lines_and_reports_the_bad_line() {
         let tasks = parse_tasks("d.jsonl", b"{\"t\": 1}\n\n  \n{\"t\": 2}\n").unwrap();
-        assert_eq!(tasks.iter().map(|t| t.row_index).collect::<Vec<_>>(), vec![Some(0), Some(3)]);
+        assert_eq!(
+            tasks.iter().map(|t| t.row_index).collect::<Vec<_>>(),
+            vec![Some(0), Some(3)]
+        );
         let err = parse_tasks("e.jsonl", b"{\"t\": 1}\n{\"t\": 2}\n{\"t\": \n").unwrap_err();
         match err {
             Error::InvalidTaskFile { key, line, .. } => {
@@ -492,15 +522,26 @@ mod tests {
             b"\xff\xfe{}",
         ] {
             let err = parse_tasks("bad.json", bad).unwrap_err();
-            assert!(matches!(err, Error::InvalidTaskFile { .. }), "{bad:?} gave {err:?}");
+            assert!(
+                matches!(err, Error::InvalidTaskFile { .. }),
+                "{bad:?} gave {err:?}"
+            );
             assert!(err.to_string().starts_with("bad.json"), "{err}");
         }
     }
 
     #[test]
     fn annotations_without_data_is_refused_with_label_studio_message() {
-        let err = parse_tasks("f.json", br#"{"text": "x", "predictions": [{"result": []}]}"#).unwrap_err();
-        assert!(err.to_string().contains("you must put \"data\" field in the task too"), "{err}");
+        let err = parse_tasks(
+            "f.json",
+            br#"{"text": "x", "predictions": [{"result": []}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("you must put \"data\" field in the task too"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -530,19 +571,42 @@ mod tests {
                 );
             }
         }
-        assert_eq!(parse_tasks("f.json", files[0]).unwrap()[0].data["a"], "x]}\"{");
-        let rows: Vec<_> = parse_tasks("f.jsonl", files[1]).unwrap().iter().map(|t| t.row_index).collect();
-        assert_eq!(rows, vec![Some(0), Some(2), Some(3)], "a task may span lines; its row is its first line");
+        assert_eq!(
+            parse_tasks("f.json", files[0]).unwrap()[0].data["a"],
+            "x]}\"{"
+        );
+        let rows: Vec<_> = parse_tasks("f.jsonl", files[1])
+            .unwrap()
+            .iter()
+            .map(|t| t.row_index)
+            .collect();
+        assert_eq!(
+            rows,
+            vec![Some(0), Some(2), Some(3)],
+            "a task may span lines; its row is its first line"
+        );
         assert_eq!(parse_tasks("f.json", files[2]).unwrap()[0].row_index, None);
     }
 
     #[test]
     fn two_tasks_on_one_line_and_oversized_tasks_are_refused() {
         let err = parse_tasks("g.jsonl", b"{\"t\": 1} {\"t\": 2}\n").unwrap_err();
-        assert!(err.to_string().contains("line 1: invalid JSON: one task per line expected"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("line 1: invalid JSON: one task per line expected"),
+            "{err}"
+        );
         let mut parser = TaskParser::new("h.jsonl", 16);
-        let err = parser.push(b"{\"t\": 1}\n{\"text\": \"far too long\"}\n", &mut Vec::new()).unwrap_err();
-        assert_eq!(err.to_string(), "h.jsonl line 2: the task is larger than the limit of 16 bytes");
+        let err = parser
+            .push(
+                b"{\"t\": 1}\n{\"text\": \"far too long\"}\n",
+                &mut Vec::new(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "h.jsonl line 2: the task is larger than the limit of 16 bytes"
+        );
     }
 
     #[test]

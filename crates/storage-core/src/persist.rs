@@ -113,7 +113,10 @@ pub async fn claim_by_compare_and_set<R: StorageRepository + ?Sized>(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Result<Option<Storage>> {
-    for mut storage in repository.storages_with_status(&[SyncStatus::Queued]).await? {
+    for mut storage in repository
+        .storages_with_status(&[SyncStatus::Queued])
+        .await?
+    {
         if skip.contains(&storage.id) {
             continue;
         }

@@ -86,7 +86,11 @@ pub fn find_uris<'a>(text: &'a str, scheme: &str) -> Vec<&'a str> {
 /// Replaces, in place, every storage URI with `scheme` found in `value`
 /// (strings, and recursively strings inside lists and objects) for which
 /// `replace` returns a new text. URIs it declines are left unchanged.
-pub fn rewrite_uris(value: &mut Value, scheme: &str, replace: &mut dyn FnMut(&str) -> Option<String>) {
+pub fn rewrite_uris(
+    value: &mut Value,
+    scheme: &str,
+    replace: &mut dyn FnMut(&str) -> Option<String>,
+) {
     match value {
         Value::String(text) => {
             let mut rewritten = text.clone();
@@ -97,8 +101,12 @@ pub fn rewrite_uris(value: &mut Value, scheme: &str, replace: &mut dyn FnMut(&st
             }
             *text = rewritten;
         }
-        Value::Array(items) => items.iter_mut().for_each(|item| rewrite_uris(item, scheme, replace)),
-        Value::Object(map) => map.values_mut().for_each(|item| rewrite_uris(item, scheme, replace)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| rewrite_uris(item, scheme, replace)),
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|item| rewrite_uris(item, scheme, replace)),
         _ => {}
     }
 }
@@ -112,11 +120,20 @@ mod tests {
     fn finds_whole_and_quoted_uris() {
         assert_eq!(find_uris("s3://b/k.jpg", "s3"), vec!["s3://b/k.jpg"]);
         assert_eq!(
-            find_uris(r#"<img src="s3://b/1.jpg"/><img src='s3://b/2.jpg'/> s3://b/bare"#, "s3"),
+            find_uris(
+                r#"<img src="s3://b/1.jpg"/><img src='s3://b/2.jpg'/> s3://b/bare"#,
+                "s3"
+            ),
             vec!["s3://b/1.jpg", "s3://b/2.jpg"]
         );
-        assert!(find_uris("see s3://b/x", "s3").is_empty(), "unquoted inside text is not a URI");
-        assert!(find_uris(r#"<a href="s3://b/x?a=1">"#, "s3").is_empty(), "URIs with = are skipped");
+        assert!(
+            find_uris("see s3://b/x", "s3").is_empty(),
+            "unquoted inside text is not a URI"
+        );
+        assert!(
+            find_uris(r#"<a href="s3://b/x?a=1">"#, "s3").is_empty(),
+            "URIs with = are skipped"
+        );
         assert!(find_uris("gs://b/x", "s3").is_empty());
     }
 
@@ -148,9 +165,15 @@ mod tests {
     #[test]
     fn locations_are_raw_keys() {
         let bucket = BucketUri::new("gs", "b");
-        assert_eq!(bucket.location("gs://b/dir/a%20b.png").unwrap().as_ref(), "dir/a%20b.png");
+        assert_eq!(
+            bucket.location("gs://b/dir/a%20b.png").unwrap().as_ref(),
+            "dir/a%20b.png"
+        );
         assert!(bucket.location("gs://b/").is_none());
         assert!(bucket.location("gs://b").is_none());
-        assert!(bucket.location("gs://b/a//c").is_none(), "object_store cannot address empty segments");
+        assert!(
+            bucket.location("gs://b/a//c").is_none(),
+            "object_store cannot address empty segments"
+        );
     }
 }

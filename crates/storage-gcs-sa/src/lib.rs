@@ -10,7 +10,9 @@ use object_store::path::Path;
 use storage_core::bucket::{BucketTarget, UrlSigner};
 use storage_core::fields::FieldSpec;
 use storage_core::uri::BucketUri;
-use storage_core::{Backend, Capabilities, Error, ExportStorage, ImportStorage, Result, Settings, StorageKind};
+use storage_core::{
+    Backend, Capabilities, Error, ExportStorage, ImportStorage, Result, Settings, StorageKind,
+};
 use storage_gcs::iam::{valid_service_account_email, IamCredentials, ImpersonatedCredentials};
 use storage_gcs::signer::{signed_url, IamBlobSigner};
 use storage_gcs::{bucket_fields, check_common, explain, GcsBackend, GcsOptions};
@@ -70,7 +72,11 @@ impl GcsSaBackend {
             .get_or_try_init(|| async {
                 let endpoint = self.options.iam_endpoint().clone();
                 let client = GcsBackend::client_options(&self.options, Some(&endpoint));
-                Ok(Arc::new(IamCredentials::new(endpoint, self.base_identity()?, client)))
+                Ok(Arc::new(IamCredentials::new(
+                    endpoint,
+                    self.base_identity()?,
+                    client,
+                )))
             })
             .await
             .cloned()
@@ -81,18 +87,22 @@ impl GcsSaBackend {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         Ok(targets
             .entry(target.to_string())
-            .or_insert_with(|| Arc::new(ImpersonatedCredentials::new(iam, target).with_scopes([STORAGE_SCOPE])))
+            .or_insert_with(|| {
+                Arc::new(ImpersonatedCredentials::new(iam, target).with_scopes([STORAGE_SCOPE]))
+            })
             .clone())
     }
 
     fn base_url(&self) -> url::Url {
-        self.options
-            .base_url()
-            .cloned()
-            .unwrap_or_else(|| url::Url::parse("https://storage.googleapis.com").expect("static URL is valid"))
+        self.options.base_url().cloned().unwrap_or_else(|| {
+            url::Url::parse("https://storage.googleapis.com").expect("static URL is valid")
+        })
     }
 
-    async fn open(&self, settings: &Settings) -> Result<(BucketTarget, Arc<ImpersonatedCredentials>)> {
+    async fn open(
+        &self,
+        settings: &Settings,
+    ) -> Result<(BucketTarget, Arc<ImpersonatedCredentials>)> {
         let bucket = settings.str("bucket").unwrap_or_default().to_string();
         let target_email = settings.str(TARGET_FIELD).unwrap_or_default().to_string();
         let credentials = self.impersonated(&target_email).await?;
@@ -104,7 +114,9 @@ impl GcsSaBackend {
             .with_retry(self.options.retry().clone())
             .with_client_options(GcsBackend::client_options(&self.options, Some(&base_url)))
             .build()
-            .map_err(|e| Error::invalid_general(format!("Cannot configure GCS bucket {bucket}: {e}")))?;
+            .map_err(|e| {
+                Error::invalid_general(format!("Cannot configure GCS bucket {bucket}: {e}"))
+            })?;
         let prefix = settings.str("prefix").map(str::to_string);
         let who = format!("the service account {target_email}");
         let (b, p) = (bucket.clone(), prefix.clone());
@@ -129,10 +141,18 @@ struct ImpersonatedSigner {
 #[async_trait]
 impl UrlSigner for ImpersonatedSigner {
     async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String> {
-        signed_url(&self.base_url, &self.bucket, location, http::Method::GET, ttl, &self.signer, chrono::Utc::now())
-            .await
-            .map(|url| url.to_string())
-            .map_err(Error::from)
+        signed_url(
+            &self.base_url,
+            &self.bucket,
+            location,
+            http::Method::GET,
+            ttl,
+            &self.signer,
+            chrono::Utc::now(),
+        )
+        .await
+        .map(|url| url.to_string())
+        .map_err(Error::from)
     }
 }
 
@@ -191,11 +211,12 @@ impl ExportStorage for SaExport {
 }
 
 async fn impersonation_works(credentials: &ImpersonatedCredentials) -> Result<()> {
-    credentials
-        .token_now()
-        .await
-        .map(|_| ())
-        .map_err(|err| Error::invalid_general(format!("Cannot impersonate {}: {err}", credentials.target_email())))
+    credentials.token_now().await.map(|_| ()).map_err(|err| {
+        Error::invalid_general(format!(
+            "Cannot impersonate {}: {err}",
+            credentials.target_email()
+        ))
+    })
 }
 
 #[async_trait]
@@ -210,7 +231,10 @@ impl Backend for GcsSaBackend {
 
     fn fields(&self, kind: StorageKind) -> Vec<FieldSpec> {
         let mut fields = bucket_fields(kind);
-        fields.push(FieldSpec::string(TARGET_FIELD, "Service account to impersonate for GCS access"));
+        fields.push(FieldSpec::string(
+            TARGET_FIELD,
+            "Service account to impersonate for GCS access",
+        ));
         fields
     }
 

@@ -6,18 +6,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use object_store::gcp::{GcpSigningCredential, GoogleCloudStorage, GoogleCloudStorageBuilder, ServiceAccountKey as SigningKey};
+use object_store::gcp::{
+    GcpSigningCredential, GoogleCloudStorage, GoogleCloudStorageBuilder,
+    ServiceAccountKey as SigningKey,
+};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{ClientOptions, StaticCredentialProvider};
 use storage_core::bucket::{http_status, short_cause, BucketTarget, UrlSigner};
 use storage_core::uri::BucketUri;
 use storage_core::{
-    Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportStorage, Result, Settings, StorageKind,
-    ValidationErrors,
+    Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportStorage, Result, Settings,
+    StorageKind, ValidationErrors,
 };
 
-use crate::config::{check_bucket, fields, GcsConfig, GcsOptions, ServiceAccountKey, CREDENTIALS_FIELD};
+use crate::config::{
+    check_bucket, fields, GcsConfig, GcsOptions, ServiceAccountKey, CREDENTIALS_FIELD,
+};
 
 /// The `gcs` storage type.
 ///
@@ -65,10 +70,12 @@ impl GcsBackend {
                     // with the key of the JSON.
                     let private_key = SigningKey::from_pem(key.private_key.as_bytes())
                         .map_err(|e| Error::invalid(CREDENTIALS_FIELD, format!("The private_key of Google Application Credentials cannot be read: {e}")))?;
-                    builder = builder.with_signing_credentials(Arc::new(StaticCredentialProvider::new(GcpSigningCredential {
-                        email: key.client_email.clone(),
-                        private_key: Some(private_key),
-                    })));
+                    builder = builder.with_signing_credentials(Arc::new(
+                        StaticCredentialProvider::new(GcpSigningCredential {
+                            email: key.client_email.clone(),
+                            private_key: Some(private_key),
+                        }),
+                    ));
                 }
             }
             None => {
@@ -83,7 +90,12 @@ impl GcsBackend {
         builder
             .with_client_options(Self::client_options(&self.options, base_url.as_ref()))
             .build()
-            .map_err(|e| Error::invalid(CREDENTIALS_FIELD, format!("Cannot use these Google credentials: {e}")))
+            .map_err(|e| {
+                Error::invalid(
+                    CREDENTIALS_FIELD,
+                    format!("Cannot use these Google credentials: {e}"),
+                )
+            })
     }
 }
 
@@ -122,7 +134,9 @@ impl Backend for GcsBackend {
             match ServiceAccountKey::parse(json) {
                 Ok(key) => {
                     if let Some(url) = &key.gcs_base_url {
-                        if let Err(Error::InvalidConfig(e)) = self.options.policy.check_literal(CREDENTIALS_FIELD, url) {
+                        if let Err(Error::InvalidConfig(e)) =
+                            self.options.policy.check_literal(CREDENTIALS_FIELD, url)
+                        {
                             errors.merge(e);
                         }
                     }
@@ -137,7 +151,9 @@ impl Backend for GcsBackend {
         let config = GcsConfig::from_settings(settings);
         let store = Arc::new(self.store(&config).await?);
         let signer = Arc::new(GcsSigner(store.clone()));
-        Ok(Arc::new(target(&config, store).import(settings, Some(signer))?))
+        Ok(Arc::new(
+            target(&config, store).import(settings, Some(signer))?,
+        ))
     }
 
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {
@@ -154,7 +170,9 @@ fn target(config: &GcsConfig, store: Arc<GoogleCloudStorage>) -> BucketTarget {
         store,
         uri: BucketUri::new("gs", &config.bucket),
         prefix: config.prefix.clone(),
-        explain: Arc::new(move |err| explain(err, &bucket, prefix.as_deref(), "the service account")),
+        explain: Arc::new(move |err| {
+            explain(err, &bucket, prefix.as_deref(), "the service account")
+        }),
     }
 }
 
@@ -188,25 +206,46 @@ impl UrlSigner for GcsSigner {
 pub fn explain(err: Error, bucket: &str, prefix: Option<&str>, who: &str) -> Error {
     if let Error::InvalidConfig(_) = err {
         return match prefix {
-            Some(prefix) => Error::invalid_general(format!("No blobs found in {bucket}/{prefix} or prefix doesn't exist")),
+            Some(prefix) => Error::invalid_general(format!(
+                "No blobs found in {bucket}/{prefix} or prefix doesn't exist"
+            )),
             None => err,
         };
     }
     let text = storage_core::jobs::error_report(&err);
     let has = |needle: &str| text.contains(needle);
     let status = http_status(&err);
-    let message = if matches!(err, Error::NotFound { .. }) || status == Some(404) || has("NoSuchBucket") {
+    let message = if matches!(err, Error::NotFound { .. })
+        || status == Some(404)
+        || has("NoSuchBucket")
+    {
         format!("Cannot find bucket {bucket} in GCS")
     } else if matches!(err, Error::Unauthenticated { .. }) || status == Some(401) {
-        format!("Google rejected the credentials used for bucket {bucket}: {}", short_cause(&err))
-    } else if matches!(err, Error::PermissionDenied { .. }) || status == Some(403) || has("AccessDenied") {
+        format!(
+            "Google rejected the credentials used for bucket {bucket}: {}",
+            short_cause(&err)
+        )
+    } else if matches!(err, Error::PermissionDenied { .. })
+        || status == Some(403)
+        || has("AccessDenied")
+    {
         format!(
             "Access denied to GCS bucket {bucket}: {who} needs storage.objects.list on it (roles/storage.objectViewer; roles/storage.objectCreator to export)"
         )
-    } else if has("error sending request") || has("Connection refused") || has("dns error") || has("timed out") {
-        format!("Cannot reach GCS for bucket {bucket}: {}", short_cause(&err))
+    } else if has("error sending request")
+        || has("Connection refused")
+        || has("dns error")
+        || has("timed out")
+    {
+        format!(
+            "Cannot reach GCS for bucket {bucket}: {}",
+            short_cause(&err)
+        )
     } else {
-        format!("Cannot connect to GCS bucket {bucket}: {}", short_cause(&err))
+        format!(
+            "Cannot connect to GCS bucket {bucket}: {}",
+            short_cause(&err)
+        )
     };
     Error::invalid_general(message)
 }
@@ -221,11 +260,28 @@ mod tests {
 
     #[test]
     fn explains_by_status_code() {
-        let denied = explain(server_said("403 Forbidden"), "b", None, "the service account x@p.iam.gserviceaccount.com");
-        assert!(denied.to_string().contains("Access denied to GCS bucket b: the service account x@p"), "{denied}");
-        assert!(explain(server_said("404 Not Found"), "b", None, "").to_string().contains("Cannot find bucket b in GCS"));
-        assert!(explain(server_said("401 Unauthorized"), "b", None, "").to_string().contains("rejected the credentials"));
+        let denied = explain(
+            server_said("403 Forbidden"),
+            "b",
+            None,
+            "the service account x@p.iam.gserviceaccount.com",
+        );
+        assert!(
+            denied
+                .to_string()
+                .contains("Access denied to GCS bucket b: the service account x@p"),
+            "{denied}"
+        );
+        assert!(explain(server_said("404 Not Found"), "b", None, "")
+            .to_string()
+            .contains("Cannot find bucket b in GCS"));
+        assert!(explain(server_said("401 Unauthorized"), "b", None, "")
+            .to_string()
+            .contains("rejected the credentials"));
         let other = explain(server_said("500 Internal Server Error"), "b", None, "");
-        assert!(other.to_string().contains("Cannot connect to GCS bucket b"), "{other}");
+        assert!(
+            other.to_string().contains("Cannot connect to GCS bucket b"),
+            "{other}"
+        );
     }
 }

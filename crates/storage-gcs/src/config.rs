@@ -26,7 +26,10 @@ pub fn bucket_fields(kind: StorageKind) -> Vec<FieldSpec> {
         }
         StorageKind::Export => fields.extend(export_fields()),
     }
-    fields.push(FieldSpec::string("google_project_id", "Google project id (optional)"));
+    fields.push(FieldSpec::string(
+        "google_project_id",
+        "Google project id (optional)",
+    ));
     fields
 }
 
@@ -90,10 +93,14 @@ impl std::fmt::Debug for ServiceAccountKey {
 impl ServiceAccountKey {
     /// Parses a key JSON; the error names what is wrong, never the content.
     pub fn parse(json: &str) -> Result<Self, String> {
-        let value: Value = serde_json::from_str(json)
-            .map_err(|e| format!("Google Application Credentials must be valid JSON string. {e}"))?;
+        let value: Value = serde_json::from_str(json).map_err(|e| {
+            format!("Google Application Credentials must be valid JSON string. {e}")
+        })?;
         let Value::Object(map) = value else {
-            return Err("Google Application Credentials must be a JSON object (a service-account key file)".into());
+            return Err(
+                "Google Application Credentials must be a JSON object (a service-account key file)"
+                    .into(),
+            );
         };
         let text = |name: &str| map.get(name).and_then(Value::as_str).map(str::to_string);
         let missing: Vec<&str> = ["client_email", "private_key", "private_key_id"]
@@ -155,7 +162,8 @@ impl Default for GcsOptions {
         Self {
             policy: EndpointPolicy::strict(),
             base_url: None,
-            iam_endpoint: url::Url::parse("https://iamcredentials.googleapis.com").expect("static URL is valid"),
+            iam_endpoint: url::Url::parse("https://iamcredentials.googleapis.com")
+                .expect("static URL is valid"),
             application_credentials: None,
             retry: RetryConfig {
                 max_retries: 3,
@@ -246,9 +254,15 @@ mod tests {
 
     #[test]
     fn key_parsing_names_the_problem_and_hides_the_key() {
-        assert!(ServiceAccountKey::parse("{not json").unwrap_err().starts_with("Google Application Credentials must be valid JSON string."));
-        assert!(ServiceAccountKey::parse("[1]").unwrap_err().contains("JSON object"));
-        assert!(ServiceAccountKey::parse(r#"{"client_email": "a@b"}"#).unwrap_err().contains("private_key, private_key_id"));
+        assert!(ServiceAccountKey::parse("{not json")
+            .unwrap_err()
+            .starts_with("Google Application Credentials must be valid JSON string."));
+        assert!(ServiceAccountKey::parse("[1]")
+            .unwrap_err()
+            .contains("JSON object"));
+        assert!(ServiceAccountKey::parse(r#"{"client_email": "a@b"}"#)
+            .unwrap_err()
+            .contains("private_key, private_key_id"));
         let key = ServiceAccountKey::parse(
             r#"{"client_email": "sa@p.iam.gserviceaccount.com", "private_key": "-----BEGIN PRIVATE KEY-----SECRET", "private_key_id": "k"}"#,
         )

@@ -28,8 +28,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use storage_core::credentials::{CredentialCache, Expiring};
 use std::time::{Duration, Instant};
+use storage_core::credentials::{CredentialCache, Expiring};
 
 use async_trait::async_trait;
 use base64::prelude::{Engine as _, BASE64_STANDARD};
@@ -759,9 +759,6 @@ fn error_response(
     }
 }
 
-
-
-
 /// An object_store [`CredentialProvider`] giving short-lived tokens of a target service
 /// account, obtained with `generateAccessToken` through [`IamCredentials`] (the base
 /// identity impersonates the target).
@@ -862,7 +859,9 @@ impl ImpersonatedCredentials {
     /// As [`IamCredentials::generate_access_token`].
     pub async fn token(&self) -> Result<Arc<GcpCredential>, IamError> {
         let what = format!("impersonation of {}", self.target_email);
-        self.cache.get(self.refresh_before, &what, || self.fetch()).await
+        self.cache
+            .get(self.refresh_before, &what, || self.fetch())
+            .await
     }
 
     async fn fetch(&self) -> Result<Expiring<GcpCredential>, IamError> {

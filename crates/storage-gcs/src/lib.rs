@@ -6,4 +6,6 @@ pub mod iam;
 pub mod signer;
 
 pub use backend::{check_common, explain, GcsBackend};
-pub use config::{bucket_fields, check_bucket, GcsConfig, GcsOptions, ServiceAccountKey, CREDENTIALS_FIELD};
+pub use config::{
+    bucket_fields, check_bucket, GcsConfig, GcsOptions, ServiceAccountKey, CREDENTIALS_FIELD,
+};

@@ -81,7 +81,9 @@ impl LocalFiles {
     fn check_path(&self, path: &str) -> Result<PathBuf> {
         let root = &self.shown_root;
         if path.is_empty() || path == "." {
-            return Err(Error::invalid_general("Path must be set for Local Files storage"));
+            return Err(Error::invalid_general(
+                "Path must be set for Local Files storage",
+            ));
         }
         if !path.starts_with('/') {
             return Err(Error::invalid_general(format!(
@@ -165,7 +167,10 @@ impl LocalFilesBackend {
 }
 
 fn path_field() -> FieldSpec {
-    FieldSpec::string("path", "Absolute local path below LOCAL_FILES_DOCUMENT_ROOT")
+    FieldSpec::string(
+        "path",
+        "Absolute local path below LOCAL_FILES_DOCUMENT_ROOT",
+    )
 }
 
 #[async_trait]
@@ -256,9 +261,9 @@ impl ImportStorage for LocalImport {
             self.listing
                 .list(self.store.clone())
                 .filter(move |item| {
-                    let keep = item
-                        .as_ref()
-                        .map_or(true, |meta| crate::listing::inside_root(&directory, &root, meta.location.as_ref()));
+                    let keep = item.as_ref().map_or(true, |meta| {
+                        crate::listing::inside_root(&directory, &root, meta.location.as_ref())
+                    });
                     futures::future::ready(keep)
                 })
                 .boxed()
@@ -272,7 +277,10 @@ impl ImportStorage for LocalImport {
     }
 
     fn task_url(&self, location: &Path) -> String {
-        local_files_url(&self.url_base, &format!("{}/{}", self.relative_dir, location.as_ref()))
+        local_files_url(
+            &self.url_base,
+            &format!("{}/{}", self.relative_dir, location.as_ref()),
+        )
     }
 
     async fn check_connection(&self) -> Result<()> {

@@ -50,7 +50,10 @@ pub(crate) fn stream_files(dir: PathBuf, root: PathBuf) -> BoxStream<'static, Re
             let item = match (std::fs::symlink_metadata(&path), Path::parse(&name)) {
                 (Ok(meta), Ok(location)) if meta.is_file() => object_meta(location, &meta),
                 (Ok(meta), Ok(location)) if meta.is_symlink() => match std::fs::metadata(&path) {
-                    Ok(target) if target.is_file() && path.canonicalize().is_ok_and(|c| c.starts_with(&root)) => {
+                    Ok(target)
+                        if target.is_file()
+                            && path.canonicalize().is_ok_and(|c| c.starts_with(&root)) =>
+                    {
                         object_meta(location, &target)
                     }
                     _ => continue,
@@ -72,7 +75,11 @@ pub(crate) fn stream_files(dir: PathBuf, root: PathBuf) -> BoxStream<'static, Re
 /// `directory` is still below the canonical `root` once symlinks are
 /// resolved. A direct child that is not a link needs one lstat; nested
 /// files are resolved whole, as any folder on the way may be a link.
-pub(crate) fn inside_root(directory: &std::path::Path, root: &std::path::Path, relative: &str) -> bool {
+pub(crate) fn inside_root(
+    directory: &std::path::Path,
+    root: &std::path::Path,
+    relative: &str,
+) -> bool {
     let path = directory.join(relative);
     if !relative.contains('/') && std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_symlink()) {
         return true;
@@ -107,7 +114,9 @@ impl NameList {
     }
 }
 
-fn tokio_stream_from(mut receiver: tokio::sync::mpsc::Receiver<Result<ObjectMeta>>) -> BoxStream<'static, Result<ObjectMeta>> {
+fn tokio_stream_from(
+    mut receiver: tokio::sync::mpsc::Receiver<Result<ObjectMeta>>,
+) -> BoxStream<'static, Result<ObjectMeta>> {
     futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed()
 }
 
@@ -143,15 +152,22 @@ mod tests {
             std::fs::write(path, name).unwrap();
         }
         std::os::unix::fs::symlink(dir.path().join("a.jpg"), dir.path().join("link.jpg")).unwrap();
-        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.jpg")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.jpg"))
+            .unwrap();
         let root = dir.path().canonicalize().unwrap();
-        let streamed: Vec<ObjectMeta> = stream_files(root.clone(), root).try_collect().await.unwrap();
+        let streamed: Vec<ObjectMeta> = stream_files(root.clone(), root)
+            .try_collect()
+            .await
+            .unwrap();
         let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
         let mut listed = store.list_with_delimiter(None).await.unwrap().objects;
         listed.sort_by(|a, b| a.location.cmp(&b.location));
         assert_eq!(streamed, listed);
         assert_eq!(
-            streamed.iter().map(|m| m.location.as_ref()).collect::<Vec<_>>(),
+            streamed
+                .iter()
+                .map(|m| m.location.as_ref())
+                .collect::<Vec<_>>(),
             vec!["a.jpg", "b c#1%.png", "link.jpg"],
             "locations are the raw file names, as LocalFileSystem gives them"
         );
@@ -159,7 +175,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_folder_is_an_error() {
-        let result: Result<Vec<ObjectMeta>> = stream_files(PathBuf::from("/nonexistent/folder"), PathBuf::from("/")).try_collect().await;
-        assert!(result.unwrap_err().to_string().contains("listing \"/nonexistent/folder\""));
+        let result: Result<Vec<ObjectMeta>> =
+            stream_files(PathBuf::from("/nonexistent/folder"), PathBuf::from("/"))
+                .try_collect()
+                .await;
+        assert!(result
+            .unwrap_err()
+            .to_string()
+            .contains("listing \"/nonexistent/folder\""));
     }
 }

@@ -68,10 +68,12 @@ pub fn local_files_url(base: &str, relative: &str) -> String {
 pub fn resolve_served_file(document_root: &Path, d: &str) -> Result<PathBuf> {
     let relative = d.trim_start_matches('/');
     let candidate = Path::new(relative);
-    if candidate
-        .components()
-        .any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_)))
-    {
+    if candidate.components().any(|c| {
+        matches!(
+            c,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_)
+        )
+    }) {
         return Err(Error::PermissionDenied {
             reason: "the path leaves the document root".into(),
         });
@@ -116,15 +118,30 @@ mod tests {
         std::fs::write(dir.path().join("secret.txt"), "s").unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("a/link.txt")).unwrap();
 
-        assert_eq!(resolve_served_file(&root, "a/f.txt").unwrap(), root.join("a/f.txt"));
-        assert_eq!(resolve_served_file(&root, "/a/f.txt").unwrap(), root.join("a/f.txt"));
+        assert_eq!(
+            resolve_served_file(&root, "a/f.txt").unwrap(),
+            root.join("a/f.txt")
+        );
+        assert_eq!(
+            resolve_served_file(&root, "/a/f.txt").unwrap(),
+            root.join("a/f.txt")
+        );
         for bad in ["../secret.txt", "a/../../secret.txt", "a/link.txt"] {
             assert!(
-                matches!(resolve_served_file(&root, bad), Err(Error::PermissionDenied { .. })),
+                matches!(
+                    resolve_served_file(&root, bad),
+                    Err(Error::PermissionDenied { .. })
+                ),
                 "{bad}"
             );
         }
-        assert!(matches!(resolve_served_file(&root, "a/missing"), Err(Error::NotFound { .. })));
-        assert!(matches!(resolve_served_file(&root, "a"), Err(Error::NotFound { .. })));
+        assert!(matches!(
+            resolve_served_file(&root, "a/missing"),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            resolve_served_file(&root, "a"),
+            Err(Error::NotFound { .. })
+        ));
     }
 }

@@ -12,7 +12,6 @@ use storage_core::persist::{NewTask, TaskSink};
 use storage_core::{Backend, Error, ImportStorage, Result, Settings, StorageKind};
 use storage_localfiles::{LocalFiles, LocalFilesBackend};
 
-
 /// The engine's entry point with positional arguments, to keep the cases short.
 async fn import_objects(
     storage_id: i64,
@@ -23,7 +22,16 @@ async fn import_objects(
     config: &ImportConfig,
     progress: &dyn ProgressSink,
 ) -> Result<ImportOutcome> {
-    ImportJob { storage_id, project, source, use_blob_urls, sink, config }.run(progress).await
+    ImportJob {
+        storage_id,
+        project,
+        source,
+        use_blob_urls,
+        sink,
+        config,
+    }
+    .run(progress)
+    .await
 }
 
 #[derive(Debug, Default)]
@@ -33,7 +41,13 @@ struct Sink(Mutex<Vec<NewTask>>);
 impl TaskSink for Sink {
     async fn linked_keys(&self, _: i64, keys: &[String]) -> Result<HashMap<String, u64>> {
         let mut found = HashMap::new();
-        for t in self.0.lock().unwrap().iter().filter(|t| keys.contains(&t.link.key)) {
+        for t in self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| keys.contains(&t.link.key))
+        {
             *found.entry(t.link.key.clone()).or_default() += 1;
         }
         Ok(found)
@@ -73,7 +87,11 @@ fn fixture(serving: bool) -> Fixture {
         std::fs::write(path, body).unwrap();
     }
     std::fs::create_dir_all(dir.path().join("outside")).unwrap();
-    let backend = LocalFilesBackend::new(LocalFiles::new(&root).unwrap().with_serving_enabled(serving));
+    let backend = LocalFilesBackend::new(
+        LocalFiles::new(&root)
+            .unwrap()
+            .with_serving_enabled(serving),
+    );
     Fixture {
         root: root.to_string_lossy().into(),
         _dir: dir,
@@ -85,7 +103,9 @@ fn settings(backend: &LocalFilesBackend, kind: StorageKind, body: Value) -> Resu
     let specs = backend.fields(kind);
     let mut settings = Settings::defaults(&specs);
     let body: Map<String, Value> = body.as_object().unwrap().clone();
-    settings.apply(&specs, &body).map_err(Error::InvalidConfig)?;
+    settings
+        .apply(&specs, &body)
+        .map_err(Error::InvalidConfig)?;
     backend.check_settings(kind, &mut settings)?;
     Ok(settings)
 }
@@ -125,7 +145,10 @@ fn path_rules_use_label_studio_messages() {
     assert!(message(check("samples/img".into()).unwrap_err()).contains("must be absolute"));
 
     let normalised = check(format!("  {root}//samples/./img/ ")).unwrap();
-    assert_eq!(normalised.str("path"), Some(format!("{root}/samples/img").as_str()));
+    assert_eq!(
+        normalised.str("path"),
+        Some(format!("{root}/samples/img").as_str())
+    );
 }
 
 #[test]
@@ -133,18 +156,31 @@ fn symlinks_out_of_the_root_and_look_alike_prefixes_are_refused() {
     let f = fixture(true);
     let root = std::path::Path::new(&f.root);
     std::os::unix::fs::symlink(root.parent().unwrap().join("outside"), root.join("link")).unwrap();
-    let err = settings(&f.backend, StorageKind::Import, json!({"path": format!("{}/link", f.root)})).unwrap_err();
+    let err = settings(
+        &f.backend,
+        StorageKind::Import,
+        json!({"path": format!("{}/link", f.root)}),
+    )
+    .unwrap_err();
     assert!(message(err).contains("must be a subdirectory"));
     let sibling = format!("{}-evil", f.root);
     std::fs::create_dir_all(&sibling).unwrap();
     let err = settings(&f.backend, StorageKind::Import, json!({"path": sibling})).unwrap_err();
-    assert!(message(err).contains("must be a subdirectory"), "a string prefix is not a parent");
+    assert!(
+        message(err).contains("must be a subdirectory"),
+        "a string prefix is not a parent"
+    );
 }
 
 #[test]
 fn serving_must_be_enabled() {
     let f = fixture(false);
-    let err = settings(&f.backend, StorageKind::Export, json!({"path": format!("{}/samples/img", f.root)})).unwrap_err();
+    let err = settings(
+        &f.backend,
+        StorageKind::Export,
+        json!({"path": format!("{}/samples/img", f.root)}),
+    )
+    .unwrap_err();
     assert!(message(err).contains("LOCAL_FILES_SERVING_ENABLED"));
 }
 
@@ -161,10 +197,21 @@ async fn files_mode_links_absolute_paths_and_urls_relative_to_the_root() {
     };
     let sink = Sink::default();
     let source = f.backend.import_storage(&import(false)).await.unwrap();
-    let outcome = import_objects(1, 1, source.as_ref(), true, &sink, &ImportConfig::default(), &NoProgress)
-        .await
-        .unwrap();
-    assert_eq!(outcome.progress.created, 3, "regex matches the file name; notes.png and the nested file are out");
+    let outcome = import_objects(
+        1,
+        1,
+        source.as_ref(),
+        true,
+        &sink,
+        &ImportConfig::default(),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome.progress.created, 3,
+        "regex matches the file name; notes.png and the nested file are out"
+    );
     let mut tasks: Vec<(String, Value)> = sink
         .0
         .lock()
@@ -176,28 +223,58 @@ async fn files_mode_links_absolute_paths_and_urls_relative_to_the_root() {
     assert_eq!(
         tasks,
         vec![
-            (format!("{}/samples/img/img 001.jpg", f.root), json!("/data/local-files/?d=samples/img/img%20001.jpg")),
-            (format!("{}/samples/img/img%20002.jpg", f.root), json!("/data/local-files/?d=samples/img/img%2520002.jpg")),
-            (format!("{}/samples/img/img_000.jpg", f.root), json!("/data/local-files/?d=samples/img/img_000.jpg")),
+            (
+                format!("{}/samples/img/img 001.jpg", f.root),
+                json!("/data/local-files/?d=samples/img/img%20001.jpg")
+            ),
+            (
+                format!("{}/samples/img/img%20002.jpg", f.root),
+                json!("/data/local-files/?d=samples/img/img%2520002.jpg")
+            ),
+            (
+                format!("{}/samples/img/img_000.jpg", f.root),
+                json!("/data/local-files/?d=samples/img/img_000.jpg")
+            ),
         ]
     );
     let recursive = f.backend.import_storage(&import(true)).await.unwrap();
-    let outcome = import_objects(1, 1, recursive.as_ref(), true, &sink, &ImportConfig::default(), &NoProgress)
-        .await
-        .unwrap();
+    let outcome = import_objects(
+        1,
+        1,
+        recursive.as_ref(),
+        true,
+        &sink,
+        &ImportConfig::default(),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
     assert_eq!((outcome.progress.created, outcome.progress.existed), (1, 3));
 }
 
 #[tokio::test]
 async fn export_writes_pretty_json_named_by_annotation_id() {
     let f = fixture(true);
-    let s = settings(&f.backend, StorageKind::Export, json!({"path": format!("{}/samples/json", f.root), "can_delete_objects": true})).unwrap();
+    let s = settings(
+        &f.backend,
+        StorageKind::Export,
+        json!({"path": format!("{}/samples/json", f.root), "can_delete_objects": true}),
+    )
+    .unwrap();
     let target = f.backend.export_storage(&s).await.unwrap();
-    let annotation = storage_core::persist::ExportedAnnotation { id: 42, project: 1, payload: json!({"id": 42, "result": []}) };
-    storage_core::export::export_annotation(target.as_ref(), &annotation).await.unwrap();
+    let annotation = storage_core::persist::ExportedAnnotation {
+        id: 42,
+        project: 1,
+        payload: json!({"id": 42, "result": []}),
+    };
+    storage_core::export::export_annotation(target.as_ref(), &annotation)
+        .await
+        .unwrap();
     let written = std::fs::read_to_string(format!("{}/samples/json/42", f.root)).unwrap();
     assert_eq!(written, "{\n  \"id\": 42,\n  \"result\": []\n}");
     assert!(target.can_delete_objects());
-    storage_core::export::delete_annotation(target.as_ref(), 42).await.unwrap();
+    storage_core::export::delete_annotation(target.as_ref(), 42)
+        .await
+        .unwrap();
     assert!(!std::path::Path::new(&format!("{}/samples/json/42", f.root)).exists());
 }

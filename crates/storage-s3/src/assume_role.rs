@@ -20,8 +20,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use storage_core::credentials::{CredentialCache, Expiring};
 use std::time::{Duration, Instant};
+use storage_core::credentials::{CredentialCache, Expiring};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -231,9 +231,6 @@ fn sanitize_session_name(name: &str) -> String {
         cleaned
     }
 }
-
-
-
 
 /// An object_store [`CredentialProvider`] that assumes an IAM role through STS
 /// `AssumeRole` (optionally with `ExternalId`), signing the STS call with base
@@ -563,7 +560,9 @@ impl CredentialProvider for AssumeRole {
     /// failures, which name the endpoint. Messages never contain secrets.
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
         let what = format!("STS AssumeRole of {}", self.config.role_arn);
-        self.cache.get(self.config.refresh_before, &what, || self.fetch()).await
+        self.cache
+            .get(self.config.refresh_before, &what, || self.fetch())
+            .await
     }
 }
 

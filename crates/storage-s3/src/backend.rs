@@ -11,7 +11,10 @@ use object_store::signer::Signer;
 use object_store::ClientOptions;
 use storage_core::bucket::{http_status, short_cause, BucketTarget, UrlSigner};
 use storage_core::uri::BucketUri;
-use storage_core::{Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportStorage, Result, Settings, StorageKind};
+use storage_core::{
+    Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportStorage, Result, Settings,
+    StorageKind,
+};
 
 use crate::config::{fields, S3Config, S3Options};
 use crate::{AssumeRole, AssumeRoleConfig};
@@ -51,7 +54,11 @@ impl S3Backend {
             client = client.with_allow_http(url.scheme() == "http");
             builder = builder.with_endpoint(url.as_str().trim_end_matches('/'));
         }
-        builder = match (&config.role_arn, &config.access_key_id, &config.secret_access_key) {
+        builder = match (
+            &config.role_arn,
+            &config.access_key_id,
+            &config.secret_access_key,
+        ) {
             (Some(role_arn), _, _) => {
                 let base = self.options.server_credentials.clone().ok_or_else(|| {
                     Error::invalid(
@@ -67,11 +74,15 @@ impl S3Backend {
                 if let Some(sts) = &self.options.sts_endpoint {
                     role = role.with_sts_endpoint(sts.clone());
                 }
-                let sts_client = client.clone().with_allow_http(role.sts_endpoint().scheme() == "http");
+                let sts_client = client
+                    .clone()
+                    .with_allow_http(role.sts_endpoint().scheme() == "http");
                 builder.with_credentials(Arc::new(AssumeRole::new(role, base, sts_client)))
             }
             (None, Some(key_id), Some(secret)) => {
-                let builder = builder.with_access_key_id(key_id).with_secret_access_key(secret);
+                let builder = builder
+                    .with_access_key_id(key_id)
+                    .with_secret_access_key(secret);
                 match &config.session_token {
                     Some(token) => builder.with_token(token),
                     None => builder,
@@ -95,10 +106,9 @@ impl S3Backend {
         if let Some(key) = &config.sse_kms_key_id {
             builder = builder.with_sse_kms_encryption(key);
         }
-        builder
-            .with_client_options(client)
-            .build()
-            .map_err(|e| Error::invalid_general(format!("Cannot configure S3 bucket {}: {e}", config.bucket)))
+        builder.with_client_options(client).build().map_err(|e| {
+            Error::invalid_general(format!("Cannot configure S3 bucket {}: {e}", config.bucket))
+        })
     }
 }
 
@@ -124,7 +134,9 @@ impl Backend for S3Backend {
         let config = S3Config::from_settings(settings);
         let mut errors = config.check(settings).err().unwrap_or_default();
         if let Some(endpoint) = &config.endpoint {
-            if let Err(Error::InvalidConfig(e)) = self.options.policy.check_literal("s3_endpoint", endpoint) {
+            if let Err(Error::InvalidConfig(e)) =
+                self.options.policy.check_literal("s3_endpoint", endpoint)
+            {
                 errors.merge(e);
             }
         }
@@ -138,7 +150,9 @@ impl Backend for S3Backend {
         let config = S3Config::from_settings(settings);
         let store = Arc::new(self.store(&config).await?);
         let signer = Arc::new(S3Signer(store.clone()));
-        Ok(Arc::new(target(&config, store).import(settings, Some(signer))?))
+        Ok(Arc::new(
+            target(&config, store).import(settings, Some(signer))?,
+        ))
     }
 
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {
@@ -149,7 +163,11 @@ impl Backend for S3Backend {
 }
 
 fn target(config: &S3Config, store: Arc<AmazonS3>) -> BucketTarget {
-    let (bucket, prefix, endpoint) = (config.bucket.clone(), config.prefix.clone(), config.endpoint.clone());
+    let (bucket, prefix, endpoint) = (
+        config.bucket.clone(),
+        config.prefix.clone(),
+        config.endpoint.clone(),
+    );
     BucketTarget {
         store,
         uri: BucketUri::new("s3", &config.bucket),
@@ -185,18 +203,31 @@ fn explain(err: Error, bucket: &str, prefix: Option<&str>, endpoint: Option<&str
     let text = storage_core::jobs::error_report(&err);
     let has = |needle: &str| text.contains(needle);
     let status = http_status(&err);
-    let message = if has("NoSuchBucket") || matches!(err, Error::NotFound { .. }) || status == Some(404) {
+    let message = if has("NoSuchBucket")
+        || matches!(err, Error::NotFound { .. })
+        || status == Some(404)
+    {
         format!("Cannot find bucket {bucket} in S3")
-    } else if has("InvalidAccessKeyId") || has("SignatureDoesNotMatch") || has("InvalidClientTokenId") {
+    } else if has("InvalidAccessKeyId")
+        || has("SignatureDoesNotMatch")
+        || has("InvalidClientTokenId")
+    {
         format!(
             "Cannot connect to S3 {bucket} with specified AWS credentials: the access key id or the secret access key is wrong"
         )
     } else if has("AccessDenied")
-        || matches!(err, Error::PermissionDenied { .. } | Error::Unauthenticated { .. })
+        || matches!(
+            err,
+            Error::PermissionDenied { .. } | Error::Unauthenticated { .. }
+        )
         || matches!(status, Some(401 | 403))
     {
         format!("Cannot connect to S3 {bucket} with specified AWS credentials: access denied")
-    } else if has("error sending request") || has("Connection refused") || has("dns error") || has("timed out") {
+    } else if has("error sending request")
+        || has("Connection refused")
+        || has("dns error")
+        || has("timed out")
+    {
         format!(
             "Cannot reach the S3 endpoint {}: {}",
             endpoint.unwrap_or("of AWS"),

@@ -24,14 +24,26 @@ pub(crate) fn fields(kind: StorageKind) -> Vec<FieldSpec> {
     }
     fields.extend([
         FieldSpec::string("aws_access_key_id", "AWS access key id (write-only)").secret(),
-        FieldSpec::string("aws_secret_access_key", "AWS secret access key (write-only)").secret(),
+        FieldSpec::string(
+            "aws_secret_access_key",
+            "AWS secret access key (write-only)",
+        )
+        .secret(),
         FieldSpec::string("aws_session_token", "AWS session token (write-only)").secret(),
-        FieldSpec::string("aws_sse_kms_key_id", "KMS key id for server-side encryption of exported objects"),
+        FieldSpec::string(
+            "aws_sse_kms_key_id",
+            "KMS key id for server-side encryption of exported objects",
+        ),
         FieldSpec::string("region_name", "AWS region (default us-east-1)"),
         FieldSpec::string("s3_endpoint", "S3-compatible endpoint URL (MinIO, R2, ...)"),
-        FieldSpec::string("role_arn", "IAM role the server assumes (STS AssumeRole) to reach the bucket"),
+        FieldSpec::string(
+            "role_arn",
+            "IAM role the server assumes (STS AssumeRole) to reach the bucket",
+        ),
         FieldSpec {
-            ty: FieldType::Str { max_len: Some(1224) },
+            ty: FieldType::Str {
+                max_len: Some(1224),
+            },
             ..FieldSpec::string("external_id", "External id sent with AssumeRole")
         },
     ]);
@@ -105,7 +117,11 @@ impl S3Config {
     }
 
     /// Sets static credentials.
-    pub fn with_credentials(mut self, key_id: impl Into<String>, secret: impl Into<String>) -> Self {
+    pub fn with_credentials(
+        mut self,
+        key_id: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> Self {
         self.access_key_id = Some(key_id.into());
         self.secret_access_key = Some(secret.into());
         self
@@ -173,9 +189,15 @@ impl S3Config {
             ("aws_access_key_id", &self.access_key_id),
             ("aws_session_token", &self.session_token),
         ] {
-            if value.as_deref().is_some_and(|v| v.chars().any(char::is_control)) {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.chars().any(char::is_control))
+            {
                 // Credentials are never echoed.
-                errors.add(field, "Must not contain control characters (line breaks, tabs, ...).");
+                errors.add(
+                    field,
+                    "Must not contain control characters (line breaks, tabs, ...).",
+                );
             }
         }
         if let Some(arn) = &self.role_arn {
@@ -241,8 +263,14 @@ impl std::fmt::Debug for S3Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Options")
             .field("policy", &self.policy)
-            .field("server_credentials", &self.server_credentials.as_ref().map(|_| "******"))
-            .field("sts_endpoint", &self.sts_endpoint.as_ref().map(url::Url::as_str))
+            .field(
+                "server_credentials",
+                &self.server_credentials.as_ref().map(|_| "******"),
+            )
+            .field(
+                "sts_endpoint",
+                &self.sts_endpoint.as_ref().map(url::Url::as_str),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -318,11 +346,22 @@ mod tests {
     fn bucket_and_arn_rules() {
         assert!(valid_bucket("my-bucket.v2_x"));
         assert!(!valid_bucket("bad/name"));
-        assert!(valid_bucket("arn:aws:s3:us-east-1:123456789012:accesspoint/ap"));
-        assert!(!valid_bucket("arn:aws:s3:us-east-1:123456789012:accesspoint/a p"));
+        assert!(valid_bucket(
+            "arn:aws:s3:us-east-1:123456789012:accesspoint/ap"
+        ));
+        assert!(!valid_bucket(
+            "arn:aws:s3:us-east-1:123456789012:accesspoint/a p"
+        ));
         assert!(valid_region("eu-west-3") && valid_region("auto"));
-        assert!(!valid_region("a b") && !valid_region("\n") && !valid_region("ü") && !valid_region("x/y"));
-        assert!(valid_role_arn("arn:aws:iam::123456789012:role/label-studio"));
+        assert!(
+            !valid_region("a b")
+                && !valid_region("\n")
+                && !valid_region("ü")
+                && !valid_region("x/y")
+        );
+        assert!(valid_role_arn(
+            "arn:aws:iam::123456789012:role/label-studio"
+        ));
         assert!(!valid_role_arn("arn:aws:iam::1234:role/x"));
         assert!(!valid_role_arn("arn:aws:s3:::bucket"));
     }

@@ -672,7 +672,10 @@ async fn moto_assume_role_then_s3() {
     use object_store::signer::Signer;
     use object_store::{ObjectStoreExt, RetryConfig};
 
-    let endpoint = storage_testing::moto().endpoint.trim_end_matches('/').to_owned();
+    let endpoint = storage_testing::moto()
+        .endpoint
+        .trim_end_matches('/')
+        .to_owned();
     let base = AwsCredential {
         key_id: "testing".into(),
         secret_key: "testing".into(),

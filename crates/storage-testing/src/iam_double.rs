@@ -334,13 +334,15 @@ fn answer(
     let permission = match method {
         "generateAccessToken" => "iam.serviceAccounts.getAccessToken",
         "signBlob" => "iam.serviceAccounts.signBlob",
-        _ => return google_error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            &format!(
+        _ => {
+            return google_error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                &format!(
                 "Method {method:?} not found (IamDouble serves generateAccessToken and signBlob)."
             ),
-        ),
+            )
+        }
     };
     let is_json = headers
         .get(header::CONTENT_TYPE)

@@ -57,7 +57,10 @@ impl Bucket {
 
     async fn put(&self, key: &str, body: &str) {
         self.seed
-            .put(&Path::from(format!("{}/{key}", self.prefix)), body.to_string().into())
+            .put(
+                &Path::from(format!("{}/{key}", self.prefix)),
+                body.to_string().into(),
+            )
             .await
             .unwrap_or_else(|e| panic!("seeding {key}: {e}"));
     }
@@ -67,16 +70,27 @@ impl Bucket {
     }
 
     async fn start(&self) -> Server {
-        Server::start_with(tempfile::tempdir().unwrap(), crate::support::fast_runner(), vec![self.backend.clone()]).await
+        Server::start_with(
+            tempfile::tempdir().unwrap(),
+            crate::support::fast_runner(),
+            vec![self.backend.clone()],
+        )
+        .await
     }
 
     async fn create(&self, server: &Server, export: bool, project: i64, extra: Value) -> String {
         let kind = if export { "export/" } else { "" };
         let (status, storage) = server
-            .post(&format!("/api/storages/{kind}{}", self.storage_type), self.body(project, extra))
+            .post(
+                &format!("/api/storages/{kind}{}", self.storage_type),
+                self.body(project, extra),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{storage}");
-        format!("/api/storages/{kind}{}/{}", self.storage_type, storage["id"])
+        format!(
+            "/api/storages/{kind}{}/{}",
+            self.storage_type, storage["id"]
+        )
     }
 
     async fn synced(&self, server: &Server, path: &str) -> Value {
@@ -88,7 +102,9 @@ impl Bucket {
 
 async fn tasks(server: &Server, project: i64, resolve: bool) -> Vec<Value> {
     let (status, body) = server
-        .get(&format!("/api/tasks?project={project}&page_size=1000&resolve_uri={resolve}"))
+        .get(&format!(
+            "/api/tasks?project={project}&page_size=1000&resolve_uri={resolve}"
+        ))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["tasks"].as_array().unwrap().clone()
@@ -99,16 +115,26 @@ pub async fn files_mode_filters_prefix_regex_and_recursion(b: &Bucket) {
         b.put(key, "img").await;
     }
     // A sibling whose name starts with the prefix is not under it.
-    b.seed.put(&Path::from(format!("{}x/e.jpg", b.prefix)), "x".into()).await.unwrap();
+    b.seed
+        .put(&Path::from(format!("{}x/e.jpg", b.prefix)), "x".into())
+        .await
+        .unwrap();
     let server = b.start().await;
     let project = server.project().await;
     let flat = b
         .create(&server, false, project, json!({"prefix": format!("{}/", b.prefix), "regex_filter": ".*\\.jpg", "use_blob_urls": true}))
         .await;
     let done = b.synced(&server, &flat).await;
-    assert_eq!((done["status"].clone(), done["last_sync_count"].clone()), (json!("completed"), json!(1)), "{done}");
+    assert_eq!(
+        (done["status"].clone(), done["last_sync_count"].clone()),
+        (json!("completed"), json!(1)),
+        "{done}"
+    );
     let shown = tasks(&server, project, false).await;
-    assert_eq!(shown[0]["data"]["image"], format!("{}://{}/{}", b.scheme, b.bucket, b.key("a.jpg")));
+    assert_eq!(
+        shown[0]["data"]["image"],
+        format!("{}://{}/{}", b.scheme, b.bucket, b.key("a.jpg"))
+    );
     assert_eq!(shown[0]["storage_filename"], b.key("a.jpg"));
 
     let tree = b
@@ -123,27 +149,55 @@ pub async fn files_mode_filters_prefix_regex_and_recursion(b: &Bucket) {
         .map(|t| t["storage_filename"].as_str().unwrap().to_string())
         .collect();
     keys.sort();
-    assert_eq!(keys, vec![b.key("a.jpg"), b.key("sub/c.jpg"), b.key("sub/deeper/d.jpg")]);
+    assert_eq!(
+        keys,
+        vec![
+            b.key("a.jpg"),
+            b.key("sub/c.jpg"),
+            b.key("sub/deeper/d.jpg")
+        ]
+    );
 
     // The regex is anchored at the start of the full key.
     let anchored = b
         .create(&server, false, project, json!({"prefix": b.prefix, "regex_filter": "sub", "use_blob_urls": true, "recursive_scan": true}))
         .await;
-    assert_eq!(b.synced(&server, &anchored).await["last_sync_count"], 0, "keys start with the prefix, not 'sub'");
+    assert_eq!(
+        b.synced(&server, &anchored).await["last_sync_count"],
+        0,
+        "keys start with the prefix, not 'sub'"
+    );
 }
 
 pub async fn tasks_mode_reads_every_format_and_reports_bad_files(b: &Bucket) {
     b.put("t/one.json", r#"{"text": "one"}"#).await;
     b.put("t/list.json", r#"[{"text": "l0"}, {"data": {"text": "l1"}, "predictions": [{"result": [], "score": 0.1}]}]"#).await;
-    b.put("t/lines.jsonl", "{\"text\": \"j0\"}\n\n{\"text\": \"j1\"}\n").await;
+    b.put(
+        "t/lines.jsonl",
+        "{\"text\": \"j0\"}\n\n{\"text\": \"j1\"}\n",
+    )
+    .await;
     b.put("t/broken.json", "{\"text\": ").await;
     let server = b.start().await;
     let project = server.project().await;
-    let path = b.create(&server, false, project, json!({"prefix": format!("{}/t", b.prefix), "use_blob_urls": false})).await;
+    let path = b
+        .create(
+            &server,
+            false,
+            project,
+            json!({"prefix": format!("{}/t", b.prefix), "use_blob_urls": false}),
+        )
+        .await;
     let done = b.synced(&server, &path).await;
     assert_eq!(done["status"], "completed_with_errors", "{done}");
     assert_eq!(done["last_sync_count"], 5);
-    assert!(done["traceback"].as_str().unwrap().contains(&format!("{} line 1", b.key("t/broken.json"))), "{done}");
+    assert!(
+        done["traceback"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{} line 1", b.key("t/broken.json"))),
+        "{done}"
+    );
     let texts: Vec<String> = tasks(&server, project, false)
         .await
         .iter()
@@ -160,10 +214,24 @@ pub async fn resync_creates_nothing_new(b: &Bucket) {
     }
     let server = b.start().await;
     let project = server.project().await;
-    let path = b.create(&server, false, project, json!({"prefix": format!("{}/r", b.prefix), "use_blob_urls": true})).await;
+    let path = b
+        .create(
+            &server,
+            false,
+            project,
+            json!({"prefix": format!("{}/r", b.prefix), "use_blob_urls": true}),
+        )
+        .await;
     assert_eq!(b.synced(&server, &path).await["last_sync_count"], 25);
     let again = b.synced(&server, &path).await;
-    assert_eq!((again["last_sync_count"].clone(), again["meta"]["tasks_existed"].clone()), (json!(0), json!(25)), "{again}");
+    assert_eq!(
+        (
+            again["last_sync_count"].clone(),
+            again["meta"]["tasks_existed"].clone()
+        ),
+        (json!(0), json!(25)),
+        "{again}"
+    );
     b.put("r/new.txt", "t").await;
     assert_eq!(b.synced(&server, &path).await["last_sync_count"], 1);
     let (_, project_after) = server.get(&format!("/api/projects/{project}")).await;
@@ -174,17 +242,36 @@ pub async fn export_writes_overwrites_and_deletes(b: &Bucket) {
     b.put("src/a.txt", "t").await;
     let server = b.start().await;
     let project = server.project().await;
-    let import = b.create(&server, false, project, json!({"prefix": format!("{}/src", b.prefix), "use_blob_urls": true})).await;
+    let import = b
+        .create(
+            &server,
+            false,
+            project,
+            json!({"prefix": format!("{}/src", b.prefix), "use_blob_urls": true}),
+        )
+        .await;
     b.synced(&server, &import).await;
     let export = b
-        .create(&server, true, project, json!({"prefix": format!("{}/out/", b.prefix), "can_delete_objects": true}))
+        .create(
+            &server,
+            true,
+            project,
+            json!({"prefix": format!("{}/out/", b.prefix), "can_delete_objects": true}),
+        )
         .await;
     let first = server.wait_synced(&export).await;
     assert_eq!(first["status"], "completed", "{first}");
     assert!(first.get("aws_secret_access_key").is_none());
 
-    let task = tasks(&server, project, false).await[0]["id"].as_i64().unwrap();
-    let (status, annotation) = server.post(&format!("/api/tasks/{task}/annotations"), json!({"result": [{"value": {"choices": ["a"]}}]})).await;
+    let task = tasks(&server, project, false).await[0]["id"]
+        .as_i64()
+        .unwrap();
+    let (status, annotation) = server
+        .post(
+            &format!("/api/tasks/{task}/annotations"),
+            json!({"result": [{"value": {"choices": ["a"]}}]}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{annotation}");
     let id = annotation["id"].as_i64().unwrap();
     let object = Path::from(b.key(&format!("out/{id}")));
@@ -197,13 +284,24 @@ pub async fn export_writes_overwrites_and_deletes(b: &Bucket) {
     assert_eq!(written["task"]["id"], task);
     assert_eq!(written["result"][0]["value"]["choices"][0], "a");
 
-    server.patch(&format!("/api/annotations/{id}"), json!({"result": []})).await;
+    server
+        .patch(&format!("/api/annotations/{id}"), json!({"result": []}))
+        .await;
     assert_eq!(read().await["result"], json!([]), "saving again overwrites");
     let synced = b.synced(&server, &export).await;
-    assert_eq!((synced["status"].clone(), synced["last_sync_count"].clone()), (json!("completed"), json!(1)));
+    assert_eq!(
+        (synced["status"].clone(), synced["last_sync_count"].clone()),
+        (json!("completed"), json!(1))
+    );
 
-    assert_eq!(server.delete(&format!("/api/annotations/{id}")).await.0, StatusCode::NO_CONTENT);
-    assert!(b.seed.head(&object).await.is_err(), "can_delete_objects removes the object");
+    assert_eq!(
+        server.delete(&format!("/api/annotations/{id}")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        b.seed.head(&object).await.is_err(),
+        "can_delete_objects removes the object"
+    );
 }
 
 async fn one_resolvable_task(b: &Bucket, presign: bool) -> (Server, i64, String, String) {
@@ -219,14 +317,21 @@ async fn one_resolvable_task(b: &Bucket, presign: bool) -> (Server, i64, String,
     let uri = format!("{}://{}/{}", b.scheme, b.bucket, b.key("media/clip.bin"));
     assert_eq!(
         url,
-        format!("/tasks/{}/resolve/?fileuri={}", task["id"], base64::engine::general_purpose::URL_SAFE.encode(&uri)),
+        format!(
+            "/tasks/{}/resolve/?fileuri={}",
+            task["id"],
+            base64::engine::general_purpose::URL_SAFE.encode(&uri)
+        ),
         "task data points at the resolver"
     );
     (server, task["id"].as_i64().unwrap(), url, path)
 }
 
 async fn get(server: &Server, url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = server.client.get(server.url(url)).header("Authorization", format!("Token {TOKEN}"));
+    let mut request = server
+        .client
+        .get(server.url(url))
+        .header("Authorization", format!("Token {TOKEN}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -239,17 +344,29 @@ pub async fn presign_redirects_to_a_signed_url_that_works(b: &Bucket) {
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()["cache-control"], "no-store, max-age=900");
     let signed = response.headers()["location"].to_str().unwrap().to_string();
-    assert!(signed.contains(&format!("{}=900", b.expiry_param)), "{signed}");
+    assert!(
+        signed.contains(&format!("{}=900", b.expiry_param)),
+        "{signed}"
+    );
     assert!(!signed.contains("%25"), "never encoded twice: {signed}");
     let fetched = reqwest::get(&signed).await.unwrap();
     assert_eq!(fetched.status(), StatusCode::OK, "{signed}");
     assert_eq!(fetched.bytes().await.unwrap(), "0123456789abcdef");
     // The legacy alias and the project-level resolver answer the same.
     let presign_alias = url.replace("/resolve/", "/presign/");
-    assert_eq!(get(&server, &presign_alias, &[]).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        get(&server, &presign_alias, &[]).await.status(),
+        StatusCode::SEE_OTHER
+    );
     let (_, task_json) = server.get(&format!("/api/tasks/{task}")).await;
-    let project_url = url.replace(&format!("/tasks/{task}/"), &format!("/projects/{}/", task_json["project"]));
-    assert_eq!(get(&server, &project_url, &[]).await.status(), StatusCode::SEE_OTHER);
+    let project_url = url.replace(
+        &format!("/tasks/{task}/"),
+        &format!("/projects/{}/", task_json["project"]),
+    );
+    assert_eq!(
+        get(&server, &project_url, &[]).await.status(),
+        StatusCode::SEE_OTHER
+    );
 }
 
 pub async fn proxy_streams_with_range_and_etag(b: &Bucket) {
@@ -257,7 +374,10 @@ pub async fn proxy_streams_with_range_and_etag(b: &Bucket) {
     let full = get(&server, &url, &[]).await;
     assert_eq!(full.status(), StatusCode::OK);
     assert_eq!(full.headers()["accept-ranges"], "bytes");
-    assert_eq!(full.headers()["cache-control"], "private, max-age=3600, must-revalidate");
+    assert_eq!(
+        full.headers()["cache-control"],
+        "private, max-age=3600, must-revalidate"
+    );
     let etag = full.headers()["etag"].to_str().unwrap().to_string();
     assert_eq!(full.bytes().await.unwrap(), "0123456789abcdef");
     let part = get(&server, &url, &[("Range", "bytes=2-5")]).await;
@@ -272,10 +392,29 @@ pub async fn resolver_refuses_what_it_cannot_resolve(b: &Bucket) {
     let (server, task, url, _) = one_resolvable_task(b, true).await;
     let no_uri = get(&server, &format!("/tasks/{task}/resolve/"), &[]).await;
     assert_eq!(no_uri.status(), StatusCode::BAD_REQUEST);
-    let foreign = base64::engine::general_purpose::URL_SAFE.encode(format!("{}://another-bucket/x.jpg", b.scheme));
-    assert_eq!(get(&server, &format!("/tasks/{task}/resolve/?fileuri={foreign}"), &[]).await.status(), StatusCode::NOT_FOUND);
+    let foreign = base64::engine::general_purpose::URL_SAFE
+        .encode(format!("{}://another-bucket/x.jpg", b.scheme));
+    assert_eq!(
+        get(
+            &server,
+            &format!("/tasks/{task}/resolve/?fileuri={foreign}"),
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::NOT_FOUND
+    );
     let fileuri = url.split("fileuri=").nth(1).unwrap();
-    assert_eq!(get(&server, &format!("/tasks/999999/resolve/?fileuri={fileuri}"), &[]).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(
+            &server,
+            &format!("/tasks/999999/resolve/?fileuri={fileuri}"),
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::NOT_FOUND
+    );
     let anonymous = server.client.get(server.url(&url)).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
@@ -284,20 +423,38 @@ pub async fn validation_explains_missing_bucket_and_empty_prefix(b: &Bucket) {
     let server = b.start().await;
     let project = server.project().await;
     let route = format!("/api/storages/{}/validate", b.storage_type);
-    let mut body = b.body(project, json!({"prefix": format!("{}/nothing-here", b.prefix)}));
+    let mut body = b.body(
+        project,
+        json!({"prefix": format!("{}/nothing-here", b.prefix)}),
+    );
     let (status, answer) = server.post(&route, body.clone()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    let message = answer["validation_errors"]["non_field_errors"][0].as_str().unwrap();
-    assert!(message.contains(&format!("{}/nothing-here", b.prefix)) && message.contains("found"), "{message}");
+    let message = answer["validation_errors"]["non_field_errors"][0]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains(&format!("{}/nothing-here", b.prefix)) && message.contains("found"),
+        "{message}"
+    );
     // Export storages accept an empty prefix.
-    let (status, answer) = server.post(&format!("/api/storages/export/{}/validate", b.storage_type), body.clone()).await;
+    let (status, answer) = server
+        .post(
+            &format!("/api/storages/export/{}/validate", b.storage_type),
+            body.clone(),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
 
     body["bucket"] = json!("no-such-bucket-for-conformance");
     let (status, answer) = server.post(&route, body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    let message = answer["validation_errors"]["non_field_errors"][0].as_str().unwrap();
-    assert!(message.contains("Cannot find bucket no-such-bucket-for-conformance"), "{message}");
+    let message = answer["validation_errors"]["non_field_errors"][0]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("Cannot find bucket no-such-bucket-for-conformance"),
+        "{message}"
+    );
 }
 
 /// Instantiates every conformance case as a `#[tokio::test]` for the

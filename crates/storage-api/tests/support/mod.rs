@@ -54,7 +54,9 @@ impl Server {
     ) -> Self {
         let root = dir.path().canonicalize().unwrap().join("files");
         std::fs::create_dir_all(&root).unwrap();
-        let db = SqliteDatabase::open(&dir.path().join("storage.sqlite3")).await.expect("open SQLite");
+        let db = SqliteDatabase::open(&dir.path().join("storage.sqlite3"))
+            .await
+            .expect("open SQLite");
         let org = db.ensure_organization("default").await.unwrap();
         let admin = db.ensure_user("admin@localhost", org).await.unwrap();
         db.set_user_token(admin, TOKEN).await.unwrap();
@@ -71,7 +73,9 @@ impl Server {
             .with_host(db.clone())
             .with_local_files(local)
             .with_max_body_bytes(1024 * 1024);
-        let app: axum::Router = axum::Router::new().merge(router(state.clone())).merge(host_router(state));
+        let app: axum::Router = axum::Router::new()
+            .merge(router(state.clone()))
+            .merge(host_router(state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
@@ -102,7 +106,12 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .client
             .request(method, self.url(path))
@@ -183,9 +192,14 @@ impl Server {
 pub fn envelope(status: StatusCode, body: &Value, expected: StatusCode) -> Value {
     assert_eq!(status, expected, "{body}");
     assert_eq!(body["status_code"], expected.as_u16(), "{body}");
-    assert!(body["id"].is_string() && body["version"].is_string(), "{body}");
+    assert!(
+        body["id"].is_string() && body["version"].is_string(),
+        "{body}"
+    );
     assert!(body["exc_info"].is_null(), "{body}");
-    body.get("validation_errors").cloned().unwrap_or(Value::Null)
+    body.get("validation_errors")
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 pub fn exists(path: impl AsRef<Path>) -> bool {
