@@ -12,11 +12,13 @@ use crate::storage::{failed, StorageArgs, EXIT_FAILED};
 /// List the objects a sync would import: the listing after prefix,
 /// recursive_scan and regex_filter (a dry run).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Prints one object per line on standard output: its key (the storage \
+#[command(
+    after_help = "Prints one object per line on standard output: its key (the storage \
 link's key: the object key, or the absolute path of a local file), its size in bytes and its \
 last modification time (RFC 3339), separated by tabs, in listing order. Nothing is read or \
 created. Objects a sync would skip as already imported are listed too: there is no database.\n\n\
-Exit codes: 0 listed, 1 the listing failed, 2 invalid arguments or settings.")]
+Exit codes: 0 listed, 1 the listing failed, 2 invalid arguments or settings."
+)]
 pub(crate) struct LsArgs {
     #[command(flatten)]
     storage: StorageArgs,

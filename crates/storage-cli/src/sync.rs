@@ -19,14 +19,16 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 /// Sync a bucket or folder into a JSON Lines file of Label Studio tasks.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Each output line is one task, as Label Studio imports it: \
+#[command(
+    after_help = "Each output line is one task, as Label Studio imports it: \
 {\"data\": {...}, \"annotations\": [...], \"predictions\": [...], \"allow_skip\": false, \
 \"meta\": {\"storage_key\": \"...\", \"row_index\": 3}}. Files-mode tasks hold the object's URL \
 (s3://bucket/key, gs://..., /data/local-files/?d=...) under $undefined$ or --data-key.\n\n\
 The output file is written beside its destination and renamed into place at the end, so a \
 failed or interrupted run leaves the previous file as it was.\n\n\
 Exit codes: 0 done, 1 failed, 2 invalid arguments or settings, 3 done but some task files \
-could not be read (listed in the summary), 130 interrupted.")]
+could not be read (listed in the summary), 130 interrupted."
+)]
 pub(crate) struct SyncArgs {
     #[command(flatten)]
     storage: StorageArgs,

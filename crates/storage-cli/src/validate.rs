@@ -10,11 +10,13 @@ use crate::storage::{failed, StorageArgs};
 /// Check a storage's settings and that it can be reached, as the REST API
 /// does before it saves a storage.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Checks the fields (names, types, the backend's rules), builds the \
+#[command(
+    after_help = "Checks the fields (names, types, the backend's rules), builds the \
 storage and proves it can be reached: an import storage lists at least one object under its \
 prefix; an export storage can be written. Nothing is created.\n\n\
 Exit codes: 0 valid and reachable, 1 the storage cannot be reached (the message says why), \
-2 invalid arguments or settings (each message names its field).")]
+2 invalid arguments or settings (each message names its field)."
+)]
 pub(crate) struct ValidateArgs {
     #[command(flatten)]
     storage: StorageArgs,
