@@ -534,6 +534,59 @@ mod tests {
     }
 
     #[test]
+    fn storage_fields_from_a_body_check_every_field_and_keep_the_base() {
+        let specs = vec![
+            FieldSpec::string("bucket", ""),
+            FieldSpec::string("aws_secret_access_key", "").secret(),
+        ];
+        let mut fields = StorageFields::defaults(&specs);
+        assert_eq!(fields.title, None);
+        assert!(fields.synchronizable);
+        fields
+            .apply(
+                &specs,
+                &body(json!({
+                    "title": "t", "synchronizable": "false", "bucket": "b",
+                    "aws_secret_access_key": "s3cr3t", "id": 9, "typo": 1,
+                })),
+            )
+            .unwrap();
+        assert_eq!(fields.title.as_deref(), Some("t"));
+        assert_eq!(fields.description, None);
+        assert!(!fields.synchronizable);
+        assert_eq!(fields.settings.str("bucket"), Some("b"));
+
+        // A partial update keeps what it does not name; a bad body changes
+        // nothing and names every bad field.
+        let before = fields.clone();
+        let err = fields
+            .apply(
+                &specs,
+                &body(
+                    json!({"title": "x".repeat(257), "synchronizable": "maybe", "bucket": ["b"]}),
+                ),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.fields().collect::<Vec<_>>(),
+            vec!["bucket", "synchronizable", "title"]
+        );
+        assert_eq!(fields, before);
+        fields
+            .apply(&specs, &body(json!({"description": "", "title": null})))
+            .unwrap();
+        assert_eq!(fields.description.as_deref(), Some(""));
+        assert_eq!(fields.title, None);
+        assert_eq!(fields.settings.str("aws_secret_access_key"), Some("s3cr3t"));
+
+        let sent = body(json!({"bucket": "b", "id": 1, "project": 2, "title": "t", "typo": 1}));
+        assert_eq!(
+            unknown_fields(&specs, &sent).collect::<Vec<_>>(),
+            vec!["typo"]
+        );
+    }
+
+    #[test]
     fn errors_name_every_bad_field() {
         let mut specs = import_fields();
         specs.extend(presign_fields());
