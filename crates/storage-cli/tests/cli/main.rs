@@ -2,6 +2,8 @@
 //! and folders, and moto for S3. A missing emulator fails the test with
 //! instructions (storage-testing's message), never skips it.
 
+#![allow(clippy::unwrap_used)] // test helpers stop on the first failure
+
 mod common;
 mod ls;
 mod sync;
