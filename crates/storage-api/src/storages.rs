@@ -378,18 +378,10 @@ async fn check_connection(
     kind: StorageKind,
     settings: &Settings,
 ) -> ApiResult<()> {
-    let result = match kind {
-        StorageKind::Import => match backend.import_storage(settings).await {
-            Ok(source) => source.check_connection().await,
-            Err(err) => Err(err),
-        },
-        StorageKind::Export => match backend.export_storage(settings).await {
-            Ok(target) => target.check_connection().await,
-            Err(err) => Err(err),
-        },
-    };
-    result.map_err(|err| match err {
-        Error::InvalidConfig(errors) => ApiError::validation(errors),
-        other => ApiError::validation(ValidationErrors::general(other.to_string())),
-    })
+    storage_core::check_storage(backend, kind, settings)
+        .await
+        .map_err(|err| match err {
+            Error::InvalidConfig(errors) => ApiError::validation(errors),
+            other => ApiError::validation(ValidationErrors::general(other.to_string())),
+        })
 }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use storage_core::StorageKind;
+use storage_core::{check_storage, StorageKind};
 
 use crate::storage::{failed, StorageArgs};
 
@@ -39,17 +39,7 @@ pub(crate) async fn run(args: ValidateArgs, report: &mut dyn Write) -> u8 {
     };
     let backend = configured.backend;
     let settings = &configured.fields.settings;
-    let checked = match kind {
-        StorageKind::Import => match backend.import_storage(settings).await {
-            Ok(source) => source.check_connection().await,
-            Err(err) => Err(err),
-        },
-        StorageKind::Export => match backend.export_storage(settings).await {
-            Ok(target) => target.check_connection().await,
-            Err(err) => Err(err),
-        },
-    };
-    if let Err(err) = checked {
+    if let Err(err) = check_storage(backend.as_ref(), kind, settings).await {
         return failed(report, &err);
     }
     let _ = writeln!(
