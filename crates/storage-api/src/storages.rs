@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
-use storage_core::fields::common_fields;
+use storage_core::fields::StorageFields;
 use storage_core::persist::{Caller, StorageFilter};
 use storage_core::{Backend, Error, NewStorage, Settings, Storage, StorageKind, ValidationErrors};
 
@@ -337,42 +337,26 @@ async fn candidate(
         }
     };
 
-    let common_specs = common_fields();
-    let mut common = Settings::defaults(&common_specs);
-    if let Some(storage) = existing {
-        common.set("title", json!(storage.title));
-        common.set("description", json!(storage.description));
-        common.set("synchronizable", json!(storage.synchronizable));
-    }
-    if let Err(e) = common.apply(&common_specs, body) {
-        errors.merge(e);
-    }
     let specs = backend.fields(kind);
-    let mut settings = match existing {
-        Some(storage) => storage.settings.clone(),
-        None => Settings::defaults(&specs),
+    let mut fields = match existing {
+        Some(storage) => StorageFields::of(storage),
+        None => StorageFields::defaults(&specs),
     };
-    if let Err(e) = settings.apply(&specs, body) {
+    if let Err(e) = fields.apply(&specs, body) {
         errors.merge(e);
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    backend.check_settings(kind, &mut settings)?;
+    backend.check_settings(kind, &mut fields.settings)?;
     Ok(NewStorage {
         kind,
         storage_type: backend.name().to_string(),
         project: project.unwrap_or_default(),
-        title: common
-            .get("title")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        description: common
-            .get("description")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        synchronizable: common.bool("synchronizable", true),
-        settings,
+        title: fields.title,
+        description: fields.description,
+        synchronizable: fields.synchronizable,
+        settings: fields.settings,
     })
 }
 
@@ -394,18 +378,10 @@ async fn check_connection(
     kind: StorageKind,
     settings: &Settings,
 ) -> ApiResult<()> {
-    let result = match kind {
-        StorageKind::Import => match backend.import_storage(settings).await {
-            Ok(source) => source.check_connection().await,
-            Err(err) => Err(err),
-        },
-        StorageKind::Export => match backend.export_storage(settings).await {
-            Ok(target) => target.check_connection().await,
-            Err(err) => Err(err),
-        },
-    };
-    result.map_err(|err| match err {
-        Error::InvalidConfig(errors) => ApiError::validation(errors),
-        other => ApiError::validation(ValidationErrors::general(other.to_string())),
-    })
+    storage_core::check_storage(backend, kind, settings)
+        .await
+        .map_err(|err| match err {
+            Error::InvalidConfig(errors) => ApiError::validation(errors),
+            other => ApiError::validation(ValidationErrors::general(other.to_string())),
+        })
 }

@@ -192,3 +192,30 @@ impl Backends {
         })
     }
 }
+
+/// Builds the storage of `kind` from checked `settings` and proves it can
+/// be reached: what the API runs before it saves a storage and what
+/// `storages validate` runs. Errors say what is wrong in the backend's
+/// words.
+pub async fn check_storage(
+    backend: &dyn Backend,
+    kind: StorageKind,
+    settings: &Settings,
+) -> Result<()> {
+    match kind {
+        StorageKind::Import => {
+            backend
+                .import_storage(settings)
+                .await?
+                .check_connection()
+                .await
+        }
+        StorageKind::Export => {
+            backend
+                .export_storage(settings)
+                .await?
+                .check_connection()
+                .await
+        }
+    }
+}

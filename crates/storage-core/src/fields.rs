@@ -303,6 +303,11 @@ impl Settings {
         self.get(name).and_then(Value::as_i64)
     }
 
+    /// A string field, `""` included; `None` when unset or null.
+    fn str_or_empty(&self, name: &str) -> Option<String> {
+        self.get(name).and_then(Value::as_str).map(str::to_string)
+    }
+
     /// Sets a field (for builders and backends normalising a value).
     pub fn set(&mut self, name: &str, value: Value) {
         self.0.insert(name.to_string(), value);
@@ -327,6 +332,100 @@ impl Settings {
             })
             .collect()
     }
+}
+
+/// What a create, validate or update body sets on one storage: the fields
+/// every storage has and the type's settings, checked against the schema
+/// with Label Studio's messages.
+///
+/// The REST API builds it from a JSON body and the `storages` command from
+/// its flags, so both accept exactly the same fields and values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageFields {
+    /// `title` (at most 256 characters).
+    pub title: Option<String>,
+    /// `description`.
+    pub description: Option<String>,
+    /// `synchronizable` (default `true`).
+    pub synchronizable: bool,
+    /// The type-specific settings.
+    pub settings: Settings,
+}
+
+impl StorageFields {
+    /// The fields of a new storage whose type has the settings `specs`:
+    /// every default.
+    pub fn defaults(specs: &[FieldSpec]) -> Self {
+        let common = Settings::defaults(&common_fields());
+        Self {
+            title: None,
+            description: None,
+            synchronizable: common.bool("synchronizable", true),
+            settings: Settings::defaults(specs),
+        }
+    }
+
+    /// The fields of a stored storage: the base of a partial update.
+    pub fn of(storage: &crate::Storage) -> Self {
+        Self {
+            title: storage.title.clone(),
+            description: storage.description.clone(),
+            synchronizable: storage.synchronizable,
+            settings: storage.settings.clone(),
+        }
+    }
+
+    /// Applies the fields of `body` (a request body) that the common fields
+    /// or `specs` know, checking each; every bad field is reported, and on
+    /// an error nothing is applied. Other names are ignored, as the API
+    /// ignores them (see [`unknown_fields`] to refuse them).
+    pub fn apply(
+        &mut self,
+        specs: &[FieldSpec],
+        body: &Map<String, Value>,
+    ) -> Result<(), ValidationErrors> {
+        let common_specs = common_fields();
+        let mut common = Settings::defaults(&common_specs);
+        common.set("title", self.title.clone().into());
+        common.set("description", self.description.clone().into());
+        common.set("synchronizable", Value::Bool(self.synchronizable));
+        let mut errors = ValidationErrors::default();
+        if let Err(e) = common.apply(&common_specs, body) {
+            errors.merge(e);
+        }
+        let mut settings = self.settings.clone();
+        if let Err(e) = settings.apply(specs, body) {
+            errors.merge(e);
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        self.title = common.str_or_empty("title");
+        self.description = common.str_or_empty("description");
+        self.synchronizable = common.bool("synchronizable", true);
+        self.settings = settings;
+        Ok(())
+    }
+}
+
+/// The names in `body` that no storage with the settings `specs` has: not
+/// a setting, not a common field, not a read-only field and not `project`.
+/// The API ignores them; a command line refuses them (there they can only
+/// be typos).
+pub fn unknown_fields<'a>(
+    specs: &[FieldSpec],
+    body: &'a Map<String, Value>,
+) -> impl Iterator<Item = &'a str> {
+    let known: Vec<&'static str> = specs
+        .iter()
+        .chain(&common_fields())
+        .map(|spec| spec.name)
+        .chain(READ_ONLY_FIELDS.iter().copied())
+        .chain(["project"])
+        .collect();
+    body.keys()
+        .map(String::as_str)
+        .filter(move |name| !known.contains(name))
 }
 
 /// The import options every backend shares, read from settings.
@@ -432,6 +531,59 @@ mod tests {
             .apply(&specs, &body(json!({"aws_secret_access_key": ""})))
             .unwrap();
         assert_eq!(settings.str("aws_secret_access_key"), None);
+    }
+
+    #[test]
+    fn storage_fields_from_a_body_check_every_field_and_keep_the_base() {
+        let specs = vec![
+            FieldSpec::string("bucket", ""),
+            FieldSpec::string("aws_secret_access_key", "").secret(),
+        ];
+        let mut fields = StorageFields::defaults(&specs);
+        assert_eq!(fields.title, None);
+        assert!(fields.synchronizable);
+        fields
+            .apply(
+                &specs,
+                &body(json!({
+                    "title": "t", "synchronizable": "false", "bucket": "b",
+                    "aws_secret_access_key": "s3cr3t", "id": 9, "typo": 1,
+                })),
+            )
+            .unwrap();
+        assert_eq!(fields.title.as_deref(), Some("t"));
+        assert_eq!(fields.description, None);
+        assert!(!fields.synchronizable);
+        assert_eq!(fields.settings.str("bucket"), Some("b"));
+
+        // A partial update keeps what it does not name; a bad body changes
+        // nothing and names every bad field.
+        let before = fields.clone();
+        let err = fields
+            .apply(
+                &specs,
+                &body(
+                    json!({"title": "x".repeat(257), "synchronizable": "maybe", "bucket": ["b"]}),
+                ),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.fields().collect::<Vec<_>>(),
+            vec!["bucket", "synchronizable", "title"]
+        );
+        assert_eq!(fields, before);
+        fields
+            .apply(&specs, &body(json!({"description": "", "title": null})))
+            .unwrap();
+        assert_eq!(fields.description.as_deref(), Some(""));
+        assert_eq!(fields.title, None);
+        assert_eq!(fields.settings.str("aws_secret_access_key"), Some("s3cr3t"));
+
+        let sent = body(json!({"bucket": "b", "id": 1, "project": 2, "title": "t", "typo": 1}));
+        assert_eq!(
+            unknown_fields(&specs, &sent).collect::<Vec<_>>(),
+            vec!["typo"]
+        );
     }
 
     #[test]

@@ -108,6 +108,22 @@ impl ImportOutcome {
     }
 }
 
+/// The objects a sync of `source` considers, with their link keys, in
+/// listing order: the listing (prefix, `recursive_scan`) without folder
+/// markers, then `regex_filter`. Nothing is read or written; `storages ls`
+/// shows this.
+pub fn importable(
+    source: &dyn ImportStorage,
+) -> futures::stream::BoxStream<'_, Result<(String, ObjectMeta)>> {
+    let listing = source.listing().clone();
+    source
+        .list()
+        .try_filter(|meta| futures::future::ready(!meta.location.as_ref().ends_with('/')))
+        .map_ok(move |meta| (source.object_key(&meta.location), meta))
+        .try_filter(move |(key, _)| futures::future::ready(listing.accepts(key)))
+        .boxed()
+}
+
 /// One import sync of one storage: where tasks go and how to read them.
 #[derive(Debug, Clone, Copy)]
 pub struct ImportJob<'a> {
@@ -135,14 +151,7 @@ impl ImportJob<'_> {
     /// interrupted sync leaves whole batches only and the next sync creates
     /// exactly what is missing.
     pub async fn run(&self, progress: &dyn ProgressSink) -> Result<ImportOutcome> {
-        let listing = self.source.listing().clone();
-        let source = self.source;
-        let mut batches = source
-            .list()
-            .try_filter(|meta| futures::future::ready(!meta.location.as_ref().ends_with('/')))
-            .map_ok(|meta| (source.object_key(&meta.location), meta))
-            .try_filter(move |(key, _)| futures::future::ready(listing.accepts(key)))
-            .try_chunks(self.config.batch_size.max(1));
+        let mut batches = importable(self.source).try_chunks(self.config.batch_size.max(1));
 
         // Listing the next batch overlaps with writing the current one: a
         // producer and a consumer joined on this task, two batches in flight.

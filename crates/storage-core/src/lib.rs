@@ -11,6 +11,7 @@ pub mod filter;
 pub mod host;
 pub mod import;
 pub mod jobs;
+pub mod jsonl;
 pub mod metrics;
 mod model;
 pub mod parse;
@@ -18,10 +19,12 @@ pub mod persist;
 mod status;
 pub mod uri;
 
-pub use backend::{check_listable, Backend, Backends, Capabilities, ExportStorage, ImportStorage};
+pub use backend::{
+    check_listable, check_storage, Backend, Backends, Capabilities, ExportStorage, ImportStorage,
+};
 pub use endpoint::EndpointPolicy;
 pub use error::{Error, Result, Retry, ValidationErrors, NON_FIELD_ERRORS};
-pub use fields::{FieldSpec, FieldType, ImportOptions, Settings};
+pub use fields::{FieldSpec, FieldType, ImportOptions, Settings, StorageFields};
 pub use jobs::{RunnerConfig, SyncService};
 pub use model::{meta_time, NewStorage, Storage, StorageKind, SyncState};
 pub use status::SyncStatus;
