@@ -11,6 +11,7 @@ pub mod filter;
 pub mod host;
 pub mod import;
 pub mod jobs;
+pub mod memory;
 pub mod metrics;
 mod model;
 pub mod parse;
