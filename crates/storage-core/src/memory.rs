@@ -485,7 +485,7 @@ impl TaskSink for InMemory {
         if state.fail_create_call == Some(state.create_calls) {
             return Err(Error::backend(
                 format!("creating tasks for storage {storage_id}"),
-                "simulated failure (InMemory::fail_create_tasks_call)",
+                "simulated crash (InMemory::fail_create_tasks_call)",
             ));
         }
         if !state.storages.contains_key(&storage_id) {
@@ -900,7 +900,7 @@ mod tests {
             .create_tasks(project, storage, &[new_task("b", None, "b")])
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("simulated failure"), "{err}");
+        assert!(err.to_string().contains("simulated crash"), "{err}");
         assert_eq!(db.linked_rows(storage), vec![("a".into(), None)]);
         db.create_tasks(project, storage, &[new_task("b", None, "b")])
             .await
