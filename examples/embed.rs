@@ -85,8 +85,8 @@ async fn main() {
 mod tests {
     use super::*;
     use axum::body::Body;
-    use serde_json::Value;
     use axum::http::{Request, StatusCode};
+    use serde_json::Value;
     use tower::ServiceExt;
 
     async fn call(

@@ -164,6 +164,25 @@ impl GcsShim {
         })
         .to_string()
     }
+
+    /// A store on `bucket` of the fake-gcs-server behind this shim, signed
+    /// in with the test key: for writing fixtures and reading back what a
+    /// backend wrote.
+    ///
+    /// # Panics
+    /// If object_store refuses the configuration.
+    pub fn object_store(&self, bucket: &str) -> Arc<dyn object_store::ObjectStore> {
+        Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::new()
+                .with_service_account_key(
+                    self.credentials_json(TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM),
+                )
+                .with_bucket_name(bucket)
+                .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
+                .build()
+                .expect("a GCS store on the shim"),
+        )
+    }
 }
 
 impl Drop for GcsShim {

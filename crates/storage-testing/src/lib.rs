@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod conformance;
 pub mod gcs_shim;
 pub mod iam_double;
 pub mod postgres;
@@ -48,6 +49,38 @@ pub struct S3Server {
     /// Whether the server rejects bad, expired or missing signatures
     /// (SeaweedFS does; moto accepts anything).
     pub checks_signatures: bool,
+}
+
+impl S3Server {
+    /// A store on [`S3Server::bucket`] signed with this server's
+    /// credentials, for writing fixtures and reading back what a backend
+    /// wrote; one quick retry, 10 s timeout.
+    ///
+    /// # Panics
+    /// If object_store refuses the configuration.
+    pub fn object_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
+        let retry = object_store::RetryConfig {
+            max_retries: 1,
+            retry_timeout: Duration::from_secs(5),
+            ..object_store::RetryConfig::default()
+        };
+        std::sync::Arc::new(
+            object_store::aws::AmazonS3Builder::new()
+                .with_endpoint(&self.endpoint)
+                .with_bucket_name(&self.bucket)
+                .with_region("us-east-1")
+                .with_access_key_id(&self.access_key_id)
+                .with_secret_access_key(&self.secret_access_key)
+                .with_retry(retry)
+                .with_client_options(
+                    object_store::ClientOptions::new()
+                        .with_allow_http(true)
+                        .with_timeout(Duration::from_secs(10)),
+                )
+                .build()
+                .expect("an S3 store on the emulator"),
+        )
+    }
 }
 
 /// The fake-gcs-server emulator (no authentication at all).
