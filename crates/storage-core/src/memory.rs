@@ -7,8 +7,8 @@
 //! - storage ids are unique across kinds and types, listed by ascending id;
 //!   a storage belongs to an existing project;
 //! - [`StorageRepository::update_sync`] is a compare-and-set on status and
-//!   job id, and [`StorageRepository::claim_queued`] hands each queued
-//!   storage to exactly one caller;
+//!   job id, so [`StorageRepository::claim_queued`] (its default, by
+//!   compare-and-set) hands each queued storage to exactly one caller;
 //! - [`TaskSink::create_tasks`] writes a batch whole or not at all and skips
 //!   `(key, row_index)` pairs already linked to the storage (and repeats
 //!   within the batch); [`TaskSink::linked_keys`] leaves out objects begun
@@ -46,10 +46,37 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::persist::{
-    claimed_state, AnnotationSource, Authenticator, Caller, ExportedAnnotation, NewTask,
-    ObjectLink, ProjectAccess, StorageFilter, StorageRepository, SyncGuard, TaskSink,
+    AnnotationSource, Authenticator, Caller, ExportedAnnotation, NewTask, ObjectLink,
+    ProjectAccess, StorageFilter, StorageRepository, SyncGuard, TaskSink,
 };
 use crate::{Error, NewStorage, Result, Settings, Storage, StorageKind, SyncState, SyncStatus};
+
+/// A task to create from `key` (row `row_index` of it) with this `data`
+/// object, no annotations or predictions, skippable: the shape most tests
+/// need.
+///
+/// ```
+/// let task = storage_core::memory::new_task("a.json", Some(0), serde_json::json!({"text": "x"}));
+/// assert_eq!(task.data["text"], "x");
+/// ```
+pub fn new_task(key: &str, row_index: Option<i64>, data: Value) -> NewTask {
+    NewTask {
+        data: match data {
+            Value::Object(map) => map,
+            other => Map::from_iter([("value".to_string(), other)]),
+        },
+        annotations: Vec::new(),
+        predictions: Vec::new(),
+        allow_skip: true,
+        link: ObjectLink {
+            key: key.to_string(),
+            row_index,
+            etag: None,
+            size: None,
+            last_modified: None,
+        },
+    }
+}
 
 /// A task as [`InMemory`] keeps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -424,24 +451,6 @@ impl StorageRepository for InMemory {
             _ => Ok(false),
         }
     }
-
-    /// Claims under the one lock, so two claims never get the same storage.
-    async fn claim_queued(
-        &self,
-        skip: &[i64],
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<Storage>> {
-        let mut state = self.state();
-        let claimed = state
-            .storages
-            .values_mut()
-            .find(|s| s.sync.status == SyncStatus::Queued && !skip.contains(&s.id));
-        Ok(claimed.map(|storage| {
-            storage.sync = claimed_state(&storage.sync, now, lease_until);
-            storage.clone()
-        }))
-    }
 }
 
 #[async_trait]
@@ -624,21 +633,7 @@ mod tests {
     }
 
     fn new_task(key: &str, row: Option<i64>, text: &str) -> NewTask {
-        let mut data = Map::new();
-        data.insert("text".into(), json!(text));
-        NewTask {
-            data,
-            annotations: Vec::new(),
-            predictions: Vec::new(),
-            allow_skip: true,
-            link: ObjectLink {
-                key: key.into(),
-                row_index: row,
-                etag: None,
-                size: None,
-                last_modified: None,
-            },
-        }
+        super::new_task(key, row, json!({ "text": text }))
     }
 
     fn new_storage(project: i64, kind: StorageKind, storage_type: &str) -> NewStorage {

@@ -497,19 +497,7 @@ impl ExportStorage for Target {
 async fn annotated(n: usize) -> (Fixture, Vec<(i64, i64)>) {
     let fixture = Fixture::new();
     let tasks: Vec<NewTask> = (0..n)
-        .map(|i| NewTask {
-            data: json!({"n": i}).as_object().unwrap().clone(),
-            annotations: Vec::new(),
-            predictions: Vec::new(),
-            allow_skip: true,
-            link: ObjectLink {
-                key: format!("k{i}"),
-                row_index: None,
-                etag: None,
-                size: None,
-                last_modified: None,
-            },
-        })
+        .map(|i| memory::new_task(&format!("k{i}"), None, json!({ "n": i })))
         .collect();
     fixture
         .db

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::RetryConfig;
 use serde_json::json;
 use storage_core::EndpointPolicy;
 use storage_gcs::GcsOptions;
@@ -14,7 +13,7 @@ use storage_gcs_sa::GcsSaBackend;
 use storage_testing::conformance::{
     run_export_suite, run_import_suite, BucketSuite, RejectedCredentials, Seed,
 };
-use storage_testing::gcs_shim::{GcsShim, TEST_PRIVATE_KEY_PEM};
+use storage_testing::gcs_shim::{write_service_account_key, GcsShim};
 use storage_testing::iam_double::IamDouble;
 use storage_testing::unique_prefix;
 
@@ -24,22 +23,6 @@ const TARGET: &str = "reader@data-project.iam.gserviceaccount.com";
 const DENIED: &str = "locked@data-project.iam.gserviceaccount.com";
 /// The server's own identity.
 const BASE: &str = "label-studio@server-project.iam.gserviceaccount.com";
-
-/// The server's own identity as a service-account key file, as Application
-/// Default Credentials would find it; the IAM double checks the JWTs
-/// object_store signs with it.
-fn base_identity_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
-    let path = dir.path().join("server-identity.json");
-    let key = json!({
-        "type": "service_account",
-        "project_id": "server-project",
-        "private_key_id": "server-key",
-        "private_key": TEST_PRIVATE_KEY_PEM,
-        "client_email": BASE,
-    });
-    std::fs::write(&path, key.to_string()).expect("write the identity file");
-    path
-}
 
 async fn suite(case: &str) -> BucketSuite {
     let emulator = storage_testing::fake_gcs();
@@ -53,15 +36,11 @@ async fn suite(case: &str) -> BucketSuite {
     let identity = tempfile::tempdir().expect("a temporary directory");
     let options = GcsOptions::new()
         .with_endpoint_policy(EndpointPolicy::allow_private())
-        .with_retry(RetryConfig {
-            max_retries: 1,
-            retry_timeout: Duration::from_secs(5),
-            ..RetryConfig::default()
-        })
+        .with_retry(storage_testing::quick_retry())
         .with_timeout(Duration::from_secs(10))
         .with_base_url(url::Url::parse(&shim.endpoint()).expect("the shim's URL"))
         .with_iam_endpoint(iam.endpoint())
-        .with_application_credentials(base_identity_file(&identity));
+        .with_application_credentials(write_service_account_key(identity.path(), BASE));
     BucketSuite {
         name: "gcs_sa on fake-gcs and the IAM double".into(),
         backend: Arc::new(GcsSaBackend::new(options)),

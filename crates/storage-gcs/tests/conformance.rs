@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::RetryConfig;
 use storage_core::EndpointPolicy;
 use storage_gcs::{GcsBackend, GcsOptions};
 use storage_testing::conformance::{run_export_suite, run_import_suite, BucketSuite, Seed};
@@ -18,11 +17,7 @@ async fn suite(case: &str) -> BucketSuite {
     let shim = GcsShim::start(&emulator.endpoint).await;
     let options = GcsOptions::new()
         .with_endpoint_policy(EndpointPolicy::allow_private())
-        .with_retry(RetryConfig {
-            max_retries: 1,
-            retry_timeout: Duration::from_secs(5),
-            ..RetryConfig::default()
-        })
+        .with_retry(storage_testing::quick_retry())
         .with_timeout(Duration::from_secs(10));
     BucketSuite {
         name: "gcs on fake-gcs".into(),

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::RetryConfig;
 use serde_json::json;
 use storage_core::EndpointPolicy;
 use storage_s3::{S3Backend, S3Options};
@@ -19,11 +18,7 @@ const WRONG_SECRET: &str = "not-the-secret-access-key";
 fn suite(server: S3Server, case: &str) -> BucketSuite {
     let options = S3Options::new()
         .with_endpoint_policy(EndpointPolicy::allow_private())
-        .with_retry(RetryConfig {
-            max_retries: 1,
-            retry_timeout: Duration::from_secs(5),
-            ..RetryConfig::default()
-        })
+        .with_retry(storage_testing::quick_retry())
         .with_timeout(Duration::from_secs(10));
     BucketSuite {
         name: format!("s3 on {}", server.name),

@@ -59,11 +59,6 @@ impl S3Server {
     /// # Panics
     /// If object_store refuses the configuration.
     pub fn object_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
-        let retry = object_store::RetryConfig {
-            max_retries: 1,
-            retry_timeout: Duration::from_secs(5),
-            ..object_store::RetryConfig::default()
-        };
         std::sync::Arc::new(
             object_store::aws::AmazonS3Builder::new()
                 .with_endpoint(&self.endpoint)
@@ -71,7 +66,7 @@ impl S3Server {
                 .with_region("us-east-1")
                 .with_access_key_id(&self.access_key_id)
                 .with_secret_access_key(&self.secret_access_key)
-                .with_retry(retry)
+                .with_retry(quick_retry())
                 .with_client_options(
                     object_store::ClientOptions::new()
                         .with_allow_http(true)
@@ -124,6 +119,16 @@ pub fn fake_gcs() -> GcsServer {
     let server = fake_gcs_from(env_var);
     require_reachable("fake-gcs", ENV_GCS_ENDPOINT, &server.endpoint);
     server
+}
+
+/// One retry within 5 s: tests against local emulators fail fast instead
+/// of waiting out object_store's default backoff.
+pub fn quick_retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 1,
+        retry_timeout: Duration::from_secs(5),
+        ..object_store::RetryConfig::default()
+    }
 }
 
 /// A fresh object-key prefix, `t-<test>-<uuid>`, so tests sharing a bucket never
