@@ -56,6 +56,21 @@ impl Fixture {
         .await
     }
 
+    /// A Tasks-mode import of the whole store.
+    async fn import_tasks(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        config: &ImportConfig,
+    ) -> Result<ImportOutcome> {
+        self.import(
+            &source(store, None, false, None),
+            false,
+            config,
+            &NoProgress,
+        )
+        .await
+    }
+
     /// The `(key, row_index)` pairs linked, sorted.
     fn keys(&self) -> Vec<(String, Option<i64>)> {
         self.db.linked_rows(self.storage)
@@ -217,15 +232,7 @@ async fn tasks_mode_reads_every_format() {
     ])
     .await;
     let sink = Fixture::new();
-    let outcome = sink
-        .import(
-            &source(&store, None, false, None),
-            false,
-            &small_batches(),
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+    let outcome = sink.import_tasks(&store, &small_batches()).await.unwrap();
     assert_eq!(outcome.progress.created, 7);
     assert!(outcome.file_errors.is_empty());
     assert_eq!(
@@ -255,15 +262,7 @@ async fn bad_json_in_one_file_is_reported_and_the_rest_imported() {
     ])
     .await;
     let sink = Fixture::new();
-    let outcome = sink
-        .import(
-            &source(&store, None, false, None),
-            false,
-            &small_batches(),
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+    let outcome = sink.import_tasks(&store, &small_batches()).await.unwrap();
     assert_eq!(outcome.progress.created, 2);
     assert_eq!(outcome.progress.failed_files, 2);
     assert!(
@@ -282,12 +281,7 @@ async fn bad_json_in_one_file_is_reported_and_the_rest_imported() {
 async fn tasks_mode_on_media_fails_with_label_studio_hint() {
     let store = store_with(&[("img.jpg", "binary")]).await;
     let err = Fixture::new()
-        .import(
-            &source(&store, None, false, None),
-            false,
-            &small_batches(),
-            &NoProgress,
-        )
+        .import_tasks(&store, &small_batches())
         .await
         .unwrap_err();
     assert!(
@@ -367,15 +361,7 @@ async fn large_task_files_are_streamed_in_batches_with_exact_rows() {
     ])
     .await;
     let sink = Fixture::new();
-    let outcome = sink
-        .import(
-            &source(&store, None, false, None),
-            false,
-            &streaming(),
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+    let outcome = sink.import_tasks(&store, &streaming()).await.unwrap();
     assert_eq!(outcome.progress.created, 20);
     assert!(outcome.file_errors.is_empty(), "{:?}", outcome.file_errors);
     let keys = sink.keys();
@@ -396,15 +382,7 @@ async fn large_task_files_are_streamed_in_batches_with_exact_rows() {
         "written in batches, not one transaction per file"
     );
 
-    let again = sink
-        .import(
-            &source(&store, None, false, None),
-            false,
-            &streaming(),
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+    let again = sink.import_tasks(&store, &streaming()).await.unwrap();
     assert_eq!((again.progress.created, again.progress.existed), (0, 20));
 }
 
@@ -443,15 +421,7 @@ async fn a_bad_line_in_a_streamed_file_is_a_file_error_naming_key_and_line() {
     let body = format!("{}{{\"text\": oops}}\n{}", jsonl(3), jsonl(2));
     let store = store_with(&[("big.jsonl", &body), ("z.json", r#"{"n": 1}"#)]).await;
     let sink = Fixture::new();
-    let outcome = sink
-        .import(
-            &source(&store, None, false, None),
-            false,
-            &streaming(),
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+    let outcome = sink.import_tasks(&store, &streaming()).await.unwrap();
     assert_eq!(outcome.progress.failed_files, 1);
     assert!(
         outcome.file_errors[0].starts_with("big.jsonl line 4: invalid JSON"),
