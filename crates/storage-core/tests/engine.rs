@@ -127,6 +127,13 @@ async fn store_with(objects: &[(&str, &str)]) -> Arc<dyn ObjectStore> {
     store
 }
 
+/// A store with `count` one-byte images `<dir>/000.jpg`, `<dir>/001.jpg`, ...
+async fn numbered_images(dir: &str, count: usize) -> Arc<dyn ObjectStore> {
+    let keys: Vec<String> = (0..count).map(|i| format!("{dir}/{i:03}.jpg")).collect();
+    let objects: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "x")).collect();
+    store_with(&objects).await
+}
+
 fn source(
     store: &Arc<dyn ObjectStore>,
     prefix: Option<&str>,
@@ -292,14 +299,7 @@ async fn tasks_mode_on_media_fails_with_label_studio_hint() {
 
 #[tokio::test]
 async fn a_crash_between_batches_loses_and_duplicates_nothing() {
-    let objects: Vec<(String, String)> = (0..9)
-        .map(|i| (format!("f/{i:02}.jpg"), "x".to_string()))
-        .collect();
-    let refs: Vec<(&str, &str)> = objects
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let store = store_with(&refs).await;
+    let store = numbered_images("f", 9).await;
     let src = source(&store, Some("f"), false, None);
     let crashing = Fixture::new();
     crashing.db.fail_create_tasks_call(Some(3));
@@ -635,14 +635,7 @@ impl ProgressSink for StopAtOnce {
 
 #[tokio::test]
 async fn a_run_stopped_early_ends_promptly_while_the_listing_still_has_batches() {
-    let objects: Vec<(String, String)> = (0..200)
-        .map(|i| (format!("s/{i:03}.jpg"), "x".to_string()))
-        .collect();
-    let refs: Vec<(&str, &str)> = objects
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let store = store_with(&refs).await;
+    let store = numbered_images("s", 200).await;
     let src = source(&store, Some("s"), true, None);
     let sink = Fixture::new();
     let config = small_batches();
