@@ -12,6 +12,7 @@ pub mod host;
 pub mod import;
 pub mod jobs;
 pub mod jsonl;
+pub mod memory;
 pub mod metrics;
 mod model;
 pub mod parse;

@@ -1,11 +1,9 @@
 //! The import and export engines against object_store's InMemory store and
-//! an in-memory task sink.
+//! storage_core's in-memory persistence.
 
 #![allow(clippy::unwrap_used)] // test helpers stop on the first failure
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use object_store::memory::InMemory;
@@ -15,29 +13,85 @@ use serde_json::{json, Value};
 use storage_core::export::{export_project, ExportConfig};
 use storage_core::filter::{Listing, RegexTarget};
 use storage_core::import::{ImportConfig, ImportJob, ImportOutcome, NoProgress, ProgressSink};
-use storage_core::persist::{AnnotationSource, ExportedAnnotation, NewTask, TaskSink};
-use storage_core::{Error, ExportStorage, ImportStorage, Result};
+use storage_core::memory::{self, MemoryTask};
+use storage_core::persist::{NewTask, ObjectLink, TaskSink};
+use storage_core::{Error, ExportStorage, ImportStorage, Result, StorageKind};
 
-/// The engine's entry point with positional arguments, to keep the cases short.
-async fn import_objects(
-    storage_id: i64,
+/// A database with one project and one import storage, and the import
+/// engine run against it.
+struct Fixture {
+    db: memory::InMemory,
     project: i64,
-    source: &dyn ImportStorage,
-    use_blob_urls: bool,
-    sink: &dyn TaskSink,
-    config: &ImportConfig,
-    progress: &dyn ProgressSink,
-) -> Result<ImportOutcome> {
-    ImportJob {
-        storage_id,
-        project,
-        source,
-        use_blob_urls,
-        sink,
-        config,
+    storage: i64,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let db = memory::InMemory::new();
+        let project = db.add_project(1);
+        let storage = db.add_storage(project, StorageKind::Import, "mem");
+        Self {
+            db,
+            project,
+            storage,
+        }
     }
-    .run(progress)
-    .await
+
+    async fn import(
+        &self,
+        source: &dyn ImportStorage,
+        use_blob_urls: bool,
+        config: &ImportConfig,
+        progress: &dyn ProgressSink,
+    ) -> Result<ImportOutcome> {
+        ImportJob {
+            storage_id: self.storage,
+            project: self.project,
+            source,
+            use_blob_urls,
+            sink: &self.db,
+            config,
+        }
+        .run(progress)
+        .await
+    }
+
+    /// A Tasks-mode import of the whole store.
+    async fn import_tasks(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        config: &ImportConfig,
+    ) -> Result<ImportOutcome> {
+        self.import(
+            &source(store, None, false, None),
+            false,
+            config,
+            &NoProgress,
+        )
+        .await
+    }
+
+    /// The `(key, row_index)` pairs linked, sorted.
+    fn keys(&self) -> Vec<(String, Option<i64>)> {
+        self.db.linked_rows(self.storage)
+    }
+
+    /// The task linked to `key`, with its link.
+    fn task_of(&self, key: &str) -> (MemoryTask, ObjectLink) {
+        let link = self
+            .db
+            .links(self.storage)
+            .into_iter()
+            .find(|l| l.link.key == key)
+            .unwrap();
+        let task = self
+            .db
+            .tasks(self.project)
+            .into_iter()
+            .find(|t| t.id == link.task_id)
+            .unwrap();
+        (task, link.link)
+    }
 }
 
 #[derive(Debug)]
@@ -62,75 +116,6 @@ impl ImportStorage for Source {
     }
 }
 
-/// Keeps tasks in memory; can be told to fail its n-th `create_tasks` call
-/// (1-based) to simulate a crash between batches.
-#[derive(Debug, Default)]
-struct Sink {
-    tasks: Mutex<Vec<NewTask>>,
-    unfinished: Mutex<HashSet<String>>,
-    calls: AtomicUsize,
-    fail_on_call: Option<usize>,
-}
-
-#[async_trait]
-impl TaskSink for Sink {
-    async fn linked_keys(&self, _: i64, keys: &[String]) -> Result<HashMap<String, u64>> {
-        let tasks = self.tasks.lock().unwrap();
-        let unfinished = self.unfinished.lock().unwrap();
-        let mut found = HashMap::new();
-        for task in tasks
-            .iter()
-            .filter(|t| keys.contains(&t.link.key) && !unfinished.contains(&t.link.key))
-        {
-            *found.entry(task.link.key.clone()).or_default() += 1;
-        }
-        Ok(found)
-    }
-
-    async fn begin_object(&self, _: i64, key: &str) -> Result<()> {
-        self.unfinished.lock().unwrap().insert(key.to_string());
-        Ok(())
-    }
-
-    async fn finish_object(&self, _: i64, key: &str) -> Result<()> {
-        self.unfinished.lock().unwrap().remove(key);
-        Ok(())
-    }
-
-    async fn create_tasks(&self, _: i64, _: i64, tasks: &[NewTask]) -> Result<u64> {
-        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.fail_on_call == Some(call) {
-            return Err(Error::backend("inserting tasks", "simulated crash"));
-        }
-        let mut stored = self.tasks.lock().unwrap();
-        let fresh: Vec<NewTask> = tasks
-            .iter()
-            .filter(|t| {
-                !stored
-                    .iter()
-                    .any(|s| s.link.key == t.link.key && s.link.row_index == t.link.row_index)
-            })
-            .cloned()
-            .collect();
-        stored.extend_from_slice(&fresh);
-        Ok(fresh.len() as u64)
-    }
-}
-
-impl Sink {
-    fn keys(&self) -> Vec<(String, Option<i64>)> {
-        let mut keys: Vec<_> = self
-            .tasks
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|t| (t.link.key.clone(), t.link.row_index))
-            .collect();
-        keys.sort();
-        keys
-    }
-}
-
 async fn store_with(objects: &[(&str, &str)]) -> Arc<dyn ObjectStore> {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     for (key, body) in objects {
@@ -140,6 +125,13 @@ async fn store_with(objects: &[(&str, &str)]) -> Arc<dyn ObjectStore> {
             .unwrap();
     }
     store
+}
+
+/// A store with `count` one-byte images `<dir>/000.jpg`, `<dir>/001.jpg`, ...
+async fn numbered_images(dir: &str, count: usize) -> Arc<dyn ObjectStore> {
+    let keys: Vec<String> = (0..count).map(|i| format!("{dir}/{i:03}.jpg")).collect();
+    let objects: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "x")).collect();
+    store_with(&objects).await
 }
 
 fn source(
@@ -171,9 +163,10 @@ async fn files_mode_applies_prefix_recursion_and_regex() {
         ("other/e.jpg", "x"),
     ])
     .await;
-    let sink = Sink::default();
+    let sink = Fixture::new();
     let flat = source(&store, Some("img/"), false, Some(r".*\.jpg"));
-    let outcome = import_objects(1, 1, &flat, true, &sink, &small_batches(), &NoProgress)
+    let outcome = sink
+        .import(&flat, true, &small_batches(), &NoProgress)
         .await
         .unwrap();
     assert_eq!(outcome.progress.created, 2);
@@ -184,16 +177,22 @@ async fn files_mode_applies_prefix_recursion_and_regex() {
             ("img/c.jpg".to_string(), None)
         ]
     );
-    let first = sink.tasks.lock().unwrap()[0].clone();
+    let (first, link) = sink.task_of("img/a.jpg");
+    assert_eq!(
+        first.id,
+        sink.db.tasks(sink.project)[0].id,
+        "the first task"
+    );
     assert_eq!(
         Value::Object(first.data),
         json!({"$undefined$": "mem://bucket/img/a.jpg"})
     );
-    assert_eq!(first.link.size, Some(1));
-    assert!(first.link.etag.is_some() && first.link.last_modified.is_some());
+    assert_eq!(link.size, Some(1));
+    assert!(link.etag.is_some() && link.last_modified.is_some());
 
     let tree = source(&store, Some("img"), true, Some(r".*\.jpg"));
-    let outcome = import_objects(1, 1, &tree, true, &sink, &small_batches(), &NoProgress)
+    let outcome = sink
+        .import(&tree, true, &small_batches(), &NoProgress)
         .await
         .unwrap();
     assert_eq!(outcome.progress.created, 1, "only img/sub/d.jpg is new");
@@ -207,13 +206,15 @@ async fn resync_creates_nothing_and_counts_existing_tasks() {
         ("t/b.json", r#"{"x":3}"#),
     ])
     .await;
-    let sink = Sink::default();
+    let sink = Fixture::new();
     let src = source(&store, Some("t"), false, None);
-    let first = import_objects(1, 1, &src, false, &sink, &small_batches(), &NoProgress)
+    let first = sink
+        .import(&src, false, &small_batches(), &NoProgress)
         .await
         .unwrap();
     assert_eq!(first.progress.created, 3);
-    let again = import_objects(1, 1, &src, false, &sink, &small_batches(), &NoProgress)
+    let again = sink
+        .import(&src, false, &small_batches(), &NoProgress)
         .await
         .unwrap();
     assert_eq!(again.progress.created, 0);
@@ -221,7 +222,7 @@ async fn resync_creates_nothing_and_counts_existing_tasks() {
         again.progress.existed, 3,
         "tasks linked to the keys seen, not keys"
     );
-    assert_eq!(sink.tasks.lock().unwrap().len(), 3);
+    assert_eq!(sink.db.task_count(), 3);
 }
 
 #[tokio::test]
@@ -237,18 +238,8 @@ async fn tasks_mode_reads_every_format() {
         ("e", r#"{"text": "no extension"}"#),
     ])
     .await;
-    let sink = Sink::default();
-    let outcome = import_objects(
-        1,
-        1,
-        &source(&store, None, false, None),
-        false,
-        &sink,
-        &small_batches(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let sink = Fixture::new();
+    let outcome = sink.import_tasks(&store, &small_batches()).await.unwrap();
     assert_eq!(outcome.progress.created, 7);
     assert!(outcome.file_errors.is_empty());
     assert_eq!(
@@ -263,8 +254,7 @@ async fn tasks_mode_reads_every_format() {
             ("e".into(), None),
         ]
     );
-    let tasks = sink.tasks.lock().unwrap();
-    let with_prediction = tasks.iter().find(|t| t.link.key == "c.json").unwrap();
+    let (with_prediction, _) = sink.task_of("c.json");
     assert_eq!(with_prediction.predictions.len(), 1);
     assert_eq!(with_prediction.data["text"], "p");
 }
@@ -278,18 +268,8 @@ async fn bad_json_in_one_file_is_reported_and_the_rest_imported() {
         ("d.json", r#"{"text": "ok too"}"#),
     ])
     .await;
-    let sink = Sink::default();
-    let outcome = import_objects(
-        1,
-        1,
-        &source(&store, None, false, None),
-        false,
-        &sink,
-        &small_batches(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let sink = Fixture::new();
+    let outcome = sink.import_tasks(&store, &small_batches()).await.unwrap();
     assert_eq!(outcome.progress.created, 2);
     assert_eq!(outcome.progress.failed_files, 2);
     assert!(
@@ -307,17 +287,10 @@ async fn bad_json_in_one_file_is_reported_and_the_rest_imported() {
 #[tokio::test]
 async fn tasks_mode_on_media_fails_with_label_studio_hint() {
     let store = store_with(&[("img.jpg", "binary")]).await;
-    let err = import_objects(
-        1,
-        1,
-        &source(&store, None, false, None),
-        false,
-        &Sink::default(),
-        &small_batches(),
-        &NoProgress,
-    )
-    .await
-    .unwrap_err();
+    let err = Fixture::new()
+        .import_tasks(&store, &small_batches())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("is not a JSON/JSONL/Parquet file"),
         "{err}"
@@ -326,35 +299,26 @@ async fn tasks_mode_on_media_fails_with_label_studio_hint() {
 
 #[tokio::test]
 async fn a_crash_between_batches_loses_and_duplicates_nothing() {
-    let objects: Vec<(String, String)> = (0..9)
-        .map(|i| (format!("f/{i:02}.jpg"), "x".to_string()))
-        .collect();
-    let refs: Vec<(&str, &str)> = objects
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let store = store_with(&refs).await;
+    let store = numbered_images("f", 9).await;
     let src = source(&store, Some("f"), false, None);
-    let crashing = Sink {
-        fail_on_call: Some(3),
-        ..Sink::default()
-    };
-    let err = import_objects(1, 1, &src, true, &crashing, &small_batches(), &NoProgress)
+    let crashing = Fixture::new();
+    crashing.db.fail_create_tasks_call(Some(3));
+    let err = crashing
+        .import(&src, true, &small_batches(), &NoProgress)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("simulated crash"));
     assert_eq!(
-        crashing.tasks.lock().unwrap().len(),
+        crashing.db.task_count(),
         4,
         "two whole batches, nothing of the third"
     );
 
     // The next sync (same data, healthy database) completes exactly.
-    let healed = Sink {
-        tasks: Mutex::new(crashing.tasks.lock().unwrap().clone()),
-        ..Sink::default()
-    };
-    let outcome = import_objects(1, 1, &src, true, &healed, &small_batches(), &NoProgress)
+    let healed = crashing;
+    healed.db.fail_create_tasks_call(None);
+    let outcome = healed
+        .import(&src, true, &small_batches(), &NoProgress)
         .await
         .unwrap();
     assert_eq!(outcome.progress.created, 5);
@@ -396,18 +360,8 @@ async fn large_task_files_are_streamed_in_batches_with_exact_rows() {
         ("small.json", r#"{"n": 1}"#),
     ])
     .await;
-    let sink = Sink::default();
-    let outcome = import_objects(
-        1,
-        1,
-        &source(&store, None, false, None),
-        false,
-        &sink,
-        &streaming(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let sink = Fixture::new();
+    let outcome = sink.import_tasks(&store, &streaming()).await.unwrap();
     assert_eq!(outcome.progress.created, 20);
     assert!(outcome.file_errors.is_empty(), "{:?}", outcome.file_errors);
     let keys = sink.keys();
@@ -420,25 +374,15 @@ async fn large_task_files_are_streamed_in_batches_with_exact_rows() {
     assert_eq!(rows("big.jsonl"), (0..7).collect::<Vec<_>>());
     assert_eq!(rows("big.json"), (0..12).collect::<Vec<_>>());
     assert!(
-        sink.unfinished.lock().unwrap().is_empty(),
+        sink.db.unfinished(sink.storage).is_empty(),
         "finished files are marked finished"
     );
     assert!(
-        sink.calls.load(Ordering::SeqCst) >= 10,
+        sink.db.create_tasks_calls() >= 10,
         "written in batches, not one transaction per file"
     );
 
-    let again = import_objects(
-        1,
-        1,
-        &source(&store, None, false, None),
-        false,
-        &sink,
-        &streaming(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let again = sink.import_tasks(&store, &streaming()).await.unwrap();
     assert_eq!((again.progress.created, again.progress.existed), (0, 20));
 }
 
@@ -446,27 +390,20 @@ async fn large_task_files_are_streamed_in_batches_with_exact_rows() {
 async fn a_crash_inside_a_streamed_file_is_resumed_without_loss_or_duplicates() {
     let store = store_with(&[("big.jsonl", &jsonl(9))]).await;
     let src = source(&store, None, false, None);
-    let crashing = Sink {
-        fail_on_call: Some(3),
-        ..Sink::default()
-    };
-    let err = import_objects(1, 1, &src, false, &crashing, &streaming(), &NoProgress)
+    let crashing = Fixture::new();
+    crashing.db.fail_create_tasks_call(Some(3));
+    let err = crashing
+        .import(&src, false, &streaming(), &NoProgress)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("simulated crash"), "{err}");
-    assert_eq!(
-        crashing.tasks.lock().unwrap().len(),
-        4,
-        "two whole batches of the file"
-    );
-    assert!(crashing.unfinished.lock().unwrap().contains("big.jsonl"));
+    assert_eq!(crashing.db.task_count(), 4, "two whole batches of the file");
+    assert_eq!(crashing.db.unfinished(crashing.storage), vec!["big.jsonl"]);
 
-    let healed = Sink {
-        tasks: Mutex::new(crashing.tasks.lock().unwrap().clone()),
-        unfinished: Mutex::new(crashing.unfinished.lock().unwrap().clone()),
-        ..Sink::default()
-    };
-    let outcome = import_objects(1, 1, &src, false, &healed, &streaming(), &NoProgress)
+    let healed = crashing;
+    healed.db.fail_create_tasks_call(None);
+    let outcome = healed
+        .import(&src, false, &streaming(), &NoProgress)
         .await
         .unwrap();
     assert_eq!((outcome.progress.created, outcome.progress.existed), (5, 4));
@@ -476,25 +413,15 @@ async fn a_crash_inside_a_streamed_file_is_resumed_without_loss_or_duplicates() 
         .map(|(_, row)| row.unwrap())
         .collect();
     assert_eq!(rows, (0..9).collect::<Vec<_>>(), "every line once");
-    assert!(healed.unfinished.lock().unwrap().is_empty());
+    assert!(healed.db.unfinished(healed.storage).is_empty());
 }
 
 #[tokio::test]
 async fn a_bad_line_in_a_streamed_file_is_a_file_error_naming_key_and_line() {
     let body = format!("{}{{\"text\": oops}}\n{}", jsonl(3), jsonl(2));
     let store = store_with(&[("big.jsonl", &body), ("z.json", r#"{"n": 1}"#)]).await;
-    let sink = Sink::default();
-    let outcome = import_objects(
-        1,
-        1,
-        &source(&store, None, false, None),
-        false,
-        &sink,
-        &streaming(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let sink = Fixture::new();
+    let outcome = sink.import_tasks(&store, &streaming()).await.unwrap();
     assert_eq!(outcome.progress.failed_files, 1);
     assert!(
         outcome.file_errors[0].starts_with("big.jsonl line 4: invalid JSON"),
@@ -506,7 +433,9 @@ async fn a_bad_line_in_a_streamed_file_is_a_file_error_naming_key_and_line() {
         "the other file is imported"
     );
     assert!(
-        sink.unfinished.lock().unwrap().contains("big.jsonl"),
+        sink.db
+            .unfinished(sink.storage)
+            .contains(&"big.jsonl".to_string()),
         "read again by the next sync"
     );
 }
@@ -533,43 +462,28 @@ impl ExportStorage for Target {
     }
 }
 
-#[derive(Debug)]
-struct Annotations(Vec<ExportedAnnotation>);
-
-#[async_trait]
-impl AnnotationSource for Annotations {
-    async fn annotations_for_export(
-        &self,
-        _: i64,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<ExportedAnnotation>> {
-        Ok(self
-            .0
-            .iter()
-            .filter(|a| a.id > after)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-    async fn count_annotations(&self, _: i64) -> Result<u64> {
-        Ok(self.0.len() as u64)
-    }
-    async fn annotation_for_export(&self, id: i64) -> Result<Option<ExportedAnnotation>> {
-        Ok(self.0.iter().find(|a| a.id == id).cloned())
-    }
-}
-
-fn annotations(n: i64) -> Annotations {
-    Annotations(
-        (1..=n)
-            .map(|id| ExportedAnnotation {
-                id,
-                project: 1,
-                payload: json!({"id": id, "result": [], "task": {"id": 100 + id}}),
-            })
-            .collect(),
-    )
+/// A project with `n` tasks, one annotation each; the annotation ids with
+/// their task ids.
+async fn annotated(n: usize) -> (Fixture, Vec<(i64, i64)>) {
+    let fixture = Fixture::new();
+    let tasks: Vec<NewTask> = (0..n)
+        .map(|i| memory::new_task(&format!("k{i}"), None, json!({ "n": i })))
+        .collect();
+    fixture
+        .db
+        .create_tasks(fixture.project, fixture.storage, &tasks)
+        .await
+        .unwrap();
+    let ids = fixture
+        .db
+        .tasks(fixture.project)
+        .iter()
+        .map(|task| {
+            let id = fixture.db.add_annotation(task.id, json!([]), None).unwrap();
+            (id, task.id)
+        })
+        .collect();
+    (fixture, ids)
 }
 
 #[tokio::test]
@@ -583,7 +497,8 @@ async fn export_writes_one_object_per_annotation_named_by_id() {
         page_size: 3,
         ..ExportConfig::default()
     };
-    let outcome = export_project(1, &target, &annotations(7), &config, &NoProgress)
+    let (db, ids) = annotated(7).await;
+    let outcome = export_project(db.project, &target, &db.db, &config, &NoProgress)
         .await
         .unwrap();
     assert_eq!(
@@ -594,24 +509,28 @@ async fn export_writes_one_object_per_annotation_named_by_id() {
         ),
         (7, 7, 0)
     );
+    let (fifth, fifth_task) = ids[4];
     let body = store
-        .get(&Path::from("export/5"))
+        .get(&Path::from(format!("export/{fifth}")))
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
     let value: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(value["task"]["id"], 105);
+    assert_eq!(value["task"]["id"], fifth_task);
     assert!(!body.contains(&b'\n'), "bucket objects are compact JSON");
 
-    storage_core::export::delete_annotation(&target, 5)
+    storage_core::export::delete_annotation(&target, fifth)
         .await
         .unwrap();
-    storage_core::export::delete_annotation(&target, 5)
+    storage_core::export::delete_annotation(&target, fifth)
         .await
         .unwrap();
-    assert!(store.head(&Path::from("export/5")).await.is_err());
+    assert!(store
+        .head(&Path::from(format!("export/{fifth}")))
+        .await
+        .is_err());
 }
 
 /// A store whose writes always fail.
@@ -685,10 +604,11 @@ async fn export_write_failures_are_counted_not_hidden() {
         store: Arc::new(ReadOnly(InMemory::new())),
         prefix: "x",
     };
+    let (db, _) = annotated(3).await;
     let outcome = export_project(
-        1,
+        db.project,
         &target,
-        &annotations(3),
+        &db.db,
         &ExportConfig::default(),
         &NoProgress,
     )
@@ -715,25 +635,14 @@ impl ProgressSink for StopAtOnce {
 
 #[tokio::test]
 async fn a_run_stopped_early_ends_promptly_while_the_listing_still_has_batches() {
-    let objects: Vec<(String, String)> = (0..200)
-        .map(|i| (format!("s/{i:03}.jpg"), "x".to_string()))
-        .collect();
-    let refs: Vec<(&str, &str)> = objects
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let store = store_with(&refs).await;
+    let store = numbered_images("s", 200).await;
     let src = source(&store, Some("s"), true, None);
-    let sink = Sink::default();
+    let sink = Fixture::new();
     let config = small_batches();
-    let run = import_objects(1, 1, &src, true, &sink, &config, &StopAtOnce);
+    let run = sink.import(&src, true, &config, &StopAtOnce);
     let result = tokio::time::timeout(std::time::Duration::from_secs(10), run)
         .await
         .expect("the listing producer must not wait forever for a stopped consumer");
     assert!(result.unwrap_err().to_string().contains("stopped"));
-    assert_eq!(
-        sink.tasks.lock().unwrap().len(),
-        2,
-        "one whole batch, then the stop"
-    );
+    assert_eq!(sink.db.task_count(), 2, "one whole batch, then the stop");
 }

@@ -2,66 +2,56 @@
 
 #![allow(clippy::unwrap_used)] // test helpers stop on the first failure
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use async_trait::async_trait;
 use serde_json::{json, Map, Value};
-use storage_core::import::{ImportConfig, ImportJob, ImportOutcome, NoProgress, ProgressSink};
-use storage_core::persist::{NewTask, TaskSink};
+use storage_core::import::{ImportConfig, ImportJob, ImportOutcome, NoProgress};
+use storage_core::memory::InMemory;
 use storage_core::{Backend, Error, ImportStorage, Result, Settings, StorageKind};
 use storage_localfiles::{LocalFiles, LocalFilesBackend};
 
-/// The engine's entry point with positional arguments, to keep the cases short.
-async fn import_objects(
-    storage_id: i64,
+/// A database with one project and one local-files import storage.
+struct Db {
+    db: InMemory,
     project: i64,
-    source: &dyn ImportStorage,
-    use_blob_urls: bool,
-    sink: &dyn TaskSink,
-    config: &ImportConfig,
-    progress: &dyn ProgressSink,
-) -> Result<ImportOutcome> {
-    ImportJob {
-        storage_id,
-        project,
-        source,
-        use_blob_urls,
-        sink,
-        config,
-    }
-    .run(progress)
-    .await
+    storage: i64,
 }
 
-#[derive(Debug, Default)]
-struct Sink(Mutex<Vec<NewTask>>);
-
-#[async_trait]
-impl TaskSink for Sink {
-    async fn linked_keys(&self, _: i64, keys: &[String]) -> Result<HashMap<String, u64>> {
-        let mut found = HashMap::new();
-        for t in self
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|t| keys.contains(&t.link.key))
-        {
-            *found.entry(t.link.key.clone()).or_default() += 1;
+impl Db {
+    fn new() -> Self {
+        let db = InMemory::new();
+        let project = db.add_project(1);
+        let storage = db.add_storage(project, StorageKind::Import, "localfiles");
+        Self {
+            db,
+            project,
+            storage,
         }
-        Ok(found)
     }
-    // These tests hold small files only, which are never streamed.
-    async fn begin_object(&self, _: i64, _: &str) -> Result<()> {
-        unreachable!("no streamed task file in these tests")
+
+    /// Runs a Files-mode import of `source`.
+    async fn import_files(&self, source: &dyn ImportStorage) -> Result<ImportOutcome> {
+        ImportJob {
+            storage_id: self.storage,
+            project: self.project,
+            source,
+            use_blob_urls: true,
+            sink: &self.db,
+            config: &ImportConfig::default(),
+        }
+        .run(&NoProgress)
+        .await
     }
-    async fn finish_object(&self, _: i64, _: &str) -> Result<()> {
-        unreachable!("no streamed task file in these tests")
-    }
-    async fn create_tasks(&self, _: i64, _: i64, tasks: &[NewTask]) -> Result<u64> {
-        self.0.lock().unwrap().extend_from_slice(tasks);
-        Ok(tasks.len() as u64)
+
+    /// Each linked key with the task's Files-mode URL.
+    fn urls(&self) -> Vec<(String, Value)> {
+        let tasks = self.db.tasks(self.project);
+        self.db
+            .links(self.storage)
+            .into_iter()
+            .map(|l| {
+                let task = tasks.iter().find(|t| t.id == l.task_id).unwrap();
+                (l.link.key, task.data["$undefined$"].clone())
+            })
+            .collect()
     }
 }
 
@@ -195,30 +185,14 @@ async fn files_mode_links_absolute_paths_and_urls_relative_to_the_root() {
         )
         .unwrap()
     };
-    let sink = Sink::default();
+    let db = Db::new();
     let source = f.backend.import_storage(&import(false)).await.unwrap();
-    let outcome = import_objects(
-        1,
-        1,
-        source.as_ref(),
-        true,
-        &sink,
-        &ImportConfig::default(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let outcome = db.import_files(source.as_ref()).await.unwrap();
     assert_eq!(
         outcome.progress.created, 3,
         "regex matches the file name; notes.png and the nested file are out"
     );
-    let mut tasks: Vec<(String, Value)> = sink
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|t| (t.link.key.clone(), t.data["$undefined$"].clone()))
-        .collect();
+    let mut tasks = db.urls();
     tasks.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         tasks,
@@ -238,17 +212,7 @@ async fn files_mode_links_absolute_paths_and_urls_relative_to_the_root() {
         ]
     );
     let recursive = f.backend.import_storage(&import(true)).await.unwrap();
-    let outcome = import_objects(
-        1,
-        1,
-        recursive.as_ref(),
-        true,
-        &sink,
-        &ImportConfig::default(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let outcome = db.import_files(recursive.as_ref()).await.unwrap();
     assert_eq!((outcome.progress.created, outcome.progress.existed), (1, 3));
 }
 

@@ -74,6 +74,32 @@ pub const TEST_PRIVATE_KEY_PEM: &str = include_str!("../fixtures/test-service-ac
 /// A made-up service-account e-mail to go with [`TEST_PRIVATE_KEY_PEM`].
 pub const TEST_CLIENT_EMAIL: &str = "storage-tests@test-project.iam.gserviceaccount.com";
 
+/// Writes a service-account key file for `client_email` with
+/// [`TEST_PRIVATE_KEY_PEM`] into `dir` and returns its path: a server's own
+/// identity as Application Default Credentials would find it (the IAM
+/// double checks the JWTs object_store signs with it).
+///
+/// # Panics
+/// If the file cannot be written.
+pub fn write_service_account_key(dir: &std::path::Path, client_email: &str) -> std::path::PathBuf {
+    let path = dir.join("server-identity.json");
+    let project = client_email
+        .split('@')
+        .nth(1)
+        .and_then(|domain| domain.split('.').next())
+        .unwrap_or("test-project");
+    let key = serde_json::json!({
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "server-key",
+        "private_key": TEST_PRIVATE_KEY_PEM,
+        "client_email": client_email,
+    });
+    std::fs::write(&path, key.to_string())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
+
 /// Characters escaped in a JSON-API path segment: all but RFC 3986 unreserved ones.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -163,6 +189,25 @@ impl GcsShim {
             "disable_oauth": true,
         })
         .to_string()
+    }
+
+    /// A store on `bucket` of the fake-gcs-server behind this shim, signed
+    /// in with the test key: for writing fixtures and reading back what a
+    /// backend wrote.
+    ///
+    /// # Panics
+    /// If object_store refuses the configuration.
+    pub fn object_store(&self, bucket: &str) -> Arc<dyn object_store::ObjectStore> {
+        Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::new()
+                .with_service_account_key(
+                    self.credentials_json(TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM),
+                )
+                .with_bucket_name(bucket)
+                .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
+                .build()
+                .expect("a GCS store on the shim"),
+        )
     }
 }
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod conformance;
 pub mod gcs_shim;
 pub mod iam_double;
 pub mod postgres;
@@ -50,6 +51,33 @@ pub struct S3Server {
     pub checks_signatures: bool,
 }
 
+impl S3Server {
+    /// A store on [`S3Server::bucket`] signed with this server's
+    /// credentials, for writing fixtures and reading back what a backend
+    /// wrote; one quick retry, 10 s timeout.
+    ///
+    /// # Panics
+    /// If object_store refuses the configuration.
+    pub fn object_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
+        std::sync::Arc::new(
+            object_store::aws::AmazonS3Builder::new()
+                .with_endpoint(&self.endpoint)
+                .with_bucket_name(&self.bucket)
+                .with_region("us-east-1")
+                .with_access_key_id(&self.access_key_id)
+                .with_secret_access_key(&self.secret_access_key)
+                .with_retry(quick_retry())
+                .with_client_options(
+                    object_store::ClientOptions::new()
+                        .with_allow_http(true)
+                        .with_timeout(Duration::from_secs(10)),
+                )
+                .build()
+                .expect("an S3 store on the emulator"),
+        )
+    }
+}
+
 /// The fake-gcs-server emulator (no authentication at all).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcsServer {
@@ -91,6 +119,16 @@ pub fn fake_gcs() -> GcsServer {
     let server = fake_gcs_from(env_var);
     require_reachable("fake-gcs", ENV_GCS_ENDPOINT, &server.endpoint);
     server
+}
+
+/// One retry within 5 s: tests against local emulators fail fast instead
+/// of waiting out object_store's default backoff.
+pub fn quick_retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 1,
+        retry_timeout: Duration::from_secs(5),
+        ..object_store::RetryConfig::default()
+    }
 }
 
 /// A fresh object-key prefix, `t-<test>-<uuid>`, so tests sharing a bucket never
