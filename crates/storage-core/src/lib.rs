@@ -15,6 +15,8 @@ pub mod metrics;
 mod model;
 pub mod parse;
 pub mod persist;
+pub mod progress;
+pub mod retry;
 mod status;
 pub mod uri;
 
