@@ -72,11 +72,10 @@ impl GcsSaBackend {
             .get_or_try_init(|| async {
                 let endpoint = self.options.iam_endpoint().clone();
                 let client = GcsBackend::client_options(&self.options, Some(&endpoint));
-                Ok(Arc::new(IamCredentials::new(
-                    endpoint,
-                    self.base_identity()?,
-                    client,
-                )))
+                Ok(Arc::new(
+                    IamCredentials::new(endpoint, self.base_identity()?, client)
+                        .with_retry(self.options.bucket_options().call_retry()),
+                ))
             })
             .await
             .cloned()

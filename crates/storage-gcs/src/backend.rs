@@ -45,10 +45,7 @@ impl GcsBackend {
     /// Client options with the server's timeout and endpoint policy, allowing
     /// plain HTTP when `url` uses it.
     pub fn client_options(options: &GcsOptions, url: Option<&url::Url>) -> ClientOptions {
-        ClientOptions::new()
-            .with_timeout(options.timeout)
-            .with_dns_resolver(options.policy.dns_resolver())
-            .with_allow_http(url.is_some_and(|u| u.scheme() == "http"))
+        options.bucket.client_options(url)
     }
 
     /// Builds the store of a configuration, checking a `gcs_base_url` in
@@ -56,12 +53,17 @@ impl GcsBackend {
     pub async fn store(&self, config: &GcsConfig) -> Result<GoogleCloudStorage> {
         let mut builder = GoogleCloudStorageBuilder::new()
             .with_bucket_name(&config.bucket)
-            .with_retry(self.options.retry.clone());
+            .with_retry(self.options.retry().clone());
         let mut base_url = self.options.base_url.clone();
         match &config.credentials {
             Some(key) => {
                 if let Some(url) = &key.gcs_base_url {
-                    base_url = Some(self.options.policy.check(CREDENTIALS_FIELD, url).await?);
+                    base_url = Some(
+                        self.options
+                            .endpoint_policy()
+                            .check(CREDENTIALS_FIELD, url)
+                            .await?,
+                    );
                 }
                 builder = builder.with_service_account_key(&key.json);
                 if !key.private_key.is_empty() {
@@ -134,8 +136,10 @@ impl Backend for GcsBackend {
             match ServiceAccountKey::parse(json) {
                 Ok(key) => {
                     if let Some(url) = &key.gcs_base_url {
-                        if let Err(Error::InvalidConfig(e)) =
-                            self.options.policy.check_literal(CREDENTIALS_FIELD, url)
+                        if let Err(Error::InvalidConfig(e)) = self
+                            .options
+                            .endpoint_policy()
+                            .check_literal(CREDENTIALS_FIELD, url)
                         {
                             errors.merge(e);
                         }

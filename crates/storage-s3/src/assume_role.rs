@@ -22,6 +22,8 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 use storage_core::credentials::{CredentialCache, Expiring};
+use storage_core::retry::{Classify, RetryPolicy};
+use storage_core::Retry;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -52,10 +54,6 @@ const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
 const DEFAULT_SESSION_NAME: &str = "label-studio";
 /// Default signing region (the global endpoint signs as us-east-1).
 const DEFAULT_REGION: &str = "us-east-1";
-/// STS calls made for one credential fetch, counting retries of transient failures.
-const MAX_ATTEMPTS: u32 = 3;
-/// Backoff before the first retry; doubled for each further one.
-const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// Most characters of a non-STS error body quoted in an error message.
 const MAX_BODY_QUOTE: usize = 200;
 
@@ -94,6 +92,8 @@ pub struct AssumeRoleConfig {
     /// The cached credential is refreshed once it expires within this margin
     /// (default 5 min). Keep it well below [`Self::duration`].
     pub refresh_before: Duration,
+    /// How STS calls that fail in a way that may pass are retried.
+    pub retry: RetryPolicy,
 }
 
 impl AssumeRoleConfig {
@@ -109,7 +109,14 @@ impl AssumeRoleConfig {
             sts_endpoint: default_endpoint(DEFAULT_REGION),
             region: DEFAULT_REGION.to_owned(),
             refresh_before: DEFAULT_REFRESH_BEFORE,
+            retry: RetryPolicy::default(),
         }
+    }
+
+    /// Sets how STS calls that fail in a way that may pass are retried.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Sets the `ExternalId`; an empty string means none.
@@ -183,6 +190,7 @@ impl fmt::Debug for AssumeRoleConfig {
             .field("sts_endpoint", &self.sts_endpoint.as_str())
             .field("region", &self.region)
             .field("refresh_before", &self.refresh_before)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -343,28 +351,14 @@ impl AssumeRole {
         self.cache.refresh_now(|| self.fetch()).await.map(|_| ())
     }
 
-    /// One credential fetch: up to [`MAX_ATTEMPTS`] STS calls for transient failures.
+    /// One credential fetch: STS calls retried under core's [`RetryPolicy`]
+    /// while they fail in a way that may pass (network, throttling, 5xx).
     async fn fetch(&self) -> object_store::Result<Expiring<AwsCredential>> {
-        let mut backoff = RETRY_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            match self.call_sts().await {
-                Ok(cached) => return Ok(cached),
-                Err(failure) if failure.retryable && attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(
-                        role_arn = %self.config.role_arn,
-                        endpoint = %self.config.sts_endpoint,
-                        attempt,
-                        error = %failure.error,
-                        "STS AssumeRole failed, retrying"
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                Err(failure) => return Err(failure.error),
-            }
-        }
+        self.config
+            .retry
+            .run(|| self.call_sts())
+            .await
+            .map_err(|failure| failure.error)
     }
 
     /// One signed STS `AssumeRole` call.
@@ -570,6 +564,22 @@ impl CredentialProvider for AssumeRole {
 struct Failure {
     error: object_store::Error,
     retryable: bool,
+}
+
+impl Classify for Failure {
+    fn retry(&self) -> Retry {
+        if self.retryable {
+            Retry::Temporary
+        } else {
+            Retry::Permanent
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
 }
 
 impl Failure {

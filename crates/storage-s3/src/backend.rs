@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::ClientOptions;
 use storage_core::bucket::{http_status, short_cause, BucketTarget, UrlSigner};
 use storage_core::uri::BucketUri;
 use storage_core::{
@@ -42,15 +41,17 @@ impl S3Backend {
     /// Builds the object store of a configuration, after checking its
     /// endpoint against the policy (DNS included).
     pub async fn store(&self, config: &S3Config) -> Result<AmazonS3> {
-        let mut client = ClientOptions::new()
-            .with_timeout(self.options.timeout)
-            .with_dns_resolver(self.options.policy.dns_resolver());
+        let shared = &self.options.bucket;
+        let mut client = shared.client_options(None);
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(config.region())
-            .with_retry(self.options.retry.clone());
+            .with_retry(shared.retry().clone());
         if let Some(endpoint) = &config.endpoint {
-            let url = self.options.policy.check("s3_endpoint", endpoint).await?;
+            let url = shared
+                .endpoint_policy()
+                .check("s3_endpoint", endpoint)
+                .await?;
             client = client.with_allow_http(url.scheme() == "http");
             builder = builder.with_endpoint(url.as_str().trim_end_matches('/'));
         }
@@ -67,7 +68,9 @@ impl S3Backend {
                          (start it with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set)",
                     )
                 })?;
-                let mut role = AssumeRoleConfig::new(role_arn.clone()).with_region(config.region());
+                let mut role = AssumeRoleConfig::new(role_arn.clone())
+                    .with_region(config.region())
+                    .with_retry(shared.call_retry());
                 if let Some(external_id) = &config.external_id {
                     role = role.with_external_id(external_id.clone());
                 }
@@ -134,8 +137,11 @@ impl Backend for S3Backend {
         let config = S3Config::from_settings(settings);
         let mut errors = config.check(settings).err().unwrap_or_default();
         if let Some(endpoint) = &config.endpoint {
-            if let Err(Error::InvalidConfig(e)) =
-                self.options.policy.check_literal("s3_endpoint", endpoint)
+            if let Err(Error::InvalidConfig(e)) = self
+                .options
+                .bucket
+                .endpoint_policy()
+                .check_literal("s3_endpoint", endpoint)
             {
                 errors.merge(e);
             }
