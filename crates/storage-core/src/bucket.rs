@@ -176,12 +176,9 @@ impl ExportStorage for BucketExport {
 }
 
 /// The HTTP status a store's server answered, when the error reports one
-/// (object_store keeps its retry error type private; its text says
-/// "status code: 404 Not Found").
+/// (see [`crate::failure::Failure`], which also gives the provider's code).
 pub fn http_status(err: &Error) -> Option<u16> {
-    let report = crate::jobs::error_report(err);
-    let at = report.find("status code: ")? + "status code: ".len();
-    report.get(at..at + 3)?.parse().ok()
+    crate::failure::Failure::of(err).status
 }
 
 /// The most specific line of an error report, kept short: for messages

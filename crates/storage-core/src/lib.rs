@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod endpoint;
 mod error;
 pub mod export;
+pub mod failure;
 pub mod fields;
 pub mod filter;
 pub mod host;

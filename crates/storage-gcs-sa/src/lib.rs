@@ -61,8 +61,10 @@ impl GcsSaBackend {
         if let Some(path) = self.options.application_credentials() {
             builder = builder.with_application_credentials(path.to_string_lossy());
         }
-        let store = builder.build().map_err(|e| Error::Unauthenticated {
-            reason: format!("the server has no usable Google identity to impersonate with: {e}"),
+        let store = builder.build().map_err(|e| Error::CredentialsRejected {
+            fields: Vec::new(),
+            code: None,
+            message: format!("the server has no usable Google identity to impersonate with: {e}"),
         })?;
         Ok(store.credentials().clone())
     }

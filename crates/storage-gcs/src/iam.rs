@@ -294,7 +294,7 @@ impl Classify for IamError {
 }
 
 impl From<IamError> for storage_core::Error {
-    /// `PermissionDenied` for 403s, `Unauthenticated` for a rejected base identity,
+    /// `PermissionDenied` for 403s, `CredentialsRejected` for a rejected base identity,
     /// `InvalidConfig` (general) for a missing service account and invalid requests,
     /// `Backend` otherwise (retryable for network failures, 429 and 5xx).
     fn from(err: IamError) -> Self {
@@ -304,9 +304,13 @@ impl From<IamError> for storage_core::Error {
                     reason: err.to_string(),
                 }
             }
+            // The server's own identity was rejected or is missing: no
+            // setting of the storage holds it.
             IamError::Unauthenticated { .. } | IamError::BaseCredentials { .. } => {
-                Self::Unauthenticated {
-                    reason: err.to_string(),
+                Self::CredentialsRejected {
+                    fields: Vec::new(),
+                    code: None,
+                    message: err.to_string(),
                 }
             }
             IamError::NotFound { .. } | IamError::InvalidRequest { .. } => {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 use storage_core::credentials::{CredentialCache, Expiring};
+use storage_core::failure::{ServiceError, REJECTED_CREDENTIAL_CODES};
 use storage_core::retry::{Classify, RetryPolicy};
 use storage_core::Retry;
 
@@ -417,23 +418,32 @@ impl AssumeRole {
                     | HttpErrorKind::Interrupted
             );
             Failure {
-                error: generic(format!(
-                    "STS AssumeRole of {} could not reach {}: {}",
-                    config.role_arn,
-                    config.sts_endpoint,
-                    error_chain(&e)
-                )),
+                error: service_error(ServiceError {
+                    unreachable: true,
+                    message: format!(
+                        "STS AssumeRole of {} could not reach {}: {}",
+                        config.role_arn,
+                        config.sts_endpoint,
+                        error_chain(&e)
+                    ),
+                    ..ServiceError::default()
+                }),
                 retryable,
             }
         })?;
         let status = response.status();
         let body = response.into_body().bytes().await.map_err(|e| Failure {
-            error: generic(format!(
-                "STS AssumeRole of {}: reading the answer of {} failed: {}",
-                config.role_arn,
-                config.sts_endpoint,
-                error_chain(&e)
-            )),
+            error: service_error(ServiceError {
+                status: Some(status.as_u16()),
+                unreachable: true,
+                message: format!(
+                    "STS AssumeRole of {}: reading the answer of {} failed: {}",
+                    config.role_arn,
+                    config.sts_endpoint,
+                    error_chain(&e)
+                ),
+                ..ServiceError::default()
+            }),
             retryable: true,
         })?;
 
@@ -490,10 +500,14 @@ impl AssumeRole {
                 quote.push('…');
             }
             return Failure {
-                error: generic(format!(
-                    "STS AssumeRole of {} failed: {} answered HTTP {status}: {quote}",
-                    config.role_arn, config.sts_endpoint
-                )),
+                error: service_error(ServiceError {
+                    status: Some(status.as_u16()),
+                    message: format!(
+                        "STS AssumeRole of {} failed: {} answered HTTP {status}: {quote}",
+                        config.role_arn, config.sts_endpoint
+                    ),
+                    ..ServiceError::default()
+                }),
                 retryable: status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
             };
         };
@@ -510,22 +524,26 @@ impl AssumeRole {
             "STS AssumeRole of {} was refused ({code}): {message}{request_id}",
             config.role_arn
         );
-        let error = match code.as_str() {
-            "AccessDenied" => object_store::Error::PermissionDenied {
+        let service = |message: String| ServiceError {
+            status: Some(status.as_u16()),
+            code: Some(code.clone()),
+            unreachable: false,
+            message,
+        };
+        let error = if code == "AccessDenied" {
+            object_store::Error::PermissionDenied {
                 path,
-                source: text.into(),
-            },
-            "InvalidClientTokenId"
-            | "SignatureDoesNotMatch"
-            | "IncompleteSignature"
-            | "MissingAuthenticationToken"
-            | "ExpiredToken"
-            | "InvalidAccessKeyId" => object_store::Error::Unauthenticated {
+                source: Box::new(service(text)),
+            }
+        } else if REJECTED_CREDENTIAL_CODES.contains(&code.as_str()) {
+            object_store::Error::Unauthenticated {
                 path,
-                source: format!("{text} (the server's own AWS credentials were not accepted)")
-                    .into(),
-            },
-            _ => generic(format!("{text} (HTTP {status})")),
+                source: Box::new(service(format!(
+                    "{text} (the server's own AWS credentials were not accepted)"
+                ))),
+            }
+        } else {
+            service_error(service(format!("{text} (HTTP {status})")))
         };
         let retryable = status.is_server_error()
             || status == StatusCode::TOO_MANY_REQUESTS
@@ -605,6 +623,15 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A `Generic` error whose source says what STS answered, for
+/// [`storage_core::failure::Failure`].
+fn service_error(service: ServiceError) -> object_store::Error {
+    object_store::Error::Generic {
+        store: STORE,
+        source: Box::new(service),
+    }
 }
 
 fn generic(message: String) -> object_store::Error {

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use storage_core::bucket::{http_status, short_cause, BucketTarget, UrlSigner};
+use storage_core::bucket::{short_cause, BucketTarget, UrlSigner};
+use storage_core::failure::Failure;
 use storage_core::uri::BucketUri;
 use storage_core::{
     Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportStorage, Result, Settings,
@@ -174,11 +175,20 @@ fn target(config: &S3Config, store: Arc<AmazonS3>) -> BucketTarget {
         config.prefix.clone(),
         config.endpoint.clone(),
     );
+    // With role_arn, the rejected keys are the server's, not the storage's.
+    let fields: &[&str] = if config.role_arn.is_none() && config.access_key_id.is_some() {
+        CREDENTIAL_FIELDS
+    } else {
+        &[]
+    };
     BucketTarget {
         store,
         uri: BucketUri::new("s3", &config.bucket),
         prefix: config.prefix.clone(),
-        explain: Arc::new(move |err| explain(err, &bucket, prefix.as_deref(), endpoint.as_deref())),
+        explain: Arc::new(move |err| {
+            explain(err, &bucket, prefix.as_deref(), endpoint.as_deref())
+                .with_credential_fields(fields)
+        }),
     }
 }
 
@@ -197,8 +207,12 @@ impl UrlSigner for S3Signer {
     }
 }
 
+/// The settings holding the storage's own AWS credentials.
+const CREDENTIAL_FIELDS: &[&str] = &["aws_access_key_id", "aws_secret_access_key"];
+
 /// Turns a failed connection check into the message a user needs: which of
-/// bucket, credentials, permissions or endpoint is wrong.
+/// bucket, credentials, permissions or endpoint is wrong, decided from the
+/// HTTP status and S3's error code.
 fn explain(err: Error, bucket: &str, prefix: Option<&str>, endpoint: Option<&str>) -> Error {
     if let Error::InvalidConfig(_) = err {
         return match prefix {
@@ -206,34 +220,29 @@ fn explain(err: Error, bucket: &str, prefix: Option<&str>, endpoint: Option<&str
             None => err,
         };
     }
-    let text = storage_core::jobs::error_report(&err);
-    let has = |needle: &str| text.contains(needle);
-    let status = http_status(&err);
-    let message = if has("NoSuchBucket")
-        || matches!(err, Error::NotFound { .. })
-        || status == Some(404)
+    let failure = Failure::of(&err);
+    let message = if matches!(err, Error::NotFound { .. })
+        || failure.status == Some(404)
+        || failure.code_is("NoSuchBucket")
     {
         format!("Cannot find bucket {bucket} in S3")
-    } else if has("InvalidAccessKeyId")
-        || has("SignatureDoesNotMatch")
-        || has("InvalidClientTokenId")
-    {
-        format!(
-            "Cannot connect to S3 {bucket} with specified AWS credentials: the access key id or the secret access key is wrong"
-        )
-    } else if has("AccessDenied")
+    } else if failure.code_rejects_credentials() {
+        return Error::CredentialsRejected {
+            fields: Vec::new(),
+            code: failure.code,
+            message: format!(
+                "Cannot connect to S3 {bucket} with specified AWS credentials: the access key id or the secret access key is wrong"
+            ),
+        };
+    } else if failure.code_is("AccessDenied")
         || matches!(
             err,
-            Error::PermissionDenied { .. } | Error::Unauthenticated { .. }
+            Error::PermissionDenied { .. } | Error::CredentialsRejected { .. }
         )
-        || matches!(status, Some(401 | 403))
+        || matches!(failure.status, Some(401 | 403))
     {
         format!("Cannot connect to S3 {bucket} with specified AWS credentials: access denied")
-    } else if has("error sending request")
-        || has("Connection refused")
-        || has("dns error")
-        || has("timed out")
-    {
+    } else if failure.unreachable {
         format!(
             "Cannot reach the S3 endpoint {}: {}",
             endpoint.unwrap_or("of AWS"),
