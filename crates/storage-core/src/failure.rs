@@ -185,6 +185,27 @@ pub fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static))
     None
 }
 
+/// `err` and its causes joined by `separator`, each cause only when its text
+/// is not already there (wrappers often repeat their source's text).
+///
+/// ```
+/// let err = storage_core::Error::backend("listing", "connection refused");
+/// assert_eq!(storage_core::failure::chain_text(&err, ": "), "listing: connection refused");
+/// ```
+pub fn chain_text(err: &dyn StdError, separator: &str) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(separator);
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The status of object_store's "status code: 404 Not Found".
 fn status_in(text: &str) -> Option<u16> {
     let at = text.find("status code: ")? + "status code: ".len();

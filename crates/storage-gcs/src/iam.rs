@@ -986,17 +986,7 @@ fn lower_dashed(s: &str) -> bool {
 /// `error: cause: cause ...` (reqwest puts the useful part, e.g. "Connection refused",
 /// in the sources).
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    storage_core::failure::chain_text(error, ": ")
 }
 
 #[cfg(test)]

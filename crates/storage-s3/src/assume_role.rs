@@ -612,17 +612,7 @@ impl Failure {
 /// `error: cause: cause ...` (reqwest puts the useful part, e.g. "Connection refused",
 /// in the sources).
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    storage_core::failure::chain_text(error, ": ")
 }
 
 /// A `Generic` error whose source says what STS answered, for
