@@ -83,6 +83,9 @@ impl From<Error> for ApiError {
             Error::NotFound { .. } => Self::not_found(),
             Error::PermissionDenied { .. } => Self::forbidden(),
             Error::Unauthenticated { .. } => Self::unauthenticated("Invalid token."),
+            Error::CredentialsRejected {
+                fields, message, ..
+            } => Self::validation(credentials_rejected(&fields, message)),
             Error::NotSupported { what } => {
                 Self::validation(ValidationErrors::general(format!("Not supported: {what}")))
             }
@@ -97,6 +100,19 @@ impl From<Error> for ApiError {
             }
         }
     }
+}
+
+/// The storage's credentials were rejected: a message on each credential
+/// field, and the whole story in `non_field_errors`.
+fn credentials_rejected(fields: &[String], message: String) -> ValidationErrors {
+    let mut errors = ValidationErrors::general(message);
+    for field in fields {
+        errors.add(
+            field.as_str(),
+            "The storage provider rejected this credential.",
+        );
+    }
+    errors
 }
 
 impl IntoResponse for ApiError {
@@ -127,3 +143,48 @@ impl IntoResponse for ApiError {
 
 /// A handler result.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(error: ApiError) -> (StatusCode, Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn rejected_storage_credentials_are_a_400_naming_the_fields() {
+        let err = Error::CredentialsRejected {
+            fields: vec!["aws_access_key_id".into(), "aws_secret_access_key".into()],
+            code: Some("SignatureDoesNotMatch".into()),
+            message: "Cannot connect to S3 b with specified AWS credentials".into(),
+        };
+        let (status, body) = body(ApiError::from(err)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["status_code"], 400);
+        assert_eq!(body["detail"], "Validation error");
+        assert_eq!(
+            body["validation_errors"],
+            json!({
+                "aws_access_key_id": ["The storage provider rejected this credential."],
+                "aws_secret_access_key": ["The storage provider rejected this credential."],
+                "non_field_errors": ["Cannot connect to S3 b with specified AWS credentials"],
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unauthenticated_caller_is_still_a_401() {
+        let err = Error::Unauthenticated {
+            reason: "no token".into(),
+        };
+        let (status, body) = body(ApiError::from(err)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["detail"], "Invalid token.");
+    }
+}

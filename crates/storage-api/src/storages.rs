@@ -382,6 +382,7 @@ async fn check_connection(
         .await
         .map_err(|err| match err {
             Error::InvalidConfig(errors) => ApiError::validation(errors),
+            Error::CredentialsRejected { .. } => ApiError::from(err),
             other => ApiError::validation(ValidationErrors::general(other.to_string())),
         })
 }

@@ -263,6 +263,36 @@ async fn credential_and_endpoint_errors_say_what_is_wrong() {
     }
 }
 
+/// Keys the bucket rejects are the storage's input to fix: a 400 naming the
+/// key fields, never the API caller's 401 "Invalid token.".
+#[tokio::test]
+async fn rejected_keys_are_a_400_naming_the_key_fields() {
+    let s3 = storage_testing::seaweedfs();
+    let server = start(options()).await;
+    let project = server.project().await;
+    let mut body = connection(&s3);
+    body["project"] = json!(project);
+    body["bucket"] = json!(s3.bucket);
+    body["aws_secret_access_key"] = json!("wrong-secret");
+    let (status, answer) = server.post("/api/storages/s3/validate", body).await;
+    let errors = errors(status, &answer);
+    for field in ["aws_access_key_id", "aws_secret_access_key"] {
+        assert_eq!(
+            errors[field],
+            json!(["The storage provider rejected this credential."]),
+            "{answer}"
+        );
+    }
+    assert!(
+        errors["non_field_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("the access key id or the secret access key is wrong"),
+        "{answer}"
+    );
+    assert!(!answer.to_string().contains("wrong-secret"), "{answer}");
+}
+
 #[tokio::test]
 async fn private_endpoints_are_refused_unless_allowed() {
     let server = start(S3Options::new().with_retry(quick_retry())).await;

@@ -176,12 +176,9 @@ impl ExportStorage for BucketExport {
 }
 
 /// The HTTP status a store's server answered, when the error reports one
-/// (object_store keeps its retry error type private; its text says
-/// "status code: 404 Not Found").
+/// (see [`crate::failure::Failure`], which also gives the provider's code).
 pub fn http_status(err: &Error) -> Option<u16> {
-    let report = crate::jobs::error_report(err);
-    let at = report.find("status code: ")? + "status code: ".len();
-    report.get(at..at + 3)?.parse().ok()
+    crate::failure::Failure::of(err).status
 }
 
 /// The most specific line of an error report, kept short: for messages
@@ -207,5 +204,109 @@ pub fn check_presign_ttl(settings: &Settings, errors: &mut crate::ValidationErro
             "presign_ttl",
             format!("Ensure this value is less than or equal to {MAX_MINUTES} (7 days, the longest a signed URL may live)."),
         );
+    }
+}
+
+/// The server-wide options every bucket backend (S3, GCS, GCS SA, and those
+/// to come) shares: which endpoints users may configure, the HTTP client's
+/// retries and timeout, and the retry policy of the calls the backends make
+/// themselves (STS, IAM). A backend's own options embed one and add what is
+/// theirs (STS endpoint, IAM endpoint, the server's own credentials).
+///
+/// ```
+/// use std::time::Duration;
+/// use storage_core::bucket::BucketOptions;
+/// use storage_core::EndpointPolicy;
+/// let options = BucketOptions::new()
+///     .with_endpoint_policy(EndpointPolicy::allow_private())
+///     .with_timeout(Duration::from_secs(5));
+/// assert!(options.endpoint_policy().allows_private());
+/// assert_eq!(options.timeout(), Duration::from_secs(5));
+/// ```
+#[cfg(feature = "cloud")]
+#[derive(Debug, Clone)]
+pub struct BucketOptions {
+    policy: crate::EndpointPolicy,
+    retry: object_store::RetryConfig,
+    timeout: Duration,
+    call_retry: crate::retry::RetryPolicy,
+}
+
+#[cfg(feature = "cloud")]
+impl Default for BucketOptions {
+    /// Strict endpoint policy; 3 request retries within 30 s; 60 s a
+    /// request; [`crate::retry::RetryPolicy::default`] for STS and IAM calls.
+    fn default() -> Self {
+        Self {
+            policy: crate::EndpointPolicy::strict(),
+            retry: object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+                ..object_store::RetryConfig::default()
+            },
+            timeout: Duration::from_secs(60),
+            call_retry: crate::retry::RetryPolicy::default(),
+        }
+    }
+}
+
+#[cfg(feature = "cloud")]
+impl BucketOptions {
+    /// The defaults (see [`BucketOptions::default`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Which endpoints users may configure.
+    pub fn with_endpoint_policy(mut self, policy: crate::EndpointPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Retries of each HTTP request by the store's client.
+    pub fn with_retry(mut self, retry: object_store::RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Timeout of one HTTP request.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Retries of the calls a backend makes itself (STS, IAM).
+    pub fn with_call_retry(mut self, policy: crate::retry::RetryPolicy) -> Self {
+        self.call_retry = policy;
+        self
+    }
+
+    /// The endpoint policy.
+    pub fn endpoint_policy(&self) -> crate::EndpointPolicy {
+        self.policy
+    }
+
+    /// Retries of each HTTP request.
+    pub fn retry(&self) -> &object_store::RetryConfig {
+        &self.retry
+    }
+
+    /// Timeout of one HTTP request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Retries of the calls a backend makes itself.
+    pub fn call_retry(&self) -> crate::retry::RetryPolicy {
+        self.call_retry
+    }
+
+    /// HTTP client options with the timeout and the endpoint policy's DNS
+    /// resolver, allowing plain HTTP only when `url` uses it.
+    pub fn client_options(&self, url: Option<&url::Url>) -> object_store::ClientOptions {
+        object_store::ClientOptions::new()
+            .with_timeout(self.timeout)
+            .with_dns_resolver(self.policy.dns_resolver())
+            .with_allow_http(url.is_some_and(|u| u.scheme() == "http"))
     }
 }

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::failure::Failure;
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -130,12 +132,28 @@ pub enum Error {
         reason: String,
     },
 
-    /// The caller did not prove who they are, or the storage's credentials
-    /// were rejected.
+    /// The API caller did not prove who they are (no valid token). Not for
+    /// a storage's credentials: see [`Error::CredentialsRejected`].
     #[error("unauthenticated: {reason}")]
     Unauthenticated {
         /// Why, never containing the credential itself.
         reason: String,
+    },
+
+    /// The provider rejected the credentials a storage connects with (an
+    /// unknown key, a wrong secret, an expired token), or the server's own
+    /// credentials used on the storage's behalf. Input to fix, not a failed
+    /// login of the API caller: answered as a 400 naming `fields`.
+    #[error("{message}")]
+    CredentialsRejected {
+        /// The storage's settings that hold the rejected credentials
+        /// (e.g. `aws_access_key_id`, `aws_secret_access_key`); empty when
+        /// they are the server's own or not known here.
+        fields: Vec<String>,
+        /// The provider's error code, e.g. `InvalidAccessKeyId`.
+        code: Option<String>,
+        /// What happened, naming the storage; never the credential.
+        message: String,
     },
 
     /// The operation is not supported by this storage type or state.
@@ -213,12 +231,23 @@ impl Error {
         let context = context.into();
         match err {
             E::NotFound { .. } => Self::NotFound { what: context },
-            E::PermissionDenied { .. } => Self::PermissionDenied {
-                reason: format!("{context}: {err}"),
-            },
-            E::Unauthenticated { .. } => Self::Unauthenticated {
-                reason: format!("{context}: {err}"),
-            },
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+                // S3 answers 403 to a wrong key or secret: its error code,
+                // not the status, tells a rejected credential from a
+                // missing permission.
+                let failure = Failure::of(&err);
+                if failure.credentials_rejected() {
+                    Self::CredentialsRejected {
+                        fields: Vec::new(),
+                        code: failure.code,
+                        message: format!("{context}: {err}"),
+                    }
+                } else {
+                    Self::PermissionDenied {
+                        reason: format!("{context}: {err}"),
+                    }
+                }
+            }
             E::NotSupported { .. } | E::NotImplemented { .. } => Self::NotSupported {
                 what: format!("{context}: {err}"),
             },
@@ -234,6 +263,19 @@ impl Error {
                     retry,
                 }
             }
+        }
+    }
+
+    /// An [`Error::CredentialsRejected`] with the storage's credential
+    /// `fields` named, keeping the provider's code; other errors unchanged.
+    pub fn with_credential_fields(self, names: &[&str]) -> Self {
+        match self {
+            Self::CredentialsRejected { code, message, .. } => Self::CredentialsRejected {
+                fields: names.iter().map(|name| (*name).to_owned()).collect(),
+                code,
+                message,
+            },
+            other => other,
         }
     }
 

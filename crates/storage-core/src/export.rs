@@ -3,8 +3,11 @@
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 
-use crate::import::{Backoff, Progress, ProgressSink};
 use crate::persist::{AnnotationSource, ExportedAnnotation};
+// Re-exported where it was first defined, for existing callers.
+pub use crate::progress::ExportProgress;
+use crate::progress::{Progress, ProgressSink};
+use crate::retry::RetryPolicy;
 use crate::{Error, ExportStorage, Result};
 
 /// Tuning of export syncs.
@@ -26,17 +29,6 @@ impl Default for ExportConfig {
             write_attempts: 3,
         }
     }
-}
-
-/// Counters of a running or finished export.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExportProgress {
-    /// Annotations of the project when the export started.
-    pub total: u64,
-    /// Objects written.
-    pub written: u64,
-    /// Objects that could not be written.
-    pub failed: u64,
 }
 
 /// The result of an export that ran to its end.
@@ -88,13 +80,10 @@ async fn export_with_retries(
     annotation: &ExportedAnnotation,
     attempts: u32,
 ) -> Result<()> {
-    let mut retry = Backoff::new(attempts);
-    loop {
-        match export_annotation(target, annotation).await {
-            Err(err) if retry.again(&err).await => continue,
-            other => return other,
-        }
-    }
+    RetryPolicy::default()
+        .with_max_attempts(attempts)
+        .run(|| export_annotation(target, annotation))
+        .await
 }
 
 /// Deletes the object of annotation `id` from `target`; a missing object is

@@ -8,7 +8,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
 use regex::Regex;
 
-use crate::import::Backoff;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::{Error, Result};
 
 /// Compiles `pattern` so that it matches at the start of a text but not
@@ -115,7 +115,7 @@ impl Listing {
             return list_tree(store, prefix, context);
         }
         stream::once(async move {
-            let mut retry = Backoff::new(LIST_ATTEMPTS);
+            let mut retry = list_retry().backoff();
             let result = loop {
                 match store.list_with_delimiter(prefix.as_ref()).await {
                     Ok(listing) => break Ok(listing),
@@ -139,8 +139,11 @@ impl Listing {
     }
 }
 
-/// Attempts of one listing request that fails with a temporary error.
-const LIST_ATTEMPTS: u32 = 3;
+/// The retry policy of one listing request that fails with a temporary
+/// error.
+fn list_retry() -> RetryPolicy {
+    RetryPolicy::default()
+}
 
 struct TreeListing {
     store: Arc<dyn ObjectStore>,
@@ -170,7 +173,7 @@ fn list_tree(
         pages,
         last: None,
         ordered: true,
-        retry: Backoff::new(LIST_ATTEMPTS),
+        retry: list_retry().backoff(),
     };
     stream::unfold(state, |mut state| async move {
         loop {
@@ -179,7 +182,7 @@ fn list_tree(
                 Ok(meta) => {
                     state.ordered &= state.last.as_ref().is_none_or(|last| *last < meta.location);
                     state.last = Some(meta.location.clone());
-                    state.retry = Backoff::new(LIST_ATTEMPTS);
+                    state.retry.reset();
                     return Some((Ok(meta), state));
                 }
                 Err(err) => {

@@ -2,7 +2,6 @@
 //! batches, one transaction per batch.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
@@ -10,7 +9,10 @@ use serde_json::{Map, Value};
 
 use crate::parse::{check_task_file_extension, ParsedTask, TaskParser};
 use crate::persist::{NewTask, ObjectLink, TaskSink};
-use crate::{Error, ImportStorage, Result, Retry};
+// Re-exported where they were first defined, for existing callers.
+pub use crate::progress::{ImportProgress, NoProgress, Progress, ProgressSink};
+use crate::retry::RetryPolicy;
+use crate::{Error, ImportStorage, Result};
 
 /// The data key of Files-mode tasks, moved to the first `$variable` of the
 /// label config when tasks are shown.
@@ -33,6 +35,13 @@ pub struct ImportConfig {
     pub read_attempts: u32,
 }
 
+impl ImportConfig {
+    /// The retry policy of task-file reads.
+    fn read_retry(&self) -> RetryPolicy {
+        RetryPolicy::default().with_max_attempts(self.read_attempts)
+    }
+}
+
 impl Default for ImportConfig {
     fn default() -> Self {
         Self {
@@ -42,45 +51,6 @@ impl Default for ImportConfig {
             max_task_bytes: 64 * 1024 * 1024,
             read_attempts: 3,
         }
-    }
-}
-
-/// Counters of a running or finished import.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImportProgress {
-    /// Objects that passed the filters.
-    pub objects: u64,
-    /// Tasks created by this run.
-    pub created: u64,
-    /// Tasks already linked to the objects seen (`meta.tasks_existed`).
-    pub existed: u64,
-    /// Task files that could not be turned into tasks.
-    pub failed_files: u64,
-}
-
-/// Receives progress while an import or export runs; an error stops the
-/// run (the job lost its lease or is being shut down).
-pub trait ProgressSink: Send + Sync {
-    /// Called after every batch.
-    fn report(&self, progress: &Progress) -> Result<()>;
-}
-
-/// Progress of either engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
-    /// Of an import.
-    Import(ImportProgress),
-    /// Of an export.
-    Export(crate::export::ExportProgress),
-}
-
-/// A sink that ignores progress.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoProgress;
-
-impl ProgressSink for NoProgress {
-    fn report(&self, _: &Progress) -> Result<()> {
-        Ok(())
     }
 }
 
@@ -264,7 +234,7 @@ impl ImportJob<'_> {
         progress: &dyn ProgressSink,
     ) -> Result<()> {
         self.sink.begin_object(self.storage_id, key).await?;
-        let mut retry = Backoff::new(self.config.read_attempts);
+        let mut retry = self.config.read_retry().backoff();
         loop {
             match self.stream_once(key, meta, outcome, progress).await {
                 Ok(()) => break,
@@ -357,18 +327,16 @@ async fn read_task_file(
     config: &ImportConfig,
 ) -> Result<Vec<NewTask>> {
     let store = source.store();
-    let mut retry = Backoff::new(config.read_attempts);
-    let bytes = loop {
-        let bytes = match store.get(&meta.location).await {
-            Ok(get) => get.bytes().await,
-            Err(err) => Err(err),
-        }
-        .map_err(|err| Error::from_object_store(format!("reading task file \"{key}\""), err));
-        match bytes {
-            Err(err) if retry.again(&err).await => continue,
-            other => break other?,
-        }
-    };
+    let bytes = config
+        .read_retry()
+        .run(|| async {
+            match store.get(&meta.location).await {
+                Ok(get) => get.bytes().await,
+                Err(err) => Err(err),
+            }
+            .map_err(|err| Error::from_object_store(format!("reading task file \"{key}\""), err))
+        })
+        .await?;
     let mut parser = TaskParser::new(&key, config.max_task_bytes);
     let mut parsed = Vec::new();
     parser.push(&bytes, &mut parsed)?;
@@ -387,50 +355,4 @@ fn new_tasks(key: &str, meta: &ObjectMeta, parsed: Vec<ParsedTask>) -> Vec<NewTa
             allow_skip: task.allow_skip,
         })
         .collect()
-}
-
-/// Retries operations that fail with a temporary error, waiting longer
-/// between attempts (0.2 s, 0.8 s, 3.2 s, ...).
-///
-/// ```
-/// # tokio_test::block_on(async {
-/// let mut retry = storage_core::import::Backoff::new(3);
-/// let result: storage_core::Result<u32> = loop {
-///     match async { Ok(7) }.await {
-///         Err(err) if retry.again(&err).await => continue,
-///         other => break other,
-///     }
-/// };
-/// assert_eq!(result.unwrap(), 7);
-/// # });
-/// ```
-#[derive(Debug)]
-pub struct Backoff {
-    attempts: u32,
-    attempt: u32,
-    delay: Duration,
-}
-
-impl Backoff {
-    /// Allows up to `attempts` attempts in all.
-    pub fn new(attempts: u32) -> Self {
-        Self {
-            attempts,
-            attempt: 1,
-            delay: Duration::from_millis(200),
-        }
-    }
-
-    /// After a failure: waits and returns true when another attempt is
-    /// worth it, else returns false at once.
-    pub async fn again(&mut self, err: &Error) -> bool {
-        if err.retry() != Retry::Temporary || self.attempt >= self.attempts {
-            return false;
-        }
-        tracing::warn!(attempt = self.attempt, error = %err, "temporary failure, retrying");
-        tokio::time::sleep(self.delay).await;
-        self.delay *= 4;
-        self.attempt += 1;
-        true
-    }
 }

@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod endpoint;
 mod error;
 pub mod export;
+pub mod failure;
 pub mod fields;
 pub mod filter;
 pub mod host;
@@ -17,6 +18,8 @@ pub mod metrics;
 mod model;
 pub mod parse;
 pub mod persist;
+pub mod progress;
+pub mod retry;
 mod status;
 pub mod uri;
 

@@ -61,8 +61,10 @@ impl GcsSaBackend {
         if let Some(path) = self.options.application_credentials() {
             builder = builder.with_application_credentials(path.to_string_lossy());
         }
-        let store = builder.build().map_err(|e| Error::Unauthenticated {
-            reason: format!("the server has no usable Google identity to impersonate with: {e}"),
+        let store = builder.build().map_err(|e| Error::CredentialsRejected {
+            fields: Vec::new(),
+            code: None,
+            message: format!("the server has no usable Google identity to impersonate with: {e}"),
         })?;
         Ok(store.credentials().clone())
     }
@@ -72,11 +74,10 @@ impl GcsSaBackend {
             .get_or_try_init(|| async {
                 let endpoint = self.options.iam_endpoint().clone();
                 let client = GcsBackend::client_options(&self.options, Some(&endpoint));
-                Ok(Arc::new(IamCredentials::new(
-                    endpoint,
-                    self.base_identity()?,
-                    client,
-                )))
+                Ok(Arc::new(
+                    IamCredentials::new(endpoint, self.base_identity()?, client)
+                        .with_retry(self.options.bucket_options().call_retry()),
+                ))
             })
             .await
             .cloned()

@@ -13,7 +13,8 @@ use object_store::gcp::{
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{ClientOptions, StaticCredentialProvider};
-use storage_core::bucket::{http_status, short_cause, BucketTarget, UrlSigner};
+use storage_core::bucket::{short_cause, BucketTarget, UrlSigner};
+use storage_core::failure::Failure;
 use storage_core::uri::BucketUri;
 use storage_core::{
     Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportStorage, Result, Settings,
@@ -23,6 +24,7 @@ use storage_core::{
 use crate::config::{
     check_bucket, fields, GcsConfig, GcsOptions, ServiceAccountKey, CREDENTIALS_FIELD,
 };
+use crate::iam::IamError;
 
 /// The `gcs` storage type.
 ///
@@ -45,10 +47,7 @@ impl GcsBackend {
     /// Client options with the server's timeout and endpoint policy, allowing
     /// plain HTTP when `url` uses it.
     pub fn client_options(options: &GcsOptions, url: Option<&url::Url>) -> ClientOptions {
-        ClientOptions::new()
-            .with_timeout(options.timeout)
-            .with_dns_resolver(options.policy.dns_resolver())
-            .with_allow_http(url.is_some_and(|u| u.scheme() == "http"))
+        options.bucket.client_options(url)
     }
 
     /// Builds the store of a configuration, checking a `gcs_base_url` in
@@ -56,12 +55,17 @@ impl GcsBackend {
     pub async fn store(&self, config: &GcsConfig) -> Result<GoogleCloudStorage> {
         let mut builder = GoogleCloudStorageBuilder::new()
             .with_bucket_name(&config.bucket)
-            .with_retry(self.options.retry.clone());
+            .with_retry(self.options.retry().clone());
         let mut base_url = self.options.base_url.clone();
         match &config.credentials {
             Some(key) => {
                 if let Some(url) = &key.gcs_base_url {
-                    base_url = Some(self.options.policy.check(CREDENTIALS_FIELD, url).await?);
+                    base_url = Some(
+                        self.options
+                            .endpoint_policy()
+                            .check(CREDENTIALS_FIELD, url)
+                            .await?,
+                    );
                 }
                 builder = builder.with_service_account_key(&key.json);
                 if !key.private_key.is_empty() {
@@ -134,8 +138,10 @@ impl Backend for GcsBackend {
             match ServiceAccountKey::parse(json) {
                 Ok(key) => {
                     if let Some(url) = &key.gcs_base_url {
-                        if let Err(Error::InvalidConfig(e)) =
-                            self.options.policy.check_literal(CREDENTIALS_FIELD, url)
+                        if let Err(Error::InvalidConfig(e)) = self
+                            .options
+                            .endpoint_policy()
+                            .check_literal(CREDENTIALS_FIELD, url)
                         {
                             errors.merge(e);
                         }
@@ -166,12 +172,19 @@ impl Backend for GcsBackend {
 fn target(config: &GcsConfig, store: Arc<GoogleCloudStorage>) -> BucketTarget {
     let bucket = config.bucket.clone();
     let prefix = config.prefix.clone();
+    // Without a key JSON the credentials are the server's own (ADC).
+    let fields: &[&str] = if config.credentials.is_some() {
+        &[CREDENTIALS_FIELD]
+    } else {
+        &[]
+    };
     BucketTarget {
         store,
         uri: BucketUri::new("gs", &config.bucket),
         prefix: config.prefix.clone(),
         explain: Arc::new(move |err| {
             explain(err, &bucket, prefix.as_deref(), "the service account")
+                .with_credential_fields(fields)
         }),
     }
 }
@@ -201,8 +214,11 @@ impl UrlSigner for GcsSigner {
     }
 }
 
-/// Turns a failed GCS connection check into the message a user needs.
-/// `who` names the identity (for GCS SA, the target service account).
+/// Turns a failed GCS connection check into the message a user needs,
+/// decided from the HTTP status and Google's error code. `who` names the
+/// identity (for GCS SA, the target service account). A rejected credential
+/// comes back as [`Error::CredentialsRejected`] naming no field: the caller
+/// knows which of its settings hold the credentials.
 pub fn explain(err: Error, bucket: &str, prefix: Option<&str>, who: &str) -> Error {
     if let Error::InvalidConfig(_) = err {
         return match prefix {
@@ -212,31 +228,31 @@ pub fn explain(err: Error, bucket: &str, prefix: Option<&str>, who: &str) -> Err
             None => err,
         };
     }
-    let text = storage_core::jobs::error_report(&err);
-    let has = |needle: &str| text.contains(needle);
-    let status = http_status(&err);
+    let failure = Failure::of(&err);
+    let iam_unreachable = storage_core::failure::find_source::<IamError>(&err)
+        .is_some_and(|iam| matches!(iam, IamError::Network { .. }));
     let message = if matches!(err, Error::NotFound { .. })
-        || status == Some(404)
-        || has("NoSuchBucket")
+        || failure.status == Some(404)
+        || failure.code_is("NoSuchBucket")
     {
         format!("Cannot find bucket {bucket} in GCS")
-    } else if matches!(err, Error::Unauthenticated { .. }) || status == Some(401) {
-        format!(
-            "Google rejected the credentials used for bucket {bucket}: {}",
-            short_cause(&err)
-        )
+    } else if matches!(err, Error::CredentialsRejected { .. }) || failure.credentials_rejected() {
+        return Error::CredentialsRejected {
+            fields: Vec::new(),
+            message: format!(
+                "Google rejected the credentials used for bucket {bucket}: {}",
+                short_cause(&err)
+            ),
+            code: failure.code,
+        };
     } else if matches!(err, Error::PermissionDenied { .. })
-        || status == Some(403)
-        || has("AccessDenied")
+        || failure.status == Some(403)
+        || failure.code_is("AccessDenied")
     {
         format!(
             "Access denied to GCS bucket {bucket}: {who} needs storage.objects.list on it (roles/storage.objectViewer; roles/storage.objectCreator to export)"
         )
-    } else if has("error sending request")
-        || has("Connection refused")
-        || has("dns error")
-        || has("timed out")
-    {
+    } else if failure.unreachable || iam_unreachable {
         format!(
             "Cannot reach GCS for bucket {bucket}: {}",
             short_cause(&err)

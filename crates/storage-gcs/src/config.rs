@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use object_store::RetryConfig;
 use serde_json::Value;
+use storage_core::bucket::BucketOptions;
 use storage_core::fields::{export_fields, import_fields, presign_fields, FieldSpec};
 use storage_core::{EndpointPolicy, Settings, StorageKind, ValidationErrors};
 
@@ -146,31 +147,30 @@ impl GcsConfig {
     }
 }
 
-/// Server-wide options of the GCS backends.
+/// Server-wide options of the GCS backends: the options every bucket
+/// backend shares ([`BucketOptions`]) plus Google's endpoints and the
+/// server's own credentials file.
 #[derive(Debug, Clone)]
 pub struct GcsOptions {
-    pub(crate) policy: EndpointPolicy,
+    pub(crate) bucket: BucketOptions,
     pub(crate) base_url: Option<url::Url>,
     pub(crate) iam_endpoint: url::Url,
     pub(crate) application_credentials: Option<PathBuf>,
-    pub(crate) retry: RetryConfig,
-    pub(crate) timeout: Duration,
 }
 
 impl Default for GcsOptions {
     fn default() -> Self {
+        Self::from(BucketOptions::default())
+    }
+}
+
+impl From<BucketOptions> for GcsOptions {
+    fn from(bucket: BucketOptions) -> Self {
         Self {
-            policy: EndpointPolicy::strict(),
+            bucket,
             base_url: None,
-            iam_endpoint: url::Url::parse("https://iamcredentials.googleapis.com")
-                .expect("static URL is valid"),
+            iam_endpoint: crate::iam::IamCredentials::default_endpoint(),
             application_credentials: None,
-            retry: RetryConfig {
-                max_retries: 3,
-                retry_timeout: Duration::from_secs(30),
-                ..RetryConfig::default()
-            },
-            timeout: Duration::from_secs(60),
         }
     }
 }
@@ -181,9 +181,20 @@ impl GcsOptions {
         Self::default()
     }
 
+    /// Replaces the options shared by every bucket backend.
+    pub fn with_bucket_options(mut self, bucket: BucketOptions) -> Self {
+        self.bucket = bucket;
+        self
+    }
+
+    /// The options shared by every bucket backend.
+    pub fn bucket_options(&self) -> &BucketOptions {
+        &self.bucket
+    }
+
     /// Which endpoints users may configure (`gcs_base_url` in a key JSON).
     pub fn with_endpoint_policy(mut self, policy: EndpointPolicy) -> Self {
-        self.policy = policy;
+        self.bucket = self.bucket.with_endpoint_policy(policy);
         self
     }
 
@@ -212,19 +223,19 @@ impl GcsOptions {
 
     /// Retries of GCS requests (default 3 retries within 30 s).
     pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.retry = retry;
+        self.bucket = self.bucket.with_retry(retry);
         self
     }
 
     /// Timeout of one request (default 60 s).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.bucket = self.bucket.with_timeout(timeout);
         self
     }
 
     /// The endpoint policy.
     pub fn endpoint_policy(&self) -> EndpointPolicy {
-        self.policy
+        self.bucket.endpoint_policy()
     }
 
     /// The IAM Credentials endpoint.
@@ -244,7 +255,7 @@ impl GcsOptions {
 
     /// Retries of requests.
     pub fn retry(&self) -> &RetryConfig {
-        &self.retry
+        self.bucket.retry()
     }
 }
 

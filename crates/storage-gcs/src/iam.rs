@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 use storage_core::credentials::{CredentialCache, Expiring};
+use storage_core::retry::{Classify, RetryPolicy};
 
 use async_trait::async_trait;
 use base64::prelude::{Engine as _, BASE64_STANDARD};
@@ -58,10 +59,6 @@ pub const TOKEN_CREATOR_ROLE: &str = "roles/iam.serviceAccountTokenCreator";
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 /// Default margin before expiry at which a cached token is refreshed.
 const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
-/// API calls made for one request, counting retries of transient failures.
-const MAX_ATTEMPTS: u32 = 3;
-/// Backoff before the first retry; doubled for each further one.
-const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// Most characters of a non-JSON error body quoted in an error message.
 const MAX_BODY_QUOTE: usize = 200;
 /// The store name used in [`object_store::Error::Generic`].
@@ -286,8 +283,18 @@ impl IamError {
     }
 }
 
+impl Classify for IamError {
+    fn retry(&self) -> storage_core::Retry {
+        if self.is_retryable() {
+            storage_core::Retry::Temporary
+        } else {
+            storage_core::Retry::Permanent
+        }
+    }
+}
+
 impl From<IamError> for storage_core::Error {
-    /// `PermissionDenied` for 403s, `Unauthenticated` for a rejected base identity,
+    /// `PermissionDenied` for 403s, `CredentialsRejected` for a rejected base identity,
     /// `InvalidConfig` (general) for a missing service account and invalid requests,
     /// `Backend` otherwise (retryable for network failures, 429 and 5xx).
     fn from(err: IamError) -> Self {
@@ -297,26 +304,23 @@ impl From<IamError> for storage_core::Error {
                     reason: err.to_string(),
                 }
             }
+            // The server's own identity was rejected or is missing: no
+            // setting of the storage holds it.
             IamError::Unauthenticated { .. } | IamError::BaseCredentials { .. } => {
-                Self::Unauthenticated {
-                    reason: err.to_string(),
+                Self::CredentialsRejected {
+                    fields: Vec::new(),
+                    code: None,
+                    message: err.to_string(),
                 }
             }
             IamError::NotFound { .. } | IamError::InvalidRequest { .. } => {
                 Self::invalid_general(err.to_string())
             }
-            other => {
-                let retry = if other.is_retryable() {
-                    storage_core::Retry::Temporary
-                } else {
-                    storage_core::Retry::Permanent
-                };
-                Self::Backend {
-                    context: "IAM Credentials API".to_owned(),
-                    source: Box::new(other),
-                    retry,
-                }
-            }
+            other => Self::Backend {
+                context: "IAM Credentials API".to_owned(),
+                retry: other.retry(),
+                source: Box::new(other),
+            },
         }
     }
 }
@@ -350,6 +354,7 @@ pub struct IamCredentials {
     base: GcpCredentialProvider,
     /// The HTTP client, or why it could not be built (reported by every call).
     client: Result<HttpClient, String>,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for IamCredentials {
@@ -377,7 +382,15 @@ impl IamCredentials {
             endpoint,
             base,
             client,
+            retry: RetryPolicy::default(),
         }
+    }
+
+    /// Sets how calls that fail in a way that may pass are retried (default
+    /// [`RetryPolicy::default`]).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Like [`Self::new`] with a ready [`HttpClient`].
@@ -390,6 +403,7 @@ impl IamCredentials {
             endpoint,
             base,
             client: Ok(client),
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -573,27 +587,17 @@ impl IamCredentials {
         )
     }
 
-    /// One API call with up to [`MAX_ATTEMPTS`] attempts for transient failures;
-    /// returns the body of the 2xx answer.
+    /// One API call, retried under core's [`RetryPolicy`] while it fails in a
+    /// way that may pass; returns the body of the 2xx answer.
     async fn call(
         &self,
         operation: IamOperation,
         email: &str,
         body: Bytes,
     ) -> Result<Bytes, IamError> {
-        let mut backoff = RETRY_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            match self.call_once(operation, email, body.clone()).await {
-                Err(error) if error.is_retryable() && attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(endpoint = %self.endpoint, %operation, email, attempt, %error, "IAM call failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
+        self.retry
+            .run(|| self.call_once(operation, email, body.clone()))
+            .await
     }
 
     async fn call_once(
@@ -982,17 +986,7 @@ fn lower_dashed(s: &str) -> bool {
 /// `error: cause: cause ...` (reqwest puts the useful part, e.g. "Connection refused",
 /// in the sources).
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    storage_core::failure::chain_text(error, ": ")
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 use storage_core::credentials::{CredentialCache, Expiring};
+use storage_core::failure::{ServiceError, REJECTED_CREDENTIAL_CODES};
+use storage_core::retry::{Classify, RetryPolicy};
+use storage_core::Retry;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -52,10 +55,6 @@ const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
 const DEFAULT_SESSION_NAME: &str = "label-studio";
 /// Default signing region (the global endpoint signs as us-east-1).
 const DEFAULT_REGION: &str = "us-east-1";
-/// STS calls made for one credential fetch, counting retries of transient failures.
-const MAX_ATTEMPTS: u32 = 3;
-/// Backoff before the first retry; doubled for each further one.
-const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// Most characters of a non-STS error body quoted in an error message.
 const MAX_BODY_QUOTE: usize = 200;
 
@@ -94,6 +93,8 @@ pub struct AssumeRoleConfig {
     /// The cached credential is refreshed once it expires within this margin
     /// (default 5 min). Keep it well below [`Self::duration`].
     pub refresh_before: Duration,
+    /// How STS calls that fail in a way that may pass are retried.
+    pub retry: RetryPolicy,
 }
 
 impl AssumeRoleConfig {
@@ -109,7 +110,14 @@ impl AssumeRoleConfig {
             sts_endpoint: default_endpoint(DEFAULT_REGION),
             region: DEFAULT_REGION.to_owned(),
             refresh_before: DEFAULT_REFRESH_BEFORE,
+            retry: RetryPolicy::default(),
         }
+    }
+
+    /// Sets how STS calls that fail in a way that may pass are retried.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Sets the `ExternalId`; an empty string means none.
@@ -183,6 +191,7 @@ impl fmt::Debug for AssumeRoleConfig {
             .field("sts_endpoint", &self.sts_endpoint.as_str())
             .field("region", &self.region)
             .field("refresh_before", &self.refresh_before)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -343,28 +352,14 @@ impl AssumeRole {
         self.cache.refresh_now(|| self.fetch()).await.map(|_| ())
     }
 
-    /// One credential fetch: up to [`MAX_ATTEMPTS`] STS calls for transient failures.
+    /// One credential fetch: STS calls retried under core's [`RetryPolicy`]
+    /// while they fail in a way that may pass (network, throttling, 5xx).
     async fn fetch(&self) -> object_store::Result<Expiring<AwsCredential>> {
-        let mut backoff = RETRY_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            match self.call_sts().await {
-                Ok(cached) => return Ok(cached),
-                Err(failure) if failure.retryable && attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(
-                        role_arn = %self.config.role_arn,
-                        endpoint = %self.config.sts_endpoint,
-                        attempt,
-                        error = %failure.error,
-                        "STS AssumeRole failed, retrying"
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                Err(failure) => return Err(failure.error),
-            }
-        }
+        self.config
+            .retry
+            .run(|| self.call_sts())
+            .await
+            .map_err(|failure| failure.error)
     }
 
     /// One signed STS `AssumeRole` call.
@@ -423,23 +418,32 @@ impl AssumeRole {
                     | HttpErrorKind::Interrupted
             );
             Failure {
-                error: generic(format!(
-                    "STS AssumeRole of {} could not reach {}: {}",
-                    config.role_arn,
-                    config.sts_endpoint,
-                    error_chain(&e)
-                )),
+                error: service_error(ServiceError {
+                    unreachable: true,
+                    message: format!(
+                        "STS AssumeRole of {} could not reach {}: {}",
+                        config.role_arn,
+                        config.sts_endpoint,
+                        error_chain(&e)
+                    ),
+                    ..ServiceError::default()
+                }),
                 retryable,
             }
         })?;
         let status = response.status();
         let body = response.into_body().bytes().await.map_err(|e| Failure {
-            error: generic(format!(
-                "STS AssumeRole of {}: reading the answer of {} failed: {}",
-                config.role_arn,
-                config.sts_endpoint,
-                error_chain(&e)
-            )),
+            error: service_error(ServiceError {
+                status: Some(status.as_u16()),
+                unreachable: true,
+                message: format!(
+                    "STS AssumeRole of {}: reading the answer of {} failed: {}",
+                    config.role_arn,
+                    config.sts_endpoint,
+                    error_chain(&e)
+                ),
+                ..ServiceError::default()
+            }),
             retryable: true,
         })?;
 
@@ -496,10 +500,14 @@ impl AssumeRole {
                 quote.push('…');
             }
             return Failure {
-                error: generic(format!(
-                    "STS AssumeRole of {} failed: {} answered HTTP {status}: {quote}",
-                    config.role_arn, config.sts_endpoint
-                )),
+                error: service_error(ServiceError {
+                    status: Some(status.as_u16()),
+                    message: format!(
+                        "STS AssumeRole of {} failed: {} answered HTTP {status}: {quote}",
+                        config.role_arn, config.sts_endpoint
+                    ),
+                    ..ServiceError::default()
+                }),
                 retryable: status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
             };
         };
@@ -516,22 +524,26 @@ impl AssumeRole {
             "STS AssumeRole of {} was refused ({code}): {message}{request_id}",
             config.role_arn
         );
-        let error = match code.as_str() {
-            "AccessDenied" => object_store::Error::PermissionDenied {
+        let service = |message: String| ServiceError {
+            status: Some(status.as_u16()),
+            code: Some(code.clone()),
+            unreachable: false,
+            message,
+        };
+        let error = if code == "AccessDenied" {
+            object_store::Error::PermissionDenied {
                 path,
-                source: text.into(),
-            },
-            "InvalidClientTokenId"
-            | "SignatureDoesNotMatch"
-            | "IncompleteSignature"
-            | "MissingAuthenticationToken"
-            | "ExpiredToken"
-            | "InvalidAccessKeyId" => object_store::Error::Unauthenticated {
+                source: Box::new(service(text)),
+            }
+        } else if REJECTED_CREDENTIAL_CODES.contains(&code.as_str()) {
+            object_store::Error::Unauthenticated {
                 path,
-                source: format!("{text} (the server's own AWS credentials were not accepted)")
-                    .into(),
-            },
-            _ => generic(format!("{text} (HTTP {status})")),
+                source: Box::new(service(format!(
+                    "{text} (the server's own AWS credentials were not accepted)"
+                ))),
+            }
+        } else {
+            service_error(service(format!("{text} (HTTP {status})")))
         };
         let retryable = status.is_server_error()
             || status == StatusCode::TOO_MANY_REQUESTS
@@ -572,6 +584,22 @@ struct Failure {
     retryable: bool,
 }
 
+impl Classify for Failure {
+    fn retry(&self) -> Retry {
+        if self.retryable {
+            Retry::Temporary
+        } else {
+            Retry::Permanent
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
 impl Failure {
     fn fatal(error: object_store::Error) -> Self {
         Self {
@@ -584,17 +612,16 @@ impl Failure {
 /// `error: cause: cause ...` (reqwest puts the useful part, e.g. "Connection refused",
 /// in the sources).
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+    storage_core::failure::chain_text(error, ": ")
+}
+
+/// A `Generic` error whose source says what STS answered, for
+/// [`storage_core::failure::Failure`].
+fn service_error(service: ServiceError) -> object_store::Error {
+    object_store::Error::Generic {
+        store: STORE,
+        source: Box::new(service),
     }
-    text
 }
 
 fn generic(message: String) -> object_store::Error {

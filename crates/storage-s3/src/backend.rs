@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::ClientOptions;
-use storage_core::bucket::{http_status, short_cause, BucketTarget, UrlSigner};
+use storage_core::bucket::{short_cause, BucketTarget, UrlSigner};
+use storage_core::failure::Failure;
 use storage_core::uri::BucketUri;
 use storage_core::{
     Backend, Capabilities, Error, ExportStorage, FieldSpec, ImportStorage, Result, Settings,
@@ -42,15 +42,17 @@ impl S3Backend {
     /// Builds the object store of a configuration, after checking its
     /// endpoint against the policy (DNS included).
     pub async fn store(&self, config: &S3Config) -> Result<AmazonS3> {
-        let mut client = ClientOptions::new()
-            .with_timeout(self.options.timeout)
-            .with_dns_resolver(self.options.policy.dns_resolver());
+        let shared = &self.options.bucket;
+        let mut client = shared.client_options(None);
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(config.region())
-            .with_retry(self.options.retry.clone());
+            .with_retry(shared.retry().clone());
         if let Some(endpoint) = &config.endpoint {
-            let url = self.options.policy.check("s3_endpoint", endpoint).await?;
+            let url = shared
+                .endpoint_policy()
+                .check("s3_endpoint", endpoint)
+                .await?;
             client = client.with_allow_http(url.scheme() == "http");
             builder = builder.with_endpoint(url.as_str().trim_end_matches('/'));
         }
@@ -67,7 +69,9 @@ impl S3Backend {
                          (start it with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set)",
                     )
                 })?;
-                let mut role = AssumeRoleConfig::new(role_arn.clone()).with_region(config.region());
+                let mut role = AssumeRoleConfig::new(role_arn.clone())
+                    .with_region(config.region())
+                    .with_retry(shared.call_retry());
                 if let Some(external_id) = &config.external_id {
                     role = role.with_external_id(external_id.clone());
                 }
@@ -134,8 +138,11 @@ impl Backend for S3Backend {
         let config = S3Config::from_settings(settings);
         let mut errors = config.check(settings).err().unwrap_or_default();
         if let Some(endpoint) = &config.endpoint {
-            if let Err(Error::InvalidConfig(e)) =
-                self.options.policy.check_literal("s3_endpoint", endpoint)
+            if let Err(Error::InvalidConfig(e)) = self
+                .options
+                .bucket
+                .endpoint_policy()
+                .check_literal("s3_endpoint", endpoint)
             {
                 errors.merge(e);
             }
@@ -168,11 +175,20 @@ fn target(config: &S3Config, store: Arc<AmazonS3>) -> BucketTarget {
         config.prefix.clone(),
         config.endpoint.clone(),
     );
+    // With role_arn, the rejected keys are the server's, not the storage's.
+    let fields: &[&str] = if config.role_arn.is_none() && config.access_key_id.is_some() {
+        CREDENTIAL_FIELDS
+    } else {
+        &[]
+    };
     BucketTarget {
         store,
         uri: BucketUri::new("s3", &config.bucket),
         prefix: config.prefix.clone(),
-        explain: Arc::new(move |err| explain(err, &bucket, prefix.as_deref(), endpoint.as_deref())),
+        explain: Arc::new(move |err| {
+            explain(err, &bucket, prefix.as_deref(), endpoint.as_deref())
+                .with_credential_fields(fields)
+        }),
     }
 }
 
@@ -191,8 +207,12 @@ impl UrlSigner for S3Signer {
     }
 }
 
+/// The settings holding the storage's own AWS credentials.
+const CREDENTIAL_FIELDS: &[&str] = &["aws_access_key_id", "aws_secret_access_key"];
+
 /// Turns a failed connection check into the message a user needs: which of
-/// bucket, credentials, permissions or endpoint is wrong.
+/// bucket, credentials, permissions or endpoint is wrong, decided from the
+/// HTTP status and S3's error code.
 fn explain(err: Error, bucket: &str, prefix: Option<&str>, endpoint: Option<&str>) -> Error {
     if let Error::InvalidConfig(_) = err {
         return match prefix {
@@ -200,34 +220,29 @@ fn explain(err: Error, bucket: &str, prefix: Option<&str>, endpoint: Option<&str
             None => err,
         };
     }
-    let text = storage_core::jobs::error_report(&err);
-    let has = |needle: &str| text.contains(needle);
-    let status = http_status(&err);
-    let message = if has("NoSuchBucket")
-        || matches!(err, Error::NotFound { .. })
-        || status == Some(404)
+    let failure = Failure::of(&err);
+    let message = if matches!(err, Error::NotFound { .. })
+        || failure.status == Some(404)
+        || failure.code_is("NoSuchBucket")
     {
         format!("Cannot find bucket {bucket} in S3")
-    } else if has("InvalidAccessKeyId")
-        || has("SignatureDoesNotMatch")
-        || has("InvalidClientTokenId")
-    {
-        format!(
-            "Cannot connect to S3 {bucket} with specified AWS credentials: the access key id or the secret access key is wrong"
-        )
-    } else if has("AccessDenied")
+    } else if failure.code_rejects_credentials() {
+        return Error::CredentialsRejected {
+            fields: Vec::new(),
+            code: failure.code,
+            message: format!(
+                "Cannot connect to S3 {bucket} with specified AWS credentials: the access key id or the secret access key is wrong"
+            ),
+        };
+    } else if failure.code_is("AccessDenied")
         || matches!(
             err,
-            Error::PermissionDenied { .. } | Error::Unauthenticated { .. }
+            Error::PermissionDenied { .. } | Error::CredentialsRejected { .. }
         )
-        || matches!(status, Some(401 | 403))
+        || matches!(failure.status, Some(401 | 403))
     {
         format!("Cannot connect to S3 {bucket} with specified AWS credentials: access denied")
-    } else if has("error sending request")
-        || has("Connection refused")
-        || has("dns error")
-        || has("timed out")
-    {
+    } else if failure.unreachable {
         format!(
             "Cannot reach the S3 endpoint {}: {}",
             endpoint.unwrap_or("of AWS"),

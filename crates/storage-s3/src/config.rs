@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use object_store::aws::AwsCredential;
 use object_store::RetryConfig;
+use storage_core::bucket::BucketOptions;
 use storage_core::fields::{export_fields, import_fields, presign_fields, FieldSpec, FieldType};
 use storage_core::{EndpointPolicy, Settings, StorageKind, ValidationErrors};
 
@@ -249,20 +250,20 @@ fn valid_role_arn(arn: &str) -> bool {
             && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty()))
 }
 
-/// Server-wide options of the S3 backend.
-#[derive(Clone)]
+/// Server-wide options of the S3 backend: the options every bucket backend
+/// shares ([`BucketOptions`]) plus the server's own AWS credentials and the
+/// STS endpoint.
+#[derive(Clone, Default)]
 pub struct S3Options {
-    pub(crate) policy: EndpointPolicy,
+    pub(crate) bucket: BucketOptions,
     pub(crate) server_credentials: Option<Arc<AwsCredential>>,
     pub(crate) sts_endpoint: Option<url::Url>,
-    pub(crate) retry: RetryConfig,
-    pub(crate) timeout: Duration,
 }
 
 impl std::fmt::Debug for S3Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Options")
-            .field("policy", &self.policy)
+            .field("bucket", &self.bucket)
             .field(
                 "server_credentials",
                 &self.server_credentials.as_ref().map(|_| "******"),
@@ -271,22 +272,15 @@ impl std::fmt::Debug for S3Options {
                 "sts_endpoint",
                 &self.sts_endpoint.as_ref().map(url::Url::as_str),
             )
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
-impl Default for S3Options {
-    fn default() -> Self {
+impl From<BucketOptions> for S3Options {
+    fn from(bucket: BucketOptions) -> Self {
         Self {
-            policy: EndpointPolicy::strict(),
-            server_credentials: None,
-            sts_endpoint: None,
-            retry: RetryConfig {
-                max_retries: 3,
-                retry_timeout: Duration::from_secs(30),
-                ..RetryConfig::default()
-            },
-            timeout: Duration::from_secs(60),
+            bucket,
+            ..Self::default()
         }
     }
 }
@@ -297,9 +291,20 @@ impl S3Options {
         Self::default()
     }
 
+    /// Replaces the options shared by every bucket backend.
+    pub fn with_bucket_options(mut self, bucket: BucketOptions) -> Self {
+        self.bucket = bucket;
+        self
+    }
+
+    /// The options shared by every bucket backend.
+    pub fn bucket_options(&self) -> &BucketOptions {
+        &self.bucket
+    }
+
     /// Which endpoints users may configure.
     pub fn with_endpoint_policy(mut self, policy: EndpointPolicy) -> Self {
-        self.policy = policy;
+        self.bucket = self.bucket.with_endpoint_policy(policy);
         self
     }
 
@@ -327,13 +332,13 @@ impl S3Options {
 
     /// Retries of S3 requests (default 3 retries within 30 s).
     pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.retry = retry;
+        self.bucket = self.bucket.with_retry(retry);
         self
     }
 
     /// Timeout of one S3 request (default 60 s).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.bucket = self.bucket.with_timeout(timeout);
         self
     }
 }

@@ -1,0 +1,54 @@
+//! Progress of a running sync, shared by the import and export engines and
+//! read by the job runner (which persists it, throttled).
+
+use crate::Result;
+
+/// Counters of a running or finished import.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportProgress {
+    /// Objects that passed the filters.
+    pub objects: u64,
+    /// Tasks created by this run.
+    pub created: u64,
+    /// Tasks already linked to the objects seen (`meta.tasks_existed`).
+    pub existed: u64,
+    /// Task files that could not be turned into tasks.
+    pub failed_files: u64,
+}
+
+/// Counters of a running or finished export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportProgress {
+    /// Annotations of the project when the export started.
+    pub total: u64,
+    /// Objects written.
+    pub written: u64,
+    /// Objects that could not be written.
+    pub failed: u64,
+}
+
+/// Progress of either engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Of an import.
+    Import(ImportProgress),
+    /// Of an export.
+    Export(ExportProgress),
+}
+
+/// Receives progress while an import or export runs; an error stops the
+/// run (the job lost its lease or is being shut down).
+pub trait ProgressSink: Send + Sync {
+    /// Called after every batch.
+    fn report(&self, progress: &Progress) -> Result<()>;
+}
+
+/// A sink that ignores progress.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl ProgressSink for NoProgress {
+    fn report(&self, _: &Progress) -> Result<()> {
+        Ok(())
+    }
+}
