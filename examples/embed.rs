@@ -247,8 +247,8 @@ async fn about(State(host): State<HostState>) -> String {
 }
 
 /// The host app with the storage API merged in.
-fn app(db: Arc<MemoryDb>, sync: SyncService, local: LocalFiles) -> Router {
-    let storage_state = ApiState::new(sync, db.clone(), db.clone()).with_local_files(local);
+fn app(db: Arc<MemoryDb>, sync: SyncService) -> Router {
+    let storage_state = ApiState::new(sync, db.clone(), db.clone());
     Router::new()
         .route("/about", get(about))
         .with_state(HostState {
@@ -258,14 +258,14 @@ fn app(db: Arc<MemoryDb>, sync: SyncService, local: LocalFiles) -> Router {
         .merge(router(storage_state))
 }
 
-fn setup(root: &std::path::Path) -> (Arc<MemoryDb>, SyncService, LocalFiles) {
+fn setup(root: &std::path::Path) -> (Arc<MemoryDb>, SyncService) {
     let db = Arc::new(MemoryDb {
         users: HashMap::from([("secret-token".to_string(), (1, 10))]),
         projects: HashMap::from([(1, 10)]),
         ..MemoryDb::default()
     });
     let local = LocalFiles::new(root).unwrap().with_serving_enabled(true);
-    let backends = Backends::new().with(Arc::new(LocalFilesBackend::new(local.clone())));
+    let backends = Backends::new().with(Arc::new(LocalFilesBackend::new(local)));
     let sync = SyncService::new(
         db.clone(),
         db.clone(),
@@ -274,7 +274,7 @@ fn setup(root: &std::path::Path) -> (Arc<MemoryDb>, SyncService, LocalFiles) {
         RunnerConfig::default(),
     );
     sync.start();
-    (db, sync, local)
+    (db, sync)
 }
 
 #[tokio::main]
@@ -282,7 +282,7 @@ async fn main() {
     let root = std::env::temp_dir().join("embed-example-files");
     std::fs::create_dir_all(root.join("images")).unwrap();
     std::fs::write(root.join("images/a.jpg"), "x").unwrap();
-    let (db, sync, local) = setup(&root);
+    let (db, sync) = setup(&root);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000")
         .await
         .unwrap();
@@ -292,7 +292,7 @@ async fn main() {
          -d '{{\"project\":1,\"path\":\"{}/images\",\"use_blob_urls\":true}}' http://127.0.0.1:3000/api/storages/localfiles",
         root.canonicalize().unwrap().display()
     );
-    axum::serve(listener, app(db, sync, local)).await.unwrap();
+    axum::serve(listener, app(db, sync)).await.unwrap();
 }
 
 #[cfg(test)]
@@ -334,8 +334,8 @@ mod tests {
         for name in ["a.jpg", "b.jpg"] {
             std::fs::write(root.join("images").join(name), "x").unwrap();
         }
-        let (db, sync, local) = setup(&root);
-        let app = app(db.clone(), sync, local);
+        let (db, sync) = setup(&root);
+        let app = app(db.clone(), sync);
 
         let body =
             serde_json::json!({"project": 1, "path": root.join("images"), "use_blob_urls": true});

@@ -18,7 +18,10 @@ pub mod persist;
 mod status;
 pub mod uri;
 
-pub use backend::{check_listable, Backend, Backends, Capabilities, ExportStorage, ImportStorage};
+pub use backend::{
+    check_listable, Backend, Backends, Capabilities, ExportStorage, FileServer, ImportStorage,
+    ServedFile,
+};
 pub use endpoint::EndpointPolicy;
 pub use error::{Error, Result, Retry, ValidationErrors, NON_FIELD_ERRORS};
 pub use fields::{FieldSpec, FieldType, ImportOptions, Settings};
