@@ -223,7 +223,7 @@ impl SyncMetrics {
     }
 
     /// Every series of `storage_type`; `get_or_create` leaves an existing
-    /// one as it is.
+    /// one as it is (its guard is dropped at once: only the series matters).
     fn zero_series(&self, storage_type: &str) {
         for kind in [StorageKind::Import, StorageKind::Export] {
             let l = labels(kind, storage_type);
@@ -233,18 +233,18 @@ impl SyncMetrics {
                 &self.lease_losses,
                 &self.interruptions,
             ] {
-                family.get_or_create(&l);
+                drop(family.get_or_create(&l));
             }
             for family in [&self.running, &self.queued, &self.in_progress] {
-                family.get_or_create(&l);
+                drop(family.get_or_create(&l));
             }
-            self.duration.get_or_create(&l);
+            drop(self.duration.get_or_create(&l));
             for status in SyncStatus::ALL.into_iter().filter(|s| s.is_finished()) {
-                self.finished.get_or_create(&FinishLabels {
+                drop(self.finished.get_or_create(&FinishLabels {
                     kind: kind.as_str(),
                     storage_type: storage_type.to_string(),
                     status: status.as_str(),
-                });
+                }));
             }
         }
         let l = TypeLabels {
@@ -258,7 +258,7 @@ impl SyncMetrics {
             &self.annotations_written,
             &self.annotations_failed,
         ] {
-            family.get_or_create(&l);
+            drop(family.get_or_create(&l));
         }
     }
 
@@ -366,8 +366,8 @@ impl SyncMetrics {
         for storage_type in known.iter() {
             for kind in [StorageKind::Import, StorageKind::Export] {
                 let l = labels(kind, storage_type);
-                self.queued.get_or_create(&l);
-                self.in_progress.get_or_create(&l);
+                drop(self.queued.get_or_create(&l));
+                drop(self.in_progress.get_or_create(&l));
             }
         }
         for storage in active {
@@ -448,6 +448,39 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn known_storage_types_have_every_series_at_zero_and_keep_them() {
+        let m = SyncMetrics::for_storage_types(["s3"]);
+        let text = m.encode();
+        for line in [
+            "# TYPE storage_syncs_queued gauge",
+            r#"storage_syncs_queued{kind="import",storage_type="s3"} 0"#,
+            r#"storage_syncs_in_progress{kind="export",storage_type="s3"} 0"#,
+            r#"storage_syncs_finished_total{kind="export",storage_type="s3",status="failed"} 0"#,
+            r#"storage_export_annotations_failed_total{storage_type="s3"} 0"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        // Rewriting the repository gauges keeps the zeros of known types,
+        // and adding a type again keeps what it counted.
+        m.sync_started(StorageKind::Import, "s3");
+        m.set_active(&[]);
+        m.add_storage_types(["s3"]);
+        let text = m.encode();
+        for line in [
+            r#"storage_syncs_queued{kind="import",storage_type="s3"} 0"#,
+            r#"storage_syncs_started_total{kind="import",storage_type="s3"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
     }
 
     #[test]
