@@ -23,8 +23,11 @@ use utoipa::openapi::{
     Components, ContentBuilder, Header, InfoBuilder, OpenApi, OpenApiBuilder, Paths, RefOr,
     Required, Response, Tag,
 };
+use utoipa::{OpenApi as _, PartialSchema};
 
 use crate::error::VERSION;
+
+mod shapes;
 use crate::ApiState;
 
 /// The name of the security scheme (`Authorization: Token <key>`).
@@ -118,10 +121,6 @@ fn object() -> ObjectBuilder {
 /// An object whose values may be anything (`meta`, task `data`).
 fn free_object() -> ObjectBuilder {
     object().additional_properties(Some(AdditionalProperties::FreeForm(true)))
-}
-
-fn any_value() -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(SchemaType::AnyValue)
 }
 
 fn date_time(nullable: bool) -> ObjectBuilder {
@@ -318,6 +317,13 @@ impl Doc {
         self.components
             .schemas
             .insert(name.to_string(), schema.into());
+    }
+
+    /// Adds the schemas of a derived document.
+    fn derived(&mut self, api: OpenApi) {
+        if let Some(components) = api.components {
+            self.components.schemas.extend(components.schemas);
+        }
     }
 
     fn schema_route(&mut self) {
@@ -644,14 +650,6 @@ impl Doc {
             .response("404", shared("NotFound"));
         self.add("/data/local-files", HttpMethod::Get, ranges(local));
 
-        self.schema(
-            "ProxyError",
-            object()
-                .property("error", typed(Type::String, false))
-                .property("detail", typed(Type::String, false))
-                .required("error")
-                .required("detail"),
-        );
         for (owner, what) in [("tasks", "Task"), ("projects", "Project")] {
             for alias in ["resolve", "presign"] {
                 let resolve = operation(
@@ -690,99 +688,7 @@ impl Doc {
     }
 
     fn host_routes(&mut self) {
-        self.schema(
-            "ProjectCreate",
-            object()
-                .property("title", typed(Type::String, true).max_length(Some(50)))
-                .property("description", typed(Type::String, true))
-                .property(
-                    "label_config",
-                    typed(Type::String, true).description(Some("Labelling config (XML)")),
-                ),
-        );
-        self.schema(
-            "Project",
-            free_object()
-                .property("id", read_only(typed(Type::Integer, false)))
-                .property("title", typed(Type::String, false))
-                .property("description", typed(Type::String, false))
-                .property("label_config", typed(Type::String, false))
-                .property("created_at", read_only(date_time(false)))
-                .property("task_number", read_only(typed(Type::Integer, false)))
-                .required("id")
-                .required("title")
-                .required("description")
-                .required("label_config"),
-        );
-        self.schema(
-            "TaskImport",
-            free_object()
-                .description(Some("A task: its `data`, or the data itself; optional `annotations`, `predictions`, `meta`"))
-                .property("data", free_object())
-                .property("annotations", array_of(free_object()))
-                .property("predictions", array_of(free_object()))
-                .property("meta", free_object()),
-        );
-        self.schema(
-            "ImportResult",
-            free_object()
-                .property("task_count", typed(Type::Integer, false))
-                .property("annotation_count", typed(Type::Integer, false))
-                .property("prediction_count", typed(Type::Integer, false))
-                .property("duration", typed(Type::Number, false))
-                .required("task_count")
-                .required("annotation_count")
-                .required("prediction_count"),
-        );
-        self.schema(
-            "Task",
-            free_object()
-                .property("id", read_only(typed(Type::Integer, false)))
-                .property("data", free_object())
-                .property("meta", free_object())
-                .property("annotations", array_of(free_object()))
-                .property("predictions", array_of(free_object()))
-                .property("project", typed(Type::Integer, false))
-                .property("storage_filename", typed(Type::String, true))
-                .property("created_at", read_only(date_time(false)))
-                .property("updated_at", read_only(date_time(false)))
-                .required("id")
-                .required("data")
-                .required("project"),
-        );
-        self.schema(
-            "TaskList",
-            object()
-                .property("total_annotations", typed(Type::Integer, false))
-                .property("total_predictions", typed(Type::Integer, false))
-                .property("total", typed(Type::Integer, false))
-                .property("tasks", array_of(schema_ref("Task")))
-                .required("total")
-                .required("tasks"),
-        );
-        let annotation_fields = |schema: ObjectBuilder| {
-            schema
-                .property(
-                    "result",
-                    array_of(free_object()).description(Some("The labelling result")),
-                )
-                .property("was_cancelled", typed(Type::Boolean, false))
-                .property("ground_truth", typed(Type::Boolean, false))
-                .property("lead_time", typed(Type::Number, true))
-        };
-        self.schema(
-            "AnnotationCreate",
-            annotation_fields(object()).required("result"),
-        );
-        self.schema("AnnotationUpdate", annotation_fields(object()));
-        self.schema(
-            "Annotation",
-            free_object()
-                .property("id", read_only(typed(Type::Integer, false)))
-                .property("result", array_of(any_value()))
-                .property("task", typed(Type::Integer, false))
-                .required("id"),
-        );
+        self.derived(shapes::Host::openapi());
         let resolve_uri = || {
             query(
                 "resolve_uri",
@@ -824,9 +730,7 @@ impl Doc {
             .response("200", json_response("The project", schema_ref("Project")))
             .response("404", shared("NotFound"));
         self.add("/api/projects/{id}", HttpMethod::Get, read);
-        let tasks = OneOfBuilder::new()
-            .item(array_of(schema_ref("TaskImport")))
-            .item(schema_ref("TaskImport"));
+        let tasks = <shapes::TaskImportBody as PartialSchema>::schema();
         let import = operation(
             "api_projects_import_create".into(),
             "Projects",
@@ -960,46 +864,7 @@ impl Doc {
     }
 
     fn shared_components(&mut self) {
-        self.schema(
-            "Error",
-            object()
-                .description(Some("Label Studio's error envelope"))
-                .property(
-                    "id",
-                    typed(Type::String, false).description(Some("A unique id of this error")),
-                )
-                .property("status_code", typed(Type::Integer, false))
-                .property("version", typed(Type::String, false))
-                .property("detail", typed(Type::String, false))
-                .property("exc_info", typed(Type::Null, false))
-                .property(
-                    "validation_errors",
-                    object()
-                        .description(Some(
-                            "Messages per field (`non_field_errors`: about no single field)",
-                        ))
-                        .additional_properties(Some(array_of(typed(Type::String, false)))),
-                )
-                .required("id")
-                .required("status_code")
-                .required("version")
-                .required("detail")
-                .required("exc_info"),
-        );
-        self.schema(
-            "Message",
-            object()
-                .property("message", typed(Type::String, false))
-                .required("message"),
-        );
-        self.schema(
-            "StorageType",
-            object()
-                .property("name", typed(Type::String, false))
-                .property("title", typed(Type::String, false))
-                .required("name")
-                .required("title"),
-        );
+        self.derived(shapes::Common::openapi());
         let error = |description: &str| json_response(description, schema_ref("Error"));
         let mut unauthorized = error("Missing or invalid `Authorization: Token <key>`");
         unauthorized.headers.insert(
