@@ -23,7 +23,7 @@ pub(crate) async fn serve(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let Some((backend, server)) = state.backends().file_server() else {
+    let Some((storage_type, server)) = state.backends().file_server() else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "Serving local files is disabled: set LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT.",
@@ -36,7 +36,7 @@ pub(crate) async fn serve(
         Error::PermissionDenied { .. } => ApiError::forbidden(),
         _ => ApiError::not_found(),
     })?;
-    if !permitted(&state, &caller, backend.name(), server.as_ref(), &file).await? {
+    if !permitted(&state, &caller, storage_type, server.as_ref(), &file).await? {
         return Err(ApiError::not_found());
     }
     serve_object(

@@ -220,11 +220,12 @@ impl Backends {
         self.0.iter()
     }
 
-    /// The first backend that serves files over HTTP, with its file server.
-    pub fn file_server(&self) -> Option<(&Arc<dyn Backend>, Arc<dyn FileServer>)> {
+    /// The first backend that serves files over HTTP: its name (the type
+    /// of the storages that may hold a file) and its file server.
+    pub fn file_server(&self) -> Option<(&'static str, Arc<dyn FileServer>)> {
         self.0
             .iter()
-            .find_map(|b| b.file_server().map(|server| (b, server)))
+            .find_map(|b| b.file_server().map(|server| (b.name(), server)))
     }
 
     /// The backend called `name`, or a not-supported error.
