@@ -89,7 +89,7 @@ pub(crate) struct TaskImport {
 #[serde(untagged)]
 pub(crate) enum TaskImportBody {
     Many(Vec<TaskImport>),
-    One(TaskImport),
+    One(Box<TaskImport>),
 }
 
 #[derive(ToSchema)]
