@@ -35,9 +35,9 @@ const FAMILIES: [(&str, &str); 15] = [
     ("storage_syncs_in_progress", "gauge"),
 ];
 
-#[tokio::test]
-async fn a_fresh_server_shows_every_family_at_zero() {
-    let dir = tempfile::tempdir().unwrap();
+/// A state over a fresh SQLite file with the S3 and local-files backends,
+/// `/metrics` public; nothing started.
+async fn fresh_state(dir: &tempfile::TempDir) -> ApiState {
     let root = dir.path().join("files");
     std::fs::create_dir_all(&root).unwrap();
     let db = Arc::new(
@@ -57,13 +57,19 @@ async fn a_fresh_server_shows_every_family_at_zero() {
         backends,
         RunnerConfig::default(),
     );
-    let state = ApiState::new(sync, db.clone(), db).with_metrics(MetricsAccess::Public);
-    let app: axum::Router = router(state);
+    ApiState::new(sync, db.clone(), db).with_metrics(MetricsAccess::Public)
+}
 
-    let response = app
-        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+async fn scrape(app: axum::Router) -> axum::response::Response {
+    app.oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_fresh_server_shows_every_family_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let response = scrape(router(fresh_state(&dir).await)).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
@@ -127,4 +133,27 @@ async fn a_fresh_server_shows_every_family_at_zero() {
     // Only the "initialized"/"queued"/"in_progress" statuses never finish a sync.
     assert!(!text.contains(r#"status="queued""#), "{text}");
     assert_eq!(lines.last(), Some(&"# EOF"), "{text}");
+}
+
+/// Configuring a state that a router already holds copies it: no panic, and
+/// the router keeps the configuration it was built with.
+#[tokio::test]
+async fn configuring_a_shared_state_copies_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = fresh_state(&dir).await;
+    let public: axum::Router = router(state.clone());
+    let disabled: axum::Router = router(
+        state
+            .clone()
+            .with_metrics(MetricsAccess::Disabled)
+            .with_url_base("http://example.test/")
+            .with_max_body_bytes(1024),
+    );
+    assert_eq!(scrape(public).await.status(), StatusCode::OK);
+    assert_eq!(scrape(disabled).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        scrape(router(state)).await.status(),
+        StatusCode::OK,
+        "the original state is unchanged"
+    );
 }
