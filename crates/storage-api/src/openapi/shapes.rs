@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{OpenApi, PartialSchema, ToSchema};
 
 /// `exc_info`: always `null`.
 fn null() -> ObjectBuilder {
@@ -143,17 +144,20 @@ pub(crate) struct AnnotationCreate {
     lead_time: Option<f64>,
 }
 
-#[derive(ToSchema)]
-pub(crate) struct AnnotationUpdate {
-    /// The labelling result
-    #[schema(required = false, value_type = Vec<Object>)]
-    result: Value,
-    #[schema(required = false)]
-    was_cancelled: bool,
-    #[schema(required = false)]
-    ground_truth: bool,
-    lead_time: Option<f64>,
+/// The fields of [`AnnotationCreate`], none required.
+pub(crate) struct AnnotationUpdate;
+
+impl PartialSchema for AnnotationUpdate {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = AnnotationCreate::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.required.clear();
+        }
+        schema
+    }
 }
+
+impl ToSchema for AnnotationUpdate {}
 
 #[derive(ToSchema)]
 pub(crate) struct Annotation {
