@@ -32,8 +32,8 @@ async fn about(State(host): State<HostState>) -> String {
 }
 
 /// The host app with the storage API merged in.
-fn app(db: Arc<InMemory>, sync: SyncService, local: LocalFiles) -> Router {
-    let storage_state = ApiState::new(sync, db.clone(), db.clone()).with_local_files(local);
+fn app(db: Arc<InMemory>, sync: SyncService) -> Router {
+    let storage_state = ApiState::new(sync, db.clone(), db.clone());
     Router::new()
         .route("/about", get(about))
         .with_state(HostState {
@@ -43,7 +43,7 @@ fn app(db: Arc<InMemory>, sync: SyncService, local: LocalFiles) -> Router {
         .merge(router(storage_state))
 }
 
-fn setup(root: &std::path::Path) -> (Arc<InMemory>, SyncService, LocalFiles) {
+fn setup(root: &std::path::Path) -> (Arc<InMemory>, SyncService) {
     // The host's users and projects: project 1 of organisation 10, and a
     // user of that organisation.
     let db = Arc::new(InMemory::new());
@@ -51,7 +51,7 @@ fn setup(root: &std::path::Path) -> (Arc<InMemory>, SyncService, LocalFiles) {
     assert_eq!(project, 1, "the first id");
     db.add_user(10, "secret-token");
     let local = LocalFiles::new(root).unwrap().with_serving_enabled(true);
-    let backends = Backends::new().with(Arc::new(LocalFilesBackend::new(local.clone())));
+    let backends = Backends::new().with(Arc::new(LocalFilesBackend::new(local)));
     let sync = SyncService::new(
         db.clone(),
         db.clone(),
@@ -60,7 +60,7 @@ fn setup(root: &std::path::Path) -> (Arc<InMemory>, SyncService, LocalFiles) {
         RunnerConfig::default(),
     );
     sync.start();
-    (db, sync, local)
+    (db, sync)
 }
 
 #[tokio::main]
@@ -68,7 +68,7 @@ async fn main() {
     let root = std::env::temp_dir().join("embed-example-files");
     std::fs::create_dir_all(root.join("images")).unwrap();
     std::fs::write(root.join("images/a.jpg"), "x").unwrap();
-    let (db, sync, local) = setup(&root);
+    let (db, sync) = setup(&root);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000")
         .await
         .unwrap();
@@ -78,7 +78,7 @@ async fn main() {
          -d '{{\"project\":1,\"path\":\"{}/images\",\"use_blob_urls\":true}}' http://127.0.0.1:3000/api/storages/localfiles",
         root.canonicalize().unwrap().display()
     );
-    axum::serve(listener, app(db, sync, local)).await.unwrap();
+    axum::serve(listener, app(db, sync)).await.unwrap();
 }
 
 #[cfg(test)]
@@ -121,8 +121,8 @@ mod tests {
         for name in ["a.jpg", "b.jpg"] {
             std::fs::write(root.join("images").join(name), "x").unwrap();
         }
-        let (db, sync, local) = setup(&root);
-        let app = app(db.clone(), sync, local);
+        let (db, sync) = setup(&root);
+        let app = app(db.clone(), sync);
 
         let body =
             serde_json::json!({"project": 1, "path": root.join("images"), "use_blob_urls": true});

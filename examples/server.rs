@@ -145,7 +145,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backends = args
         .cloud
         .bucket_backends(policy)
-        .with(Arc::new(LocalFilesBackend::new(local.clone())));
+        .with(Arc::new(LocalFilesBackend::new(local)));
 
     let sync = SyncService::new(
         db.storages(),
@@ -172,7 +172,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let state = ApiState::new(sync.clone(), db.access(), db.authenticator())
         .with_host(db.host())
-        .with_local_files(local)
         .with_url_base(args.host.clone())
         .with_metrics(metrics);
     // The request span has method, URI and version, no headers; marking the

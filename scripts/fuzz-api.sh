@@ -167,7 +167,7 @@ assert status == 200, (status, served)
 with open(docs) as f:
     if json.load(f) != served:
         sys.exit("fuzz-api.sh: /api/schema differs from docs/openapi.json: "
-                 "regenerate it with `UPDATE_OPENAPI=1 cargo test -p storage-api --test openapi`")
+                 "regenerate it with `INSTA_UPDATE=always cargo test -p storage-api --test openapi`")
 
 def ok(expected, method, path, body=None):
     status, answer = call(method, path, body)

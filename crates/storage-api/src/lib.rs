@@ -19,27 +19,29 @@ use axum::Router;
 use storage_core::host::HostStore;
 use storage_core::persist::{Authenticator, ProjectAccess, StorageRepository};
 use storage_core::{Backend, Backends, SyncService};
-use storage_localfiles::LocalFiles;
 
 pub use error::{ApiError, ApiResult, VERSION};
 pub use extract::Authenticated;
 pub use metrics::{MetricsAccess, MetricsToken};
 
 /// What the routes need: the sync service (with its repository and
-/// backends), access rules, authentication and, optionally, the host store
-/// and the local-files configuration.
+/// backends, local files' serving rule included), access rules,
+/// authentication and, optionally, the host store.
+///
+/// The `with_*` methods work on any state, a cloned one included: a state
+/// shared with a router is copied, not changed, so configuring never panics
+/// and never alters a router already built.
 #[derive(Debug, Clone)]
 pub struct ApiState {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Inner {
     sync: SyncService,
     access: Arc<dyn ProjectAccess>,
     auth: Arc<dyn Authenticator>,
     host: Option<Arc<dyn HostStore>>,
-    local_files: Option<LocalFiles>,
     max_body_bytes: usize,
     url_base: String,
     metrics: MetricsAccess,
@@ -58,7 +60,6 @@ impl ApiState {
                 access,
                 auth,
                 host: None,
-                local_files: None,
                 max_body_bytes: 64 * 1024 * 1024,
                 url_base: String::new(),
                 metrics: MetricsAccess::default(),
@@ -67,18 +68,12 @@ impl ApiState {
     }
 
     fn inner_mut(&mut self) -> &mut Inner {
-        Arc::get_mut(&mut self.inner).expect("ApiState is configured before it is shared")
+        Arc::make_mut(&mut self.inner)
     }
 
     /// Adds the host store used by [`host_router`].
     pub fn with_host(mut self, host: Arc<dyn HostStore>) -> Self {
         self.inner_mut().host = Some(host);
-        self
-    }
-
-    /// Enables `/data/local-files/` under this configuration.
-    pub fn with_local_files(mut self, local: LocalFiles) -> Self {
-        self.inner_mut().local_files = Some(local);
         self
     }
 
@@ -136,10 +131,6 @@ impl ApiState {
 
     pub(crate) fn host(&self) -> Option<&Arc<dyn HostStore>> {
         self.inner.host.as_ref()
-    }
-
-    pub(crate) fn local_files(&self) -> Option<&LocalFiles> {
-        self.inner.local_files.as_ref()
     }
 
     pub(crate) fn max_body_bytes(&self) -> usize {
@@ -222,12 +213,12 @@ pub fn router<S>(state: ApiState) -> Router<S> {
         r = both(
             r,
             &format!("/tasks/{{id}}/{alias}"),
-            get(resolve::resolve_task),
+            get(resolve::resolve::<true>),
         );
         r = both(
             r,
             &format!("/projects/{{id}}/{alias}"),
-            get(resolve::resolve_project),
+            get(resolve::resolve::<false>),
         );
     }
     // Prometheus' path, not Label Studio's: outside the OpenAPI document.

@@ -1,18 +1,15 @@
-//! `GET /data/local-files/?d=<path>`: serves a file below a local import
-//! storage of a project the caller may see.
+//! `GET /data/local-files/?d=<path>`: serves a file of the backend that
+//! serves files (local files), to a caller who may see a project with a
+//! storage of that backend holding the file. Which file `d` names and which
+//! storages hold it is the backend's rule ([`storage_core::FileServer`]).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path;
-use storage_core::persist::StorageFilter;
-use storage_core::{Error, StorageKind};
-use storage_localfiles::{normalize_path, resolve_served_file};
+use storage_core::persist::{Caller, StorageFilter};
+use storage_core::{Error, FileServer, ServedFile, StorageKind};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Authenticated;
@@ -26,7 +23,7 @@ pub(crate) async fn serve(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let Some(local) = state.local_files().filter(|l| l.serving_enabled()) else {
+    let Some((storage_type, server)) = state.backends().file_server() else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "Serving local files is disabled: set LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT.",
@@ -35,18 +32,16 @@ pub(crate) async fn serve(
     let d = query_param(query.as_deref(), "d")
         .filter(|d| !d.is_empty())
         .ok_or_else(|| ApiError::field("d", "This query parameter is required."))?;
-    let file = resolve_served_file(local.document_root(), &d).map_err(|err| match err {
+    let file = server.resolve(&d).map_err(|err| match err {
         Error::PermissionDenied { .. } => ApiError::forbidden(),
         _ => ApiError::not_found(),
     })?;
-    if !permitted(&state, &caller, &file).await? {
+    if !permitted(&state, &caller, storage_type, server.as_ref(), &file).await? {
         return Err(ApiError::not_found());
     }
-    let location = Path::from_absolute_path(&file).map_err(|_| ApiError::not_found())?;
-    let store: Arc<dyn object_store::ObjectStore> = Arc::new(LocalFileSystem::new());
     serve_object(
-        store,
-        &location,
+        file.store.clone(),
+        &file.location,
         &headers,
         &ServeOptions {
             cache_control: None,
@@ -60,30 +55,26 @@ pub(crate) async fn serve(
     })
 }
 
-/// Whether some local import storage of a project the caller may see holds
-/// `file` (compared by whole path segments, after resolving symlinks).
+/// Whether some import storage of `storage_type` of a project the caller
+/// may see holds `file`.
 async fn permitted(
     state: &ApiState,
-    caller: &storage_core::persist::Caller,
-    file: &std::path::Path,
+    caller: &Caller,
+    storage_type: &str,
+    server: &dyn FileServer,
+    file: &ServedFile,
 ) -> ApiResult<bool> {
     let storages = state
         .storages()
         .storages(StorageFilter {
             project: None,
             kind: Some(StorageKind::Import),
-            storage_type: Some("localfiles"),
+            storage_type: Some(storage_type),
         })
         .await?;
     let mut visible: HashMap<i64, bool> = HashMap::new();
     for storage in storages {
-        let Some(path) = storage.settings.str("path") else {
-            continue;
-        };
-        let Ok(dir) = PathBuf::from(normalize_path(path)).canonicalize() else {
-            continue;
-        };
-        if !file.starts_with(&dir) {
+        if !server.holds(&storage.settings, file) {
             continue;
         }
         let allowed = match visible.get(&storage.project) {

@@ -85,8 +85,9 @@ fn decode_fileuri(raw: &str) -> Option<String> {
         .or_else(|| Some(raw.to_string()).filter(|uri| uri.contains("://")))
 }
 
-/// `GET /tasks/{id}/resolve/?fileuri=` (and `/presign/`).
-pub(crate) async fn resolve_task(
+/// `GET /tasks/{id}/resolve/?fileuri=` (`TASK`) and
+/// `/projects/{id}/resolve/?fileuri=` (and their `/presign/` aliases).
+pub(crate) async fn resolve<const TASK: bool>(
     State(state): State<ApiState>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
@@ -95,21 +96,15 @@ pub(crate) async fn resolve_task(
 ) -> ApiResult<Response> {
     let fileuri = required_fileuri(query.as_deref())?;
     let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
-    let host = state.host().ok_or_else(ApiError::not_found)?;
-    let task = host.task(id).await?.ok_or_else(ApiError::not_found)?;
-    resolve_in_project(&state, &caller, task.project, &fileuri, &headers).await
-}
-
-/// `GET /projects/{id}/resolve/?fileuri=` (and `/presign/`).
-pub(crate) async fn resolve_project(
-    State(state): State<ApiState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let fileuri = required_fileuri(query.as_deref())?;
-    let project: i64 = id.parse().map_err(|_| ApiError::not_found())?;
+    let project = if TASK {
+        let host = state.host().ok_or_else(ApiError::not_found)?;
+        host.task(id)
+            .await?
+            .ok_or_else(ApiError::not_found)?
+            .project
+    } else {
+        id
+    };
     resolve_in_project(&state, &caller, project, &fileuri, &headers).await
 }
 

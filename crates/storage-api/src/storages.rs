@@ -2,6 +2,8 @@
 //! and type lists, for import (`/api/storages/...`) and export
 //! (`/api/storages/export/...`) storages.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -121,10 +123,9 @@ pub(crate) async fn create<const EXPORT: bool>(
     Path(storage_type): Path<String>,
     Body(body): Body,
 ) -> ApiResult<Response> {
+    let (backend, candidate) =
+        checked::<EXPORT>(&state, &caller, &storage_type, &body, false).await?;
     let kind = kind::<EXPORT>();
-    let backend = state.backend(&storage_type)?.clone();
-    let candidate = candidate(&state, &caller, backend.as_ref(), kind, &body, None).await?;
-    check_connection(backend.as_ref(), kind, &candidate.settings).await?;
     let mut storage = state.storages().insert_storage(candidate).await?;
     tracing::info!(storage = storage.id, r#type = %storage.storage_type, kind = kind.as_str(), "storage created");
     if kind == StorageKind::Export {
@@ -143,29 +144,43 @@ pub(crate) async fn validate<const EXPORT: bool>(
     Path(storage_type): Path<String>,
     Body(body): Body,
 ) -> ApiResult<Response> {
+    checked::<EXPORT>(&state, &caller, &storage_type, &body, true).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// The backend of a create or validate request and the storage its body
+/// describes, fields and connection checked; with `with_id`, over the
+/// stored storage the body's `id` names.
+async fn checked<const EXPORT: bool>(
+    state: &ApiState,
+    caller: &Caller,
+    storage_type: &str,
+    body: &Map<String, Value>,
+    with_id: bool,
+) -> ApiResult<(Arc<dyn Backend>, NewStorage)> {
     let kind = kind::<EXPORT>();
-    let backend = state.backend(&storage_type)?.clone();
-    let existing = match body.get("id").filter(|v| !v.is_null()) {
+    let backend = state.backend(storage_type)?.clone();
+    let existing = match body.get("id").filter(|v| with_id && !v.is_null()) {
         Some(id) => {
             let id = id
                 .as_i64()
                 .or_else(|| id.as_str().and_then(|s| s.parse().ok()));
             let id = id.ok_or_else(|| ApiError::field("id", "A valid integer is required."))?;
-            Some(load(&state, &caller, kind, backend.name(), id).await?)
+            Some(load(state, caller, kind, backend.name(), id).await?)
         }
         None => None,
     };
     let candidate = candidate(
-        &state,
-        &caller,
+        state,
+        caller,
         backend.as_ref(),
         kind,
-        &body,
+        body,
         existing.as_ref(),
     )
     .await?;
     check_connection(backend.as_ref(), kind, &candidate.settings).await?;
-    Ok(StatusCode::OK.into_response())
+    Ok((backend, candidate))
 }
 
 /// `GET /api/storages/{type}/{id}`.

@@ -272,13 +272,12 @@ impl Server {
             .backends
             .into_iter()
             .fold(Backends::new(), Backends::with)
-            .with(Arc::new(LocalFilesBackend::new(local.clone())));
+            .with(Arc::new(LocalFilesBackend::new(local)));
         let sync = SyncService::new(probe.clone(), probe, db.clone(), backends, setup.runner);
         sync.recover(true).await.unwrap();
         sync.start();
         let state = ApiState::new(sync.clone(), db.clone(), db.clone())
             .with_host(db.clone())
-            .with_local_files(local)
             .with_metrics(setup.metrics);
         // Stricter than the server example: headers are logged, so only the
         // sensitive marking keeps the token out.

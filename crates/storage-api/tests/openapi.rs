@@ -2,8 +2,11 @@
 //! default configuration serves at `/api/schema`, every documented operation
 //! is routed, every route is documented, and secrets are write-only.
 //!
-//! After changing a route, a field or a backend, regenerate the file with
-//! `UPDATE_OPENAPI=1 cargo test -p storage-api --test openapi`.
+//! The document is an `insta` snapshot (`tests/snapshots/`), so a drift
+//! shows as a diff. After changing a route, a field or a backend, accept the
+//! new document and rewrite `docs/openapi.json` with
+//! `INSTA_UPDATE=always cargo test -p storage-api --test openapi` (or
+//! `cargo insta review`, then the same test run once more).
 
 #![allow(clippy::unwrap_used)] // test helpers stop on the first failure
 
@@ -23,7 +26,7 @@ use storage_gcs_sa::GcsSaBackend;
 use storage_s3::{S3Backend, S3Options};
 use support::{Server, TOKEN};
 
-const REGENERATE: &str = "UPDATE_OPENAPI=1 cargo test -p storage-api --test openapi";
+const REGENERATE: &str = "INSTA_UPDATE=always cargo test -p storage-api --test openapi";
 
 /// The backends of the example server's default configuration, in its order
 /// (the support server adds local files last, as the example server does).
@@ -68,8 +71,15 @@ async fn docs_openapi_json_is_what_the_server_serves() {
     assert_eq!(served["openapi"], "3.1.0");
     let mut text = serde_json::to_string_pretty(&served).unwrap();
     text.push('\n');
+    // A drift fails here with a readable diff of the two documents.
+    insta::assert_snapshot!("openapi", text);
+    // docs/openapi.json is the accepted snapshot's text, for readers and
+    // clients without a server: written when snapshots are being updated,
+    // checked otherwise.
     let file = docs_file();
-    if std::env::var_os("UPDATE_OPENAPI").is_some_and(|v| v == "1") {
+    let updating = std::env::var("INSTA_UPDATE").is_ok_and(|v| v == "always")
+        || std::env::var_os("UPDATE_OPENAPI").is_some_and(|v| v == "1");
+    if updating {
         std::fs::write(&file, &text).unwrap();
         return;
     }
@@ -79,24 +89,10 @@ async fn docs_openapi_json_is_what_the_server_serves() {
             file.display()
         )
     });
-    if kept != text {
-        let (line, (old, new)) = kept
-            .lines()
-            .zip(text.lines())
-            .enumerate()
-            .find(|(_, (old, new))| old != new)
-            .unwrap_or((
-                kept.lines().count().min(text.lines().count()),
-                ("<end of file>", "<end of file>"),
-            ));
-        panic!(
-            "docs/openapi.json differs from the document the server generates (first at line {}:\n  file:      {}\n  generated: {}\n). \
-             If the change is intended, regenerate it with `{REGENERATE}` and commit it.",
-            line + 1,
-            old.trim(),
-            new.trim()
-        );
-    }
+    assert!(
+        kept == text,
+        "docs/openapi.json is not the snapshot the server matches; rewrite it with `{REGENERATE}` and commit it"
+    );
 }
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];

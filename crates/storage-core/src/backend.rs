@@ -150,12 +150,47 @@ pub trait Backend: Send + Sync + Debug {
     /// Builds an export target from checked settings.
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>>;
 
+    /// How the server hands out this backend's files itself over HTTP
+    /// (`/data/local-files/?d=`), when it does: `None` (the default) for
+    /// backends whose objects are reached through their own URLs, and for
+    /// local files while serving is disabled.
+    fn file_server(&self) -> Option<Arc<dyn FileServer>> {
+        None
+    }
+
     /// The URIs of a storage with these settings (its scheme and `bucket`),
     /// for backends that have a URI scheme.
     fn bucket_uri(&self, settings: &Settings) -> Option<crate::uri::BucketUri> {
         let scheme = self.capabilities().uri_scheme?;
         Some(crate::uri::BucketUri::new(scheme, settings.str("bucket")?))
     }
+}
+
+/// The rule by which a backend serves its files over HTTP: which file a
+/// requested path names, and which of the backend's storages hold it. The
+/// HTTP layer adds who may see the project of such a storage.
+pub trait FileServer: Send + Sync + Debug {
+    /// Resolves the requested path (`d` of `/data/local-files/`) to a file
+    /// that may be served: [`Error::PermissionDenied`] when the path would
+    /// leave what the backend serves, [`Error::NotFound`] when there is no
+    /// such file.
+    fn resolve(&self, requested: &str) -> Result<ServedFile>;
+
+    /// Whether an import storage of this backend with `settings` holds
+    /// `file`, so a caller who may see its project may read it.
+    fn holds(&self, settings: &Settings, file: &ServedFile) -> bool;
+}
+
+/// A file a [`FileServer`] resolved: where to stream it from.
+#[derive(Debug, Clone)]
+pub struct ServedFile {
+    /// The store holding the file.
+    pub store: Arc<dyn ObjectStore>,
+    /// Its location in [`ServedFile::store`].
+    pub location: Path,
+    /// The backend's own name of the file (a canonical absolute path for
+    /// local files), which [`FileServer::holds`] compares.
+    pub key: String,
 }
 
 /// The backends a server offers, in the order aggregate lists use.
@@ -183,6 +218,14 @@ impl Backends {
     /// Every backend, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
         self.0.iter()
+    }
+
+    /// The first backend that serves files over HTTP: its name (the type
+    /// of the storages that may hold a file) and its file server.
+    pub fn file_server(&self) -> Option<(&'static str, Arc<dyn FileServer>)> {
+        self.0
+            .iter()
+            .find_map(|b| b.file_server().map(|server| (b.name(), server)))
     }
 
     /// The backend called `name`, or a not-supported error.

@@ -96,6 +96,9 @@ impl SyncService {
         backends: Backends,
         config: RunnerConfig,
     ) -> Self {
+        let metrics = Arc::new(SyncMetrics::for_storage_types(
+            backends.iter().map(|b| b.name()),
+        ));
         Self {
             inner: Arc::new(Inner {
                 storages,
@@ -107,7 +110,7 @@ impl SyncService {
                 shutdown: watch::channel(false).0,
                 running: Mutex::new(HashSet::new()),
                 workers: Mutex::new(Vec::new()),
-                metrics: Arc::new(SyncMetrics::new()),
+                metrics,
             }),
         }
     }

@@ -84,9 +84,12 @@ pub struct SyncMetrics {
     running: Family<SyncLabels, Gauge>,
     queued: Family<SyncLabels, Gauge>,
     in_progress: Family<SyncLabels, Gauge>,
-    /// Held while the repository gauges are rewritten and while encoding,
-    /// so a scrape never sees them half cleared.
-    encoding: Mutex<()>,
+    /// The storage types whose series exist at 0 from the start (so every
+    /// family, with its `# HELP` and `# TYPE`, is in the first scrape and a
+    /// rate over the first sync sees its start); also held while the
+    /// repository gauges are rewritten and while encoding, so a scrape never
+    /// sees them half cleared.
+    storage_types: Mutex<Vec<String>>,
 }
 
 impl Default for SyncMetrics {
@@ -115,7 +118,7 @@ impl SyncMetrics {
             running: Family::default(),
             queued: Family::default(),
             in_progress: Family::default(),
-            encoding: Mutex::new(()),
+            storage_types: Mutex::new(Vec::new()),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -198,6 +201,71 @@ impl SyncMetrics {
         metrics
     }
 
+    /// Metrics whose series for these storage types (every kind and final
+    /// status) exist at 0 before anything happened.
+    pub fn for_storage_types<'a>(storage_types: impl IntoIterator<Item = &'a str>) -> Self {
+        let metrics = Self::new();
+        metrics.add_storage_types(storage_types);
+        metrics
+    }
+
+    /// Creates the series of these storage types at 0 (the ones that exist
+    /// already keep their values).
+    pub fn add_storage_types<'a>(&self, storage_types: impl IntoIterator<Item = &'a str>) {
+        let mut known = self.lock();
+        for storage_type in storage_types {
+            if known.iter().any(|t| t == storage_type) {
+                continue;
+            }
+            known.push(storage_type.to_string());
+            self.zero_series(storage_type);
+        }
+    }
+
+    /// Every series of `storage_type`; `get_or_create` leaves an existing
+    /// one as it is (its guard is dropped at once: only the series matters).
+    fn zero_series(&self, storage_type: &str) {
+        for kind in [StorageKind::Import, StorageKind::Export] {
+            let l = labels(kind, storage_type);
+            for family in [
+                &self.started,
+                &self.resumes,
+                &self.lease_losses,
+                &self.interruptions,
+            ] {
+                drop(family.get_or_create(&l));
+            }
+            for family in [&self.running, &self.queued, &self.in_progress] {
+                drop(family.get_or_create(&l));
+            }
+            drop(self.duration.get_or_create(&l));
+            for status in SyncStatus::ALL.into_iter().filter(|s| s.is_finished()) {
+                drop(self.finished.get_or_create(&FinishLabels {
+                    kind: kind.as_str(),
+                    storage_type: storage_type.to_string(),
+                    status: status.as_str(),
+                }));
+            }
+        }
+        let l = TypeLabels {
+            storage_type: storage_type.to_string(),
+        };
+        for family in [
+            &self.objects_listed,
+            &self.tasks_created,
+            &self.tasks_existed,
+            &self.files_failed,
+            &self.annotations_written,
+            &self.annotations_failed,
+        ] {
+            drop(family.get_or_create(&l));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.storage_types.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The registry, to encode with a host's own metrics. The repository
     /// gauges are as of the last [`SyncService::refresh_metrics`](crate::SyncService::refresh_metrics).
     pub fn registry(&self) -> &Registry {
@@ -206,7 +274,7 @@ impl SyncMetrics {
 
     /// The OpenMetrics text exposition (see [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
-        let _held = self.encoding.lock().unwrap_or_else(|e| e.into_inner());
+        let _held = self.lock();
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);
@@ -292,9 +360,16 @@ impl SyncMetrics {
 
     /// Rewrites the queued / in-progress gauges from the active storages.
     pub(crate) fn set_active(&self, active: &[Storage]) {
-        let _held = self.encoding.lock().unwrap_or_else(|e| e.into_inner());
+        let known = self.lock();
         self.queued.clear();
         self.in_progress.clear();
+        for storage_type in known.iter() {
+            for kind in [StorageKind::Import, StorageKind::Export] {
+                let l = labels(kind, storage_type);
+                drop(self.queued.get_or_create(&l));
+                drop(self.in_progress.get_or_create(&l));
+            }
+        }
         for storage in active {
             let family = match storage.sync.status {
                 SyncStatus::Queued => &self.queued,
@@ -373,6 +448,39 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn known_storage_types_have_every_series_at_zero_and_keep_them() {
+        let m = SyncMetrics::for_storage_types(["s3"]);
+        let text = m.encode();
+        for line in [
+            "# TYPE storage_syncs_queued gauge",
+            r#"storage_syncs_queued{kind="import",storage_type="s3"} 0"#,
+            r#"storage_syncs_in_progress{kind="export",storage_type="s3"} 0"#,
+            r#"storage_syncs_finished_total{kind="export",storage_type="s3",status="failed"} 0"#,
+            r#"storage_export_annotations_failed_total{storage_type="s3"} 0"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        // Rewriting the repository gauges keeps the zeros of known types,
+        // and adding a type again keeps what it counted.
+        m.sync_started(StorageKind::Import, "s3");
+        m.set_active(&[]);
+        m.add_storage_types(["s3"]);
+        let text = m.encode();
+        for line in [
+            r#"storage_syncs_queued{kind="import",storage_type="s3"} 0"#,
+            r#"storage_syncs_started_total{kind="import",storage_type="s3"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
     }
 
     #[test]

@@ -10,10 +10,12 @@ use object_store::ObjectStore;
 use storage_core::fields::{export_fields, import_fields, FieldSpec};
 use storage_core::filter::{Listing, RegexTarget};
 use storage_core::{
-    Backend, Error, ExportStorage, ImportOptions, ImportStorage, Result, Settings, StorageKind,
+    Backend, Error, ExportStorage, FileServer, ImportOptions, ImportStorage, Result, Settings,
+    StorageKind,
 };
 
 use crate::paths::{local_files_url, normalize_path};
+use crate::serving::LocalFileServer;
 
 /// Server-wide local-files configuration.
 ///
@@ -146,12 +148,14 @@ impl LocalFiles {
 #[derive(Debug, Clone)]
 pub struct LocalFilesBackend {
     local: LocalFiles,
+    server: Arc<LocalFileServer>,
 }
 
 impl LocalFilesBackend {
     /// A backend serving under `local`'s document root.
     pub fn new(local: LocalFiles) -> Self {
-        Self { local }
+        let server = Arc::new(LocalFileServer::new(local.document_root.clone()));
+        Self { local, server }
     }
 
     /// The server-wide configuration.
@@ -197,6 +201,11 @@ impl Backend for LocalFilesBackend {
         self.local.check_path(&path)?;
         settings.set("path", path.into());
         storage_core::fields::check_regex(settings, kind).map_err(Error::InvalidConfig)
+    }
+
+    fn file_server(&self) -> Option<Arc<dyn FileServer>> {
+        let server: Arc<dyn FileServer> = self.server.clone();
+        self.local.serving_enabled.then_some(server)
     }
 
     async fn import_storage(&self, settings: &Settings) -> Result<Arc<dyn ImportStorage>> {

@@ -3,6 +3,7 @@
 mod backend;
 mod listing;
 mod paths;
+mod serving;
 
 pub use backend::{LocalExport, LocalFiles, LocalFilesBackend, LocalImport};
 pub use paths::{local_files_url, normalize_path, resolve_served_file};

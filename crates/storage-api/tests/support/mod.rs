@@ -65,13 +65,12 @@ impl Server {
         let backends = backends
             .into_iter()
             .fold(Backends::new(), Backends::with)
-            .with(Arc::new(LocalFilesBackend::new(local.clone())));
+            .with(Arc::new(LocalFilesBackend::new(local)));
         let sync = SyncService::new(db.clone(), db.clone(), db.clone(), backends, runner);
         sync.recover(true).await.unwrap();
         sync.start();
         let state = ApiState::new(sync.clone(), db.clone(), db.clone())
             .with_host(db.clone())
-            .with_local_files(local)
             .with_max_body_bytes(1024 * 1024);
         let app: axum::Router = axum::Router::new()
             .merge(router(state.clone()))

@@ -23,8 +23,12 @@ use utoipa::openapi::{
     Components, ContentBuilder, Header, InfoBuilder, OpenApi, OpenApiBuilder, Paths, RefOr,
     Required, Response, Tag,
 };
+use utoipa::OpenApi as _;
 
 use crate::error::VERSION;
+
+mod routes;
+mod shapes;
 use crate::ApiState;
 
 /// The name of the security scheme (`Authorization: Token <key>`).
@@ -45,18 +49,19 @@ pub(crate) async fn serve(State(state): State<ApiState>) -> Json<OpenApi> {
 pub fn document(state: &ApiState) -> OpenApi {
     let backends: Vec<&dyn Backend> = state.backends().iter().map(|b| b.as_ref()).collect();
     let mut doc = Doc::default();
-    doc.schema_route();
+    doc.derived(routes::Common::openapi());
     for kind in [StorageKind::Import, StorageKind::Export] {
         doc.storage_lists(kind, &backends);
         for backend in &backends {
             doc.storage_routes(kind, *backend);
         }
     }
-    doc.file_routes();
     if state.host().is_some() {
-        doc.host_routes();
+        doc.derived(shapes::Host::openapi());
+        doc.derived(routes::Host::openapi());
     }
     doc.shared_components();
+    finish(&mut doc.paths);
     let description = "Label Studio compatible cloud-storage connections: import tasks from buckets and \
         local folders, export annotations. Every path is also served with a trailing slash. Errors use \
         Label Studio's envelope (`Error`). Authenticate with `Authorization: Token <key>`.";
@@ -120,10 +125,6 @@ fn free_object() -> ObjectBuilder {
     object().additional_properties(Some(AdditionalProperties::FreeForm(true)))
 }
 
-fn any_value() -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(SchemaType::AnyValue)
-}
-
 fn date_time(nullable: bool) -> ObjectBuilder {
     typed(Type::String, nullable).format(Some(SchemaFormat::Custom("date-time".into())))
 }
@@ -161,15 +162,6 @@ fn linked(mut response: Response, links: &[(&str, &str, &str, &str)]) -> Respons
 
 fn shared(name: &str) -> RefOr<Response> {
     RefOr::Ref(Ref::from_response_name(name))
-}
-
-/// Any body (files and storage objects, whatever their type).
-fn file_response(description: &str) -> Response {
-    let binary = typed(Type::String, false).content_media_type("application/octet-stream");
-    ResponseBuilder::new()
-        .description(description)
-        .content("*/*", ContentBuilder::new().schema(Some(binary)).build())
-        .build()
 }
 
 fn empty_response(description: &str) -> Response {
@@ -221,13 +213,13 @@ fn id_param(description: &str) -> utoipa::openapi::path::Parameter {
         .build()
 }
 
-/// An operation with the responses every authenticated route may give.
+/// An operation (the 401 every authenticated route may give is added by
+/// [`finish`]).
 fn operation(id: String, tag: &str, summary: &str) -> OperationBuilder {
     OperationBuilder::new()
         .operation_id(Some(id))
         .tag(tag)
         .summary(Some(summary))
-        .response("401", shared("Unauthorized"))
 }
 
 /// `s3` -> `S3`, `gcs_sa` -> `GcsSa`: the prefix of a backend's schema names.
@@ -320,18 +312,13 @@ impl Doc {
             .insert(name.to_string(), schema.into());
     }
 
-    fn schema_route(&mut self) {
-        let op = OperationBuilder::new()
-            .operation_id(Some("api_schema_read"))
-            .tag("Schema")
-            .summary(Some("This OpenAPI document"))
-            .description(Some("Needs no authentication."))
-            .securities(Some([SecurityRequirement::default()]))
-            .response(
-                "200",
-                json_response("The OpenAPI 3.1 document", free_object()),
-            );
-        self.add("/api/schema", HttpMethod::Get, op);
+    /// Adds the schemas of a derived document.
+    fn derived(&mut self, api: OpenApi) {
+        self.paths.merge(api.paths);
+        if let Some(components) = api.components {
+            self.components.schemas.extend(components.schemas);
+            self.components.responses.extend(components.responses);
+        }
     }
 
     /// The type lists and the every-type storage lists of `kind`, and the
@@ -627,409 +614,10 @@ impl Doc {
         );
     }
 
-    fn file_routes(&mut self) {
-        let ranges = |op: OperationBuilder| {
-            op.response("206", file_response("The requested byte range (`Range`)"))
-                .response("304", empty_response("Not modified (`If-None-Match`)"))
-                .response("416", empty_response("The range cannot be satisfied"))
-        };
-        let local = operation("data_local_files_read".into(), "Files", "A file of a local-files import storage")
-            .description(Some(
-                "Serves a file below the document root that a local import storage of a visible project holds.",
-            ))
-            .parameter(query("d", true, typed(Type::String, false), "Path of the file, relative to the document root"))
-            .response("200", file_response("The file"))
-            .response("400", shared("BadRequest"))
-            .response("403", shared("Forbidden"))
-            .response("404", shared("NotFound"));
-        self.add("/data/local-files", HttpMethod::Get, ranges(local));
-
-        self.schema(
-            "ProxyError",
-            object()
-                .property("error", typed(Type::String, false))
-                .property("detail", typed(Type::String, false))
-                .required("error")
-                .required("detail"),
-        );
-        for (owner, what) in [("tasks", "Task"), ("projects", "Project")] {
-            for alias in ["resolve", "presign"] {
-                let resolve = operation(
-                    format!("{owner}_{alias}_read"),
-                    "Files",
-                    &format!("Open a storage URI of a {}", what.to_lowercase()),
-                )
-                .description(Some(
-                    "Redirects to a signed URL when the storage has `presign`, otherwise streams the object.",
-                ))
-                .parameter(id_param(&format!("{what} id")))
-                .parameter(query(
-                    "fileuri",
-                    true,
-                    typed(Type::String, false),
-                    "URL-safe base64 of the storage URI (`s3://bucket/key`)",
-                ))
-                .response("200", file_response("The object"))
-                .response(
-                    "303",
-                    ResponseBuilder::new()
-                        .description("Redirect to a signed URL")
-                        .header("Location", Header::new(typed(Type::String, false)))
-                        .build(),
-                )
-                .response("400", shared("BadRequest"))
-                .response("404", shared("NotFound"))
-                .response("424", json_response("Reading from the storage failed", schema_ref("ProxyError")));
-                self.add(
-                    &format!("/{owner}/{{id}}/{alias}"),
-                    HttpMethod::Get,
-                    ranges(resolve),
-                );
-            }
-        }
-    }
-
-    fn host_routes(&mut self) {
-        self.schema(
-            "ProjectCreate",
-            object()
-                .property("title", typed(Type::String, true).max_length(Some(50)))
-                .property("description", typed(Type::String, true))
-                .property(
-                    "label_config",
-                    typed(Type::String, true).description(Some("Labelling config (XML)")),
-                ),
-        );
-        self.schema(
-            "Project",
-            free_object()
-                .property("id", read_only(typed(Type::Integer, false)))
-                .property("title", typed(Type::String, false))
-                .property("description", typed(Type::String, false))
-                .property("label_config", typed(Type::String, false))
-                .property("created_at", read_only(date_time(false)))
-                .property("task_number", read_only(typed(Type::Integer, false)))
-                .required("id")
-                .required("title")
-                .required("description")
-                .required("label_config"),
-        );
-        self.schema(
-            "TaskImport",
-            free_object()
-                .description(Some("A task: its `data`, or the data itself; optional `annotations`, `predictions`, `meta`"))
-                .property("data", free_object())
-                .property("annotations", array_of(free_object()))
-                .property("predictions", array_of(free_object()))
-                .property("meta", free_object()),
-        );
-        self.schema(
-            "ImportResult",
-            free_object()
-                .property("task_count", typed(Type::Integer, false))
-                .property("annotation_count", typed(Type::Integer, false))
-                .property("prediction_count", typed(Type::Integer, false))
-                .property("duration", typed(Type::Number, false))
-                .required("task_count")
-                .required("annotation_count")
-                .required("prediction_count"),
-        );
-        self.schema(
-            "Task",
-            free_object()
-                .property("id", read_only(typed(Type::Integer, false)))
-                .property("data", free_object())
-                .property("meta", free_object())
-                .property("annotations", array_of(free_object()))
-                .property("predictions", array_of(free_object()))
-                .property("project", typed(Type::Integer, false))
-                .property("storage_filename", typed(Type::String, true))
-                .property("created_at", read_only(date_time(false)))
-                .property("updated_at", read_only(date_time(false)))
-                .required("id")
-                .required("data")
-                .required("project"),
-        );
-        self.schema(
-            "TaskList",
-            object()
-                .property("total_annotations", typed(Type::Integer, false))
-                .property("total_predictions", typed(Type::Integer, false))
-                .property("total", typed(Type::Integer, false))
-                .property("tasks", array_of(schema_ref("Task")))
-                .required("total")
-                .required("tasks"),
-        );
-        let annotation_fields = |schema: ObjectBuilder| {
-            schema
-                .property(
-                    "result",
-                    array_of(free_object()).description(Some("The labelling result")),
-                )
-                .property("was_cancelled", typed(Type::Boolean, false))
-                .property("ground_truth", typed(Type::Boolean, false))
-                .property("lead_time", typed(Type::Number, true))
-        };
-        self.schema(
-            "AnnotationCreate",
-            annotation_fields(object()).required("result"),
-        );
-        self.schema("AnnotationUpdate", annotation_fields(object()));
-        self.schema(
-            "Annotation",
-            free_object()
-                .property("id", read_only(typed(Type::Integer, false)))
-                .property("result", array_of(any_value()))
-                .property("task", typed(Type::Integer, false))
-                .required("id"),
-        );
-        let resolve_uri = || {
-            query(
-                "resolve_uri",
-                false,
-                typed(Type::Boolean, false),
-                "Rewrite storage URIs in task data to this server's resolver (default true)",
-            )
-        };
-
-        let create = operation("api_projects_create".into(), "Projects", "Create a project")
-            .request_body(Some(json_body(schema_ref("ProjectCreate"), false)))
-            .response(
-                "201",
-                linked(
-                    json_response("The project", schema_ref("Project")),
-                    &[
-                        ("read", "api_projects_read", "id", "$response.body#/id"),
-                        (
-                            "import",
-                            "api_projects_import_create",
-                            "id",
-                            "$response.body#/id",
-                        ),
-                        ("tasks", "api_tasks_list", "project", "$response.body#/id"),
-                        (
-                            "storages",
-                            "api_storages_list",
-                            "project",
-                            "$response.body#/id",
-                        ),
-                    ],
-                ),
-            )
-            .response("400", shared("BadRequest"))
-            .response("413", shared("PayloadTooLarge"));
-        self.add("/api/projects", HttpMethod::Post, create);
-        let read = operation("api_projects_read".into(), "Projects", "Get a project")
-            .parameter(id_param("Project id"))
-            .response("200", json_response("The project", schema_ref("Project")))
-            .response("404", shared("NotFound"));
-        self.add("/api/projects/{id}", HttpMethod::Get, read);
-        let tasks = OneOfBuilder::new()
-            .item(array_of(schema_ref("TaskImport")))
-            .item(schema_ref("TaskImport"));
-        let import = operation(
-            "api_projects_import_create".into(),
-            "Projects",
-            "Import tasks into a project",
-        )
-        .parameter(id_param("Project id"))
-        .request_body(Some(json_body(tasks, true)))
-        .response(
-            "201",
-            json_response("What was imported", schema_ref("ImportResult")),
-        )
-        .response("400", shared("BadRequest"))
-        .response("404", shared("NotFound"))
-        .response("413", shared("PayloadTooLarge"));
-        self.add("/api/projects/{id}/import", HttpMethod::Post, import);
-
-        let positive = || typed(Type::Integer, false).minimum(Some(1));
-        let list = operation(
-            "api_tasks_list".into(),
-            "Tasks",
-            "List the tasks of a project",
-        )
-        .parameter(query(
-            "project",
-            true,
-            typed(Type::Integer, false),
-            "Project id",
-        ))
-        .parameter(query("page", false, positive(), "Page number (default 1)"))
-        .parameter(query(
-            "page_size",
-            false,
-            positive(),
-            "Tasks per page (default 100, at most 10000)",
-        ))
-        .parameter(resolve_uri())
-        .response(
-            "200",
-            linked(
-                json_response("A page of tasks", schema_ref("TaskList")),
-                &[
-                    ("task", "api_tasks_read", "id", "$response.body#/tasks/0/id"),
-                    (
-                        "annotate",
-                        "api_tasks_annotations_create",
-                        "id",
-                        "$response.body#/tasks/0/id",
-                    ),
-                    (
-                        "resolve",
-                        "tasks_resolve_read",
-                        "id",
-                        "$response.body#/tasks/0/id",
-                    ),
-                ],
-            ),
-        )
-        .response("400", shared("BadRequest"))
-        .response("404", shared("NotFound"));
-        self.add("/api/tasks", HttpMethod::Get, list);
-        let task = operation("api_tasks_read".into(), "Tasks", "Get a task")
-            .parameter(id_param("Task id"))
-            .parameter(resolve_uri())
-            .response("200", json_response("The task", schema_ref("Task")))
-            .response("404", shared("NotFound"));
-        self.add("/api/tasks/{id}", HttpMethod::Get, task);
-        let annotate = operation(
-            "api_tasks_annotations_create".into(),
-            "Annotations",
-            "Annotate a task",
-        )
-        .description(Some(
-            "Saves, then writes the annotation to every export storage of the project.",
-        ))
-        .parameter(id_param("Task id"))
-        .request_body(Some(json_body(schema_ref("AnnotationCreate"), true)))
-        .response(
-            "201",
-            linked(
-                json_response("The annotation", schema_ref("Annotation")),
-                &[
-                    (
-                        "update",
-                        "api_annotations_partial_update",
-                        "id",
-                        "$response.body#/id",
-                    ),
-                    (
-                        "delete",
-                        "api_annotations_delete",
-                        "id",
-                        "$response.body#/id",
-                    ),
-                ],
-            ),
-        )
-        .response("400", shared("BadRequest"))
-        .response("404", shared("NotFound"))
-        .response("413", shared("PayloadTooLarge"));
-        self.add("/api/tasks/{id}/annotations", HttpMethod::Post, annotate);
-        let update = operation(
-            "api_annotations_partial_update".into(),
-            "Annotations",
-            "Update an annotation",
-        )
-        .description(Some(
-            "Updates, then writes the annotation to every export storage again.",
-        ))
-        .parameter(id_param("Annotation id"))
-        .request_body(Some(json_body(schema_ref("AnnotationUpdate"), false)))
-        .response(
-            "200",
-            json_response("The annotation", schema_ref("Annotation")),
-        )
-        .response("400", shared("BadRequest"))
-        .response("404", shared("NotFound"))
-        .response("413", shared("PayloadTooLarge"));
-        self.add("/api/annotations/{id}", HttpMethod::Patch, update);
-        let delete = operation(
-            "api_annotations_delete".into(),
-            "Annotations",
-            "Delete an annotation",
-        )
-        .description(Some(
-            "Also deletes its exported objects in storages with `can_delete_objects`.",
-        ))
-        .parameter(id_param("Annotation id"))
-        .response("204", empty_response("Deleted"))
-        .response("404", shared("NotFound"));
-        self.add("/api/annotations/{id}", HttpMethod::Delete, delete);
-    }
-
+    /// The schemas and responses every configuration documents, and the
+    /// authentication scheme.
     fn shared_components(&mut self) {
-        self.schema(
-            "Error",
-            object()
-                .description(Some("Label Studio's error envelope"))
-                .property(
-                    "id",
-                    typed(Type::String, false).description(Some("A unique id of this error")),
-                )
-                .property("status_code", typed(Type::Integer, false))
-                .property("version", typed(Type::String, false))
-                .property("detail", typed(Type::String, false))
-                .property("exc_info", typed(Type::Null, false))
-                .property(
-                    "validation_errors",
-                    object()
-                        .description(Some(
-                            "Messages per field (`non_field_errors`: about no single field)",
-                        ))
-                        .additional_properties(Some(array_of(typed(Type::String, false)))),
-                )
-                .required("id")
-                .required("status_code")
-                .required("version")
-                .required("detail")
-                .required("exc_info"),
-        );
-        self.schema(
-            "Message",
-            object()
-                .property("message", typed(Type::String, false))
-                .required("message"),
-        );
-        self.schema(
-            "StorageType",
-            object()
-                .property("name", typed(Type::String, false))
-                .property("title", typed(Type::String, false))
-                .required("name")
-                .required("title"),
-        );
-        let error = |description: &str| json_response(description, schema_ref("Error"));
-        let mut unauthorized = error("Missing or invalid `Authorization: Token <key>`");
-        unauthorized.headers.insert(
-            "WWW-Authenticate".into(),
-            Header::new(typed(Type::String, false).enum_values(Some(["Token"]))),
-        );
-        for (name, response) in [
-            (
-                "BadRequest",
-                error("Invalid input; `validation_errors` names the fields"),
-            ),
-            ("Unauthorized", unauthorized),
-            ("Forbidden", error("Not permitted")),
-            (
-                "NotFound",
-                error("No such object, or not visible to the caller"),
-            ),
-            (
-                "Conflict",
-                error("The storage's sync state does not allow this now"),
-            ),
-            (
-                "PayloadTooLarge",
-                error("The request body is larger than the server's limit"),
-            ),
-        ] {
-            self.components
-                .responses
-                .insert(name.to_string(), RefOr::T(response));
-        }
+        self.derived(shapes::Common::openapi());
         self.components.add_security_scheme(
             TOKEN,
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
@@ -1037,5 +625,63 @@ impl Doc {
                 "`Token <key>`: the word Token, a space, then the API key",
             ))),
         );
+    }
+}
+
+/// An error answered in Label Studio's envelope.
+fn error_response(description: &str) -> Response {
+    json_response(description, schema_ref("Error"))
+}
+
+/// 401, with the scheme clients must use.
+fn unauthorized() -> Response {
+    let mut response = error_response("Missing or invalid `Authorization: Token <key>`");
+    response.headers.insert(
+        "WWW-Authenticate".into(),
+        Header::new(typed(Type::String, false).enum_values(Some(["Token"]))),
+    );
+    response
+}
+
+/// What every operation has in common, applied once over the document:
+/// an operation that needs a token may answer 401, and a link names its
+/// operation as `operationId` (utoipa 5.5 writes `Link::operation_id` as
+/// `operation_id`, which no OpenAPI reader knows).
+fn finish(paths: &mut Paths) {
+    for item in paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            // Only this document's own operation opts out (`security: [{}]`).
+            if operation.security.is_none() {
+                operation
+                    .responses
+                    .responses
+                    .entry("401".into())
+                    .or_insert_with(|| shared("Unauthorized"));
+            }
+            for response in operation.responses.responses.values_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                for link in response.links.values_mut() {
+                    if let RefOr::T(link) = link {
+                        if !link.operation_id.is_empty() {
+                            let id = std::mem::take(&mut link.operation_id);
+                            let named = Extensions::from_iter([("operationId", id)]);
+                            match &mut link.extensions {
+                                Some(extensions) => extensions.merge(named),
+                                None => link.extensions = Some(named),
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,190 @@
+//! The bodies whose shape does not depend on the configuration, derived
+//! with utoipa: the error envelope, the type list, and the example host's
+//! projects, tasks and annotations. The handlers build these bodies as JSON
+//! (Label Studio's field order and extra fields), so the types describe
+//! them and are never built.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{OpenApi, PartialSchema, ToSchema};
+
+/// `exc_info`: always `null`.
+fn null() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::Null)
+}
+
+/// Label Studio's error envelope
+#[derive(ToSchema)]
+pub(crate) struct Error {
+    /// A unique id of this error
+    id: String,
+    status_code: i64,
+    version: String,
+    detail: String,
+    #[schema(schema_with = null)]
+    exc_info: Value,
+    /// Messages per field (`non_field_errors`: about no single field)
+    #[schema(required = false)]
+    validation_errors: HashMap<String, Vec<String>>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct Message {
+    message: String,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct StorageType {
+    name: String,
+    title: String,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct ProxyError {
+    error: String,
+    detail: String,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct ProjectCreate {
+    #[schema(max_length = 50)]
+    title: Option<String>,
+    description: Option<String>,
+    /// Labelling config (XML)
+    label_config: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct Project {
+    #[schema(read_only)]
+    id: i64,
+    title: String,
+    description: String,
+    label_config: String,
+    #[schema(read_only, required = false, format = DateTime)]
+    created_at: String,
+    #[schema(read_only, required = false)]
+    task_number: i64,
+}
+
+/// A task: its `data`, or the data itself; optional `annotations`, `predictions`, `meta`
+#[derive(ToSchema)]
+pub(crate) struct TaskImport {
+    #[schema(required = false, value_type = Object)]
+    data: Value,
+    #[schema(required = false, value_type = Vec<Object>)]
+    annotations: Value,
+    #[schema(required = false, value_type = Vec<Object>)]
+    predictions: Value,
+    #[schema(required = false, value_type = Object)]
+    meta: Value,
+}
+
+/// One task or a list of them.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub(crate) enum TaskImportBody {
+    Many(Vec<TaskImport>),
+    One(Box<TaskImport>),
+}
+
+#[derive(ToSchema)]
+pub(crate) struct ImportResult {
+    task_count: i64,
+    annotation_count: i64,
+    prediction_count: i64,
+    #[schema(required = false)]
+    duration: f64,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct Task {
+    #[schema(read_only)]
+    id: i64,
+    #[schema(value_type = Object)]
+    data: Value,
+    #[schema(required = false, value_type = Object)]
+    meta: Value,
+    #[schema(required = false, value_type = Vec<Object>)]
+    annotations: Value,
+    #[schema(required = false, value_type = Vec<Object>)]
+    predictions: Value,
+    project: i64,
+    storage_filename: Option<String>,
+    #[schema(read_only, required = false, format = DateTime)]
+    created_at: String,
+    #[schema(read_only, required = false, format = DateTime)]
+    updated_at: String,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct TaskList {
+    #[schema(required = false)]
+    total_annotations: i64,
+    #[schema(required = false)]
+    total_predictions: i64,
+    total: i64,
+    tasks: Vec<Task>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct AnnotationCreate {
+    /// The labelling result
+    #[schema(value_type = Vec<Object>)]
+    result: Value,
+    #[schema(required = false)]
+    was_cancelled: bool,
+    #[schema(required = false)]
+    ground_truth: bool,
+    lead_time: Option<f64>,
+}
+
+/// The fields of [`AnnotationCreate`], none required.
+pub(crate) struct AnnotationUpdate;
+
+impl PartialSchema for AnnotationUpdate {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = AnnotationCreate::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.required.clear();
+        }
+        schema
+    }
+}
+
+impl ToSchema for AnnotationUpdate {}
+
+#[derive(ToSchema)]
+pub(crate) struct Annotation {
+    #[schema(read_only)]
+    id: i64,
+    #[schema(required = false, value_type = Vec<Value>)]
+    result: Value,
+    #[schema(required = false)]
+    task: i64,
+}
+
+/// The schemas every configuration documents.
+#[derive(OpenApi)]
+#[openapi(components(schemas(Error, Message, StorageType, ProxyError)))]
+pub(crate) struct Common;
+
+/// The schemas of the example host's routes.
+#[derive(OpenApi)]
+#[openapi(components(schemas(
+    ProjectCreate,
+    Project,
+    TaskImport,
+    ImportResult,
+    Task,
+    TaskList,
+    AnnotationCreate,
+    AnnotationUpdate,
+    Annotation
+)))]
+pub(crate) struct Host;
