@@ -1,36 +1,28 @@
 //! The SQLite implementation of every persistence trait.
 //!
-//! The queries and row decoding both engines share live in `common.rs`,
-//! included at the end of this module. What is SQLite's own stays here:
-//! pragmas, `BEGIN IMMEDIATE` (one writer at a time, so no row locks), the
-//! bound-variable limit, multi-row `VALUES` inserts, busy/locked error codes,
-//! times stored as RFC 3339 text, and claims by compare-and-set.
+//! What is SQLite's own is written here: pragmas, `BEGIN IMMEDIATE` (one
+//! writer at a time, so no row locks), the bound-variable limit, multi-row
+//! `VALUES` inserts, busy/locked error codes, times stored as RFC 3339 text,
+//! and claims by compare-and-set. The queries both engines share are in
+//! `src/shared/`, compiled into this module at the end of this file.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
-use storage_core::host::{HostStore, NewProject, Project, TaskPage, TaskRecord};
-use storage_core::parse::ParsedTask;
-use storage_core::persist::{
-    AnnotationSource, Authenticator, Caller, ExportedAnnotation, NewTask, ObjectLink,
-    ProjectAccess, StorageFilter, StorageRepository, SyncGuard, TaskSink,
-};
-use storage_core::{Error, NewStorage, Result, Retry, Settings, Storage, SyncState, SyncStatus};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use storage_core::persist::ObjectLink;
+use storage_core::{Error, Result, Storage};
 
-use crate::shape::{
-    format_time, now, parse_object, parse_time, parse_value, to_text, token_hash, AnnotationInput,
-    AnnotationRow, Counters, FileAnnotation, FilePrediction, PredictionRow, TaskRow, UserRow,
-};
+use self::rows::{db, db_error, get};
+use crate::shape::{format_time, parse_time};
+use crate::sql::rows_per_statement;
+use crate::sql::TaskValues;
 
 /// The migrations of the SQLite schema, applied by [`SqliteDatabase::open`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -128,7 +120,7 @@ impl SqliteDatabase {
         context: &str,
     ) -> Result<Vec<(i64, i64)>> {
         let mut ids = Vec::with_capacity(tasks.len());
-        for chunk in tasks.chunks(rows_per_statement(12)) {
+        for chunk in tasks.chunks(rows_per_statement(MAX_VARIABLES, 12)) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO tasks (project_id, inner_id, data, meta, allow_skip, overlap, \
                  is_labeled, total_annotations, cancelled_annotations, total_predictions, \
@@ -170,7 +162,7 @@ impl SqliteDatabase {
         stamp: &Stamp,
         context: &str,
     ) -> Result<()> {
-        for chunk in links.chunks(rows_per_statement(8)) {
+        for chunk in links.chunks(rows_per_statement(MAX_VARIABLES, 8)) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO storage_links (storage_id, task_id, key, row_index, etag, size, \
                  last_modified, created_at) ",
@@ -322,4 +314,21 @@ fn temporary_code(code: &str) -> bool {
     matches!(code & 0xff, 5 | 6)
 }
 
-include!("common.rs");
+// The SQL both engines share: each file of src/shared/ is compiled once here
+// and once in the other engine module, each time as a child module of the
+// engine, taking from it (`use super::{...}`) the names defined above from
+// `Engine` to `temporary_code`, and the `Engine` methods `begin_write`,
+// `insert_task_rows`, `insert_link_rows`, `linked_key_counts`,
+// `linked_row_pairs` and `claim_next`.
+#[path = "shared/accounts.rs"]
+mod accounts;
+#[path = "shared/annotations.rs"]
+mod annotations;
+#[path = "shared/host.rs"]
+mod host;
+#[path = "shared/rows.rs"]
+mod rows;
+#[path = "shared/storages.rs"]
+mod storages;
+#[path = "shared/tasks.rs"]
+mod tasks;
