@@ -2,6 +2,8 @@
 //! column lists, the values of new task rows, and tests of database errors.
 
 use serde_json::{Map, Value};
+use storage_core::parse::ParsedTask;
+use storage_core::persist::NewTask;
 
 use crate::shape::Counters;
 
@@ -74,6 +76,28 @@ pub(crate) struct TaskInput<'a> {
     pub(crate) annotations: &'a [Value],
     pub(crate) predictions: &'a [Value],
     pub(crate) allow_skip: bool,
+}
+
+impl<'a> From<&'a NewTask> for TaskInput<'a> {
+    fn from(task: &'a NewTask) -> Self {
+        Self {
+            data: &task.data,
+            annotations: &task.annotations,
+            predictions: &task.predictions,
+            allow_skip: task.allow_skip,
+        }
+    }
+}
+
+impl<'a> From<&'a ParsedTask> for TaskInput<'a> {
+    fn from(task: &'a ParsedTask) -> Self {
+        Self {
+            data: &task.data,
+            annotations: &task.annotations,
+            predictions: &task.predictions,
+            allow_skip: task.allow_skip,
+        }
+    }
 }
 
 /// The values of one new task row that differ between tasks.

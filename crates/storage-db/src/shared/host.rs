@@ -201,15 +201,7 @@ impl HostStore for Engine {
             return Ok(Vec::new());
         }
         let context = format!("importing tasks into project {project}");
-        let inputs: Vec<TaskInput<'_>> = tasks
-            .iter()
-            .map(|task| TaskInput {
-                data: &task.data,
-                annotations: &task.annotations,
-                predictions: &task.predictions,
-                allow_skip: task.allow_skip,
-            })
-            .collect();
+        let inputs: Vec<TaskInput<'_>> = tasks.iter().map(TaskInput::from).collect();
         let mut tx = self.begin_write(&context).await?;
         let defaults = Self::lock_project(&mut tx, project, &context).await?;
         let ids = Self::insert_tasks(&mut tx, project, &defaults, &inputs, now(), &context).await?;

@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::query_builder::Separated;
 use sqlx::QueryBuilder;
 use storage_core::persist::{NewTask, ObjectLink, TaskSink};
 use storage_core::{Error, Result};
@@ -129,12 +130,13 @@ impl Engine {
             .zip(&ids)
             .flat_map(|(task, id)| task.annotations.iter().map(move |a| (*id, a)))
             .collect();
-        for chunk in annotations.chunks(rows_per_statement(MAX_VARIABLES, 10)) {
-            let mut query = QueryBuilder::<Db>::new(
-                "INSERT INTO annotations (task_id, project_id, completed_by, result, \
-                 was_cancelled, ground_truth, lead_time, created_at, updated_at, updated_by) ",
-            );
-            query.push_values(chunk, |mut row, (task_id, annotation)| {
+        insert_values(
+            conn,
+            "INSERT INTO annotations (task_id, project_id, completed_by, result, \
+             was_cancelled, ground_truth, lead_time, created_at, updated_at, updated_by) ",
+            &annotations,
+            10,
+            |mut row, (task_id, annotation)| {
                 row.push_bind(*task_id)
                     .push_bind(project)
                     .push_bind(defaults.creator)
@@ -145,26 +147,23 @@ impl Engine {
                     .push_bind(stamp)
                     .push_bind(stamp)
                     .push_bind(defaults.creator);
-            });
-            query
-                .build()
-                .persistent(false)
-                .execute(&mut *conn)
-                .await
-                .map_err(db(context))?;
-        }
+            },
+            context,
+        )
+        .await?;
 
         let predictions: Vec<(i64, &FilePrediction)> = prepared
             .iter()
             .zip(&ids)
             .flat_map(|(task, id)| task.predictions.iter().map(move |p| (*id, p)))
             .collect();
-        for chunk in predictions.chunks(rows_per_statement(MAX_VARIABLES, 7)) {
-            let mut query = QueryBuilder::<Db>::new(
-                "INSERT INTO predictions (task_id, project_id, result, score, model_version, \
-                 created_at, updated_at) ",
-            );
-            query.push_values(chunk, |mut row, (task_id, prediction)| {
+        insert_values(
+            conn,
+            "INSERT INTO predictions (task_id, project_id, result, score, model_version, \
+             created_at, updated_at) ",
+            &predictions,
+            7,
+            |mut row, (task_id, prediction)| {
                 row.push_bind(*task_id)
                     .push_bind(project)
                     .push_bind(prediction.result.as_str())
@@ -172,14 +171,10 @@ impl Engine {
                     .push_bind(prediction.model_version.as_str())
                     .push_bind(stamp)
                     .push_bind(stamp);
-            });
-            query
-                .build()
-                .persistent(false)
-                .execute(&mut *conn)
-                .await
-                .map_err(db(context))?;
-        }
+            },
+            context,
+        )
+        .await?;
         Ok(ids)
     }
 
@@ -220,30 +215,24 @@ impl TaskSink for Engine {
     }
 
     async fn begin_object(&self, storage_id: i64, key: &str) -> Result<()> {
-        sqlx::query(
+        self.mark_object(
             "INSERT INTO unfinished_objects (storage_id, key) VALUES ($1, $2)
              ON CONFLICT (storage_id, key) DO NOTHING",
+            storage_id,
+            key,
+            "unfinished",
         )
-        .bind(storage_id)
-        .bind(key)
-        .execute(&self.pool)
         .await
-        .map_err(db(format!(
-            "marking \"{key}\" of storage {storage_id} unfinished"
-        )))?;
-        Ok(())
     }
 
     async fn finish_object(&self, storage_id: i64, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM unfinished_objects WHERE storage_id = $1 AND key = $2")
-            .bind(storage_id)
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(db(format!(
-                "marking \"{key}\" of storage {storage_id} finished"
-            )))?;
-        Ok(())
+        self.mark_object(
+            "DELETE FROM unfinished_objects WHERE storage_id = $1 AND key = $2",
+            storage_id,
+            key,
+            "finished",
+        )
+        .await
     }
 
     async fn create_tasks(&self, project: i64, storage_id: i64, tasks: &[NewTask]) -> Result<u64> {
@@ -284,15 +273,7 @@ impl TaskSink for Engine {
         }
 
         let at = now();
-        let inputs: Vec<TaskInput<'_>> = fresh
-            .iter()
-            .map(|task| TaskInput {
-                data: &task.data,
-                annotations: &task.annotations,
-                predictions: &task.predictions,
-                allow_skip: task.allow_skip,
-            })
-            .collect();
+        let inputs: Vec<TaskInput<'_>> = fresh.iter().copied().map(TaskInput::from).collect();
         let ids = Self::insert_tasks(&mut tx, project, &defaults, &inputs, at, &context).await?;
         let links: Vec<(i64, &ObjectLink)> = ids
             .iter()
@@ -310,4 +291,48 @@ impl TaskSink for Engine {
         );
         Ok(fresh.len() as u64)
     }
+}
+
+impl Engine {
+    /// Runs `sql` on the object `key` of a storage (`$1`, `$2`): marking it
+    /// unfinished while its tasks are being created, or finished.
+    async fn mark_object(&self, sql: &str, storage_id: i64, key: &str, state: &str) -> Result<()> {
+        sqlx::query(sql)
+            .bind(storage_id)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db(format!(
+                "marking \"{key}\" of storage {storage_id} {state}"
+            )))?;
+        Ok(())
+    }
+}
+
+/// Inserts `rows` with multi-row `VALUES` statements: `head` is the
+/// `INSERT INTO table (columns) ` part, `push` binds the
+/// `variables_per_row` values of one row. As many rows per statement as the
+/// engine's limit of bound variables allows.
+pub(super) async fn insert_values<'a, T>(
+    conn: &mut DbConn,
+    head: &str,
+    rows: &'a [T],
+    variables_per_row: usize,
+    mut push: impl FnMut(Separated<'_, 'a, Db, &'static str>, &'a T) + Send,
+    context: &str,
+) -> Result<()>
+where
+    T: Sync,
+{
+    for chunk in rows.chunks(rows_per_statement(MAX_VARIABLES, variables_per_row)) {
+        let mut query = QueryBuilder::<Db>::new(head);
+        query.push_values(chunk, &mut push);
+        query
+            .build()
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .map_err(db(context))?;
+    }
+    Ok(())
 }
