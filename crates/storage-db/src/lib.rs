@@ -11,9 +11,17 @@
 // types, how it binds a time or a list, its limits, and the few queries
 // written per engine). What depends on no engine is in sql.rs and shape.rs.
 mod database;
+#[allow(
+    clippy::duplicate_mod,
+    reason = "each file of src/shared/ is compiled once per engine on purpose"
+)]
 mod postgres;
 mod shape;
 mod sql;
+#[allow(
+    clippy::duplicate_mod,
+    reason = "each file of src/shared/ is compiled once per engine on purpose"
+)]
 mod sqlite;
 
 pub use database::Database;
