@@ -24,7 +24,8 @@ use crate::metrics::{export_delta, import_delta, SyncMetrics};
 use crate::persist::{AnnotationSource, StorageRepository, SyncGuard, TaskSink};
 use crate::{Backends, Error, ImportOptions, Result, Storage, StorageKind, SyncStatus};
 
-/// What the service and its workers share.
+/// What the service and its workers share (built by
+/// [`super::SyncService::new`]).
 #[derive(Debug)]
 pub(super) struct Runner {
     pub(super) storages: Arc<dyn StorageRepository>,
@@ -34,33 +35,12 @@ pub(super) struct Runner {
     pub(super) config: RunnerConfig,
     pub(super) wake: Notify,
     pub(super) shutdown: watch::Sender<bool>,
-    running: Mutex<HashSet<i64>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    pub(super) running: Mutex<HashSet<i64>>,
+    pub(super) workers: Mutex<Vec<JoinHandle<()>>>,
     pub(super) metrics: Arc<SyncMetrics>,
 }
 
 impl Runner {
-    pub(super) fn new(
-        storages: Arc<dyn StorageRepository>,
-        tasks: Arc<dyn TaskSink>,
-        annotations: Arc<dyn AnnotationSource>,
-        backends: Backends,
-        config: RunnerConfig,
-    ) -> Self {
-        Self {
-            storages,
-            tasks,
-            annotations,
-            backends,
-            config,
-            wake: Notify::new(),
-            shutdown: watch::channel(false).0,
-            running: Mutex::new(HashSet::new()),
-            workers: Mutex::new(Vec::new()),
-            metrics: Arc::new(SyncMetrics::new()),
-        }
-    }
-
     /// Starts the workers and the watchdog.
     pub(super) fn start(self: &Arc<Self>) {
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());

@@ -2,10 +2,12 @@
 //! recover jobs at start-up, and export single annotations when they are
 //! saved or deleted.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use tokio::sync::{watch, Notify};
 
 use super::runner::Runner;
 use super::state;
@@ -77,7 +79,18 @@ impl SyncService {
         config: RunnerConfig,
     ) -> Self {
         Self {
-            inner: Arc::new(Runner::new(storages, tasks, annotations, backends, config)),
+            inner: Arc::new(Runner {
+                storages,
+                tasks,
+                annotations,
+                backends,
+                config,
+                wake: Notify::new(),
+                shutdown: watch::channel(false).0,
+                running: Mutex::new(HashSet::new()),
+                workers: Mutex::new(Vec::new()),
+                metrics: Arc::new(SyncMetrics::new()),
+            }),
         }
     }
 

@@ -330,6 +330,22 @@ mod tests {
         }
     }
 
+    /// How `claimed` ends at second 8, after 8 s, with `last` reported.
+    fn end(claimed: &SyncState, ending: Ending, last: Option<&Progress>) -> SyncState {
+        ended(claimed, ending, last, at(8), Duration::from_secs(8))
+    }
+
+    /// An import that ran to its end with `progress` and rejected `files`.
+    fn imported(progress: Progress, files: &[&str]) -> Ending {
+        let Progress::Import(progress) = progress else {
+            panic!("an import's progress")
+        };
+        Ending::Imported(ImportOutcome {
+            progress,
+            file_errors: files.iter().map(|line| line.to_string()).collect(),
+        })
+    }
+
     /// Every transition a test sees is one the status machine allows.
     fn assert_move(from: &SyncState, to: &SyncState) {
         from.status.check_move(to.status).unwrap();
@@ -425,22 +441,8 @@ mod tests {
     #[test]
     fn an_import_run_to_its_end_completes() {
         let claimed = running(None);
-        let outcome = ImportOutcome {
-            progress: ImportProgress {
-                objects: 3,
-                created: 2,
-                existed: 1,
-                failed_files: 0,
-            },
-            file_errors: Vec::new(),
-        };
-        let done = ended(
-            &claimed,
-            Ending::Imported(outcome),
-            None,
-            at(8),
-            Duration::from_secs(8),
-        );
+        let outcome = imported(import(3, 2, 1, 0), &[]);
+        let done = end(&claimed, outcome, None);
         assert_move(&claimed, &done);
         assert_eq!(done.status, SyncStatus::Completed);
         assert_eq!(done.last_sync, Some(at(8)));
@@ -457,22 +459,8 @@ mod tests {
     #[test]
     fn an_import_with_rejected_files_completes_with_errors() {
         let claimed = running(None);
-        let outcome = ImportOutcome {
-            progress: ImportProgress {
-                objects: 3,
-                created: 1,
-                existed: 0,
-                failed_files: 2,
-            },
-            file_errors: vec!["a.json: bad".into(), "b.json: worse".into()],
-        };
-        let done = ended(
-            &claimed,
-            Ending::Imported(outcome),
-            None,
-            at(8),
-            Duration::from_secs(8),
-        );
+        let outcome = imported(import(3, 1, 0, 2), &["a.json: bad", "b.json: worse"]);
+        let done = end(&claimed, outcome, None);
         assert_move(&claimed, &done);
         assert_eq!(done.status, SyncStatus::CompletedWithErrors);
         assert_eq!(
@@ -488,36 +476,20 @@ mod tests {
     fn a_resumed_import_counts_the_tasks_of_its_earlier_attempts() {
         // The first attempt created 5 tasks; this one finds them existing.
         let claimed = running(Some(5));
-        let outcome = ImportOutcome {
-            progress: ImportProgress {
-                objects: 8,
-                created: 3,
-                existed: 5,
-                failed_files: 0,
-            },
-            file_errors: Vec::new(),
-        };
-        let done = ended(
-            &claimed,
-            Ending::Imported(outcome),
-            None,
-            at(8),
-            Duration::from_secs(8),
-        );
+        let outcome = imported(import(8, 3, 5, 0), &[]);
+        let done = end(&claimed, outcome, None);
         assert_eq!(done.last_sync_count, Some(8));
         assert_eq!(done.meta["tasks_existed"], json!(0));
 
         // The same while it runs, and for a run that stops early.
         let resumed = resumed_totals(import(8, 1, 6, 0), &claimed);
         assert_eq!(resumed, import(8, 6, 1, 0));
-        let stopped = ended(
+        let stopped = end(
             &claimed,
             Ending::Interrupted {
                 queue_timeout: QUEUE_TIMEOUT,
             },
             Some(&import(8, 1, 6, 0)),
-            at(8),
-            Duration::from_secs(8),
         );
         assert_eq!(stopped.last_sync_count, Some(6));
         // Exports are not resumed totals.
@@ -529,12 +501,10 @@ mod tests {
     fn an_export_ends_by_how_many_writes_failed() {
         let claimed = running(None);
         let finish = |progress: ExportProgress, errors: Vec<String>| {
-            ended(
+            end(
                 &claimed,
                 Ending::Exported(ExportOutcome { progress, errors }),
                 None,
-                at(8),
-                Duration::from_secs(8),
             )
         };
 
@@ -575,14 +545,12 @@ mod tests {
     #[test]
     fn an_error_fails_the_job_with_its_traceback_and_progress() {
         let claimed = running(None);
-        let failed = ended(
+        let failed = end(
             &claimed,
             Ending::Failed {
                 traceback: "listing failed\ncaused by: refused".into(),
             },
             Some(&import(4, 2, 0, 0)),
-            at(8),
-            Duration::from_secs(8),
         );
         assert_move(&claimed, &failed);
         assert_eq!(failed.status, SyncStatus::Failed);
@@ -601,14 +569,12 @@ mod tests {
     #[test]
     fn shutdown_queues_the_job_again_with_its_progress() {
         let claimed = running(None);
-        let interrupted = ended(
+        let interrupted = end(
             &claimed,
             Ending::Interrupted {
                 queue_timeout: QUEUE_TIMEOUT,
             },
             Some(&import(4, 2, 0, 0)),
-            at(8),
-            Duration::from_secs(8),
         );
         assert_move(&claimed, &interrupted);
         assert_eq!(interrupted.status, SyncStatus::Queued);
