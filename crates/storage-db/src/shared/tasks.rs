@@ -21,8 +21,7 @@ use storage_core::{Error, Result};
 
 use super::rows::{db, get};
 use crate::shape::{now, to_text, Counters, FileAnnotation, FilePrediction};
-use crate::sql::rows_per_statement;
-use crate::sql::{ProjectDefaults, TaskInput, TaskValues};
+use crate::sql::{rows_per_statement, ProjectDefaults, TaskInput, TaskValues};
 
 // From the engine module: the engine, its database and connection types,
 // how it binds a time, its limits of bound values and the clause that
