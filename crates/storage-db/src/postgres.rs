@@ -1,33 +1,25 @@
 //! The PostgreSQL implementation of every persistence trait, for several
 //! server processes sharing one database (see docs/scaling.md).
 //!
-//! The queries and row decoding both engines share live in `common.rs`,
-//! included at the end of this module. What is PostgreSQL's own stays here:
-//! native timestamps, row locks where SQLite has one writer (the project row
-//! while tasks are created, the task row while its counters are refreshed),
-//! claims with `FOR NO KEY UPDATE SKIP LOCKED`, whole batches inserted with
-//! one `UNNEST` statement, lists bound as one array, and SQLSTATE codes.
+//! What is PostgreSQL's own is written here: native timestamps, row locks
+//! where SQLite has one writer (the project row while tasks are created, the
+//! task row while its counters are refreshed), claims with `FOR NO KEY
+//! UPDATE SKIP LOCKED`, whole batches inserted with one `UNNEST` statement,
+//! lists bound as one array, and SQLSTATE codes. The queries both engines
+//! share are in `src/shared/`, compiled into this module at the end of
+//! this file.
 
-use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
-use storage_core::host::{HostStore, NewProject, Project, TaskPage, TaskRecord};
-use storage_core::parse::ParsedTask;
-use storage_core::persist::{
-    claimed_state, AnnotationSource, Authenticator, Caller, ExportedAnnotation, NewTask,
-    ObjectLink, ProjectAccess, StorageFilter, StorageRepository, SyncGuard, TaskSink,
-};
-use storage_core::{Error, NewStorage, Result, Retry, Settings, Storage, SyncState, SyncStatus};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+use storage_core::persist::{claimed_state, ObjectLink, SyncGuard};
+use storage_core::{Error, Result, Storage, SyncStatus};
 
-use crate::shape::{
-    now, parse_object, parse_value, to_text, token_hash, AnnotationInput, AnnotationRow, Counters,
-    FileAnnotation, FilePrediction, PredictionRow, TaskRow, UserRow,
-};
+use self::rows::{db, db_error, get, storage_from_row};
+use crate::sql::TaskValues;
+use crate::sql::STORAGE_COLUMNS;
 
 /// The migrations of the PostgreSQL schema, applied by
 /// [`PostgresDatabase::connect`]. sqlx holds an advisory lock while it
@@ -352,4 +344,21 @@ fn temporary_code(code: &str) -> bool {
     ) || code.starts_with("08")
 }
 
-include!("common.rs");
+// The SQL both engines share: each file of src/shared/ is compiled once here
+// and once in the other engine module, each time as a child module of the
+// engine, taking from it (`use super::{...}`) the names defined above from
+// `Engine` to `temporary_code`, and the `Engine` methods `begin_write`,
+// `insert_task_rows`, `insert_link_rows`, `linked_key_counts`,
+// `linked_row_pairs` and `claim_next`.
+#[path = "shared/accounts.rs"]
+mod accounts;
+#[path = "shared/annotations.rs"]
+mod annotations;
+#[path = "shared/host.rs"]
+mod host;
+#[path = "shared/rows.rs"]
+mod rows;
+#[path = "shared/storages.rs"]
+mod storages;
+#[path = "shared/tasks.rs"]
+mod tasks;

@@ -424,23 +424,19 @@ mod tests {
     #[test]
     fn created_ago_reads_like_django() {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        assert_eq!(created_ago(at, at), "0\u{a0}minutes");
-        assert_eq!(
-            created_ago(at, at + chrono::Duration::seconds(59)),
-            "0\u{a0}minutes"
-        );
-        assert_eq!(
-            created_ago(at, at + chrono::Duration::minutes(1)),
-            "1\u{a0}minute"
-        );
-        assert_eq!(
-            created_ago(at, at + chrono::Duration::minutes(125)),
-            "2\u{a0}hours, 5\u{a0}minutes"
-        );
-        assert_eq!(
-            created_ago(at, at + chrono::Duration::days(8)),
-            "1\u{a0}week, 1\u{a0}day"
-        );
+        let cases = [
+            (chrono::Duration::zero(), "0\u{a0}minutes"),
+            (chrono::Duration::seconds(59), "0\u{a0}minutes"),
+            (chrono::Duration::minutes(1), "1\u{a0}minute"),
+            (
+                chrono::Duration::minutes(125),
+                "2\u{a0}hours, 5\u{a0}minutes",
+            ),
+            (chrono::Duration::days(8), "1\u{a0}week, 1\u{a0}day"),
+        ];
+        for (since, expected) in cases {
+            assert_eq!(created_ago(at, at + since), expected, "after {since}");
+        }
     }
 
     #[test]

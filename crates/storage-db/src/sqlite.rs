@@ -1,36 +1,28 @@
 //! The SQLite implementation of every persistence trait.
 //!
-//! The queries and row decoding both engines share live in `common.rs`,
-//! included at the end of this module. What is SQLite's own stays here:
-//! pragmas, `BEGIN IMMEDIATE` (one writer at a time, so no row locks), the
-//! bound-variable limit, multi-row `VALUES` inserts, busy/locked error codes,
-//! times stored as RFC 3339 text, and claims by compare-and-set.
+//! What is SQLite's own is written here: pragmas, `BEGIN IMMEDIATE` (one
+//! writer at a time, so no row locks), the bound-variable limit, multi-row
+//! `VALUES` inserts, busy/locked error codes, times stored as RFC 3339 text,
+//! and claims by compare-and-set. The queries both engines share are in
+//! `src/shared/`, compiled into this module at the end of this file.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
-use storage_core::host::{HostStore, NewProject, Project, TaskPage, TaskRecord};
-use storage_core::parse::ParsedTask;
-use storage_core::persist::{
-    AnnotationSource, Authenticator, Caller, ExportedAnnotation, NewTask, ObjectLink,
-    ProjectAccess, StorageFilter, StorageRepository, SyncGuard, TaskSink,
-};
-use storage_core::{Error, NewStorage, Result, Retry, Settings, Storage, SyncState, SyncStatus};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use storage_core::persist::ObjectLink;
+use storage_core::{Error, Result, Storage};
 
-use crate::shape::{
-    format_time, now, parse_object, parse_time, parse_value, to_text, token_hash, AnnotationInput,
-    AnnotationRow, Counters, FileAnnotation, FilePrediction, PredictionRow, TaskRow, UserRow,
-};
+use self::rows::{db, db_error, get};
+use crate::shape::{format_time, parse_time};
+use crate::sql::rows_per_statement;
+use crate::sql::TaskValues;
 
 /// The migrations of the SQLite schema, applied by [`SqliteDatabase::open`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -128,7 +120,7 @@ impl SqliteDatabase {
         context: &str,
     ) -> Result<Vec<(i64, i64)>> {
         let mut ids = Vec::with_capacity(tasks.len());
-        for chunk in tasks.chunks(rows_per_statement(12)) {
+        for chunk in tasks.chunks(rows_per_statement(MAX_VARIABLES, 12)) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO tasks (project_id, inner_id, data, meta, allow_skip, overlap, \
                  is_labeled, total_annotations, cancelled_annotations, total_predictions, \
@@ -149,12 +141,7 @@ impl SqliteDatabase {
                     .push_bind(stamp);
             });
             query.push(" RETURNING inner_id, id");
-            let rows = query
-                .build()
-                .persistent(false)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db(context))?;
+            let rows = fetch_all(conn, query, context).await?;
             for row in rows {
                 ids.push((get(&row, "inner_id")?, get(&row, "id")?));
             }
@@ -170,12 +157,13 @@ impl SqliteDatabase {
         stamp: &Stamp,
         context: &str,
     ) -> Result<()> {
-        for chunk in links.chunks(rows_per_statement(8)) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO storage_links (storage_id, task_id, key, row_index, etag, size, \
-                 last_modified, created_at) ",
-            );
-            query.push_values(chunk, |mut row, (task_id, link)| {
+        tasks::insert_values(
+            conn,
+            "INSERT INTO storage_links (storage_id, task_id, key, row_index, etag, size, \
+             last_modified, created_at) ",
+            links,
+            8,
+            |mut row, (task_id, link)| {
                 row.push_bind(storage_id)
                     .push_bind(*task_id)
                     .push_bind(link.key.as_str())
@@ -187,15 +175,10 @@ impl SqliteDatabase {
                     )
                     .push_bind(link.last_modified.map(format_time))
                     .push_bind(stamp);
-            });
-            query
-                .build()
-                .persistent(false)
-                .execute(&mut *conn)
-                .await
-                .map_err(db(context))?;
-        }
-        Ok(())
+            },
+            context,
+        )
+        .await
     }
 
     /// Of `keys`, those linked to the storage and not unfinished, with
@@ -206,24 +189,12 @@ impl SqliteDatabase {
         keys: &[&str],
         context: &str,
     ) -> Result<Vec<(String, i64)>> {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT key, COUNT(*) AS tasks FROM storage_links WHERE storage_id = ",
-        );
-        query.push_bind(storage_id).push(" AND key");
-        push_list(&mut query, keys.to_vec());
+        let mut query = links_of_keys("key, COUNT(*) AS tasks", storage_id, keys);
         query
             .push(" AND key NOT IN (SELECT key FROM unfinished_objects WHERE storage_id = ")
             .push_bind(storage_id)
             .push(") GROUP BY key");
-        let rows = query
-            .build()
-            .persistent(false)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db(context))?;
-        rows.iter()
-            .map(|row| Ok((get(row, "key")?, get(row, "tasks")?)))
-            .collect()
+        key_pairs(conn, query, "tasks", context).await
     }
 
     /// The `(key, row_index)` pairs of `keys` linked to the storage with a
@@ -235,25 +206,17 @@ impl SqliteDatabase {
         (first, last): (i64, i64),
         context: &str,
     ) -> Result<Vec<(String, i64)>> {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT key, COALESCE(row_index, -1) AS row_index FROM storage_links WHERE storage_id = ",
+        let mut query = links_of_keys(
+            "key, COALESCE(row_index, -1) AS row_index",
+            storage_id,
+            keys,
         );
-        query.push_bind(storage_id).push(" AND key");
-        push_list(&mut query, keys.to_vec());
         query
             .push(" AND COALESCE(row_index, -1) BETWEEN ")
             .push_bind(first)
             .push(" AND ")
             .push_bind(last);
-        let rows = query
-            .build()
-            .persistent(false)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db(context))?;
-        rows.iter()
-            .map(|row| Ok((get(row, "key")?, get(row, "row_index")?)))
-            .collect()
+        key_pairs(conn, query, "row_index", context).await
     }
 
     /// SQLite has no row locks: a claim is a compare-and-set, which its
@@ -266,6 +229,46 @@ impl SqliteDatabase {
     ) -> Result<Option<Storage>> {
         storage_core::persist::claim_by_compare_and_set(self, skip, now, lease_until).await
     }
+}
+
+/// `SELECT <columns> FROM storage_links WHERE storage_id = ? AND key IN
+/// (...)`, for the caller to go on.
+fn links_of_keys<'a>(columns: &str, storage_id: i64, keys: &[&'a str]) -> QueryBuilder<'a, Sqlite> {
+    let mut query = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {columns} FROM storage_links WHERE storage_id = "
+    ));
+    query.push_bind(storage_id).push(" AND key");
+    push_list(&mut query, keys.to_vec());
+    query
+}
+
+/// Runs a query of [`links_of_keys`]: `(key, <column>)` pairs.
+async fn key_pairs(
+    conn: &mut SqliteConnection,
+    query: QueryBuilder<'_, Sqlite>,
+    column: &str,
+    context: &str,
+) -> Result<Vec<(String, i64)>> {
+    fetch_all(conn, query, context)
+        .await?
+        .iter()
+        .map(|row| Ok((get(row, "key")?, get(row, column)?)))
+        .collect()
+}
+
+/// Runs a built query once (not kept as a prepared statement: list sizes
+/// vary).
+async fn fetch_all(
+    conn: &mut SqliteConnection,
+    mut query: QueryBuilder<'_, Sqlite>,
+    context: &str,
+) -> Result<Vec<SqliteRow>> {
+    query
+        .build()
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db(context))
 }
 
 type Engine = SqliteDatabase;
@@ -322,4 +325,21 @@ fn temporary_code(code: &str) -> bool {
     matches!(code & 0xff, 5 | 6)
 }
 
-include!("common.rs");
+// The SQL both engines share: each file of src/shared/ is compiled once here
+// and once in the other engine module, each time as a child module of the
+// engine, taking from it (`use super::{...}`) the names defined above from
+// `Engine` to `temporary_code`, and the `Engine` methods `begin_write`,
+// `insert_task_rows`, `insert_link_rows`, `linked_key_counts`,
+// `linked_row_pairs` and `claim_next`.
+#[path = "shared/accounts.rs"]
+mod accounts;
+#[path = "shared/annotations.rs"]
+mod annotations;
+#[path = "shared/host.rs"]
+mod host;
+#[path = "shared/rows.rs"]
+mod rows;
+#[path = "shared/storages.rs"]
+mod storages;
+#[path = "shared/tasks.rs"]
+mod tasks;

@@ -8,7 +8,7 @@
 
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Map, Value};
-use storage_core::host::{HostStore, NewProject};
+use storage_core::host::{HostStore, NewProject, TaskRecord};
 use storage_core::parse::ParsedTask;
 use storage_core::persist::{
     AnnotationSource, Authenticator, Caller, NewTask, ObjectLink, ProjectAccess, StorageFilter,
@@ -33,6 +33,27 @@ async fn open_postgres() -> (Option<TempDir>, PostgresDatabase) {
 
 fn object(value: Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap()
+}
+
+/// The keys of a JSON object, in order.
+fn keys_of(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// A task file's task with `data` only: no annotations or predictions.
+fn parsed(data: Value) -> ParsedTask {
+    ParsedTask {
+        data: object(data),
+        annotations: Vec::new(),
+        predictions: Vec::new(),
+        allow_skip: true,
+        row_index: None,
+    }
 }
 
 async fn storage(db: &(impl StorageRepository + ?Sized), project: i64, kind: StorageKind) -> i64 {
@@ -72,6 +93,20 @@ fn file_task(key: &str, row_index: Option<i64>) -> NewTask {
             last_modified: Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()),
         },
     }
+}
+
+/// A task's `(total_annotations, cancelled_annotations, total_predictions)`.
+fn counters(task: &TaskRecord) -> (i64, i64, i64) {
+    (
+        task.total_annotations,
+        task.cancelled_annotations,
+        task.total_predictions,
+    )
+}
+
+/// One task per key, each the only task of its object.
+fn file_tasks(keys: impl IntoIterator<Item = String>) -> Vec<NewTask> {
+    keys.into_iter().map(|key| file_task(&key, None)).collect()
 }
 
 async fn task_count(db: &impl HostStore, project: i64) -> u64 {
@@ -118,6 +153,15 @@ macro_rules! repository_tests {
                     caller,
                     project,
                 }
+            }
+
+            /// A number a test reads from the tables behind the traits' back.
+            async fn number(db: &$db, sql: &str, binds: &[i64]) -> i64 {
+                let mut query = sqlx::query_scalar(sql);
+                for bind in binds {
+                    query = query.bind(*bind);
+                }
+                query.fetch_one(db.pool()).await.unwrap()
             }
 
         #[tokio::test]
@@ -263,9 +307,7 @@ macro_rules! repository_tests {
         async fn create_tasks_links_and_dedupes() {
             let f = fixture().await;
             let id = storage(&f.db, f.project, StorageKind::Import).await;
-            let batch: Vec<NewTask> = (0..5)
-                .map(|i| file_task(&format!("img/{i}.jpg"), None))
-                .collect();
+            let batch = file_tasks((0..5).map(|i| format!("img/{i}.jpg")));
 
             assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 5);
             let page = f.db.tasks(f.project, 1, 100).await.unwrap();
@@ -372,19 +414,14 @@ macro_rules! repository_tests {
         async fn deleting_a_storage_removes_links_and_keeps_tasks() {
             let f = fixture().await;
             let id = storage(&f.db, f.project, StorageKind::Import).await;
-            let batch: Vec<NewTask> = (0..3)
-                .map(|i| file_task(&format!("{i}.txt"), None))
-                .collect();
+            let batch = file_tasks((0..3).map(|i| format!("{i}.txt")));
             f.db.create_tasks(f.project, id, &batch).await.unwrap();
 
             assert!(f.db.delete_storage(id).await.unwrap());
             assert!(!f.db.delete_storage(id).await.unwrap());
             assert!(f.db.storage(id).await.unwrap().is_none());
             assert_eq!(task_count(&f.db, f.project).await, 3);
-            let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM storage_links")
-                .fetch_one(f.db.pool())
-                .await
-                .unwrap();
+            let links = number(&f.db, "SELECT COUNT(*) FROM storage_links", &[]).await;
             assert_eq!(links, 0);
             let page = f.db.tasks(f.project, 1, 10).await.unwrap();
             assert!(page.tasks.iter().all(|t| t.storage_filename.is_none()));
@@ -414,11 +451,7 @@ macro_rules! repository_tests {
             let t = &page.tasks[0];
             assert!(!t.allow_skip);
             assert_eq!(
-                (
-                    t.total_annotations,
-                    t.cancelled_annotations,
-                    t.total_predictions
-                ),
+                counters(t),
                 (1, 1, 1)
             );
             assert!(t.is_labeled);
@@ -443,13 +476,7 @@ macro_rules! repository_tests {
                 f.db.import_tasks(
                     f.project,
                     (0..3)
-                        .map(|i| ParsedTask {
-                            data: object(json!({"image": format!("{i}.jpg")})),
-                            annotations: Vec::new(),
-                            predictions: Vec::new(),
-                            allow_skip: true,
-                            row_index: None,
-                        })
+                        .map(|i| parsed(json!({"image": format!("{i}.jpg")})))
                         .collect(),
                 )
                 .await
@@ -496,12 +523,7 @@ macro_rules! repository_tests {
 
             let payload = &first[0].payload;
             assert_eq!(first[0].project, f.project);
-            let keys: Vec<&str> = payload
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(String::as_str)
-                .collect();
+            let keys = keys_of(payload);
             assert_eq!(
                 keys,
                 [
@@ -545,12 +567,7 @@ macro_rules! repository_tests {
             assert_eq!(task["project"], json!(f.project));
             assert_eq!(task["updated_by"], json!(f.caller.user_id));
             assert!(task.get("annotations").is_none());
-            let task_keys: Vec<&str> = task
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(String::as_str)
-                .collect();
+            let task_keys = keys_of(task);
             assert_eq!(
                 task_keys,
                 [
@@ -670,11 +687,8 @@ macro_rules! repository_tests {
                 f.db.import_tasks(
                     f.project,
                     vec![ParsedTask {
-                        data: object(json!({"text": "hello"})),
-                        annotations: Vec::new(),
                         predictions: vec![json!({"result": [], "score": 0.9})],
-                        allow_skip: true,
-                        row_index: None,
+                        ..parsed(json!({"text": "hello"}))
                     }],
                 )
                 .await
@@ -723,11 +737,7 @@ macro_rules! repository_tests {
 
             let record = f.db.task(task).await.unwrap().unwrap();
             assert_eq!(
-                (
-                    record.total_annotations,
-                    record.cancelled_annotations,
-                    record.total_predictions
-                ),
+                counters(&record),
                 (1, 0, 1)
             );
             assert!(record.is_labeled);
@@ -807,13 +817,7 @@ macro_rules! repository_tests {
         async fn tasks_are_paged_by_id() {
             let f = fixture().await;
             let tasks: Vec<ParsedTask> = (0..25)
-                .map(|i| ParsedTask {
-                    data: object(json!({"n": i})),
-                    annotations: Vec::new(),
-                    predictions: Vec::new(),
-                    allow_skip: true,
-                    row_index: None,
-                })
+                .map(|i| parsed(json!({"n": i})))
                 .collect();
             let ids = f.db.import_tasks(f.project, tasks).await.unwrap();
             assert_eq!(ids.len(), 25);
@@ -849,9 +853,7 @@ macro_rules! repository_tests {
                 handles.push(tokio::spawn(async move {
                     let mut created = 0;
                     for batch in 0..10 {
-                        let tasks: Vec<NewTask> = (0..100)
-                            .map(|i| file_task(&format!("{prefix}/{batch}/{i}"), None))
-                            .collect();
+                        let tasks = file_tasks((0..100).map(|i| format!("{prefix}/{batch}/{i}")));
                         created += db.create_tasks(project, storage, &tasks).await.unwrap();
                     }
                     created
@@ -884,16 +886,10 @@ macro_rules! repository_tests {
             }
             assert_eq!(created, 100_000);
             assert_eq!(task_count(&f.db, f.project).await, 100_000);
-            let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM storage_links WHERE storage_id = $1")
-                .bind(id)
-                .fetch_one(f.db.pool())
-                .await
-                .unwrap();
+            let links =
+                number(&f.db, "SELECT COUNT(*) FROM storage_links WHERE storage_id = $1", &[id]).await;
             assert_eq!(links, 100_000);
-            let max_inner: i64 = sqlx::query_scalar("SELECT MAX(inner_id) FROM tasks")
-                .fetch_one(f.db.pool())
-                .await
-                .unwrap();
+            let max_inner = number(&f.db, "SELECT MAX(inner_id) FROM tasks", &[]).await;
             assert_eq!(max_inner, 100_000);
         }
 
@@ -1006,10 +1002,8 @@ macro_rules! repository_tests {
             }
             created.dedup();
             assert_eq!(created.len(), 1, "{created:?}");
-            let orgs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations WHERE title = 'Shared'")
-                .fetch_one(f.db.pool())
-                .await
-                .unwrap();
+            let orgs =
+                number(&f.db, "SELECT COUNT(*) FROM organizations WHERE title = 'Shared'", &[]).await;
             assert_eq!(orgs, 1);
         }
 
@@ -1019,13 +1013,7 @@ macro_rules! repository_tests {
             let task =
                 f.db.import_tasks(
                     f.project,
-                    vec![ParsedTask {
-                        data: object(json!({"text": "busy"})),
-                        annotations: Vec::new(),
-                        predictions: Vec::new(),
-                        allow_skip: true,
-                        row_index: None,
-                    }],
+                    vec![parsed(json!({"text": "busy"}))],
                 )
                 .await
                 .unwrap()[0];

@@ -1,0 +1,19 @@
+//! The job runner: `queued` storages are claimed by background workers,
+//! run with a renewed lease, and recovered when their worker died.
+//!
+//! - `service`: [`SyncService`], the public face (request a sync, start,
+//!   stop, recover, export one annotation).
+//! - `runner`: the workers, claims, heartbeats and the watchdog.
+//! - `state`: the sync state each step moves a storage to, as pure
+//!   functions.
+//!
+//! Every state change is a compare-and-set on the storage row (status and
+//! job id), so two requests, two workers or two server instances never run
+//! one storage's sync twice.
+
+mod runner;
+mod service;
+mod state;
+
+pub use service::{RunnerConfig, SyncService};
+pub use state::error_report;

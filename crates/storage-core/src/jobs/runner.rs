@@ -1,0 +1,437 @@
+//! The machinery that runs jobs: workers that claim queued storages and
+//! run them, a heartbeat per running job that writes its progress and
+//! renews its lease, and a watchdog that recovers jobs whose worker died
+//! and jobs that waited too long in the queue. Which state a step writes is
+//! decided in [`super::state`]; every write is a compare-and-set on the
+//! storage row (status and job id), so two requests, two workers or two
+//! server instances never run one storage's sync twice.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::state::{self, error_report, Ending};
+use super::RunnerConfig;
+use crate::export::export_project;
+use crate::import::{ImportJob, ImportProgress, Progress, ProgressSink};
+use crate::metrics::{export_delta, import_delta, SyncMetrics};
+use crate::persist::{AnnotationSource, StorageRepository, SyncGuard, TaskSink};
+use crate::{Backends, Error, ImportOptions, Result, Storage, StorageKind, SyncStatus};
+
+/// What the service and its workers share (built by
+/// [`super::SyncService::new`]).
+#[derive(Debug)]
+pub(super) struct Runner {
+    pub(super) storages: Arc<dyn StorageRepository>,
+    pub(super) tasks: Arc<dyn TaskSink>,
+    pub(super) annotations: Arc<dyn AnnotationSource>,
+    pub(super) backends: Backends,
+    pub(super) config: RunnerConfig,
+    pub(super) wake: Notify,
+    pub(super) shutdown: watch::Sender<bool>,
+    pub(super) running: Mutex<HashSet<i64>>,
+    pub(super) workers: Mutex<Vec<JoinHandle<()>>>,
+    pub(super) metrics: Arc<SyncMetrics>,
+}
+
+impl Runner {
+    /// Starts the workers and the watchdog.
+    pub(super) fn start(self: &Arc<Self>) {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        for n in 0..self.config.workers.max(1) {
+            let runner = self.clone();
+            workers.push(tokio::spawn(async move { runner.worker_loop(n).await }));
+        }
+        let runner = self.clone();
+        workers.push(tokio::spawn(async move { runner.watchdog_loop().await }));
+    }
+
+    /// Stops taking jobs and waits for the workers to exit (running jobs
+    /// stop at the end of their current batch and are queued again).
+    pub(super) async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        self.wake.notify_waiters();
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for worker in workers {
+            if let Err(err) = worker.await {
+                tracing::error!(error = %err, "sync worker ended abnormally");
+            }
+        }
+    }
+}
+
+impl Runner {
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    async fn worker_loop(self: Arc<Self>, worker: usize) {
+        let mut shutdown = self.shutdown.subscribe();
+        while !self.stopping() {
+            match self.claim().await {
+                Ok(Some(storage)) => self.run(storage).await,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(self.config.poll_interval) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(worker, error = %err, "could not claim a sync job");
+                    tokio::time::sleep(self.config.poll_interval).await;
+                }
+            }
+        }
+    }
+
+    async fn watchdog_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
+        while !self.stopping() {
+            if let Err(err) = self.recover(false).await {
+                tracing::error!(error = %err, "sync watchdog failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Moves one queued storage to `in_progress` under this worker's lease.
+    /// The repository decides who wins (row locks or compare-and-set), so
+    /// workers of several processes may claim at once.
+    async fn claim(&self) -> Result<Option<Storage>> {
+        // A job still winding down here after losing its lease may be queued
+        // again; another process may take it, this one waits until it ends.
+        let skip: Vec<i64> = self.running().iter().copied().collect();
+        let now = Utc::now();
+        let claimed = self
+            .storages
+            .claim_queued(&skip, now, now + self.config.lease)
+            .await?;
+        if let Some(storage) = &claimed {
+            self.running().insert(storage.id);
+        }
+        Ok(claimed)
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn run(self: &Arc<Self>, storage: Storage) {
+        use tracing::Instrument;
+        // Every line logged while the job runs, including those of the
+        // tasks it spawns (`in_current_span`), carries the storage and job.
+        let span = tracing::info_span!(
+            "sync",
+            storage = storage.id,
+            job = storage.sync.last_sync_job.as_deref(),
+            kind = storage.kind.as_str(),
+            storage_type = storage.storage_type.as_str()
+        );
+        let (kind, storage_type) = (storage.kind, storage.storage_type.clone());
+        self.metrics.running(kind, &storage_type, 1);
+        self.run_job(storage).instrument(span).await;
+        self.metrics.running(kind, &storage_type, -1);
+    }
+
+    async fn run_job(self: &Arc<Self>, storage: Storage) {
+        let id = storage.id;
+        let job = storage.sync.last_sync_job.clone();
+        tracing::info!("sync started");
+        self.metrics
+            .sync_started(storage.kind, &storage.storage_type);
+        let started = Instant::now();
+        let tracker = Arc::new(Tracker {
+            latest: Mutex::new(None),
+            lost: AtomicBool::new(false),
+            shutdown: self.shutdown.subscribe(),
+            counted: Mutex::new(None),
+            metrics: self.metrics.clone(),
+            storage_type: storage.storage_type.clone(),
+        });
+        let heartbeat = tokio::spawn(tracing::Instrument::in_current_span(
+            self.clone()
+                .heartbeat(storage.clone(), tracker.clone(), started),
+        ));
+        let result = self.execute(&storage, tracker.as_ref()).await;
+        heartbeat.abort();
+        let _ = heartbeat.await;
+
+        let lost = tracker.lost.load(Ordering::SeqCst);
+        let stopping = self.stopping();
+        let last = tracker
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let ending = match result {
+            _ if lost => {
+                tracing::warn!("sync lost its lease to another worker; its result is dropped");
+                self.metrics.lease_lost(storage.kind, &storage.storage_type);
+                self.running().remove(&id);
+                return;
+            }
+            Err(_) if stopping => {
+                // Interrupted at a batch boundary by shutdown: resume later.
+                tracing::info!("sync interrupted by shutdown; it will resume at the next start");
+                self.metrics
+                    .interrupted(storage.kind, &storage.storage_type);
+                Ending::Interrupted {
+                    queue_timeout: self.config.queue_timeout,
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "sync failed");
+                Ending::Failed {
+                    traceback: error_report(&err),
+                }
+            }
+            Ok(ending) => {
+                match &ending {
+                    Ending::Imported(outcome) => {
+                        tracker.account(&Progress::Import(outcome.progress.clone()))
+                    }
+                    Ending::Exported(outcome) => {
+                        tracker.account(&Progress::Export(outcome.progress.clone()))
+                    }
+                    Ending::Interrupted { .. } | Ending::Failed { .. } => {}
+                }
+                ending
+            }
+        };
+        let state = state::ended(
+            &storage.sync,
+            ending,
+            last.as_ref(),
+            Utc::now(),
+            started.elapsed(),
+        );
+        match self
+            .storages
+            .update_sync(
+                id,
+                &SyncGuard {
+                    status: SyncStatus::InProgress,
+                    job,
+                },
+                &state,
+            )
+            .await
+        {
+            Ok(true) => {
+                let seconds = started.elapsed().as_secs_f64();
+                tracing::info!(status = %state.status, count = state.last_sync_count, seconds, "sync finished");
+                if state.status.is_finished() {
+                    self.metrics.sync_finished(
+                        storage.kind,
+                        &storage.storage_type,
+                        state.status,
+                        Some(seconds),
+                    );
+                }
+            }
+            Ok(false) => {
+                tracing::warn!("storage changed or was deleted while syncing; result dropped")
+            }
+            Err(err) => tracing::error!(error = %err, "could not save the sync result"),
+        }
+        self.running().remove(&id);
+    }
+
+    /// Runs the import or export; an outcome is `Imported` or `Exported`.
+    async fn execute(&self, storage: &Storage, tracker: &Tracker) -> Result<Ending> {
+        let backend = self.backends.require(&storage.storage_type)?;
+        match storage.kind {
+            StorageKind::Import => {
+                let source = backend.import_storage(&storage.settings).await?;
+                let options = ImportOptions::from_settings(&storage.settings);
+                ImportJob {
+                    storage_id: storage.id,
+                    project: storage.project,
+                    source: source.as_ref(),
+                    use_blob_urls: options.use_blob_urls,
+                    sink: self.tasks.as_ref(),
+                    config: &self.config.import,
+                }
+                .run(tracker)
+                .await
+                .map(Ending::Imported)
+            }
+            StorageKind::Export => {
+                let target = backend.export_storage(&storage.settings).await?;
+                export_project(
+                    storage.project,
+                    target.as_ref(),
+                    self.annotations.as_ref(),
+                    &self.config.export,
+                    tracker,
+                )
+                .await
+                .map(Ending::Exported)
+            }
+        }
+    }
+
+    /// Writes the latest progress and renews the lease until aborted.
+    async fn heartbeat(self: Arc<Self>, storage: Storage, tracker: Arc<Tracker>, started: Instant) {
+        let guard = SyncGuard::of(&storage.sync);
+        let mut state = storage.sync.clone();
+        loop {
+            tokio::time::sleep(self.config.progress_interval).await;
+            let now = Utc::now();
+            let latest = tracker
+                .latest
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let latest = latest.map(|p| state::resumed_totals(p, &storage.sync));
+            state = state::pinged(
+                state,
+                latest.as_ref(),
+                now,
+                started.elapsed(),
+                self.config.lease,
+            );
+            match self.storages.update_sync(storage.id, &guard, &state).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracker.lost.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(err) => tracing::warn!(error = %err, "could not write sync progress"),
+            }
+        }
+    }
+
+    /// Fails or resumes jobs whose worker died, and fails jobs that waited
+    /// too long in the queue (see [`state::recovered`]).
+    pub(super) async fn recover(&self, orphans_now: bool) -> Result<()> {
+        let now = Utc::now();
+        let active = self
+            .storages
+            .storages_with_status(&[SyncStatus::Queued, SyncStatus::InProgress])
+            .await?;
+        for storage in active {
+            if self.running().contains(&storage.id) {
+                continue;
+            }
+            let Some(state) = state::recovered(
+                &storage.sync,
+                now,
+                orphans_now,
+                self.config.max_resumes,
+                self.config.queue_timeout,
+            ) else {
+                continue;
+            };
+            let job = storage.sync.last_sync_job.as_deref();
+            let resumes = state
+                .meta
+                .get("resumes")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            match (storage.sync.status, state.status) {
+                (_, SyncStatus::Queued) => tracing::warn!(
+                    storage = storage.id,
+                    job,
+                    resumes,
+                    "resuming a sync whose worker stopped"
+                ),
+                (SyncStatus::InProgress, _) => tracing::warn!(
+                    storage = storage.id,
+                    job,
+                    "failing a sync whose worker stopped repeatedly"
+                ),
+                _ => tracing::warn!(
+                    storage = storage.id,
+                    job,
+                    "failing a sync that was never started"
+                ),
+            }
+            storage.sync.status.check_move(state.status)?;
+            if self
+                .storages
+                .update_sync(storage.id, &SyncGuard::of(&storage.sync), &state)
+                .await?
+            {
+                if state.status == SyncStatus::Queued {
+                    self.metrics.resumed(storage.kind, &storage.storage_type);
+                    self.wake.notify_one();
+                } else {
+                    self.metrics.sync_finished(
+                        storage.kind,
+                        &storage.storage_type,
+                        state.status,
+                        None,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shared between a running engine and its heartbeat.
+struct Tracker {
+    latest: Mutex<Option<Progress>>,
+    lost: AtomicBool,
+    shutdown: watch::Receiver<bool>,
+    /// The progress already added to the metrics.
+    counted: Mutex<Option<Progress>>,
+    metrics: Arc<SyncMetrics>,
+    storage_type: String,
+}
+
+impl Tracker {
+    /// Adds to the metrics what this run did since the last call, so the
+    /// counters move while a long sync runs and end exact.
+    fn account(&self, progress: &Progress) {
+        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+        match (progress, counted.as_ref()) {
+            (Progress::Import(now), before) => {
+                let before = match before {
+                    Some(Progress::Import(p)) => p.clone(),
+                    _ => ImportProgress::default(),
+                };
+                self.metrics
+                    .import_progress(&self.storage_type, &import_delta(now, &before));
+            }
+            (Progress::Export(now), before) => {
+                let before = match before {
+                    Some(Progress::Export(p)) => p.clone(),
+                    _ => Default::default(),
+                };
+                self.metrics
+                    .export_progress(&self.storage_type, &export_delta(now, &before));
+            }
+        }
+        *counted = Some(progress.clone());
+    }
+}
+
+impl ProgressSink for Tracker {
+    fn report(&self, progress: &Progress) -> Result<()> {
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress.clone());
+        self.account(progress);
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(Error::PermissionDenied {
+                reason: "the sync job lost its lease to another worker".into(),
+            });
+        }
+        if *self.shutdown.borrow() {
+            return Err(Error::NotSupported {
+                what: "sync interrupted by shutdown".into(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! What the SQL of both engines uses that does not depend on the engine:
+//! column lists, the values of new task rows, and tests of database errors.
+
+use serde_json::{Map, Value};
+use storage_core::parse::ParsedTask;
+use storage_core::persist::NewTask;
+
+use crate::shape::Counters;
+
+/// Storage columns, as `storage_from_row` reads them.
+pub(crate) const STORAGE_COLUMNS: &str =
+    "id, kind, type, project_id, title, description, created_at, \
+    synchronizable, settings, status, last_sync, last_sync_count, last_sync_job, traceback, \
+    meta, lease_until";
+
+/// Task columns under the alias `t`, named apart from annotation columns.
+pub(crate) const TASK_COLUMNS: &str =
+    "t.id AS t_id, t.project_id AS t_project_id, t.inner_id AS t_inner_id, \
+    t.data AS t_data, t.meta AS t_meta, t.created_at AS t_created_at, \
+    t.updated_at AS t_updated_at, t.is_labeled AS t_is_labeled, t.overlap AS t_overlap, \
+    t.allow_skip AS t_allow_skip, t.total_annotations AS t_total_annotations, \
+    t.cancelled_annotations AS t_cancelled_annotations, \
+    t.total_predictions AS t_total_predictions, t.updated_by AS t_updated_by";
+
+/// Annotation columns under the alias `a`, with its author `u`.
+pub(crate) const ANNOTATION_COLUMNS: &str = "a.id AS a_id, a.task_id AS a_task_id, \
+    a.project_id AS a_project_id, a.completed_by AS a_completed_by, a.result AS a_result, \
+    a.was_cancelled AS a_was_cancelled, a.ground_truth AS a_ground_truth, \
+    a.lead_time AS a_lead_time, a.created_at AS a_created_at, a.updated_at AS a_updated_at, \
+    a.updated_by AS a_updated_by, u.email AS u_email, u.first_name AS u_first_name, \
+    u.last_name AS u_last_name";
+
+/// Annotations `a` with their authors `u`.
+pub(crate) const ANNOTATION_FROM: &str =
+    "FROM annotations a LEFT JOIN users u ON u.id = a.completed_by";
+
+/// Rows per multi-row `INSERT`, at most; fewer when the variables of a
+/// statement would pass the engine's `MAX_VARIABLES`.
+const MAX_ROWS_PER_STATEMENT: usize = 1_000;
+
+/// How many rows of `variables_per_row` bound values one statement takes
+/// under the engine's limit of `max_variables`.
+pub(crate) fn rows_per_statement(max_variables: usize, variables_per_row: usize) -> usize {
+    (max_variables / variables_per_row).clamp(1, MAX_ROWS_PER_STATEMENT)
+}
+
+pub(crate) fn foreign_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.is_foreign_key_violation())
+}
+
+pub(crate) fn unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+/// Django REST framework's message for a related object that does not exist.
+pub(crate) fn missing_project(project: i64) -> storage_core::Error {
+    storage_core::Error::invalid(
+        "project",
+        format!("Invalid pk \"{project}\" - object does not exist."),
+    )
+}
+
+/// What new tasks inherit from their project.
+#[derive(Debug)]
+pub(crate) struct ProjectDefaults {
+    /// The author recorded for annotations that arrive with task files.
+    pub(crate) creator: i64,
+    /// `maximum_annotations`, at least 1.
+    pub(crate) overlap: i64,
+}
+
+/// What every task creation path (storage sync, task import) provides.
+#[derive(Debug)]
+pub(crate) struct TaskInput<'a> {
+    pub(crate) data: &'a Map<String, Value>,
+    pub(crate) annotations: &'a [Value],
+    pub(crate) predictions: &'a [Value],
+    pub(crate) allow_skip: bool,
+}
+
+impl<'a> From<&'a NewTask> for TaskInput<'a> {
+    fn from(task: &'a NewTask) -> Self {
+        Self {
+            data: &task.data,
+            annotations: &task.annotations,
+            predictions: &task.predictions,
+            allow_skip: task.allow_skip,
+        }
+    }
+}
+
+impl<'a> From<&'a ParsedTask> for TaskInput<'a> {
+    fn from(task: &'a ParsedTask) -> Self {
+        Self {
+            data: &task.data,
+            annotations: &task.annotations,
+            predictions: &task.predictions,
+            allow_skip: task.allow_skip,
+        }
+    }
+}
+
+/// The values of one new task row that differ between tasks.
+#[derive(Debug)]
+pub(crate) struct TaskValues {
+    pub(crate) inner_id: i64,
+    pub(crate) data: String,
+    pub(crate) allow_skip: bool,
+    pub(crate) is_labeled: bool,
+    pub(crate) counters: Counters,
+}
