@@ -4,13 +4,15 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use storage_api::{host_router, router, ApiState};
-use storage_core::{Backends, RunnerConfig, SyncService};
+use storage_api::{host_router, router, ApiState, MetricsAccess};
+use storage_core::persist::{StorageRepository, TaskSink};
+use storage_core::{Backend, Backends, RunnerConfig, SyncService};
 use storage_db::SqliteDatabase;
 use storage_localfiles::{LocalFiles, LocalFilesBackend};
 
@@ -23,6 +25,9 @@ pub struct Api {
     pub base: String,
     pub token: String,
     pub client: reqwest::Client,
+    /// Status, headers and body of every response to [`Api::call`], when
+    /// recording.
+    transcript: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl Api {
@@ -34,7 +39,22 @@ impl Api {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            transcript: None,
         }
+    }
+
+    /// The same client, recording every response to [`Api::call`].
+    pub fn recording(mut self) -> Self {
+        self.transcript = Some(Arc::default());
+        self
+    }
+
+    /// The responses recorded so far (see [`Api::recording`]).
+    pub fn transcript(&self) -> String {
+        self.transcript
+            .as_ref()
+            .map(|t| t.lock().unwrap().join("\n"))
+            .unwrap_or_default()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -62,6 +82,29 @@ impl Api {
             .unwrap_or_else(|err| panic!("{path}: {err}"))
     }
 
+    /// Sends with this token; the status, headers and body as text.
+    pub async fn call_text(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let authorization = format!("Token {}", self.token);
+        let response = self
+            .raw(method.clone(), path, body, Some(&authorization))
+            .await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        if let Some(transcript) = &self.transcript {
+            transcript
+                .lock()
+                .unwrap()
+                .push(format!("{method} {path} -> {status}\n{headers:?}\n{text}"));
+        }
+        (status, headers, text)
+    }
+
     /// Sends with this token; the status and the JSON body (`null` when empty).
     pub async fn call(
         &self,
@@ -69,15 +112,11 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let authorization = format!("Token {}", self.token);
-        let response = self.raw(method, path, body, Some(&authorization)).await;
-        let status = response.status();
-        let bytes = response.bytes().await.unwrap();
-        let value = if bytes.is_empty() {
+        let (status, _, text) = self.call_text(method, path, body).await;
+        let value = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| panic!("{path}: not JSON: {}", String::from_utf8_lossy(&bytes)))
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"))
         };
         (status, value)
     }
@@ -185,6 +224,45 @@ impl std::ops::Deref for Server {
     }
 }
 
+/// The storages and tasks the sync service writes through, made from the
+/// database (a test may wrap it).
+pub type Persistence =
+    Box<dyn FnOnce(Arc<SqliteDatabase>) -> (Arc<dyn StorageRepository>, Arc<dyn TaskSink>) + Send>;
+
+/// How [`Server::start_setup`] puts a server together.
+pub struct Setup {
+    pub runner: RunnerConfig,
+    /// Bucket backends under test (local files are always there).
+    pub backends: Vec<Arc<dyn Backend>>,
+    /// The admin user's token.
+    pub token: &'static str,
+    /// `None`: the API's default.
+    pub metrics: Option<MetricsAccess>,
+    /// `None`: the API's default.
+    pub max_body_bytes: Option<usize>,
+    /// `None`: the database itself.
+    pub persistence: Option<Persistence>,
+    /// Around the router, as the binary adds its trace layers.
+    pub layers: fn(axum::Router) -> axum::Router,
+    /// Whether the [`Api`] records every response.
+    pub record: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            runner: fast_runner(),
+            backends: Vec::new(),
+            token: TOKEN,
+            metrics: None,
+            max_body_bytes: Some(1024 * 1024),
+            persistence: None,
+            layers: |router| router,
+            record: false,
+        }
+    }
+}
+
 pub fn fast_runner() -> RunnerConfig {
     RunnerConfig {
         progress_interval: Duration::from_millis(100),
@@ -209,8 +287,21 @@ impl Server {
     pub async fn start_with(
         dir: tempfile::TempDir,
         runner: RunnerConfig,
-        backends: Vec<Arc<dyn storage_core::Backend>>,
+        backends: Vec<Arc<dyn Backend>>,
     ) -> Self {
+        Self::start_setup(
+            dir,
+            Setup {
+                runner,
+                backends,
+                ..Setup::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts a server put together as `setup` says.
+    pub async fn start_setup(dir: tempfile::TempDir, setup: Setup) -> Self {
         let root = dir.path().canonicalize().unwrap().join("files");
         std::fs::create_dir_all(&root).unwrap();
         let db = SqliteDatabase::open(&dir.path().join("storage.sqlite3"))
@@ -218,26 +309,38 @@ impl Server {
             .expect("open SQLite");
         let org = db.ensure_organization("default").await.unwrap();
         let admin = db.ensure_user("admin@localhost", org).await.unwrap();
-        db.set_user_token(admin, TOKEN).await.unwrap();
+        db.set_user_token(admin, setup.token).await.unwrap();
         let db = Arc::new(db);
         let local = LocalFiles::new(&root).unwrap().with_serving_enabled(true);
-        let backends = backends
+        let backends = setup
+            .backends
             .into_iter()
             .fold(Backends::new(), Backends::with)
             .with(Arc::new(LocalFilesBackend::new(local.clone())));
-        let sync = SyncService::new(db.clone(), db.clone(), db.clone(), backends, runner);
+        let (storages, tasks): (Arc<dyn StorageRepository>, Arc<dyn TaskSink>) =
+            match setup.persistence {
+                Some(wrap) => wrap(db.clone()),
+                None => (db.clone(), db.clone()),
+            };
+        let sync = SyncService::new(storages, tasks, db.clone(), backends, setup.runner);
         sync.recover(true).await.unwrap();
         sync.start();
-        let state = ApiState::new(sync.clone(), db.clone(), db.clone())
+        let mut state = ApiState::new(sync.clone(), db.clone(), db.clone())
             .with_host(db.clone())
-            .with_local_files(local)
-            .with_max_body_bytes(1024 * 1024);
+            .with_local_files(local);
+        if let Some(bytes) = setup.max_body_bytes {
+            state = state.with_max_body_bytes(bytes);
+        }
+        if let Some(metrics) = setup.metrics {
+            state = state.with_metrics(metrics);
+        }
         let app: axum::Router = axum::Router::new()
             .merge(router(state.clone()))
             .merge(host_router(state));
-        let (base, server) = serve_on_loopback(app).await;
+        let (base, server) = serve_on_loopback((setup.layers)(app)).await;
+        let api = Api::new(base, setup.token);
         Self {
-            api: Api::new(base, TOKEN),
+            api: if setup.record { api.recording() } else { api },
             root,
             db,
             sync,
@@ -248,9 +351,13 @@ impl Server {
 
     /// Stops the server and its workers, handing back the data directory.
     pub async fn stop(self) -> tempfile::TempDir {
-        self.sync.shutdown().await;
-        self.server.abort();
-        self.dir
+        let Self {
+            sync, server, dir, ..
+        } = self;
+        sync.shutdown().await;
+        server.abort();
+        let _ = server.await;
+        dir
     }
 
     /// Writes `files` (relative path, contents) below the document root.
