@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE;
 use base64::Engine;
-use object_store::aws::AmazonS3Builder;
-use object_store::{ClientOptions, ObjectStoreExt};
+use object_store::ObjectStoreExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use storage_core::{Backend, EndpointPolicy};
 use storage_s3::{S3Backend, S3Options};
+use support::buckets::s3_builder;
 use support::process::{self, Process};
 use support::{envelope, fast_runner, Api, Server, TOKEN as A1};
 
@@ -89,15 +89,7 @@ struct OrgA {
 async fn org_a(server: &Server) -> OrgA {
     let moto = storage_testing::moto();
     let prefix = storage_testing::unique_prefix("access");
-    let seed = AmazonS3Builder::new()
-        .with_endpoint(&moto.endpoint)
-        .with_bucket_name(&moto.bucket)
-        .with_region("us-east-1")
-        .with_access_key_id(&moto.access_key_id)
-        .with_secret_access_key(&moto.secret_access_key)
-        .with_client_options(ClientOptions::new().with_allow_http(true))
-        .build()
-        .unwrap();
+    let seed = s3_builder(&moto).build().unwrap();
     seed.put(
         &object_store::path::Path::from(format!("{prefix}/x.jpg")),
         "jpeg".into(),

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use object_store::aws::AmazonS3Builder;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use storage_core::{Backend, EndpointPolicy, RunnerConfig};
 use storage_s3::{S3Backend, S3Options};
+use support::buckets::s3_builder;
 use support::process::{self, Process};
 use support::{fast_runner, Api, Server, TOKEN};
 use tokio::net::{TcpListener, TcpStream};
@@ -418,17 +418,7 @@ impl Drop for Proxy {
 }
 
 fn moto_store(moto: &storage_testing::S3Server) -> Arc<dyn ObjectStore> {
-    Arc::new(
-        AmazonS3Builder::new()
-            .with_endpoint(&moto.endpoint)
-            .with_bucket_name(&moto.bucket)
-            .with_region("us-east-1")
-            .with_access_key_id(&moto.access_key_id)
-            .with_secret_access_key(&moto.secret_access_key)
-            .with_client_options(ClientOptions::new().with_allow_http(true))
-            .build()
-            .unwrap(),
-    )
+    Arc::new(s3_builder(moto).build().unwrap())
 }
 
 /// Puts `count` task files `{prefix}/t00000.json`... (`{"n": i}`) into moto.
@@ -690,16 +680,11 @@ async fn an_s3_listing_that_meets_an_outage_is_retried_beyond_the_clients_own_re
 
     let server = Server::start_with(tempfile::tempdir().unwrap(), fast_runner(), backend()).await;
     let project = server.project().await;
-    let (status, storage) = server
-        .post(
-            "/api/storages/s3",
-            json!({"project": project, "bucket": moto.bucket, "prefix": prefix, "use_blob_urls": true,
+    let path = server
+        .create_storage("/api/storages/s3", json!({"project": project, "bucket": moto.bucket, "prefix": prefix, "use_blob_urls": true,
                    "s3_endpoint": format!("http://{}", proxy.addr), "aws_access_key_id": moto.access_key_id,
-                   "aws_secret_access_key": moto.secret_access_key, "region_name": "us-east-1"}),
-        )
+                   "aws_secret_access_key": moto.secret_access_key, "region_name": "us-east-1"}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{storage}");
-    let path = format!("/api/storages/s3/{}", storage["id"]);
 
     // The endpoint resets one connection more than the S3 client tries on
     // its own: the listing (all a Files-mode sync asks of S3) fails once
@@ -742,22 +727,6 @@ async fn server_without_workers(dir: tempfile::TempDir, runner: RunnerConfig) ->
     server
 }
 
-async fn folder_storage(server: &Server, project: i64, folder: &str, files: usize) -> String {
-    let dir = server.root.join(folder);
-    std::fs::create_dir_all(&dir).unwrap();
-    for i in 0..files {
-        std::fs::write(dir.join(format!("f{i:04}.jpg")), b"x").unwrap();
-    }
-    let (status, storage) = server
-        .post(
-            "/api/storages/localfiles",
-            json!({"project": project, "path": server.path(folder), "use_blob_urls": true}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{storage}");
-    format!("/api/storages/localfiles/{}", storage["id"])
-}
-
 #[tokio::test]
 async fn a_queued_job_no_worker_takes_times_out_and_a_requeue_clears_the_traceback() {
     let runner = RunnerConfig {
@@ -766,7 +735,7 @@ async fn a_queued_job_no_worker_takes_times_out_and_a_requeue_clears_the_traceba
     };
     let server = server_without_workers(tempfile::tempdir().unwrap(), runner).await;
     let project = server.project().await;
-    let path = folder_storage(&server, project, "never", 5).await;
+    let path = server.folder_storage(project, "never", 5).await;
     let queued = server.sync(&path).await;
     assert_eq!(queued["status"], "queued", "{queued}");
 
@@ -824,7 +793,7 @@ async fn fifty_concurrent_sync_requests_queue_exactly_one_job() {
     const FILES: usize = 2000;
     let server = server_without_workers(tempfile::tempdir().unwrap(), fast_runner()).await;
     let project = server.project().await;
-    let path = folder_storage(&server, project, "one-job", FILES).await;
+    let path = server.folder_storage(project, "one-job", FILES).await;
     let sync_path = format!("{path}/sync");
     // Without workers the job stays queued while all 50 requests land: each
     // must find the one job the first request queued.
@@ -868,7 +837,7 @@ async fn twenty_storages_syncing_at_once_all_finish_exactly() {
     let project = server.project().await;
     let mut paths = Vec::new();
     for s in 0..STORAGES {
-        paths.push(folder_storage(&server, project, &format!("many/s{s:02}"), FILES).await);
+        paths.push(server.folder_storage(project, &format!("many/s{s:02}"), FILES).await);
     }
     for round in 0..2 {
         let sync_paths: Vec<String> = paths.iter().map(|path| format!("{path}/sync")).collect();
@@ -907,23 +876,12 @@ async fn twenty_storages_syncing_at_once_all_finish_exactly() {
 async fn export_write_failures_end_completed_with_errors_or_failed_never_completed() {
     let server = Server::start().await;
     let project = server.project().await;
-    let (status, _) = server
-        .post(
-            &format!("/api/projects/{project}/import"),
-            json!([{"image": "a"}, {"image": "b"}, {"image": "c"}]),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    server.import(project, json!([{"image": "a"}, {"image": "b"}, {"image": "c"}])).await;
     let out = server.root.join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let (status, export) = server
-        .post(
-            "/api/storages/export/localfiles",
-            json!({"project": project, "path": server.path("out")}),
-        )
+    let path = server
+        .create_storage("/api/storages/export/localfiles", json!({"project": project, "path": server.path("out")}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{export}");
-    let path = format!("/api/storages/export/localfiles/{}", export["id"]);
     wait_synced(&server, &path).await;
 
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;

@@ -17,10 +17,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use support::buckets::s3_builder;
 use support::Server;
 
 use async_trait::async_trait;
-use object_store::aws::AmazonS3Builder;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -411,14 +411,9 @@ async fn metrics_count_exactly_what_each_sync_did() {
         ),
         ("tasks/bad.json", "{not json"),
     ]);
-    let (status, storage) = server
-        .post(
-            "/api/storages/localfiles",
-            json!({"project": project, "path": server.path("tasks"), "use_blob_urls": false}),
-        )
+    let path = server
+        .create_storage("/api/storages/localfiles", json!({"project": project, "path": server.path("tasks"), "use_blob_urls": false}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{storage}");
-    let path = format!("/api/storages/localfiles/{}", storage["id"]);
 
     let first = server.sync_and_wait(&path).await;
     assert_eq!(
@@ -488,14 +483,9 @@ async fn metrics_count_exactly_what_each_sync_did() {
     // Export: creation runs a first export (nothing to write), then a sync
     // writes the two annotations.
     std::fs::create_dir_all(server.root.join("out")).unwrap();
-    let (status, export) = server
-        .post(
-            "/api/storages/export/localfiles",
-            json!({"project": project, "path": server.path("out")}),
-        )
+    let export_path = server
+        .create_storage("/api/storages/export/localfiles", json!({"project": project, "path": server.path("out")}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{export}");
-    let export_path = format!("/api/storages/export/localfiles/{}", export["id"]);
     server.wait_synced(&export_path).await;
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
     for task in tasks["tasks"].as_array().unwrap().iter().take(2) {
@@ -842,15 +832,7 @@ async fn secrets_and_the_api_token_never_reach_a_response_a_log_line_or_an_error
     // Objects to import, in each emulator.
     let prefix = unique_prefix("observability-secrets");
     let seed = |server: &storage_testing::S3Server| {
-        AmazonS3Builder::new()
-            .with_endpoint(&server.endpoint)
-            .with_bucket_name(&server.bucket)
-            .with_region("us-east-1")
-            .with_access_key_id(&server.access_key_id)
-            .with_secret_access_key(&server.secret_access_key)
-            .with_client_options(ClientOptions::new().with_allow_http(true))
-            .build()
-            .unwrap()
+        s3_builder(server).build().unwrap()
     };
     let task = || object_store::PutPayload::from(r#"{"image": "x"}"#);
     seed(&moto)

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod buckets;
 pub mod process;
 mod server;
 

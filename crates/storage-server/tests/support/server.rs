@@ -155,6 +155,29 @@ impl Api {
         project["id"].as_i64().unwrap()
     }
 
+    /// Imports `tasks` (a JSON array) into the project (asserting 201).
+    pub async fn import(&self, project: i64, tasks: Value) -> Value {
+        let (status, body) = self
+            .post(&format!("/api/projects/{project}/import"), tasks)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Annotates the project's first task with an empty result; the
+    /// task's id and the annotation.
+    pub async fn annotate_first_task(&self, project: i64) -> (i64, Value) {
+        let (_, tasks) = self.get(&format!("/api/tasks?project={project}")).await;
+        let task = tasks["tasks"][0]["id"].as_i64().unwrap();
+        let (_, annotation) = self
+            .post(
+                &format!("/api/tasks/{task}/annotations"),
+                json!({"result": []}),
+            )
+            .await;
+        (task, annotation)
+    }
+
     /// Creates a storage at `storages` (e.g. `/api/storages/localfiles`)
     /// and returns its path (`/api/storages/localfiles/<id>`).
     pub async fn create_storage(&self, storages: &str, body: Value) -> String {
@@ -371,6 +394,22 @@ impl Server {
 
     pub fn path(&self, relative: &str) -> String {
         self.root.join(relative).to_string_lossy().into_owned()
+    }
+
+    /// Writes `files` one-byte `.jpg` files into `folder` below the
+    /// document root and creates a Files-mode local-files storage of it;
+    /// returns the storage's path.
+    pub async fn folder_storage(&self, project: i64, folder: &str, files: usize) -> String {
+        let dir = self.root.join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..files {
+            std::fs::write(dir.join(format!("f{i:05}.jpg")), b"x").unwrap();
+        }
+        self.create_storage(
+            "/api/storages/localfiles",
+            json!({"project": project, "path": self.path(folder), "use_blob_urls": true}),
+        )
+        .await
     }
 }
 
