@@ -40,7 +40,12 @@ async fn send(
 ) -> (StatusCode, String) {
     let authorization = token.map(|token| format!("Token {token}"));
     let response = server
-        .raw(method.clone(), path, body.cloned(), authorization.as_deref())
+        .raw(
+            method.clone(),
+            path,
+            body.cloned(),
+            authorization.as_deref(),
+        )
         .await;
     (response.status(), response.text().await.unwrap())
 }
@@ -623,9 +628,6 @@ async fn storage_server_create_user_gives_working_tokens_scoped_to_their_organis
         status_as(&token_a_new, project.clone()).await,
         StatusCode::OK
     );
-    assert_eq!(
-        status_as(&token_a, project).await,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(status_as(&token_a, project).await, StatusCode::UNAUTHORIZED);
     drop(server);
 }

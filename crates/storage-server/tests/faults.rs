@@ -464,9 +464,7 @@ async fn wait_in_progress(server: &Server, path: &str) -> Value {
 }
 
 async fn wait_synced(server: &Server, path: &str) -> Value {
-    server
-        .wait_synced_within(path, PATIENCE, String::new)
-        .await
+    server.wait_synced_within(path, PATIENCE, String::new).await
 }
 
 async fn task_numbers(server: &Server, project: i64) -> (u64, Vec<String>) {
@@ -837,7 +835,11 @@ async fn twenty_storages_syncing_at_once_all_finish_exactly() {
     let project = server.project().await;
     let mut paths = Vec::new();
     for s in 0..STORAGES {
-        paths.push(server.folder_storage(project, &format!("many/s{s:02}"), FILES).await);
+        paths.push(
+            server
+                .folder_storage(project, &format!("many/s{s:02}"), FILES)
+                .await,
+        );
     }
     for round in 0..2 {
         let sync_paths: Vec<String> = paths.iter().map(|path| format!("{path}/sync")).collect();
@@ -876,11 +878,19 @@ async fn twenty_storages_syncing_at_once_all_finish_exactly() {
 async fn export_write_failures_end_completed_with_errors_or_failed_never_completed() {
     let server = Server::start().await;
     let project = server.project().await;
-    server.import(project, json!([{"image": "a"}, {"image": "b"}, {"image": "c"}])).await;
+    server
+        .import(
+            project,
+            json!([{"image": "a"}, {"image": "b"}, {"image": "c"}]),
+        )
+        .await;
     let out = server.root.join("out");
     std::fs::create_dir_all(&out).unwrap();
     let path = server
-        .create_storage("/api/storages/export/localfiles", json!({"project": project, "path": server.path("out")}))
+        .create_storage(
+            "/api/storages/export/localfiles",
+            json!({"project": project, "path": server.path("out")}),
+        )
         .await;
     wait_synced(&server, &path).await;
 

@@ -412,7 +412,10 @@ async fn metrics_count_exactly_what_each_sync_did() {
         ("tasks/bad.json", "{not json"),
     ]);
     let path = server
-        .create_storage("/api/storages/localfiles", json!({"project": project, "path": server.path("tasks"), "use_blob_urls": false}))
+        .create_storage(
+            "/api/storages/localfiles",
+            json!({"project": project, "path": server.path("tasks"), "use_blob_urls": false}),
+        )
         .await;
 
     let first = server.sync_and_wait(&path).await;
@@ -484,7 +487,10 @@ async fn metrics_count_exactly_what_each_sync_did() {
     // writes the two annotations.
     std::fs::create_dir_all(server.root.join("out")).unwrap();
     let export_path = server
-        .create_storage("/api/storages/export/localfiles", json!({"project": project, "path": server.path("out")}))
+        .create_storage(
+            "/api/storages/export/localfiles",
+            json!({"project": project, "path": server.path("out")}),
+        )
         .await;
     server.wait_synced(&export_path).await;
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
@@ -831,9 +837,7 @@ async fn secrets_and_the_api_token_never_reach_a_response_a_log_line_or_an_error
 
     // Objects to import, in each emulator.
     let prefix = unique_prefix("observability-secrets");
-    let seed = |server: &storage_testing::S3Server| {
-        s3_builder(server).build().unwrap()
-    };
+    let seed = |server: &storage_testing::S3Server| s3_builder(server).build().unwrap();
     let task = || object_store::PutPayload::from(r#"{"image": "x"}"#);
     seed(&moto)
         .put(&format!("{prefix}/in/1.json").into(), task())

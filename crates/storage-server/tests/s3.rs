@@ -39,7 +39,10 @@ fn options() -> S3Options {
 }
 
 fn s3_client(server: &S3Server) -> AmazonS3 {
-    s3_builder(server).with_retry(quick_retry()).build().unwrap()
+    s3_builder(server)
+        .with_retry(quick_retry())
+        .build()
+        .unwrap()
 }
 
 fn seed_store(server: &S3Server) -> Arc<dyn ObjectStore> {

@@ -220,7 +220,10 @@ impl Api {
             match storage["status"].as_str() {
                 Some("completed" | "completed_with_errors" | "failed") => return storage,
                 _ if started.elapsed() > patience => {
-                    panic!("sync of {storage_path} did not finish: {storage}\n{}", context())
+                    panic!(
+                        "sync of {storage_path} did not finish: {storage}\n{}",
+                        context()
+                    )
                 }
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
