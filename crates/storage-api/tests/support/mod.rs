@@ -2,6 +2,8 @@
 //! that there is one copy: openapi.rs and fuzz_regressions.rs still start
 //! it. Once they call the router without a socket, this file goes.
 
+#![allow(unreachable_pub)]
+
 #[path = "../../../storage-server/tests/support/server.rs"]
 mod server;
 
