@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # Load held while a sync runs: wrk against the storage list and the task
-# list of the example server (release build) on loopback for
+# list of the storage-server binary (release build) on loopback for
 # $LOAD_SECONDS (30) seconds each, at the same time, while a Tasks-mode sync
 # of a $LOAD_JSONL_MIB (1024) MiB JSON Lines file runs. Prints wrk's
 # figures (requests/s, latency percentiles, non-2xx count) and checks at
 # the end that the sync completed with exactly one task per line.
 #
 # Needs: wrk (Debian package `wrk`), python3, and
-#   cargo build --release --example server
+#   cargo build --release -p storage-server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${LOAD_SECONDS:-30}"
 mib="${LOAD_JSONL_MIB:-1024}"
-server=target/release/examples/server
+server=target/release/storage-server
 token=load-token-0123456789
 command -v wrk >/dev/null || { echo "load.sh: wrk is missing (apt-get install wrk)" >&2; exit 1; }
-[[ -x "$server" ]] || { echo "load.sh: $server is missing (cargo build --release --example server)" >&2; exit 1; }
+[[ -x "$server" ]] || { echo "load.sh: $server is missing (cargo build --release -p storage-server)" >&2; exit 1; }
 
 data="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$data"' EXIT

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Fuzzes the HTTP API from its own OpenAPI document with Schemathesis: the
-# example server must never answer 5xx, and its answers must match the
+# storage server must never answer 5xx, and its answers must match the
 # document (status codes, content types, response schemas).
 #
 # Usage: scripts/fuzz-api.sh
 #
 #   1. installs the pinned Schemathesis into target/fuzz-venv (once; skipped
 #      when the marker records the same pin)
-#   2. uses target/debug/examples/server as built by
+#   2. uses target/debug/storage-server as built by
 #      `cargo build --workspace --all-targets` (scripts/test does this first);
 #      FUZZ_API_BUILD=1 runs that build here first
 #   3. in a new network namespace with only loopback (`unshare -n`, so no
@@ -36,7 +36,7 @@ cd "$repo"
 schemathesis_pin="schemathesis==4.32.5"
 venv="$repo/target/fuzz-venv"
 marker="$venv/.fuzz-installed"
-server_bin="$repo/target/debug/examples/server"
+server_bin="${CARGO_TARGET_DIR:-$repo/target}/debug/storage-server"
 out_dir="${FUZZ_API_DIR:-$repo/target/fuzz-api}"
 max_examples="${FUZZ_API_MAX_EXAMPLES:-30}"
 seed="${FUZZ_API_SEED:-1}"
@@ -167,7 +167,7 @@ assert status == 200, (status, served)
 with open(docs) as f:
     if json.load(f) != served:
         sys.exit("fuzz-api.sh: /api/schema differs from docs/openapi.json: "
-                 "regenerate it with `INSTA_UPDATE=always cargo test -p storage-api --test openapi`")
+                 "regenerate it with `INSTA_UPDATE=always cargo test -p storage-server --test openapi`")
 
 def ok(expected, method, path, body=None):
     status, answer = call(method, path, body)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs Label Studio's official Python SDK (tests/sdk, pinned in
-# tests/sdk/requirements.txt) against the example server.
+# tests/sdk/requirements.txt) against the storage-server binary.
 #
 #   1. venv at target/sdk-venv with tests/sdk/requirements.txt (skipped when
 #      its marker records the same python and requirements);
 #   2. tests/sdk/doubles.py: a GCS write shim in front of fake-gcs and an IAM
 #      Credentials double (for gcs_sa), on random loopback ports;
-#   3. target/debug/examples/server on a random loopback port, with a
+#   3. target/debug/storage-server on a random loopback port, with a
 #      throw-away data dir and local-files root, a known token,
 #      --allow-private-endpoints and the doubles' endpoints;
 #   4. pytest tests/sdk (extra arguments go to pytest); then stops what it
@@ -18,7 +18,7 @@
 #   scripts/emulators.sh install && scripts/emulators.sh start &&
 #     eval "$(scripts/emulators.sh env)" && scripts/sdk-test.sh
 # and the server binary: cargo build --workspace --all-targets (or
-# cargo build --example server).
+# cargo build -p storage-server).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,7 +26,7 @@ cd "$repo"
 venv="$repo/target/sdk-venv"
 marker="$venv/.sdk-installed"
 requirements="$repo/tests/sdk/requirements.txt"
-server_bin="$repo/target/debug/examples/server"
+server_bin="${CARGO_TARGET_DIR:-$repo/target}/debug/storage-server"
 key_pem="$repo/crates/storage-testing/fixtures/test-service-account-key.pem"
 token="sdk-test-token-0123456789"
 base_email="sdk-server@sdk-server-project.iam.gserviceaccount.com"
@@ -74,7 +74,7 @@ curl -sf --max-time 5 -o /dev/null "$STORAGE_TEST_MOTO_ENDPOINT/moto-api/" &&
   curl -sf --max-time 5 -o /dev/null "$STORAGE_TEST_GCS_ENDPOINT/storage/v1/b" ||
   die "the emulators do not answer at $STORAGE_TEST_MOTO_ENDPOINT and $STORAGE_TEST_GCS_ENDPOINT: start them (scripts/emulators.sh start)"
 [[ -x "$server_bin" ]] ||
-  die "$server_bin is missing: build it first (cargo build --workspace --all-targets, as scripts/test does, or cargo build --example server)"
+  die "$server_bin is missing: build it first (cargo build --workspace --all-targets, as scripts/test does, or cargo build -p storage-server)"
 [[ -f "$key_pem" ]] || die "$key_pem is missing"
 
 # 1. The venv.
@@ -154,7 +154,7 @@ env -u DATABASE_URL -u STORAGE_API_TOKEN -u STORAGE_HOST -u AWS_ACCESS_KEY_ID \
   --google-application-credentials "$work/identity.json" --log-json false \
   </dev/null >"$work/server.out" 2>"$work/server.out.err" &
 server_pid=$!
-listening="$(wait_line "$server_pid" "$work/server.out" '^Listening on http://' "the example server")"
+listening="$(wait_line "$server_pid" "$work/server.out" '^Listening on http://' "the storage server")"
 url="${listening#Listening on }"
 log "server at $url, GCS shim at $gcs_shim, IAM double at $iam"
 

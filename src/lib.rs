@@ -12,7 +12,7 @@
 //! | [`db`] | `storage-db`: SQLite persistence | `db` |
 //! | [`api`] | `storage-api`: the axum REST surface | `api` |
 //!
-//! See `README.md` for the example server and `docs/` for the design.
+//! See `README.md` for the server (`crates/storage-server`) and `docs/` for the design.
 
 pub use storage_core as core;
 

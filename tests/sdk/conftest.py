@@ -1,4 +1,4 @@
-"""Fixtures for the SDK test: the running example server (started by
+"""Fixtures for the SDK test: the running storage-server binary (started by
 scripts/sdk-test.sh, which passes its address in SDK_TEST_* variables), the
 emulators (STORAGE_TEST_* from scripts/emulators.sh env) and direct readers
 and writers of the buckets, so that what the server did is checked without it.

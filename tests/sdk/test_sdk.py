@@ -1,4 +1,4 @@
-"""Label Studio's official Python SDK against the example server.
+"""Label Studio's official Python SDK against the storage-server binary.
 
 For each storage type the SDK and this server share (localfiles, s3, gcs,
 gcs_sa) one test walks the whole life of an import and an export storage

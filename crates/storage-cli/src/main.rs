@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod cloud;
 mod ls;
 mod storage;
 mod sync;

@@ -14,7 +14,7 @@ use storage_core::{
 };
 use storage_localfiles::{LocalFiles, LocalFilesBackend};
 
-use crate::cloud;
+use storage_server::cloud;
 
 /// Exit code: any other failure (listing, reading, writing, connecting).
 pub(crate) const EXIT_FAILED: u8 = 1;

@@ -2,27 +2,27 @@
 //! organisations, three users with their own tokens (A1 and A2 in org A,
 //! B in org B). Every route that names an object of org A answers B with
 //! 404 (never 403, never the object), A2 with what A1 would get, and a
-//! missing or wrong token with 401. Then the example server's
+//! missing or wrong token with 401. Then the `storage-server` binary's
 //! `create-user` subcommand, run as a real process.
 
 #![allow(clippy::unwrap_used)] // test helpers stop on the first failure
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE;
 use base64::Engine;
-use object_store::aws::AmazonS3Builder;
-use object_store::{ClientOptions, ObjectStoreExt};
+use object_store::ObjectStoreExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use storage_core::{Backend, EndpointPolicy};
 use storage_s3::{S3Backend, S3Options};
-use support::{envelope, fast_runner, Server, TOKEN as A1};
+use support::buckets::s3_builder;
+use support::process::{self, Process};
+use support::{envelope, fast_runner, Api, Server, TOKEN as A1};
 
 const A2: &str = "token-a2-0123456789abcdef";
 const B: &str = "token-b-0123456789abcdef";
@@ -38,14 +38,15 @@ async fn send(
     path: &str,
     body: Option<&Value>,
 ) -> (StatusCode, String) {
-    let mut request = server.client.request(method.clone(), server.url(path));
-    if let Some(token) = token {
-        request = request.header("Authorization", format!("Token {token}"));
-    }
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let response = request.send().await.unwrap();
+    let authorization = token.map(|token| format!("Token {token}"));
+    let response = server
+        .raw(
+            method.clone(),
+            path,
+            body.cloned(),
+            authorization.as_deref(),
+        )
+        .await;
     (response.status(), response.text().await.unwrap())
 }
 
@@ -93,15 +94,7 @@ struct OrgA {
 async fn org_a(server: &Server) -> OrgA {
     let moto = storage_testing::moto();
     let prefix = storage_testing::unique_prefix("access");
-    let seed = AmazonS3Builder::new()
-        .with_endpoint(&moto.endpoint)
-        .with_bucket_name(&moto.bucket)
-        .with_region("us-east-1")
-        .with_access_key_id(&moto.access_key_id)
-        .with_secret_access_key(&moto.secret_access_key)
-        .with_client_options(ClientOptions::new().with_allow_http(true))
-        .build()
-        .unwrap();
+    let seed = s3_builder(&moto).build().unwrap();
     seed.put(
         &object_store::path::Path::from(format!("{prefix}/x.jpg")),
         "jpeg".into(),
@@ -556,55 +549,11 @@ async fn another_organisation_gets_404_for_every_object_and_the_same_organisatio
 }
 
 // ---------------------------------------------------------------------------
-// The example server's `create-user`
-// ---------------------------------------------------------------------------
-
-/// `target/<profile>/examples/server`, built by `cargo build --workspace
-/// --all-targets` (scripts/test) or `cargo build --example server`.
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let binary = profile_dir.join("examples/server");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build the example server first (`cargo build --example server`; \
-         scripts/test builds it with `cargo build --workspace --all-targets`)",
-        binary.display()
-    );
-    binary
-}
-
-/// The example server's command with a clean environment of its own
-/// settings (the test's environment must not change what it does).
-fn server_command(data_dir: &std::path::Path) -> Command {
-    let mut command = Command::new(server_binary());
-    for var in [
-        "STORAGE_ADDR",
-        "STORAGE_DATA_DIR",
-        "DATABASE_URL",
-        "STORAGE_API_TOKEN",
-        "LOCAL_FILES_SERVING_ENABLED",
-        "LOCAL_FILES_DOCUMENT_ROOT",
-        "STORAGE_HOST",
-        "STORAGE_ALLOW_PRIVATE_ENDPOINTS",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "GOOGLE_APPLICATION_CREDENTIALS",
-        "STORAGE_LOG_JSON",
-    ] {
-        command.env_remove(var);
-    }
-    command
-        .env("RUST_LOG", "warn")
-        .arg("--data-dir")
-        .arg(data_dir);
-    command
-}
+// The storage-server binary's `create-user`
 
 /// Runs `create-user` and returns the one line it prints: the token.
 fn create_user(data_dir: &std::path::Path, email: &str, organization: &str) -> String {
-    let output = server_command(data_dir)
+    let output = process::command(data_dir)
         .args([
             "create-user",
             "--email",
@@ -629,161 +578,56 @@ fn create_user(data_dir: &std::path::Path, email: &str, organization: &str) -> S
     token.to_string()
 }
 
-/// The server process, killed when the test ends however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
-async fn example_server_create_user_gives_working_tokens_scoped_to_their_organisation() {
+async fn storage_server_create_user_gives_working_tokens_scoped_to_their_organisation() {
     let data = tempfile::tempdir().unwrap();
     let token_a = create_user(data.path(), "alice@example.com", "org-a");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::fs::File::create(data.path().join("server.log")).unwrap();
-    let child = server_command(data.path())
-        .args([
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--token",
-            "admin-token-0123456789",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut server = Running(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            panic!(
-                "the server exited ({status}): {}",
-                std::fs::read_to_string(data.path().join("server.log")).unwrap()
-            );
-        }
-        let ready = client
-            .get(format!("{base}/api/storages/types"))
-            .header("Authorization", format!("Token {token_a}"))
-            .send()
-            .await;
-        match ready {
-            Ok(response) => {
-                assert_eq!(
-                    response.status(),
-                    StatusCode::OK,
-                    "the create-user token works"
-                );
-                break;
-            }
-            Err(_) if started.elapsed() < Duration::from_secs(60) => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(err) => panic!("the server did not start: {err}"),
-        }
-    }
-    let call = |token: &str, method: Method, path: &str, body: Option<Value>| {
-        let mut request = client
-            .request(method, format!("{base}{path}"))
-            .header("Authorization", format!("Token {token}"));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send()
+    let mut command = process::command(data.path());
+    command.args(["--token", "admin-token-0123456789"]);
+    let server = Process::start(command, data.path(), "server");
+    // The status a user with `token` gets for `GET path`.
+    let status_as = |token: &str, path: String| {
+        let api = Api::new(server.base.clone(), token);
+        async move { api.get(&path).await.0 }
     };
-    let response = call(
-        &token_a,
-        Method::POST,
-        "/api/projects",
-        Some(json!({"title": "alice's"})),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let project: Value = response.json().await.unwrap();
-    let id = project["id"].as_i64().unwrap();
     assert_eq!(
-        call(&token_a, Method::GET, &format!("/api/projects/{id}"), None)
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
+        status_as(&token_a, "/api/storages/types".into()).await,
+        StatusCode::OK,
+        "the create-user token works"
     );
+    let (status, project) = Api::new(server.base.clone(), &token_a)
+        .post("/api/projects", json!({"title": "alice's"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = project["id"].as_i64().unwrap();
+    let project = format!("/api/projects/{id}");
+    assert_eq!(status_as(&token_a, project.clone()).await, StatusCode::OK);
 
     // A second user, created while the server runs, in another organisation.
     let token_b = create_user(data.path(), "bob@example.com", "org-b");
     assert_ne!(token_a, token_b);
     assert_eq!(
-        call(&token_b, Method::GET, &format!("/api/projects/{id}"), None)
-            .await
-            .unwrap()
-            .status(),
+        status_as(&token_b, project.clone()).await,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        call(
-            &token_b,
-            Method::GET,
-            &format!("/api/tasks?project={id}"),
-            None
-        )
-        .await
-        .unwrap()
-        .status(),
+        status_as(&token_b, format!("/api/tasks?project={id}")).await,
         StatusCode::NOT_FOUND
     );
     // The admin is in the default organisation, not in org-a.
     assert_eq!(
-        call(
-            "admin-token-0123456789",
-            Method::GET,
-            &format!("/api/projects/{id}"),
-            None
-        )
-        .await
-        .unwrap()
-        .status(),
+        status_as("admin-token-0123456789", project.clone()).await,
         StatusCode::NOT_FOUND
     );
     // A third user in org-a sees it; a new token replaces the old one.
     let token_a2 = create_user(data.path(), "carol@example.com", "org-a");
-    assert_eq!(
-        call(&token_a2, Method::GET, &format!("/api/projects/{id}"), None)
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(status_as(&token_a2, project.clone()).await, StatusCode::OK);
     let token_a_new = create_user(data.path(), "alice@example.com", "org-a");
     assert_eq!(
-        call(
-            &token_a_new,
-            Method::GET,
-            &format!("/api/projects/{id}"),
-            None
-        )
-        .await
-        .unwrap()
-        .status(),
+        status_as(&token_a_new, project.clone()).await,
         StatusCode::OK
     );
-    assert_eq!(
-        call(&token_a, Method::GET, &format!("/api/projects/{id}"), None)
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(status_as(&token_a, project).await, StatusCode::UNAUTHORIZED);
     drop(server);
 }

@@ -1,10 +1,10 @@
-//! Macro benchmark: syncs driven through the HTTP API of the example server
-//! (a separate process, release build), timing each sync from the
+//! Macro benchmark: syncs driven through the HTTP API of the `storage-server`
+//! binary (a separate process, built by `cargo bench` with the bench profile), timing each sync from the
 //! `POST .../sync` to its final status and reading the server's peak
 //! resident memory (VmHWM) from /proc. One fresh server and data directory
 //! per scenario, so each peak belongs to that scenario alone.
 //!
-//! Run with `cargo build --release --example server && cargo bench --bench http_sync`.
+//! Run with `cargo bench -p storage-server --bench http_sync`.
 //! `BENCH` chooses scenarios (default `files,tasks,export`; also `jsonl`, `s3`):
 //!
 //! - `files`: Files-mode local folders of `BENCH_FILES` files (default `10000,100000`), and a re-sync;
@@ -21,13 +21,17 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark reports on stdout and stops on any failure
 
+// The tests' way to start the binary and talk to it, so there is one.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::io::{BufWriter, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::process::{self, Process};
+use support::Api;
 
 const TOKEN: &str = "bench-token-0123456789";
 
@@ -60,9 +64,9 @@ fn files(n: usize) {
         std::fs::write(folder.join(format!("img_{i:07}.jpg")), b"x").unwrap();
     }
     let storage = bench.local_import(&folder, true);
-    let (first, state) = bench.api.sync_and_wait("localfiles", storage);
+    let (first, state) = bench.sync_and_wait("localfiles", storage);
     assert_eq!(state["last_sync_count"], n as u64, "{state}");
-    let (again, state) = bench.api.sync_and_wait("localfiles", storage);
+    let (again, state) = bench.sync_and_wait("localfiles", storage);
     assert_eq!(state["last_sync_count"], 0, "{state}");
     bench.report("files, local", n, n, first, Some(again));
 }
@@ -74,9 +78,9 @@ fn tasks(n: usize) {
         std::fs::write(folder.join(format!("task_{i:07}.json")), task_line(i)).unwrap();
     }
     let storage = bench.local_import(&folder, false);
-    let (first, state) = bench.api.sync_and_wait("localfiles", storage);
+    let (first, state) = bench.sync_and_wait("localfiles", storage);
     assert_eq!(state["last_sync_count"], n as u64, "{state}");
-    let (again, state) = bench.api.sync_and_wait("localfiles", storage);
+    let (again, state) = bench.sync_and_wait("localfiles", storage);
     assert_eq!(state["last_sync_count"], 0, "{state}");
     bench.report("tasks, one per JSON file", n, n, first, Some(again));
 }
@@ -94,7 +98,7 @@ fn jsonl(mib: usize) {
     }
     file.into_inner().unwrap().sync_all().unwrap();
     let storage = bench.local_import(&folder, false);
-    let (first, state) = bench.api.sync_and_wait("localfiles", storage);
+    let (first, state) = bench.sync_and_wait("localfiles", storage);
     assert_eq!(state["last_sync_count"], lines as u64, "{state}");
     bench.report(
         &format!("tasks, one {mib} MiB JSONL file"),
@@ -119,18 +123,18 @@ fn export(n: usize) {
     }
     file.into_inner().unwrap().sync_all().unwrap();
     let import = bench.local_import(&folder, false);
-    let (_, state) = bench.api.sync_and_wait("localfiles", import);
+    let (_, state) = bench.sync_and_wait("localfiles", import);
     assert_eq!(state["last_sync_count"], n as u64, "{state}");
 
     let target = bench.folder("export");
-    let storage = bench.api.call(
+    let storage = bench.call(
         reqwest::Method::POST,
         "/api/storages/export/localfiles",
         Some(json!({"project": bench.project, "path": target.canonicalize().unwrap()})),
     )["id"]
         .as_i64()
         .unwrap();
-    let (first, state) = bench.api.sync_and_wait("export/localfiles", storage);
+    let (first, state) = bench.sync_and_wait("export/localfiles", storage);
     assert_eq!(state["last_sync_count"], n as u64, "{state}");
     assert_eq!(
         std::fs::read_dir(&target).unwrap().count(),
@@ -177,7 +181,7 @@ fn s3(n: usize) {
     assert_eq!(listed.1, n);
 
     let bench = Bench::start_with(&["--allow-private-endpoints", "true"]);
-    let storage = bench.api.call(
+    let storage = bench.call(
         reqwest::Method::POST,
         "/api/storages/s3",
         Some(json!({
@@ -188,7 +192,7 @@ fn s3(n: usize) {
     )["id"]
         .as_i64()
         .unwrap();
-    let (first, state) = bench.api.sync_and_wait("s3", storage);
+    let (first, state) = bench.sync_and_wait("s3", storage);
     assert_eq!(state["last_sync_count"], n as u64, "{state}");
     bench.report("files, S3 (moto)", n, n, first, None);
     println!(
@@ -218,8 +222,9 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
 /// A fresh server on a fresh data directory, with one project.
 struct Bench {
     dir: tempfile::TempDir,
-    server: Server,
+    server: Process,
     api: Api,
+    runtime: tokio::runtime::Runtime,
     project: i64,
 }
 
@@ -231,37 +236,49 @@ impl Bench {
     fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("local-files")).unwrap();
-        let server = Server::start(dir.path(), args);
-        let api = Api {
-            client: reqwest::blocking::Client::new(),
-            base: server.base.clone(),
-        };
-        let ready = Instant::now();
-        while api
-            .client
-            .get(format!("{}/api/storages/types", api.base))
-            .send()
-            .is_err()
-        {
-            assert!(
-                ready.elapsed() < Duration::from_secs(30),
-                "server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut command = process::command(dir.path());
+        command.args(args).env("STORAGE_API_TOKEN", TOKEN);
+        if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
+            command.args(["--database-url", &scenario_database(&runtime, &url)]);
         }
-        let project = api.call(
+        let server = Process::start(command, dir.path(), "server");
+        let api = Api::new(server.base.clone(), TOKEN);
+        let mut bench = Self {
+            dir,
+            server,
+            api,
+            runtime,
+            project: 0,
+        };
+        bench.project = bench.call(
             reqwest::Method::POST,
             "/api/projects",
             Some(json!({"title": "bench", "label_config": "<View><Text name=\"text\" value=\"$text\"/></View>"})),
         )["id"]
             .as_i64()
             .unwrap();
-        Self {
-            dir,
-            server,
-            api,
-            project,
-        }
+        bench
+    }
+
+    /// A successful call's body.
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.runtime.block_on(self.api.ok(method, path, body))
+    }
+
+    /// `storages` is the path after `/api/storages/`, e.g. `s3` or
+    /// `export/localfiles`: the time from the sync request to `completed`.
+    fn sync_and_wait(&self, storages: &str, storage: i64) -> (Duration, Value) {
+        let path = format!("/api/storages/{storages}/{storage}");
+        let started = Instant::now();
+        let state = self.runtime.block_on(async {
+            self.api.sync(&path).await;
+            self.api
+                .wait_synced_within(&path, Duration::from_secs(24 * 3600), String::new)
+                .await
+        });
+        assert_eq!(state["status"], "completed", "sync failed: {state}");
+        (started.elapsed(), state)
     }
 
     /// A new folder under the server's document root.
@@ -272,7 +289,7 @@ impl Bench {
     }
 
     fn local_import(&self, folder: &Path, use_blob_urls: bool) -> i64 {
-        self.api.call(
+        self.call(
             reqwest::Method::POST,
             "/api/storages/localfiles",
             Some(json!({"project": self.project, "path": folder.canonicalize().unwrap(), "use_blob_urls": use_blob_urls})),
@@ -299,57 +316,13 @@ impl Bench {
     }
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(data: &Path, args: &[&str]) -> Self {
-        let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/server");
-        assert!(
-            binary.exists(),
-            "{} is missing: run `cargo build --release --example server` first",
-            binary.display()
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = Command::new(binary);
-        command
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data)
-            .args(args)
-            .env("STORAGE_API_TOKEN", TOKEN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
-        if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
-            command.args(["--database-url", &scenario_database(&url)]);
-        }
-        Self {
-            child: command.spawn().expect("start the server"),
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
 /// A PostgreSQL URL gets a fresh database per scenario on its server, so
 /// every scenario starts empty as it does on SQLite; others are used as given.
-fn scenario_database(url: &str) -> String {
+fn scenario_database(runtime: &tokio::runtime::Runtime, url: &str) -> String {
     if url.starts_with("postgres") {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(storage_testing::postgres::fresh_database_on(url, "bench"))
     } else {
         url.to_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -361,48 +334,4 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-struct Api {
-    client: reqwest::blocking::Client,
-    base: String,
-}
-
-impl Api {
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .header("Authorization", format!("Token {TOKEN}"));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().expect("request");
-        let status = response.status();
-        let body: Value = response.json().unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
-    }
-
-    /// `storages` is the path after `/api/storages/`, e.g. `s3` or `export/localfiles`.
-    fn sync_and_wait(&self, storages: &str, storage: i64) -> (Duration, Value) {
-        let started = Instant::now();
-        self.call(
-            reqwest::Method::POST,
-            &format!("/api/storages/{storages}/{storage}/sync"),
-            None,
-        );
-        loop {
-            let state = self.call(
-                reqwest::Method::GET,
-                &format!("/api/storages/{storages}/{storage}"),
-                None,
-            );
-            match state["status"].as_str() {
-                Some("completed") => return (started.elapsed(), state),
-                Some("failed" | "completed_with_errors") => panic!("sync failed: {state}"),
-                _ => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
 }

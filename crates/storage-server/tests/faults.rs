@@ -11,19 +11,19 @@ mod support;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use object_store::aws::AmazonS3Builder;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use storage_core::{Backend, EndpointPolicy, RunnerConfig};
 use storage_s3::{S3Backend, S3Options};
-use support::{fast_runner, Server, TOKEN};
+use support::buckets::s3_builder;
+use support::process::{self, Process};
+use support::{fast_runner, Api, Server, TOKEN};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -31,160 +31,15 @@ use tokio::sync::watch;
 const PATIENCE: Duration = Duration::from_secs(180);
 
 // ---------------------------------------------------------------------------
-// The example server as a separate process.
+// The storage-server binary as a separate process.
 
-/// The example server binary next to this test binary
-/// (`target/<profile>/examples/server`).
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/faults-<hash> -> target/<profile>
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let binary = profile.join("examples").join("server");
-    assert!(
-        binary.is_file(),
-        "the example server is not built at {}: run `cargo build --example server` first \
-         (the test command's `cargo build --workspace --all-targets` builds it)",
-        binary.display()
-    );
-    binary
-}
-
-/// A running example-server process over `data_dir`.
-struct Process {
-    child: Child,
-    base: String,
-    client: reqwest::Client,
-    log: PathBuf,
-}
-
-impl Process {
-    /// Starts the server on a free loopback port and waits until it listens.
-    async fn start(data_dir: &Path) -> Self {
-        let stdout = data_dir.join("server.stdout");
-        let log = data_dir.join("server.log");
-        let _ = std::fs::remove_file(&stdout);
-        let open = |path: &Path| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .expect("log file")
-        };
-        let child = Command::new(server_binary())
-            .arg("--addr")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--token")
-            .arg(TOKEN)
-            // Only what the flags say: every option is also an environment
-            // variable, and the tests' environment is not the server's.
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(open(&stdout))
-            .stderr(open(&log))
-            .spawn()
-            .expect("start the example server");
-        let mut process = Self {
-            child,
-            base: String::new(),
-            client: reqwest::Client::new(),
-            log,
-        };
-        let started = Instant::now();
-        loop {
-            let printed = std::fs::read_to_string(&stdout).unwrap_or_default();
-            if let Some(line) = printed.lines().find(|l| l.starts_with("Listening on ")) {
-                process.base = line.trim_start_matches("Listening on ").trim().to_string();
-                return process;
-            }
-            if let Some(status) = process.child.try_wait().unwrap() {
-                panic!(
-                    "the example server exited ({status}) before listening:\n{}",
-                    process.log_text()
-                );
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the example server did not start:\n{}",
-                process.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no shutdown hook, no batch boundary, nothing flushed.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        self.child.wait().expect("reap the server");
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .header("Authorization", format!("Token {TOKEN}"));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let bytes = response.bytes().await.unwrap();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        (status, value)
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.call(Method::GET, path, None).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {body}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (status, body) = self.call(Method::POST, path, Some(body)).await;
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
-    }
-
-    async fn wait_finished(&self, path: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let storage = self.get(path).await;
-            if matches!(
-                storage["status"].as_str(),
-                Some("completed" | "completed_with_errors" | "failed")
-            ) {
-                return storage;
-            }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "sync did not finish: {storage}\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // A failing test must not leave a server behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server binary over `data_dir` with the tests' token, and its API.
+fn start_process(data_dir: &Path) -> (Process, Api) {
+    let mut command = process::command(data_dir);
+    command.args(["--token", TOKEN]).env("RUST_BACKTRACE", "1");
+    let process = Process::start(command, data_dir, "server");
+    let api = Api::new(process.base.clone(), TOKEN);
+    (process, api)
 }
 
 /// `count` one-byte files named `f000000.jpg`... in a folder, removed on
@@ -274,29 +129,31 @@ async fn sigkill_in_the_middle_of_a_200k_file_sync_loses_and_duplicates_nothing(
         started.elapsed().as_secs_f64()
     );
 
-    let mut server = Process::start(&data_dir).await;
-    let project = server
-        .post(
+    let (mut server, api) = start_process(&data_dir);
+    let project = api
+        .ok(
+            Method::POST,
             "/api/projects",
-            json!({"title": "killed", "label_config": "<View><Image name=\"image\" value=\"$image\"/></View>"}),
+            Some(json!({"title": "killed", "label_config": "<View><Image name=\"image\" value=\"$image\"/></View>"})),
         )
         .await["id"]
         .as_i64()
         .unwrap();
-    let storage = server
-        .post(
+    let storage = api
+        .ok(
+            Method::POST,
             "/api/storages/localfiles",
-            json!({"project": project, "path": folder, "use_blob_urls": true}),
+            Some(json!({"project": project, "path": folder, "use_blob_urls": true})),
         )
         .await;
     let path = format!("/api/storages/localfiles/{}", storage["id"]);
     let sync_started = Instant::now();
-    let queued = server.post(&format!("{path}/sync"), json!({})).await;
+    let queued = api.sync(&path).await;
     let job = queued["last_sync_job"].as_str().unwrap().to_string();
 
     // Kill as soon as the sync has written progress, well before its end.
     let at_kill = loop {
-        let state = server.get(&path).await;
+        let state = api.ok(Method::GET, &path, None).await;
         let count = state["last_sync_count"].as_u64().unwrap_or(0);
         if state["status"] == "in_progress" && count > 0 {
             break state;
@@ -323,8 +180,10 @@ async fn sigkill_in_the_middle_of_a_200k_file_sync_loses_and_duplicates_nothing(
     // The next process finds the job its predecessor left in progress and
     // resumes it (same job) instead of leaving it stuck.
     let restarted = Instant::now();
-    let server = Process::start(&data_dir).await;
-    let resumed = server.wait_finished(&path).await;
+    let (server, api) = start_process(&data_dir);
+    let resumed = api
+        .wait_synced_within(&path, PATIENCE, || server.log_text())
+        .await;
     eprintln!(
         "restarted and resumed in {:.1} s",
         restarted.elapsed().as_secs_f64()
@@ -347,17 +206,25 @@ async fn sigkill_in_the_middle_of_a_200k_file_sync_loses_and_duplicates_nothing(
 
     // A new sync finds every object linked and creates nothing.
     let resync = Instant::now();
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let again = server.wait_finished(&path).await;
+    api.sync(&path).await;
+    let again = api
+        .wait_synced_within(&path, PATIENCE, || server.log_text())
+        .await;
     eprintln!("re-sync in {:.1} s", resync.elapsed().as_secs_f64());
     assert_eq!(again["status"], "completed", "{again}");
     assert_eq!(again["last_sync_count"], 0, "{again}");
     assert_eq!(again["meta"]["tasks_existed"], FILES, "{again}");
 
-    let shown = server.get(&format!("/api/projects/{project}")).await;
+    let shown = api
+        .ok(Method::GET, &format!("/api/projects/{project}"), None)
+        .await;
     assert_eq!(shown["task_number"], FILES, "{shown}");
-    let page = server
-        .get(&format!("/api/tasks?project={project}&page_size=2"))
+    let page = api
+        .ok(
+            Method::GET,
+            &format!("/api/tasks?project={project}&page_size=2"),
+            None,
+        )
         .await;
     assert_eq!(
         page["tasks"][0]["data"]["image"], "/data/local-files/?d=big/f000000.jpg",
@@ -551,17 +418,7 @@ impl Drop for Proxy {
 }
 
 fn moto_store(moto: &storage_testing::S3Server) -> Arc<dyn ObjectStore> {
-    Arc::new(
-        AmazonS3Builder::new()
-            .with_endpoint(&moto.endpoint)
-            .with_bucket_name(&moto.bucket)
-            .with_region("us-east-1")
-            .with_access_key_id(&moto.access_key_id)
-            .with_secret_access_key(&moto.secret_access_key)
-            .with_client_options(ClientOptions::new().with_allow_http(true))
-            .build()
-            .unwrap(),
-    )
+    Arc::new(s3_builder(moto).build().unwrap())
 }
 
 /// Puts `count` task files `{prefix}/t00000.json`... (`{"n": i}`) into moto.
@@ -606,29 +463,8 @@ async fn wait_in_progress(server: &Server, path: &str) -> Value {
     }
 }
 
-/// Requests a sync of the storage at `path` and checks it was accepted.
-async fn sync(server: &Server, path: &str) -> Value {
-    let (status, body) = server.post(&format!("{path}/sync"), json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{path}/sync: {body}");
-    body
-}
-
 async fn wait_synced(server: &Server, path: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let (_, state) = server.get(path).await;
-        if matches!(
-            state["status"].as_str(),
-            Some("completed" | "completed_with_errors" | "failed")
-        ) {
-            return state;
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "the sync did not finish: {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.wait_synced_within(path, PATIENCE, String::new).await
 }
 
 async fn task_numbers(server: &Server, project: i64) -> (u64, Vec<String>) {
@@ -676,7 +512,7 @@ async fn an_s3_outage_is_retried_then_fails_readably_and_a_resync_completes_exac
     let (status, storage) = server.post("/api/storages/s3", storage_in(project)).await;
     assert_eq!(status, StatusCode::CREATED, "{storage}");
     let path = format!("/api/storages/s3/{}", storage["id"]);
-    sync(&server, &path).await;
+    server.sync(&path).await;
     let before = wait_in_progress(&server, &path).await;
     proxy.set(Link::Reset);
     let cut = Instant::now();
@@ -712,7 +548,7 @@ async fn an_s3_outage_is_retried_then_fails_readably_and_a_resync_completes_exac
     let (status, storage2) = server.post("/api/storages/s3", storage_in(project2)).await;
     assert_eq!(status, StatusCode::CREATED, "{storage2}");
     let path2 = format!("/api/storages/s3/{}", storage2["id"]);
-    sync(&server, &path2).await;
+    server.sync(&path2).await;
     wait_in_progress(&server, &path2).await;
     proxy.set(Link::Refuse);
     let cut = Instant::now();
@@ -745,7 +581,7 @@ async fn an_s3_outage_is_retried_then_fails_readably_and_a_resync_completes_exac
 
     // 3. The server is back: a new sync creates exactly what is missing.
     proxy.set(Link::Up);
-    sync(&server, &path2).await;
+    server.sync(&path2).await;
     let resynced = wait_synced(&server, &path2).await;
     assert_eq!(resynced["status"], "completed", "{resynced}");
     assert!(resynced["traceback"].is_null(), "{resynced}");
@@ -783,7 +619,7 @@ async fn an_s3_outage_is_retried_then_fails_readably_and_a_resync_completes_exac
         assert_eq!(status, StatusCode::CREATED, "{annotation}");
     }
     proxy.set(Link::Refuse);
-    sync(&server, &export_path).await;
+    server.sync(&export_path).await;
     let failed = wait_synced(&server, &export_path).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(failed["meta"]["annotations_failed"], 3, "{failed}");
@@ -798,7 +634,7 @@ async fn an_s3_outage_is_retried_then_fails_readably_and_a_resync_completes_exac
         "no secret: {traceback}"
     );
     proxy.set(Link::Up);
-    sync(&server, &export_path).await;
+    server.sync(&export_path).await;
     let exported = wait_synced(&server, &export_path).await;
     assert_eq!(
         (
@@ -842,22 +678,17 @@ async fn an_s3_listing_that_meets_an_outage_is_retried_beyond_the_clients_own_re
 
     let server = Server::start_with(tempfile::tempdir().unwrap(), fast_runner(), backend()).await;
     let project = server.project().await;
-    let (status, storage) = server
-        .post(
-            "/api/storages/s3",
-            json!({"project": project, "bucket": moto.bucket, "prefix": prefix, "use_blob_urls": true,
+    let path = server
+        .create_storage("/api/storages/s3", json!({"project": project, "bucket": moto.bucket, "prefix": prefix, "use_blob_urls": true,
                    "s3_endpoint": format!("http://{}", proxy.addr), "aws_access_key_id": moto.access_key_id,
-                   "aws_secret_access_key": moto.secret_access_key, "region_name": "us-east-1"}),
-        )
+                   "aws_secret_access_key": moto.secret_access_key, "region_name": "us-east-1"}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{storage}");
-    let path = format!("/api/storages/s3/{}", storage["id"]);
 
     // The endpoint resets one connection more than the S3 client tries on
     // its own: the listing (all a Files-mode sync asks of S3) fails once
     // and is asked for again.
     proxy.reset_next(CLIENT_ATTEMPTS + 1);
-    sync(&server, &path).await;
+    server.sync(&path).await;
     let done = wait_synced(&server, &path).await;
     assert_eq!(
         done["status"], "completed",
@@ -894,22 +725,6 @@ async fn server_without_workers(dir: tempfile::TempDir, runner: RunnerConfig) ->
     server
 }
 
-async fn folder_storage(server: &Server, project: i64, folder: &str, files: usize) -> String {
-    let dir = server.root.join(folder);
-    std::fs::create_dir_all(&dir).unwrap();
-    for i in 0..files {
-        std::fs::write(dir.join(format!("f{i:04}.jpg")), b"x").unwrap();
-    }
-    let (status, storage) = server
-        .post(
-            "/api/storages/localfiles",
-            json!({"project": project, "path": server.path(folder), "use_blob_urls": true}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{storage}");
-    format!("/api/storages/localfiles/{}", storage["id"])
-}
-
 #[tokio::test]
 async fn a_queued_job_no_worker_takes_times_out_and_a_requeue_clears_the_traceback() {
     let runner = RunnerConfig {
@@ -918,8 +733,8 @@ async fn a_queued_job_no_worker_takes_times_out_and_a_requeue_clears_the_traceba
     };
     let server = server_without_workers(tempfile::tempdir().unwrap(), runner).await;
     let project = server.project().await;
-    let path = folder_storage(&server, project, "never", 5).await;
-    let queued = sync(&server, &path).await;
+    let path = server.folder_storage(project, "never", 5).await;
+    let queued = server.sync(&path).await;
     assert_eq!(queued["status"], "queued", "{queued}");
 
     // What every instance's watchdog does on its rounds.
@@ -931,7 +746,7 @@ async fn a_queued_job_no_worker_takes_times_out_and_a_requeue_clears_the_traceba
     assert!(failed["meta"]["time_failure"].is_string(), "{failed}");
     assert!(failed["last_sync"].is_null(), "{failed}");
 
-    let requeued = sync(&server, &path).await;
+    let requeued = server.sync(&path).await;
     let (_, shown) = server.get(&path).await;
     for state in [&requeued, &shown] {
         assert_eq!(state["status"], "queued", "{state}");
@@ -960,7 +775,7 @@ async fn a_queued_job_no_worker_takes_times_out_and_a_requeue_clears_the_traceba
     let (_, state) = server.get(&path).await;
     if state["status"] == "failed" {
         // The restart itself took longer than the 1 s queue timeout.
-        sync(&server, &path).await;
+        server.sync(&path).await;
     }
     let done = wait_synced(&server, &path).await;
     assert_eq!(
@@ -976,7 +791,7 @@ async fn fifty_concurrent_sync_requests_queue_exactly_one_job() {
     const FILES: usize = 2000;
     let server = server_without_workers(tempfile::tempdir().unwrap(), fast_runner()).await;
     let project = server.project().await;
-    let path = folder_storage(&server, project, "one-job", FILES).await;
+    let path = server.folder_storage(project, "one-job", FILES).await;
     let sync_path = format!("{path}/sync");
     // Without workers the job stays queued while all 50 requests land: each
     // must find the one job the first request queued.
@@ -1020,7 +835,11 @@ async fn twenty_storages_syncing_at_once_all_finish_exactly() {
     let project = server.project().await;
     let mut paths = Vec::new();
     for s in 0..STORAGES {
-        paths.push(folder_storage(&server, project, &format!("many/s{s:02}"), FILES).await);
+        paths.push(
+            server
+                .folder_storage(project, &format!("many/s{s:02}"), FILES)
+                .await,
+        );
     }
     for round in 0..2 {
         let sync_paths: Vec<String> = paths.iter().map(|path| format!("{path}/sync")).collect();
@@ -1059,23 +878,20 @@ async fn twenty_storages_syncing_at_once_all_finish_exactly() {
 async fn export_write_failures_end_completed_with_errors_or_failed_never_completed() {
     let server = Server::start().await;
     let project = server.project().await;
-    let (status, _) = server
-        .post(
-            &format!("/api/projects/{project}/import"),
+    server
+        .import(
+            project,
             json!([{"image": "a"}, {"image": "b"}, {"image": "c"}]),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED);
     let out = server.root.join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let (status, export) = server
-        .post(
+    let path = server
+        .create_storage(
             "/api/storages/export/localfiles",
             json!({"project": project, "path": server.path("out")}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{export}");
-    let path = format!("/api/storages/export/localfiles/{}", export["id"]);
     wait_synced(&server, &path).await;
 
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
@@ -1095,7 +911,7 @@ async fn export_write_failures_end_completed_with_errors_or_failed_never_complet
     let blocked = out.join(annotations[1].to_string());
     std::fs::remove_file(&blocked).unwrap();
     std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
-    sync(&server, &path).await;
+    server.sync(&path).await;
     let partial = wait_synced(&server, &path).await;
     assert_eq!(partial["status"], "completed_with_errors", "{partial}");
     assert_eq!(partial["last_sync_count"], 2, "{partial}");
@@ -1119,7 +935,7 @@ async fn export_write_failures_end_completed_with_errors_or_failed_never_complet
         }
         std::fs::create_dir_all(object.join("in-the-way")).unwrap();
     }
-    sync(&server, &path).await;
+    server.sync(&path).await;
     let failed = wait_synced(&server, &path).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(
@@ -1178,7 +994,7 @@ async fn export_write_failures_end_completed_with_errors_or_failed_never_complet
     // Fixed: everything is written.
     std::fs::remove_file(&out).unwrap();
     std::fs::create_dir_all(&out).unwrap();
-    sync(&server, &path).await;
+    server.sync(&path).await;
     let fixed = wait_synced(&server, &path).await;
     assert_eq!(
         (fixed["status"].as_str(), fixed["last_sync_count"].as_u64()),

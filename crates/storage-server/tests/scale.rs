@@ -72,8 +72,7 @@ async fn a_large_jsonl_file_becomes_exactly_one_task_per_line() {
     let project = server.project().await;
     let path = tasks_storage(&server, project).await;
 
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let done = server.wait_synced(&path).await;
+    let done = server.sync_and_wait(&path).await;
     assert_eq!(
         (done["status"].as_str(), done["last_sync_count"].as_u64()),
         (Some("completed"), Some(LINES as u64 + 1)),
@@ -86,8 +85,7 @@ async fn a_large_jsonl_file_becomes_exactly_one_task_per_line() {
         "one task per line, none twice"
     );
 
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let again = server.wait_synced(&path).await;
+    let again = server.sync_and_wait(&path).await;
     assert_eq!(again["last_sync_count"], 0, "{again}");
     assert_eq!(again["meta"]["tasks_existed"], LINES as u64 + 1, "{again}");
 }
@@ -140,8 +138,7 @@ async fn a_server_stopped_inside_a_large_file_is_finished_by_the_next_one() {
         "every line once after the restart"
     );
 
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let again = server.wait_synced(&path).await;
+    let again = server.sync_and_wait(&path).await;
     assert_eq!(
         again["last_sync_count"], 0,
         "a finished file is not read again: {again}"

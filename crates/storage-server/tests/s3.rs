@@ -12,14 +12,15 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3;
 use object_store::signer::Signer;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use storage_core::{Backend, EndpointPolicy};
 use storage_s3::{S3Backend, S3Options};
 use storage_testing::{unique_prefix, S3Server};
+use support::buckets::s3_builder;
 use support::{envelope, Server};
 
 fn quick_retry() -> RetryConfig {
@@ -38,14 +39,8 @@ fn options() -> S3Options {
 }
 
 fn s3_client(server: &S3Server) -> AmazonS3 {
-    AmazonS3Builder::new()
-        .with_endpoint(&server.endpoint)
-        .with_bucket_name(&server.bucket)
-        .with_region("us-east-1")
-        .with_access_key_id(&server.access_key_id)
-        .with_secret_access_key(&server.secret_access_key)
+    s3_builder(server)
         .with_retry(quick_retry())
-        .with_client_options(ClientOptions::new().with_allow_http(true))
         .build()
         .unwrap()
 }
@@ -158,8 +153,7 @@ async fn secrets_are_write_only_kept_by_partial_patch_and_cleared_by_empty() {
         "non-secret fields are shown"
     );
     // The PATCH above sent no secret: SeaweedFS still accepts the signature.
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let done = server.wait_synced(&path).await;
+    let done = server.sync_and_wait(&path).await;
     assert_eq!(
         (done["status"].clone(), done["last_sync_count"].clone()),
         (json!("completed"), json!(1)),
@@ -365,8 +359,7 @@ async fn role_arn_assumes_the_role_with_the_servers_credentials() {
         "arn:aws:iam::123456789012:role/label-studio"
     );
     let path = format!("/api/storages/s3/{}", created["id"]);
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let done = server.wait_synced(&path).await;
+    let done = server.sync_and_wait(&path).await;
     assert_eq!(
         (done["status"].clone(), done["last_sync_count"].clone()),
         (json!("completed"), json!(1)),
@@ -398,14 +391,7 @@ async fn export_uses_sse_kms_when_a_key_is_set() {
         export["aws_sse_kms_key_id"], "alias/label-studio",
         "not a secret: shown"
     );
-    let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
-    let task = tasks["tasks"][0]["id"].as_i64().unwrap();
-    let (_, annotation) = server
-        .post(
-            &format!("/api/tasks/{task}/annotations"),
-            json!({"result": []}),
-        )
-        .await;
+    let (_, annotation) = server.annotate_first_task(project).await;
     // S3 serves SSE-KMS objects to SigV4-signed requests only.
     let location = format!("{prefix}/{}", annotation["id"]).into();
     let url = s3_client(&moto)

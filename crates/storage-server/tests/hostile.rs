@@ -110,22 +110,9 @@ async fn bodies_above_the_limit_get_a_413_envelope_on_every_route_and_the_server
         .await;
     let storage = storage["id"].as_i64().unwrap();
     server
-        .post(
-            &format!("/api/storages/localfiles/{storage}/sync"),
-            json!({}),
-        )
+        .sync_and_wait(&format!("/api/storages/localfiles/{storage}"))
         .await;
-    server
-        .wait_synced(&format!("/api/storages/localfiles/{storage}"))
-        .await;
-    let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
-    let task = tasks["tasks"][0]["id"].as_i64().unwrap();
-    let (_, annotation) = server
-        .post(
-            &format!("/api/tasks/{task}/annotations"),
-            json!({"result": []}),
-        )
-        .await;
+    let (task, annotation) = server.annotate_first_task(project).await;
     let annotation = annotation["id"].as_i64().unwrap();
 
     let huge = json!({"project": project, "title": "x".repeat(1024 * 1024 + 1)});
@@ -265,8 +252,7 @@ async fn oversized_tasks_and_malformed_lines_fail_their_file_only() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{storage}");
     let path = format!("/api/storages/localfiles/{}", storage["id"]);
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let done = server.wait_synced(&path).await;
+    let done = server.sync_and_wait(&path).await;
     assert_eq!(done["status"], "completed_with_errors", "{done}");
     let traceback = done["traceback"].as_str().unwrap();
     for expected in [
@@ -653,8 +639,7 @@ async fn symlinks_inside_a_storage_folder_do_not_import_files_from_outside_the_r
             .await;
         assert_eq!(status, StatusCode::CREATED, "{storage}");
         let path = format!("/api/storages/localfiles/{}", storage["id"]);
-        server.post(&format!("{path}/sync"), json!({})).await;
-        let done = server.wait_synced(&path).await;
+        let done = server.sync_and_wait(&path).await;
         assert!(
             !done.to_string().contains(SECRET),
             "recursive={recursive}: {done}"

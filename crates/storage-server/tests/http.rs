@@ -335,8 +335,7 @@ async fn files_mode_sync_creates_tasks_once_and_serves_them() {
     assert_eq!(response.bytes().await.unwrap(), "jpeg-0");
 
     // Re-sync of an unchanged folder creates nothing.
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let again = server.wait_synced(&path).await;
+    let again = server.sync_and_wait(&path).await;
     assert_eq!(
         (again["status"].clone(), again["last_sync_count"].clone()),
         (json!("completed"), json!(0))
@@ -507,8 +506,7 @@ async fn tasks_mode_reads_json_and_reports_bad_files() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{storage}");
     let path = format!("/api/storages/localfiles/{}", storage["id"]);
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let done = server.wait_synced(&path).await;
+    let done = server.sync_and_wait(&path).await;
     assert_eq!(done["status"], "completed_with_errors", "{done}");
     assert_eq!(done["last_sync_count"], 6);
     let traceback = done["traceback"].as_str().unwrap();
@@ -537,8 +535,7 @@ async fn tasks_mode_reads_json_and_reports_bad_files() {
 
     // Fixing the file and re-syncing imports it, and only it.
     server.write_files(&[("json/task_e.json", r#"{"image": "e.jpg"}"#)]);
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let fixed = server.wait_synced(&path).await;
+    let fixed = server.sync_and_wait(&path).await;
     assert_eq!(
         (fixed["status"].clone(), fixed["last_sync_count"].clone()),
         (json!("completed"), json!(1))
@@ -558,8 +555,7 @@ async fn media_in_tasks_mode_fails_with_a_hint() {
         .post("/api/storages/localfiles", json!({"project": project, "path": server.path("samples/img"), "regex_filter": "", "use_blob_urls": false}))
         .await;
     let path = format!("/api/storages/localfiles/{}", storage["id"]);
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let failed = server.wait_synced(&path).await;
+    let failed = server.sync_and_wait(&path).await;
     assert_eq!(failed["status"], "failed");
     assert!(
         failed["traceback"]
@@ -578,13 +574,7 @@ async fn export_storage_writes_annotations_and_deletes_them() {
     let project = server.project().await;
     let (import_id, _) = image_storage(&server, project).await;
     server
-        .post(
-            &format!("/api/storages/localfiles/{import_id}/sync"),
-            json!({}),
-        )
-        .await;
-    server
-        .wait_synced(&format!("/api/storages/localfiles/{import_id}"))
+        .sync_and_wait(&format!("/api/storages/localfiles/{import_id}"))
         .await;
     std::fs::create_dir_all(server.root.join("export")).unwrap();
 
@@ -629,8 +619,7 @@ async fn export_storage_writes_annotations_and_deletes_them() {
     );
     assert!(exported["completed_by"]["email"].is_string());
 
-    server.post(&format!("{path}/sync"), json!({})).await;
-    let synced = server.wait_synced(&path).await;
+    let synced = server.sync_and_wait(&path).await;
     assert_eq!(
         (synced["status"].clone(), synced["last_sync_count"].clone()),
         (json!("completed"), json!(1))
@@ -763,21 +752,7 @@ async fn not_synchronizable_storages_refuse_sync() {
 async fn concurrent_sync_requests_start_one_job() {
     let server = Server::start().await;
     let project = server.project().await;
-    let files: Vec<(String, String)> = (0..500)
-        .map(|i| (format!("many/f{i:04}.jpg"), "x".to_string()))
-        .collect();
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    server.write_files(&refs);
-    let (_, storage) = server
-        .post(
-            "/api/storages/localfiles",
-            json!({"project": project, "path": server.path("many"), "use_blob_urls": true}),
-        )
-        .await;
-    let path = format!("/api/storages/localfiles/{}", storage["id"]);
+    let path = server.folder_storage(project, "many", 500).await;
     let sync_path = format!("{path}/sync");
     let requests = (0..50).map(|_| server.post(&sync_path, json!({})));
     let responses = futures::future::join_all(requests).await;
@@ -837,22 +812,8 @@ async fn shutdown_mid_sync_requeues_and_the_next_start_finishes_exactly() {
     runner.progress_interval = std::time::Duration::from_millis(10);
     let server = Server::start_in(tempfile::tempdir().unwrap(), runner.clone()).await;
     let project = server.project().await;
-    let files: Vec<(String, String)> = (0..3000)
-        .map(|i| (format!("big/f{i:05}.jpg"), "x".to_string()))
-        .collect();
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    server.write_files(&refs);
-    let (_, storage) = server
-        .post(
-            "/api/storages/localfiles",
-            json!({"project": project, "path": server.path("big"), "use_blob_urls": true}),
-        )
-        .await;
-    let path = format!("/api/storages/localfiles/{}", storage["id"]);
-    server.post(&format!("{path}/sync"), json!({})).await;
+    let path = server.folder_storage(project, "big", 3000).await;
+    server.sync(&path).await;
     let mut interrupted = false;
     for _ in 0..400 {
         let (_, state) = server.get(&path).await;
@@ -867,7 +828,7 @@ async fn shutdown_mid_sync_requeues_and_the_next_start_finishes_exactly() {
     }
     let db = server.db.clone();
     let dir = server.stop().await;
-    let id = storage["id"].as_i64().unwrap();
+    let id: i64 = path.rsplit('/').next().unwrap().parse().unwrap();
     use storage_core::persist::StorageRepository;
     let stopped = db.storage(id).await.unwrap().unwrap();
     eprintln!("interrupted mid-sync: {interrupted}");

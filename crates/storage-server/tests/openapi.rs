@@ -5,7 +5,7 @@
 //! The document is an `insta` snapshot (`tests/snapshots/`), so a drift
 //! shows as a diff. After changing a route, a field or a backend, accept the
 //! new document and rewrite `docs/openapi.json` with
-//! `INSTA_UPDATE=always cargo test -p storage-api --test openapi` (or
+//! `INSTA_UPDATE=always cargo test -p storage-server --test openapi` (or
 //! `cargo insta review`, then the same test run once more).
 
 #![allow(clippy::unwrap_used)] // test helpers stop on the first failure
@@ -26,7 +26,7 @@ use storage_gcs_sa::GcsSaBackend;
 use storage_s3::{S3Backend, S3Options};
 use support::{Server, TOKEN};
 
-const REGENERATE: &str = "INSTA_UPDATE=always cargo test -p storage-api --test openapi";
+const REGENERATE: &str = "INSTA_UPDATE=always cargo test -p storage-server --test openapi";
 
 /// The backends of the example server's default configuration, in its order
 /// (the support server adds local files last, as the example server does).
@@ -154,9 +154,10 @@ async fn every_documented_operation_is_routed_and_no_other_method() {
 /// backend, are all documented.
 #[tokio::test]
 async fn every_route_is_documented() {
-    let source =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
-            .unwrap();
+    let source = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../storage-api/src/lib.rs"),
+    )
+    .unwrap();
     let literal = regex::Regex::new(r#"both\(\s*r,\s*"([^"]+)""#).unwrap();
     let mut routes: BTreeSet<String> = literal
         .captures_iter(&source)

@@ -10,26 +10,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers stop on the first failure
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use support::buckets::s3_builder;
+use support::Server;
+
 use async_trait::async_trait;
-use object_store::aws::AmazonS3Builder;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use storage_api::{host_router, router, ApiState, MetricsAccess, MetricsToken};
+use storage_api::{MetricsAccess, MetricsToken};
 use storage_core::import::ImportConfig;
 use storage_core::persist::{NewTask, StorageFilter, StorageRepository, SyncGuard, TaskSink};
 use storage_core::{
-    Backend, Backends, EndpointPolicy, NewStorage, RunnerConfig, Storage, SyncService, SyncState,
-    SyncStatus,
+    Backend, EndpointPolicy, NewStorage, RunnerConfig, Storage, SyncState, SyncStatus,
 };
 use storage_db::SqliteDatabase;
 use storage_gcs::{GcsBackend, GcsOptions};
-use storage_localfiles::{LocalFiles, LocalFilesBackend};
 use storage_s3::{S3Backend, S3Options};
 use storage_testing::gcs_shim::{GcsShim, TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM};
 use storage_testing::unique_prefix;
@@ -37,7 +39,6 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 const TOKEN: &str = "observability-api-token-5c1e4a";
-const LABEL_CONFIG: &str = "<View><Image name=\"image\" value=\"$image\"/></View>";
 
 // ---------------------------------------------------------------- logs
 
@@ -47,7 +48,7 @@ fn captured() -> &'static Arc<Mutex<Vec<u8>>> {
     CAPTURE.get_or_init(|| {
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let sink = buffer.clone();
-        // The server example's JSON format (examples/server.rs), at TRACE.
+        // The server binary's JSON format (storage_server::init_logging), at TRACE.
         tracing_subscriber::fmt()
             .json()
             .with_current_span(true)
@@ -235,190 +236,43 @@ impl Default for Setup {
     }
 }
 
-/// A server as examples/server.rs builds it (trace and sensitive-header
-/// layers included), recording every response it gives.
-struct Server {
-    base: String,
-    root: std::path::PathBuf,
-    db: Arc<SqliteDatabase>,
-    sync: SyncService,
-    client: reqwest::Client,
-    /// Status, headers and body of every response.
-    transcript: Mutex<Vec<String>>,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+/// A server as the storage-server binary builds it (trace and
+/// sensitive-header layers included) writing through the [`Probe`], and an
+/// API client that records every response it gets.
+async fn start_server(setup: Setup) -> Server {
+    let heartbeat = setup
+        .gate_on_heartbeat
+        .then(|| tokio::sync::watch::channel(false).0);
+    let persistence: support::Persistence = Box::new(move |db| {
+        let probe = Arc::new(Probe { db, heartbeat });
+        (probe.clone(), probe)
+    });
+    let setup = support::Setup {
+        runner: setup.runner,
+        backends: setup.backends,
+        token: TOKEN,
+        metrics: Some(setup.metrics),
+        max_body_bytes: None,
+        persistence: Some(persistence),
+        layers: trace_layers,
+        record: true,
+    };
+    Server::start_setup(tempfile::tempdir().unwrap(), setup).await
+}
+
+/// Stricter than the binary: headers are logged, so only the sensitive
+/// marking keeps the token out.
+fn trace_layers(app: axum::Router) -> axum::Router {
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(DefaultMakeSpan::new().include_headers(true))
+        .on_response(DefaultOnResponse::new().include_headers(true));
+    app.layer(trace)
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            http::header::AUTHORIZATION,
+        ]))
 }
 
 impl Server {
-    async fn start(setup: Setup) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap().join("files");
-        std::fs::create_dir_all(&root).unwrap();
-        let db = SqliteDatabase::open(&dir.path().join("storage.sqlite3"))
-            .await
-            .unwrap();
-        let org = db.ensure_organization("default").await.unwrap();
-        let admin = db.ensure_user("admin@localhost", org).await.unwrap();
-        db.set_user_token(admin, TOKEN).await.unwrap();
-        let db = Arc::new(db);
-        let probe = Arc::new(Probe {
-            db: db.clone(),
-            heartbeat: setup
-                .gate_on_heartbeat
-                .then(|| tokio::sync::watch::channel(false).0),
-        });
-        let local = LocalFiles::new(&root).unwrap().with_serving_enabled(true);
-        let backends = setup
-            .backends
-            .into_iter()
-            .fold(Backends::new(), Backends::with)
-            .with(Arc::new(LocalFilesBackend::new(local)));
-        let sync = SyncService::new(probe.clone(), probe, db.clone(), backends, setup.runner);
-        sync.recover(true).await.unwrap();
-        sync.start();
-        let state = ApiState::new(sync.clone(), db.clone(), db.clone())
-            .with_host(db.clone())
-            .with_metrics(setup.metrics);
-        // Stricter than the server example: headers are logged, so only the
-        // sensitive marking keeps the token out.
-        let trace = TraceLayer::new_for_http()
-            .make_span_with(DefaultMakeSpan::new().include_headers(true))
-            .on_response(DefaultOnResponse::new().include_headers(true));
-        let app: axum::Router = axum::Router::new()
-            .merge(router(state.clone()))
-            .merge(host_router(state))
-            .layer(trace)
-            .layer(SetSensitiveRequestHeadersLayer::new([
-                http::header::AUTHORIZATION,
-            ]));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self {
-            base,
-            root,
-            db,
-            sync,
-            client: reqwest::Client::new(),
-            transcript: Mutex::new(Vec::new()),
-            server,
-            _dir: dir,
-        }
-    }
-
-    async fn stop(self) {
-        self.sync.shutdown().await;
-        self.server.abort();
-        let _ = self.server.await;
-    }
-
-    /// A request with `authorization` (a full header value) or none.
-    async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        authorization: Option<&str>,
-    ) -> reqwest::Response {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(value) = authorization {
-            request = request.header("Authorization", value);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.expect("request")
-    }
-
-    /// Sends with the API token; records and returns status, headers and body.
-    async fn call_text(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
-        let response = self
-            .raw(method.clone(), path, body, Some(&format!("Token {TOKEN}")))
-            .await;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        self.transcript
-            .lock()
-            .unwrap()
-            .push(format!("{method} {path} -> {status}\n{headers:?}\n{text}"));
-        (status, headers, text)
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let (status, _, text) = self.call_text(method, path, body).await;
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"))
-        };
-        (status, value)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::PATCH, path, Some(body)).await
-    }
-
-    async fn project(&self) -> i64 {
-        let (status, project) = self
-            .post(
-                "/api/projects",
-                json!({"title": "p", "label_config": LABEL_CONFIG}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{project}");
-        project["id"].as_i64().unwrap()
-    }
-
-    fn write_files(&self, files: &[(&str, &str)]) {
-        for (path, body) in files {
-            let full = self.root.join(path);
-            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-            std::fs::write(full, body).unwrap();
-        }
-    }
-
-    fn path(&self, relative: &str) -> String {
-        self.root.join(relative).to_string_lossy().into_owned()
-    }
-
-    /// Queues a sync over HTTP and polls until it has finished.
-    async fn sync_and_wait(&self, storage_path: &str) -> Value {
-        let (status, body) = self.post(&format!("{storage_path}/sync"), json!({})).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        self.wait_synced(storage_path).await
-    }
-
-    async fn wait_synced(&self, storage_path: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let (status, storage) = self.get(storage_path).await;
-            assert_eq!(status, StatusCode::OK, "{storage}");
-            match storage["status"].as_str() {
-                Some("completed" | "completed_with_errors" | "failed") => return storage,
-                _ if started.elapsed() > Duration::from_secs(60) => {
-                    panic!("sync of {storage_path} did not finish: {storage}")
-                }
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-
     async fn scrape(&self) -> Metrics {
         let (status, headers, text) = self.call_text(Method::GET, "/metrics", None).await;
         assert_eq!(status, StatusCode::OK, "{text}");
@@ -547,7 +401,7 @@ const LOCAL: &[(&str, &str)] = &[("storage_type", "localfiles")];
 #[tokio::test]
 async fn metrics_count_exactly_what_each_sync_did() {
     let _serial = serial().await;
-    let server = Server::start(Setup::default()).await;
+    let server = start_server(Setup::default()).await;
     let project = server.project().await;
     server.write_files(&[
         ("tasks/a.json", r#"[{"image": "a1"}, {"image": "a2"}]"#),
@@ -557,14 +411,12 @@ async fn metrics_count_exactly_what_each_sync_did() {
         ),
         ("tasks/bad.json", "{not json"),
     ]);
-    let (status, storage) = server
-        .post(
+    let path = server
+        .create_storage(
             "/api/storages/localfiles",
             json!({"project": project, "path": server.path("tasks"), "use_blob_urls": false}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{storage}");
-    let path = format!("/api/storages/localfiles/{}", storage["id"]);
 
     let first = server.sync_and_wait(&path).await;
     assert_eq!(
@@ -634,14 +486,12 @@ async fn metrics_count_exactly_what_each_sync_did() {
     // Export: creation runs a first export (nothing to write), then a sync
     // writes the two annotations.
     std::fs::create_dir_all(server.root.join("out")).unwrap();
-    let (status, export) = server
-        .post(
+    let export_path = server
+        .create_storage(
             "/api/storages/export/localfiles",
             json!({"project": project, "path": server.path("out")}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{export}");
-    let export_path = format!("/api/storages/export/localfiles/{}", export["id"]);
     server.wait_synced(&export_path).await;
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
     for task in tasks["tasks"].as_array().unwrap().iter().take(2) {
@@ -688,7 +538,7 @@ async fn metrics_count_exactly_what_each_sync_did() {
 async fn metrics_access_is_configurable_and_tokens_are_checked() {
     let _serial = serial().await;
     // Default: an API token, as `Token` or `Bearer`.
-    let server = Server::start(Setup::default()).await;
+    let server = start_server(Setup::default()).await;
     let anonymous = server.raw(Method::GET, "/metrics", None, None).await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous.headers()["www-authenticate"], "Token");
@@ -708,7 +558,7 @@ async fn metrics_access_is_configurable_and_tokens_are_checked() {
     server.stop().await;
 
     // A scrape-only token, and API tokens still.
-    let server = Server::start(Setup {
+    let server = start_server(Setup {
         metrics: MetricsAccess::Token(MetricsToken::new("scrape-token-93f1")),
         ..Setup::default()
     })
@@ -748,7 +598,7 @@ async fn metrics_access_is_configurable_and_tokens_are_checked() {
     assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
     server.stop().await;
 
-    let server = Server::start(Setup {
+    let server = start_server(Setup {
         metrics: MetricsAccess::Public,
         ..Setup::default()
     })
@@ -758,7 +608,7 @@ async fn metrics_access_is_configurable_and_tokens_are_checked() {
     Metrics::parse(&response.text().await.unwrap());
     server.stop().await;
 
-    let server = Server::start(Setup {
+    let server = start_server(Setup {
         metrics: MetricsAccess::Disabled,
         ..Setup::default()
     })
@@ -792,7 +642,7 @@ async fn every_line_logged_during_a_sync_carries_its_storage_and_job() {
     let _serial = serial().await;
     // One worker, no polling during the test and a heartbeat every 5 ms: the
     // job's lines are the only ones logged while it runs.
-    let server = Server::start(Setup {
+    let server = start_server(Setup {
         runner: RunnerConfig {
             workers: 1,
             poll_interval: Duration::from_secs(3600),
@@ -978,7 +828,7 @@ async fn secrets_and_the_api_token_never_reach_a_response_a_log_line_or_an_error
         .with_endpoint_policy(EndpointPolicy::allow_private())
         .with_retry(quick_retry())
         .with_timeout(Duration::from_secs(10));
-    let server = Server::start(Setup {
+    let server = start_server(Setup {
         backends: vec![Arc::new(S3Backend::new(s3)), Arc::new(GcsBackend::new(gcs))],
         ..Setup::default()
     })
@@ -987,17 +837,7 @@ async fn secrets_and_the_api_token_never_reach_a_response_a_log_line_or_an_error
 
     // Objects to import, in each emulator.
     let prefix = unique_prefix("observability-secrets");
-    let seed = |server: &storage_testing::S3Server| {
-        AmazonS3Builder::new()
-            .with_endpoint(&server.endpoint)
-            .with_bucket_name(&server.bucket)
-            .with_region("us-east-1")
-            .with_access_key_id(&server.access_key_id)
-            .with_secret_access_key(&server.secret_access_key)
-            .with_client_options(ClientOptions::new().with_allow_http(true))
-            .build()
-            .unwrap()
-    };
+    let seed = |server: &storage_testing::S3Server| s3_builder(server).build().unwrap();
     let task = || object_store::PutPayload::from(r#"{"image": "x"}"#);
     seed(&moto)
         .put(&format!("{prefix}/in/1.json").into(), task())
@@ -1203,7 +1043,7 @@ async fn secrets_and_the_api_token_never_reach_a_response_a_log_line_or_an_error
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
     server.scrape().await;
-    let responses = server.transcript.lock().unwrap().join("\n");
+    let responses = server.transcript();
     server.stop().await;
 
     // The key's own lines (base64, 64 characters) stand for the PEM.

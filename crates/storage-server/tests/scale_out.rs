@@ -1,5 +1,4 @@
-//! Scale-out: two processes of the example server (`examples/server.rs`,
-//! built by `cargo build --workspace --all-targets`) on one PostgreSQL
+//! Scale-out: two processes of the `storage-server` binary on one PostgreSQL
 //! database (`scripts/postgres.sh start`), driven over real HTTP through
 //! Label Studio's REST API.
 //!
@@ -13,15 +12,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
+use support::process::{self, Process};
+use support::Api;
 
 const TOKEN: &str = "scale-out-token-0123456789";
 
@@ -29,32 +29,18 @@ const TOKEN: &str = "scale-out-token-0123456789";
 /// against hanging, not a timing assertion).
 const PATIENCE: Duration = Duration::from_secs(240);
 
-/// The example server binary beside this test's binary
-/// (`target/<profile>/deps/scale_out-…` → `target/<profile>/examples/server`).
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join("examples").join("server");
-    assert!(
-        binary.exists(),
-        "{} is missing: the scale-out tests run the example server as separate processes. \
-         Build it first with `cargo build --workspace --all-targets` (what ./scripts/test does) \
-         or `cargo build --example server`.",
-        binary.display()
-    );
-    binary
+/// One server process and its API.
+struct Instance {
+    process: Process,
+    api: Api,
 }
 
-/// One server process.
-struct Instance {
-    name: &'static str,
-    child: Child,
-    base: String,
-    log: PathBuf,
-    client: reqwest::Client,
+impl std::ops::Deref for Instance {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Instance {
@@ -63,75 +49,17 @@ impl Instance {
     fn start(name: &'static str, dir: &Path, database: &str, root: &Path, extra: &[&str]) -> Self {
         let data = dir.join(name);
         std::fs::create_dir_all(&data).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let mut child = Command::new(server_binary())
-            .args(["--addr", "127.0.0.1:0", "--log-json", "true", "--data-dir"])
-            .arg(&data)
-            .arg("--local-files-document-root")
+        let mut command = process::command(&data);
+        command
+            .args(["--log-json", "true", "--local-files-document-root"])
             .arg(root)
             .args(["--database-url", database])
             .args(extra)
             .env("STORAGE_API_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.stderr"))).unwrap())
-            .spawn()
-            .expect("start the example server");
-        // Log lines and the address (printed once it listens) arrive on
-        // stdout: the thread copies them to the log file, line by line.
-        let stdout = child.stdout.take().unwrap();
-        let mut file = std::io::LineWriter::new(std::fs::File::create(&log).unwrap());
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(|line| line.ok()) {
-                if let Some(address) = line.strip_prefix("Listening on ") {
-                    let _ = sender.send(address.to_string());
-                }
-                let _ = writeln!(file, "{line}");
-            }
-        });
-        let base = receiver
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                let _ = child.wait();
-                let read = |file: &Path| std::fs::read_to_string(file).unwrap_or_default();
-                panic!(
-                    "server {name} did not start listening; its log:\n{}{}",
-                    read(&log),
-                    read(&dir.join(format!("{name}.stderr")))
-                )
-            });
-        Self {
-            name,
-            child,
-            base,
-            log,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .header("Authorization", format!("Token {TOKEN}"));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|err| panic!("{} {path}: {err}", self.name));
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// A successful call's body.
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, body) = self.call(method, path, body).await;
-        assert!(status.is_success(), "{} {path}: {status} {body}", self.name);
-        body
+            .env("RUST_LOG", "info");
+        let process = Process::start(command, dir, name);
+        let api = Api::new(process.base.clone(), TOKEN);
+        Self { process, api }
     }
 
     async fn storage(&self, id: i64) -> Value {
@@ -142,7 +70,7 @@ impl Instance {
     /// Ids of the storages whose sync this instance started, one entry per
     /// start, from its JSON log lines ("sync started", in the `sync` span).
     fn started_syncs(&self) -> Vec<i64> {
-        let log = std::fs::read_to_string(&self.log).unwrap();
+        let log = std::fs::read_to_string(&self.process.log).unwrap();
         log.lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
             .filter(|line| line["fields"]["message"] == "sync started")
@@ -165,15 +93,7 @@ impl Instance {
 
     /// SIGKILL: no shutdown, no last progress write, connections dropped.
     fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 
@@ -205,27 +125,16 @@ async fn create_storage(instance: &Instance, project: i64, folder: &Path) -> i64
 
 async fn request_sync(instance: &Instance, storage: i64) {
     instance
-        .ok(
-            Method::POST,
-            &format!("/api/storages/localfiles/{storage}/sync"),
-            None,
-        )
+        .sync(&format!("/api/storages/localfiles/{storage}"))
         .await;
 }
 
 /// The storage once its sync has ended (any final status).
 async fn wait_finished(instance: &Instance, storage: i64) -> Value {
-    let started = Instant::now();
-    loop {
-        let state = instance.storage(storage).await;
-        match state["status"].as_str() {
-            Some("completed" | "completed_with_errors" | "failed") => return state,
-            _ if started.elapsed() > PATIENCE => {
-                panic!("the sync of storage {storage} did not end: {state}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    let path = format!("/api/storages/localfiles/{storage}");
+    instance
+        .wait_synced_within(&path, PATIENCE, String::new)
+        .await
 }
 
 /// Every task of the project, paged through the API: (storage file name

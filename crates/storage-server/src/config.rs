@@ -1,0 +1,162 @@
+//! The server's settings: every flag is also an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use storage_core::EndpointPolicy;
+
+use crate::cloud::CloudArgs;
+
+/// The command line of the `storage-server` binary: the settings and an
+/// optional subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "storage-server",
+    about = "Label Studio compatible storage server"
+)]
+pub struct Cli {
+    /// How the server runs.
+    #[command(flatten)]
+    pub config: Config,
+    /// Something to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// How the server runs, from flags and environment variables (`--help`
+/// lists them).
+#[derive(Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "STORAGE_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Directory for the database, the generated token and local files.
+    #[arg(long, env = "STORAGE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Database URL: `sqlite://<path>` (default
+    /// `sqlite://<data-dir>/storage.sqlite3`) or `postgres://...`, which
+    /// several server instances may share (docs/scaling.md).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// API token of the admin user; when unset one is generated once,
+    /// kept in `<data-dir>/api-token` and printed at start.
+    #[arg(long, env = "STORAGE_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Allow local-files storages and `/data/local-files/`.
+    #[arg(long, env = "LOCAL_FILES_SERVING_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub local_files_serving_enabled: bool,
+    /// Root that local-files storage paths must be below; default
+    /// `<data-dir>/local-files`.
+    #[arg(long, env = "LOCAL_FILES_DOCUMENT_ROOT")]
+    pub local_files_document_root: Option<PathBuf>,
+    /// Absolute base URL of generated task URLs (Label Studio's `HOST`);
+    /// empty gives relative URLs.
+    #[arg(long, env = "STORAGE_HOST", default_value = "")]
+    pub host: String,
+    /// Accept storage endpoints (`s3_endpoint`, ...) on loopback, private
+    /// and link-local addresses: for tests and S3-compatible servers on a
+    /// private network. Refused by default (SSRF).
+    #[arg(long, env = "STORAGE_ALLOW_PRIVATE_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_private_endpoints: bool,
+    /// The server's own cloud credentials and endpoints.
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Syncs that run at once.
+    #[arg(long, env = "STORAGE_SYNC_WORKERS", default_value_t = 4)]
+    pub sync_workers: usize,
+    /// Seconds a running sync is held without its heartbeat (renewed every
+    /// second); after that another worker or instance takes it over.
+    #[arg(long, env = "STORAGE_SYNC_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
+    pub sync_lease_seconds: u64,
+    /// Log as JSON lines instead of text. Lines logged during a sync carry
+    /// its `storage` id and `job` id (in `span` and `spans`).
+    #[arg(long, env = "STORAGE_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
+    pub log_json: bool,
+    /// Serve `GET /metrics` without authentication (default: an API token
+    /// or the `--metrics-token` is required).
+    #[arg(long, env = "STORAGE_METRICS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_public: bool,
+    /// A scrape-only token for `GET /metrics` (`Authorization: Bearer
+    /// <token>` or `Token <token>`), so Prometheus need not hold an API token.
+    #[arg(long, env = "STORAGE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+}
+
+/// What the binary can do instead of serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Creates (or finds) a user in an organisation, gives it a new token
+    /// and prints the token.
+    CreateUser {
+        /// The user's e-mail.
+        #[arg(long)]
+        email: String,
+        /// The organisation's title (created when new).
+        #[arg(long, default_value = "default")]
+        organization: String,
+    },
+}
+
+impl Config {
+    /// The database URL: `--database-url`, or the SQLite file in the data
+    /// directory.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.data_dir.join("storage.sqlite3").display()
+            )
+        })
+    }
+
+    /// The root local-files storages must be below.
+    pub fn document_root(&self) -> PathBuf {
+        self.local_files_document_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("local-files"))
+    }
+
+    /// Which storage endpoints may be reached.
+    pub fn endpoint_policy(&self) -> EndpointPolicy {
+        if self.allow_private_endpoints {
+            EndpointPolicy::allow_private()
+        } else {
+            EndpointPolicy::strict()
+        }
+    }
+
+    /// The file a generated admin token is kept in.
+    pub fn token_file(&self) -> PathBuf {
+        self.data_dir.join("api-token")
+    }
+}
+
+// Written by hand so that neither token nor a database password reaches a
+// log line or an error.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(crate::redact_url),
+            )
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field(
+                "local_files_serving_enabled",
+                &self.local_files_serving_enabled,
+            )
+            .field("local_files_document_root", &self.local_files_document_root)
+            .field("host", &self.host)
+            .field("allow_private_endpoints", &self.allow_private_endpoints)
+            .field("cloud", &self.cloud)
+            .field("sync_workers", &self.sync_workers)
+            .field("sync_lease_seconds", &self.sync_lease_seconds)
+            .field("log_json", &self.log_json)
+            .field("metrics_public", &self.metrics_public)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}

@@ -1,0 +1,261 @@
+#![doc = include_str!("../README.md")]
+
+pub mod cloud;
+mod config;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use storage_api::{host_router, router, ApiState, MetricsAccess, MetricsToken};
+use storage_core::{RunnerConfig, SyncService};
+use storage_db::Database;
+use storage_localfiles::{LocalFiles, LocalFilesBackend};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+pub use cloud::CloudArgs;
+pub use config::{Cli, Command, Config};
+
+/// What start-up can fail with: an unreadable data directory, an
+/// unreachable database, a socket that cannot be bound.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The e-mail of the admin user whose token is `--token`.
+pub const ADMIN_EMAIL: &str = "admin@localhost";
+
+/// A server ready to serve: its router and the state behind it.
+#[derive(Debug)]
+pub struct App {
+    /// Label Studio's storage API and the minimal project/task/annotation
+    /// API, with request tracing.
+    pub router: axum::Router,
+    /// The sync workers (already started).
+    pub sync: SyncService,
+    /// The database.
+    pub db: Database,
+    /// The admin user's API token.
+    pub token: AdminToken,
+    /// The local-files document root (created).
+    pub document_root: PathBuf,
+    database_url: String,
+}
+
+/// The admin user's API token and where it came from.
+#[derive(Clone)]
+pub struct AdminToken {
+    /// The token.
+    pub value: String,
+    /// Whether it was generated (and kept in `<data-dir>/api-token`) rather
+    /// than given with `--token`.
+    pub generated: bool,
+}
+
+// Written by hand: the token is a secret.
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("value", &"***")
+            .field("generated", &self.generated)
+            .finish()
+    }
+}
+
+/// Opens the database (creating the data directory), makes sure the admin
+/// user has its token, builds every backend, resumes the jobs a previous
+/// run left and starts the sync workers, and builds the router.
+pub async fn app(config: &Config) -> Result<App, Error> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let database_url = config.database_url();
+    let db = Database::connect(&database_url).await?;
+
+    let org = db.ensure_organization("default").await?;
+    let admin = db.ensure_user(ADMIN_EMAIL, org).await?;
+    let token = admin_token(config)?;
+    db.set_user_token(admin, &token.value).await?;
+
+    let root = config.document_root();
+    std::fs::create_dir_all(&root)?;
+    let local = LocalFiles::new(&root)?
+        .with_serving_enabled(config.local_files_serving_enabled)
+        .with_url_base(config.host.clone());
+    let backends = config
+        .cloud
+        .bucket_backends(config.endpoint_policy())
+        .with(Arc::new(LocalFilesBackend::new(local.clone())));
+
+    let sync = SyncService::new(
+        db.storages(),
+        db.tasks(),
+        db.annotations(),
+        backends,
+        RunnerConfig {
+            workers: config.sync_workers,
+            lease: Duration::from_secs(config.sync_lease_seconds),
+            ..RunnerConfig::default()
+        },
+    );
+    // An embedded SQLite file has one process: a job left in progress by a
+    // previous run died with it and is resumed now. A shared PostgreSQL
+    // database may have other live instances: their jobs are taken over only
+    // once their lease expires (the watchdog), never at start-up.
+    sync.recover(db.exclusive()).await?;
+    sync.start();
+
+    let metrics = match config.metrics_token.as_deref().filter(|t| !t.is_empty()) {
+        _ if config.metrics_public => MetricsAccess::Public,
+        Some(token) => MetricsAccess::Token(MetricsToken::new(token)),
+        None => MetricsAccess::ApiToken,
+    };
+    let state = ApiState::new(sync.clone(), db.access(), db.authenticator())
+        .with_host(db.host())
+        .with_url_base(config.host.clone())
+        .with_metrics(metrics);
+    // The request span has method, URI and version, no headers; marking the
+    // Authorization header sensitive keeps tokens out of the logs even if a
+    // layer starts printing headers.
+    let router = axum::Router::new()
+        .merge(router(state.clone()))
+        .merge(host_router(state))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+        ]));
+    Ok(App {
+        router,
+        sync,
+        db,
+        token,
+        document_root: root,
+        database_url,
+    })
+}
+
+/// Serves `app` on `listener` until SIGINT or SIGTERM, then lets running
+/// syncs reach a batch boundary (30 s at most).
+pub async fn serve(app: App, listener: tokio::net::TcpListener) -> Result<(), Error> {
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        database = %redact_url(&app.database_url),
+        engine = app.db.engine(),
+        local_files_root = %app.document_root.display(),
+        "storage server listening"
+    );
+    axum::serve(listener, app.router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopping: letting running syncs reach a batch boundary");
+    tokio::time::timeout(Duration::from_secs(30), app.sync.shutdown())
+        .await
+        .ok();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Creates (or finds) the user `email` in the organisation `organization`
+/// (created when new) and gives it a new token, which it returns.
+pub async fn create_user(
+    config: &Config,
+    email: &str,
+    organization: &str,
+) -> Result<String, Error> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let db = Database::connect(&config.database_url()).await?;
+    let org = db.ensure_organization(organization).await?;
+    let user = db.ensure_user(email, org).await?;
+    let token = new_token();
+    db.set_user_token(user, &token).await?;
+    Ok(token)
+}
+
+/// Logs to stdout (text, or JSON lines with `json`), filtered by
+/// `RUST_LOG` (default `info`).
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        // `span` (the innermost span's fields) and `spans` (all of them) on
+        // every line: a sync's lines carry its `storage` and `job` ids.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+fn admin_token(config: &Config) -> std::io::Result<AdminToken> {
+    if let Some(token) = config.token.clone().filter(|t| !t.is_empty()) {
+        return Ok(AdminToken {
+            value: token,
+            generated: false,
+        });
+    }
+    let file = config.token_file();
+    if let Ok(existing) = std::fs::read_to_string(&file) {
+        if !existing.trim().is_empty() {
+            return Ok(AdminToken {
+                value: existing.trim().to_string(),
+                generated: true,
+            });
+        }
+    }
+    let token = new_token();
+    write_private(&file, &token)?;
+    Ok(AdminToken {
+        value: token,
+        generated: true,
+    })
+}
+
+fn write_private(file: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    // Only the owner may read the token; elsewhere the directory's
+    // permissions are all there is.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(file)?.write_all(contents.as_bytes())
+}
+
+fn new_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 20] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `url` with its password, if any, replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,11 @@
+//! The one way these tests start a server: in this process
+//! ([`Server`], built from the libraries as the binary builds it) or as the
+//! `storage-server` binary ([`process`]), and talk to it ([`Api`]).
+
+#![allow(dead_code, unreachable_pub)]
+
+pub mod buckets;
+pub mod process;
+mod server;
+
+pub use server::*;
