@@ -20,7 +20,7 @@ pub(crate) struct Run {
 
 /// Runs `storages ARGS...` without a terminal. Variables that would change
 /// the flags' defaults are removed, so each test says what it means.
-pub(crate) fn storages(args: &[&str]) -> Run {
+fn storages(args: &[&str]) -> Run {
     let output = Command::new(env!("CARGO_BIN_EXE_storages"))
         .args(args)
         .env_remove("LOCAL_FILES_DOCUMENT_ROOT")
