@@ -315,27 +315,14 @@ impl Drop for PartialFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::persist::ObjectLink;
     use serde_json::json;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
+    /// A task whose data records its row, so the output shows which row
+    /// each line came from.
     fn new_task(key: &str, row: Option<i64>) -> NewTask {
-        let mut data = Map::new();
-        data.insert("row".into(), json!(row));
-        NewTask {
-            data,
-            annotations: Vec::new(),
-            predictions: Vec::new(),
-            allow_skip: true,
-            link: ObjectLink {
-                key: key.into(),
-                row_index: row,
-                etag: None,
-                size: None,
-                last_modified: None,
-            },
-        }
+        crate::memory::new_task(key, row, json!({ "row": row }))
     }
 
     fn read_rows(path: &Path) -> Vec<(String, Value)> {

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use storage_core::host::{HostStore, NewProject, TaskRecord};
 use storage_core::parse::ParsedTask;
 use storage_core::persist::{
-    AnnotationSource, Authenticator, Caller, NewTask, ObjectLink, ProjectAccess, StorageFilter,
+    AnnotationSource, Authenticator, Caller, NewTask, ProjectAccess, StorageFilter,
     StorageRepository, SyncGuard, TaskSink,
 };
 use storage_core::{Error, NewStorage, Settings, StorageKind, SyncState, SyncStatus};
@@ -74,25 +74,17 @@ async fn storage(db: &(impl StorageRepository + ?Sized), project: i64, kind: Sto
     .id
 }
 
+/// A Files-mode task of `key`, with the object's etag, size and time.
 fn file_task(key: &str, row_index: Option<i64>) -> NewTask {
-    let mut data = Map::new();
-    data.insert(
-        "$undefined$".into(),
-        json!(format!("/data/local-files/?d={key}")),
+    let mut task = storage_core::memory::new_task(
+        key,
+        row_index,
+        json!({ "$undefined$": format!("/data/local-files/?d={key}") }),
     );
-    NewTask {
-        data,
-        annotations: Vec::new(),
-        predictions: Vec::new(),
-        allow_skip: true,
-        link: ObjectLink {
-            key: key.into(),
-            row_index,
-            etag: Some("e1".into()),
-            size: Some(12),
-            last_modified: Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()),
-        },
-    }
+    task.link.etag = Some("e1".into());
+    task.link.size = Some(12);
+    task.link.last_modified = Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap());
+    task
 }
 
 /// A task's `(total_annotations, cancelled_annotations, total_predictions)`.

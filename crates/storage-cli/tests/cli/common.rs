@@ -1,11 +1,12 @@
 //! Running the binary and the fixtures the tests share.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use storage_core::object_store::path::Path as ObjectPath;
-use storage_core::object_store::ObjectStoreExt;
+use storage_core::object_store::{ObjectStore, ObjectStoreExt};
 use storage_core::{Backend, EndpointPolicy, Settings};
 use storage_s3::{S3Backend, S3Options};
 
@@ -19,7 +20,7 @@ pub(crate) struct Run {
 
 /// Runs `storages ARGS...` without a terminal. Variables that would change
 /// the flags' defaults are removed, so each test says what it means.
-pub(crate) fn storages(args: &[&str]) -> Run {
+fn storages(args: &[&str]) -> Run {
     let output = Command::new(env!("CARGO_BIN_EXE_storages"))
         .args(args)
         .env_remove("LOCAL_FILES_DOCUMENT_ROOT")
@@ -35,10 +36,113 @@ pub(crate) fn storages(args: &[&str]) -> Run {
     }
 }
 
-/// `storages` with owned arguments.
-pub(crate) fn storages_owned(args: &[String]) -> Run {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    storages(&args)
+/// The exit code of a run refused before it reads or writes anything.
+pub(crate) const EXIT_INVALID: i32 = 2;
+
+/// How a bad `regex_filter` is reported; the regex crate's own words follow.
+pub(crate) const INVALID_REGEX: &str =
+    "error: invalid storage settings\n  regex_filter: Invalid regular expression: ";
+
+impl Run {
+    /// Asserts the run exited 0; the run, for the checks of its output.
+    #[track_caller]
+    pub(crate) fn succeeded(self) -> Self {
+        assert_eq!(self.code, 0, "{self:?}");
+        self
+    }
+
+    /// Asserts the run exited with `code` and reported exactly `stderr`.
+    #[track_caller]
+    pub(crate) fn failed_with(&self, code: i32, stderr: &str) {
+        assert_eq!(self.code, code, "{self:?}");
+        assert_eq!(self.stderr, stderr, "{self:?}");
+    }
+
+    /// Asserts the run exited with `code` and its report starts with
+    /// `prefix`: for messages whose tail comes from a library.
+    #[track_caller]
+    pub(crate) fn failed_starting(&self, code: i32, prefix: &str) {
+        assert_eq!(self.code, code, "{self:?}");
+        self.reported(prefix);
+    }
+
+    /// Asserts the run exited with `code` and its report names `text`.
+    #[track_caller]
+    pub(crate) fn failed_naming(&self, code: i32, text: &str) {
+        assert_eq!(self.code, code, "{self:?}");
+        assert!(self.stderr.contains(text), "{text:?} in {self:?}");
+    }
+
+    /// Asserts the report (standard error) starts with `prefix`.
+    #[track_caller]
+    pub(crate) fn reported(&self, prefix: &str) {
+        assert!(self.stderr.starts_with(prefix), "{prefix:?} in {self:?}");
+    }
+}
+
+/// A `storages` command line, built from the flags most tests share.
+#[derive(Debug, Clone)]
+pub(crate) struct Cli(Vec<String>);
+
+impl Cli {
+    /// `storages ARGS...`, spelled out.
+    pub(crate) fn new(args: &[&str]) -> Self {
+        Self(Vec::new()).args(args)
+    }
+
+    /// `storages COMMAND` on a local folder below the document root `root`.
+    pub(crate) fn local(command: &str, root: &str) -> Self {
+        Self::new(&[
+            command,
+            "--type",
+            "localfiles",
+            "--local-files-document-root",
+            root,
+        ])
+    }
+
+    /// `storages COMMAND` on the S3 storage of the JSON file `config`,
+    /// allowed to reach moto on loopback.
+    pub(crate) fn s3(command: &str, config: &Path) -> Self {
+        Self::new(&[command, "--type", "s3", "--config"])
+            .arg(config.display().to_string())
+            .arg("--allow-private-endpoints")
+    }
+
+    /// One more argument.
+    pub(crate) fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.0.push(arg.into());
+        self
+    }
+
+    /// More arguments.
+    pub(crate) fn args(mut self, args: &[&str]) -> Self {
+        self.0.extend(args.iter().map(|arg| arg.to_string()));
+        self
+    }
+
+    /// `--set NAME=VALUE`: one storage setting.
+    pub(crate) fn set(self, setting: impl Into<String>) -> Self {
+        self.arg("--set").arg(setting)
+    }
+
+    /// `--out PATH`; `-` is standard output.
+    pub(crate) fn out(self, path: impl AsRef<Path>) -> Self {
+        self.arg("--out").arg(path.as_ref().display().to_string())
+    }
+
+    /// Runs the command line.
+    pub(crate) fn run(&self) -> Run {
+        let args: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        storages(&args)
+    }
+}
+
+/// Writes `storage` as a `--config` file named `name` in `dir`; its path.
+pub(crate) fn write_config(dir: &Path, name: &str, storage: &Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, storage.to_string()).unwrap();
+    path
 }
 
 /// The JSON lines of `path`, sorted by storage key and row.
@@ -106,11 +210,14 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
-    pub(crate) fn new(test: &str) -> Self {
-        Self {
+    /// A fresh prefix holding `objects`, `(key below the prefix, body)`.
+    pub(crate) async fn seeded(test: &str, objects: &[(&str, &str)]) -> Self {
+        let bucket = Self {
             moto: storage_testing::moto(),
             prefix: storage_testing::unique_prefix(test),
-        }
+        };
+        bucket.put(objects).await;
+        bucket
     }
 
     /// The REST fields of a storage of `prefix` below the test's prefix.
@@ -124,11 +231,17 @@ impl Bucket {
         })
     }
 
-    pub(crate) async fn put(&self, objects: &[(&str, &str)]) {
+    /// The bucket as the S3 backend opens it, to seed and inspect it
+    /// without the binary.
+    async fn store(&self) -> Arc<dyn ObjectStore> {
         let settings = Settings::from_map(self.fields("").as_object().unwrap().clone());
         let backend =
             S3Backend::new(S3Options::new().with_endpoint_policy(EndpointPolicy::allow_private()));
-        let store = backend.export_storage(&settings).await.unwrap().store();
+        backend.export_storage(&settings).await.unwrap().store()
+    }
+
+    async fn put(&self, objects: &[(&str, &str)]) {
+        let store = self.store().await;
         for (key, body) in objects {
             let location = ObjectPath::from(format!("{}/{key}", self.prefix));
             store.put(&location, body.to_string().into()).await.unwrap();
@@ -138,10 +251,7 @@ impl Bucket {
     /// Every key under the test's prefix.
     pub(crate) async fn keys(&self) -> Vec<String> {
         use futures::TryStreamExt;
-        let settings = Settings::from_map(self.fields("").as_object().unwrap().clone());
-        let backend =
-            S3Backend::new(S3Options::new().with_endpoint_policy(EndpointPolicy::allow_private()));
-        let store = backend.export_storage(&settings).await.unwrap().store();
+        let store = self.store().await;
         let prefix = ObjectPath::from(self.prefix.as_str());
         let mut keys: Vec<String> = store
             .list(Some(&prefix))

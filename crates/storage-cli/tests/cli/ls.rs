@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::common::{local_root, storages, tree, Bucket};
+use crate::common::{
+    local_root, tree, write_config, Bucket, Cli, Run, EXIT_INVALID, INVALID_REGEX,
+};
 
 /// The keys and sizes of `ls` output; every line has three tab-separated
 /// columns and an RFC 3339 time.
@@ -21,126 +23,82 @@ fn listed(stdout: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The listing of a run, sorted by key.
+fn sorted(run: &Run) -> Vec<(String, u64)> {
+    let mut objects = listed(&run.stdout);
+    objects.sort();
+    objects
+}
+
 #[test]
 fn local_listing_applies_recursive_and_regex_and_creates_nothing() {
     let (dir, root) = local_root();
     let before = tree(dir.path());
-    let path = format!("path={root}/data");
-    let base = [
-        "ls",
-        "--type",
-        "localfiles",
-        "--local-files-document-root",
-        &root,
-        "--set",
-        &path,
-    ];
+    let base = Cli::local("ls", &root).set(format!("path={root}/data"));
     let key = |name: &str| format!("{root}/data/{name}");
     let size = |name: &str| name.len() as u64;
 
-    let run = storages(&base);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = base.run().succeeded();
     assert_eq!(run.stderr, "");
-    let mut objects = listed(&run.stdout);
-    objects.sort();
     assert_eq!(
-        objects,
+        sorted(&run),
         ["a.jpg", "b c.jpg", "notes.txt"]
             .map(|n| (key(n), size(n)))
             .to_vec()
     );
 
-    let mut args = base.to_vec();
-    args.extend([
-        "--set",
-        "recursive_scan=true",
-        "--set",
-        r"regex_filter=.*\.jpg",
-    ]);
-    let run = storages(&args);
-    assert_eq!(run.code, 0, "{run:?}");
-    let mut objects = listed(&run.stdout);
-    objects.sort();
+    let filtered = base
+        .clone()
+        .set("recursive_scan=true")
+        .set(r"regex_filter=.*\.jpg");
+    let run = filtered.run().succeeded();
     assert_eq!(
-        objects,
+        sorted(&run),
         ["a.jpg", "b c.jpg", "sub/d.jpg"]
             .map(|n| (key(n), size(n)))
             .to_vec()
     );
 
-    args.extend(["--limit", "2"]);
-    let run = storages(&args);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = filtered.args(&["--limit", "2"]).run().succeeded();
     assert_eq!(listed(&run.stdout).len(), 2, "{run:?}");
 
     assert_eq!(tree(dir.path()), before, "ls created nothing");
 
-    let run = storages(&[
-        "ls",
-        "--type",
-        "localfiles",
-        "--local-files-document-root",
-        &root,
-        "--set",
-        &path,
-        "--set",
-        "regex_filter=(",
-    ]);
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(
-        run.stderr.starts_with(
-            "error: invalid storage settings\n  regex_filter: Invalid regular expression: "
-        ),
-        "{run:?}"
-    );
+    let run = base.set("regex_filter=(").run();
+    run.failed_starting(EXIT_INVALID, INVALID_REGEX);
     assert_eq!(run.stdout, "");
 }
 
 #[tokio::test]
 async fn s3_listing_on_moto_applies_prefix_recursive_and_regex() {
-    let bucket = Bucket::new("cli_ls");
-    bucket
-        .put(&[
+    let bucket = Bucket::seeded(
+        "cli_ls",
+        &[
             ("img/a.jpg", "a"),
             ("img/b c.jpg", "bb"),
             ("img/notes.txt", "nnn"),
             ("img/sub/d.jpg", "dddd"),
             ("other/e.jpg", "e"),
-        ])
-        .await;
+        ],
+    )
+    .await;
     let before = bucket.keys().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("s3.json");
-    let config_arg = config.display().to_string();
     let mut fields = bucket.fields("img");
     // S3 regexes see the whole key, prefix included.
     fields["regex_filter"] = json!(format!(r"{}/img/.*\.jpg", bucket.prefix));
-    std::fs::write(&config, fields.to_string()).unwrap();
+    let base = Cli::s3("ls", &write_config(dir.path(), "s3.json", &fields));
     let key = |name: &str| format!("{}/{name}", bucket.prefix);
-    let base = [
-        "ls",
-        "--type",
-        "s3",
-        "--config",
-        &config_arg,
-        "--allow-private-endpoints",
-    ];
 
-    let run = storages(&base);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = base.run().succeeded();
     assert_eq!(
         listed(&run.stdout),
         vec![(key("img/a.jpg"), 1), (key("img/b c.jpg"), 2)]
     );
 
-    let mut args = base.to_vec();
-    args.extend(["--set", "recursive_scan=true"]);
-    let run = storages(&args);
-    assert_eq!(run.code, 0, "{run:?}");
-    let mut objects = listed(&run.stdout);
-    objects.sort();
+    let run = base.set("recursive_scan=true").run().succeeded();
     assert_eq!(
-        objects,
+        sorted(&run),
         vec![
             (key("img/a.jpg"), 1),
             (key("img/b c.jpg"), 2),

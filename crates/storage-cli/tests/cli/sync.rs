@@ -2,9 +2,10 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{file_task, local_root, read_lines, storages, storages_owned, Bucket};
+use crate::common::{
+    file_task, local_root, read_lines, write_config, Bucket, Cli, EXIT_INVALID, INVALID_REGEX,
+};
 
-const EXIT_INVALID: i32 = 2;
 const EXIT_FILES_FAILED: i32 = 3;
 
 #[test]
@@ -12,23 +13,14 @@ fn local_files_mode_writes_one_task_per_matching_file() {
     let (dir, root) = local_root();
     let out = dir.path().join("tasks.jsonl");
     let out_arg = out.display().to_string();
-    let path = format!("--set=path={root}/data");
-    let base = [
-        "sync",
-        "--type",
-        "localfiles",
-        "--local-files-document-root",
-        &root,
-        &path,
-        "--set",
-        r"regex_filter=.*\.jpg",
-        "--files",
-        "--out",
-        &out_arg,
-    ];
+    // `--set=NAME=VALUE` works as well as two arguments.
+    let base = Cli::local("sync", &root)
+        .arg(format!("--set=path={root}/data"))
+        .set(r"regex_filter=.*\.jpg")
+        .arg("--files")
+        .out(&out);
 
-    let run = storages(&base);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = base.run().succeeded();
     assert_eq!(
         read_lines(&out),
         vec![
@@ -42,8 +34,9 @@ fn local_files_mode_writes_one_task_per_matching_file() {
             ),
         ]
     );
-    let summary = format!("synced localfiles storage: 2 objects, 2 tasks written to {out_arg} in ");
-    assert!(run.stderr.starts_with(&summary), "{run:?}");
+    run.reported(&format!(
+        "synced localfiles storage: 2 objects, 2 tasks written to {out_arg} in "
+    ));
     assert_eq!(
         run.stderr.lines().count(),
         1,
@@ -53,10 +46,10 @@ fn local_files_mode_writes_one_task_per_matching_file() {
 
     // Recursive, and the URL under the label config's variable; the file
     // is replaced, not appended to.
-    let mut args = base.to_vec();
-    args.extend(["--set", "recursive_scan=true", "--data-key", "image"]);
-    let run = storages(&args);
-    assert_eq!(run.code, 0, "{run:?}");
+    base.set("recursive_scan=true")
+        .args(&["--data-key", "image"])
+        .run()
+        .succeeded();
     let keys: Vec<(&str, &str)> = vec![
         ("a.jpg", "a.jpg"),
         ("b c.jpg", "b%20c.jpg"),
@@ -93,22 +86,13 @@ fn local_files_mode_writes_one_task_per_matching_file() {
 #[test]
 fn standard_output_gets_the_tasks_and_standard_error_the_summary() {
     let (_dir, root) = local_root();
-    let path = format!("path={root}/data");
-    let run = storages(&[
-        "sync",
-        "--type",
-        "localfiles",
-        "--local-files-document-root",
-        &root,
-        "--set",
-        &path,
-        "--set",
-        r"regex_filter=a\.jpg",
-        "--files",
-        "--out",
-        "-",
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = Cli::local("sync", &root)
+        .set(format!("path={root}/data"))
+        .set(r"regex_filter=a\.jpg")
+        .arg("--files")
+        .out("-")
+        .run()
+        .succeeded();
     let line: Value = serde_json::from_str(run.stdout.trim_end()).unwrap();
     assert_eq!(
         line,
@@ -117,19 +101,13 @@ fn standard_output_gets_the_tasks_and_standard_error_the_summary() {
             "/data/local-files/?d=data/a.jpg"
         )
     );
-    assert!(
-        run.stderr.starts_with(
-            "synced localfiles storage: 1 objects, 1 tasks written to standard output in "
-        ),
-        "{run:?}"
-    );
+    run.reported("synced localfiles storage: 1 objects, 1 tasks written to standard output in ");
 }
 
 #[test]
 fn local_tasks_mode_reads_every_format_and_reports_bad_files() {
     let (dir, root) = local_root();
-    let tasks = dir.path().join("tasks");
-    std::fs::create_dir_all(&tasks).unwrap();
+    let tasks = folder(dir.path(), "tasks");
     std::fs::write(tasks.join("one.json"), r#"{"text": "a"}"#).unwrap();
     std::fs::write(
         tasks.join("many.json"),
@@ -146,24 +124,17 @@ fn local_tasks_mode_reads_every_format_and_reports_bad_files() {
     let out_arg = out.display().to_string();
     // A storage as `GET /api/storages/localfiles/{id}` shows it: the fields
     // that are not settings are accepted and ignored.
-    let config = dir.path().join("storage.json");
     let storage = json!({
         "id": 4, "type": "localfiles", "project": 1, "title": "ignored", "status": "completed",
         "path": format!("{root}/tasks"), "use_blob_urls": false, "regex_filter": null,
     });
-    std::fs::write(&config, storage.to_string()).unwrap();
+    let config = write_config(dir.path(), "storage.json", &storage);
 
-    let run = storages(&[
-        "sync",
-        "--type",
-        "localfiles",
-        "--local-files-document-root",
-        &root,
-        "--config",
-        &config.display().to_string(),
-        "--out",
-        &out_arg,
-    ]);
+    let run = Cli::local("sync", &root)
+        .arg("--config")
+        .arg(config.display().to_string())
+        .out(&out)
+        .run();
 
     assert_eq!(run.code, EXIT_FILES_FAILED, "{run:?}");
     let key = |name: &str| format!("{root}/tasks/{name}");
@@ -199,8 +170,7 @@ fn local_tasks_mode_reads_every_format_and_reports_bad_files() {
 #[test]
 fn a_large_task_file_is_streamed_once() {
     let (dir, root) = local_root();
-    let tasks = dir.path().join("big");
-    std::fs::create_dir_all(&tasks).unwrap();
+    let tasks = folder(dir.path(), "big");
     // Above the 4 MiB threshold, so the engine streams it in batches
     // between begin_object and finish_object.
     let rows = 50_000;
@@ -214,19 +184,13 @@ fn a_large_task_file_is_streamed_once() {
     std::fs::write(tasks.join("big.jsonl"), text).unwrap();
     let out = dir.path().join("big.jsonl.out");
 
-    let run = storages(&[
-        "sync",
-        "--type",
-        "localfiles",
-        "--local-files-document-root",
-        &root,
-        &format!("--set=path={root}/big"),
-        "--tasks",
-        "--out",
-        &out.display().to_string(),
-    ]);
+    Cli::local("sync", &root)
+        .set(format!("path={root}/big"))
+        .arg("--tasks")
+        .out(&out)
+        .run()
+        .succeeded();
 
-    assert_eq!(run.code, 0, "{run:?}");
     let lines = read_lines(&out);
     assert_eq!(lines.len(), rows);
     for (i, line) in lines.iter().enumerate() {
@@ -239,73 +203,51 @@ fn a_large_task_file_is_streamed_once() {
 fn invalid_settings_name_the_field_and_exit_2() {
     let (dir, root) = local_root();
     let out = dir.path().join("never.jsonl");
-    let out_arg = out.display().to_string();
-    let local = [
-        "sync",
-        "--type",
-        "localfiles",
-        "--local-files-document-root",
-        &root,
-        "--out",
-        &out_arg,
-    ];
-    let with = |extra: &[&str]| -> Vec<String> {
-        local.iter().chain(extra).map(|s| s.to_string()).collect()
-    };
+    let local = Cli::local("sync", &root).out(&out);
+    let data = format!("path={root}/data");
 
-    let run = storages_owned(&with(&["--set", "path=data", "--files"]));
-    assert_eq!(run.code, EXIT_INVALID);
-    assert_eq!(
-        run.stderr,
-        format!(
+    local.clone().set("path=data").arg("--files").run().failed_with(
+        EXIT_INVALID,
+        &format!(
             "error: invalid storage settings\n  non_field_errors: Absolute local path \"data\" must be \
              absolute (start with \"/\"). For example: \"{root}/dataset1\".\n"
-        )
-    );
-
-    let path = format!("path={root}/data");
-    let run = storages_owned(&with(&[
-        "--set",
-        "use_blob_urls=maybe",
-        "--set",
-        "regx_filter=x",
-        "--set",
-        &path,
-    ]));
-    assert_eq!(run.code, EXIT_INVALID);
-    assert_eq!(
-        run.stderr,
-        "error: invalid storage settings\n  regx_filter: Unknown field; localfiles import storages take: \
-         path, regex_filter, use_blob_urls, recursive_scan.\n  use_blob_urls: Must be a valid boolean.\n"
-    );
-
-    let run = storages_owned(&with(&["--set", "regex_filter=(", "--set", &path]));
-    assert_eq!(run.code, EXIT_INVALID);
-    assert!(
-        run.stderr.starts_with(
-            "error: invalid storage settings\n  regex_filter: Invalid regular expression: "
         ),
-        "{run:?}"
     );
+
+    local
+        .clone()
+        .set("use_blob_urls=maybe")
+        .set("regx_filter=x")
+        .set(&data)
+        .run()
+        .failed_with(
+            EXIT_INVALID,
+            "error: invalid storage settings\n  regx_filter: Unknown field; localfiles import storages take: \
+             path, regex_filter, use_blob_urls, recursive_scan.\n  use_blob_urls: Must be a valid boolean.\n",
+        );
+
+    local
+        .clone()
+        .set("regex_filter=(")
+        .set(&data)
+        .run()
+        .failed_starting(EXIT_INVALID, INVALID_REGEX);
 
     // Tasks mode over images: Label Studio's "use Files mode" message.
-    let run = storages_owned(&with(&["--tasks", "--set", &path]));
-    assert_eq!(run.code, EXIT_INVALID);
-    assert!(
-        run.stderr.starts_with(&format!(
+    local.arg("--tasks").set(&data).run().failed_starting(
+        EXIT_INVALID,
+        &format!(
             "error: invalid storage settings\n  non_field_errors: File \"{root}/data/a.jpg\" is not a JSON/JSONL/Parquet file."
-        )),
-        "{run:?}"
+        ),
     );
 
-    let run = storages(&[
-        "sync", "--type", "ftp", "--set", "path=/x", "--out", &out_arg,
-    ]);
-    assert_eq!(run.code, EXIT_INVALID);
-    assert_eq!(
-        run.stderr,
-        "error: --type: unknown storage type \"ftp\" (one of: s3, gcs, gcs_sa, localfiles)\n"
-    );
+    Cli::new(&["sync", "--type", "ftp", "--set", "path=/x"])
+        .out(&out)
+        .run()
+        .failed_with(
+            EXIT_INVALID,
+            "error: --type: unknown storage type \"ftp\" (one of: s3, gcs, gcs_sa, localfiles)\n",
+        );
 
     assert!(!out.exists(), "no output after an invalid run");
     assert_eq!(
@@ -317,9 +259,9 @@ fn invalid_settings_name_the_field_and_exit_2() {
 
 #[tokio::test]
 async fn s3_files_and_tasks_modes_on_moto() {
-    let bucket = Bucket::new("cli_sync");
-    bucket
-        .put(&[
+    let bucket = Bucket::seeded(
+        "cli_sync",
+        &[
             ("img/a.jpg", "a"),
             ("img/b c.jpg", "b"),
             ("img/notes.txt", "n"),
@@ -329,32 +271,20 @@ async fn s3_files_and_tasks_modes_on_moto() {
                 r#"[{"text": "x"}, {"data": {"text": "y"}}]"#,
             ),
             ("tasks/t.jsonl", "{\"text\": \"z\"}\n{\"text\": \"w\"}\n"),
-        ])
-        .await;
+        ],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s3.jsonl");
     let out_arg = out.display().to_string();
-    let config = dir.path().join("s3.json");
-    let config_arg = config.display().to_string();
     let mut fields = bucket.fields("img");
     fields["regex_filter"] = json!(r".*\.jpg");
-    std::fs::write(&config, fields.to_string()).unwrap();
-    let files = [
-        "sync",
-        "--type",
-        "s3",
-        "--config",
-        &config_arg,
-        "--allow-private-endpoints",
-        "--files",
-        "--out",
-        &out_arg,
-    ];
+    let config = write_config(dir.path(), "s3.json", &fields);
+    let files = Cli::s3("sync", &config).arg("--files").out(&out);
     let key = |name: &str| format!("{}/{name}", bucket.prefix);
     let url = |name: &str| format!("s3://{}/{}/{name}", bucket.moto.bucket, bucket.prefix);
 
-    let run = storages(&files);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = files.run().succeeded();
     assert_eq!(
         read_lines(&out),
         vec![
@@ -362,17 +292,11 @@ async fn s3_files_and_tasks_modes_on_moto() {
             file_task(&key("img/b c.jpg"), &url("img/b c.jpg")),
         ]
     );
-    assert!(
-        run.stderr.starts_with(&format!(
-            "synced s3 storage: 2 objects, 2 tasks written to {out_arg} in "
-        )),
-        "{run:?}"
-    );
+    run.reported(&format!(
+        "synced s3 storage: 2 objects, 2 tasks written to {out_arg} in "
+    ));
 
-    let mut recursive = files.to_vec();
-    recursive.extend(["--set", "recursive_scan=1"]);
-    let run = storages(&recursive);
-    assert_eq!(run.code, 0, "{run:?}");
+    files.set("recursive_scan=1").run().succeeded();
     let keys: Vec<Value> = read_lines(&out)
         .iter()
         .map(|l| l["meta"]["storage_key"].clone())
@@ -386,19 +310,12 @@ async fn s3_files_and_tasks_modes_on_moto() {
         ]
     );
 
-    std::fs::write(&config, bucket.fields("tasks").to_string()).unwrap();
-    let run = storages(&[
-        "sync",
-        "--type",
-        "s3",
-        "--config",
-        &config_arg,
-        "--allow-private-endpoints",
-        "--tasks",
-        "--out",
-        &out_arg,
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
+    write_config(dir.path(), "s3.json", &bucket.fields("tasks"));
+    Cli::s3("sync", &config)
+        .arg("--tasks")
+        .out(&out)
+        .run()
+        .succeeded();
     assert_eq!(
         read_lines(&out),
         vec![
@@ -411,21 +328,21 @@ async fn s3_files_and_tasks_modes_on_moto() {
 
     // The server's endpoint policy applies: a loopback endpoint needs the
     // switch (said explicitly, whatever the environment says).
-    let run = storages(&[
-        "sync",
-        "--type",
-        "s3",
-        "--config",
-        &config_arg,
-        "--allow-private-endpoints=false",
-        "--out",
-        &out_arg,
-    ]);
-    assert_eq!(run.code, EXIT_INVALID, "{run:?}");
-    assert!(
-        run.stderr
-            .starts_with("error: invalid storage settings\n  s3_endpoint: "),
-        "{run:?}"
+    let run = Cli::new(&["sync", "--type", "s3", "--config"])
+        .arg(config.display().to_string())
+        .arg("--allow-private-endpoints=false")
+        .out(&out)
+        .run();
+    run.failed_starting(
+        EXIT_INVALID,
+        "error: invalid storage settings\n  s3_endpoint: ",
     );
     assert_eq!(run.stderr.lines().count(), 2, "{run:?}");
+}
+
+/// A new folder `name` in `dir`; its path.
+fn folder(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir_all(&path).unwrap();
+    path
 }
