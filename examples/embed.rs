@@ -34,28 +34,26 @@ async fn about(State(host): State<HostState>) -> String {
 /// The host app with the storage API merged in.
 fn app(db: Arc<InMemory>, sync: SyncService) -> Router {
     let storage_state = ApiState::new(sync, db.clone(), db.clone());
+    let name = "my-labelling-app";
     Router::new()
         .route("/about", get(about))
-        .with_state(HostState {
-            name: "my-labelling-app",
-            db,
-        })
+        .with_state(HostState { name, db })
         .merge(router(storage_state))
 }
 
+/// The host's database (project 1 of organisation 10 and a user of that
+/// organisation) and a sync service that writes into it.
 fn setup(root: &std::path::Path) -> (Arc<InMemory>, SyncService) {
-    // The host's users and projects: project 1 of organisation 10, and a
-    // user of that organisation.
     let db = Arc::new(InMemory::new());
-    let project = db.add_project(10);
-    assert_eq!(project, 1, "the first id");
+    assert_eq!(db.add_project(10), 1, "the first id");
     db.add_user(10, "secret-token");
     let local = LocalFiles::new(root).unwrap().with_serving_enabled(true);
     let backends = Backends::new().with(Arc::new(LocalFilesBackend::new(local)));
+    let (storages, tasks, annotations) = (db.clone(), db.clone(), db.clone());
     let sync = SyncService::new(
-        db.clone(),
-        db.clone(),
-        db.clone(),
+        storages,
+        tasks,
+        annotations,
         backends,
         RunnerConfig::default(),
     );
@@ -75,7 +73,8 @@ async fn main() {
     println!("Listening on http://127.0.0.1:3000 (token: secret-token, project 1)");
     println!(
         "Try: curl -H 'Authorization: Token secret-token' -H 'Content-Type: application/json' \
-         -d '{{\"project\":1,\"path\":\"{}/images\",\"use_blob_urls\":true}}' http://127.0.0.1:3000/api/storages/localfiles",
+         -d '{{\"project\":1,\"path\":\"{}/images\",\"use_blob_urls\":true}}' \
+         http://127.0.0.1:3000/api/storages/localfiles",
         root.canonicalize().unwrap().display()
     );
     axum::serve(listener, app(db, sync)).await.unwrap();
@@ -86,9 +85,10 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
-    use serde_json::Value;
+    use serde_json::{json, Value};
     use tower::ServiceExt;
 
+    /// One request as the host's user; the status and the body (text or JSON).
     async fn call(
         app: &Router,
         method: &str,
@@ -107,10 +107,8 @@ mod tests {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        let text = Value::String(String::from_utf8_lossy(&bytes).into_owned());
+        (status, serde_json::from_slice(&bytes).unwrap_or(text))
     }
 
     #[tokio::test]
@@ -124,39 +122,22 @@ mod tests {
         let (db, sync) = setup(&root);
         let app = app(db.clone(), sync);
 
-        let body =
-            serde_json::json!({"project": 1, "path": root.join("images"), "use_blob_urls": true});
+        let body = json!({"project": 1, "path": root.join("images"), "use_blob_urls": true});
         let (status, storage) = call(&app, "POST", "/api/storages/localfiles", Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{storage}");
-        let (status, _) = call(
-            &app,
-            "POST",
-            &format!("/api/storages/localfiles/{}/sync", storage["id"]),
-            None,
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
+        let sync_uri = format!("/api/storages/localfiles/{}/sync", storage["id"]);
+        assert_eq!(call(&app, "POST", &sync_uri, None).await.0, StatusCode::OK);
         for _ in 0..200 {
             if db.task_count() == 2 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        assert_eq!(
-            db.task_count(),
-            2,
-            "the sync wrote into the host's database"
-        );
+        assert_eq!(db.task_count(), 2, "the sync wrote into the host's db");
 
         // The host's own route and state still work.
-        let response = app
-            .clone()
-            .oneshot(Request::get("/about").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let text = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
+        let (status, text) = call(&app, "GET", "/about", None).await;
+        assert_eq!(status, StatusCode::OK);
         assert_eq!(text, "my-labelling-app: 2 tasks imported from storages\n");
         // The host's users and projects decide access.
         let (status, _) = call(&app, "GET", "/api/storages/localfiles?project=2", None).await;
