@@ -35,36 +35,18 @@ cd "$repo"
 # Pinned: bump deliberately and re-run; check names in --checks still exist.
 schemathesis_pin="schemathesis==4.32.5"
 venv="$repo/target/fuzz-venv"
-marker="$venv/.fuzz-installed"
 server_bin="${CARGO_TARGET_DIR:-$repo/target}/debug/storage-server"
 out_dir="${FUZZ_API_DIR:-$repo/target/fuzz-api}"
 max_examples="${FUZZ_API_MAX_EXAMPLES:-30}"
 seed="${FUZZ_API_SEED:-1}"
 token="fuzz-token-0123456789abcdef"
 
-log() {
-  echo "fuzz-api.sh: $*" >&2
-}
-
-die() {
-  log "$*"
-  exit 1
-}
-
-# Seconds (one decimal) since the $EPOCHREALTIME value $1.
-elapsed() {
-  python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.1f}')" "$1"
-}
+script=fuzz-api.sh
+# shellcheck source=scripts/lib.sh
+source "$repo/scripts/lib.sh"
 
 install() {
-  if [[ -f "$marker" && "$(cat "$marker")" == "$schemathesis_pin" ]]; then
-    return
-  fi
-  log "installing $schemathesis_pin into $venv"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "$schemathesis_pin"
-  echo "$schemathesis_pin" >"$marker"
+  install_venv "$venv" "$(python3 --version 2>&1); $schemathesis_pin" "$schemathesis_pin"
 }
 
 # Part one, on the host network: install, build, then re-enter in a network

@@ -24,7 +24,6 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 venv="$repo/target/sdk-venv"
-marker="$venv/.sdk-installed"
 requirements="$repo/tests/sdk/requirements.txt"
 server_bin="${CARGO_TARGET_DIR:-$repo/target}/debug/storage-server"
 key_pem="$repo/crates/storage-testing/fixtures/test-service-account-key.pem"
@@ -33,35 +32,18 @@ base_email="sdk-server@sdk-server-project.iam.gserviceaccount.com"
 target_email="sdk-reader@sdk-data-project.iam.gserviceaccount.com"
 ready_timeout_s=30
 
-die() {
-  echo "sdk-test.sh: $*" >&2
-  exit 1
-}
+script=sdk-test.sh
+# shellcheck source=scripts/lib.sh
+source "$repo/scripts/lib.sh"
 
-log() {
-  echo "sdk-test.sh: $*" >&2
-}
-
-install_venv() {
-  local want t0
-  want="$(python3 --version 2>&1); $(sha256sum "$requirements" | cut -d' ' -f1)"
-  if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]]; then
-    log "venv up to date ($venv)"
-    return
-  fi
-  log "installing tests/sdk/requirements.txt into $venv"
-  t0=$SECONDS
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  # --no-compile: byte-compiling pandas & co. costs CPU and nothing here needs it.
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-compile -r "$requirements"
-  printf '%s' "$want" >"$marker"
-  log "installed in $((SECONDS - t0)) s"
+install_venv_sdk() {
+  install_venv "$venv" "$(python3 --version 2>&1); $(sha256sum "$requirements" | cut -d' ' -f1)" \
+    -r "$requirements"
 }
 
 case "${1:-}" in
   install)
-    install_venv
+    install_venv_sdk
     exit 0
     ;;
 esac
@@ -78,7 +60,7 @@ curl -sf --max-time 5 -o /dev/null "$STORAGE_TEST_MOTO_ENDPOINT/moto-api/" &&
 [[ -f "$key_pem" ]] || die "$key_pem is missing"
 
 # 1. The venv.
-install_venv
+install_venv_sdk
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/sdk-test.XXXXXX")"
 doubles_pid=""
