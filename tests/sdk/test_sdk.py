@@ -71,47 +71,47 @@ def local_case(unique: str) -> Case:
     )
 
 
-def s3_case(unique: str) -> Case:
-    bucket = S3Bucket()
-    connection = {
-        "bucket": bucket.name,
-        "s3endpoint": bucket.endpoint,
-        "region_name": "us-east-1",
-        "aws_access_key_id": "sdk-test-key",
-        "aws_secret_access_key": "sdk-test-secret",
-    }
+def bucket_case(
+    name: str,
+    bucket: S3Bucket | GcsBucket,
+    unique: str,
+    connection: dict[str, Any],
+    bad_validate: tuple[dict[str, Any], str, str],
+    secrets: dict[str, str] | None = None,
+) -> Case:
+    """A bucket storage type (SDK name and wire type `name`): imports from
+    `<unique>/import`, exports to `<unique>/export` of `bucket`."""
     return Case(
-        sdk_name="s3",
-        wire_type="s3",
+        sdk_name=name,
+        wire_type=name,
         import_fields={**connection, "prefix": f"{unique}/import"},
         export_fields={**connection, "prefix": f"{unique}/export"},
-        put=lambda name, body: bucket.put(f"{unique}/import/{name}", body),
+        put=lambda key, body: bucket.put(f"{unique}/import/{key}", body),
         get_export=lambda key: bucket.get(f"{unique}/export/{key}"),
-        filename=lambda name: f"{unique}/import/{name}",
-        bad_validate=({**connection, "bucket": "no such bucket!"}, "bucket", 'Invalid bucket name "no such bucket!"'),
-        secrets={"aws_access_key_id": "sdk-test-key", "aws_secret_access_key": "sdk-test-secret"},
+        filename=lambda key: f"{unique}/import/{key}",
+        bad_validate=bad_validate,
+        secrets=secrets or {},
     )
+
+
+def s3_case(unique: str) -> Case:
+    bucket = S3Bucket()
+    secrets = {"aws_access_key_id": "sdk-test-key", "aws_secret_access_key": "sdk-test-secret"}
+    connection = {"bucket": bucket.name, "s3endpoint": bucket.endpoint, "region_name": "us-east-1", **secrets}
+    bad = ({**connection, "bucket": "no such bucket!"}, "bucket", 'Invalid bucket name "no such bucket!"')
+    return bucket_case("s3", bucket, unique, connection, bad, secrets)
 
 
 def gcs_case(unique: str) -> Case:
     bucket = GcsBucket()
-    credentials = gcs_credentials()
-    connection = {"bucket": bucket.name, "google_application_credentials": credentials}
-    return Case(
-        sdk_name="gcs",
-        wire_type="gcs",
-        import_fields={**connection, "prefix": f"{unique}/import"},
-        export_fields={**connection, "prefix": f"{unique}/export"},
-        put=lambda name, body: bucket.put(f"{unique}/import/{name}", body),
-        get_export=lambda key: bucket.get(f"{unique}/export/{key}"),
-        filename=lambda name: f"{unique}/import/{name}",
-        bad_validate=(
-            {**connection, "google_application_credentials": "{not json"},
-            "google_application_credentials",
-            "Google Application Credentials must be valid JSON string.",
-        ),
-        secrets={"google_application_credentials": credentials},
+    secrets = {"google_application_credentials": gcs_credentials()}
+    connection = {"bucket": bucket.name, **secrets}
+    bad = (
+        {**connection, "google_application_credentials": "{not json"},
+        "google_application_credentials",
+        "Google Application Credentials must be valid JSON string.",
     )
+    return bucket_case("gcs", bucket, unique, connection, bad, secrets)
 
 
 def gcs_sa_case(unique: str) -> Case:
@@ -121,20 +121,12 @@ def gcs_sa_case(unique: str) -> Case:
         "google_project_id": "sdk-data-project",
         "target_service_account_email": env("SDK_TEST_GCS_SA_TARGET"),
     }
-    return Case(
-        sdk_name="gcs_sa",
-        wire_type="gcs_sa",
-        import_fields={**connection, "prefix": f"{unique}/import"},
-        export_fields={**connection, "prefix": f"{unique}/export"},
-        put=lambda name, body: bucket.put(f"{unique}/import/{name}", body),
-        get_export=lambda key: bucket.get(f"{unique}/export/{key}"),
-        filename=lambda name: f"{unique}/import/{name}",
-        bad_validate=(
-            {**connection, "target_service_account_email": "not-an-email"},
-            "target_service_account_email",
-            '"not-an-email" is not a service account email',
-        ),
+    bad = (
+        {**connection, "target_service_account_email": "not-an-email"},
+        "target_service_account_email",
+        '"not-an-email" is not a service account email',
     )
+    return bucket_case("gcs_sa", bucket, unique, connection, bad)
 
 
 CASES = {"localfiles": local_case, "s3": s3_case, "gcs": gcs_case, "gcs_sa": gcs_sa_case}

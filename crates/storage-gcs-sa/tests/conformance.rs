@@ -13,7 +13,6 @@ use storage_gcs_sa::GcsSaBackend;
 use storage_testing::conformance::{
     run_export_suite, run_import_suite, BucketSuite, RejectedCredentials, Seed,
 };
-use storage_testing::gcs_shim::{write_service_account_key, GcsShim};
 use storage_testing::iam_double::IamDouble;
 use storage_testing::unique_prefix;
 
@@ -25,29 +24,26 @@ const DENIED: &str = "locked@data-project.iam.gserviceaccount.com";
 const BASE: &str = "label-studio@server-project.iam.gserviceaccount.com";
 
 async fn suite(case: &str) -> BucketSuite {
-    let emulator = storage_testing::fake_gcs();
-    let shim = GcsShim::start(&emulator.endpoint).await;
-    let iam = IamDouble::builder()
+    let rig = IamDouble::builder()
         .base_email(BASE)
         .target(TARGET)
         .denied(DENIED)
-        .start()
+        .start_with_fake_gcs()
         .await;
-    let identity = tempfile::tempdir().expect("a temporary directory");
     let options = GcsOptions::new()
         .with_endpoint_policy(EndpointPolicy::allow_private())
         .with_retry(storage_testing::quick_retry())
         .with_timeout(Duration::from_secs(10))
-        .with_base_url(url::Url::parse(&shim.endpoint()).expect("the shim's URL"))
-        .with_iam_endpoint(iam.endpoint())
-        .with_application_credentials(write_service_account_key(identity.path(), BASE));
+        .with_base_url(rig.base_url())
+        .with_iam_endpoint(rig.iam.endpoint())
+        .with_application_credentials(rig.identity_key.clone());
     BucketSuite {
         name: "gcs_sa on fake-gcs and the IAM double".into(),
         backend: Arc::new(GcsSaBackend::new(options)),
-        bucket: emulator.bucket.clone(),
+        bucket: rig.emulator.bucket.clone(),
         connection: json!({"target_service_account_email": TARGET}),
         seed: Seed::new(
-            shim.object_store(&emulator.bucket),
+            rig.shim.object_store(&rig.emulator.bucket),
             unique_prefix(&format!("gcs-sa-{case}")),
         ),
         rejected_credentials: Some(RejectedCredentials {
@@ -55,7 +51,7 @@ async fn suite(case: &str) -> BucketSuite {
             says: "iam.serviceAccounts.getAccessToken",
             secret: None,
         }),
-        guards: vec![Box::new(shim), Box::new(iam), Box::new(identity)],
+        guards: vec![Box::new(rig)],
     }
 }
 

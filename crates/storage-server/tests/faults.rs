@@ -606,18 +606,7 @@ async fn an_s3_outage_is_retried_then_fails_readably_and_a_resync_completes_exac
     let export_path = format!("/api/storages/export/s3/{}", export["id"]);
     let first = wait_synced(&server, &export_path).await;
     assert_eq!(first["status"], "completed", "{first}");
-    let (_, tasks) = server
-        .get(&format!("/api/tasks?project={project2}&page_size=3"))
-        .await;
-    for task in tasks["tasks"].as_array().unwrap() {
-        let (status, annotation) = server
-            .post(
-                &format!("/api/tasks/{}/annotations", task["id"]),
-                json!({"result": []}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{annotation}");
-    }
+    server.annotate_tasks(project2, 3).await;
     proxy.set(Link::Refuse);
     server.sync(&export_path).await;
     let failed = wait_synced(&server, &export_path).await;
@@ -777,10 +766,15 @@ async fn a_queued_job_no_worker_takes_times_out_and_a_requeue_clears_the_traceba
         // The restart itself took longer than the 1 s queue timeout.
         server.sync(&path).await;
     }
-    let done = wait_synced(&server, &path).await;
+    assert_completed(&wait_synced(&server, &path).await, 5);
+}
+
+/// Asserts that a sync ended `completed`, with `count` new objects and no
+/// traceback.
+fn assert_completed(done: &Value, count: u64) {
     assert_eq!(
         (done["status"].as_str(), done["last_sync_count"].as_u64()),
-        (Some("completed"), Some(5)),
+        (Some("completed"), Some(count)),
         "{done}"
     );
     assert!(done["traceback"].is_null(), "{done}");
@@ -877,12 +871,8 @@ async fn twenty_storages_syncing_at_once_all_finish_exactly() {
 #[tokio::test]
 async fn export_write_failures_end_completed_with_errors_or_failed_never_completed() {
     let server = Server::start().await;
-    let project = server.project().await;
-    server
-        .import(
-            project,
-            json!([{"image": "a"}, {"image": "b"}, {"image": "c"}]),
-        )
+    let project = server
+        .project_with(json!([{"image": "a"}, {"image": "b"}, {"image": "c"}]))
         .await;
     let out = server.root.join("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -894,18 +884,7 @@ async fn export_write_failures_end_completed_with_errors_or_failed_never_complet
         .await;
     wait_synced(&server, &path).await;
 
-    let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
-    let mut annotations = Vec::new();
-    for task in tasks["tasks"].as_array().unwrap() {
-        let (status, annotation) = server
-            .post(
-                &format!("/api/tasks/{}/annotations", task["id"]),
-                json!({"result": []}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{annotation}");
-        annotations.push(annotation["id"].as_i64().unwrap());
-    }
+    let annotations = server.annotate_tasks(project, 3).await;
     // Root ignores file modes: a directory where the object goes is what
     // stops a write. One annotation's object cannot be written...
     let blocked = out.join(annotations[1].to_string());
@@ -995,11 +974,5 @@ async fn export_write_failures_end_completed_with_errors_or_failed_never_complet
     std::fs::remove_file(&out).unwrap();
     std::fs::create_dir_all(&out).unwrap();
     server.sync(&path).await;
-    let fixed = wait_synced(&server, &path).await;
-    assert_eq!(
-        (fixed["status"].as_str(), fixed["last_sync_count"].as_u64()),
-        (Some("completed"), Some(3)),
-        "{fixed}"
-    );
-    assert!(fixed["traceback"].is_null(), "{fixed}");
+    assert_completed(&wait_synced(&server, &path).await, 3);
 }

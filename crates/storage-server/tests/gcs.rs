@@ -11,13 +11,13 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::gcp::GoogleCloudStorageBuilder;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use storage_core::{Backend, EndpointPolicy};
 use storage_gcs::{GcsBackend, GcsOptions};
 use storage_gcs_sa::GcsSaBackend;
+use storage_testing::conformance::Seed;
+use storage_testing::gcs_sa_rig::GcsSaRig;
 use storage_testing::gcs_shim::{GcsShim, TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM};
 use storage_testing::iam_double::IamDouble;
 use storage_testing::unique_prefix;
@@ -31,25 +31,8 @@ const BASE: &str = "label-studio@server-project.iam.gserviceaccount.com";
 fn options() -> GcsOptions {
     GcsOptions::new()
         .with_endpoint_policy(EndpointPolicy::allow_private())
-        .with_retry(RetryConfig {
-            max_retries: 1,
-            retry_timeout: Duration::from_secs(5),
-            ..RetryConfig::default()
-        })
+        .with_retry(storage_testing::quick_retry())
         .with_timeout(Duration::from_secs(10))
-}
-
-fn seed_store(shim: &GcsShim, bucket: &str) -> Arc<dyn ObjectStore> {
-    Arc::new(
-        GoogleCloudStorageBuilder::new()
-            .with_service_account_key(
-                shim.credentials_json(TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM),
-            )
-            .with_bucket_name(bucket)
-            .with_client_options(ClientOptions::new().with_allow_http(true))
-            .build()
-            .unwrap(),
-    )
 }
 
 async fn gcs_bucket(case: &str) -> conformance::Bucket {
@@ -61,78 +44,53 @@ async fn gcs_bucket(case: &str) -> conformance::Bucket {
         scheme: "gs",
         bucket: emulator.bucket.clone(),
         connection: json!({"google_application_credentials": shim.credentials_json(TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM)}),
-        seed: seed_store(&shim, &emulator.bucket),
+        seed: Seed::new(
+            shim.object_store(&emulator.bucket),
+            unique_prefix(&format!("gcs-{case}")),
+        ),
         expiry_param: "X-Goog-Expires",
-        prefix: unique_prefix(&format!("gcs-{case}")),
         guards: vec![Box::new(shim)],
     }
 }
 
-/// The server's own identity: a service-account key file, as Application
-/// Default Credentials would find it. object_store turns it into self-signed
-/// JWTs, which the IAM double checks.
-fn base_identity_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
-    let path = dir.path().join("server-identity.json");
-    let key = json!({
-        "type": "service_account",
-        "project_id": "server-project",
-        "private_key_id": "server-key",
-        "private_key": TEST_PRIVATE_KEY_PEM,
-        "client_email": BASE,
-    });
-    std::fs::write(&path, key.to_string()).unwrap();
-    path
-}
-
+/// A GCS SA backend on the rig: the server's own identity impersonates
+/// through the IAM double, which checks the JWTs object_store signs.
 struct SaSetup {
-    shim: GcsShim,
-    iam: IamDouble,
+    rig: GcsSaRig,
     backend: Arc<GcsSaBackend>,
-    _identity: tempfile::TempDir,
 }
 
 async fn sa_setup() -> SaSetup {
-    let emulator = storage_testing::fake_gcs();
-    let shim = GcsShim::start(&emulator.endpoint).await;
-    let iam = IamDouble::builder()
+    let rig = IamDouble::builder()
         .base_email(BASE)
         .target(TARGET)
         .denied(DENIED)
         .missing(MISSING)
-        .start()
+        .start_with_fake_gcs()
         .await;
-    let identity = tempfile::tempdir().unwrap();
     let backend = Arc::new(GcsSaBackend::new(
         options()
-            .with_base_url(url::Url::parse(&shim.endpoint()).unwrap())
-            .with_iam_endpoint(iam.endpoint())
-            .with_application_credentials(base_identity_file(&identity)),
+            .with_base_url(rig.base_url())
+            .with_iam_endpoint(rig.iam.endpoint())
+            .with_application_credentials(rig.identity_key.clone()),
     ));
-    SaSetup {
-        shim,
-        iam,
-        backend,
-        _identity: identity,
-    }
+    SaSetup { rig, backend }
 }
 
 async fn gcs_sa_bucket(case: &str) -> conformance::Bucket {
-    let emulator = storage_testing::fake_gcs();
     let setup = sa_setup().await;
     conformance::Bucket {
         backend: setup.backend.clone(),
         storage_type: "gcs_sa",
         scheme: "gs",
-        bucket: emulator.bucket.clone(),
+        bucket: setup.rig.emulator.bucket.clone(),
         connection: json!({"target_service_account_email": TARGET}),
-        seed: seed_store(&setup.shim, &emulator.bucket),
+        seed: Seed::new(
+            setup.rig.shim.object_store(&setup.rig.emulator.bucket),
+            unique_prefix(&format!("gcs-sa-{case}")),
+        ),
         expiry_param: "X-Goog-Expires",
-        prefix: unique_prefix(&format!("gcs-sa-{case}")),
-        guards: vec![
-            Box::new(setup.shim),
-            Box::new(setup.iam),
-            Box::new(setup._identity),
-        ],
+        guards: vec![Box::new(setup.rig)],
     }
 }
 
@@ -261,15 +219,16 @@ async fn gcs_base_url_obeys_the_endpoint_policy() {
 
 #[tokio::test]
 async fn gcs_sa_impersonates_with_cached_tokens_and_signs_as_the_target() {
-    let emulator = storage_testing::fake_gcs();
     let setup = sa_setup().await;
-    let prefix = unique_prefix("gcs-sa-tokens");
-    let seed = seed_store(&setup.shim, &emulator.bucket);
+    let emulator = &setup.rig.emulator;
+    let seed = Seed::new(
+        setup.rig.shim.object_store(&emulator.bucket),
+        unique_prefix("gcs-sa-tokens"),
+    );
     for i in 0..3 {
-        seed.put(&format!("{prefix}/f{i}.txt").into(), "x".into())
-            .await
-            .unwrap();
+        seed.put(&format!("f{i}.txt"), "x").await;
     }
+    let prefix = &seed.prefix;
     let server = server_with(setup.backend.clone()).await;
     let project = server.project().await;
     let (status, created) = server
@@ -284,7 +243,7 @@ async fn gcs_sa_impersonates_with_cached_tokens_and_signs_as_the_target() {
         server.post(&format!("{path}/sync"), json!({})).await;
         assert_eq!(server.wait_synced(&path).await["status"], "completed");
     }
-    let requests = setup.iam.requests();
+    let requests = setup.rig.iam.requests();
     assert!(
         requests
             .iter()
@@ -293,9 +252,9 @@ async fn gcs_sa_impersonates_with_cached_tokens_and_signs_as_the_target() {
     );
     // The create-time check forces one token; every later call reuses the cache.
     assert!(
-        setup.iam.calls().generate_access_token <= 2,
+        setup.rig.iam.calls().generate_access_token <= 2,
         "{:?}",
-        setup.iam.calls()
+        setup.rig.iam.calls()
     );
 
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
@@ -326,7 +285,7 @@ async fn gcs_sa_impersonates_with_cached_tokens_and_signs_as_the_target() {
         "signed as the target: {signed}"
     );
     assert!(signed.contains("X-Goog-Expires=300"), "{signed}");
-    assert_eq!(setup.iam.calls().sign_blob, 1);
+    assert_eq!(setup.rig.iam.calls().sign_blob, 1);
     let fetched = reqwest::get(&signed).await.unwrap();
     assert_eq!(
         fetched.status(),
@@ -338,8 +297,8 @@ async fn gcs_sa_impersonates_with_cached_tokens_and_signs_as_the_target() {
 
 #[tokio::test]
 async fn gcs_sa_validation_explains_each_known_failure() {
-    let emulator = storage_testing::fake_gcs();
     let setup = sa_setup().await;
+    let emulator = &setup.rig.emulator;
     let server = server_with(setup.backend.clone()).await;
     let project = server.project().await;
     let validate = |email: &str| {
@@ -352,7 +311,7 @@ async fn gcs_sa_validation_explains_each_known_failure() {
     assert!(field_error(status, &answer, "target_service_account_email")
         .contains("is not a service account email"));
     assert_eq!(
-        setup.iam.calls().generate_access_token,
+        setup.rig.iam.calls().generate_access_token,
         0,
         "the form is checked before any network call"
     );

@@ -102,16 +102,9 @@ async fn bodies_above_the_limit_get_a_413_envelope_on_every_route_and_the_server
     let server = Server::start().await; // limit: 1 MiB
     let project = server.project().await;
     server.write_files(&[("imgs/a.jpg", "a")]);
-    let (_, storage) = server
-        .post(
-            "/api/storages/localfiles",
-            json!({"project": project, "path": server.path("imgs"), "use_blob_urls": true}),
-        )
-        .await;
-    let storage = storage["id"].as_i64().unwrap();
-    server
-        .sync_and_wait(&format!("/api/storages/localfiles/{storage}"))
-        .await;
+    let storage_path = server.local_storage(project, "imgs", true).await;
+    server.sync_and_wait(&storage_path).await;
+    let storage = support::storage_id(&storage_path);
     let (task, annotation) = server.annotate_first_task(project).await;
     let annotation = annotation["id"].as_i64().unwrap();
 
@@ -244,14 +237,7 @@ async fn oversized_tasks_and_malformed_lines_fail_their_file_only() {
         ("tasks/e_ok.json", r#"{"text": "e-0"}"#),
         ("tasks/f_ok.jsonl", &streamed_ok),
     ]);
-    let (status, storage) = server
-        .post(
-            "/api/storages/localfiles",
-            json!({"project": project, "path": server.path("tasks"), "use_blob_urls": false}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{storage}");
-    let path = format!("/api/storages/localfiles/{}", storage["id"]);
+    let path = server.local_storage(project, "tasks", false).await;
     let done = server.sync_and_wait(&path).await;
     assert_eq!(done["status"], "completed_with_errors", "{done}");
     let traceback = done["traceback"].as_str().unwrap();
@@ -274,12 +260,7 @@ async fn oversized_tasks_and_malformed_lines_fail_their_file_only() {
     let (_, tasks) = server
         .get(&format!("/api/tasks?project={project}&page_size=1000"))
         .await;
-    let texts: Vec<&str> = tasks["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["data"]["text"].as_str().unwrap())
-        .collect();
+    let texts = texts(&tasks);
     for expected in ["a-0", "a-1", "e-0", "f-00", "f-11"] {
         assert!(
             texts.contains(&expected),
@@ -337,13 +318,7 @@ async fn tree() -> Tree {
     symlink(&tmp.join("outside/secret.txt"), &root.join("link-file-top"));
     symlink(&tmp.join("outside"), &root.join("link-dir-top"));
     let project = server.project().await;
-    let (status, storage) = server
-        .post(
-            "/api/storages/localfiles",
-            json!({"project": project, "path": server.path("a"), "use_blob_urls": true}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{storage}");
+    server.local_storage(project, "a", true).await;
     Tree {
         server,
         project,
@@ -366,74 +341,28 @@ async fn storage_paths_that_leave_the_document_root_are_refused_on_every_route()
     let tmp = tmp.display().to_string();
     const OUTSIDE: &str = "must be a subdirectory of LOCAL_FILES_DOCUMENT_ROOT";
     const MISSING: &str = "does not exist";
-    let cases: Vec<(&str, String, &str)> = vec![
-        ("`..` segments", format!("{root}/a/../../outside"), OUTSIDE),
-        (
-            "`..` right after the root",
-            format!("{root}/../outside"),
-            OUTSIDE,
-        ),
-        ("`..` up to the parent", format!("{root}/a/../.."), OUTSIDE),
-        (
-            "percent-encoded `..` (taken literally)",
-            format!("{root}/%2e%2e/outside"),
-            MISSING,
-        ),
-        (
-            "double-encoded `..` (taken literally)",
-            format!("{root}/%252e%252e/outside"),
-            MISSING,
-        ),
-        ("absolute path elsewhere", "/etc".into(), OUTSIDE),
-        (
-            "absolute path beside the root",
-            format!("{tmp}/outside"),
-            OUTSIDE,
-        ),
+    // `{root}` stands for the document root, `{tmp}` for the folder around it.
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, &str)] = &[
+        ("`..` segments", "{root}/a/../../outside", OUTSIDE),
+        ("`..` right after the root", "{root}/../outside", OUTSIDE),
+        ("`..` up to the parent", "{root}/a/../..", OUTSIDE),
+        ("percent-encoded `..` (taken literally)", "{root}/%2e%2e/outside", MISSING),
+        ("double-encoded `..` (taken literally)", "{root}/%252e%252e/outside", MISSING),
+        ("absolute path elsewhere", "/etc", OUTSIDE),
+        ("absolute path beside the root", "{tmp}/outside", OUTSIDE),
         // Outside and missing: the same answer as outside and present, so
         // the check cannot probe which paths exist on the server.
-        (
-            "missing path outside the root",
-            format!("{tmp}/no-such-dir"),
-            OUTSIDE,
-        ),
-        (
-            "prefix look-alike of the root",
-            format!("{tmp}/filesb"),
-            OUTSIDE,
-        ),
-        (
-            "symlinked folder pointing out",
-            format!("{root}/link-dir-top"),
-            OUTSIDE,
-        ),
-        (
-            "symlinked file pointing out",
-            format!("{root}/link-file-top"),
-            OUTSIDE,
-        ),
-        (
-            "symlink inside a storage folder",
-            format!("{root}/a/link-dir"),
-            OUTSIDE,
-        ),
-        ("NUL byte", format!("{root}/a\0"), MISSING),
-        (
-            "NUL byte before `..`",
-            format!("{root}/a\0/../../outside"),
-            OUTSIDE,
-        ),
-        ("backslashes", format!("{root}\\..\\outside"), OUTSIDE),
-        (
-            "mixed slashes",
-            format!("{root}/a\\..\\..\\outside"),
-            OUTSIDE,
-        ),
-        (
-            "the root itself through `..`",
-            format!("{root}/a/.."),
-            "cannot be the same as LOCAL_FILES_DOCUMENT_ROOT",
-        ),
+        ("missing path outside the root", "{tmp}/no-such-dir", OUTSIDE),
+        ("prefix look-alike of the root", "{tmp}/filesb", OUTSIDE),
+        ("symlinked folder pointing out", "{root}/link-dir-top", OUTSIDE),
+        ("symlinked file pointing out", "{root}/link-file-top", OUTSIDE),
+        ("symlink inside a storage folder", "{root}/a/link-dir", OUTSIDE),
+        ("NUL byte", "{root}/a\0", MISSING),
+        ("NUL byte before `..`", "{root}/a\0/../../outside", OUTSIDE),
+        ("backslashes", "{root}\\..\\outside", OUTSIDE),
+        ("mixed slashes", "{root}/a\\..\\..\\outside", OUTSIDE),
+        ("the root itself through `..`", "{root}/a/..", "cannot be the same as LOCAL_FILES_DOCUMENT_ROOT"),
     ];
     let (_, existing) = server
         .post(
@@ -466,7 +395,8 @@ async fn storage_paths_that_leave_the_document_root_are_refused_on_every_route()
             format!("/api/storages/export/localfiles/{export_id}"),
         ),
     ];
-    for (what, path, expected) in &cases {
+    for (what, path, expected) in cases {
+        let path = path.replace("{root}", &root).replace("{tmp}", &tmp);
         for (method, route) in &routes {
             let (status, body) = server
                 .call(
@@ -521,84 +451,31 @@ async fn local_files_serving_refuses_every_escape_and_leaks_nothing() {
 
     let forbidden = StatusCode::FORBIDDEN;
     let not_found = StatusCode::NOT_FOUND;
-    let cases: Vec<(&str, String, StatusCode)> = vec![
-        ("`..` segments", "../outside/secret.txt".into(), forbidden),
-        (
-            "`..` after a folder",
-            "a/../../outside/secret.txt".into(),
-            forbidden,
-        ),
-        (
-            "percent-encoded `..`",
-            "%2e%2e/outside/secret.txt".into(),
-            forbidden,
-        ),
-        (
-            "percent-encoded `..` and `/`",
-            "%2E%2E%2Foutside%2Fsecret.txt".into(),
-            forbidden,
-        ),
+    // `{tmp}` stands for the folder around the document root.
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, StatusCode)] = &[
+        ("`..` segments", "../outside/secret.txt", forbidden),
+        ("`..` after a folder", "a/../../outside/secret.txt", forbidden),
+        ("percent-encoded `..`", "%2e%2e/outside/secret.txt", forbidden),
+        ("percent-encoded `..` and `/`", "%2E%2E%2Foutside%2Fsecret.txt", forbidden),
         // Decoded once: `%2e%2e` is then a name, which exists here as a
         // folder under the root but under no storage.
-        (
-            "double-encoded `..`",
-            "%252e%252e/outside/secret.txt".into(),
-            not_found,
-        ),
-        (
-            "double-encoded `..` naming a real folder",
-            "a%252e%252e/x.txt".into(),
-            not_found,
-        ),
-        (
-            "overlong UTF-8 dots",
-            "%c0%ae%c0%ae/outside/secret.txt".into(),
-            not_found,
-        ),
-        ("absolute path elsewhere", "/etc/passwd".into(), not_found),
-        (
-            "absolute path beside the root",
-            format!("{tmp}/outside/secret.txt"),
-            not_found,
-        ),
-        (
-            "prefix look-alike of the root",
-            "../filesb/secret.txt".into(),
-            forbidden,
-        ),
-        (
-            "prefix look-alike of the storage folder",
-            "ab/x.txt".into(),
-            not_found,
-        ),
-        (
-            "symlinked file pointing out",
-            "a/link-file.txt".into(),
-            forbidden,
-        ),
-        (
-            "symlinked folder pointing out",
-            "a/link-dir/secret.txt".into(),
-            forbidden,
-        ),
-        ("NUL byte", "a/ok.txt%00".into(), not_found),
-        (
-            "NUL byte before `..`",
-            "a%00/../../outside/secret.txt".into(),
-            forbidden,
-        ),
-        (
-            "backslashes (a name character on Unix)",
-            "..%5coutside%5csecret.txt".into(),
-            not_found,
-        ),
-        (
-            "backslashes after a folder",
-            "a%5c..%5c..%5coutside%5csecret.txt".into(),
-            not_found,
-        ),
+        ("double-encoded `..`", "%252e%252e/outside/secret.txt", not_found),
+        ("double-encoded `..` naming a real folder", "a%252e%252e/x.txt", not_found),
+        ("overlong UTF-8 dots", "%c0%ae%c0%ae/outside/secret.txt", not_found),
+        ("absolute path elsewhere", "/etc/passwd", not_found),
+        ("absolute path beside the root", "{tmp}/outside/secret.txt", not_found),
+        ("prefix look-alike of the root", "../filesb/secret.txt", forbidden),
+        ("prefix look-alike of the storage folder", "ab/x.txt", not_found),
+        ("symlinked file pointing out", "a/link-file.txt", forbidden),
+        ("symlinked folder pointing out", "a/link-dir/secret.txt", forbidden),
+        ("NUL byte", "a/ok.txt%00", not_found),
+        ("NUL byte before `..`", "a%00/../../outside/secret.txt", forbidden),
+        ("backslashes (a name character on Unix)", "..%5coutside%5csecret.txt", not_found),
+        ("backslashes after a folder", "a%5c..%5c..%5coutside%5csecret.txt", not_found),
     ];
-    for (what, d, expected) in cases {
+    for &(what, d, expected) in cases {
+        let d = d.replace("{tmp}", &tmp);
         let response = get(d.clone()).await.unwrap();
         let status = response.status();
         let text = response.text().await.unwrap();
@@ -652,12 +529,7 @@ async fn symlinks_inside_a_storage_folder_do_not_import_files_from_outside_the_r
         !tasks.to_string().contains(SECRET),
         "a symlink imported a file from outside the root: {tasks}"
     );
-    let texts: Vec<&str> = tasks["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["data"]["text"].as_str().unwrap())
-        .collect();
+    let texts = texts(&tasks);
     // A link that stays inside the root is an ordinary file.
     assert_eq!(
         texts.iter().filter(|t| **t == "inside").count(),
@@ -867,15 +739,9 @@ async fn a_stored_private_endpoint_is_refused_once_the_server_is_strict() {
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
     let task = tasks["tasks"][0]["id"].as_i64().unwrap();
     let resolve = format!("/tasks/{task}/resolve/?fileuri={}", URL_SAFE.encode(&uri));
-    let allowed = server
-        .client
-        .get(server.url(&resolve))
-        .header("Authorization", format!("Token {TOKEN}"))
-        .send()
-        .await
-        .unwrap();
+    let (allowed, _, _) = server.call_text(Method::GET, &resolve, None).await;
     assert_eq!(
-        allowed.status(),
+        allowed,
         StatusCode::SEE_OTHER,
         "allowed: the resolver signs a URL on the endpoint"
     );
@@ -886,42 +752,42 @@ async fn a_stored_private_endpoint_is_refused_once_the_server_is_strict() {
         vec![Arc::new(S3Backend::new(quick_s3(EndpointPolicy::strict())))];
     let server = Server::start_with(dir, fast_runner(), strict).await;
     let path = format!("/api/storages/s3/{id}");
+    let refuses_the_endpoint = |status, answer: &Value| {
+        let errors = envelope(status, answer, StatusCode::BAD_REQUEST);
+        assert!(
+            errors["s3_endpoint"][0]
+                .as_str()
+                .unwrap()
+                .contains("--allow-private-endpoints"),
+            "{answer}"
+        );
+    };
     let (status, answer) = server.post(&format!("{path}/sync"), json!({})).await;
-    let errors = envelope(status, &answer, StatusCode::BAD_REQUEST);
-    assert!(
-        errors["s3_endpoint"][0]
-            .as_str()
-            .unwrap()
-            .contains("--allow-private-endpoints"),
-        "{answer}"
-    );
+    refuses_the_endpoint(status, &answer);
     let (status, answer) = server
         .post(
             "/api/storages/s3/validate",
             json!({"id": id, "project": project}),
         )
         .await;
-    let errors = envelope(status, &answer, StatusCode::BAD_REQUEST);
-    assert!(
-        errors["s3_endpoint"][0]
-            .as_str()
-            .unwrap()
-            .contains("--allow-private-endpoints"),
-        "{answer}"
-    );
-    let refused = server
-        .client
-        .get(server.url(&resolve))
-        .header("Authorization", format!("Token {TOKEN}"))
-        .send()
-        .await
-        .unwrap();
+    refuses_the_endpoint(status, &answer);
+    let (refused, _, _) = server.call_text(Method::GET, &resolve, None).await;
     assert_eq!(
-        refused.status(),
+        refused,
         StatusCode::NOT_FOUND,
         "no URL on a refused endpoint is signed or fetched"
     );
     let (status, detail) = server.get(&path).await;
     assert_eq!(status, StatusCode::OK);
     assert_ne!(detail["status"], "in_progress", "{detail}");
+}
+
+/// The `text` of every task in a task list answer.
+fn texts(tasks: &Value) -> Vec<&str> {
+    tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["data"]["text"].as_str().unwrap())
+        .collect()
 }

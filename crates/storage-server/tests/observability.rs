@@ -21,7 +21,7 @@ use support::buckets::s3_builder;
 use support::Server;
 
 use async_trait::async_trait;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use storage_api::{MetricsAccess, MetricsToken};
@@ -390,6 +390,22 @@ impl Metrics {
             );
         }
     }
+
+    /// Asserts that `n` syncs of `kind` (import or export labels) started,
+    /// were timed, and finished with `status`.
+    fn expect_syncs(&self, kind: &[(&str, &str)], status: &str, n: f64) {
+        self.expect(
+            kind,
+            &[
+                ("storage_syncs_started_total", n),
+                ("storage_sync_duration_seconds_count", n),
+            ],
+        );
+        self.expect(
+            &[kind, &[("status", status)]].concat(),
+            &[("storage_syncs_finished_total", n)],
+        );
+    }
 }
 
 // ---------------------------------------------------------------- tests
@@ -411,12 +427,7 @@ async fn metrics_count_exactly_what_each_sync_did() {
         ),
         ("tasks/bad.json", "{not json"),
     ]);
-    let path = server
-        .create_storage(
-            "/api/storages/localfiles",
-            json!({"project": project, "path": server.path("tasks"), "use_blob_urls": false}),
-        )
-        .await;
+    let path = server.local_storage(project, "tasks", false).await;
 
     let first = server.sync_and_wait(&path).await;
     assert_eq!(
@@ -424,19 +435,14 @@ async fn metrics_count_exactly_what_each_sync_did() {
         (Some("completed_with_errors"), Some(5))
     );
     let m = server.scrape().await;
+    m.expect_syncs(IMPORT, "completed_with_errors", 1.0);
     m.expect(
         IMPORT,
         &[
-            ("storage_syncs_started_total", 1.0),
-            ("storage_sync_duration_seconds_count", 1.0),
             ("storage_syncs_running", 0.0),
             ("storage_syncs_queued", 0.0),
             ("storage_syncs_in_progress", 0.0),
         ],
-    );
-    m.expect(
-        &[IMPORT, &[("status", "completed_with_errors")]].concat(),
-        &[("storage_syncs_finished_total", 1.0)],
     );
     m.expect(
         &[IMPORT, &[("status", "completed")]].concat(),
@@ -462,17 +468,7 @@ async fn metrics_count_exactly_what_each_sync_did() {
     assert_eq!(second["last_sync_count"], 1, "{second}");
     assert_eq!(second["meta"]["tasks_existed"], 5, "{second}");
     let m = server.scrape().await;
-    m.expect(
-        IMPORT,
-        &[
-            ("storage_syncs_started_total", 2.0),
-            ("storage_sync_duration_seconds_count", 2.0),
-        ],
-    );
-    m.expect(
-        &[IMPORT, &[("status", "completed_with_errors")]].concat(),
-        &[("storage_syncs_finished_total", 2.0)],
-    );
+    m.expect_syncs(IMPORT, "completed_with_errors", 2.0);
     m.expect(
         LOCAL,
         &[
@@ -485,24 +481,7 @@ async fn metrics_count_exactly_what_each_sync_did() {
 
     // Export: creation runs a first export (nothing to write), then a sync
     // writes the two annotations.
-    std::fs::create_dir_all(server.root.join("out")).unwrap();
-    let export_path = server
-        .create_storage(
-            "/api/storages/export/localfiles",
-            json!({"project": project, "path": server.path("out")}),
-        )
-        .await;
-    server.wait_synced(&export_path).await;
-    let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
-    for task in tasks["tasks"].as_array().unwrap().iter().take(2) {
-        let (status, body) = server
-            .post(
-                &format!("/api/tasks/{}/annotations", task["id"]),
-                json!({"result": []}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
+    let export_path = server.export_after_annotating(project, 2).await;
     let exported = server.sync_and_wait(&export_path).await;
     assert_eq!(
         (
@@ -512,17 +491,7 @@ async fn metrics_count_exactly_what_each_sync_did() {
         (Some("completed"), Some(2))
     );
     let m = server.scrape().await;
-    m.expect(
-        EXPORT,
-        &[
-            ("storage_syncs_started_total", 2.0),
-            ("storage_sync_duration_seconds_count", 2.0),
-        ],
-    );
-    m.expect(
-        &[EXPORT, &[("status", "completed")]].concat(),
-        &[("storage_syncs_finished_total", 2.0)],
-    );
+    m.expect_syncs(EXPORT, "completed", 2.0);
     m.expect(
         LOCAL,
         &[
@@ -672,14 +641,7 @@ async fn every_line_logged_during_a_sync_carries_its_storage_and_job() {
         .collect();
     server.write_files(&files);
     server.write_files(&[("tasks/broken.json", "[{")]);
-    let (status, storage) = server
-        .post(
-            "/api/storages/localfiles",
-            json!({"project": project, "path": server.path("tasks"), "use_blob_urls": false}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{storage}");
-    let id = storage["id"].as_i64().unwrap();
+    let id = support::storage_id(&server.local_storage(project, "tasks", false).await);
 
     let (during, job) = sync_in_process(&server, id).await;
     // What the window holds: the engine's repository calls, the heartbeat's
@@ -710,27 +672,8 @@ async fn every_line_logged_during_a_sync_carries_its_storage_and_job() {
     assert_eq!(stored["status"], "completed_with_errors", "{stored}");
 
     // An export of two annotations (creation ran a first, empty export).
-    std::fs::create_dir_all(server.root.join("out")).unwrap();
-    let (status, export) = server
-        .post(
-            "/api/storages/export/localfiles",
-            json!({"project": project, "path": server.path("out")}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{export}");
-    let export_id = export["id"].as_i64().unwrap();
-    let export_path = format!("/api/storages/export/localfiles/{export_id}");
-    server.wait_synced(&export_path).await;
-    let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
-    for task in tasks["tasks"].as_array().unwrap().iter().take(2) {
-        let (status, body) = server
-            .post(
-                &format!("/api/tasks/{}/annotations", task["id"]),
-                json!({"result": []}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
+    let export_path = server.export_after_annotating(project, 2).await;
+    let export_id = support::storage_id(&export_path);
     let (during, job) = sync_in_process(&server, export_id).await;
     assert!(
         during.iter().any(|l| l["target"] == "sqlx::query"),
@@ -786,14 +729,6 @@ async fn sync_in_process(server: &Server, id: i64) -> (Vec<Value>, String) {
 
 // ---------------------------------------------------------------- secrets
 
-fn quick_retry() -> RetryConfig {
-    RetryConfig {
-        max_retries: 1,
-        retry_timeout: Duration::from_secs(5),
-        ..RetryConfig::default()
-    }
-}
-
 /// A secret that cannot appear by chance.
 fn secret(what: &str) -> String {
     format!("{what}-{}", uuid::Uuid::new_v4().simple())
@@ -822,11 +757,11 @@ async fn secrets_and_the_api_token_never_reach_a_response_a_log_line_or_an_error
     let logs = Logs::start();
     let s3 = S3Options::new()
         .with_endpoint_policy(EndpointPolicy::allow_private())
-        .with_retry(quick_retry())
+        .with_retry(storage_testing::quick_retry())
         .with_timeout(Duration::from_secs(10));
     let gcs = GcsOptions::new()
         .with_endpoint_policy(EndpointPolicy::allow_private())
-        .with_retry(quick_retry())
+        .with_retry(storage_testing::quick_retry())
         .with_timeout(Duration::from_secs(10));
     let server = start_server(Setup {
         backends: vec![Arc::new(S3Backend::new(s3)), Arc::new(GcsBackend::new(gcs))],

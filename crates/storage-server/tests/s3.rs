@@ -14,39 +14,27 @@ use std::time::Duration;
 
 use object_store::aws::AmazonS3;
 use object_store::signer::Signer;
-use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use storage_core::{Backend, EndpointPolicy};
 use storage_s3::{S3Backend, S3Options};
+use storage_testing::conformance::Seed;
 use storage_testing::{unique_prefix, S3Server};
 use support::buckets::s3_builder;
 use support::{envelope, Server};
 
-fn quick_retry() -> RetryConfig {
-    RetryConfig {
-        max_retries: 1,
-        retry_timeout: Duration::from_secs(5),
-        ..RetryConfig::default()
-    }
-}
-
 fn options() -> S3Options {
     S3Options::new()
         .with_endpoint_policy(EndpointPolicy::allow_private())
-        .with_retry(quick_retry())
+        .with_retry(storage_testing::quick_retry())
         .with_timeout(Duration::from_secs(10))
 }
 
 fn s3_client(server: &S3Server) -> AmazonS3 {
     s3_builder(server)
-        .with_retry(quick_retry())
+        .with_retry(storage_testing::quick_retry())
         .build()
         .unwrap()
-}
-
-fn seed_store(server: &S3Server) -> Arc<dyn ObjectStore> {
-    Arc::new(s3_client(server))
 }
 
 fn connection(server: &S3Server) -> Value {
@@ -65,9 +53,11 @@ fn bucket(server: S3Server, case: &str) -> conformance::Bucket {
         scheme: "s3",
         bucket: server.bucket.clone(),
         connection: connection(&server),
-        seed: seed_store(&server),
+        seed: Seed::new(
+            server.object_store(),
+            unique_prefix(&format!("{}-{case}", server.name)),
+        ),
         expiry_param: "X-Amz-Expires",
-        prefix: unique_prefix(&format!("{}-{case}", server.name)),
         guards: Vec::new(),
     }
 }
@@ -107,11 +97,9 @@ fn errors(status: StatusCode, body: &Value) -> Value {
 #[tokio::test]
 async fn secrets_are_write_only_kept_by_partial_patch_and_cleared_by_empty() {
     let s3 = storage_testing::seaweedfs();
-    let prefix = unique_prefix("secrets");
-    seed_store(&s3)
-        .put(&format!("{prefix}/a.txt").into(), "a".into())
-        .await
-        .unwrap();
+    let seed = Seed::new(s3.object_store(), unique_prefix("secrets"));
+    seed.put("a.txt", "a").await;
+    let prefix = &seed.prefix;
     let server = start(options()).await;
     let project = server.project().await;
     let mut body = connection(&s3);
@@ -289,7 +277,7 @@ async fn rejected_keys_are_a_400_naming_the_key_fields() {
 
 #[tokio::test]
 async fn private_endpoints_are_refused_unless_allowed() {
-    let server = start(S3Options::new().with_retry(quick_retry())).await;
+    let server = start(S3Options::new().with_retry(storage_testing::quick_retry())).await;
     let project = server.project().await;
     let moto = storage_testing::moto();
     for endpoint in [
@@ -333,11 +321,9 @@ async fn private_endpoints_are_refused_unless_allowed() {
 #[tokio::test]
 async fn role_arn_assumes_the_role_with_the_servers_credentials() {
     let moto = storage_testing::moto();
-    let prefix = unique_prefix("assume-role");
-    seed_store(&moto)
-        .put(&format!("{prefix}/a.txt").into(), "a".into())
-        .await
-        .unwrap();
+    let seed = Seed::new(moto.object_store(), unique_prefix("assume-role"));
+    seed.put("a.txt", "a").await;
+    let prefix = &seed.prefix;
     let sts = url::Url::parse(&moto.endpoint).unwrap();
     let server = start(
         options()
@@ -372,14 +358,7 @@ async fn export_uses_sse_kms_when_a_key_is_set() {
     let moto = storage_testing::moto();
     let prefix = unique_prefix("sse");
     let server = start(options()).await;
-    let project = server.project().await;
-    let (status, _) = server
-        .post(
-            &format!("/api/projects/{project}/import"),
-            json!([{"text": "t"}]),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    let project = server.project_with(json!([{"text": "t"}])).await;
     let mut body = connection(&moto);
     body["project"] = json!(project);
     body["bucket"] = json!(moto.bucket);

@@ -34,14 +34,7 @@ fn write_jsonl(server: &Server, name: &str) {
 }
 
 async fn tasks_storage(server: &Server, project: i64) -> String {
-    let (status, storage) = server
-        .post(
-            "/api/storages/localfiles",
-            json!({"project": project, "path": server.path("big"), "use_blob_urls": false}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{storage}");
-    format!("/api/storages/localfiles/{}", storage["id"])
+    server.local_storage(project, "big", false).await
 }
 
 /// Every task of the project, by paging the task list: (row values of `n`).

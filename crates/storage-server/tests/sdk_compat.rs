@@ -119,12 +119,8 @@ async fn storage_calls_in_the_sdks_form() {
 #[tokio::test]
 async fn task_pager_and_annotation_routes_in_the_sdks_form() {
     let server = Server::start().await;
-    let project = server.project().await;
-    server
-        .import(
-            project,
-            json!([{"image": "a"}, {"image": "b"}, {"image": "c"}]),
-        )
+    let project = server
+        .project_with(json!([{"image": "a"}, {"image": "b"}, {"image": "c"}]))
         .await;
 
     // The SDK's pager asks for page + 1 until a page has no tasks: the page

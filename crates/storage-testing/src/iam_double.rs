@@ -70,7 +70,7 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, Default)]
 #[must_use = "call .start().await to run the double"]
 pub struct IamDoubleBuilder {
-    base_emails: Vec<String>,
+    pub(crate) base_emails: Vec<String>,
     base_tokens: Vec<String>,
     targets: Vec<String>,
     denied: Vec<String>,

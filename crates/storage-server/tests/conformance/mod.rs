@@ -12,11 +12,10 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use storage_core::Backend;
+use storage_testing::conformance::Seed;
 
 use crate::support::{Server, TOKEN};
 
@@ -32,12 +31,11 @@ pub struct Bucket {
     pub bucket: String,
     /// Connection fields to send with every storage body.
     pub connection: Value,
-    /// A store on the same bucket, to write fixtures and read exports.
-    pub seed: Arc<dyn ObjectStore>,
+    /// Fixtures under a prefix no other test uses, written and read back
+    /// through a store of the test's own.
+    pub seed: Seed,
     /// The query parameter of signed URLs that carries the lifetime in seconds.
     pub expiry_param: &'static str,
-    /// A prefix no other test uses.
-    pub prefix: String,
     /// Test servers (protocol adapters, API doubles) that must live as long
     /// as the bucket is used.
     pub guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
@@ -55,27 +53,30 @@ impl Bucket {
         body
     }
 
-    async fn put(&self, key: &str, body: &str) {
-        self.seed
-            .put(
-                &Path::from(format!("{}/{key}", self.prefix)),
-                body.to_string().into(),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("seeding {key}: {e}"));
-    }
-
-    fn key(&self, key: &str) -> String {
-        format!("{}/{key}", self.prefix)
-    }
-
-    async fn start(&self) -> Server {
-        Server::start_with(
+    /// A server with this bucket's backend, and a fresh project on it.
+    async fn start(&self) -> (Server, i64) {
+        let server = Server::start_with(
             tempfile::tempdir().unwrap(),
             crate::support::fast_runner(),
             vec![self.backend.clone()],
         )
-        .await
+        .await;
+        let project = server.project().await;
+        (server, project)
+    }
+
+    /// An import storage of blob URLs over `sub` of the prefix, synced.
+    async fn import_synced(&self, server: &Server, project: i64, sub: &str) -> (String, Value) {
+        let path = self
+            .create(
+                server,
+                false,
+                project,
+                json!({"prefix": self.seed.key(sub), "use_blob_urls": true}),
+            )
+            .await;
+        let done = self.synced(server, &path).await;
+        (path, done)
     }
 
     async fn create(&self, server: &Server, export: bool, project: i64, extra: Value) -> String {
@@ -112,17 +113,20 @@ async fn tasks(server: &Server, project: i64, resolve: bool) -> Vec<Value> {
 
 pub async fn files_mode_filters_prefix_regex_and_recursion(b: &Bucket) {
     for key in ["a.jpg", "b.png", "sub/c.jpg", "sub/deeper/d.jpg"] {
-        b.put(key, "img").await;
+        b.seed.put(key, "img").await;
     }
     // A sibling whose name starts with the prefix is not under it.
     b.seed
-        .put(&Path::from(format!("{}x/e.jpg", b.prefix)), "x".into())
-        .await
-        .unwrap();
-    let server = b.start().await;
-    let project = server.project().await;
+        .put_raw(&format!("{}x/e.jpg", b.seed.prefix), "x")
+        .await;
+    let (server, project) = b.start().await;
     let flat = b
-        .create(&server, false, project, json!({"prefix": format!("{}/", b.prefix), "regex_filter": ".*\\.jpg", "use_blob_urls": true}))
+        .create(
+            &server,
+            false,
+            project,
+            json!({"prefix": b.seed.key(""), "regex_filter": ".*\\.jpg", "use_blob_urls": true}),
+        )
         .await;
     let done = b.synced(&server, &flat).await;
     assert_eq!(
@@ -133,12 +137,12 @@ pub async fn files_mode_filters_prefix_regex_and_recursion(b: &Bucket) {
     let shown = tasks(&server, project, false).await;
     assert_eq!(
         shown[0]["data"]["image"],
-        format!("{}://{}/{}", b.scheme, b.bucket, b.key("a.jpg"))
+        format!("{}://{}/{}", b.scheme, b.bucket, b.seed.key("a.jpg"))
     );
-    assert_eq!(shown[0]["storage_filename"], b.key("a.jpg"));
+    assert_eq!(shown[0]["storage_filename"], b.seed.key("a.jpg"));
 
     let tree = b
-        .create(&server, false, project, json!({"prefix": b.prefix, "regex_filter": ".*\\.jpg", "use_blob_urls": true, "recursive_scan": true}))
+        .create(&server, false, project, json!({"prefix": b.seed.prefix, "regex_filter": ".*\\.jpg", "use_blob_urls": true, "recursive_scan": true}))
         .await;
     let done = b.synced(&server, &tree).await;
     assert_eq!(done["last_sync_count"], 3, "{done}");
@@ -152,15 +156,15 @@ pub async fn files_mode_filters_prefix_regex_and_recursion(b: &Bucket) {
     assert_eq!(
         keys,
         vec![
-            b.key("a.jpg"),
-            b.key("sub/c.jpg"),
-            b.key("sub/deeper/d.jpg")
+            b.seed.key("a.jpg"),
+            b.seed.key("sub/c.jpg"),
+            b.seed.key("sub/deeper/d.jpg")
         ]
     );
 
     // The regex is anchored at the start of the full key.
     let anchored = b
-        .create(&server, false, project, json!({"prefix": b.prefix, "regex_filter": "sub", "use_blob_urls": true, "recursive_scan": true}))
+        .create(&server, false, project, json!({"prefix": b.seed.prefix, "regex_filter": "sub", "use_blob_urls": true, "recursive_scan": true}))
         .await;
     assert_eq!(
         b.synced(&server, &anchored).await["last_sync_count"],
@@ -170,22 +174,22 @@ pub async fn files_mode_filters_prefix_regex_and_recursion(b: &Bucket) {
 }
 
 pub async fn tasks_mode_reads_every_format_and_reports_bad_files(b: &Bucket) {
-    b.put("t/one.json", r#"{"text": "one"}"#).await;
-    b.put("t/list.json", r#"[{"text": "l0"}, {"data": {"text": "l1"}, "predictions": [{"result": [], "score": 0.1}]}]"#).await;
-    b.put(
-        "t/lines.jsonl",
-        "{\"text\": \"j0\"}\n\n{\"text\": \"j1\"}\n",
-    )
-    .await;
-    b.put("t/broken.json", "{\"text\": ").await;
-    let server = b.start().await;
-    let project = server.project().await;
+    b.seed.put("t/one.json", r#"{"text": "one"}"#).await;
+    b.seed.put("t/list.json", r#"[{"text": "l0"}, {"data": {"text": "l1"}, "predictions": [{"result": [], "score": 0.1}]}]"#).await;
+    b.seed
+        .put(
+            "t/lines.jsonl",
+            "{\"text\": \"j0\"}\n\n{\"text\": \"j1\"}\n",
+        )
+        .await;
+    b.seed.put("t/broken.json", "{\"text\": ").await;
+    let (server, project) = b.start().await;
     let path = b
         .create(
             &server,
             false,
             project,
-            json!({"prefix": format!("{}/t", b.prefix), "use_blob_urls": false}),
+            json!({"prefix": b.seed.key("t"), "use_blob_urls": false}),
         )
         .await;
     let done = b.synced(&server, &path).await;
@@ -195,7 +199,7 @@ pub async fn tasks_mode_reads_every_format_and_reports_bad_files(b: &Bucket) {
         done["traceback"]
             .as_str()
             .unwrap()
-            .contains(&format!("{} line 1", b.key("t/broken.json"))),
+            .contains(&format!("{} line 1", b.seed.key("t/broken.json"))),
         "{done}"
     );
     let texts: Vec<String> = tasks(&server, project, false)
@@ -210,19 +214,11 @@ pub async fn tasks_mode_reads_every_format_and_reports_bad_files(b: &Bucket) {
 
 pub async fn resync_creates_nothing_new(b: &Bucket) {
     for i in 0..25 {
-        b.put(&format!("r/{i:02}.txt"), "t").await;
+        b.seed.put(&format!("r/{i:02}.txt"), "t").await;
     }
-    let server = b.start().await;
-    let project = server.project().await;
-    let path = b
-        .create(
-            &server,
-            false,
-            project,
-            json!({"prefix": format!("{}/r", b.prefix), "use_blob_urls": true}),
-        )
-        .await;
-    assert_eq!(b.synced(&server, &path).await["last_sync_count"], 25);
+    let (server, project) = b.start().await;
+    let (path, first) = b.import_synced(&server, project, "r").await;
+    assert_eq!(first["last_sync_count"], 25, "{first}");
     let again = b.synced(&server, &path).await;
     assert_eq!(
         (
@@ -232,31 +228,22 @@ pub async fn resync_creates_nothing_new(b: &Bucket) {
         (json!(0), json!(25)),
         "{again}"
     );
-    b.put("r/new.txt", "t").await;
+    b.seed.put("r/new.txt", "t").await;
     assert_eq!(b.synced(&server, &path).await["last_sync_count"], 1);
     let (_, project_after) = server.get(&format!("/api/projects/{project}")).await;
     assert_eq!(project_after["task_number"], 26);
 }
 
 pub async fn export_writes_overwrites_and_deletes(b: &Bucket) {
-    b.put("src/a.txt", "t").await;
-    let server = b.start().await;
-    let project = server.project().await;
-    let import = b
-        .create(
-            &server,
-            false,
-            project,
-            json!({"prefix": format!("{}/src", b.prefix), "use_blob_urls": true}),
-        )
-        .await;
-    b.synced(&server, &import).await;
+    b.seed.put("src/a.txt", "t").await;
+    let (server, project) = b.start().await;
+    b.import_synced(&server, project, "src").await;
     let export = b
         .create(
             &server,
             true,
             project,
-            json!({"prefix": format!("{}/out/", b.prefix), "can_delete_objects": true}),
+            json!({"prefix": b.seed.key("out/"), "can_delete_objects": true}),
         )
         .await;
     let first = server.wait_synced(&export).await;
@@ -274,9 +261,9 @@ pub async fn export_writes_overwrites_and_deletes(b: &Bucket) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{annotation}");
     let id = annotation["id"].as_i64().unwrap();
-    let object = Path::from(b.key(&format!("out/{id}")));
+    let object = format!("out/{id}");
     let read = || async {
-        let bytes = b.seed.get(&object).await.unwrap().bytes().await.unwrap();
+        let bytes = b.seed.read(&object).await.expect("the exported annotation");
         serde_json::from_slice::<Value>(&bytes).unwrap()
     };
     let written = read().await;
@@ -299,22 +286,26 @@ pub async fn export_writes_overwrites_and_deletes(b: &Bucket) {
         StatusCode::NO_CONTENT
     );
     assert!(
-        b.seed.head(&object).await.is_err(),
+        b.seed.read(&object).await.is_none(),
         "can_delete_objects removes the object"
     );
 }
 
 async fn one_resolvable_task(b: &Bucket, presign: bool) -> (Server, i64, String, String) {
-    b.put("media/clip.bin", "0123456789abcdef").await;
-    let server = b.start().await;
-    let project = server.project().await;
+    b.seed.put("media/clip.bin", "0123456789abcdef").await;
+    let (server, project) = b.start().await;
     let path = b
-        .create(&server, false, project, json!({"prefix": format!("{}/media", b.prefix), "use_blob_urls": true, "presign": presign, "presign_ttl": 15}))
+        .create(&server, false, project, json!({"prefix": b.seed.key("media"), "use_blob_urls": true, "presign": presign, "presign_ttl": 15}))
         .await;
     b.synced(&server, &path).await;
     let task = &tasks(&server, project, true).await[0];
     let url = task["data"]["image"].as_str().unwrap().to_string();
-    let uri = format!("{}://{}/{}", b.scheme, b.bucket, b.key("media/clip.bin"));
+    let uri = format!(
+        "{}://{}/{}",
+        b.scheme,
+        b.bucket,
+        b.seed.key("media/clip.bin")
+    );
     assert_eq!(
         url,
         format!(
@@ -420,20 +411,16 @@ pub async fn resolver_refuses_what_it_cannot_resolve(b: &Bucket) {
 }
 
 pub async fn validation_explains_missing_bucket_and_empty_prefix(b: &Bucket) {
-    let server = b.start().await;
-    let project = server.project().await;
+    let (server, project) = b.start().await;
     let route = format!("/api/storages/{}/validate", b.storage_type);
-    let mut body = b.body(
-        project,
-        json!({"prefix": format!("{}/nothing-here", b.prefix)}),
-    );
+    let mut body = b.body(project, json!({"prefix": b.seed.key("nothing-here")}));
     let (status, answer) = server.post(&route, body.clone()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     let message = answer["validation_errors"]["non_field_errors"][0]
         .as_str()
         .unwrap();
     assert!(
-        message.contains(&format!("{}/nothing-here", b.prefix)) && message.contains("found"),
+        message.contains(&b.seed.key("nothing-here")) && message.contains("found"),
         "{message}"
     );
     // Export storages accept an empty prefix.

@@ -155,6 +155,13 @@ impl Api {
         project["id"].as_i64().unwrap()
     }
 
+    /// A new project with `tasks` (a JSON array) imported into it.
+    pub async fn project_with(&self, tasks: Value) -> i64 {
+        let project = self.project().await;
+        self.import(project, tasks).await;
+        project
+    }
+
     /// Imports `tasks` (a JSON array) into the project (asserting 201).
     pub async fn import(&self, project: i64, tasks: Value) -> Value {
         let (status, body) = self
@@ -406,12 +413,64 @@ impl Server {
         for i in 0..files {
             std::fs::write(dir.join(format!("f{i:05}.jpg")), b"x").unwrap();
         }
+        self.local_storage(project, folder, true).await
+    }
+
+    /// Creates a local-files export storage into `out` below the document
+    /// root, waits for the first (empty) export its creation runs, then
+    /// annotates the first `annotated` tasks of the project; returns the
+    /// storage's path.
+    pub async fn export_after_annotating(&self, project: i64, annotated: usize) -> String {
+        std::fs::create_dir_all(self.root.join("out")).unwrap();
+        let path = self
+            .create_storage(
+                "/api/storages/export/localfiles",
+                json!({"project": project, "path": self.path("out")}),
+            )
+            .await;
+        self.wait_synced(&path).await;
+        self.annotate_tasks(project, annotated).await;
+        path
+    }
+
+    /// Annotates the first `count` tasks of the project with an empty
+    /// result; the annotations' ids.
+    pub async fn annotate_tasks(&self, project: i64, count: usize) -> Vec<i64> {
+        let (_, tasks) = self
+            .get(&format!("/api/tasks?project={project}&page_size={count}"))
+            .await;
+        let mut annotations = Vec::new();
+        for task in tasks["tasks"].as_array().unwrap().iter().take(count) {
+            let (status, annotation) = self
+                .post(
+                    &format!("/api/tasks/{}/annotations", task["id"]),
+                    json!({"result": []}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{annotation}");
+            annotations.push(annotation["id"].as_i64().unwrap());
+        }
+        annotations
+    }
+
+    /// Creates a local-files import storage of `folder` below the document
+    /// root, in Files mode (`use_blob_urls`) or Tasks mode; returns its
+    /// path (see [`storage_id`]).
+    pub async fn local_storage(&self, project: i64, folder: &str, use_blob_urls: bool) -> String {
         self.create_storage(
             "/api/storages/localfiles",
-            json!({"project": project, "path": self.path(folder), "use_blob_urls": true}),
+            json!({"project": project, "path": self.path(folder), "use_blob_urls": use_blob_urls}),
         )
         .await
     }
+}
+
+/// The id at the end of a storage path (`/api/storages/<type>/<id>`).
+pub fn storage_id(path: &str) -> i64 {
+    path.rsplit('/')
+        .next()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no storage id at the end of {path}"))
 }
 
 /// Serves `app` on a free loopback port: its base URL and the task.
