@@ -225,18 +225,19 @@ impl InMemory {
         let id = state.next_id();
         state.storages.insert(
             id,
-            Storage {
+            Storage::new(
                 id,
-                kind,
-                storage_type: storage_type.to_string(),
-                project,
-                title: None,
-                description: None,
-                created_at: Utc::now(),
-                synchronizable: true,
-                settings: Settings::default(),
-                sync: SyncState::default(),
-            },
+                NewStorage {
+                    kind,
+                    storage_type: storage_type.to_string(),
+                    project,
+                    title: None,
+                    description: None,
+                    synchronizable: true,
+                    settings: Settings::default(),
+                },
+                Utc::now(),
+            ),
         );
         id
     }
@@ -368,18 +369,7 @@ impl StorageRepository for InMemory {
         let mut state = self.state();
         state.require_project(new.project)?;
         let id = state.next_id();
-        let storage = Storage {
-            id,
-            kind: new.kind,
-            storage_type: new.storage_type,
-            project: new.project,
-            title: new.title,
-            description: new.description,
-            created_at: Utc::now(),
-            synchronizable: new.synchronizable,
-            settings: new.settings,
-            sync: SyncState::default(),
-        };
+        let storage = Storage::new(id, new, Utc::now());
         state.storages.insert(id, storage.clone());
         Ok(storage)
     }
