@@ -533,75 +533,10 @@ async fn export_writes_one_object_per_annotation_named_by_id() {
         .is_err());
 }
 
-/// A store whose writes always fail.
-#[derive(Debug)]
-struct ReadOnly(InMemory);
-
-impl std::fmt::Display for ReadOnly {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ReadOnly")
-    }
-}
-
-#[async_trait]
-impl ObjectStore for ReadOnly {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        _: object_store::PutPayload,
-        _: object_store::PutOptions,
-    ) -> object_store::Result<object_store::PutResult> {
-        Err(object_store::Error::PermissionDenied {
-            path: location.to_string(),
-            source: "read-only bucket".into(),
-        })
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: object_store::PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.0.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: object_store::GetOptions,
-    ) -> object_store::Result<object_store::GetResult> {
-        self.0.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
-        self.0.delete_stream(locations)
-    }
-    fn list(
-        &self,
-        prefix: Option<&Path>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.0.list(prefix)
-    }
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&Path>,
-    ) -> object_store::Result<object_store::ListResult> {
-        self.0.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: object_store::CopyOptions,
-    ) -> object_store::Result<()> {
-        self.0.copy_opts(from, to, options).await
-    }
-}
-
 #[tokio::test]
 async fn export_write_failures_are_counted_not_hidden() {
     let target = Target {
-        store: Arc::new(ReadOnly(InMemory::new())),
+        store: Arc::new(memory::FaultyStore::new().read_only()),
         prefix: "x",
     };
     let (db, _) = annotated(3).await;
