@@ -52,7 +52,9 @@ use crate::persist::{
 use crate::{Error, NewStorage, Result, Settings, Storage, StorageKind, SyncState, SyncStatus};
 
 mod faulty;
+mod fixture;
 pub use faulty::FaultyStore;
+pub use fixture::ImportFixture;
 
 /// A task to create from `key` (row `row_index` of it) with this `data`
 /// object, no annotations or predictions, skippable: the shape most tests

@@ -12,48 +12,26 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::{json, Value};
 use storage_core::export::{export_project, ExportConfig};
 use storage_core::filter::{Listing, RegexTarget};
-use storage_core::import::{ImportConfig, ImportJob, ImportOutcome, NoProgress, ProgressSink};
-use storage_core::memory::{self, MemoryTask};
-use storage_core::persist::{NewTask, ObjectLink, TaskSink};
-use storage_core::{Error, ExportStorage, ImportStorage, Result, StorageKind};
+use storage_core::import::{ImportConfig, ImportOutcome, NoProgress, ProgressSink};
+use storage_core::memory::{self};
+use storage_core::persist::{NewTask, TaskSink};
+use storage_core::{Error, ExportStorage, ImportStorage, Result};
 
-/// A database with one project and one import storage, and the import
-/// engine run against it.
-struct Fixture {
-    db: memory::InMemory,
-    project: i64,
-    storage: i64,
+/// The shared import fixture (an in-memory database with one import
+/// storage) with this file's shortcuts.
+struct Fixture(memory::ImportFixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = memory::ImportFixture;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Fixture {
     fn new() -> Self {
-        let db = memory::InMemory::new();
-        let project = db.add_project(1);
-        let storage = db.add_storage(project, StorageKind::Import, "mem");
-        Self {
-            db,
-            project,
-            storage,
-        }
-    }
-
-    async fn import(
-        &self,
-        source: &dyn ImportStorage,
-        use_blob_urls: bool,
-        config: &ImportConfig,
-        progress: &dyn ProgressSink,
-    ) -> Result<ImportOutcome> {
-        ImportJob {
-            storage_id: self.storage,
-            project: self.project,
-            source,
-            use_blob_urls,
-            sink: &self.db,
-            config,
-        }
-        .run(progress)
-        .await
+        Self(memory::ImportFixture::new("mem"))
     }
 
     /// A Tasks-mode import of the whole store.
@@ -74,23 +52,6 @@ impl Fixture {
     /// The `(key, row_index)` pairs linked, sorted.
     fn keys(&self) -> Vec<(String, Option<i64>)> {
         self.db.linked_rows(self.storage)
-    }
-
-    /// The task linked to `key`, with its link.
-    fn task_of(&self, key: &str) -> (MemoryTask, ObjectLink) {
-        let link = self
-            .db
-            .links(self.storage)
-            .into_iter()
-            .find(|l| l.link.key == key)
-            .unwrap();
-        let task = self
-            .db
-            .tasks(self.project)
-            .into_iter()
-            .find(|t| t.id == link.task_id)
-            .unwrap();
-        (task, link.link)
     }
 }
 
@@ -177,7 +138,7 @@ async fn files_mode_applies_prefix_recursion_and_regex() {
             ("img/c.jpg".to_string(), None)
         ]
     );
-    let (first, link) = sink.task_of("img/a.jpg");
+    let (first, link) = sink.task_of("img/a.jpg").unwrap();
     assert_eq!(
         first.id,
         sink.db.tasks(sink.project)[0].id,
@@ -254,7 +215,7 @@ async fn tasks_mode_reads_every_format() {
             ("e".into(), None),
         ]
     );
-    let (with_prediction, _) = sink.task_of("c.json");
+    let (with_prediction, _) = sink.task_of("c.json").unwrap();
     assert_eq!(with_prediction.predictions.len(), 1);
     assert_eq!(with_prediction.data["text"], "p");
 }
