@@ -50,13 +50,7 @@ async fn fresh_state(dir: &tempfile::TempDir) -> ApiState {
         .with(Arc::new(S3Backend::new(S3Options::new())))
         .with(Arc::new(LocalFilesBackend::new(local)));
     // Not started: nothing runs, as on a server before its first sync.
-    let sync = SyncService::new(
-        db.clone(),
-        db.clone(),
-        db.clone(),
-        backends,
-        RunnerConfig::default(),
-    );
+    let sync = SyncService::with_database(db.clone(), backends, RunnerConfig::default());
     ApiState::new(sync, db.clone(), db).with_metrics(MetricsAccess::Public)
 }
 

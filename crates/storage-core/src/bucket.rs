@@ -310,3 +310,71 @@ impl BucketOptions {
             .with_allow_http(url.is_some_and(|u| u.scheme() == "http"))
     }
 }
+
+/// The methods of a backend's options type that set and read the
+/// [`BucketOptions`] it embeds, written once so every bucket backend offers
+/// the same ones as its own (`S3Options::new().with_timeout(…)`, no trait to
+/// import). Invoke it inside the `impl` block of a struct whose
+/// `bucket: BucketOptions` field holds them.
+///
+/// ```
+/// use storage_core::bucket::BucketOptions;
+///
+/// /// Options of a new backend.
+/// #[derive(Debug, Default)]
+/// pub struct MyOptions {
+///     bucket: BucketOptions,
+/// }
+///
+/// impl MyOptions {
+///     storage_core::bucket_options_methods!();
+/// }
+///
+/// let options = MyOptions::default().with_timeout(std::time::Duration::from_secs(5));
+/// assert_eq!(options.bucket_options().timeout(), std::time::Duration::from_secs(5));
+/// ```
+#[cfg(feature = "cloud")]
+#[macro_export]
+macro_rules! bucket_options_methods {
+    () => {
+        /// Replaces the options shared by every bucket backend.
+        pub fn with_bucket_options(mut self, bucket: $crate::bucket::BucketOptions) -> Self {
+            self.bucket = bucket;
+            self
+        }
+
+        /// The options shared by every bucket backend.
+        pub fn bucket_options(&self) -> &$crate::bucket::BucketOptions {
+            &self.bucket
+        }
+
+        /// Which endpoints users may configure.
+        pub fn with_endpoint_policy(mut self, policy: $crate::EndpointPolicy) -> Self {
+            self.bucket = self.bucket.with_endpoint_policy(policy);
+            self
+        }
+
+        /// Retries of each request to the bucket (default 3 retries within
+        /// 30 s).
+        pub fn with_retry(mut self, retry: $crate::object_store::RetryConfig) -> Self {
+            self.bucket = self.bucket.with_retry(retry);
+            self
+        }
+
+        /// Timeout of one request to the bucket (default 60 s).
+        pub fn with_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.bucket = self.bucket.with_timeout(timeout);
+            self
+        }
+
+        /// The endpoint policy.
+        pub fn endpoint_policy(&self) -> $crate::EndpointPolicy {
+            self.bucket.endpoint_policy()
+        }
+
+        /// Retries of each request to the bucket.
+        pub fn retry(&self) -> &$crate::object_store::RetryConfig {
+            self.bucket.retry()
+        }
+    };
+}

@@ -40,6 +40,16 @@ struct State<T> {
     failed_at: Option<Instant>,
 }
 
+impl<T> State<T> {
+    /// Caches `fresh` (the issuer answered: no failure to remember).
+    fn store(&mut self, fresh: Expiring<T>) -> Arc<T> {
+        let value = Arc::clone(&fresh.value);
+        self.cached = Some(fresh);
+        self.failed_at = None;
+        value
+    }
+}
+
 /// One cached credential; concurrent callers share one refresh.
 ///
 /// ```
@@ -96,42 +106,8 @@ impl<T> CredentialCache<T> {
                 return Ok(Arc::clone(&cached.value));
             }
         }
-        self.refresh(&mut state, what, fetch).await
-    }
-
-    /// A fresh credential from `fetch`, whatever is cached (to prove at
-    /// validation time that the issuer answers).
-    pub async fn refresh_now<E, F, Fut>(&self, fetch: F) -> Result<Arc<T>, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Expiring<T>, E>>,
-    {
-        let mut state = self.state.lock().await;
-        let fresh = fetch().await?;
-        let value = Arc::clone(&fresh.value);
-        state.cached = Some(fresh);
-        state.failed_at = None;
-        Ok(value)
-    }
-
-    async fn refresh<E, F, Fut>(
-        &self,
-        state: &mut State<T>,
-        what: &str,
-        fetch: F,
-    ) -> Result<Arc<T>, E>
-    where
-        E: Display,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Expiring<T>, E>>,
-    {
         match fetch().await {
-            Ok(fresh) => {
-                let value = Arc::clone(&fresh.value);
-                state.cached = Some(fresh);
-                state.failed_at = None;
-                Ok(value)
-            }
+            Ok(fresh) => Ok(state.store(fresh)),
             Err(error) => {
                 state.failed_at = Some(Instant::now());
                 match &state.cached {
@@ -143,5 +119,17 @@ impl<T> CredentialCache<T> {
                 }
             }
         }
+    }
+
+    /// A fresh credential from `fetch`, whatever is cached (to prove at
+    /// validation time that the issuer answers).
+    pub async fn refresh_now<E, F, Fut>(&self, fetch: F) -> Result<Arc<T>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Expiring<T>, E>>,
+    {
+        let mut state = self.state.lock().await;
+        let fresh = fetch().await?;
+        Ok(state.store(fresh))
     }
 }

@@ -214,6 +214,7 @@ fn describe(prefix: Option<&Path>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::FaultyStore;
     use futures::TryStreamExt;
     use object_store::memory::InMemory;
     use object_store::ObjectStoreExt;
@@ -293,120 +294,9 @@ mod tests {
         assert_eq!(keys(root).await, vec!["e.json"]);
     }
 
-    /// A bucket whose next `breaks` listing requests break: a recursive one
-    /// after `after` objects, one with a delimiter at once.
-    #[derive(Debug)]
-    struct Flaky {
-        inner: InMemory,
-        after: usize,
-        store: &'static str,
-        breaks: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Flaky {
-        fn broken(&self) -> bool {
-            use std::sync::atomic::Ordering;
-            self.breaks
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        }
-
-        fn maybe_break(
-            &self,
-            listed: BoxStream<'static, object_store::Result<ObjectMeta>>,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            if !self.broken() {
-                return listed;
-            }
-            listed
-                .take(self.after)
-                .chain(stream::iter([Err(self.error())]))
-                .boxed()
-        }
-
-        fn error(&self) -> object_store::Error {
-            object_store::Error::Generic {
-                store: self.store,
-                source: "connection reset by peer".into(),
-            }
-        }
-    }
-
-    impl std::fmt::Display for Flaky {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Flaky")
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for Flaky {
-        async fn put_opts(
-            &self,
-            location: &Path,
-            payload: object_store::PutPayload,
-            opts: object_store::PutOptions,
-        ) -> object_store::Result<object_store::PutResult> {
-            self.inner.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(
-            &self,
-            location: &Path,
-            opts: object_store::PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-        async fn get_opts(
-            &self,
-            location: &Path,
-            options: object_store::GetOptions,
-        ) -> object_store::Result<object_store::GetResult> {
-            self.inner.get_opts(location, options).await
-        }
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<Path>>,
-        ) -> BoxStream<'static, object_store::Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-        fn list(
-            &self,
-            prefix: Option<&Path>,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            self.maybe_break(self.inner.list(prefix))
-        }
-        fn list_with_offset(
-            &self,
-            prefix: Option<&Path>,
-            offset: &Path,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            self.maybe_break(self.inner.list_with_offset(prefix, offset))
-        }
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&Path>,
-        ) -> object_store::Result<object_store::ListResult> {
-            if self.broken() {
-                return Err(self.error());
-            }
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(
-            &self,
-            from: &Path,
-            to: &Path,
-            options: object_store::CopyOptions,
-        ) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
-    }
-
-    async fn flaky(store: &'static str, breaks: usize) -> Arc<Flaky> {
-        let flaky = Flaky {
-            inner: InMemory::new(),
-            after: 4,
-            store,
-            breaks: breaks.into(),
-        };
+    /// Ten objects under `p/`; the next `breaks` listing requests break.
+    async fn flaky(store: &'static str, breaks: usize) -> Arc<FaultyStore> {
+        let flaky = FaultyStore::new().with_broken_listings(store, 4, breaks);
         for i in 0..10 {
             flaky
                 .put(&Path::from(format!("p/{i}.json")), "{}".into())
@@ -416,7 +306,7 @@ mod tests {
         Arc::new(flaky)
     }
 
-    async fn listed(listing: &Listing, store: Arc<Flaky>) -> Result<Vec<String>> {
+    async fn listed(listing: &Listing, store: Arc<FaultyStore>) -> Result<Vec<String>> {
         listing
             .list(store)
             .map_ok(|m| m.location.to_string())
@@ -435,11 +325,7 @@ mod tests {
                 all,
                 "recursive: {recursive}"
             );
-            assert_eq!(
-                store.breaks.load(std::sync::atomic::Ordering::SeqCst),
-                0,
-                "broke twice, retried"
-            );
+            assert_eq!(store.breaks_left(), 0, "broke twice, retried");
             let err = listed(&listing, flaky("S3", 100).await).await.unwrap_err();
             assert!(
                 err.to_string().starts_with("listing prefix \"p\": "),
@@ -454,10 +340,6 @@ mod tests {
         let listing = Listing::new(Some("p"), true, None, RegexTarget::FullKey).unwrap();
         let store = flaky("LocalFileSystem", 2).await;
         assert!(listed(&listing, store.clone()).await.is_err());
-        assert_eq!(
-            store.breaks.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "one attempt only"
-        );
+        assert_eq!(store.breaks_left(), 1, "one attempt only");
     }
 }

@@ -102,6 +102,25 @@ pub struct Storage {
     pub sync: SyncState,
 }
 
+impl Storage {
+    /// The record of `new` once stored under `id` at `created_at`: every
+    /// repository creates storages this way, before any sync.
+    pub fn new(id: i64, new: NewStorage, created_at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            kind: new.kind,
+            storage_type: new.storage_type,
+            project: new.project,
+            title: new.title,
+            description: new.description,
+            created_at,
+            synchronizable: new.synchronizable,
+            settings: new.settings,
+            sync: SyncState::default(),
+        }
+    }
+}
+
 /// What is needed to create a storage.
 #[derive(Debug, Clone)]
 pub struct NewStorage {

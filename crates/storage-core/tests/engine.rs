@@ -12,48 +12,26 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::{json, Value};
 use storage_core::export::{export_project, ExportConfig};
 use storage_core::filter::{Listing, RegexTarget};
-use storage_core::import::{ImportConfig, ImportJob, ImportOutcome, NoProgress, ProgressSink};
-use storage_core::memory::{self, MemoryTask};
-use storage_core::persist::{NewTask, ObjectLink, TaskSink};
-use storage_core::{Error, ExportStorage, ImportStorage, Result, StorageKind};
+use storage_core::import::{ImportConfig, ImportOutcome, NoProgress, ProgressSink};
+use storage_core::memory::{self};
+use storage_core::persist::{NewTask, TaskSink};
+use storage_core::{Error, ExportStorage, ImportStorage, Result};
 
-/// A database with one project and one import storage, and the import
-/// engine run against it.
-struct Fixture {
-    db: memory::InMemory,
-    project: i64,
-    storage: i64,
+/// The shared import fixture (an in-memory database with one import
+/// storage) with this file's shortcuts.
+struct Fixture(memory::ImportFixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = memory::ImportFixture;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Fixture {
     fn new() -> Self {
-        let db = memory::InMemory::new();
-        let project = db.add_project(1);
-        let storage = db.add_storage(project, StorageKind::Import, "mem");
-        Self {
-            db,
-            project,
-            storage,
-        }
-    }
-
-    async fn import(
-        &self,
-        source: &dyn ImportStorage,
-        use_blob_urls: bool,
-        config: &ImportConfig,
-        progress: &dyn ProgressSink,
-    ) -> Result<ImportOutcome> {
-        ImportJob {
-            storage_id: self.storage,
-            project: self.project,
-            source,
-            use_blob_urls,
-            sink: &self.db,
-            config,
-        }
-        .run(progress)
-        .await
+        Self(memory::ImportFixture::new("mem"))
     }
 
     /// A Tasks-mode import of the whole store.
@@ -74,23 +52,6 @@ impl Fixture {
     /// The `(key, row_index)` pairs linked, sorted.
     fn keys(&self) -> Vec<(String, Option<i64>)> {
         self.db.linked_rows(self.storage)
-    }
-
-    /// The task linked to `key`, with its link.
-    fn task_of(&self, key: &str) -> (MemoryTask, ObjectLink) {
-        let link = self
-            .db
-            .links(self.storage)
-            .into_iter()
-            .find(|l| l.link.key == key)
-            .unwrap();
-        let task = self
-            .db
-            .tasks(self.project)
-            .into_iter()
-            .find(|t| t.id == link.task_id)
-            .unwrap();
-        (task, link.link)
     }
 }
 
@@ -177,7 +138,7 @@ async fn files_mode_applies_prefix_recursion_and_regex() {
             ("img/c.jpg".to_string(), None)
         ]
     );
-    let (first, link) = sink.task_of("img/a.jpg");
+    let (first, link) = sink.task_of("img/a.jpg").unwrap();
     assert_eq!(
         first.id,
         sink.db.tasks(sink.project)[0].id,
@@ -254,7 +215,7 @@ async fn tasks_mode_reads_every_format() {
             ("e".into(), None),
         ]
     );
-    let (with_prediction, _) = sink.task_of("c.json");
+    let (with_prediction, _) = sink.task_of("c.json").unwrap();
     assert_eq!(with_prediction.predictions.len(), 1);
     assert_eq!(with_prediction.data["text"], "p");
 }
@@ -533,75 +494,10 @@ async fn export_writes_one_object_per_annotation_named_by_id() {
         .is_err());
 }
 
-/// A store whose writes always fail.
-#[derive(Debug)]
-struct ReadOnly(InMemory);
-
-impl std::fmt::Display for ReadOnly {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ReadOnly")
-    }
-}
-
-#[async_trait]
-impl ObjectStore for ReadOnly {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        _: object_store::PutPayload,
-        _: object_store::PutOptions,
-    ) -> object_store::Result<object_store::PutResult> {
-        Err(object_store::Error::PermissionDenied {
-            path: location.to_string(),
-            source: "read-only bucket".into(),
-        })
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: object_store::PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.0.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: object_store::GetOptions,
-    ) -> object_store::Result<object_store::GetResult> {
-        self.0.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
-        self.0.delete_stream(locations)
-    }
-    fn list(
-        &self,
-        prefix: Option<&Path>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.0.list(prefix)
-    }
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&Path>,
-    ) -> object_store::Result<object_store::ListResult> {
-        self.0.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: object_store::CopyOptions,
-    ) -> object_store::Result<()> {
-        self.0.copy_opts(from, to, options).await
-    }
-}
-
 #[tokio::test]
 async fn export_write_failures_are_counted_not_hidden() {
     let target = Target {
-        store: Arc::new(ReadOnly(InMemory::new())),
+        store: Arc::new(memory::FaultyStore::new().read_only()),
         prefix: "x",
     };
     let (db, _) = annotated(3).await;

@@ -2,13 +2,11 @@
 //! names, and the server-wide options shared by the GCS backends.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use object_store::RetryConfig;
 use serde_json::Value;
 use storage_core::bucket::BucketOptions;
 use storage_core::fields::{export_fields, import_fields, presign_fields, FieldSpec};
-use storage_core::{EndpointPolicy, Settings, StorageKind, ValidationErrors};
+use storage_core::{Settings, StorageKind, ValidationErrors};
 
 /// The field that holds the service-account key JSON.
 pub const CREDENTIALS_FIELD: &str = "google_application_credentials";
@@ -176,26 +174,12 @@ impl From<BucketOptions> for GcsOptions {
 }
 
 impl GcsOptions {
-    /// Strict endpoint policy, Google's endpoints, ADC from the environment.
+    storage_core::bucket_options_methods!();
+
+    /// Strict endpoint policy, Google's endpoints, ADC from the environment
+    /// (the policy also governs `gcs_base_url` in a key JSON).
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Replaces the options shared by every bucket backend.
-    pub fn with_bucket_options(mut self, bucket: BucketOptions) -> Self {
-        self.bucket = bucket;
-        self
-    }
-
-    /// The options shared by every bucket backend.
-    pub fn bucket_options(&self) -> &BucketOptions {
-        &self.bucket
-    }
-
-    /// Which endpoints users may configure (`gcs_base_url` in a key JSON).
-    pub fn with_endpoint_policy(mut self, policy: EndpointPolicy) -> Self {
-        self.bucket = self.bucket.with_endpoint_policy(policy);
-        self
     }
 
     /// The GCS endpoint for storages whose key does not name one (default
@@ -221,23 +205,6 @@ impl GcsOptions {
         self
     }
 
-    /// Retries of GCS requests (default 3 retries within 30 s).
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.bucket = self.bucket.with_retry(retry);
-        self
-    }
-
-    /// Timeout of one request (default 60 s).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.bucket = self.bucket.with_timeout(timeout);
-        self
-    }
-
-    /// The endpoint policy.
-    pub fn endpoint_policy(&self) -> EndpointPolicy {
-        self.bucket.endpoint_policy()
-    }
-
     /// The IAM Credentials endpoint.
     pub fn iam_endpoint(&self) -> &url::Url {
         &self.iam_endpoint
@@ -251,11 +218,6 @@ impl GcsOptions {
     /// The server's own credentials file, if configured.
     pub fn application_credentials(&self) -> Option<&std::path::Path> {
         self.application_credentials.as_deref()
-    }
-
-    /// Retries of requests.
-    pub fn retry(&self) -> &RetryConfig {
-        self.bucket.retry()
     }
 }
 

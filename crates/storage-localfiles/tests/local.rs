@@ -3,42 +3,31 @@
 #![allow(clippy::unwrap_used)] // test helpers stop on the first failure
 
 use serde_json::{json, Map, Value};
-use storage_core::import::{ImportConfig, ImportJob, ImportOutcome, NoProgress};
-use storage_core::memory::InMemory;
+use storage_core::import::{ImportConfig, ImportOutcome, NoProgress};
+use storage_core::memory::ImportFixture;
 use storage_core::{Backend, Error, ImportStorage, Result, Settings, StorageKind};
 use storage_localfiles::{LocalFiles, LocalFilesBackend};
 
-/// A database with one project and one local-files import storage.
-struct Db {
-    db: InMemory,
-    project: i64,
-    storage: i64,
+/// The shared import fixture with one local-files import storage.
+struct Db(ImportFixture);
+
+impl std::ops::Deref for Db {
+    type Target = ImportFixture;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Db {
     fn new() -> Self {
-        let db = InMemory::new();
-        let project = db.add_project(1);
-        let storage = db.add_storage(project, StorageKind::Import, "localfiles");
-        Self {
-            db,
-            project,
-            storage,
-        }
+        Self(ImportFixture::new("localfiles"))
     }
 
     /// Runs a Files-mode import of `source`.
     async fn import_files(&self, source: &dyn ImportStorage) -> Result<ImportOutcome> {
-        ImportJob {
-            storage_id: self.storage,
-            project: self.project,
-            source,
-            use_blob_urls: true,
-            sink: &self.db,
-            config: &ImportConfig::default(),
-        }
-        .run(&NoProgress)
-        .await
+        self.import(source, true, &ImportConfig::default(), &NoProgress)
+            .await
     }
 
     /// Each linked key with the task's Files-mode URL.

@@ -2,13 +2,11 @@
 //! names, and the server-wide options of the backend.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use object_store::aws::AwsCredential;
-use object_store::RetryConfig;
 use storage_core::bucket::BucketOptions;
 use storage_core::fields::{export_fields, import_fields, presign_fields, FieldSpec, FieldType};
-use storage_core::{EndpointPolicy, Settings, StorageKind, ValidationErrors};
+use storage_core::{Settings, StorageKind, ValidationErrors};
 
 /// The S3 fields of `kind` storages, in Label Studio's order.
 pub(crate) fn fields(kind: StorageKind) -> Vec<FieldSpec> {
@@ -286,26 +284,11 @@ impl From<BucketOptions> for S3Options {
 }
 
 impl S3Options {
+    storage_core::bucket_options_methods!();
+
     /// Strict endpoint policy, no server credentials, AWS's STS.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Replaces the options shared by every bucket backend.
-    pub fn with_bucket_options(mut self, bucket: BucketOptions) -> Self {
-        self.bucket = bucket;
-        self
-    }
-
-    /// The options shared by every bucket backend.
-    pub fn bucket_options(&self) -> &BucketOptions {
-        &self.bucket
-    }
-
-    /// Which endpoints users may configure.
-    pub fn with_endpoint_policy(mut self, policy: EndpointPolicy) -> Self {
-        self.bucket = self.bucket.with_endpoint_policy(policy);
-        self
     }
 
     /// The server's own AWS credentials: used for storages without keys
@@ -327,18 +310,6 @@ impl S3Options {
     /// The STS endpoint for AssumeRole (default `https://sts.<region>.amazonaws.com`).
     pub fn with_sts_endpoint(mut self, endpoint: url::Url) -> Self {
         self.sts_endpoint = Some(endpoint);
-        self
-    }
-
-    /// Retries of S3 requests (default 3 retries within 30 s).
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.bucket = self.bucket.with_retry(retry);
-        self
-    }
-
-    /// Timeout of one S3 request (default 60 s).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.bucket = self.bucket.with_timeout(timeout);
         self
     }
 }

@@ -97,6 +97,16 @@ impl SyncService {
         }
     }
 
+    /// A runner over one database that keeps storages, tasks and
+    /// annotations alike (`storage_db::SqliteDatabase`, [`crate::memory::InMemory`]);
+    /// as [`SyncService::new`] with `db` in every role.
+    pub fn with_database<D>(db: Arc<D>, backends: Backends, config: RunnerConfig) -> Self
+    where
+        D: StorageRepository + TaskSink + AnnotationSource + 'static,
+    {
+        Self::new(db.clone(), db.clone(), db, backends, config)
+    }
+
     /// The backends this service builds storages with.
     pub fn backends(&self) -> &Backends {
         &self.inner.backends

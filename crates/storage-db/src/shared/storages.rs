@@ -82,18 +82,7 @@ impl StorageRepository for Engine {
                 )
             }
         })?;
-        Ok(Storage {
-            id,
-            kind: new.kind,
-            storage_type: new.storage_type,
-            project: new.project,
-            title: new.title,
-            description: new.description,
-            created_at,
-            synchronizable: new.synchronizable,
-            settings: new.settings,
-            sync: SyncState::default(),
-        })
+        Ok(Storage::new(id, new, created_at))
     }
 
     async fn storage(&self, id: i64) -> Result<Option<Storage>> {
