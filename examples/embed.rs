@@ -49,14 +49,7 @@ fn setup(root: &std::path::Path) -> (Arc<InMemory>, SyncService) {
     db.add_user(10, "secret-token");
     let local = LocalFiles::new(root).unwrap().with_serving_enabled(true);
     let backends = Backends::new().with(Arc::new(LocalFilesBackend::new(local)));
-    let (storages, tasks, annotations) = (db.clone(), db.clone(), db.clone());
-    let sync = SyncService::new(
-        storages,
-        tasks,
-        annotations,
-        backends,
-        RunnerConfig::default(),
-    );
+    let sync = SyncService::with_database(db.clone(), backends, RunnerConfig::default());
     sync.start();
     (db, sync)
 }
