@@ -199,8 +199,8 @@ impl IamError {
         }
     }
 
-    /// The object_store error kind for this failure, used by [`ImpersonatedCredentials`]
-    /// as a [`CredentialProvider`]: `PermissionDenied` for 403s, `Unauthenticated` for a
+    /// The object_store error kind for this failure, used by [`ImpersonatedCredentials`](super::ImpersonatedCredentials)
+    /// as a [`CredentialProvider`](object_store::CredentialProvider): `PermissionDenied` for 403s, `Unauthenticated` for a
     /// rejected base identity, `Generic` (store `GCS`) otherwise — including a missing
     /// service account, which must not look like a missing object.
     pub fn into_object_store(self, path: &str) -> object_store::Error {

@@ -4,7 +4,7 @@
 //! object_store 0.14 calls `https://iamcredentials.googleapis.com/...:signBlob` itself
 //! (hard-coded) to sign URLs without a private key, and cannot impersonate a service
 //! account. This module does both through object_store's own HTTP client (so
-//! [`ClientOptions`] such as `allow_http`, timeouts, proxies and the DNS resolver apply):
+//! [`ClientOptions`](object_store::ClientOptions) such as `allow_http`, timeouts, proxies and the DNS resolver apply):
 //!
 //! * [`IamCredentials::generate_access_token`]:
 //!   `POST {endpoint}/v1/projects/-/serviceAccounts/{email}:generateAccessToken`, a
@@ -13,7 +13,7 @@
 //!   `POST {endpoint}/v1/projects/-/serviceAccounts/{email}:signBlob`, an RSA-SHA256
 //!   signature made with a Google-managed key of that service account (used for V4
 //!   signed URLs, see [`crate::signer`]);
-//! * [`ImpersonatedCredentials`]: a [`CredentialProvider`] for
+//! * [`ImpersonatedCredentials`]: a [`CredentialProvider`](object_store::CredentialProvider) for
 //!   `GoogleCloudStorageBuilder::with_credentials` that caches the impersonated token and
 //!   refreshes it shortly before it expires.
 //!
