@@ -1,4 +1,4 @@
-//! The minimal host surface of the example server: projects, task import
+//! The minimal host surface of the server (`storage-server`): projects, task import
 //! and listing, annotations (whose saves and deletes drive export).
 
 use std::sync::Arc;

@@ -229,7 +229,7 @@ pub fn router<S>(state: ApiState) -> Router<S> {
         .with_state(state)
 }
 
-/// The minimal Label Studio host surface the example server offers on its
+/// The minimal Label Studio host surface the server (`storage-server`) offers on its
 /// own: projects, task import and listing, annotations.
 pub fn host_router<S>(state: ApiState) -> Router<S> {
     use host::*;

@@ -1,5 +1,5 @@
 //! The minimal host surface (projects, tasks, annotations) that makes the
-//! example server useful on its own. Hosts that have their own project and
+//! server (`storage-server`) useful on its own. Hosts that have their own project and
 //! task APIs do not need it.
 
 use std::fmt::Debug;

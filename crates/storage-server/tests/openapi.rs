@@ -1,4 +1,4 @@
-//! The OpenAPI document: `docs/openapi.json` is what the example server's
+//! The OpenAPI document: `docs/openapi.json` is what the server's
 //! default configuration serves at `/api/schema`, every documented operation
 //! is routed, every route is documented, and secrets are write-only.
 //!
@@ -28,8 +28,8 @@ use support::{Server, TOKEN};
 
 const REGENERATE: &str = "INSTA_UPDATE=always cargo test -p storage-server --test openapi";
 
-/// The backends of the example server's default configuration, in its order
-/// (the support server adds local files last, as the example server does).
+/// The backends of the server's default configuration, in its order
+/// (the support server adds local files last, as the server does).
 fn example_backends() -> Vec<Arc<dyn Backend>> {
     vec![
         Arc::new(S3Backend::new(S3Options::new())),
