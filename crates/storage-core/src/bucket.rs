@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use object_store::path::Path;
+use object_store::signer::SignedUrlOptions;
 use object_store::ObjectStore;
 
 use crate::filter::{Listing, RegexTarget};
@@ -18,8 +19,43 @@ use crate::{check_listable, Error, ExportStorage, ImportOptions, ImportStorage, 
 /// Produces URLs that let a browser fetch one object without credentials.
 #[async_trait]
 pub trait UrlSigner: Send + Sync + fmt::Debug {
-    /// A `GET` URL for `location`, valid for `ttl`.
-    async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String>;
+    /// A `GET` URL for `location`, valid for `ttl`. With a
+    /// `response_content_type`, the URL makes the bucket answer with that
+    /// `Content-Type` (its signed `response-content-type` parameter),
+    /// whatever type the object was stored with.
+    async fn signed_url(
+        &self,
+        location: &Path,
+        ttl: Duration,
+        response_content_type: Option<&str>,
+    ) -> Result<String>;
+}
+
+/// The `Content-Type` a browser should see for the object at `location`,
+/// guessed from its extension (`None` when the extension says nothing).
+///
+/// Objects are often uploaded without a type (S3 then answers
+/// `binary/octet-stream`), and a browser downloads a PDF or refuses to play
+/// audio it is handed that way; so signed URLs ask for the type the key's
+/// extension names, as Label Studio does for S3.
+///
+/// ```
+/// use object_store::path::Path;
+/// use storage_core::bucket::content_type_of;
+/// assert_eq!(content_type_of(&Path::from("scans/page 1.PDF")), Some("application/pdf"));
+/// assert_eq!(content_type_of(&Path::from("images/cat.jpg")), Some("image/jpeg"));
+/// assert_eq!(content_type_of(&Path::from("README")), None);
+/// ```
+pub fn content_type_of(location: &Path) -> Option<&'static str> {
+    mime_guess::from_path(location.as_ref()).first_raw()
+}
+
+/// object_store's signing options for a `GET` that answers with
+/// `response_content_type` (S3 and GCS both name the parameter
+/// `response-content-type`).
+pub fn response_type_options(response_content_type: Option<&str>) -> SignedUrlOptions {
+    SignedUrlOptions::new()
+        .with_query(response_content_type.map(|value| ("response-content-type", value.to_string())))
 }
 
 /// Turns a failed connection check into the backend's own explanation
@@ -135,7 +171,11 @@ impl ImportStorage for BucketImport {
 
     async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String> {
         match &self.signer {
-            Some(signer) => signer.signed_url(location, ttl).await,
+            Some(signer) => {
+                signer
+                    .signed_url(location, ttl, content_type_of(location))
+                    .await
+            }
             None => Err(Error::NotSupported {
                 what: format!("signed URLs for {}", self.target.uri.uri("")),
             }),

@@ -141,13 +141,19 @@ struct ImpersonatedSigner {
 
 #[async_trait]
 impl UrlSigner for ImpersonatedSigner {
-    async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String> {
+    async fn signed_url(
+        &self,
+        location: &Path,
+        ttl: Duration,
+        response_content_type: Option<&str>,
+    ) -> Result<String> {
         signed_url(
             &self.base_url,
             &self.bucket,
             location,
             http::Method::GET,
             ttl,
+            response_content_type,
             &self.signer,
             chrono::Utc::now(),
         )

@@ -13,7 +13,7 @@ use object_store::gcp::{
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{ClientOptions, StaticCredentialProvider};
-use storage_core::bucket::{short_cause, BucketTarget, UrlSigner};
+use storage_core::bucket::{response_type_options, short_cause, BucketTarget, UrlSigner};
 use storage_core::failure::Failure;
 use storage_core::uri::BucketUri;
 use storage_core::{
@@ -196,9 +196,19 @@ struct GcsSigner(Arc<GoogleCloudStorage>);
 
 #[async_trait]
 impl UrlSigner for GcsSigner {
-    async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String> {
+    async fn signed_url(
+        &self,
+        location: &Path,
+        ttl: Duration,
+        response_content_type: Option<&str>,
+    ) -> Result<String> {
         self.0
-            .signed_url(http::Method::GET, location, ttl)
+            .signed_url_opts(
+                http::Method::GET,
+                location,
+                ttl,
+                &response_type_options(response_content_type),
+            )
             .await
             .map(|url| url.to_string())
             .map_err(|e| {

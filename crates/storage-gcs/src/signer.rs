@@ -105,8 +105,9 @@ impl BlobSigner for IamBlobSigner {
 /// key object_store reads and writes) percent-encoded as GCS requires: `/` kept, every
 /// byte outside RFC 3986 unreserved characters escaped. An empty `object` gives the
 /// bucket URL (`{base_url}/{bucket}`). The query carries `X-Goog-Algorithm`,
-/// `X-Goog-Credential`, `X-Goog-Date`, `X-Goog-Expires`, `X-Goog-SignedHeaders=host`
-/// and `X-Goog-Signature`; only `host` is signed and the payload is `UNSIGNED-PAYLOAD`.
+/// `X-Goog-Credential`, `X-Goog-Date`, `X-Goog-Expires`, `X-Goog-SignedHeaders=host`,
+/// `response-content-type` when one is given (GCS then answers with that type) and
+/// `X-Goog-Signature`; only `host` is signed and the payload is `UNSIGNED-PAYLOAD`.
 ///
 /// # Errors
 ///
@@ -119,6 +120,7 @@ pub async fn signed_url(
     object: &Path,
     method: Method,
     expires_in: Duration,
+    response_content_type: Option<&str>,
     signer: &dyn BlobSigner,
     now: DateTime<Utc>,
 ) -> Result<Url, IamError> {
@@ -128,6 +130,7 @@ pub async fn signed_url(
         object.as_ref(),
         &method,
         expires_in,
+        response_content_type,
         signer.email(),
         now,
     )?;
@@ -176,6 +179,7 @@ fn prepare(
     key: &str,
     method: &Method,
     expires_in: Duration,
+    response_content_type: Option<&str>,
     email: &str,
     now: DateTime<Utc>,
 ) -> Result<Prepared, IamError> {
@@ -232,6 +236,7 @@ fn prepare(
         ("X-Goog-SignedHeaders", "host"),
     ]
     .into_iter()
+    .chain(response_content_type.map(|value| ("response-content-type", value)))
     .map(|(k, v)| {
         (
             utf8_percent_encode(k, UNRESERVED).to_string(),
@@ -282,6 +287,7 @@ mod tests {
             key,
             &method,
             Duration::from_secs(secs),
+            None,
             EMAIL,
             at(now),
         )
@@ -441,6 +447,7 @@ mod tests {
                 key,
                 &Method::GET,
                 Duration::from_secs(secs),
+                None,
                 EMAIL,
                 now,
             )
@@ -479,6 +486,7 @@ mod tests {
             &Path::from("test-object"),
             Method::GET,
             Duration::from_secs(10),
+            None,
             &Sha256Signer,
             at("2019-02-01T09:00:00Z"),
         )

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use storage_core::bucket::{short_cause, BucketTarget, UrlSigner};
+use storage_core::bucket::{response_type_options, short_cause, BucketTarget, UrlSigner};
 use storage_core::failure::Failure;
 use storage_core::uri::BucketUri;
 use storage_core::{
@@ -198,9 +198,19 @@ struct S3Signer(Arc<AmazonS3>);
 
 #[async_trait]
 impl UrlSigner for S3Signer {
-    async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String> {
+    async fn signed_url(
+        &self,
+        location: &Path,
+        ttl: Duration,
+        response_content_type: Option<&str>,
+    ) -> Result<String> {
         self.0
-            .signed_url(http::Method::GET, location, ttl)
+            .signed_url_opts(
+                http::Method::GET,
+                location,
+                ttl,
+                &response_type_options(response_content_type),
+            )
             .await
             .map(|url| url.to_string())
             .map_err(|e| Error::from_object_store(format!("signing {location}"), e))

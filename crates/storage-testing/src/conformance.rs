@@ -446,6 +446,38 @@ async fn presigned_url_serves_the_object(suite: &BucketSuite) {
     );
     let bytes = fetched.bytes().await.unwrap_or_default();
     assert_eq!(&bytes[..], body.as_bytes(), "{}: {url}", suite.name);
+
+    // Stored without a type, served as its extension says: a browser shows
+    // the PDF instead of downloading `binary/octet-stream`.
+    seed.put("media/scan.pdf", "%PDF-1.4").await;
+    let location = Path::from(seed.key("media/scan.pdf"));
+    let url = source
+        .signed_url(&location, Duration::from_secs(900))
+        .await
+        .unwrap_or_else(|e| panic!("{}: signing {location}: {e}", suite.name));
+    assert!(
+        url.contains("response-content-type=application%2Fpdf"),
+        "{}: {url}",
+        suite.name
+    );
+    let fetched = reqwest::get(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{}: fetching {url}: {e}", suite.name));
+    assert_eq!(
+        fetched.status(),
+        reqwest::StatusCode::OK,
+        "{}: {url}",
+        suite.name
+    );
+    assert_eq!(
+        fetched
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("application/pdf"),
+        "{}: {url}",
+        suite.name
+    );
 }
 
 /// The explanation of a failed connection check, as the API shows it.

@@ -17,6 +17,9 @@
 //!   `x-goog-generation: <generation>` taken from fake-gcs's JSON object; an error
 //!   passes through with its status and body.
 //!
+//! A GET whose query has `response-content-type` (a signed URL's override) answers
+//! with that `Content-Type`, as GCS does; fake-gcs ignores the parameter.
+//!
 //! Requests reach fake-gcs with the `Host` of `upstream` (the shim's own `Host` is
 //! dropped): fake-gcs answers XML GET/list with 404 unless `Host` equals its
 //! `-public-host` (`127.0.0.1:PORT`; `localhost:PORT` does not match).
@@ -329,6 +332,7 @@ async fn forward(up: &Upstream, req: Request) -> ShimResult {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
+    let override_type = response_content_type(&url);
     let mut builder = up
         .client
         .request(req.method().clone(), url)
@@ -342,7 +346,20 @@ async fn forward(up: &Upstream, req: Request) -> ShimResult {
     if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
         return Ok(missing_bucket_as_gcs(resp).await);
     }
-    Ok(pass_response(resp))
+    let mut out = pass_response(resp);
+    if let Some(value) = override_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    Ok(out)
+}
+
+/// The `response-content-type` override of a (signed) URL.
+fn response_content_type(url: &str) -> Option<header::HeaderValue> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let (_, value) = url
+        .query_pairs()
+        .find(|(key, _)| key == "response-content-type")?;
+    header::HeaderValue::from_str(&value).ok()
 }
 
 /// fake-gcs answers an XML request on a missing bucket with 500 "no bucket
