@@ -10,6 +10,7 @@ pub mod openapi;
 mod render;
 mod resolve;
 mod serve;
+mod status;
 mod storages;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use storage_core::{Backend, Backends, SyncService};
 pub use error::{ApiError, ApiResult, VERSION};
 pub use extract::Authenticated;
 pub use metrics::{MetricsAccess, MetricsToken};
+pub use status::LABEL_STUDIO_API_VERSION;
 
 /// What the routes need: the sync service (with its repository and
 /// backends, local files' serving rule included), access rules,
@@ -183,6 +185,7 @@ pub fn router<S>(state: ApiState) -> Router<S> {
         "/api/storages/export/{storage_type}/validate",
         post(validate::<true>),
     );
+    r = both(r, "/api/storages/{storage_type}/files", post(files));
     r = both(
         r,
         "/api/storages/{storage_type}/{id}",
@@ -230,10 +233,13 @@ pub fn router<S>(state: ApiState) -> Router<S> {
 }
 
 /// The minimal Label Studio host surface the server (`storage-server`) offers on its
-/// own: projects, task import and listing, annotations.
+/// own: `/health`, `/api/version`, projects, task import and listing,
+/// annotations.
 pub fn host_router<S>(state: ApiState) -> Router<S> {
     use host::*;
     let mut r = Router::new();
+    r = both(r, "/health", get(status::health));
+    r = both(r, "/api/version", get(status::version));
     r = both(r, "/api/projects", post(create_project));
     r = both(r, "/api/projects/{id}", get(get_project));
     r = both(r, "/api/projects/{id}/import", post(import_tasks));

@@ -8,6 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use storage_core::fields::StorageFields;
 use storage_core::persist::{Caller, StorageFilter};
@@ -15,7 +16,7 @@ use storage_core::{Backend, Error, NewStorage, Settings, Storage, StorageKind, V
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Authenticated, Body};
-use crate::render::storage_json;
+use crate::render::{iso, storage_json};
 use crate::ApiState;
 
 /// `false` for import routes, `true` for export routes.
@@ -146,6 +147,85 @@ pub(crate) async fn validate<const EXPORT: bool>(
 ) -> ApiResult<Response> {
     checked::<EXPORT>(&state, &caller, &storage_type, &body, true).await?;
     Ok(StatusCode::OK.into_response())
+}
+
+/// How many objects `POST …/files` lists when the body gives no `limit`
+/// (Label Studio's `DEFAULT_STORAGE_LIST_LIMIT`).
+const DEFAULT_PREVIEW_LIMIT: u64 = 100;
+
+/// The largest `limit` a preview accepts: the answer is held in memory.
+const MAX_PREVIEW_LIMIT: u64 = 10_000;
+
+/// How long a preview lists before it answers with what it found, as Label
+/// Studio does.
+const PREVIEW_SCAN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `POST /api/storages/{type}/files`: the first `limit` objects a sync of
+/// the body's settings would import (prefix, `recursive_scan` and
+/// `regex_filter` applied), as `{key, last_modified, size}`, checked like
+/// validate and creating nothing. When more objects follow, a last entry
+/// with `key: null` says so; when listing takes over 30 s, a last entry
+/// says the scan timed out.
+pub(crate) async fn files(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    Path(storage_type): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let limit = preview_limit(&body)?;
+    let (backend, candidate) =
+        checked::<false>(&state, &caller, &storage_type, &body, true).await?;
+    let listing_failed = |err: Error| {
+        ApiError::validation(ValidationErrors::general(format!(
+            "Failed to list storage files: {err}"
+        )))
+    };
+    let source = backend
+        .import_storage(&candidate.settings)
+        .await
+        .map_err(listing_failed)?;
+    let mut objects = storage_core::import::importable(source.as_ref());
+    let deadline = tokio::time::Instant::now() + PREVIEW_SCAN_DEADLINE;
+    let mut files = Vec::new();
+    let last = |key: Value| json!({"key": key, "last_modified": null, "size": null});
+    loop {
+        match tokio::time::timeout_at(deadline, objects.next()).await {
+            Err(_) => {
+                files.push(last(json!("... storage scan timeout reached ...")));
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(err))) => return Err(listing_failed(err)),
+            Ok(Some(Ok(_))) if files.len() as u64 == limit => {
+                files.push(last(Value::Null));
+                break;
+            }
+            Ok(Some(Ok((key, meta)))) => files.push(json!({
+                "key": key,
+                "last_modified": iso(meta.last_modified),
+                "size": meta.size,
+            })),
+        }
+    }
+    Ok(Json(json!({ "files": files })))
+}
+
+/// The body's `limit`: an integer (or a string of one) from 1 to 10,000.
+fn preview_limit(body: &Map<String, Value>) -> ApiResult<u64> {
+    let limit = match body.get("limit") {
+        None | Some(Value::Null) => return Ok(DEFAULT_PREVIEW_LIMIT),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    limit
+        .filter(|n| (1..=MAX_PREVIEW_LIMIT).contains(n))
+        .ok_or_else(|| {
+            ApiError::field(
+                "limit",
+                format!("A valid integer from 1 to {MAX_PREVIEW_LIMIT} is required."),
+            )
+        })
 }
 
 /// The backend of a create or validate request and the storage its body

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use object_store::path::Path;
-use object_store::signer::SignedUrlOptions;
 use object_store::ObjectStore;
 
 use crate::filter::{Listing, RegexTarget};
@@ -53,8 +52,11 @@ pub fn content_type_of(location: &Path) -> Option<&'static str> {
 /// object_store's signing options for a `GET` that answers with
 /// `response_content_type` (S3 and GCS both name the parameter
 /// `response-content-type`).
-pub fn response_type_options(response_content_type: Option<&str>) -> SignedUrlOptions {
-    SignedUrlOptions::new()
+#[cfg(feature = "cloud")]
+pub fn response_type_options(
+    response_content_type: Option<&str>,
+) -> object_store::signer::SignedUrlOptions {
+    object_store::signer::SignedUrlOptions::new()
         .with_query(response_content_type.map(|value| ("response-content-type", value.to_string())))
 }
 

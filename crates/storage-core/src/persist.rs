@@ -47,6 +47,12 @@ impl SyncGuard {
 /// Storage rows and their sync state.
 #[async_trait]
 pub trait StorageRepository: Send + Sync + Debug {
+    /// Proves the store answers (a health check). Stores that cannot fail
+    /// (in memory) keep the default.
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Saves a new storage in `initialized` state.
     async fn insert_storage(&self, new: NewStorage) -> Result<Storage>;
 

@@ -59,6 +59,12 @@ pub struct Config {
     /// private network. Refused by default (SSRF).
     #[arg(long, env = "STORAGE_ALLOW_PRIVATE_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_private_endpoints: bool,
+    /// Origins a browser app may call the API from (CORS): `*` (any, as
+    /// Label Studio by default), a comma-separated list of
+    /// `scheme://host[:port]`, or empty for none. Credentials (cookies) are
+    /// never allowed: the API authenticates with a token header.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "*", value_parser = crate::cors::parse_origins)]
+    pub cors_allowed_origins: String,
     /// The server's own cloud credentials and endpoints.
     #[command(flatten)]
     pub cloud: CloudArgs,
@@ -151,6 +157,7 @@ impl std::fmt::Debug for Config {
             .field("local_files_document_root", &self.local_files_document_root)
             .field("host", &self.host)
             .field("allow_private_endpoints", &self.allow_private_endpoints)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("cloud", &self.cloud)
             .field("sync_workers", &self.sync_workers)
             .field("sync_lease_seconds", &self.sync_lease_seconds)

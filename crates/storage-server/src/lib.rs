@@ -2,6 +2,7 @@
 
 pub mod cloud;
 mod config;
+pub mod cors;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,6 +66,9 @@ impl std::fmt::Debug for AdminToken {
 /// user has its token, builds every backend, resumes the jobs a previous
 /// run left and starts the sync workers, and builds the router.
 pub async fn app(config: &Config) -> Result<App, Error> {
+    // Bad flags fail before anything starts.
+    let cors = cors::layer(&config.cors_allowed_origins)
+        .map_err(|e| format!("--cors-allowed-origins: {e}"))?;
     std::fs::create_dir_all(&config.data_dir)?;
     let database_url = config.database_url();
     let db = Database::connect(&database_url).await?;
@@ -114,13 +118,18 @@ pub async fn app(config: &Config) -> Result<App, Error> {
     // The request span has method, URI and version, no headers; marking the
     // Authorization header sensitive keeps tokens out of the logs even if a
     // layer starts printing headers.
-    let router = axum::Router::new()
+    let mut router = axum::Router::new()
         .merge(router(state.clone()))
         .merge(host_router(state))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
         ]));
+    // Outermost, so preflights are answered before routing and every
+    // answer, errors included, carries the headers.
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
     Ok(App {
         router,
         sync,

@@ -285,6 +285,10 @@ async fn gcs_sa_impersonates_with_cached_tokens_and_signs_as_the_target() {
         "signed as the target: {signed}"
     );
     assert!(signed.contains("X-Goog-Expires=300"), "{signed}");
+    assert!(
+        signed.contains("response-content-type=text%2Fplain"),
+        "typed from the key's extension: {signed}"
+    );
     assert_eq!(setup.rig.iam.calls().sign_blob, 1);
     let fetched = reqwest::get(&signed).await.unwrap();
     assert_eq!(
@@ -292,6 +296,7 @@ async fn gcs_sa_impersonates_with_cached_tokens_and_signs_as_the_target() {
         StatusCode::OK,
         "the emulator serves the object through the URL"
     );
+    assert_eq!(fetched.headers()["content-type"], "text/plain");
     assert_eq!(fetched.bytes().await.unwrap(), "x");
 }
 

@@ -15,8 +15,8 @@ use utoipa::openapi::path::{
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{
-    AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Ref, Schema,
-    SchemaFormat, SchemaType, Type,
+    AdditionalProperties, AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder,
+    Ref, Schema, SchemaFormat, SchemaType, Type,
 };
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
@@ -89,6 +89,7 @@ pub fn document(state: &ApiState) -> OpenApi {
                     "The example host's annotations (saving one exports it)",
                 ),
                 ("Schema", "This document"),
+                ("Status", "Health and versions"),
             ]
             .into_iter()
             .map(|(name, description)| {
@@ -449,6 +450,39 @@ impl Doc {
         .response("413", shared("PayloadTooLarge"));
         self.add(&format!("{path}/validate"), HttpMethod::Post, validate);
 
+        if kind == StorageKind::Import {
+            let limit = object().property(
+                "limit",
+                typed(Type::Integer, false)
+                    .minimum(Some(1))
+                    .maximum(Some(10_000))
+                    .default(Some(100.into()))
+                    .description(Some("How many objects to list")),
+            );
+            let files = operation(
+                format!("{ids}_files_create"),
+                "Storages",
+                &format!("Preview the objects {} {what} would import", article(&what)),
+            )
+            .description(Some(
+                "Checked like validate (with `id`, over the stored storage); creates nothing.",
+            ))
+            .request_body(Some(json_body(
+                AllOfBuilder::new()
+                    .item(schema_ref(&format!("{base}Validate")))
+                    .item(limit),
+                true,
+            )))
+            .response(
+                "200",
+                json_response("The first objects", schema_ref("StorageFiles")),
+            )
+            .response("400", shared("BadRequest"))
+            .response("404", shared("NotFound"))
+            .response("413", shared("PayloadTooLarge"));
+            self.add(&format!("{path}/files"), HttpMethod::Post, files);
+        }
+
         let item = format!("{path}/{{id}}");
         let read = operation(
             format!("{ids}_read"),
@@ -657,7 +691,8 @@ fn finish(paths: &mut Paths) {
             &mut item.delete,
         ];
         for operation in operations.into_iter().flatten() {
-            // Only this document's own operation opts out (`security: [{}]`).
+            // Public operations (this document, health, version) opt out
+            // with `security: [{}]`.
             if operation.security.is_none() {
                 operation
                     .responses

@@ -67,6 +67,30 @@ impl<'r> ToResponse<'r> for Unauthorized {
 fn schema() {}
 
 #[utoipa::path(
+    get, path = "/health", operation_id = "health_read", tag = "Status",
+    summary = "Whether the server and its database answer",
+    description = "Needs no authentication. Label Studio answers `{\"status\": \"UP\"}` only.",
+    security(()),
+    responses(
+        (status = 200, description = "Up", body = Object,
+            example = json!({"status": "UP", "database": "UP"})),
+        (status = 503, description = "The database does not answer within 5 s", body = Object,
+            example = json!({"status": "DOWN", "database": "DOWN"})),
+    ),
+)]
+fn health() {}
+
+#[utoipa::path(
+    get, path = "/api/version", operation_id = "api_version_retrieve", tag = "Status",
+    summary = "Versions",
+    description = "Needs no authentication. `release` is the Label Studio release whose API this server \
+        speaks; `storage-connections.version` is this server's own.",
+    security(()),
+    responses((status = 200, description = "Label Studio's version object", body = Object)),
+)]
+fn version() {}
+
+#[utoipa::path(
     get, path = "/data/local-files", operation_id = "data_local_files_read", tag = "Files",
     summary = "A file of a local-files import storage",
     description = "Serves a file below the document root that a local import storage of a visible project holds.",
@@ -285,6 +309,8 @@ pub(crate) struct Common;
 /// The example host's routes.
 #[derive(OpenApi)]
 #[openapi(paths(
+    health,
+    version,
     create_project,
     get_project,
     import_tasks,

@@ -38,6 +38,27 @@ pub(crate) struct Message {
     message: String,
 }
 
+/// The objects a sync would import (`POST /api/storages/{type}/files`)
+#[derive(ToSchema)]
+pub(crate) struct StorageFiles {
+    /// In listing order; a last entry with `key: null` means more objects
+    /// follow, one with `key: "... storage scan timeout reached ..."` that
+    /// listing took over 30 s
+    files: Vec<StorageFile>,
+}
+
+/// One object of a preview
+#[derive(ToSchema)]
+pub(crate) struct StorageFile {
+    /// The key a sync links the task to (the absolute path for local files)
+    key: Option<String>,
+    /// Last modified
+    #[schema(format = DateTime)]
+    last_modified: Option<String>,
+    /// Size in bytes
+    size: Option<u64>,
+}
+
 #[derive(ToSchema)]
 pub(crate) struct StorageType {
     name: String,
@@ -171,7 +192,14 @@ pub(crate) struct Annotation {
 
 /// The schemas every configuration documents.
 #[derive(OpenApi)]
-#[openapi(components(schemas(Error, Message, StorageType, ProxyError)))]
+#[openapi(components(schemas(
+    Error,
+    Message,
+    StorageType,
+    ProxyError,
+    StorageFiles,
+    StorageFile
+)))]
 pub(crate) struct Common;
 
 /// The schemas of the example host's routes.

@@ -85,6 +85,14 @@ impl StorageRepository for Engine {
         Ok(Storage::new(id, new, created_at))
     }
 
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db("checking the database"))
+    }
+
     async fn storage(&self, id: i64) -> Result<Option<Storage>> {
         let sql = format!("SELECT {STORAGE_COLUMNS} FROM storages WHERE id = $1");
         sqlx::query(&sql)
