@@ -384,3 +384,32 @@ def export_phase(ls: LabelStudio, rec: Recorder, project_id: int, case: Case, ta
 
     assert conform(rec, sdk.delete(created.id), 204) is None
     assert_gone(rec, sdk, created.id, project_id)
+
+
+def test_versions_whoami_projects_and_annotations(ls: LabelStudio, recorder: Recorder, unique: str) -> None:
+    """The calls clients make to find their way around: versions, who they
+    are, their projects, the annotations of a task."""
+    version = conform(recorder, ls.versions.get())
+    assert version.release == "1.23.2"
+    me = conform(recorder, ls.users.whoami())
+    assert me.id > 0 and me.email == "admin@localhost"
+
+    project = conform(recorder, ls.projects.create(title=unique, label_config=LABEL_CONFIG), 201)
+    assert project.parsed_label_config["label"]["to_name"] == ["text"]
+    assert project.parsed_label_config["label"]["labels"] == ["yes", "no"]
+    pager = ls.projects.list(page_size=1)
+    conform(recorder, pager.response)
+    listed = [p.id for p in pager]  # pages of one until the last
+    assert project.id in listed and len(listed) == len(set(listed))
+
+    ls.projects.import_tasks(id=project.id, request=TASKS)
+    task = project_tasks(ls, recorder, project.id)[0]
+    first = conform(recorder, ls.annotations.create(id=task.id, result=RESULT), 201)
+    second = conform(recorder, ls.annotations.create(id=task.id, result=choice("no"), was_cancelled=True), 201)
+    annotations = conform(recorder, ls.annotations.list(id=task.id))
+    assert [a.id for a in annotations] == [first.id, second.id]
+    assert conform(recorder, ls.annotations.get(first.id)).result == RESULT
+
+    counted = conform(recorder, ls.projects.get(project.id))
+    assert (counted.task_number, counted.num_tasks_with_annotations, counted.skipped_annotations_number) == (2, 1, 1)
+    assert counted.total_annotations_number == 1
