@@ -85,13 +85,35 @@ async fn any_json(req: Request, state: &ApiState) -> Result<Value, ApiError> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     let limit = state.max_body_bytes();
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body is larger than the limit of {limit} bytes."),
+        )
+    };
+    // Refused before a byte of it is read: a client that sent
+    // `Expect: 100-continue` is never told to go on.
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Request body is larger than the limit of {limit} bytes."),
-            )
+        .map_err(|err| {
+            if is_length_limit(&err) {
+                too_large()
+            } else {
+                // The client stopped sending (the server's body timeout)
+                // or went away.
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("The request body was not received completely: {err}."),
+                )
+            }
         })?;
     if form {
         return Ok(Value::Object(
@@ -101,6 +123,19 @@ async fn any_json(req: Request, state: &ApiState) -> Result<Value, ApiError> {
         ));
     }
     parse_json(&bytes)
+}
+
+/// Whether reading a body failed on the size limit (anywhere in the
+/// error's causes).
+fn is_length_limit(err: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = cause {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 fn parse_json(bytes: &Bytes) -> Result<Value, ApiError> {

@@ -65,6 +65,23 @@ pub struct Config {
     /// never allowed: the API authenticates with a token header.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "*", value_parser = crate::cors::parse_origins)]
     pub cors_allowed_origins: String,
+    /// Seconds a client has to send a request's head (request line and
+    /// headers); also how long an idle keep-alive connection stays open.
+    #[arg(long, env = "STORAGE_HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_seconds: u64,
+    /// Seconds a request body may go without sending data; then the
+    /// request is answered 408.
+    #[arg(long, env = "STORAGE_HTTP_BODY_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_timeout_seconds: u64,
+    /// Connections open at once; at the cap new connections wait (in the
+    /// kernel's backlog) until one closes. Keep it well below the
+    /// process's file descriptor limit (`ulimit -n`).
+    #[arg(long, env = "STORAGE_HTTP_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_max_connections: u64,
+    /// The largest request body in bytes; a larger one is answered 413
+    /// (at once when its `Content-Length` says so, before it is sent).
+    #[arg(long, env = "STORAGE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body_bytes: u64,
     /// The server's own cloud credentials and endpoints.
     #[command(flatten)]
     pub cloud: CloudArgs,
@@ -158,6 +175,13 @@ impl std::fmt::Debug for Config {
             .field("host", &self.host)
             .field("allow_private_endpoints", &self.allow_private_endpoints)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field(
+                "http_header_timeout_seconds",
+                &self.http_header_timeout_seconds,
+            )
+            .field("http_body_timeout_seconds", &self.http_body_timeout_seconds)
+            .field("http_max_connections", &self.http_max_connections)
+            .field("max_body_bytes", &self.max_body_bytes)
             .field("cloud", &self.cloud)
             .field("sync_workers", &self.sync_workers)
             .field("sync_lease_seconds", &self.sync_lease_seconds)

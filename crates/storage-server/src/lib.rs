@@ -3,6 +3,7 @@
 pub mod cloud;
 mod config;
 pub mod cors;
+pub mod listen;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,11 +13,14 @@ use storage_api::{host_router, router, ApiState, MetricsAccess, MetricsToken};
 use storage_core::{RunnerConfig, SyncService};
 use storage_db::Database;
 use storage_localfiles::{LocalFiles, LocalFilesBackend};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use cloud::CloudArgs;
 pub use config::{Cli, Command, Config};
+pub use listen::HttpLimits;
 
 /// What start-up can fail with: an unreadable data directory, an
 /// unreachable database, a socket that cannot be bound.
@@ -39,6 +43,8 @@ pub struct App {
     pub token: AdminToken,
     /// The local-files document root (created).
     pub document_root: PathBuf,
+    /// The connection limits [`serve`] applies.
+    pub limits: HttpLimits,
     database_url: String,
 }
 
@@ -114,6 +120,7 @@ pub async fn app(config: &Config) -> Result<App, Error> {
     let state = ApiState::new(sync.clone(), db.access(), db.authenticator())
         .with_host(db.host())
         .with_url_base(config.host.clone())
+        .with_max_body_bytes(usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX))
         .with_metrics(metrics);
     // The request span has method, URI and version, no headers; marking the
     // Authorization header sensitive keeps tokens out of the logs even if a
@@ -121,6 +128,10 @@ pub async fn app(config: &Config) -> Result<App, Error> {
     let mut router = axum::Router::new()
         .merge(router(state.clone()))
         .merge(host_router(state))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            config.http_body_timeout_seconds,
+        )))
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
@@ -136,8 +147,29 @@ pub async fn app(config: &Config) -> Result<App, Error> {
         db,
         token,
         document_root: root,
+        limits: HttpLimits {
+            header_timeout: Duration::from_secs(config.http_header_timeout_seconds),
+            max_connections: usize::try_from(config.http_max_connections).unwrap_or(usize::MAX),
+        },
         database_url,
     })
+}
+
+/// A handler that panicked (a bug): a logged error and a JSON 500 in
+/// Label Studio's envelope, instead of a dropped connection.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "a request handler panicked");
+    storage_api::ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "Internal server error: the request failed; the server's log has the details.",
+    )
+    .into_response()
 }
 
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then lets running
@@ -150,9 +182,7 @@ pub async fn serve(app: App, listener: tokio::net::TcpListener) -> Result<(), Er
         local_files_root = %app.document_root.display(),
         "storage server listening"
     );
-    axum::serve(listener, app.router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    listen::serve_connections(listener, app.router, app.limits, shutdown_signal()).await;
     tracing::info!("stopping: letting running syncs reach a batch boundary");
     tokio::time::timeout(Duration::from_secs(30), app.sync.shutdown())
         .await
@@ -266,5 +296,45 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_json_500() {
+        let router = axum::Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("boom");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(CatchPanicLayer::custom(panicked));
+        let response = router
+            .oneshot(
+                axum::http::Request::get("/boom")
+                    .body(axum::body::Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), 500);
+        let body = axum::body::to_bytes(response.into_body(), 10_000)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["status_code"], 500);
+        assert!(body["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("Internal server error"));
     }
 }

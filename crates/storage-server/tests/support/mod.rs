@@ -8,4 +8,5 @@ pub mod buckets;
 pub mod process;
 mod server;
 
+#[allow(unused_imports)] // tests that only start the binary use none of it
 pub use server::*;

@@ -54,6 +54,25 @@ pub fn command(data_dir: &Path) -> Command {
     command
 }
 
+/// [`command`] run with at most `descriptors` open file descriptors
+/// (through `sh -c 'ulimit -n …'`), as on a host with a low limit.
+pub fn command_with_descriptor_limit(data_dir: &Path, descriptors: u32) -> Command {
+    let inner = command(data_dir);
+    let mut outer = Command::new("sh");
+    outer
+        .arg("-c")
+        .arg(format!("ulimit -n {descriptors} && exec \"$0\" \"$@\""))
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (name, value) in inner.get_envs() {
+        match value {
+            Some(value) => outer.env(name, value),
+            None => outer.env_remove(name),
+        };
+    }
+    outer
+}
+
 /// A running server process, killed when dropped (a failing test must not
 /// leave a server behind).
 #[derive(Debug)]
