@@ -3,7 +3,7 @@
 //! storage of that backend holding the file. Which file `d` names and which
 //! storages hold it is the backend's rule ([`storage_core::FileServer`]).
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -32,13 +32,16 @@ pub(crate) async fn serve(
     let d = query_param(query.as_deref(), "d")
         .filter(|d| !d.is_empty())
         .ok_or_else(|| ApiError::field("d", "This query parameter is required."))?;
-    let file = server.resolve(&d).map_err(|err| match err {
-        Error::PermissionDenied { .. } => ApiError::forbidden(),
-        _ => ApiError::not_found(),
-    })?;
-    if !permitted(&state, &caller, storage_type, server.as_ref(), &file).await? {
-        return Err(ApiError::not_found());
-    }
+    let resolver = server.clone();
+    let file = off_runtime(move || resolver.resolve(&d))
+        .await?
+        .map_err(|err| match err {
+            Error::PermissionDenied { .. } => ApiError::forbidden(),
+            _ => ApiError::not_found(),
+        })?;
+    let file = served_by_visible_storage(&state, &caller, storage_type, server, file)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     serve_object(
         file.store.clone(),
         &file.location,
@@ -50,20 +53,29 @@ pub(crate) async fn serve(
     )
     .await
     .map_err(|err| match err {
-        Error::NotFound { .. } => ApiError::not_found(),
+        Error::NotFound { .. } | Error::PermissionDenied { .. } => ApiError::not_found(),
         other => ApiError::from(other),
     })
 }
 
-/// Whether some import storage of `storage_type` of a project the caller
-/// may see holds `file`.
-async fn permitted(
+/// Runs file-system work on the blocking pool: a slow or deep folder must
+/// not stall other requests on the async workers.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| ApiError::from(Error::backend("serving a local file", err)))
+}
+
+/// `file` as served by some import storage of `storage_type` of a project
+/// the caller may see. Only the caller's storages are looked at on disk:
+/// projects are checked first (in one query), folders after.
+async fn served_by_visible_storage(
     state: &ApiState,
     caller: &Caller,
     storage_type: &str,
-    server: &dyn FileServer,
-    file: &ServedFile,
-) -> ApiResult<bool> {
+    server: Arc<dyn FileServer>,
+    file: ServedFile,
+) -> ApiResult<Option<ServedFile>> {
     let storages = state
         .storages()
         .storages(StorageFilter {
@@ -72,25 +84,19 @@ async fn permitted(
             storage_type: Some(storage_type),
         })
         .await?;
-    let mut visible: HashMap<i64, bool> = HashMap::new();
-    for storage in storages {
-        if !server.holds(&storage.settings, file) {
-            continue;
-        }
-        let allowed = match visible.get(&storage.project) {
-            Some(allowed) => *allowed,
-            None => {
-                let allowed = state
-                    .access()
-                    .project_visible(caller, storage.project)
-                    .await?;
-                visible.insert(storage.project, allowed);
-                allowed
-            }
-        };
-        if allowed {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    let mut projects: Vec<i64> = storages.iter().map(|s| s.project).collect();
+    projects.sort_unstable();
+    projects.dedup();
+    let visible = state.access().visible_projects(caller, &projects).await?;
+    let candidates: Vec<_> = storages
+        .into_iter()
+        .filter(|s| visible.contains(&s.project))
+        .map(|s| s.settings)
+        .collect();
+    off_runtime(move || {
+        candidates
+            .iter()
+            .find_map(|settings| server.within(settings, &file))
+    })
+    .await
 }

@@ -169,6 +169,9 @@ pub trait Backend: Send + Sync + Debug {
 /// The rule by which a backend serves its files over HTTP: which file a
 /// requested path names, and which of the backend's storages hold it. The
 /// HTTP layer adds who may see the project of such a storage.
+///
+/// Both methods may touch a file system: call them off the async workers
+/// (`tokio::task::spawn_blocking`).
 pub trait FileServer: Send + Sync + Debug {
     /// Resolves the requested path (`d` of `/data/local-files/`) to a file
     /// that may be served: [`Error::PermissionDenied`] when the path would
@@ -176,9 +179,12 @@ pub trait FileServer: Send + Sync + Debug {
     /// such file.
     fn resolve(&self, requested: &str) -> Result<ServedFile>;
 
-    /// Whether an import storage of this backend with `settings` holds
-    /// `file`, so a caller who may see its project may read it.
-    fn holds(&self, settings: &Settings, file: &ServedFile) -> bool;
+    /// `file` as an import storage of this backend with `settings` serves
+    /// it, when that storage holds it (a caller who may see its project may
+    /// read it): its store reads the file only while it is still held, so
+    /// a change of the file system between this check and the read cannot
+    /// hand out another file.
+    fn within(&self, settings: &Settings, file: &ServedFile) -> Option<ServedFile>;
 }
 
 /// A file a [`FileServer`] resolved: where to stream it from.
@@ -189,7 +195,7 @@ pub struct ServedFile {
     /// Its location in [`ServedFile::store`].
     pub location: Path,
     /// The backend's own name of the file (a canonical absolute path for
-    /// local files), which [`FileServer::holds`] compares.
+    /// local files), which [`FileServer::within`] compares.
     pub key: String,
 }
 

@@ -64,11 +64,13 @@ pub struct ImportOutcome {
 }
 
 impl ImportOutcome {
-    /// Records a task file that could not be read as tasks; any other
-    /// error stops the run.
+    /// Records a task file that could not be read as tasks, or that was
+    /// gone when it was read (deleted since the listing, or a local file
+    /// that now leads out of the document root): it is reported and tried
+    /// again by the next sync. Any other error stops the run.
     fn file_failed(&mut self, err: Error) -> Result<()> {
         match err {
-            Error::InvalidTaskFile { .. } => {
+            Error::InvalidTaskFile { .. } | Error::NotFound { .. } => {
                 self.progress.failed_files += 1;
                 self.file_errors.push(err.to_string());
                 Ok(())

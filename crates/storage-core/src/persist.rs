@@ -235,6 +235,23 @@ pub trait ProjectAccess: Send + Sync + Debug {
     /// Whether `project` exists and `caller` may see it. Callers get
     /// "not found" for projects they may not see.
     async fn project_visible(&self, caller: &Caller, project: i64) -> Result<bool>;
+
+    /// Which of `projects` `caller` may see. The default asks
+    /// [`ProjectAccess::project_visible`] once per project; stores that can
+    /// answer in one query should.
+    async fn visible_projects(
+        &self,
+        caller: &Caller,
+        projects: &[i64],
+    ) -> Result<std::collections::HashSet<i64>> {
+        let mut visible = std::collections::HashSet::new();
+        for &project in projects {
+            if self.project_visible(caller, project).await? {
+                visible.insert(project);
+            }
+        }
+        Ok(visible)
+    }
 }
 
 /// Maps API tokens to callers.

@@ -14,6 +14,7 @@ use storage_core::{
     StorageKind,
 };
 
+use crate::confined::ConfinedStore;
 use crate::paths::{local_files_url, normalize_path};
 use crate::serving::LocalFileServer;
 
@@ -211,8 +212,14 @@ impl Backend for LocalFilesBackend {
     async fn import_storage(&self, settings: &Settings) -> Result<Arc<dyn ImportStorage>> {
         let directory = self.local.directory(settings)?;
         let options = ImportOptions::from_settings(settings);
+        // Reads are confined to the document root at the moment of reading:
+        // a folder swapped for a symlink after the listing leads nowhere.
+        let store = ConfinedStore::new(directory.clone(), self.local.document_root.clone())
+            .map_err(|e| {
+                Error::from_object_store(format!("opening \"{}\"", directory.display()), e)
+            })?;
         Ok(Arc::new(LocalImport {
-            store: Self::store(&directory)?,
+            store: Arc::new(store),
             listing: Listing::new(
                 None,
                 options.recursive_scan,

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod backend;
+mod confined;
 mod listing;
 mod paths;
 mod serving;

@@ -133,7 +133,8 @@ fn inode(_meta: &std::fs::Metadata) -> u64 {
     0
 }
 
-fn object_meta(location: Path, meta: &std::fs::Metadata) -> ObjectMeta {
+/// The metadata `LocalFileSystem` gives a file (location, time, size, ETag).
+pub(crate) fn object_meta(location: Path, meta: &std::fs::Metadata) -> ObjectMeta {
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     let micros = modified
         .duration_since(SystemTime::UNIX_EPOCH)

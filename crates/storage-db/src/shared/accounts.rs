@@ -9,7 +9,10 @@
 //! engine module, and the `use super::{...}` lines below name everything
 //! this file takes from it; every other name is an ordinary import.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
+use sqlx::QueryBuilder;
 use storage_core::persist::{Authenticator, Caller, ProjectAccess};
 use storage_core::{Error, Result};
 
@@ -19,7 +22,7 @@ use crate::sql::{foreign_key_violation, unique_violation};
 
 // From the engine module: the engine, how it binds a time, and the lock
 // that serialises creating organisations where processes share a database.
-use super::{stamp, Engine, LOCK_ORGANIZATIONS};
+use super::{push_list, stamp, Db, Engine, LIST_CHUNK, LOCK_ORGANIZATIONS};
 
 impl Engine {
     /// Waits for the connections to close.
@@ -144,6 +147,27 @@ impl ProjectAccess for Engine {
                     caller.user_id
                 )))?;
         Ok(found.is_some())
+    }
+
+    async fn visible_projects(&self, caller: &Caller, projects: &[i64]) -> Result<HashSet<i64>> {
+        let mut visible = HashSet::new();
+        for chunk in projects.chunks(LIST_CHUNK) {
+            let mut query =
+                QueryBuilder::<Db>::new("SELECT id FROM projects WHERE organization_id = ");
+            query.push_bind(caller.organization_id).push(" AND id");
+            push_list(&mut query, chunk.to_vec());
+            let ids: Vec<i64> = query
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(format!(
+                    "checking which projects user {} may see",
+                    caller.user_id
+                )))?;
+            visible.extend(ids);
+        }
+        Ok(visible)
     }
 }
 

@@ -1,0 +1,272 @@
+//! Reading local files race-free: open first, then check where the opened
+//! file really is.
+//!
+//! Checking a path (resolving its symlinks) and then opening it again by
+//! name leaves a window in which a folder on the way can be swapped for a
+//! symlink to somewhere else. Here the file is opened once; the check is
+//! made on the open descriptor (its path as the kernel knows it), and the
+//! bytes are read from that same descriptor.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path as FsPath, PathBuf};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+};
+
+const STORE: &str = "ConfinedLocalFiles";
+
+/// Opens `path` for reading and returns it only if it is a regular file
+/// whose real location is below `limit` (canonical); otherwise the error
+/// kind is `NotFound`.
+///
+/// `O_NONBLOCK` keeps a FIFO put in the file's place from blocking the
+/// thread forever; `O_NOCTTY` keeps a terminal from becoming ours.
+pub(crate) fn open_below(path: &FsPath, limit: &FsPath) -> io::Result<(File, Metadata)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "not a regular file",
+        ));
+    }
+    // Reported as missing: from this folder, the file is not there.
+    if !real_path(&file, path)?.starts_with(limit) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the file now leads outside the folder it is read from",
+        ));
+    }
+    Ok((file, meta))
+}
+
+/// Where the open `file` really is.
+#[cfg(target_os = "linux")]
+fn real_path(file: &File, _opened: &FsPath) -> io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Where the open `file` really is: the resolved name, if it still names
+/// the very file that was opened (same device and inode).
+#[cfg(not(target_os = "linux"))]
+fn real_path(file: &File, opened: &FsPath) -> io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let resolved = opened.canonicalize()?;
+    let (now, then) = (std::fs::metadata(&resolved)?, file.metadata()?);
+    if (now.dev(), now.ino()) != (then.dev(), then.ino()) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the file changed while it was opened",
+        ));
+    }
+    Ok(resolved)
+}
+
+/// A local folder whose reads stay below `limit`: every `get` and `head`
+/// opens the file with [`open_below`] and reads that descriptor. Listing
+/// and writing are the plain `LocalFileSystem`'s.
+#[derive(Debug)]
+pub(crate) struct ConfinedStore {
+    inner: LocalFileSystem,
+    directory: PathBuf,
+    limit: PathBuf,
+}
+
+impl ConfinedStore {
+    /// The folder `directory` (canonical), read only below `limit`
+    /// (canonical; the document root for imports, the storage's folder for
+    /// serving).
+    pub(crate) fn new(directory: PathBuf, limit: PathBuf) -> object_store::Result<Self> {
+        Ok(Self {
+            inner: LocalFileSystem::new_with_prefix(&directory)?,
+            directory,
+            limit,
+        })
+    }
+}
+
+impl std::fmt::Display for ConfinedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{STORE}({})", self.directory.display())
+    }
+}
+
+fn open_error(err: io::Error, location: &Path) -> object_store::Error {
+    match err.kind() {
+        io::ErrorKind::NotFound => object_store::Error::NotFound {
+            path: location.to_string(),
+            source: err.into(),
+        },
+        io::ErrorKind::PermissionDenied => object_store::Error::PermissionDenied {
+            path: location.to_string(),
+            source: err.into(),
+        },
+        _ => object_store::Error::Generic {
+            store: STORE,
+            source: err.into(),
+        },
+    }
+}
+
+#[async_trait]
+impl ObjectStore for ConfinedStore {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let path = self.directory.join(location.as_ref());
+        let limit = self.limit.clone();
+        let location = location.clone();
+        tokio::task::spawn_blocking(move || {
+            let (file, meta) = open_below(&path, &limit).map_err(|e| open_error(e, &location))?;
+            let meta = crate::listing::object_meta(location, &meta);
+            options.check_preconditions(&meta)?;
+            let range = match options.range {
+                Some(range) => {
+                    range
+                        .as_range(meta.size)
+                        .map_err(|e| object_store::Error::Generic {
+                            store: STORE,
+                            source: e.into(),
+                        })?
+                }
+                None => 0..meta.size,
+            };
+            Ok(GetResult {
+                payload: GetResultPayload::File(file, path),
+                attributes: Attributes::default(),
+                range,
+                meta,
+                extensions: Default::default(),
+            })
+        })
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: STORE,
+            source: e.into(),
+        })?
+    }
+
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    #[tokio::test]
+    async fn reads_stay_below_the_limit_whatever_the_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let (root, outside) = (base.join("root"), base.join("outside"));
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("a/in.txt"), "inside").unwrap();
+        std::fs::write(outside.join("secret.txt"), "secret").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("out")).unwrap();
+        std::os::unix::fs::symlink(root.join("a"), root.join("also-a")).unwrap();
+
+        let store = ConfinedStore::new(root.clone(), root.clone()).unwrap();
+        let read = |key: &'static str| {
+            let store = &store;
+            async move { store.get(&Path::from(key)).await?.bytes().await }
+        };
+        assert_eq!(read("a/in.txt").await.unwrap(), "inside");
+        assert_eq!(read("also-a/in.txt").await.unwrap(), "inside");
+        assert!(matches!(
+            read("out/secret.txt").await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.head(&Path::from("out/secret.txt")).await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            read("a/missing.txt").await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+
+        // A FIFO in a file's place is refused without blocking.
+        let fifo = root.join("a/fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        assert!(matches!(
+            read("a/fifo").await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+
+        // Confined to one folder: a link to a sibling folder is refused.
+        let narrow = ConfinedStore::new(root.clone(), root.join("a")).unwrap();
+        assert!(narrow.get(&Path::from("a/in.txt")).await.is_ok());
+        std::fs::write(root.join("top.txt"), "top").unwrap();
+        assert!(matches!(
+            narrow.get(&Path::from("top.txt")).await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+    }
+}
