@@ -71,6 +71,7 @@ const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x025
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EndpointPolicy {
     allow_private: bool,
+    env_proxy: bool,
 }
 
 impl EndpointPolicy {
@@ -79,6 +80,7 @@ impl EndpointPolicy {
     pub const fn strict() -> Self {
         Self {
             allow_private: false,
+            env_proxy: false,
         }
     }
 
@@ -87,13 +89,39 @@ impl EndpointPolicy {
     pub const fn allow_private() -> Self {
         Self {
             allow_private: true,
+            env_proxy: false,
         }
     }
 
     /// [`EndpointPolicy::allow_private`] when `allow_private` is true, else
     /// [`EndpointPolicy::strict`]; for hosts that read the setting as a flag.
     pub const fn new(allow_private: bool) -> Self {
-        Self { allow_private }
+        Self {
+            allow_private,
+            env_proxy: false,
+        }
+    }
+
+    /// Lets storage HTTP clients use the environment's proxy (`HTTP_PROXY`,
+    /// `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`); off by default, when they
+    /// ignore it. The policy still decides: every request's host name is
+    /// resolved and checked before it goes to the proxy (see
+    /// [`PolicyConnector`]).
+    pub const fn with_env_proxy(mut self, env_proxy: bool) -> Self {
+        self.env_proxy = env_proxy;
+        self
+    }
+
+    /// Whether storage HTTP clients use the environment's proxy.
+    pub const fn uses_env_proxy(&self) -> bool {
+        self.env_proxy
+    }
+
+    /// The HTTP connector of storage clients under this policy: no
+    /// redirects, no ambient proxy, every request checked (feature `cloud`).
+    #[cfg(feature = "cloud")]
+    pub const fn connector(self) -> PolicyConnector {
+        PolicyConnector::new(self)
     }
 
     /// Whether non-public addresses are accepted.
@@ -446,6 +474,12 @@ impl object_store::client::DnsResolver for PolicyDnsResolver {
         })
     }
 }
+
+#[cfg(feature = "cloud")]
+#[path = "endpoint_client.rs"]
+mod client;
+#[cfg(feature = "cloud")]
+pub use client::PolicyConnector;
 
 #[cfg(test)]
 #[path = "endpoint_tests.rs"]
