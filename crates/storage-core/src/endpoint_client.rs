@@ -141,7 +141,10 @@ fn proxy_hosts() -> Vec<String> {
             } else {
                 format!("http://{value}")
             };
-            Url::parse(&value).ok()?.host_str().map(str::to_ascii_lowercase)
+            Url::parse(&value)
+                .ok()?
+                .host_str()
+                .map(str::to_ascii_lowercase)
         })
         .collect()
 }

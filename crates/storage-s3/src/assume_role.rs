@@ -330,7 +330,7 @@ impl AssumeRole {
             storage_core::EndpointPolicy::allow_private(),
         )
         .connect(options)
-            .map_err(|e| error_chain(&e));
+        .map_err(|e| error_chain(&e));
         Self {
             config,
             base,

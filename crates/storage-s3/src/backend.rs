@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
-use object_store::StaticCredentialProvider;
 use object_store::path::Path;
 use object_store::signer::Signer;
+use object_store::StaticCredentialProvider;
 use storage_core::bucket::{short_cause, BucketTarget, UrlSigner};
 use storage_core::failure::Failure;
 use storage_core::uri::BucketUri;
@@ -106,13 +106,13 @@ impl S3Backend {
                 // Keyless means unsigned: without a credential provider of
                 // its own, object_store would ask the instance metadata
                 // service (169.254.169.254) for one, on every signed URL.
-                None => builder
-                    .with_skip_signature(true)
-                    .with_credentials(Arc::new(StaticCredentialProvider::new(AwsCredential {
+                None => builder.with_skip_signature(true).with_credentials(Arc::new(
+                    StaticCredentialProvider::new(AwsCredential {
                         key_id: String::new(),
                         secret_key: String::new(),
                         token: None,
-                    }))),
+                    }),
+                )),
             },
         };
         if let Some(key) = &config.sse_kms_key_id {
@@ -123,10 +123,7 @@ impl S3Backend {
             .with_http_connector(shared.http_connector())
             .build()
             .map_err(|e| {
-                Error::invalid_general(format!(
-                    "Cannot configure S3 bucket {}: {e}",
-                    config.bucket
-                ))
+                Error::invalid_general(format!("Cannot configure S3 bucket {}: {e}", config.bucket))
             })
     }
 

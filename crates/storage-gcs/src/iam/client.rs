@@ -87,7 +87,7 @@ impl IamCredentials {
             storage_core::EndpointPolicy::allow_private(),
         )
         .connect(&options)
-            .map_err(|e| error_chain(&e));
+        .map_err(|e| error_chain(&e));
         Self {
             endpoint,
             base,
