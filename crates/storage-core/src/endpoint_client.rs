@@ -29,7 +29,7 @@ use object_store::{ClientConfigKey, ClientOptions};
 use reqwest_object_store as reqwest;
 use url::{Host, Url};
 
-use super::{localhost_refusal, refusal, resolve, EndpointPolicy, PolicyDnsResolver, HINT};
+use super::{localhost_refusal, resolve, EndpointPolicy, PolicyDnsResolver, HINT};
 
 /// The environment variables reqwest reads its proxies from.
 const PROXY_VARS: [&str; 6] = [
@@ -190,8 +190,8 @@ async fn request_refusal(policy: EndpointPolicy, uri: &http::Uri) -> Option<Stri
     let host = url.host_str().unwrap_or_default().to_string();
     let refused = match url.host() {
         None => return Some("the request URL has no host".into()),
-        Some(Host::Ipv4(ip)) => refusal(IpAddr::V4(ip)),
-        Some(Host::Ipv6(ip)) => refusal(IpAddr::V6(ip)),
+        Some(Host::Ipv4(ip)) => policy.refused(IpAddr::V4(ip)),
+        Some(Host::Ipv6(ip)) => policy.refused(IpAddr::V6(ip)),
         Some(Host::Domain(name)) => {
             if let Some(reason) = localhost_refusal(name) {
                 Some(reason)
@@ -204,7 +204,10 @@ async fn request_refusal(policy: EndpointPolicy, uri: &http::Uri) -> Option<Stri
                             "request to {host} refused: it could not be resolved: {e}"
                         ))
                     }
-                    Ok(ips) => match ips.into_iter().find_map(|ip| refusal(ip).map(|r| (ip, r))) {
+                    Ok(ips) => match ips
+                        .into_iter()
+                        .find_map(|ip| policy.refused(ip).map(|r| (ip, r)))
+                    {
                         Some((ip, reason)) => {
                             return Some(format!(
                                 "request to {host} refused: it resolves to {ip}, {reason}; {HINT}"

@@ -76,6 +76,32 @@ pub struct CloudArgs {
     /// host name is resolved and checked before it is handed to the proxy.
     #[arg(long, env = "STORAGE_USE_ENV_PROXY", default_value_t = false, action = clap::ArgAction::Set)]
     pub use_env_proxy: bool,
+    /// One network (`address/prefix`, e.g. `10.1.2.0/24`) whose addresses
+    /// storage endpoints may use although the policy refuses private
+    /// addresses: an S3-compatible server on the private network, without
+    /// `--allow-private-endpoints` opening every private address.
+    #[arg(long, env = "STORAGE_ALLOW_ENDPOINT_NETWORK", value_parser = parse_network)]
+    pub allow_endpoint_network: Option<(std::net::IpAddr, u8)>,
+}
+
+/// `address/prefix` (or a bare address: that address only).
+fn parse_network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (address, bits) = text.split_once('/').unwrap_or((text, ""));
+    let address: std::net::IpAddr = address
+        .trim()
+        .parse()
+        .map_err(|e| format!("{address:?} is not an IP address: {e}"))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let bits = if bits.is_empty() {
+        max
+    } else {
+        bits.trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|b| *b <= max)
+            .ok_or_else(|| format!("{bits:?} is not a prefix length (0 to {max})"))?
+    };
+    Ok((address, bits))
 }
 
 // Written by hand so that no secret reaches a log line or an error.
@@ -109,6 +135,7 @@ impl std::fmt::Debug for CloudArgs {
             )
             .field("allow_ambient_credentials", &self.allow_ambient_credentials)
             .field("use_env_proxy", &self.use_env_proxy)
+            .field("allow_endpoint_network", &self.allow_endpoint_network)
             .finish()
     }
 }
@@ -121,7 +148,10 @@ impl CloudArgs {
     /// The S3, GCS and GCS SA backends under `policy`, with these
     /// credentials and endpoints.
     pub fn bucket_backends(&self, policy: EndpointPolicy) -> Backends {
-        let policy = policy.with_env_proxy(self.use_env_proxy);
+        let mut policy = policy.with_env_proxy(self.use_env_proxy);
+        if let Some((address, bits)) = self.allow_endpoint_network {
+            policy = policy.with_allowed_network(address, bits);
+        }
         let mut s3 = S3Options::new()
             .with_endpoint_policy(policy)
             .with_keyless_server_credentials(self.keyless_s3_server_credentials);
