@@ -97,7 +97,9 @@ fn ok(body: &str, content_type: &str) -> String {
 }
 
 fn redirect(to: &str) -> String {
-    format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+    format!(
+        "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
 }
 
 fn listing(bucket: &str, keys: &[&str]) -> String {
@@ -127,7 +129,12 @@ fn listing(bucket: &str, keys: &[&str]) -> String {
 async fn internal_target() -> Recorder {
     Recorder::start(
         "127.0.0.1:0",
-        Arc::new(|_, _| ok(&format!("[{{\"text\": \"{INTERNAL}\"}}]"), "application/json")),
+        Arc::new(|_, _| {
+            ok(
+                &format!("[{{\"text\": \"{INTERNAL}\"}}]"),
+                "application/json",
+            )
+        }),
     )
     .await
 }
@@ -203,7 +210,10 @@ async fn server(options: S3Options) -> Server {
 /// importing a task that points at it.
 async fn resolve_path(server: &Server, project: i64, uri: &str) -> String {
     let (status, answer) = server
-        .post(&format!("/api/projects/{project}/import"), json!([{"image": uri}]))
+        .post(
+            &format!("/api/projects/{project}/import"),
+            json!([{"image": uri}]),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
@@ -222,30 +232,54 @@ async fn redirects_never_reach_internal_addresses() {
     let storage = |extra: Value| {
         let mut body = json!({"project": project, "bucket": "bkt", "s3_endpoint": attacker.base,
                               "use_blob_urls": false, "presign": false});
-        body.as_object_mut().unwrap().extend(keys.as_object().unwrap().clone());
-        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body.as_object_mut()
+            .unwrap()
+            .extend(keys.as_object().unwrap().clone());
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         body
     };
 
-    let path = server.create_storage("/api/storages/s3", storage(json!({}))).await;
+    let path = server
+        .create_storage("/api/storages/s3", storage(json!({})))
+        .await;
     let synced = server.sync_and_wait(&path).await;
     let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
-    assert!(!tasks.to_string().contains(INTERNAL), "a redirect became a task: {tasks}");
+    assert!(
+        !tasks.to_string().contains(INTERNAL),
+        "a redirect became a task: {tasks}"
+    );
     assert!(!synced.to_string().contains(INTERNAL), "{synced}");
 
     let resolve = resolve_path(&server, project, "s3://bkt/task.json").await;
     let (status, _, text) = server.call_text(Method::GET, &resolve, None).await;
     assert_ne!(status, StatusCode::OK, "{text}");
-    assert!(!text.contains(INTERNAL), "/resolve streamed the internal answer: {text}");
+    assert!(
+        !text.contains(INTERNAL),
+        "/resolve streamed the internal answer: {text}"
+    );
 
     let (status, answer) = server
-        .post("/api/storages/s3/validate", storage(json!({"prefix": "redir"})))
+        .post(
+            "/api/storages/s3/validate",
+            storage(json!({"prefix": "redir"})),
+        )
         .await;
     envelope(status, &answer, StatusCode::BAD_REQUEST);
     assert!(!answer.to_string().contains(INTERNAL), "{answer}");
 
-    assert!(attacker.hits() >= 3, "the attacker was asked: {}", attacker.heads());
-    assert_eq!(internal.hits(), 0, "the server followed a redirect:\n{}", internal.heads());
+    assert!(
+        attacker.hits() >= 3,
+        "the attacker was asked: {}",
+        attacker.heads()
+    );
+    assert_eq!(
+        internal.hits(),
+        0,
+        "the server followed a redirect:\n{}",
+        internal.heads()
+    );
 }
 
 /// Findings 2 and 3: a keyless storage (presign on) never asks the
@@ -272,16 +306,36 @@ async fn keyless_storages_borrow_no_identity() {
         let resolve = resolve_path(&server, project, "s3://pub/obj.txt").await;
         let (status, headers, text) = server.call_text(Method::GET, &resolve, None).await;
         let location = format!("{:?}", headers.get("location"));
-        for credential in ["ASIAMETADATAKEY", "METADATATOKEN", "AKIASERVERKEY", "SERVERTOKEN"] {
-            assert!(!location.contains(credential), "opted in {opted_in}: {location}");
+        for credential in [
+            "ASIAMETADATAKEY",
+            "METADATATOKEN",
+            "AKIASERVERKEY",
+            "SERVERTOKEN",
+        ] {
+            assert!(
+                !location.contains(credential),
+                "opted in {opted_in}: {location}"
+            );
         }
-        assert_eq!(status, StatusCode::OK, "opted in {opted_in}: streamed, not signed: {text}");
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "opted in {opted_in}: streamed, not signed: {text}"
+        );
         assert_eq!(text, "PUBLIC");
     }
-    assert_eq!(metadata.hits(), 0, "the metadata service was asked:\n{}", metadata.heads());
+    assert_eq!(
+        metadata.hits(),
+        0,
+        "the metadata service was asked:\n{}",
+        metadata.heads()
+    );
     let heads = attacker.heads();
     assert!(!heads.is_empty());
-    assert!(!heads.contains("AKIASERVERKEY"), "the server's keys went to the user's endpoint:\n{heads}");
+    assert!(
+        !heads.contains("AKIASERVERKEY"),
+        "the server's keys went to the user's endpoint:\n{heads}"
+    );
     assert!(!heads.contains("SERVERTOKEN"), "{heads}");
     assert_eq!(internal.hits(), 0);
 }
@@ -305,11 +359,18 @@ fn hostile_endpoints_in_a_network_namespace() {
     let output = std::process::Command::new("unshare")
         .args(["-rn", "sh", "-c", &setup])
         .arg(&exe)
-        .args(["--exact", "hostile_endpoints_in_a_network_namespace", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "hostile_endpoints_in_a_network_namespace",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(INNER, "1")
         .output()
         .unwrap_or_else(|e| {
-            panic!("cannot run unshare ({e}): these tests need util-linux's unshare and iproute2's ip")
+            panic!(
+                "cannot run unshare ({e}): these tests need util-linux's unshare and iproute2's ip"
+            )
         });
     let log = format!(
         "{}\n{}",
@@ -352,7 +413,9 @@ async fn a_new_endpoint_needs_the_secrets_again() {
     let id = support::storage_id(&path);
     let secrets = ["aws_access_key_id", "aws_secret_access_key"];
     for (status, answer) in [
-        server.patch(&path, json!({"s3_endpoint": new_endpoint.base})).await,
+        server
+            .patch(&path, json!({"s3_endpoint": new_endpoint.base}))
+            .await,
         server
             .post(
                 "/api/storages/s3/validate",
@@ -362,11 +425,18 @@ async fn a_new_endpoint_needs_the_secrets_again() {
     ] {
         let errors = envelope(status, &answer, StatusCode::BAD_REQUEST);
         for field in secrets {
-            let message = errors[field][0].as_str().unwrap_or_else(|| panic!("{answer}"));
+            let message = errors[field][0]
+                .as_str()
+                .unwrap_or_else(|| panic!("{answer}"));
             assert!(message.contains("s3_endpoint"), "{message}");
         }
     }
-    assert_eq!(new_endpoint.hits(), 0, "stored secrets went to the new endpoint:\n{}", new_endpoint.heads());
+    assert_eq!(
+        new_endpoint.hits(),
+        0,
+        "stored secrets went to the new endpoint:\n{}",
+        new_endpoint.heads()
+    );
     let (_, detail) = server.get(&path).await;
     assert_eq!(detail["s3_endpoint"], honest.base.as_str(), "{detail}");
 
@@ -379,7 +449,9 @@ async fn a_new_endpoint_needs_the_secrets_again() {
         )
         .await;
     assert!(
-        answer.get("validation_errors").is_none_or(|e| e.get("aws_access_key_id").is_none()),
+        answer
+            .get("validation_errors")
+            .is_none_or(|e| e.get("aws_access_key_id").is_none()),
         "{status} {answer}"
     );
     // Other fields still keep the stored secrets without repeating them.
