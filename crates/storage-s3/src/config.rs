@@ -343,7 +343,7 @@ impl S3Options {
         let bucket_allowed = self
             .server_credential_buckets
             .as_ref()
-            .is_none_or(|buckets| buckets.iter().any(|b| *b == config.bucket));
+            .is_none_or(|buckets| buckets.contains(&config.bucket));
         (keyless && self.keyless_server_credentials && config.endpoint.is_none() && bucket_allowed)
             .then_some(self.server_credentials.as_ref())
             .flatten()
