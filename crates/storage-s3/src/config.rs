@@ -385,6 +385,34 @@ mod tests {
     }
 
     #[test]
+    fn the_server_identity_serves_keyless_storages_only_when_allowed() {
+        let keyless = S3Config::new("allowed");
+        let server = S3Options::new().with_server_credentials("AKIASERVER", "s", None);
+        assert!(
+            server.server_identity_for(&keyless).is_none(),
+            "not without the opt-in"
+        );
+        let opted_in = server.clone().with_keyless_server_credentials(true);
+        assert!(opted_in.server_identity_for(&keyless).is_some());
+        assert!(
+            opted_in
+                .server_identity_for(&keyless.clone().with_endpoint("https://s3.example.com"))
+                .is_none(),
+            "never toward a user's endpoint"
+        );
+        assert!(opted_in
+            .server_identity_for(&keyless.clone().with_credentials("k", "s"))
+            .is_none());
+        let listed = opted_in.with_server_credential_buckets(["allowed"]);
+        assert!(listed.server_identity_for(&keyless).is_some());
+        assert!(listed
+            .server_identity_for(&S3Config::new("other"))
+            .is_none());
+        let no_keys = S3Options::new().with_keyless_server_credentials(true);
+        assert!(no_keys.server_identity_for(&keyless).is_none());
+    }
+
+    #[test]
     fn debug_never_shows_keys() {
         let config = S3Config::new("b").with_credentials("AKIAEXAMPLEKEYID", "very-secret");
         let shown = format!("{config:?}");

@@ -184,3 +184,44 @@ impl CloudArgs {
             .with(Arc::new(GcsSaBackend::new(gcs)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_parse_with_or_without_a_prefix() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(parse_network("10.1.2.0/24"), Ok((ip("10.1.2.0"), 24)));
+        assert_eq!(parse_network("10.1.2.3"), Ok((ip("10.1.2.3"), 32)));
+        assert_eq!(parse_network("fd00::/8"), Ok((ip("fd00::"), 8)));
+        assert!(parse_network("10.1.2.0/33").is_err());
+        assert!(parse_network("example.com/8").is_err());
+    }
+
+    #[test]
+    fn identity_flags_are_off_by_default_and_documented() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            cloud: CloudArgs,
+        }
+        let args = Cli::try_parse_from(["x"]).unwrap().cloud;
+        assert!(!args.keyless_s3_server_credentials);
+        assert!(!args.keyless_gcs_server_credentials);
+        assert!(!args.allow_ambient_credentials);
+        assert!(!args.use_env_proxy);
+        let help = Cli::command().render_long_help().to_string();
+        for flag in [
+            "--keyless-s3-server-credentials",
+            "--keyless-gcs-server-credentials",
+            "--server-credentials-buckets",
+            "--allow-ambient-credentials",
+            "--use-env-proxy",
+            "--allow-endpoint-network",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+    }
+}
