@@ -24,6 +24,7 @@ use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use storage_core::{Backend, EndpointPolicy};
+use storage_gcs::{GcsBackend, GcsOptions};
 use storage_s3::{S3Backend, S3Options};
 use support::{envelope, fast_runner, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -148,7 +149,7 @@ async fn attacker(target: &str) -> Recorder {
         &format!("{ATTACKER_IP}:0"),
         Arc::new(move |_, path| {
             let internal = format!("{target}/latest/meta-data/");
-            if path.starts_with("/pub/obj.txt") {
+            if path.starts_with("/pub/") {
                 ok("PUBLIC", "text/plain")
             } else if path.starts_with("/pub") {
                 listing("pub", &["obj.txt"])
@@ -324,6 +325,26 @@ async fn keyless_storages_borrow_no_identity() {
         );
         assert_eq!(text, "PUBLIC");
     }
+    // A keyless `gcs` storage on the operator's GCS endpoint: no ADC, no
+    // metadata server, no signed URL.
+    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(GcsBackend::new(
+        GcsOptions::new()
+            .with_endpoint_policy(strict())
+            .with_base_url(url::Url::parse(&attacker.base).unwrap())
+            .with_timeout(Duration::from_secs(5)),
+    ))];
+    let server = Server::start_with(tempfile::tempdir().unwrap(), fast_runner(), backends).await;
+    let project = server.project().await;
+    server
+        .create_storage(
+            "/api/storages/gcs",
+            json!({"project": project, "bucket": "pub", "use_blob_urls": true, "presign": true}),
+        )
+        .await;
+    let resolve = resolve_path(&server, project, "gs://pub/obj.txt").await;
+    let (status, headers, text) = server.call_text(Method::GET, &resolve, None).await;
+    assert!(headers.get("location").is_none(), "{headers:?}");
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "PUBLIC"));
     assert_eq!(
         metadata.hits(),
         0,
