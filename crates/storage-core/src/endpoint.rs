@@ -111,7 +111,7 @@ impl EndpointPolicy {
     /// `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`); off by default, when they
     /// ignore it. The policy still decides: every request's host name is
     /// resolved and checked before it goes to the proxy (see
-    /// [`PolicyConnector`]).
+    /// `PolicyConnector`, feature `cloud`).
     pub const fn with_env_proxy(mut self, env_proxy: bool) -> Self {
         self.env_proxy = env_proxy;
         self
