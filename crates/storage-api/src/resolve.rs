@@ -140,18 +140,19 @@ async fn resolve_in_project(
     if storage.settings.bool("presign", true) {
         let minutes = storage.settings.int("presign_ttl").unwrap_or(1).max(1) as u64;
         let ttl = Duration::from_secs(minutes * 60);
-        let url = source.signed_url(&location, ttl).await.map_err(|err| {
-            tracing::warn!(storage = storage.id, error = %err, "signing failed");
-            ApiError::not_found()
-        })?;
-        let location = HeaderValue::from_str(&url).map_err(|_| ApiError::not_found())?;
-        let cache = HeaderValue::from_str(&format!("no-store, max-age={}", ttl.as_secs()))
-            .map_err(|_| ApiError::not_found())?;
-        return Ok((
-            StatusCode::SEE_OTHER,
-            [(header::LOCATION, location), (header::CACHE_CONTROL, cache)],
-        )
-            .into_response());
+        let url = match source.signed_url(&location, ttl).await {
+            Ok(url) => Some(url),
+            // A keyless storage signs nothing (its signature would borrow
+            // the server's identity): its objects are streamed below.
+            Err(Error::NotSupported { .. }) => None,
+            Err(err) => {
+                tracing::warn!(storage = storage.id, error = %err, "signing failed");
+                return Err(ApiError::not_found());
+            }
+        };
+        if let Some(url) = url {
+            return redirect_to(&url, ttl);
+        }
     }
     let store: Arc<dyn object_store::ObjectStore> = source.store();
     let options = ServeOptions {
@@ -168,6 +169,18 @@ async fn resolve_in_project(
             )
         }
     })
+}
+
+/// The `303` to a signed URL, cacheable for its lifetime.
+fn redirect_to(url: &str, ttl: Duration) -> ApiResult<Response> {
+    let location = HeaderValue::from_str(url).map_err(|_| ApiError::not_found())?;
+    let cache = HeaderValue::from_str(&format!("no-store, max-age={}", ttl.as_secs()))
+        .map_err(|_| ApiError::not_found())?;
+    Ok((
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, location), (header::CACHE_CONTROL, cache)],
+    )
+        .into_response())
 }
 
 #[cfg(test)]

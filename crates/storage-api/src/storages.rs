@@ -440,6 +440,9 @@ async fn candidate(
     if let Err(e) = fields.apply(&specs, body) {
         errors.merge(e);
     }
+    if let Some(storage) = existing {
+        require_secrets_for_new_endpoint(&specs, body, storage, &fields.settings, &mut errors);
+    }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -453,6 +456,47 @@ async fn candidate(
         synchronizable: fields.synchronizable,
         settings: fields.settings,
     })
+}
+
+/// Whether the setting `name` says where the storage's requests go.
+fn is_endpoint_field(name: &str) -> bool {
+    name == "endpoint" || name.ends_with("_endpoint") || name.ends_with("_base_url")
+}
+
+/// A changed endpoint (PATCH, or validate with `id`) must come with the
+/// stored secrets again: otherwise whoever may edit a storage could send
+/// its keys to a server of their choosing. Each stored secret the body
+/// does not repeat (or clear) is named in `errors`.
+fn require_secrets_for_new_endpoint(
+    specs: &[storage_core::FieldSpec],
+    body: &Map<String, Value>,
+    existing: &Storage,
+    merged: &Settings,
+    errors: &mut ValidationErrors,
+) {
+    let changed = specs
+        .iter()
+        .filter(|spec| is_endpoint_field(spec.name))
+        .find(|spec| existing.settings.str(spec.name) != merged.str(spec.name));
+    let Some(endpoint) = changed else {
+        return;
+    };
+    for spec in specs.iter().filter(|spec| spec.secret) {
+        let stored = existing
+            .settings
+            .str(spec.name)
+            .is_some_and(|v| !v.is_empty());
+        if stored && !body.contains_key(spec.name) {
+            errors.add(
+                spec.name,
+                format!(
+                    "Changing {} requires the credentials again: send {} with the new endpoint \
+                     (stored secrets are never sent to a new endpoint).",
+                    endpoint.name, spec.name
+                ),
+            );
+        }
+    }
 }
 
 fn type_name(value: &Value) -> &'static str {

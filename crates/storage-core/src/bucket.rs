@@ -351,6 +351,13 @@ impl BucketOptions {
             .with_dns_resolver(self.policy.dns_resolver())
             .with_allow_http(url.is_some_and(|u| u.scheme() == "http"))
     }
+
+    /// The HTTP connector of every client of a user's storage: no
+    /// redirects, no ambient proxy unless the policy opts in, every request
+    /// checked against the policy (see [`crate::endpoint::PolicyConnector`]).
+    pub fn http_connector(&self) -> crate::endpoint::PolicyConnector {
+        self.policy.connector().with_timeout(self.timeout)
+    }
 }
 
 /// The methods of a backend's options type that set and read the

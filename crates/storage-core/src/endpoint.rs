@@ -71,6 +71,9 @@ const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x025
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EndpointPolicy {
     allow_private: bool,
+    env_proxy: bool,
+    /// One network accepted under the strict policy, `(address, prefix length)`.
+    allowed_network: Option<(IpAddr, u8)>,
 }
 
 impl EndpointPolicy {
@@ -79,6 +82,8 @@ impl EndpointPolicy {
     pub const fn strict() -> Self {
         Self {
             allow_private: false,
+            env_proxy: false,
+            allowed_network: None,
         }
     }
 
@@ -87,13 +92,77 @@ impl EndpointPolicy {
     pub const fn allow_private() -> Self {
         Self {
             allow_private: true,
+            env_proxy: false,
+            allowed_network: None,
         }
     }
 
     /// [`EndpointPolicy::allow_private`] when `allow_private` is true, else
     /// [`EndpointPolicy::strict`]; for hosts that read the setting as a flag.
     pub const fn new(allow_private: bool) -> Self {
-        Self { allow_private }
+        Self {
+            allow_private,
+            env_proxy: false,
+            allowed_network: None,
+        }
+    }
+
+    /// Lets storage HTTP clients use the environment's proxy (`HTTP_PROXY`,
+    /// `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`); off by default, when they
+    /// ignore it. The policy still decides: every request's host name is
+    /// resolved and checked before it goes to the proxy (see
+    /// `PolicyConnector`, feature `cloud`).
+    pub const fn with_env_proxy(mut self, env_proxy: bool) -> Self {
+        self.env_proxy = env_proxy;
+        self
+    }
+
+    /// Accepts the addresses of one network (`address/prefix_len`) under the
+    /// strict policy as well: an S3-compatible server on a private network
+    /// without opening every private address (`--allow-endpoint-network`).
+    /// Everything else stays refused.
+    pub const fn with_allowed_network(mut self, address: IpAddr, prefix_len: u8) -> Self {
+        self.allowed_network = Some((address, prefix_len));
+        self
+    }
+
+    /// Why this policy refuses `ip`, or `None` when it accepts it.
+    fn refused(&self, ip: IpAddr) -> Option<Cow<'static, str>> {
+        if self.allow_private || self.in_allowed_network(ip) {
+            return None;
+        }
+        refusal(ip)
+    }
+
+    fn in_allowed_network(&self, ip: IpAddr) -> bool {
+        let Some((net, bits)) = self.allowed_network else {
+            return false;
+        };
+        match (net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let bits = u32::from(bits.min(32));
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let bits = u32::from(bits.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether storage HTTP clients use the environment's proxy.
+    pub const fn uses_env_proxy(&self) -> bool {
+        self.env_proxy
+    }
+
+    /// The HTTP connector of storage clients under this policy: no
+    /// redirects, no ambient proxy, every request checked (feature `cloud`).
+    #[cfg(feature = "cloud")]
+    pub const fn connector(self) -> PolicyConnector {
+        PolicyConnector::new(self)
     }
 
     /// Whether non-public addresses are accepted.
@@ -124,7 +193,7 @@ impl EndpointPolicy {
                 )
             })?;
             for ip in ips {
-                if let Some(reason) = refusal(ip) {
+                if let Some(reason) = self.refused(ip) {
                     return Err(Error::invalid(
                         field,
                         format!("\"{}\" resolves to {ip}, {reason}; {HINT}", shown(&url)),
@@ -176,8 +245,8 @@ impl EndpointPolicy {
                 ))
             }
             _ if self.allow_private => None,
-            Some(Host::Ipv4(ip)) => refusal(IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => refusal(IpAddr::V6(ip)),
+            Some(Host::Ipv4(ip)) => self.refused(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => self.refused(IpAddr::V6(ip)),
             Some(Host::Domain(name)) => localhost_refusal(name),
         };
         match refused {
@@ -434,7 +503,7 @@ impl object_store::client::DnsResolver for PolicyDnsResolver {
             let ips = resolve(&host, 0).await?;
             if !policy.allow_private {
                 for ip in &ips {
-                    if let Some(reason) = refusal(*ip) {
+                    if let Some(reason) = policy.refused(*ip) {
                         return Err(format!(
                             "endpoint host {host:?} resolves to {ip}, {reason}; {HINT}"
                         )
@@ -446,6 +515,12 @@ impl object_store::client::DnsResolver for PolicyDnsResolver {
         })
     }
 }
+
+#[cfg(feature = "cloud")]
+#[path = "endpoint_client.rs"]
+mod client;
+#[cfg(feature = "cloud")]
+pub use client::PolicyConnector;
 
 #[cfg(test)]
 #[path = "endpoint_tests.rs"]

@@ -555,3 +555,163 @@ mod resolver {
         assert!(options.dns_resolver().is_some());
     }
 }
+
+/// The HTTP client of user storages ([`super::PolicyConnector`]) against
+/// listeners written here: it follows no redirect, refuses IP literals the
+/// policy refuses before connecting, and ignores the environment's proxy.
+#[cfg(feature = "cloud")]
+mod connector {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use object_store::client::{HttpConnector, HttpRequestBody};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::EndpointPolicy;
+
+    /// A listener on 127.0.0.1 that answers every request with `answer`
+    /// and counts the requests it got.
+    async fn listener(answer: String) -> (String, Arc<AtomicUsize>) {
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = socket.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        (format!("http://{addr}"), hits)
+    }
+
+    fn ok_answer() -> String {
+        "HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nsecret".into()
+    }
+
+    async fn get(policy: EndpointPolicy, url: &str) -> Result<u16, String> {
+        let options = object_store::ClientOptions::new().with_allow_http(true);
+        let client = policy.connector().connect(&options).unwrap();
+        let request = http::Request::builder()
+            .uri(url)
+            .body(HttpRequestBody::empty())
+            .unwrap();
+        client
+            .execute(request)
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (target, target_hits) = listener(ok_answer()).await;
+        let (attacker, _) = listener(format!(
+            "HTTP/1.1 302 Found\r\nlocation: {target}/latest/meta-data/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        ))
+        .await;
+        // Even where every address is allowed, a redirect is an answer,
+        // never a second request.
+        let status = get(
+            EndpointPolicy::allow_private(),
+            &format!("{attacker}/bucket/key"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 302);
+        assert_eq!(
+            target_hits.load(Ordering::SeqCst),
+            0,
+            "the redirect was followed"
+        );
+    }
+
+    #[tokio::test]
+    async fn strict_clients_refuse_private_ip_literals_before_connecting() {
+        let (target, hits) = listener(ok_answer()).await;
+        let err = get(EndpointPolicy::strict(), &format!("{target}/"))
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("loopback") && err.contains("--allow-private-endpoints"),
+            "{err}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        let err = get(EndpointPolicy::strict(), "http://169.254.169.254/latest/")
+            .await
+            .unwrap_err();
+        assert!(err.contains("metadata"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_allowed_network_opens_only_that_network() {
+        let (target, hits) = listener(ok_answer()).await;
+        let one = EndpointPolicy::strict().with_allowed_network("127.0.0.1".parse().unwrap(), 32);
+        assert_eq!(get(one, &format!("{target}/")).await.unwrap(), 200);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        let port = target.rsplit(':').next().unwrap();
+        let err = get(one, &format!("http://127.0.0.2:{port}/"))
+            .await
+            .unwrap_err();
+        assert!(err.contains("loopback"), "{err}");
+        assert!(one
+            .check_literal("s3_endpoint", "http://10.0.0.1/")
+            .is_err());
+        assert!(one
+            .check_literal("s3_endpoint", "http://127.0.0.1:9000/")
+            .is_ok());
+        let net = EndpointPolicy::strict().with_allowed_network("10.1.2.0".parse().unwrap(), 24);
+        assert!(net
+            .check_literal("s3_endpoint", "http://10.1.2.200/")
+            .is_ok());
+        assert!(net
+            .check_literal("s3_endpoint", "http://10.1.3.1/")
+            .is_err());
+        assert!(net.check_literal("s3_endpoint", "http://[::1]/").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_environment_proxy_is_ignored_unless_the_policy_opts_in() {
+        let (proxy, proxy_hits) = listener(ok_answer()).await;
+        let (target, target_hits) = listener(ok_answer()).await;
+        // Only this test of the crate sets a proxy; nothing else here makes
+        // HTTP requests with the environment's settings.
+        std::env::set_var("HTTP_PROXY", &proxy);
+        std::env::set_var("http_proxy", &proxy);
+        let direct = get(EndpointPolicy::allow_private(), &format!("{target}/")).await;
+        let proxied = get(
+            EndpointPolicy::allow_private().with_env_proxy(true),
+            &format!("{target}/"),
+        )
+        .await;
+        // With the proxy opted in, the strict policy still checks the
+        // target before the proxy sees the request.
+        let refused = get(
+            EndpointPolicy::strict().with_env_proxy(true),
+            &format!("{target}/"),
+        )
+        .await;
+        std::env::remove_var("HTTP_PROXY");
+        std::env::remove_var("http_proxy");
+        assert_eq!(direct.unwrap(), 200);
+        assert_eq!(
+            target_hits.load(Ordering::SeqCst),
+            1,
+            "the direct request reached the target"
+        );
+        assert_eq!(proxied.unwrap(), 200);
+        assert_eq!(
+            proxy_hits.load(Ordering::SeqCst),
+            1,
+            "only the opted-in client used the proxy"
+        );
+        assert!(refused.unwrap_err().contains("loopback"));
+        assert_eq!(proxy_hits.load(Ordering::SeqCst), 1);
+    }
+}

@@ -51,15 +51,36 @@ impl GcsSaBackend {
         }
     }
 
-    /// The server's own identity, as Application Default Credentials find
-    /// it: the configured credentials file, else the environment and the
-    /// metadata server.
+    /// The server's own identity: the configured credentials file, else
+    /// (only when the operator allows ambient credentials) Application
+    /// Default Credentials from the environment and the metadata server.
     fn base_identity(&self) -> Result<GcpCredentialProvider> {
+        // The identity's token endpoint (the file's `token_uri`, the
+        // metadata server) is the operator's choice: trusted, but no
+        // redirect is followed.
+        let connector = storage_core::EndpointPolicy::allow_private()
+            .with_env_proxy(self.options.endpoint_policy().uses_env_proxy())
+            .connector()
+            .with_timeout(self.options.bucket_options().timeout());
         let mut builder = GoogleCloudStorageBuilder::new()
             .with_bucket_name("base-identity")
-            .with_client_options(GcsBackend::client_options(&self.options, None));
-        if let Some(path) = self.options.application_credentials() {
-            builder = builder.with_application_credentials(path.to_string_lossy());
+            .with_client_options(GcsBackend::client_options(&self.options, None))
+            .with_http_connector(connector);
+        match self.options.application_credentials() {
+            Some(path) => {
+                builder = builder.with_application_credentials(path.to_string_lossy());
+            }
+            None if self.options.ambient_credentials() => {}
+            None => {
+                return Err(Error::CredentialsRejected {
+                    fields: Vec::new(),
+                    code: None,
+                    message: "the server has no Google identity to impersonate with: start it \
+                              with GOOGLE_APPLICATION_CREDENTIALS (a key file) or allow ambient \
+                              credentials (--allow-ambient-credentials)"
+                        .into(),
+                })
+            }
         }
         let store = builder.build().map_err(|e| Error::CredentialsRejected {
             fields: Vec::new(),
@@ -114,6 +135,7 @@ impl GcsSaBackend {
             .with_credentials(credentials.clone())
             .with_retry(self.options.retry().clone())
             .with_client_options(GcsBackend::client_options(&self.options, Some(&base_url)))
+            .with_http_connector(self.options.bucket_options().http_connector())
             .build()
             .map_err(|e| {
                 Error::invalid_general(format!("Cannot configure GCS bucket {bucket}: {e}"))

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use object_store::gcp::{
-    GcpSigningCredential, GoogleCloudStorage, GoogleCloudStorageBuilder,
+    GcpCredential, GcpSigningCredential, GoogleCloudStorage, GoogleCloudStorageBuilder,
     ServiceAccountKey as SigningKey,
 };
 use object_store::path::Path;
@@ -57,6 +57,7 @@ impl GcsBackend {
             .with_bucket_name(&config.bucket)
             .with_retry(self.options.retry().clone());
         let mut base_url = self.options.base_url.clone();
+        let mut ambient = false;
         match &config.credentials {
             Some(key) => {
                 if let Some(url) = &key.gcs_base_url {
@@ -82,17 +83,48 @@ impl GcsBackend {
                     ));
                 }
             }
-            None => {
-                if let Some(path) = &self.options.application_credentials {
+            None => match (
+                self.options.server_identity_allowed(&config.bucket),
+                &self.options.application_credentials,
+            ) {
+                (true, Some(path)) => {
                     builder = builder.with_application_credentials(path.to_string_lossy());
                 }
-            }
+                (true, None) if self.options.ambient_credentials => ambient = true,
+                // Keyless means unsigned: without providers of its own,
+                // object_store would look for Application Default
+                // Credentials, down to the metadata server.
+                _ => {
+                    builder = builder
+                        .with_skip_signature(true)
+                        .with_credentials(Arc::new(StaticCredentialProvider::new(GcpCredential {
+                            bearer: String::new(),
+                        })))
+                        .with_signing_credentials(Arc::new(StaticCredentialProvider::new(
+                            GcpSigningCredential {
+                                email: String::new(),
+                                private_key: None,
+                            },
+                        )));
+                }
+            },
         }
         if let Some(url) = &base_url {
             builder = builder.with_base_url(url.as_str().trim_end_matches('/'));
         }
+        // The metadata server is link-local: an operator who opted in to
+        // ambient credentials lets this store's client reach it.
+        let connector = if ambient {
+            storage_core::EndpointPolicy::allow_private()
+                .with_env_proxy(self.options.endpoint_policy().uses_env_proxy())
+                .connector()
+                .with_timeout(self.options.bucket.timeout())
+        } else {
+            self.options.bucket.http_connector()
+        };
         builder
             .with_client_options(Self::client_options(&self.options, base_url.as_ref()))
+            .with_http_connector(connector)
             .build()
             .map_err(|e| {
                 Error::invalid(
@@ -156,10 +188,17 @@ impl Backend for GcsBackend {
     async fn import_storage(&self, settings: &Settings) -> Result<Arc<dyn ImportStorage>> {
         let config = GcsConfig::from_settings(settings);
         let store = Arc::new(self.store(&config).await?);
-        let signer = Arc::new(GcsSigner(store.clone()));
-        Ok(Arc::new(
-            target(&config, store).import(settings, Some(signer))?,
-        ))
+        // A keyless storage signs nothing: `/resolve` streams its objects
+        // through the server instead of redirecting (docs/security.md).
+        let server_identity = self.options.server_identity_allowed(&config.bucket)
+            && (self.options.application_credentials.is_some() || self.options.ambient_credentials);
+        let signer: Option<Arc<dyn UrlSigner>> = if config.credentials.is_some() || server_identity
+        {
+            Some(Arc::new(GcsSigner(store.clone())))
+        } else {
+            None
+        };
+        Ok(Arc::new(target(&config, store).import(settings, signer)?))
     }
 
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {

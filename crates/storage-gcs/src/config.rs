@@ -154,6 +154,9 @@ pub struct GcsOptions {
     pub(crate) base_url: Option<url::Url>,
     pub(crate) iam_endpoint: url::Url,
     pub(crate) application_credentials: Option<PathBuf>,
+    pub(crate) keyless_server_credentials: bool,
+    pub(crate) ambient_credentials: bool,
+    pub(crate) server_credential_buckets: Option<Vec<String>>,
 }
 
 impl Default for GcsOptions {
@@ -169,6 +172,9 @@ impl From<BucketOptions> for GcsOptions {
             base_url: None,
             iam_endpoint: crate::iam::IamCredentials::default_endpoint(),
             application_credentials: None,
+            keyless_server_credentials: false,
+            ambient_credentials: false,
+            server_credential_buckets: None,
         }
     }
 }
@@ -198,11 +204,53 @@ impl GcsOptions {
     }
 
     /// The server's own credentials file (service-account key or
-    /// authorized user); without it, Application Default Credentials are
-    /// looked up as usual (environment, well-known file, metadata server).
+    /// authorized user): the base identity of `gcs_sa` storages, and of
+    /// keyless `gcs` storages with [`Self::with_keyless_server_credentials`].
+    /// Without it, Application Default Credentials (environment, well-known
+    /// file, metadata server) are used only with
+    /// [`Self::with_ambient_credentials`].
     pub fn with_application_credentials(mut self, path: impl Into<PathBuf>) -> Self {
         self.application_credentials = Some(path.into());
         self
+    }
+
+    /// Lets `gcs` storages without a key use the server's own Google
+    /// identity (default: their requests are unsigned, for public buckets).
+    pub fn with_keyless_server_credentials(mut self, enabled: bool) -> Self {
+        self.keyless_server_credentials = enabled;
+        self
+    }
+
+    /// Lets the server's own Google identity be found in the environment
+    /// (Application Default Credentials: well-known file, metadata server)
+    /// when no credentials file is configured; default off.
+    pub fn with_ambient_credentials(mut self, enabled: bool) -> Self {
+        self.ambient_credentials = enabled;
+        self
+    }
+
+    /// Restricts the server's own identity, for keyless `gcs` storages, to
+    /// these buckets.
+    pub fn with_server_credential_buckets(
+        mut self,
+        buckets: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.server_credential_buckets = Some(buckets.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether a keyless storage of `bucket` may use the server's identity.
+    pub(crate) fn server_identity_allowed(&self, bucket: &str) -> bool {
+        self.keyless_server_credentials
+            && self
+                .server_credential_buckets
+                .as_ref()
+                .is_none_or(|buckets| buckets.iter().any(|b| b == bucket))
+    }
+
+    /// Whether ambient credentials (ADC, metadata server) may be used.
+    pub fn ambient_credentials(&self) -> bool {
+        self.ambient_credentials
     }
 
     /// The IAM Credentials endpoint.

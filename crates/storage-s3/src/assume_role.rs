@@ -33,7 +33,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode};
 use object_store::aws::{AwsAuthorizer, AwsCredential};
 use object_store::client::{
-    HttpClient, HttpConnector, HttpErrorKind, HttpRequest, HttpRequestBody, ReqwestConnector,
+    HttpClient, HttpConnector, HttpErrorKind, HttpRequest, HttpRequestBody,
 };
 use object_store::{ClientOptions, CredentialProvider};
 use serde::Deserialize;
@@ -324,9 +324,13 @@ impl AssumeRole {
     }
 
     fn build(config: AssumeRoleConfig, base: Base, options: &ClientOptions) -> Self {
-        let client = ReqwestConnector::default()
-            .connect(options)
-            .map_err(|e| error_chain(&e));
+        // The STS endpoint is the operator's; but a redirect from it is not
+        // followed, and the environment's proxy is not used.
+        let client = storage_core::endpoint::PolicyConnector::new(
+            storage_core::EndpointPolicy::allow_private(),
+        )
+        .connect(options)
+        .map_err(|e| error_chain(&e));
         Self {
             config,
             base,

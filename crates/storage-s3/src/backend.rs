@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
 use object_store::path::Path;
 use object_store::signer::Signer;
+use object_store::StaticCredentialProvider;
 use storage_core::bucket::{response_type_options, short_cause, BucketTarget, UrlSigner};
 use storage_core::failure::Failure;
 use storage_core::uri::BucketUri;
@@ -92,7 +93,7 @@ impl S3Backend {
                     None => builder,
                 }
             }
-            _ => match &self.options.server_credentials {
+            _ => match self.options.server_identity_for(config) {
                 Some(server) => {
                     let builder = builder
                         .with_access_key_id(&server.key_id)
@@ -102,17 +103,36 @@ impl S3Backend {
                         None => builder,
                     }
                 }
-                // Never fall back to instance metadata (169.254.169.254):
-                // without credentials, requests are anonymous (public buckets).
-                None => builder.with_skip_signature(true),
+                // Keyless means unsigned: without a credential provider of
+                // its own, object_store would ask the instance metadata
+                // service (169.254.169.254) for one, on every signed URL.
+                None => builder.with_skip_signature(true).with_credentials(Arc::new(
+                    StaticCredentialProvider::new(AwsCredential {
+                        key_id: String::new(),
+                        secret_key: String::new(),
+                        token: None,
+                    }),
+                )),
             },
         };
         if let Some(key) = &config.sse_kms_key_id {
             builder = builder.with_sse_kms_encryption(key);
         }
-        builder.with_client_options(client).build().map_err(|e| {
-            Error::invalid_general(format!("Cannot configure S3 bucket {}: {e}", config.bucket))
-        })
+        builder
+            .with_client_options(client)
+            .with_http_connector(shared.http_connector())
+            .build()
+            .map_err(|e| {
+                Error::invalid_general(format!("Cannot configure S3 bucket {}: {e}", config.bucket))
+            })
+    }
+
+    /// Whether requests of `config` are signed: it has keys or a role, or
+    /// the operator lets keyless storages use the server's identity.
+    fn signs(&self, config: &S3Config) -> bool {
+        config.role_arn.is_some()
+            || (config.access_key_id.is_some() && config.secret_access_key.is_some())
+            || self.options.server_identity_for(config).is_some()
     }
 }
 
@@ -156,10 +176,14 @@ impl Backend for S3Backend {
     async fn import_storage(&self, settings: &Settings) -> Result<Arc<dyn ImportStorage>> {
         let config = S3Config::from_settings(settings);
         let store = Arc::new(self.store(&config).await?);
-        let signer = Arc::new(S3Signer(store.clone()));
-        Ok(Arc::new(
-            target(&config, store).import(settings, Some(signer))?,
-        ))
+        // A keyless storage signs nothing: `/resolve` streams its objects
+        // through the server instead of redirecting (docs/security.md).
+        let signer: Option<Arc<dyn UrlSigner>> = if self.signs(&config) {
+            Some(Arc::new(S3Signer(store.clone())))
+        } else {
+            None
+        };
+        Ok(Arc::new(target(&config, store).import(settings, signer)?))
     }
 
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {

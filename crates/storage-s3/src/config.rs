@@ -255,6 +255,8 @@ fn valid_role_arn(arn: &str) -> bool {
 pub struct S3Options {
     pub(crate) bucket: BucketOptions,
     pub(crate) server_credentials: Option<Arc<AwsCredential>>,
+    pub(crate) keyless_server_credentials: bool,
+    pub(crate) server_credential_buckets: Option<Vec<String>>,
     pub(crate) sts_endpoint: Option<url::Url>,
 }
 
@@ -266,6 +268,11 @@ impl std::fmt::Debug for S3Options {
                 "server_credentials",
                 &self.server_credentials.as_ref().map(|_| "******"),
             )
+            .field(
+                "keyless_server_credentials",
+                &self.keyless_server_credentials,
+            )
+            .field("server_credential_buckets", &self.server_credential_buckets)
             .field(
                 "sts_endpoint",
                 &self.sts_endpoint.as_ref().map(url::Url::as_str),
@@ -291,8 +298,9 @@ impl S3Options {
         Self::default()
     }
 
-    /// The server's own AWS credentials: used for storages without keys
-    /// and as the base identity of `role_arn` (AssumeRole).
+    /// The server's own AWS credentials: the base identity of `role_arn`
+    /// storages (AssumeRole), and of keyless storages only with
+    /// [`Self::with_keyless_server_credentials`].
     pub fn with_server_credentials(
         mut self,
         key_id: impl Into<String>,
@@ -305,6 +313,40 @@ impl S3Options {
             token,
         }));
         self
+    }
+
+    /// Lets S3 storages without keys sign with the server's own
+    /// credentials (default: they send unsigned requests). Never for a
+    /// storage with an `s3_endpoint`: the server's keys go to AWS only.
+    pub fn with_keyless_server_credentials(mut self, enabled: bool) -> Self {
+        self.keyless_server_credentials = enabled;
+        self
+    }
+
+    /// Restricts the server's own credentials, for keyless storages, to
+    /// these buckets; other keyless storages send unsigned requests.
+    pub fn with_server_credential_buckets(
+        mut self,
+        buckets: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.server_credential_buckets = Some(buckets.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The server's own credentials when a keyless `config` may use them:
+    /// the operator opted in, the storage names no endpoint of its own and
+    /// its bucket is allowed.
+    pub(crate) fn server_identity_for(&self, config: &S3Config) -> Option<&Arc<AwsCredential>> {
+        let keyless = config.role_arn.is_none()
+            && config.access_key_id.is_none()
+            && config.secret_access_key.is_none();
+        let bucket_allowed = self
+            .server_credential_buckets
+            .as_ref()
+            .is_none_or(|buckets| buckets.contains(&config.bucket));
+        (keyless && self.keyless_server_credentials && config.endpoint.is_none() && bucket_allowed)
+            .then_some(self.server_credentials.as_ref())
+            .flatten()
     }
 
     /// The STS endpoint for AssumeRole (default `https://sts.<region>.amazonaws.com`).
@@ -340,6 +382,34 @@ mod tests {
         ));
         assert!(!valid_role_arn("arn:aws:iam::1234:role/x"));
         assert!(!valid_role_arn("arn:aws:s3:::bucket"));
+    }
+
+    #[test]
+    fn the_server_identity_serves_keyless_storages_only_when_allowed() {
+        let keyless = S3Config::new("allowed");
+        let server = S3Options::new().with_server_credentials("AKIASERVER", "s", None);
+        assert!(
+            server.server_identity_for(&keyless).is_none(),
+            "not without the opt-in"
+        );
+        let opted_in = server.clone().with_keyless_server_credentials(true);
+        assert!(opted_in.server_identity_for(&keyless).is_some());
+        assert!(
+            opted_in
+                .server_identity_for(&keyless.clone().with_endpoint("https://s3.example.com"))
+                .is_none(),
+            "never toward a user's endpoint"
+        );
+        assert!(opted_in
+            .server_identity_for(&keyless.clone().with_credentials("k", "s"))
+            .is_none());
+        let listed = opted_in.with_server_credential_buckets(["allowed"]);
+        assert!(listed.server_identity_for(&keyless).is_some());
+        assert!(listed
+            .server_identity_for(&S3Config::new("other"))
+            .is_none());
+        let no_keys = S3Options::new().with_keyless_server_credentials(true);
+        assert!(no_keys.server_identity_for(&keyless).is_none());
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //!   storage-core's `endpoint` unit tests; a host name that resolves to a
 //!   private address (S3 and GCS, refused unless allowed) and a stored
 //!   private endpoint once the server is strict: here
+//! - redirects to internal addresses, keyless storages and the machine's
+//!   identity, stored secrets and a new endpoint: ssrf.rs
 
 #![allow(clippy::unwrap_used)] // test helpers stop on the first failure
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::Method;
 use object_store::client::{
-    HttpClient, HttpConnector, HttpErrorKind, HttpRequest, HttpRequestBody, ReqwestConnector,
+    HttpClient, HttpConnector, HttpErrorKind, HttpRequest, HttpRequestBody,
 };
 use object_store::gcp::GcpCredentialProvider;
 use object_store::ClientOptions;
@@ -81,9 +81,13 @@ impl IamCredentials {
     /// Makes no network call. If the HTTP client cannot be built from `options`, every
     /// call fails with that reason.
     pub fn new(endpoint: Url, base: GcpCredentialProvider, options: ClientOptions) -> Self {
-        let client = ReqwestConnector::default()
-            .connect(&options)
-            .map_err(|e| error_chain(&e));
+        // The IAM endpoint is the operator's; but a redirect from it is not
+        // followed, and the environment's proxy is not used.
+        let client = storage_core::endpoint::PolicyConnector::new(
+            storage_core::EndpointPolicy::allow_private(),
+        )
+        .connect(&options)
+        .map_err(|e| error_chain(&e));
         Self {
             endpoint,
             base,
