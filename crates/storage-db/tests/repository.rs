@@ -667,7 +667,7 @@ macro_rules! repository_tests {
                 .await
                 .unwrap();
             assert_eq!(theirs.organization, other_org);
-            assert_eq!(theirs.created_by, other_user);
+            assert_eq!(theirs.created_by.id, other_user);
             assert!(f.db.project_visible(&outsider, theirs.id).await.unwrap());
             assert!(!f.db.project_visible(&f.caller, theirs.id).await.unwrap());
         }
@@ -797,10 +797,10 @@ macro_rules! repository_tests {
             assert_eq!(record.annotations[0]["id"], skipped["id"]);
 
             let project = f.db.project(f.project).await.unwrap().unwrap();
-            assert_eq!(project.task_number, 1);
-            assert_eq!(project.total_annotations_number, 0);
-            assert_eq!(project.total_predictions_number, 1);
-            assert_eq!(project.created_by, f.caller.user_id);
+            assert_eq!(project.counters.task_number, 1);
+            assert_eq!(project.counters.total_annotations_number, 0);
+            assert_eq!(project.counters.total_predictions_number, 1);
+            assert_eq!(project.created_by.id, f.caller.user_id);
             assert!(f.db.project(9999).await.unwrap().is_none());
             assert!(f.db.task(9999).await.unwrap().is_none());
         }
