@@ -273,8 +273,8 @@ impl HostStore for Engine {
         let counters = self
             .project(project)
             .await?
-            .ok_or_else(|| Error::not_found(format!("project {project}")))?
-            .counters;
+            .map(|p| p.counters)
+            .unwrap_or_default();
         let (limit, offset) = limit_offset(page, page_size);
         let tasks = self
             .task_records(
