@@ -31,6 +31,7 @@ const NOT_CONTROL_TAGS: [&str; 1] = ["Filter"];
 pub struct LabelConfig {
     parsed: Map<String, Value>,
     first_data_key: Option<String>,
+    bulk: bool,
 }
 
 impl LabelConfig {
@@ -44,6 +45,7 @@ impl LabelConfig {
             return Ok(Self {
                 parsed: Map::new(),
                 first_data_key: None,
+                bulk: true,
             });
         }
         let document = Document::parse(config).map_err(|err| err.to_string())?;
@@ -81,6 +83,7 @@ impl LabelConfig {
         Ok(Self {
             parsed: parse_controls(&elements)?,
             first_data_key: first_data_key(&elements),
+            bulk: elements.iter().all(suits_bulk_annotation),
         })
     }
 
@@ -90,6 +93,7 @@ impl LabelConfig {
         Self::parse(config).unwrap_or(Self {
             parsed: Map::new(),
             first_data_key: None,
+            bulk: true,
         })
     }
 
@@ -129,6 +133,13 @@ impl LabelConfig {
                 )
             })
             .collect()
+    }
+
+    /// Whether the config allows bulk annotation
+    /// (`config_suitable_for_bulk_annotation`): no region tag, and no
+    /// per-region or per-item classification.
+    pub fn suitable_for_bulk_annotation(&self) -> bool {
+        self.bulk
     }
 
     /// The first data variable of the config (Label Studio's first
@@ -256,6 +267,49 @@ fn parse_controls(elements: &[Node<'_, '_>]) -> Result<Map<String, Value>, Strin
     Ok(outputs)
 }
 
+/// Label Studio's `get_config_suitable_for_bulk_annotation`, for one tag.
+fn suits_bulk_annotation(element: &Node<'_, '_>) -> bool {
+    const REGION_TAGS: [&str; 15] = [
+        "Labels",
+        "Brush",
+        "BrushLabels",
+        "Ellipse",
+        "EllipseLabels",
+        "KeyPoint",
+        "KeyPointLabels",
+        "Polygon",
+        "PolygonLabels",
+        "Rectangle",
+        "RectangleLabels",
+        "HyperTextLabels",
+        "ParagraphLabels",
+        "TimeSeriesLabels",
+        "VideoRectangle",
+    ];
+    const CHECKED: [&str; 6] = [
+        "Choices", "Taxonomy", "DateTime", "Number", "Rating", "TextArea",
+    ];
+    let name = tag(element);
+    if REGION_TAGS.contains(&name) {
+        return false;
+    }
+    if !CHECKED.contains(&name) {
+        return true;
+    }
+    let flag = |attribute: &str| {
+        element
+            .attribute(attribute)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    };
+    if flag("perRegion") || flag("perItem") {
+        return false;
+    }
+    if matches!(name, "Choices" | "Taxonomy") && element.attribute("value").is_some() {
+        return false;
+    }
+    !(name == "Taxonomy" && (flag("labeling") || element.attribute("apiUrl").is_some()))
+}
+
 /// Python's `str.lstrip("$")`.
 fn strip(value: &str) -> &str {
     value.trim_start_matches('$')
@@ -326,6 +380,7 @@ mod tests {
         );
         assert_eq!(config.first_data_key(), Some("image"));
         assert!(config.has_controls());
+        assert!(config.suitable_for_bulk_annotation());
     }
 
     #[test]
@@ -382,6 +437,9 @@ mod tests {
             value.as_object().unwrap().keys().collect::<Vec<_>>(),
             ["box", "transcript", "mood"]
         );
+        assert!(!LabelConfig::parse(config)
+            .unwrap()
+            .suitable_for_bulk_annotation());
         // The nameless Header is no data type in Label Studio.
         let config = LabelConfig::parse(config).unwrap();
         assert_eq!(config.first_data_key(), Some("image"));
