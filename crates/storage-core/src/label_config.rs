@@ -37,17 +37,11 @@ pub struct LabelConfig {
 impl LabelConfig {
     /// Parses and checks a labelling config as Label Studio does when a
     /// project is created: well-formed XML without a DTD, unique `name`s,
-    /// every `toName` naming a tag. An empty config parses to nothing.
+    /// every `toName` naming a tag. An empty config is no XML document
+    /// either.
     ///
     /// The error is a sentence for the `label_config` field.
     pub fn parse(config: &str) -> Result<Self, String> {
-        if config.trim().is_empty() {
-            return Ok(Self {
-                parsed: Map::new(),
-                first_data_key: None,
-                bulk: true,
-            });
-        }
         let document = Document::parse(config).map_err(|err| err.to_string())?;
         let elements: Vec<Node<'_, '_>> = document
             .root_element()
@@ -501,7 +495,8 @@ mod tests {
 
     #[test]
     fn empty_and_control_free_configs() {
-        let empty = LabelConfig::parse("").unwrap();
+        assert!(LabelConfig::parse("").is_err());
+        let empty = LabelConfig::lenient("");
         assert!(!empty.has_controls());
         assert_eq!(empty.first_data_key(), None);
         let view = LabelConfig::parse("<View></View>").unwrap();
