@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use storage_core::host::{shown_data, HostStore, NewProject, Project, TaskRecord};
+use storage_core::host::{
+    shown_data, HostStore, NewProject, Project, Queue, TaskRecord, UserRecord,
+};
+use storage_core::label_config::LabelConfig;
 use storage_core::parse::interpret;
 use storage_core::persist::Caller;
 use storage_core::ValidationErrors;
@@ -38,7 +41,26 @@ async fn visible_project(state: &ApiState, caller: &Caller, id: i64) -> ApiResul
         .ok_or_else(ApiError::not_found)
 }
 
-fn project_json(project: &Project) -> Value {
+/// Label Studio's `UserSimpleSerializer`.
+fn user_simple(user: &UserRecord) -> Value {
+    json!({
+        "id": user.id,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "email": user.email,
+        "avatar": null,
+    })
+}
+
+/// A project with its counters and the caller's queue.
+async fn shown_project(state: &ApiState, caller: &Caller, project: &Project) -> ApiResult<Value> {
+    let queue = host(state)?.queue(project.id, caller.user_id).await?;
+    Ok(project_json(project, queue))
+}
+
+fn project_json(project: &Project, queue: Queue) -> Value {
+    let config = LabelConfig::lenient(&project.label_config);
+    let counters = &project.counters;
     json!({
         "id": project.id,
         "title": project.title,
@@ -55,44 +77,86 @@ fn project_json(project: &Project) -> Value {
         "is_published": false,
         "model_version": "",
         "is_draft": false,
-        "created_by": {"id": project.created_by},
+        "created_by": user_simple(&project.created_by),
         "created_at": iso(project.created_at),
         "min_annotations_to_start_training": 0,
         "start_training_on_annotation_update": false,
         "show_collab_predictions": true,
-        "num_tasks_with_annotations": null,
-        "task_number": project.task_number,
-        "useful_annotation_number": null,
-        "ground_truth_number": null,
-        "skipped_annotations_number": null,
-        "total_annotations_number": project.total_annotations_number,
-        "total_predictions_number": project.total_predictions_number,
+        "num_tasks_with_annotations": counters.num_tasks_with_annotations,
+        "task_number": counters.task_number,
+        "useful_annotation_number": counters.useful_annotation_number,
+        "ground_truth_number": counters.ground_truth_number,
+        "skipped_annotations_number": counters.skipped_annotations_number,
+        "total_annotations_number": counters.total_annotations_number,
+        "total_predictions_number": counters.total_predictions_number,
         "sampling": "Sequential sampling",
         "show_ground_truth_first": false,
+        "annotator_evaluation_enabled": false,
         "show_overlap_first": false,
         "overlap_cohort_percentage": 100,
         "task_data_login": null,
         "task_data_password": null,
-        "control_weights": {},
-        "parsed_label_config": {},
+        "control_weights": config.control_weights(),
+        "parsed_label_config": config.parsed(),
         "evaluate_predictions_automatically": false,
-        "config_has_control_tags": true,
+        "config_has_control_tags": config.has_controls(),
         "skip_queue": "REQUEUE_FOR_OTHERS",
         "reveal_preannotations_interactively": false,
         "pinned_at": null,
-        "finished_task_number": null,
-        "queue_total": 0,
-        "queue_done": 0,
-        "config_suitable_for_bulk_annotation": true,
+        "finished_task_number": counters.finished_task_number,
+        "queue_total": queue.total,
+        "queue_done": queue.done,
+        "config_suitable_for_bulk_annotation": config.suitable_for_bulk_annotation(),
         "state": null,
     })
+}
+
+/// Django REST framework's `PageNumberPagination`: the page size asked
+/// for (a bad one is the default, a large one the maximum), and the page
+/// (`last` or a number within the pages; page 1 of nothing is valid).
+struct Paging {
+    page: u64,
+    page_size: u64,
+}
+
+impl Paging {
+    /// The page size of `query`.
+    fn page_size(query: Option<&str>, default: u64, max: u64) -> u64 {
+        query_param(query, "page_size")
+            .and_then(|raw| raw.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .map_or(default, |n| n.min(max))
+    }
+
+    /// The page of `query` among `count` items, or Label Studio's
+    /// 404 "Invalid page.". Clients of the generated SDK (which send
+    /// `X-Fern-SDK-Name`) page until an empty page and fail on the 404, so
+    /// they get an empty page past the end instead.
+    fn of(query: Option<&str>, headers: &HeaderMap, count: u64, page_size: u64) -> ApiResult<Self> {
+        let pages = count.max(1).div_ceil(page_size);
+        let raw = query_param(query, "page").unwrap_or_else(|| "1".into());
+        let page = if raw == "last" {
+            pages
+        } else {
+            raw.parse::<u64>().map_err(|_| invalid_page())?
+        };
+        let generated_sdk = headers.contains_key("x-fern-sdk-name");
+        if page == 0 || (page > pages && !generated_sdk) {
+            return Err(invalid_page());
+        }
+        Ok(Self { page, page_size })
+    }
+}
+
+fn invalid_page() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Invalid page.")
 }
 
 /// How tasks are shown: the labelling config (for `$undefined$`) and, unless
 /// the client asked `resolve_uri=false`, the bucket storages whose URIs are
 /// rewritten to the resolver.
 struct TaskView {
-    label_config: String,
+    data_key: Option<String>,
     url_base: String,
     storages: Vec<(storage_core::Storage, storage_core::uri::BucketUri)>,
 }
@@ -102,7 +166,9 @@ impl TaskView {
         let resolve = query_param(query, "resolve_uri")
             .is_none_or(|v| !matches!(v.as_str(), "false" | "0" | "False"));
         Ok(Self {
-            label_config: project.label_config.clone(),
+            data_key: LabelConfig::lenient(&project.label_config)
+                .first_data_key()
+                .map(str::to_string),
             url_base: state.url_base().to_string(),
             storages: if resolve {
                 crate::resolve::bucket_storages(state, project.id).await?
@@ -114,7 +180,7 @@ impl TaskView {
 
     fn show(&self, task: TaskRecord) -> Value {
         let id = task.id;
-        let mut json = task_json(task, &self.label_config);
+        let mut json = task_json(task, self.data_key.as_deref());
         if let Some(Value::Object(data)) = json.get_mut("data") {
             crate::resolve::rewrite_task_data(data, id, &self.url_base, &self.storages);
         }
@@ -122,7 +188,57 @@ impl TaskView {
     }
 }
 
-fn task_json(task: TaskRecord, label_config: &str) -> Value {
+/// Label Studio's Data Manager summary of results (`annotations_results`,
+/// `predictions_results`): the results as JSON joined by commas (as its
+/// SQLite `GROUP_CONCAT`), cut at 500 characters, quotes removed.
+fn results_summary(items: &[Value]) -> String {
+    let joined = items
+        .iter()
+        .filter_map(|item| item.get("result"))
+        .map(python_json)
+        .collect::<Vec<_>>()
+        .join(",");
+    let cut: String = joined.chars().take(500).collect();
+    cut.replace(",\"", ", \"")
+        .replace("],[", "] [")
+        .replace('"', "")
+}
+
+/// JSON as Python's `json.dumps` writes it (`", "` and `": "`).
+fn python_json(value: &Value) -> String {
+    match value {
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(python_json).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(map) => format!(
+            "{{{}}}",
+            map.iter()
+                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), python_json(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// `predictions_model_versions`: the distinct model versions, joined by
+/// commas.
+fn model_versions(predictions: &[Value]) -> String {
+    let mut versions: Vec<&str> = Vec::new();
+    for version in predictions
+        .iter()
+        .filter_map(|p| p.get("model_version").and_then(Value::as_str))
+        .filter(|v| !v.is_empty())
+    {
+        if !versions.contains(&version) {
+            versions.push(version);
+        }
+    }
+    versions.join(",").replace('"', "")
+}
+
+fn task_json(task: TaskRecord, data_key: Option<&str>) -> Value {
     let annotations_ids = task
         .annotations
         .iter()
@@ -141,17 +257,17 @@ fn task_json(task: TaskRecord, label_config: &str) -> Value {
         "total_annotations": task.total_annotations,
         "total_predictions": task.total_predictions,
         "completed_at": null,
-        "annotations_results": "",
-        "predictions_results": "",
+        "annotations_results": results_summary(&task.annotations),
+        "predictions_results": results_summary(&task.predictions),
         "predictions_score": null,
         "file_upload": null,
         "storage_filename": task.storage_filename,
         "annotations_ids": annotations_ids,
-        "predictions_model_versions": "",
+        "predictions_model_versions": model_versions(&task.predictions),
         "avg_lead_time": null,
         "draft_exists": false,
         "updated_by": [],
-        "data": shown_data(task.data, label_config),
+        "data": shown_data(task.data, data_key),
         "meta": task.meta,
         "created_at": iso(task.created_at),
         "updated_at": iso(task.updated_at),
@@ -185,17 +301,106 @@ pub(crate) async fn create_project(
             "Ensure this field has no more than 50 characters.",
         ));
     }
+    let label_config = match body.get("label_config") {
+        // Label Studio's default config.
+        None | Some(Value::Null) => "<View></View>".to_string(),
+        Some(_) => text("label_config")?,
+    };
+    check_label_config(&state, &label_config)?;
     let project = host(&state)?
         .create_project(
             &caller,
             NewProject {
                 title,
                 description: text("description")?,
-                label_config: text("label_config")?,
+                label_config,
             },
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(project_json(&project))).into_response())
+    let json = shown_project(&state, &caller, &project).await?;
+    Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
+/// A `label_config` within the size limit that parses as Label Studio's
+/// validation requires, or a 400 naming the field.
+fn check_label_config(state: &ApiState, config: &str) -> ApiResult<()> {
+    let limit = state.max_label_config_bytes();
+    if config.len() > limit {
+        return Err(ApiError::field(
+            "label_config",
+            format!("Ensure this field has no more than {limit} bytes."),
+        ));
+    }
+    LabelConfig::parse(config)
+        .map(|_| ())
+        .map_err(|reason| ApiError::field("label_config", reason))
+}
+
+/// `GET /api/projects`: the caller's organisation's projects, newest
+/// first, in pages of 30 (at most 100).
+pub(crate) async fn list_projects(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let query = query.as_deref();
+    let store = host(&state)?;
+    let page_size = Paging::page_size(query, 30, 100);
+    // The count first: which pages exist.
+    let count = store.projects(caller.organization_id, 1, 1).await?.count;
+    let paging = Paging::of(query, &headers, count, page_size)?;
+    let page = store
+        .projects(caller.organization_id, paging.page, paging.page_size)
+        .await?;
+    let mut results = Vec::with_capacity(page.projects.len());
+    for project in &page.projects {
+        results.push(shown_project(&state, &caller, project).await?);
+    }
+    let link = |page: u64| page_link(&state, &headers, "/api/projects", query, page);
+    let last = page.count.max(1).div_ceil(page_size);
+    Ok(Json(json!({
+        "count": page.count,
+        "next": (paging.page < last).then(|| link(paging.page + 1)),
+        "previous": (paging.page > 1).then(|| link(paging.page - 1)),
+        "results": results,
+    })))
+}
+
+/// The absolute URL of another page, as Django REST framework builds it:
+/// the request's query with `page` replaced (left out for page 1).
+fn page_link(
+    state: &ApiState,
+    headers: &HeaderMap,
+    path: &str,
+    query: Option<&str>,
+    page: u64,
+) -> String {
+    let base = if state.url_base().is_empty() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}")
+    } else {
+        state.url_base().to_string()
+    };
+    let mut pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .filter(|(k, _)| k != "page")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    if page > 1 {
+        pairs.push(("page".into(), page.to_string()));
+    }
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    if query.is_empty() {
+        format!("{base}{path}")
+    } else {
+        format!("{base}{path}?{query}")
+    }
 }
 
 /// `GET /api/projects/{id}`.
@@ -205,7 +410,7 @@ pub(crate) async fn get_project(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let project = visible_project(&state, &caller, parse_id(&id)?).await?;
-    Ok(Json(project_json(&project)))
+    Ok(Json(shown_project(&state, &caller, &project).await?))
 }
 
 /// `POST /api/projects/{id}/import`: a JSON array of tasks (or one task).
@@ -260,10 +465,13 @@ pub(crate) async fn import_tasks(
         .into_response())
 }
 
-/// `GET /api/tasks?project=&page=&page_size=`.
+/// `GET /api/tasks?project=&page=&page_size=`: pages of 100 tasks (at
+/// most 10,000); a page past the last is Label Studio's 404
+/// "Invalid page.".
 pub(crate) async fn list_tasks(
     State(state): State<ApiState>,
     Authenticated(caller): Authenticated,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
     let query = query.as_deref();
@@ -275,20 +483,12 @@ pub(crate) async fn list_tasks(
         project.parse().map_err(|_| ApiError::not_found())?,
     )
     .await?;
-    let number = |name: &str, default: u64| -> ApiResult<u64> {
-        match query_param(query, name) {
-            None => Ok(default),
-            Some(raw) => raw
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| ApiError::field(name, "A valid positive integer is required.")),
-        }
-    };
-    let page = number("page", 1)?;
-    let page_size = number("page_size", 100)?.min(10_000);
+    let page_size = Paging::page_size(query, 100, 10_000);
+    let paging = Paging::of(query, &headers, project.counters.task_number, page_size)?;
     let view = TaskView::of(&state, &project, query).await?;
-    let tasks = host(&state)?.tasks(project.id, page, page_size).await?;
+    let tasks = host(&state)?
+        .tasks(project.id, paging.page, paging.page_size)
+        .await?;
     Ok(Json(json!({
         "total_annotations": tasks.total_annotations,
         "total_predictions": tasks.total_predictions,
@@ -348,6 +548,76 @@ async fn visible_annotation(state: &ApiState, caller: &Caller, raw: &str) -> Api
         return Err(ApiError::not_found());
     }
     Ok((id, project))
+}
+
+/// `GET /api/annotations/{id}`.
+pub(crate) async fn get_annotation(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (id, _) = visible_annotation(&state, &caller, &id).await?;
+    host(&state)?
+        .annotation(id)
+        .await?
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// `GET /api/tasks/{id}/annotations`: the task's annotations that are not
+/// cancelled, by id (as Label Studio lists them).
+pub(crate) async fn list_annotations(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (task, _) = visible_task(&state, &caller, parse_id(&id)?).await?;
+    Ok(Json(Value::Array(
+        task.annotations
+            .into_iter()
+            .filter(|a| a.get("was_cancelled") != Some(&Value::Bool(true)))
+            .collect(),
+    )))
+}
+
+/// `GET /api/current-user/whoami`: the caller, in Label Studio's
+/// `WhoAmIUserSerializer` shape.
+pub(crate) async fn whoami(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<Json<Value>> {
+    let user = host(&state)?
+        .user(caller.user_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({
+        "id": user.id,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "username": user.email,
+        "email": user.email,
+        "last_activity": iso(user.date_joined),
+        "custom_hotkeys": {},
+        "avatar": null,
+        "initials": initials(&user),
+        "phone": "",
+        "active_organization": user.organization,
+        "active_organization_meta": {"title": "", "email": ""},
+        "allow_newsletters": null,
+        "date_joined": iso(user.date_joined),
+        "permissions": [],
+    })))
+}
+
+/// Label Studio's `User.get_initials`.
+fn initials(user: &UserRecord) -> String {
+    let first = |s: &str| s.chars().take(1).collect::<String>();
+    match (user.first_name.is_empty(), user.last_name.is_empty()) {
+        (true, true) => user.email.chars().take(2).collect(),
+        (false, true) => first(&user.first_name),
+        (true, false) => first(&user.last_name),
+        (false, false) => first(&user.first_name) + &first(&user.last_name),
+    }
 }
 
 /// `PATCH /api/annotations/{id}`: updates, then exports again.

@@ -45,6 +45,7 @@ struct Inner {
     auth: Arc<dyn Authenticator>,
     host: Option<Arc<dyn HostStore>>,
     max_body_bytes: usize,
+    max_label_config_bytes: usize,
     url_base: String,
     metrics: MetricsAccess,
 }
@@ -63,6 +64,7 @@ impl ApiState {
                 auth,
                 host: None,
                 max_body_bytes: 64 * 1024 * 1024,
+                max_label_config_bytes: 1024 * 1024,
                 url_base: String::new(),
                 metrics: MetricsAccess::default(),
             }),
@@ -82,6 +84,13 @@ impl ApiState {
     /// The largest accepted request body (default 64 MiB).
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.inner_mut().max_body_bytes = bytes;
+        self
+    }
+
+    /// The largest accepted `label_config` of a project (default 1 MiB):
+    /// it is parsed on every project read.
+    pub fn with_max_label_config_bytes(mut self, bytes: usize) -> Self {
+        self.inner_mut().max_label_config_bytes = bytes;
         self
     }
 
@@ -137,6 +146,10 @@ impl ApiState {
 
     pub(crate) fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
+    }
+
+    pub(crate) fn max_label_config_bytes(&self) -> usize {
+        self.inner.max_label_config_bytes
     }
 }
 
@@ -240,16 +253,23 @@ pub fn host_router<S>(state: ApiState) -> Router<S> {
     let mut r = Router::new();
     r = both(r, "/health", get(status::health));
     r = both(r, "/api/version", get(status::version));
-    r = both(r, "/api/projects", post(create_project));
+    r = both(r, "/api/projects", get(list_projects).post(create_project));
     r = both(r, "/api/projects/{id}", get(get_project));
     r = both(r, "/api/projects/{id}/import", post(import_tasks));
     r = both(r, "/api/tasks", get(list_tasks));
     r = both(r, "/api/tasks/{id}", get(get_task));
-    r = both(r, "/api/tasks/{id}/annotations", post(create_annotation));
+    r = both(
+        r,
+        "/api/tasks/{id}/annotations",
+        get(list_annotations).post(create_annotation),
+    );
     r = both(
         r,
         "/api/annotations/{id}",
-        axum::routing::patch(update_annotation).delete(delete_annotation),
+        get(get_annotation)
+            .patch(update_annotation)
+            .delete(delete_annotation),
     );
+    r = both(r, "/api/current-user/whoami", get(whoami));
     r.with_state(state)
 }

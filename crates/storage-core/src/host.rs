@@ -13,7 +13,7 @@ use crate::parse::ParsedTask;
 use crate::persist::Caller;
 use crate::Result;
 
-/// A labelling project.
+/// A labelling project with its counters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Project {
     /// Id.
@@ -26,16 +26,72 @@ pub struct Project {
     pub description: String,
     /// Label Studio XML labelling config.
     pub label_config: String,
-    /// Creator's user id.
-    pub created_by: i64,
+    /// Its creator.
+    pub created_by: UserRecord,
     /// Creation time.
     pub created_at: DateTime<Utc>,
-    /// Number of tasks.
+    /// Counters kept with the project.
+    pub counters: ProjectCounters,
+}
+
+/// What Label Studio counts of a project (its `with_counts()` fields),
+/// kept up to date with every change so that reading them costs nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProjectCounters {
+    /// Tasks (`task_number`).
     pub task_number: u64,
-    /// Number of annotations (not cancelled).
+    /// Tasks with enough annotations (`finished_task_number`).
+    pub finished_task_number: u64,
+    /// Annotations not cancelled (`total_annotations_number`).
     pub total_annotations_number: u64,
-    /// Number of predictions.
+    /// Predictions (`total_predictions_number`).
     pub total_predictions_number: u64,
+    /// Tasks with at least one annotation neither cancelled nor ground
+    /// truth (`num_tasks_with_annotations`).
+    pub num_tasks_with_annotations: u64,
+    /// Annotations neither cancelled nor ground truth
+    /// (`useful_annotation_number`).
+    pub useful_annotation_number: u64,
+    /// Ground-truth annotations, cancelled or not (`ground_truth_number`).
+    pub ground_truth_number: u64,
+    /// Cancelled (skipped) annotations (`skipped_annotations_number`).
+    pub skipped_annotations_number: u64,
+}
+
+/// A user as the host surface shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Id.
+    pub id: i64,
+    /// E-mail address (also the username).
+    pub email: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// The user's organisation.
+    pub organization: i64,
+    /// When the user was created.
+    pub date_joined: DateTime<Utc>,
+}
+
+/// A caller's labelling queue in a project, as Label Studio counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Queue {
+    /// Tasks not finished and not annotated by the caller, plus the tasks
+    /// the caller annotated (`queue_total`).
+    pub total: u64,
+    /// Tasks the caller annotated, cancelled or not (`queue_done`).
+    pub done: u64,
+}
+
+/// One page of an organisation's projects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectPage {
+    /// The projects of the page, newest first.
+    pub projects: Vec<Project>,
+    /// Projects of the organisation.
+    pub count: u64,
 }
 
 /// Input of project creation.
@@ -108,6 +164,18 @@ pub trait HostStore: Send + Sync + Debug {
     /// A project with its counters.
     async fn project(&self, id: i64) -> Result<Option<Project>>;
 
+    /// The projects of an organisation, newest first; `page` is 1-based.
+    async fn projects(&self, organization: i64, page: u64, page_size: u64) -> Result<ProjectPage>;
+
+    /// The queue of `user` in `project`.
+    async fn queue(&self, project: i64, user: i64) -> Result<Queue>;
+
+    /// A user.
+    async fn user(&self, id: i64) -> Result<Option<UserRecord>>;
+
+    /// Annotation `id` in Label Studio's JSON shape.
+    async fn annotation(&self, id: i64) -> Result<Option<Value>>;
+
     /// Creates tasks (with their annotations and predictions) without a
     /// storage link. Returns the new task ids.
     async fn import_tasks(&self, project: i64, tasks: Vec<ParsedTask>) -> Result<Vec<i64>>;
@@ -143,31 +211,24 @@ pub trait HostStore: Send + Sync + Debug {
     async fn annotation_project(&self, id: i64) -> Result<Option<i64>>;
 }
 
-/// The first `$variable` of a labelling config: where Files-mode task data
-/// is shown.
+/// Task data as Label Studio shows and exports it: the Files-mode
+/// placeholder `$undefined$` moved to `data_key`, the first data variable of
+/// the labelling config ([`LabelConfig::first_data_key`]; kept when the
+/// config has none).
 ///
 /// ```
-/// let config = r#"<View><Image name="image" value="$image"/><Text name="t" value="$text"/></View>"#;
-/// assert_eq!(storage_core::host::first_data_key(config).as_deref(), Some("image"));
+/// use storage_core::label_config::LabelConfig;
+/// let config = LabelConfig::lenient(r#"<View><Image name="image" value="$image"/></View>"#);
+/// let data = serde_json::json!({"$undefined$": "s3://b/a.jpg"});
+/// let shown = storage_core::host::shown_data(data.as_object().unwrap().clone(), config.first_data_key());
+/// assert_eq!(serde_json::Value::Object(shown), serde_json::json!({"image": "s3://b/a.jpg"}));
 /// ```
-pub fn first_data_key(label_config: &str) -> Option<String> {
-    static VARIABLE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let re = VARIABLE.get_or_init(|| {
-        regex::Regex::new(r#"=\s*["']\$([A-Za-z_][A-Za-z0-9_]*)["']"#)
-            .expect("static regex is valid")
-    });
-    re.captures(label_config).map(|c| c[1].to_string())
-}
-
-/// Task data as Label Studio shows and exports it: the Files-mode
-/// placeholder `$undefined$` moved to the first data variable of the
-/// labelling config (kept when the config has none).
-pub fn shown_data(mut data: Map<String, Value>, label_config: &str) -> Map<String, Value> {
-    if data.contains_key(UNDEFINED_DATA_KEY) {
-        if let Some(key) = first_data_key(label_config) {
-            if let Some(value) = data.remove(UNDEFINED_DATA_KEY) {
-                data.insert(key, value);
-            }
+///
+/// [`LabelConfig::first_data_key`]: crate::label_config::LabelConfig::first_data_key
+pub fn shown_data(mut data: Map<String, Value>, data_key: Option<&str>) -> Map<String, Value> {
+    if let Some(key) = data_key {
+        if let Some(value) = data.remove(UNDEFINED_DATA_KEY) {
+            data.insert(key.to_string(), value);
         }
     }
     data
@@ -176,6 +237,7 @@ pub fn shown_data(mut data: Map<String, Value>, label_config: &str) -> Map<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::label_config::LabelConfig;
     use serde_json::json;
 
     #[test]
@@ -184,14 +246,21 @@ mod tests {
             .as_object()
             .unwrap()
             .clone();
-        let shown = shown_data(
-            data.clone(),
-            "<View><Header value='$title'/><Image value=\"$image\"/></View>",
-        );
+        let key = |config: &str| {
+            LabelConfig::lenient(config)
+                .first_data_key()
+                .map(String::from)
+        };
+        let config =
+            "<View><Header name='h' value='$title'/><Image name='i' value=\"$image\"/></View>";
+        let shown = shown_data(data.clone(), key(config).as_deref());
         assert_eq!(
             Value::Object(shown),
             json!({"title": "/data/local-files/?d=a.jpg"})
         );
-        assert_eq!(shown_data(data.clone(), "<View></View>"), data);
+        assert_eq!(
+            shown_data(data.clone(), key("<View></View>").as_deref()),
+            data
+        );
     }
 }

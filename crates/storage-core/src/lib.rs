@@ -13,6 +13,7 @@ pub mod host;
 pub mod import;
 pub mod jobs;
 pub mod jsonl;
+pub mod label_config;
 pub mod memory;
 pub mod metrics;
 mod model;

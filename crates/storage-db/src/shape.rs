@@ -233,6 +233,83 @@ impl Counters {
     }
 }
 
+/// What of one task the project counters depend on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TaskTally {
+    /// `is_labeled` (counted by `finished_task_number`).
+    pub(crate) is_labeled: bool,
+    /// Whether an annotation neither cancelled nor ground truth exists
+    /// (counted by `num_tasks_with_annotations`).
+    pub(crate) useful: bool,
+}
+
+/// A change of a project's counters, in the order of
+/// [`COUNTER_COLUMNS`]; applied with one `UPDATE` in the transaction of
+/// the change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CounterDelta(pub(crate) [i64; 8]);
+
+/// The counter columns of `projects`, in the order of [`CounterDelta`]
+/// and of `storage_core::host::ProjectCounters`.
+pub(crate) const COUNTER_COLUMNS: [&str; 8] = [
+    "task_number",
+    "finished_task_number",
+    "total_annotations_number",
+    "total_predictions_number",
+    "num_tasks_with_annotations",
+    "useful_annotation_number",
+    "ground_truth_number",
+    "skipped_annotations_number",
+];
+
+impl CounterDelta {
+    /// One annotation with these flags, counted `sign` times (1 created,
+    /// -1 deleted).
+    pub(crate) fn annotation(was_cancelled: bool, ground_truth: bool, sign: i64) -> Self {
+        let one = |yes: bool| if yes { sign } else { 0 };
+        Self([
+            0,
+            0,
+            one(!was_cancelled),
+            0,
+            0,
+            one(!was_cancelled && !ground_truth),
+            one(ground_truth),
+            one(was_cancelled),
+        ])
+    }
+
+    /// A task that went from `before` to `after` (`None`: no task).
+    pub(crate) fn task(before: Option<TaskTally>, after: Option<TaskTally>) -> Self {
+        let count = |tally: Option<TaskTally>| {
+            tally.map_or([0, 0, 0], |t| {
+                [1, i64::from(t.is_labeled), i64::from(t.useful)]
+            })
+        };
+        let (b, a) = (count(before), count(after));
+        Self([a[0] - b[0], a[1] - b[1], 0, 0, a[2] - b[2], 0, 0, 0])
+    }
+
+    /// New predictions.
+    pub(crate) fn predictions(count: i64) -> Self {
+        Self([0, 0, 0, count, 0, 0, 0, 0])
+    }
+
+    /// Both changes.
+    #[must_use]
+    pub(crate) fn plus(self, other: Self) -> Self {
+        let mut sum = self.0;
+        for (total, more) in sum.iter_mut().zip(other.0) {
+            *total += more;
+        }
+        Self(sum)
+    }
+
+    pub(crate) fn is_zero(&self) -> bool {
+        self.0.iter().all(|n| *n == 0)
+    }
+}
+
 /// A task row.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TaskRow {

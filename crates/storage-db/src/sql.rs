@@ -34,6 +34,16 @@ pub(crate) const ANNOTATION_COLUMNS: &str = "a.id AS a_id, a.task_id AS a_task_i
 pub(crate) const ANNOTATION_FROM: &str =
     "FROM annotations a LEFT JOIN users u ON u.id = a.completed_by";
 
+/// Project columns under the alias `p` with its creator `u`, as
+/// `project_from_row` reads them.
+pub(crate) const PROJECT_SELECT: &str = "SELECT p.id, p.organization_id, p.title, p.description, \
+    p.label_config, p.created_by, p.created_at, p.task_number, p.finished_task_number, \
+    p.total_annotations_number, p.total_predictions_number, p.num_tasks_with_annotations, \
+    p.useful_annotation_number, p.ground_truth_number, p.skipped_annotations_number, \
+    u.email AS u_email, u.first_name AS u_first_name, u.last_name AS u_last_name, \
+    u.organization_id AS u_organization_id, u.created_at AS u_created_at \
+    FROM projects p JOIN users u ON u.id = p.created_by";
+
 /// Rows per multi-row `INSERT`, at most; fewer when the variables of a
 /// statement would pass the engine's `MAX_VARIABLES`.
 const MAX_ROWS_PER_STATEMENT: usize = 1_000;

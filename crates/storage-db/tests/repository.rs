@@ -8,7 +8,7 @@
 
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Map, Value};
-use storage_core::host::{HostStore, NewProject, TaskRecord};
+use storage_core::host::{HostStore, NewProject, ProjectCounters, TaskRecord};
 use storage_core::parse::ParsedTask;
 use storage_core::persist::{
     AnnotationSource, Authenticator, Caller, NewTask, ProjectAccess, StorageFilter,
@@ -667,7 +667,7 @@ macro_rules! repository_tests {
                 .await
                 .unwrap();
             assert_eq!(theirs.organization, other_org);
-            assert_eq!(theirs.created_by, other_user);
+            assert_eq!(theirs.created_by.id, other_user);
             assert!(f.db.project_visible(&outsider, theirs.id).await.unwrap());
             assert!(!f.db.project_visible(&f.caller, theirs.id).await.unwrap());
         }
@@ -797,10 +797,10 @@ macro_rules! repository_tests {
             assert_eq!(record.annotations[0]["id"], skipped["id"]);
 
             let project = f.db.project(f.project).await.unwrap().unwrap();
-            assert_eq!(project.task_number, 1);
-            assert_eq!(project.total_annotations_number, 0);
-            assert_eq!(project.total_predictions_number, 1);
-            assert_eq!(project.created_by, f.caller.user_id);
+            assert_eq!(project.counters.task_number, 1);
+            assert_eq!(project.counters.total_annotations_number, 0);
+            assert_eq!(project.counters.total_predictions_number, 1);
+            assert_eq!(project.created_by.id, f.caller.user_id);
             assert!(f.db.project(9999).await.unwrap().is_none());
             assert!(f.db.task(9999).await.unwrap().is_none());
         }
@@ -1027,6 +1027,260 @@ macro_rules! repository_tests {
                 (8, 8)
             );
             assert!(record.is_labeled);
+            // The project row counted every one of them too.
+            let counters = f.db.project(f.project).await.unwrap().unwrap().counters;
+            assert_eq!(counters, recount(&f.db, f.project).await);
+            assert_eq!(
+                (counters.total_annotations_number, counters.skipped_annotations_number),
+                (8, 8)
+            );
+        }
+
+        /// Label Studio's definitions of the counters, counted from the
+        /// tables (as migration 0003 backfills them).
+        async fn recount(db: &$db, project: i64) -> ProjectCounters {
+            let count = |sql: &'static str| async move {
+                u64::try_from(number(db, sql, &[project]).await).unwrap()
+            };
+            ProjectCounters {
+                task_number: count("SELECT COUNT(*) FROM tasks WHERE project_id = $1").await,
+                finished_task_number: count(
+                    "SELECT COUNT(*) FROM tasks WHERE project_id = $1 AND is_labeled",
+                )
+                .await,
+                total_annotations_number: count(
+                    "SELECT COUNT(*) FROM annotations WHERE project_id = $1 AND NOT was_cancelled",
+                )
+                .await,
+                total_predictions_number: count(
+                    "SELECT COUNT(*) FROM predictions WHERE project_id = $1",
+                )
+                .await,
+                num_tasks_with_annotations: count(
+                    "SELECT COUNT(DISTINCT task_id) FROM annotations WHERE project_id = $1 \
+                     AND NOT was_cancelled AND NOT ground_truth",
+                )
+                .await,
+                useful_annotation_number: count(
+                    "SELECT COUNT(*) FROM annotations WHERE project_id = $1 \
+                     AND NOT was_cancelled AND NOT ground_truth",
+                )
+                .await,
+                ground_truth_number: count(
+                    "SELECT COUNT(*) FROM annotations WHERE project_id = $1 AND ground_truth",
+                )
+                .await,
+                skipped_annotations_number: count(
+                    "SELECT COUNT(*) FROM annotations WHERE project_id = $1 AND was_cancelled",
+                )
+                .await,
+            }
+        }
+
+        #[tokio::test]
+        async fn project_counters_follow_imports_syncs_and_annotations() {
+            let f = fixture().await;
+            let counters = |db: &$db| {
+                let db = db.clone();
+                let project = f.project;
+                async move { db.project(project).await.unwrap().unwrap().counters }
+            };
+            assert_eq!(counters(&f.db).await, ProjectCounters::default());
+
+            // Host import: a plain, a cancelled and a ground-truth annotation
+            // on three tasks, two predictions, one bare task.
+            let with = |annotation: Value, predictions: usize| ParsedTask {
+                annotations: vec![annotation],
+                predictions: (0..predictions)
+                    .map(|_| json!({"result": [], "model_version": "m1"}))
+                    .collect(),
+                ..parsed(json!({"text": "x"}))
+            };
+            let imported = f
+                .db
+                .import_tasks(
+                    f.project,
+                    vec![
+                        with(json!({"result": []}), 2),
+                        with(json!({"result": [], "was_cancelled": true}), 0),
+                        with(json!({"result": [], "ground_truth": true}), 0),
+                        parsed(json!({"text": "bare"})),
+                    ],
+                )
+                .await
+                .unwrap();
+            let expected = ProjectCounters {
+                task_number: 4,
+                finished_task_number: 2,
+                total_annotations_number: 2,
+                total_predictions_number: 2,
+                num_tasks_with_annotations: 1,
+                useful_annotation_number: 1,
+                ground_truth_number: 1,
+                skipped_annotations_number: 1,
+            };
+            assert_eq!(counters(&f.db).await, expected);
+
+            // A storage sync adds two tasks, one with a file annotation.
+            let storage = storage(&f.db, f.project, StorageKind::Import).await;
+            let mut annotated = file_task("a.json", None);
+            annotated.annotations = vec![json!({"result": []})];
+            let created = f
+                .db
+                .create_tasks(f.project, storage, &[annotated, file_task("b.json", None)])
+                .await
+                .unwrap();
+            assert_eq!(created, 2);
+            // Already linked: nothing created, nothing counted.
+            f.db.create_tasks(f.project, storage, &[file_task("b.json", None)])
+                .await
+                .unwrap();
+            let expected = ProjectCounters {
+                task_number: 6,
+                finished_task_number: 3,
+                total_annotations_number: 3,
+                num_tasks_with_annotations: 2,
+                useful_annotation_number: 2,
+                ..expected
+            };
+            assert_eq!(counters(&f.db).await, expected);
+
+            // Annotating the bare task finishes it.
+            let bare = imported[3];
+            let annotation = f
+                .db
+                .create_annotation(&f.caller, bare, &object(json!({"result": []})))
+                .await
+                .unwrap();
+            let id = annotation["id"].as_i64().unwrap();
+            let expected = ProjectCounters {
+                finished_task_number: 4,
+                total_annotations_number: 4,
+                num_tasks_with_annotations: 3,
+                useful_annotation_number: 3,
+                ..expected
+            };
+            assert_eq!(counters(&f.db).await, expected);
+
+            // Cancelling it: skipped, and the task is no longer finished.
+            f.db.update_annotation(&f.caller, id, &object(json!({"was_cancelled": true})))
+                .await
+                .unwrap()
+                .unwrap();
+            let cancelled = ProjectCounters {
+                finished_task_number: 3,
+                total_annotations_number: 3,
+                num_tasks_with_annotations: 2,
+                useful_annotation_number: 2,
+                skipped_annotations_number: 2,
+                ..expected
+            };
+            assert_eq!(counters(&f.db).await, cancelled);
+
+            // Back, and marked ground truth: finished again, not useful.
+            f.db.update_annotation(
+                &f.caller,
+                id,
+                &object(json!({"was_cancelled": false, "ground_truth": true})),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            let truth = ProjectCounters {
+                finished_task_number: 4,
+                total_annotations_number: 4,
+                ground_truth_number: 2,
+                skipped_annotations_number: 1,
+                ..cancelled
+            };
+            assert_eq!(counters(&f.db).await, truth);
+            // An update that changes no flag changes no counter.
+            f.db.update_annotation(&f.caller, id, &object(json!({"result": []})))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(counters(&f.db).await, truth);
+
+            // Deleting it and the imported cancelled one.
+            f.db.delete_annotation(id).await.unwrap().unwrap();
+            let skipped = f.db.task(imported[1]).await.unwrap().unwrap().annotations[0]["id"]
+                .as_i64()
+                .unwrap();
+            f.db.delete_annotation(skipped).await.unwrap().unwrap();
+            let deleted = ProjectCounters {
+                finished_task_number: 3,
+                total_annotations_number: 3,
+                ground_truth_number: 1,
+                skipped_annotations_number: 0,
+                ..truth
+            };
+            assert_eq!(counters(&f.db).await, deleted);
+            assert_eq!(deleted, recount(&f.db, f.project).await);
+
+            // The task list's totals are the row's.
+            let page = f.db.tasks(f.project, 1, 1).await.unwrap();
+            assert_eq!(
+                (page.total, page.total_annotations, page.total_predictions),
+                (6, 3, 2)
+            );
+        }
+
+        #[tokio::test]
+        async fn queue_counts_the_callers_tasks() {
+            let f = fixture().await;
+            let ids = f
+                .db
+                .import_tasks(f.project, (0..5).map(|i| parsed(json!({"n": i}))).collect())
+                .await
+                .unwrap();
+            let other = f.db.ensure_user("other@example.com", f.caller.organization_id).await.unwrap();
+            let other = Caller { user_id: other, ..f.caller.clone() };
+            let body = |cancelled: bool| object(json!({"result": [], "was_cancelled": cancelled}));
+            // Caller: one done, one skipped. Other: finishes a third task.
+            f.db.create_annotation(&f.caller, ids[0], &body(false)).await.unwrap();
+            f.db.create_annotation(&f.caller, ids[1], &body(true)).await.unwrap();
+            f.db.create_annotation(&other, ids[2], &body(false)).await.unwrap();
+            // Label Studio's queue: unfinished tasks the user did not
+            // annotate (3 and 4 for the caller), plus the tasks the user
+            // annotated, skipped or not (0 and 1).
+            let queue = f.db.queue(f.project, f.caller.user_id).await.unwrap();
+            assert_eq!((queue.total, queue.done), (4, 2));
+            let queue = f.db.queue(f.project, other.user_id).await.unwrap();
+            assert_eq!((queue.total, queue.done), (4, 1));
+            let nobody = f.db.queue(f.project, 9999).await.unwrap();
+            assert_eq!((nobody.total, nobody.done), (3, 0));
+        }
+
+        #[tokio::test]
+        async fn projects_are_listed_newest_first_per_organisation() {
+            let f = fixture().await;
+            let mut ids = vec![f.project];
+            for title in ["b", "c"] {
+                let project = NewProject { title: title.into(), ..NewProject::default() };
+                ids.push(f.db.create_project(&f.caller, project).await.unwrap().id);
+            }
+            let org_b = f.db.ensure_organization("Org B").await.unwrap();
+            let outsider = f.db.ensure_user("b@example.com", org_b).await.unwrap();
+            let outsider = Caller { user_id: outsider, organization_id: org_b };
+            f.db.create_project(&outsider, NewProject::default()).await.unwrap();
+
+            let first = f.db.projects(f.caller.organization_id, 1, 2).await.unwrap();
+            assert_eq!(first.count, 3);
+            assert_eq!(
+                first.projects.iter().map(|p| p.id).collect::<Vec<_>>(),
+                [ids[2], ids[1]]
+            );
+            let second = f.db.projects(f.caller.organization_id, 2, 2).await.unwrap();
+            assert_eq!(second.projects.iter().map(|p| p.id).collect::<Vec<_>>(), [ids[0]]);
+            assert_eq!(second.projects[0].created_by.email, "admin@example.com");
+            assert_eq!(f.db.projects(org_b, 1, 10).await.unwrap().count, 1);
+
+            let user = f.db.user(f.caller.user_id).await.unwrap().unwrap();
+            assert_eq!(
+                (user.email.as_str(), user.organization),
+                ("admin@example.com", f.caller.organization_id)
+            );
+            assert!(f.db.user(9999).await.unwrap().is_none());
         }
         }
     };
@@ -1082,7 +1336,10 @@ async fn postgres_connect_checks_urls_and_migrates_once() {
         .fetch_one(again.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 2, "0001_init and 0002_unfinished_objects");
+    assert_eq!(
+        applied, 3,
+        "0001_init, 0002_unfinished_objects and 0003_project_counters"
+    );
 }
 
 #[tokio::test]

@@ -104,7 +104,8 @@ where
             Value::String(s) => s.clone(),
             other => other.to_string(),
         }));
-        if tasks.len() < PAGE {
+        // The page after the last is Label Studio's 404 "Invalid page.".
+        if tasks.len() < PAGE || values.len() as u64 >= total {
             break;
         }
     }

@@ -160,7 +160,8 @@ async fn all_tasks(instance: &Instance, project: i64) -> (Vec<String>, Vec<i64>)
             );
             inner.push(task["inner_id"].as_i64().unwrap());
         }
-        if tasks.len() < PAGE {
+        // The page after the last is Label Studio's 404 "Invalid page.".
+        if tasks.len() < PAGE || files.len() as u64 >= body["total"].as_u64().unwrap() {
             break;
         }
     }

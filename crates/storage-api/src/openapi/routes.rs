@@ -11,7 +11,8 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{OpenApi, PartialSchema, ToResponse};
 
 use super::shapes::{
-    Annotation, AnnotationCreate, ImportResult, Project, ProxyError, Task, TaskImportBody, TaskList,
+    Annotation, AnnotationCreate, ImportResult, Project, ProjectList, ProxyError, Task,
+    TaskImportBody, TaskList, WhoAmIUser,
 };
 use super::{error_response, unauthorized};
 
@@ -180,6 +181,22 @@ resolver!(
 fn create_project() {}
 
 #[utoipa::path(
+    get, path = "/api/projects", operation_id = "api_projects_list", tag = "Projects",
+    summary = "List the projects of the caller's organisation",
+    description = "Newest first. A page past the last is a 404 \"Invalid page.\" \
+        (an empty page for clients that send `X-Fern-SDK-Name`).",
+    params(
+        ("page" = Option<String>, Query, description = "Page number (default 1) or `last`"),
+        ("page_size" = Option<i64>, Query, minimum = 1, description = "Projects per page (default 30, at most 100)"),
+    ),
+    responses(
+        (status = 200, description = "A page of projects", body = ProjectList),
+        (status = 404, response = NotFound),
+    ),
+)]
+fn list_projects() {}
+
+#[utoipa::path(
     get, path = "/api/projects/{id}", operation_id = "api_projects_read", tag = "Projects",
     summary = "Get a project",
     params(("id" = i64, Path, description = "Project id")),
@@ -209,7 +226,7 @@ fn import_tasks() {}
     summary = "List the tasks of a project",
     params(
         ("project" = i64, Query, description = "Project id"),
-        ("page" = Option<i64>, Query, minimum = 1, description = "Page number (default 1)"),
+        ("page" = Option<String>, Query, description = "Page number (default 1) or `last`; past the last page a 404 \"Invalid page.\" (an empty page for clients that send `X-Fern-SDK-Name`)"),
         ("page_size" = Option<i64>, Query, minimum = 1, description = "Tasks per page (default 100, at most 10000)"),
         ("resolve_uri" = Option<bool>, Query, description = "Rewrite storage URIs in task data to this server's resolver (default true)"),
     ),
@@ -256,6 +273,38 @@ fn get_task() {}
     ),
 )]
 fn create_annotation() {}
+
+#[utoipa::path(
+    get, path = "/api/tasks/{id}/annotations", operation_id = "api_tasks_annotations_list",
+    tag = "Annotations", summary = "List the annotations of a task",
+    description = "The annotations that are not cancelled, by id.",
+    params(("id" = i64, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The annotations", body = Vec<Annotation>),
+        (status = 404, response = NotFound),
+    ),
+)]
+fn list_annotations() {}
+
+#[utoipa::path(
+    get, path = "/api/annotations/{id}", operation_id = "api_annotations_read",
+    tag = "Annotations", summary = "Get an annotation",
+    params(("id" = i64, Path, description = "Annotation id")),
+    responses(
+        (status = 200, description = "The annotation", body = Annotation),
+        (status = 404, response = NotFound),
+    ),
+)]
+fn get_annotation() {}
+
+#[utoipa::path(
+    get, path = "/api/current-user/whoami", operation_id = "api_current_user_whoami_read",
+    tag = "Users", summary = "The caller",
+    responses(
+        (status = 200, description = "The caller's account", body = WhoAmIUser),
+    ),
+)]
+fn whoami() {}
 
 #[utoipa::path(
     patch, path = "/api/annotations/{id}", operation_id = "api_annotations_partial_update",
@@ -311,13 +360,17 @@ pub(crate) struct Common;
 #[openapi(paths(
     health,
     version,
+    list_projects,
     create_project,
     get_project,
     import_tasks,
     list_tasks,
     get_task,
+    list_annotations,
     create_annotation,
+    get_annotation,
     update_annotation,
-    delete_annotation
+    delete_annotation,
+    whoami
 ))]
 pub(crate) struct Host;

@@ -80,6 +80,16 @@ pub(crate) struct ProjectCreate {
     label_config: Option<String>,
 }
 
+/// Label Studio's `UserSimple`.
+#[derive(ToSchema)]
+pub(crate) struct UserSimple {
+    id: i64,
+    first_name: String,
+    last_name: String,
+    email: String,
+    avatar: Option<String>,
+}
+
 #[derive(ToSchema)]
 pub(crate) struct Project {
     #[schema(read_only)]
@@ -87,10 +97,73 @@ pub(crate) struct Project {
     title: String,
     description: String,
     label_config: String,
+    #[schema(read_only, required = false)]
+    created_by: UserSimple,
     #[schema(read_only, required = false, format = DateTime)]
     created_at: String,
     #[schema(read_only, required = false)]
     task_number: i64,
+    /// Tasks with enough annotations
+    #[schema(read_only, required = false)]
+    finished_task_number: i64,
+    /// Annotations not cancelled
+    #[schema(read_only, required = false)]
+    total_annotations_number: i64,
+    #[schema(read_only, required = false)]
+    total_predictions_number: i64,
+    /// Tasks with an annotation neither cancelled nor ground truth
+    #[schema(read_only, required = false)]
+    num_tasks_with_annotations: i64,
+    /// Annotations neither cancelled nor ground truth
+    #[schema(read_only, required = false)]
+    useful_annotation_number: i64,
+    #[schema(read_only, required = false)]
+    ground_truth_number: i64,
+    /// Cancelled (skipped) annotations
+    #[schema(read_only, required = false)]
+    skipped_annotations_number: i64,
+    /// The caller's queue: unfinished tasks the caller did not annotate, plus those the caller did
+    #[schema(read_only, required = false)]
+    queue_total: i64,
+    /// Tasks the caller annotated
+    #[schema(read_only, required = false)]
+    queue_done: i64,
+    /// The control tags of the label config
+    #[schema(read_only, required = false, value_type = Object)]
+    parsed_label_config: Value,
+    /// Weights of each control tag and label
+    #[schema(read_only, required = false, value_type = Object)]
+    control_weights: Value,
+}
+
+/// A page of projects.
+#[derive(ToSchema)]
+pub(crate) struct ProjectList {
+    count: i64,
+    /// The next page's URL
+    next: Option<String>,
+    /// The previous page's URL
+    previous: Option<String>,
+    results: Vec<Project>,
+}
+
+/// The caller, as Label Studio's `WhoAmIUser`.
+#[derive(ToSchema)]
+pub(crate) struct WhoAmIUser {
+    id: i64,
+    first_name: String,
+    last_name: String,
+    username: String,
+    email: String,
+    #[schema(format = DateTime)]
+    last_activity: String,
+    avatar: Option<String>,
+    initials: String,
+    phone: String,
+    active_organization: i64,
+    #[schema(format = DateTime)]
+    date_joined: String,
+    permissions: Vec<String>,
 }
 
 /// A task: its `data`, or the data itself; optional `annotations`, `predictions`, `meta`
@@ -206,7 +279,10 @@ pub(crate) struct Common;
 #[derive(OpenApi)]
 #[openapi(components(schemas(
     ProjectCreate,
+    UserSimple,
     Project,
+    ProjectList,
+    WhoAmIUser,
     TaskImport,
     ImportResult,
     Task,

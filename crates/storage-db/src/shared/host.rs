@@ -12,23 +12,44 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::QueryBuilder;
-use storage_core::host::{HostStore, NewProject, Project, TaskPage, TaskRecord};
+use storage_core::host::{
+    HostStore, NewProject, Project, ProjectPage, Queue, TaskPage, TaskRecord, UserRecord,
+};
 use storage_core::parse::ParsedTask;
 use storage_core::persist::Caller;
 use storage_core::{Error, Result};
 
 use super::rows::{
     annotation_from_row, db, get, prediction_from_row, project_from_row, task_from_row,
+    user_from_row,
 };
-use crate::shape::{now, to_text, AnnotationInput};
+use crate::shape::{now, to_text, AnnotationInput, CounterDelta};
 use crate::sql::TaskInput;
-use crate::sql::{ANNOTATION_COLUMNS, ANNOTATION_FROM, TASK_COLUMNS};
+use crate::sql::{ANNOTATION_COLUMNS, ANNOTATION_FROM, PROJECT_SELECT, TASK_COLUMNS};
 
 // From the engine module: the engine, its database and row types, how it
 // binds a time and a list, and its limit of values per list.
-use super::{push_list, stamp, Db, DbRow, Engine, LIST_CHUNK};
+use super::{push_list, stamp, Db, DbConn, DbRow, Engine, LIST_CHUNK};
+
+/// `LIMIT` and `OFFSET` of a 1-based page.
+fn limit_offset(page: u64, page_size: u64) -> (i64, i64) {
+    let limit = i64::try_from(page_size).unwrap_or(i64::MAX);
+    let offset = i64::try_from(page.max(1) - 1)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(limit);
+    (limit, offset)
+}
 
 impl Engine {
+    /// The task of annotation `id`.
+    async fn annotation_task(conn: &mut DbConn, id: i64, context: &str) -> Result<Option<i64>> {
+        sqlx::query_scalar("SELECT task_id FROM annotations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db(context))
+    }
+
     async fn task_records(
         &self,
         where_sql: &str,
@@ -124,29 +145,6 @@ impl Engine {
         }
         Ok(by_task)
     }
-
-    /// Tasks, annotations and predictions of a project.
-    async fn project_counts(&self, project: i64) -> Result<(u64, u64, u64)> {
-        // PostgreSQL sums BIGINTs as NUMERIC: cast back.
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS tasks,
-                    CAST(COALESCE(SUM(total_annotations), 0) AS BIGINT) AS annotations,
-                    CAST(COALESCE(SUM(total_predictions), 0) AS BIGINT) AS predictions
-             FROM tasks WHERE project_id = $1",
-        )
-        .bind(project)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db(format!("counting the tasks of project {project}")))?;
-        let count = |name: &str| -> Result<u64> {
-            get::<i64>(&row, name).map(|n| u64::try_from(n).unwrap_or(0))
-        };
-        Ok((
-            count("tasks")?,
-            count("annotations")?,
-            count("predictions")?,
-        ))
-    }
 }
 
 #[async_trait]
@@ -166,34 +164,96 @@ impl HostStore for Engine {
         .fetch_one(&self.pool)
         .await
         .map_err(db(format!("creating a project for user {}", caller.user_id)))?;
-        Ok(Project {
-            id,
-            organization: caller.organization_id,
-            title: project.title,
-            description: project.description,
-            label_config: project.label_config,
-            created_by: caller.user_id,
-            created_at,
-            task_number: 0,
-            total_annotations_number: 0,
-            total_predictions_number: 0,
+        self.project(id).await?.ok_or_else(|| {
+            Error::backend(
+                format!("creating a project for user {}", caller.user_id),
+                "the created project was not found",
+            )
         })
     }
 
     async fn project(&self, id: i64) -> Result<Option<Project>> {
+        let row = sqlx::query(&format!("{PROJECT_SELECT} WHERE p.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(format!("reading project {id}")))?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    async fn projects(&self, organization: i64, page: u64, page_size: u64) -> Result<ProjectPage> {
+        let context = format!("listing the projects of organization {organization}");
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM projects WHERE organization_id = $1")
+                .bind(organization)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db(context.as_str()))?;
+        let (limit, offset) = limit_offset(page, page_size);
+        let rows = sqlx::query(&format!(
+            "{PROJECT_SELECT} WHERE p.organization_id = $1 ORDER BY p.id DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(organization)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(context.as_str()))?;
+        Ok(ProjectPage {
+            projects: rows.iter().map(project_from_row).collect::<Result<_>>()?,
+            count: u64::try_from(count).unwrap_or(0),
+        })
+    }
+
+    async fn queue(&self, project: i64, user: i64) -> Result<Queue> {
+        let context = format!("counting the queue of user {user} in project {project}");
+        // Only the caller's annotations are read (through their index);
+        // the project's other counts come from its row.
         let row = sqlx::query(
-            "SELECT id, organization_id, title, description, label_config, created_by, created_at
-             FROM projects WHERE id = $1",
+            "SELECT p.task_number - p.finished_task_number AS open,
+                    (SELECT COUNT(DISTINCT a.task_id) FROM annotations a
+                     WHERE a.project_id = p.id AND a.completed_by = $2) AS done,
+                    (SELECT COUNT(DISTINCT a.task_id) FROM annotations a
+                     JOIN tasks t ON t.id = a.task_id
+                     WHERE a.project_id = p.id AND a.completed_by = $2 AND NOT t.is_labeled)
+                        AS open_done
+             FROM projects p WHERE p.id = $1",
+        )
+        .bind(project)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db(context.as_str()))?;
+        let Some(row) = row else {
+            return Ok(Queue::default());
+        };
+        let open: i64 = get(&row, "open")?;
+        let done: i64 = get(&row, "done")?;
+        let open_done: i64 = get(&row, "open_done")?;
+        Ok(Queue {
+            total: u64::try_from(open - open_done + done).unwrap_or(0),
+            done: u64::try_from(done).unwrap_or(0),
+        })
+    }
+
+    async fn user(&self, id: i64) -> Result<Option<UserRecord>> {
+        let row = sqlx::query(
+            "SELECT id, email, first_name, last_name, organization_id, created_at
+             FROM users WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db(format!("reading project {id}")))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let counts = self.project_counts(id).await?;
-        project_from_row(&row, counts).map(Some)
+        .map_err(db(format!("reading user {id}")))?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn annotation(&self, id: i64) -> Result<Option<Value>> {
+        let context = format!("reading annotation {id}");
+        let mut conn = self.pool.acquire().await.map_err(db(context.as_str()))?;
+        Ok(Self::annotation_row(&mut conn, id, &context)
+            .await?
+            .map(|row| row.api_json(now())))
     }
 
     async fn import_tasks(&self, project: i64, tasks: Vec<ParsedTask>) -> Result<Vec<i64>> {
@@ -210,11 +270,12 @@ impl HostStore for Engine {
     }
 
     async fn tasks(&self, project: i64, page: u64, page_size: u64) -> Result<TaskPage> {
-        let (total, total_annotations, total_predictions) = self.project_counts(project).await?;
-        let limit = i64::try_from(page_size).unwrap_or(i64::MAX);
-        let offset = i64::try_from(page.max(1) - 1)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(limit);
+        let counters = self
+            .project(project)
+            .await?
+            .map(|p| p.counters)
+            .unwrap_or_default();
+        let (limit, offset) = limit_offset(page, page_size);
         let tasks = self
             .task_records(
                 "WHERE t.project_id = $1 ORDER BY t.id LIMIT $2 OFFSET $3",
@@ -224,9 +285,9 @@ impl HostStore for Engine {
             .await?;
         Ok(TaskPage {
             tasks,
-            total,
-            total_annotations,
-            total_predictions,
+            total: counters.task_number,
+            total_annotations: counters.total_annotations_number,
+            total_predictions: counters.total_predictions_number,
         })
     }
 
@@ -246,12 +307,13 @@ impl HostStore for Engine {
         let input = AnnotationInput::from_body(body, true)?;
         let context = format!("creating an annotation of task {task}");
         let mut tx = self.begin_write(&context).await?;
-        let project: i64 = sqlx::query_scalar("SELECT project_id FROM tasks WHERE id = $1")
-            .bind(task)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db(context.as_str()))?
+        let (project, before) = Self::lock_task(&mut tx, task, &context)
+            .await?
             .ok_or_else(|| Error::not_found(format!("task {task}")))?;
+        let (was_cancelled, ground_truth) = (
+            input.was_cancelled.unwrap_or(false),
+            input.ground_truth.unwrap_or(false),
+        );
         let at = now();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO annotations (task_id, project_id, completed_by, result, was_cancelled,
@@ -264,14 +326,17 @@ impl HostStore for Engine {
         .bind(to_text(
             input.result.as_ref().unwrap_or(&Value::Array(Vec::new())),
         ))
-        .bind(input.was_cancelled.unwrap_or(false))
-        .bind(input.ground_truth.unwrap_or(false))
+        .bind(was_cancelled)
+        .bind(ground_truth)
         .bind(input.lead_time.flatten())
         .bind(stamp(at))
         .fetch_one(&mut *tx)
         .await
         .map_err(db(context.as_str()))?;
-        Self::refresh_task(&mut tx, task, Some(caller.user_id), at, &context).await?;
+        let after = Self::refresh_task(&mut tx, task, Some(caller.user_id), at, &context).await?;
+        let delta = CounterDelta::annotation(was_cancelled, ground_truth, 1)
+            .plus(CounterDelta::task(Some(before), Some(after)));
+        Self::bump_project(&mut tx, project, delta, &context).await?;
         let row = Self::annotation_row(&mut tx, id, &context)
             .await?
             .ok_or_else(|| {
@@ -290,9 +355,18 @@ impl HostStore for Engine {
         let input = AnnotationInput::from_body(body, false)?;
         let context = format!("updating annotation {id}");
         let mut tx = self.begin_write(&context).await?;
+        let Some(task) = Self::annotation_task(&mut tx, id, &context).await? else {
+            return Ok(None);
+        };
+        let Some((project, before)) = Self::lock_task(&mut tx, task, &context).await? else {
+            return Ok(None);
+        };
+        // Read again under the task's lock: what the counters subtract.
         let Some(current) = Self::annotation_row(&mut tx, id, &context).await? else {
             return Ok(None);
         };
+        let was_cancelled = input.was_cancelled.unwrap_or(current.was_cancelled);
+        let ground_truth = input.ground_truth.unwrap_or(current.ground_truth);
         let at = now();
         sqlx::query(
             "UPDATE annotations SET result = $1, was_cancelled = $2, ground_truth = $3,
@@ -300,8 +374,8 @@ impl HostStore for Engine {
              WHERE id = $7",
         )
         .bind(to_text(input.result.as_ref().unwrap_or(&current.result)))
-        .bind(input.was_cancelled.unwrap_or(current.was_cancelled))
-        .bind(input.ground_truth.unwrap_or(current.ground_truth))
+        .bind(was_cancelled)
+        .bind(ground_truth)
         .bind(input.lead_time.unwrap_or(current.lead_time))
         .bind(stamp(at))
         .bind(caller.user_id)
@@ -309,7 +383,12 @@ impl HostStore for Engine {
         .execute(&mut *tx)
         .await
         .map_err(db(context.as_str()))?;
-        Self::refresh_task(&mut tx, current.task, Some(caller.user_id), at, &context).await?;
+        let after =
+            Self::refresh_task(&mut tx, current.task, Some(caller.user_id), at, &context).await?;
+        let delta = CounterDelta::annotation(current.was_cancelled, current.ground_truth, -1)
+            .plus(CounterDelta::annotation(was_cancelled, ground_truth, 1))
+            .plus(CounterDelta::task(Some(before), Some(after)));
+        Self::bump_project(&mut tx, project, delta, &context).await?;
         let row = Self::annotation_row(&mut tx, id, &context).await?;
         tx.commit().await.map_err(db(context.as_str()))?;
         Ok(row.map(|row| row.api_json(now())))
@@ -318,18 +397,27 @@ impl HostStore for Engine {
     async fn delete_annotation(&self, id: i64) -> Result<Option<i64>> {
         let context = format!("deleting annotation {id}");
         let mut tx = self.begin_write(&context).await?;
-        let row =
-            sqlx::query("DELETE FROM annotations WHERE id = $1 RETURNING task_id, project_id")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db(context.as_str()))?;
+        let Some(task) = Self::annotation_task(&mut tx, id, &context).await? else {
+            return Ok(None);
+        };
+        let Some((project, before)) = Self::lock_task(&mut tx, task, &context).await? else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "DELETE FROM annotations WHERE id = $1 RETURNING was_cancelled, ground_truth",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db(context.as_str()))?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let task: i64 = get(&row, "task_id")?;
-        let project: i64 = get(&row, "project_id")?;
-        Self::refresh_task(&mut tx, task, None, now(), &context).await?;
+        let after = Self::refresh_task(&mut tx, task, None, now(), &context).await?;
+        let delta =
+            CounterDelta::annotation(get(&row, "was_cancelled")?, get(&row, "ground_truth")?, -1)
+                .plus(CounterDelta::task(Some(before), Some(after)));
+        Self::bump_project(&mut tx, project, delta, &context).await?;
         tx.commit().await.map_err(db(context.as_str()))?;
         Ok(Some(project))
     }

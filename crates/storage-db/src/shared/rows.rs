@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use storage_core::host::Project;
+use storage_core::host::{Project, ProjectCounters, UserRecord};
 use storage_core::{Error, Result, Retry, Settings, Storage, SyncState, SyncStatus};
 
 use crate::shape::{parse_object, parse_value, AnnotationRow, PredictionRow, TaskRow, UserRow};
@@ -135,19 +135,52 @@ pub(super) fn prediction_from_row(row: &DbRow) -> Result<PredictionRow> {
     })
 }
 
-pub(super) fn project_from_row(row: &DbRow, counts: (u64, u64, u64)) -> Result<Project> {
+pub(super) fn project_from_row(row: &DbRow) -> Result<Project> {
     let id: i64 = get(row, "id")?;
+    let count = |name: &str| -> Result<u64> {
+        get::<i64>(row, name).map(|n| u64::try_from(n).unwrap_or(0))
+    };
     Ok(Project {
         id,
         organization: get(row, "organization_id")?,
         title: get(row, "title")?,
         description: get(row, "description")?,
         label_config: get(row, "label_config")?,
-        created_by: get(row, "created_by")?,
+        created_by: UserRecord {
+            id: get(row, "created_by")?,
+            email: get(row, "u_email")?,
+            first_name: get(row, "u_first_name")?,
+            last_name: get(row, "u_last_name")?,
+            organization: get(row, "u_organization_id")?,
+            date_joined: time(row, "u_created_at", || {
+                format!("created_at of the creator of project {id}")
+            })?,
+        },
         created_at: time(row, "created_at", || format!("created_at of project {id}"))?,
-        task_number: counts.0,
-        total_annotations_number: counts.1,
-        total_predictions_number: counts.2,
+        counters: ProjectCounters {
+            task_number: count("task_number")?,
+            finished_task_number: count("finished_task_number")?,
+            total_annotations_number: count("total_annotations_number")?,
+            total_predictions_number: count("total_predictions_number")?,
+            num_tasks_with_annotations: count("num_tasks_with_annotations")?,
+            useful_annotation_number: count("useful_annotation_number")?,
+            ground_truth_number: count("ground_truth_number")?,
+            skipped_annotations_number: count("skipped_annotations_number")?,
+        },
+    })
+}
+
+/// A user row (`id, email, first_name, last_name, organization_id,
+/// created_at`).
+pub(super) fn user_from_row(row: &DbRow) -> Result<UserRecord> {
+    let id: i64 = get(row, "id")?;
+    Ok(UserRecord {
+        id,
+        email: get(row, "email")?,
+        first_name: get(row, "first_name")?,
+        last_name: get(row, "last_name")?,
+        organization: get(row, "organization_id")?,
+        date_joined: time(row, "created_at", || format!("created_at of user {id}"))?,
     })
 }
 

@@ -20,7 +20,9 @@ use storage_core::persist::{NewTask, ObjectLink, TaskSink};
 use storage_core::{Error, Result};
 
 use super::rows::{db, get};
-use crate::shape::{now, to_text, Counters, FileAnnotation, FilePrediction};
+use crate::shape::{
+    now, to_text, CounterDelta, Counters, FileAnnotation, FilePrediction, TaskTally,
+};
 use crate::sql::{rows_per_statement, ProjectDefaults, TaskInput, TaskValues};
 
 // From the engine module: the engine, its database and connection types,
@@ -79,6 +81,7 @@ impl Engine {
         }
         let mut rows = Vec::with_capacity(tasks.len());
         let mut prepared = Vec::with_capacity(tasks.len());
+        let mut delta = CounterDelta::default();
         for (input, inner_id) in tasks.iter().zip(first_inner..) {
             let annotations: Vec<_> = input
                 .annotations
@@ -96,11 +99,24 @@ impl Engine {
                 cancelled_annotations: cancelled,
                 total_predictions: predictions.len() as i64,
             };
+            let is_labeled = counters.is_labeled(defaults.overlap);
+            let tally = TaskTally {
+                is_labeled,
+                useful: annotations
+                    .iter()
+                    .any(|a| !a.was_cancelled && !a.ground_truth),
+            };
+            delta = annotations
+                .iter()
+                .map(|a| CounterDelta::annotation(a.was_cancelled, a.ground_truth, 1))
+                .fold(delta, CounterDelta::plus)
+                .plus(CounterDelta::task(None, Some(tally)))
+                .plus(CounterDelta::predictions(predictions.len() as i64));
             rows.push(TaskValues {
                 inner_id,
                 data: to_text(input.data),
                 allow_skip: input.allow_skip,
-                is_labeled: counters.is_labeled(defaults.overlap),
+                is_labeled,
                 counters,
             });
             prepared.push(Prepared {
@@ -174,6 +190,7 @@ impl Engine {
             context,
         )
         .await?;
+        Self::bump_project(conn, project, delta, context).await?;
         Ok(ids)
     }
 
