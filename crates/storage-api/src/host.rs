@@ -129,10 +129,9 @@ impl Paging {
     }
 
     /// The page of `query` among `count` items, or Label Studio's
-    /// 404 "Invalid page.". Clients of the generated SDK (which send
-    /// `X-Fern-SDK-Name`) page until an empty page and fail on the 404, so
-    /// they get an empty page past the end instead.
-    fn of(query: Option<&str>, headers: &HeaderMap, count: u64, page_size: u64) -> ApiResult<Self> {
+    /// 404 "Invalid page.": clients page until it (the legacy SDK's
+    /// `get_tasks`, SDK 2's pagers, hand-written loops).
+    fn of(query: Option<&str>, count: u64, page_size: u64) -> ApiResult<Self> {
         let pages = count.max(1).div_ceil(page_size);
         let raw = query_param(query, "page").unwrap_or_else(|| "1".into());
         let page = if raw == "last" {
@@ -140,8 +139,7 @@ impl Paging {
         } else {
             raw.parse::<u64>().map_err(|_| invalid_page())?
         };
-        let generated_sdk = headers.contains_key("x-fern-sdk-name");
-        if page == 0 || (page > pages && !generated_sdk) {
+        if page == 0 || page > pages {
             return Err(invalid_page());
         }
         Ok(Self { page, page_size })
@@ -349,7 +347,7 @@ pub(crate) async fn list_projects(
     let page_size = Paging::page_size(query, 30, 100);
     // The count first: which pages exist.
     let count = store.projects(caller.organization_id, 1, 1).await?.count;
-    let paging = Paging::of(query, &headers, count, page_size)?;
+    let paging = Paging::of(query, count, page_size)?;
     let page = store
         .projects(caller.organization_id, paging.page, paging.page_size)
         .await?;
@@ -471,7 +469,6 @@ pub(crate) async fn import_tasks(
 pub(crate) async fn list_tasks(
     State(state): State<ApiState>,
     Authenticated(caller): Authenticated,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
     let query = query.as_deref();
@@ -484,7 +481,7 @@ pub(crate) async fn list_tasks(
     )
     .await?;
     let page_size = Paging::page_size(query, 100, 10_000);
-    let paging = Paging::of(query, &headers, project.counters.task_number, page_size)?;
+    let paging = Paging::of(query, project.counters.task_number, page_size)?;
     let view = TaskView::of(&state, &project, query).await?;
     let tasks = host(&state)?
         .tasks(project.id, paging.page, paging.page_size)

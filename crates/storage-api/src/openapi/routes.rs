@@ -183,8 +183,7 @@ fn create_project() {}
 #[utoipa::path(
     get, path = "/api/projects", operation_id = "api_projects_list", tag = "Projects",
     summary = "List the projects of the caller's organisation",
-    description = "Newest first. A page past the last is a 404 \"Invalid page.\" \
-        (an empty page for clients that send `X-Fern-SDK-Name`).",
+    description = "Newest first. A page past the last is a 404 \"Invalid page.\".",
     params(
         ("page" = Option<String>, Query, description = "Page number (default 1) or `last`"),
         ("page_size" = Option<i64>, Query, minimum = 1, description = "Projects per page (default 30, at most 100)"),
@@ -226,7 +225,7 @@ fn import_tasks() {}
     summary = "List the tasks of a project",
     params(
         ("project" = i64, Query, description = "Project id"),
-        ("page" = Option<String>, Query, description = "Page number (default 1) or `last`; past the last page a 404 \"Invalid page.\" (an empty page for clients that send `X-Fern-SDK-Name`)"),
+        ("page" = Option<String>, Query, description = "Page number (default 1) or `last`; past the last page a 404 \"Invalid page.\""),
         ("page_size" = Option<i64>, Query, minimum = 1, description = "Tasks per page (default 100, at most 10000)"),
         ("resolve_uri" = Option<bool>, Query, description = "Rewrite storage URIs in task data to this server's resolver (default true)"),
     ),
