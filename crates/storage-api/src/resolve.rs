@@ -159,7 +159,15 @@ async fn resolve_in_project(
         cache_control: Some("private, max-age=3600, must-revalidate"),
         store_etag: true,
     };
-    serve_object(store, &location, headers, &options).await.map_err(|err| match err {
+    let secrets = state
+        .backend(&storage.storage_type)
+        .map(|backend| {
+            storage
+                .settings
+                .secret_values(&backend.fields(storage.kind))
+        })
+        .unwrap_or_default();
+    serve_object(store, &location, headers, &options).await.map_err(|err| match err.redacted(&secrets) {
         Error::NotFound { .. } => ApiError::not_found(),
         other => {
             tracing::warn!(storage = storage.id, error = %other, "proxying from storage failed");

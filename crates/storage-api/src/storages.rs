@@ -175,9 +175,13 @@ pub(crate) async fn files(
     let limit = preview_limit(&body)?;
     let (backend, candidate) =
         checked::<false>(&state, &caller, &storage_type, &body, true).await?;
+    let secrets = candidate
+        .settings
+        .secret_values(&backend.fields(StorageKind::Import));
     let listing_failed = |err: Error| {
         ApiError::validation(ValidationErrors::general(format!(
-            "Failed to list storage files: {err}"
+            "Failed to list storage files: {}",
+            err.redacted(&secrets)
         )))
     };
     let source = backend
@@ -517,11 +521,12 @@ async fn check_connection(
     kind: StorageKind,
     settings: &Settings,
 ) -> ApiResult<()> {
+    let secrets = settings.secret_values(&backend.fields(kind));
     storage_core::check_storage(backend, kind, settings)
         .await
-        .map_err(|err| match err {
+        .map_err(|err| match err.redacted(&secrets) {
             Error::InvalidConfig(errors) => ApiError::validation(errors),
-            Error::CredentialsRejected { .. } => ApiError::from(err),
+            rejected @ Error::CredentialsRejected { .. } => ApiError::from(rejected),
             other => ApiError::validation(ValidationErrors::general(other.to_string())),
         })
 }

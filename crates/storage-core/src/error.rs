@@ -184,8 +184,9 @@ pub enum Error {
         reason: String,
     },
 
-    /// The object store, the database or another service failed.
-    #[error("{context}: {source}")]
+    /// The object store, the database or another service failed. Its text
+    /// gives a provider's response body only as its code and message.
+    #[error("{context}: {}", crate::redact::without_provider_bodies(&source.to_string()))]
     Backend {
         /// What was being done, with the storage, key or table involved.
         context: String,
@@ -229,6 +230,7 @@ impl Error {
     pub fn from_object_store(context: impl Into<String>, err: object_store::Error) -> Self {
         use object_store::Error as E;
         let context = context.into();
+        let said = || crate::redact::without_provider_bodies(&err.to_string()).into_owned();
         match err {
             E::NotFound { .. } => Self::NotFound { what: context },
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
@@ -240,16 +242,16 @@ impl Error {
                     Self::CredentialsRejected {
                         fields: Vec::new(),
                         code: failure.code,
-                        message: format!("{context}: {err}"),
+                        message: format!("{context}: {}", said()),
                     }
                 } else {
                     Self::PermissionDenied {
-                        reason: format!("{context}: {err}"),
+                        reason: format!("{context}: {}", said()),
                     }
                 }
             }
             E::NotSupported { .. } | E::NotImplemented { .. } => Self::NotSupported {
-                what: format!("{context}: {err}"),
+                what: format!("{context}: {}", said()),
             },
             other => {
                 let retry = if is_transient(&other) {
@@ -274,6 +276,51 @@ impl Error {
                 fields: names.iter().map(|name| (*name).to_owned()).collect(),
                 code,
                 message,
+            },
+            other => other,
+        }
+    }
+
+    /// The same error with `secrets` (see
+    /// [`crate::Settings::secret_values`]) replaced by `***` in its texts,
+    /// for an answer or a log line. A [`Error::Backend`] keeps its context
+    /// and retry class; its cause becomes the redacted text of its chain.
+    pub fn redacted(self, secrets: &[String]) -> Self {
+        if secrets.is_empty() {
+            return self;
+        }
+        let clean =
+            |text: &str| crate::redact::without_secrets(text, secrets.iter().map(String::as_str));
+        match self {
+            Self::InvalidConfig(errors) => Self::InvalidConfig(ValidationErrors(
+                errors
+                    .0
+                    .into_iter()
+                    .map(|(field, messages)| (field, messages.iter().map(|m| clean(m)).collect()))
+                    .collect(),
+            )),
+            Self::NotFound { what } => Self::NotFound { what: clean(&what) },
+            Self::PermissionDenied { reason } => Self::PermissionDenied {
+                reason: clean(&reason),
+            },
+            Self::CredentialsRejected {
+                fields,
+                code,
+                message,
+            } => Self::CredentialsRejected {
+                fields,
+                code,
+                message: clean(&message),
+            },
+            Self::NotSupported { what } => Self::NotSupported { what: clean(&what) },
+            Self::Backend {
+                context,
+                source,
+                retry,
+            } => Self::Backend {
+                context: clean(&context),
+                source: clean(&crate::failure::chain_text(source.as_ref(), ": ")).into(),
+                retry,
             },
             other => other,
         }

@@ -192,11 +192,16 @@ pub fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static))
 /// let err = storage_core::Error::backend("listing", "connection refused");
 /// assert_eq!(storage_core::failure::chain_text(&err, ": "), "listing: connection refused");
 /// ```
+///
+/// A provider's response body quoted anywhere in the chain is given only as
+/// its code and message ([`crate::redact::without_provider_bodies`]).
 pub fn chain_text(err: &dyn StdError, separator: &str) -> String {
-    let mut text = err.to_string();
+    let said =
+        |e: &dyn StdError| crate::redact::without_provider_bodies(&e.to_string()).into_owned();
+    let mut text = said(err);
     let mut source = err.source();
     while let Some(cause) = source {
-        let cause_text = cause.to_string();
+        let cause_text = said(cause);
         if !text.contains(&cause_text) {
             text.push_str(separator);
             text.push_str(&cause_text);

@@ -318,6 +318,35 @@ impl Settings {
         &self.0
     }
 
+    /// The values of the secret fields of `specs`, to redact from any text
+    /// that leaves the server ([`crate::redact::without_secrets`]): each
+    /// value, and for a JSON key (a service-account key file) its key
+    /// material too.
+    pub fn secret_values(&self, specs: &[FieldSpec]) -> Vec<String> {
+        const KEY_MATERIAL: &[&str] = &[
+            "private_key",
+            "private_key_id",
+            "client_secret",
+            "refresh_token",
+        ];
+        let mut values = Vec::new();
+        for spec in specs.iter().filter(|spec| spec.secret) {
+            let Some(value) = self.str(spec.name) else {
+                continue;
+            };
+            if let Ok(Value::Object(json)) = serde_json::from_str::<Value>(value) {
+                values.extend(
+                    KEY_MATERIAL
+                        .iter()
+                        .filter_map(|name| json.get(*name).and_then(Value::as_str))
+                        .map(str::to_string),
+                );
+            }
+            values.push(value.to_string());
+        }
+        values
+    }
+
     /// The fields of `specs` that may be shown, in schema order, secrets left
     /// out.
     pub fn public(&self, specs: &[FieldSpec]) -> Map<String, Value> {

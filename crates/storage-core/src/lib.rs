@@ -20,6 +20,7 @@ mod model;
 pub mod parse;
 pub mod persist;
 pub mod progress;
+pub mod redact;
 pub mod retry;
 mod status;
 pub mod uri;

@@ -129,7 +129,10 @@ impl GcsBackend {
             .map_err(|e| {
                 Error::invalid(
                     CREDENTIALS_FIELD,
-                    format!("Cannot use these Google credentials: {e}"),
+                    format!(
+                        "Cannot use these Google credentials: {}",
+                        storage_core::redact::without_quoted_values(&e.to_string())
+                    ),
                 )
             })
     }

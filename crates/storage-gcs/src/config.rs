@@ -93,7 +93,10 @@ impl ServiceAccountKey {
     /// Parses a key JSON; the error names what is wrong, never the content.
     pub fn parse(json: &str) -> Result<Self, String> {
         let value: Value = serde_json::from_str(json).map_err(|e| {
-            format!("Google Application Credentials must be valid JSON string. {e}")
+            format!(
+                "Google Application Credentials must be valid JSON string. {}",
+                storage_core::redact::without_quoted_values(&e.to_string())
+            )
         })?;
         let Value::Object(map) = value else {
             return Err(

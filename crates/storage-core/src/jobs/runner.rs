@@ -190,10 +190,9 @@ impl Runner {
                 }
             }
             Err(err) => {
-                tracing::warn!(error = %err, "sync failed");
-                Ending::Failed {
-                    traceback: error_report(&err),
-                }
+                let traceback = self.redacted(&storage, &error_report(&err));
+                tracing::warn!(error = %traceback, "sync failed");
+                Ending::Failed { traceback }
             }
             Ok(ending) => {
                 match &ending {
@@ -377,6 +376,21 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// `text` without the storage's secrets (a provider may echo a key id in
+    /// its own words).
+    fn redacted(&self, storage: &Storage, text: &str) -> String {
+        let secrets = self
+            .backends
+            .get(&storage.storage_type)
+            .map(|backend| {
+                storage
+                    .settings
+                    .secret_values(&backend.fields(storage.kind))
+            })
+            .unwrap_or_default();
+        crate::redact::without_secrets(text, secrets.iter().map(String::as_str))
     }
 }
 

@@ -264,17 +264,7 @@ fn finish_export(state: &mut SyncState, outcome: &ExportOutcome, now: DateTime<U
 
 /// The error and its chain of causes, one per line.
 pub fn error_report(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut report = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !report.contains(&text) {
-            report.push_str("\ncaused by: ");
-            report.push_str(&text);
-        }
-        source = cause.source();
-    }
-    report
+    crate::failure::chain_text(err, "\ncaused by: ")
 }
 
 #[cfg(test)]
