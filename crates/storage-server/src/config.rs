@@ -82,6 +82,10 @@ pub struct Config {
     /// (at once when its `Content-Length` says so, before it is sent).
     #[arg(long, env = "STORAGE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_body_bytes: u64,
+    /// The largest `label_config` of a project in bytes; a larger one is a
+    /// 400 naming the field.
+    #[arg(long, env = "STORAGE_MAX_LABEL_CONFIG_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_label_config_bytes: u64,
     /// The server's own cloud credentials and endpoints.
     #[command(flatten)]
     pub cloud: CloudArgs,
@@ -182,6 +186,7 @@ impl std::fmt::Debug for Config {
             .field("http_body_timeout_seconds", &self.http_body_timeout_seconds)
             .field("http_max_connections", &self.http_max_connections)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_label_config_bytes", &self.max_label_config_bytes)
             .field("cloud", &self.cloud)
             .field("sync_workers", &self.sync_workers)
             .field("sync_lease_seconds", &self.sync_lease_seconds)

@@ -121,6 +121,9 @@ pub async fn app(config: &Config) -> Result<App, Error> {
         .with_host(db.host())
         .with_url_base(config.host.clone())
         .with_max_body_bytes(usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX))
+        .with_max_label_config_bytes(
+            usize::try_from(config.max_label_config_bytes).unwrap_or(usize::MAX),
+        )
         .with_metrics(metrics);
     // The request span has method, URI and version, no headers; marking the
     // Authorization header sensitive keeps tokens out of the logs even if a
