@@ -93,10 +93,10 @@ pub struct Config {
     /// second); after that another worker or instance takes it over.
     #[arg(long, env = "STORAGE_SYNC_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
     pub sync_lease_seconds: u64,
-    /// Syncs of one organisation that run at once (per server instance);
-    /// `0` means `--sync-workers` minus one (at least 1), so one
-    /// organisation never holds every worker. At its cap, the queued syncs
-    /// of other organisations are started first.
+    /// Syncs of one organisation that run at once, counted over every
+    /// instance sharing the database; `0` means `--sync-workers` minus one
+    /// (at least 1), so one organisation never holds every worker. At its
+    /// cap, the queued syncs of other organisations are started first.
     #[arg(
         long,
         env = "STORAGE_SYNC_WORKERS_PER_ORGANIZATION",

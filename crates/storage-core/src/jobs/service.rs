@@ -45,7 +45,8 @@ pub struct RunnerConfig {
     pub max_duration: Duration,
     /// Jobs of one tenant (an organisation, see
     /// [`crate::persist::StorageRepository::storage_tenants`]) that run at
-    /// once; `0` means `workers - 1` (at least 1), so one tenant never holds
+    /// once, as the repository counts them (over every process sharing
+    /// it); `0` means `workers - 1` (at least 1), so one tenant never holds
     /// every worker.
     pub per_tenant_workers: usize,
     /// How long a connection check (validate, create, update) may take
@@ -58,7 +59,7 @@ pub struct RunnerConfig {
 }
 
 impl RunnerConfig {
-    /// Jobs of one tenant that run at once in one process:
+    /// Jobs of one tenant that run at once:
     /// [`RunnerConfig::per_tenant_workers`], or `workers - 1` (at least 1).
     pub fn tenant_cap(&self) -> usize {
         match self.per_tenant_workers {
