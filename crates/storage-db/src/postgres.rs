@@ -331,7 +331,7 @@ fn read_time(
 }
 
 /// The advisory lock key claims take turns on ("claim" in ASCII).
-const CLAIM_LOCK: i64 = 0x636c_6169_6d;
+const CLAIM_LOCK: i64 = 0x0063_6c61_696d;
 
 /// PostgreSQL's limit of bound parameters per statement.
 const MAX_VARIABLES: usize = 65_535;
