@@ -263,7 +263,7 @@ async fn checked<const EXPORT: bool>(
         existing.as_ref(),
     )
     .await?;
-    check_connection(backend.as_ref(), kind, &candidate.settings).await?;
+    check_connection(state, backend.as_ref(), kind, &candidate.settings).await?;
     Ok((backend, candidate))
 }
 
@@ -304,7 +304,7 @@ pub(crate) async fn patch<const EXPORT: bool>(
     let fields = backend.fields(kind);
     let touches_connection = fields.iter().any(|f| body.contains_key(f.name));
     if touches_connection {
-        check_connection(backend.as_ref(), kind, &candidate.settings).await?;
+        check_connection(&state, backend.as_ref(), kind, &candidate.settings).await?;
     }
     storage.project = candidate.project;
     storage.title = candidate.title;
@@ -514,15 +514,16 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// Builds the storage and proves it can be reached; every failure is a 400
-/// whose message says what is wrong.
+/// Builds the storage and proves it can be reached within the configured
+/// deadline; every failure is a 400 whose message says what is wrong.
 async fn check_connection(
+    state: &ApiState,
     backend: &dyn Backend,
     kind: StorageKind,
     settings: &Settings,
 ) -> ApiResult<()> {
     let secrets = settings.secret_values(&backend.fields(kind));
-    storage_core::check_storage(backend, kind, settings)
+    storage_core::check_storage_within(backend, kind, settings, state.sync().check_timeout())
         .await
         .map_err(|err| match err.redacted(&secrets) {
             Error::InvalidConfig(errors) => ApiError::validation(errors),

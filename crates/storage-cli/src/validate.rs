@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use storage_core::{check_storage, StorageKind};
+use storage_core::{check_storage_within, RunnerConfig, StorageKind};
 
 use crate::storage::{failed, StorageArgs};
 
@@ -39,7 +39,9 @@ pub(crate) async fn run(args: ValidateArgs, report: &mut dyn Write) -> u8 {
     };
     let backend = configured.backend;
     let settings = &configured.fields.settings;
-    if let Err(err) = check_storage(backend.as_ref(), kind, settings).await {
+    // The server's deadline: a tarpit endpoint must not hang the command.
+    let deadline = RunnerConfig::default().check_timeout;
+    if let Err(err) = check_storage_within(backend.as_ref(), kind, settings, deadline).await {
         return failed(report, &err);
     }
     let _ = writeln!(

@@ -268,3 +268,30 @@ pub async fn check_storage(
         }
     }
 }
+
+/// [`check_storage`] with a deadline: a check still waiting after
+/// `deadline` (an endpoint that answers slowly, or pages without objects
+/// forever) fails with a message that says it timed out and what was being
+/// checked.
+pub async fn check_storage_within(
+    backend: &dyn Backend,
+    kind: StorageKind,
+    settings: &Settings,
+    deadline: std::time::Duration,
+) -> Result<()> {
+    match tokio::time::timeout(deadline, check_storage(backend, kind, settings)).await {
+        Ok(result) => result,
+        Err(_) => {
+            let what = match backend.bucket_uri(settings) {
+                Some(uri) => uri.uri(settings.str("prefix").unwrap_or_default()),
+                None => format!("the {} storage", backend.title()),
+            };
+            Err(Error::invalid_general(format!(
+                "Checking the connection timed out after {} s: listing {what} did not finish \
+                 in time; the endpoint may be slow or misbehaving (the limit is the server's \
+                 --storage-check-timeout-seconds)",
+                deadline.as_secs_f64()
+            )))
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! batches, one transaction per batch.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
@@ -33,6 +34,10 @@ pub struct ImportConfig {
     pub max_task_bytes: usize,
     /// Attempts for reads that fail with a temporary error.
     pub read_attempts: u32,
+    /// A listing that yields no object for this long fails the sync (an
+    /// endpoint answering empty pages with new continuation tokens
+    /// forever would otherwise hold a worker forever).
+    pub listing_stall_timeout: Duration,
 }
 
 impl ImportConfig {
@@ -50,6 +55,7 @@ impl Default for ImportConfig {
             stream_threshold_bytes: 4 * 1024 * 1024,
             max_task_bytes: 64 * 1024 * 1024,
             read_attempts: 3,
+            listing_stall_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -87,12 +93,66 @@ impl ImportOutcome {
 pub fn importable(
     source: &dyn ImportStorage,
 ) -> futures::stream::BoxStream<'_, Result<(String, ObjectMeta)>> {
-    let listing = source.listing().clone();
-    source
-        .list()
+    filtered(source, source.list())
+}
+
+/// [`importable`], failing when the listing yields no object for
+/// `stall_timeout` (see [`bounded_listing`]).
+pub fn importable_within(
+    source: &dyn ImportStorage,
+    stall_timeout: Duration,
+) -> futures::stream::BoxStream<'_, Result<(String, ObjectMeta)>> {
+    let prefix = source.listing().prefix.clone().unwrap_or_default();
+    let what = format!("the listing of {}", source.task_url(&prefix));
+    filtered(source, bounded_listing(source.list(), stall_timeout, what))
+}
+
+/// Fails `listing` with a message naming `what` when it yields no object
+/// for `stall_timeout`. Only the time spent waiting for the next object
+/// counts (not the time the consumer takes to write a batch), and every
+/// object counts as progress, before any filter: a large bucket filtered
+/// by a rare regex is not a stall. An endpoint that repeats objects
+/// forever is stopped by the runner's maximum job duration instead.
+pub fn bounded_listing(
+    listing: futures::stream::BoxStream<'static, Result<ObjectMeta>>,
+    stall_timeout: Duration,
+    what: String,
+) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
+    futures::stream::unfold(Some(listing), move |listing| {
+        let what = what.clone();
+        async move {
+            let mut listing = listing?;
+            match tokio::time::timeout(stall_timeout, listing.next()).await {
+                Ok(Some(item)) => Some((item, Some(listing))),
+                Ok(None) => None,
+                Err(_) => Some((Err(listing_stalled(&what, stall_timeout)), None)),
+            }
+        }
+    })
+    .boxed()
+}
+
+fn listing_stalled(what: &str, stall_timeout: Duration) -> Error {
+    Error::backend(
+        format!(
+            "{what} returned no new object for {} s",
+            stall_timeout.as_secs_f64()
+        ),
+        "the endpoint may be misbehaving (the limit is the server's \
+         --sync-listing-stall-seconds)",
+    )
+}
+
+/// The listing without folder markers, with link keys, then `regex_filter`.
+fn filtered<'a>(
+    source: &'a dyn ImportStorage,
+    listing: futures::stream::BoxStream<'a, Result<ObjectMeta>>,
+) -> futures::stream::BoxStream<'a, Result<(String, ObjectMeta)>> {
+    let listing_filter = source.listing().clone();
+    listing
         .try_filter(|meta| futures::future::ready(!meta.location.as_ref().ends_with('/')))
         .map_ok(move |meta| (source.object_key(&meta.location), meta))
-        .try_filter(move |(key, _)| futures::future::ready(listing.accepts(key)))
+        .try_filter(move |(key, _)| futures::future::ready(listing_filter.accepts(key)))
         .boxed()
 }
 
@@ -123,7 +183,8 @@ impl ImportJob<'_> {
     /// interrupted sync leaves whole batches only and the next sync creates
     /// exactly what is missing.
     pub async fn run(&self, progress: &dyn ProgressSink) -> Result<ImportOutcome> {
-        let mut batches = importable(self.source).try_chunks(self.config.batch_size.max(1));
+        let mut batches = importable_within(self.source, self.config.listing_stall_timeout)
+            .try_chunks(self.config.batch_size.max(1));
 
         // Listing the next batch overlaps with writing the current one: a
         // producer and a consumer joined on this task, two batches in flight.

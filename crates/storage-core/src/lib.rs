@@ -26,8 +26,8 @@ mod status;
 pub mod uri;
 
 pub use backend::{
-    check_listable, check_storage, Backend, Backends, Capabilities, ExportStorage, FileServer,
-    ImportStorage, ServedFile,
+    check_listable, check_storage, check_storage_within, Backend, Backends, Capabilities,
+    ExportStorage, FileServer, ImportStorage, ServedFile,
 };
 pub use endpoint::EndpointPolicy;
 pub use error::{Error, Result, Retry, ValidationErrors, NON_FIELD_ERRORS};

@@ -9,6 +9,8 @@
 //! - [`StorageRepository::update_sync`] is a compare-and-set on status and
 //!   job id, so [`StorageRepository::claim_queued`] (its default, by
 //!   compare-and-set) hands each queued storage to exactly one caller;
+//! - a storage's tenant ([`StorageRepository::storage_tenants`]) is the
+//!   organisation of its project;
 //! - [`TaskSink::create_tasks`] writes a batch whole or not at all and skips
 //!   `(key, row_index)` pairs already linked to the storage (and repeats
 //!   within the batch); [`TaskSink::linked_keys`] leaves out objects begun
@@ -410,6 +412,17 @@ impl StorageRepository for InMemory {
         stored.synchronizable = storage.synchronizable;
         stored.settings = storage.settings.clone();
         Ok(())
+    }
+
+    async fn storage_tenants(&self, ids: &[i64]) -> Result<HashMap<i64, i64>> {
+        let state = self.state();
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let project = state.storages.get(id)?.project;
+                Some((*id, *state.projects.get(&project)?))
+            })
+            .collect())
     }
 
     async fn delete_storage(&self, id: i64) -> Result<bool> {

@@ -142,7 +142,7 @@ async fn each_queued_storage_is_claimed_once_however_many_claim() {
         let db = db.clone();
         tokio::spawn(async move {
             let mut mine = Vec::new();
-            while let Some(storage) = db.claim_queued(&[], now, lease).await.unwrap() {
+            while let Some(storage) = db.claim_queued(&[], now, lease, None).await.unwrap() {
                 assert_eq!(storage.sync.status, SyncStatus::InProgress);
                 assert_eq!(storage.sync.lease_until, Some(lease));
                 mine.push(storage.id);
@@ -181,9 +181,87 @@ async fn claims_skip_the_storages_they_are_told_to() {
             .unwrap();
     }
     let now = Utc::now();
-    let claimed = db.claim_queued(&[first], now, now).await.unwrap().unwrap();
+    let claimed = db
+        .claim_queued(&[first], now, now, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(claimed.id, second);
-    assert!(db.claim_queued(&[first], now, now).await.unwrap().is_none());
+    assert!(db
+        .claim_queued(&[first], now, now, None)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Queues `n` import storages of a new project of `organization`.
+async fn queued_storages(db: &InMemory, organization: i64, n: usize) -> Vec<i64> {
+    let project = db.add_project(organization);
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let id = db.add_storage(project, StorageKind::Import, "s3");
+        db.update_sync(id, &SyncGuard::of(&SyncState::default()), &queued_state())
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_cap_waits_while_other_tenants_are_claimed() {
+    let db = InMemory::new();
+    // Organisation 1 queued first (lower ids): without a cap it would take
+    // every claim.
+    let busy = queued_storages(&db, 1, 4).await;
+    let other = queued_storages(&db, 2, 2).await;
+    let now = Utc::now();
+    let mut claimed = Vec::new();
+    while let Some(storage) = db.claim_queued(&[], now, now, Some(2)).await.unwrap() {
+        claimed.push(storage.id);
+    }
+    // Fewest running first: 1, 2, 1, 2; then organisation 1 is at its cap.
+    assert_eq!(claimed, vec![busy[0], other[0], busy[1], other[1]]);
+    let storages = db
+        .storages_with_status(&[SyncStatus::Queued])
+        .await
+        .unwrap();
+    assert_eq!(
+        storages.iter().map(|s| s.id).collect::<Vec<_>>(),
+        busy[2..].to_vec(),
+        "the capped organisation's other jobs stay queued"
+    );
+
+    // One of organisation 1's jobs ends: one more of its jobs may run.
+    let running = db.storage(busy[0]).await.unwrap().unwrap();
+    let mut done = running.sync.clone();
+    done.status = SyncStatus::Completed;
+    db.update_sync(busy[0], &SyncGuard::of(&running.sync), &done)
+        .await
+        .unwrap();
+    let next = db
+        .claim_queued(&[], now, now, Some(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.id, busy[2]);
+    assert!(db
+        .claim_queued(&[], now, now, Some(2))
+        .await
+        .unwrap()
+        .is_none());
+    // Without a cap the rest is claimed.
+    let last = db.claim_queued(&[], now, now, None).await.unwrap().unwrap();
+    assert_eq!(last.id, busy[3]);
+}
+
+#[tokio::test]
+async fn storage_tenants_are_the_organisations_of_their_projects() {
+    let db = InMemory::new();
+    let a = queued_storages(&db, 7, 1).await[0];
+    let b = queued_storages(&db, 9, 1).await[0];
+    let tenants = db.storage_tenants(&[a, b, 12345]).await.unwrap();
+    assert_eq!(tenants, HashMap::from([(a, 7), (b, 9)]));
 }
 
 #[tokio::test]

@@ -79,9 +79,16 @@ pub trait StorageRepository: Send + Sync + Debug {
 
     /// Claims one `queued` storage for a worker: moves it to `in_progress`
     /// with [`claimed_state`] and returns it as written, or `None` when no
-    /// storage is queued. Storages in `skip` (still running in this
+    /// storage can be claimed. Storages in `skip` (still running in this
     /// process) are left alone. However many workers and processes claim at
     /// once, each queued job goes to exactly one of them.
+    ///
+    /// With `per_tenant`, a storage whose tenant (see
+    /// [`StorageRepository::storage_tenants`]) already has that many
+    /// storages `in_progress` is not claimed, and among the others the
+    /// storages of the tenant with the fewest running come first (then by
+    /// ascending id): one tenant cannot hold every worker, and queued jobs
+    /// of other tenants go first.
     ///
     /// The default lists the queued storages and claims the first one a
     /// compare-and-set wins ([`claim_by_compare_and_set`]); a database with
@@ -91,8 +98,18 @@ pub trait StorageRepository: Send + Sync + Debug {
         skip: &[i64],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        per_tenant: Option<usize>,
     ) -> Result<Option<Storage>> {
-        claim_by_compare_and_set(self, skip, now, lease_until).await
+        claim_by_compare_and_set(self, skip, now, lease_until, per_tenant).await
+    }
+
+    /// The tenant of each of the storages `ids` that has one (in
+    /// `storage-db`: the organisation of the storage's project). A storage
+    /// without a tenant is never held back by a per-tenant cap; a host
+    /// without tenants keeps the default (none).
+    async fn storage_tenants(&self, ids: &[i64]) -> Result<HashMap<i64, i64>> {
+        let _ = ids;
+        Ok(HashMap::new())
     }
 }
 
@@ -112,20 +129,49 @@ pub fn claimed_state(
 }
 
 /// [`StorageRepository::claim_queued`] by compare-and-set: tries the queued
-/// storages by ascending id until one update wins.
+/// storages (fewest running of their tenant first, then by ascending id,
+/// tenants at `per_tenant` left out) until one update wins.
+///
+/// Two claims running at once may both see a tenant below its cap; callers
+/// that need the cap exact serialise their claims (the job runner does
+/// within one process).
 pub async fn claim_by_compare_and_set<R: StorageRepository + ?Sized>(
     repository: &R,
     skip: &[i64],
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
+    per_tenant: Option<usize>,
 ) -> Result<Option<Storage>> {
-    for mut storage in repository
-        .storages_with_status(&[SyncStatus::Queued])
-        .await?
-    {
-        if skip.contains(&storage.id) {
-            continue;
+    let active = repository
+        .storages_with_status(&[SyncStatus::Queued, SyncStatus::InProgress])
+        .await?;
+    let tenants = match per_tenant {
+        Some(_) => {
+            let ids: Vec<i64> = active.iter().map(|s| s.id).collect();
+            repository.storage_tenants(&ids).await?
         }
+        None => HashMap::new(),
+    };
+    let mut running: HashMap<i64, usize> = HashMap::new();
+    for storage in &active {
+        if storage.sync.status == SyncStatus::InProgress {
+            if let Some(tenant) = tenants.get(&storage.id) {
+                *running.entry(*tenant).or_default() += 1;
+            }
+        }
+    }
+    let load = |id: i64| {
+        tenants
+            .get(&id)
+            .map_or(0, |tenant| running.get(tenant).copied().unwrap_or(0))
+    };
+    let mut queued: Vec<Storage> = active
+        .into_iter()
+        .filter(|s| s.sync.status == SyncStatus::Queued && !skip.contains(&s.id))
+        .filter(|s| per_tenant.is_none_or(|cap| load(s.id) < cap))
+        .collect();
+    queued.sort_by_key(|s| (load(s.id), s.id));
+    for mut storage in queued {
         let state = claimed_state(&storage.sync, now, lease_until);
         if repository
             .update_sync(storage.id, &SyncGuard::of(&storage.sync), &state)

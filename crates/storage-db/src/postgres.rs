@@ -257,18 +257,39 @@ impl PostgresDatabase {
         skip: &[i64],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        per_tenant: Option<usize>,
     ) -> Result<Option<Storage>> {
         let context = "claiming a queued sync";
         let mut tx = self.begin_write(context).await?;
+        // Claims of every instance take turns (for the length of this short
+        // transaction), so two never both see an organisation below its cap.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CLAIM_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(context))?;
+        // The organisation with the fewest running jobs first, then the
+        // oldest storage; organisations at their cap wait.
         let sql = format!(
-            "SELECT {STORAGE_COLUMNS} FROM storages
-             WHERE status = $1 AND id <> ALL($2)
-             ORDER BY id LIMIT 1
-             FOR NO KEY UPDATE SKIP LOCKED"
+            "WITH running AS (
+                 SELECT p.organization_id, count(*) AS jobs FROM storages r
+                 JOIN projects p ON p.id = r.project_id
+                 WHERE r.status = $3 GROUP BY p.organization_id)
+             SELECT {STORAGE_COLUMNS} FROM storages WHERE id = (
+                 SELECT s.id FROM storages s
+                 JOIN projects p ON p.id = s.project_id
+                 LEFT JOIN running ON running.organization_id = p.organization_id
+                 WHERE s.status = $1 AND s.id <> ALL($2)
+                   AND ($4::BIGINT IS NULL OR COALESCE(running.jobs, 0) < $4)
+                 ORDER BY COALESCE(running.jobs, 0), s.id LIMIT 1
+                 FOR NO KEY UPDATE OF s SKIP LOCKED)"
         );
+        let cap = per_tenant.map(|cap| i64::try_from(cap).unwrap_or(i64::MAX));
         let row = sqlx::query(&sql)
             .bind(SyncStatus::Queued.as_str())
             .bind(skip)
+            .bind(SyncStatus::InProgress.as_str())
+            .bind(cap)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db(context))?;
@@ -308,6 +329,9 @@ fn read_time(
 ) -> Result<Option<DateTime<Utc>>> {
     get(row, column)
 }
+
+/// The advisory lock key claims take turns on ("claim" in ASCII).
+const CLAIM_LOCK: i64 = 0x0063_6c61_696d;
 
 /// PostgreSQL's limit of bound parameters per statement.
 const MAX_VARIABLES: usize = 65_535;

@@ -226,8 +226,14 @@ impl SqliteDatabase {
         skip: &[i64],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        per_tenant: Option<usize>,
     ) -> Result<Option<Storage>> {
-        storage_core::persist::claim_by_compare_and_set(self, skip, now, lease_until).await
+        // One process owns a SQLite file; its claims take turns, so two never
+        // both see an organisation below its cap.
+        static CLAIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _claiming = CLAIMING.lock().await;
+        storage_core::persist::claim_by_compare_and_set(self, skip, now, lease_until, per_tenant)
+            .await
     }
 }
 

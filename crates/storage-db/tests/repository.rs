@@ -906,7 +906,7 @@ macro_rules! repository_tests {
             let lease = Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 37).unwrap();
 
             // Storages this process still runs are skipped.
-            let first = f.db.claim_queued(&queued[..1], now, lease).await.unwrap().unwrap();
+            let first = f.db.claim_queued(&queued[..1], now, lease, None).await.unwrap().unwrap();
             assert_ne!(first.id, queued[0]);
             assert!(queued.contains(&first.id));
             assert_eq!(first.sync.status, SyncStatus::InProgress);
@@ -922,7 +922,7 @@ macro_rules! repository_tests {
                 let db = f.db.clone();
                 handles.push(tokio::spawn(async move {
                     let mut claimed = Vec::new();
-                    while let Some(storage) = db.claim_queued(&[], now, lease).await.unwrap() {
+                    while let Some(storage) = db.claim_queued(&[], now, lease, None).await.unwrap() {
                         claimed.push(storage.id);
                     }
                     claimed
@@ -934,13 +934,90 @@ macro_rules! repository_tests {
             }
             claimed.sort_unstable();
             assert_eq!(claimed, queued);
-            assert!(f.db.claim_queued(&[], now, lease).await.unwrap().is_none());
+            assert!(f.db.claim_queued(&[], now, lease, None).await.unwrap().is_none());
             let running = f.db.storages_with_status(&[SyncStatus::InProgress]).await.unwrap();
             assert_eq!(running.iter().map(|s| s.id).collect::<Vec<_>>(), queued);
             assert_eq!(
                 f.db.storage(never_queued).await.unwrap().unwrap().sync.status,
                 SyncStatus::Initialized
             );
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn claims_keep_each_organisation_below_its_cap() {
+            let f = fixture().await;
+            let org_b = f.db.ensure_organization("Org B").await.unwrap();
+            let user_b = f.db.ensure_user("b@example.com", org_b).await.unwrap();
+            let caller_b = Caller { user_id: user_b, organization_id: org_b };
+            let project_b = f
+                .db
+                .create_project(
+                    &caller_b,
+                    NewProject {
+                        title: "b".into(),
+                        description: String::new(),
+                        label_config: "<View></View>".into(),
+                    },
+                )
+                .await
+                .unwrap()
+                .id;
+            let queue = |project| {
+                let db = f.db.clone();
+                async move {
+                    let id = storage(&db, project, StorageKind::Import).await;
+                    let initial = db.storage(id).await.unwrap().unwrap().sync;
+                    let state = SyncState {
+                        status: SyncStatus::Queued,
+                        last_sync_job: Some(format!("job-{id}")),
+                        ..SyncState::default()
+                    };
+                    assert!(db.update_sync(id, &SyncGuard::of(&initial), &state).await.unwrap());
+                    id
+                }
+            };
+            // Organisation A queued four jobs before B queued two.
+            let mut a = Vec::new();
+            for _ in 0..4 {
+                a.push(queue(f.project).await);
+            }
+            let mut b = Vec::new();
+            for _ in 0..2 {
+                b.push(queue(project_b).await);
+            }
+            let tenants = f.db.storage_tenants(&[a[0], b[0], 999_999]).await.unwrap();
+            assert_eq!(tenants.len(), 2);
+            assert_eq!(tenants[&a[0]], f.caller.organization_id);
+            assert_eq!(tenants[&b[0]], org_b);
+
+            let now = Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap();
+            let lease = Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 37).unwrap();
+            // Fewest running first, ties by id: A, B, A, B; then A is at its cap.
+            let mut order = Vec::new();
+            while let Some(storage) = f.db.claim_queued(&[], now, lease, Some(2)).await.unwrap() {
+                order.push(storage.id);
+            }
+            assert_eq!(order, vec![a[0], b[0], a[1], b[1]]);
+
+            // Eight claimers at once, cap 3: exactly one more of A's jobs.
+            let mut handles = Vec::new();
+            for _ in 0..8 {
+                let db = f.db.clone();
+                handles.push(tokio::spawn(async move {
+                    let mut claimed = Vec::new();
+                    while let Some(storage) = db.claim_queued(&[], now, lease, Some(3)).await.unwrap() {
+                        claimed.push(storage.id);
+                    }
+                    claimed
+                }));
+            }
+            let mut claimed = Vec::new();
+            for handle in handles {
+                claimed.extend(handle.await.unwrap());
+            }
+            assert_eq!(claimed, vec![a[2]]);
+            let queued = f.db.storages_with_status(&[SyncStatus::Queued]).await.unwrap();
+            assert_eq!(queued.iter().map(|s| s.id).collect::<Vec<_>>(), vec![a[3]]);
         }
 
         #[tokio::test]

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use storage_core::EndpointPolicy;
@@ -96,6 +97,28 @@ pub struct Config {
     /// second); after that another worker or instance takes it over.
     #[arg(long, env = "STORAGE_SYNC_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
     pub sync_lease_seconds: u64,
+    /// Syncs of one organisation that run at once, counted over every
+    /// instance sharing the database; `0` means `--sync-workers` minus one
+    /// (at least 1), so one organisation never holds every worker. At its
+    /// cap, the queued syncs of other organisations are started first.
+    #[arg(
+        long,
+        env = "STORAGE_SYNC_WORKERS_PER_ORGANIZATION",
+        default_value_t = 0
+    )]
+    pub sync_workers_per_organization: usize,
+    /// Seconds a sync may run; a longer one fails with a message naming
+    /// this flag.
+    #[arg(long, env = "STORAGE_SYNC_MAX_DURATION_SECONDS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_max_duration_seconds: u64,
+    /// Seconds a storage listing may go without yielding an object (an
+    /// endpoint answering empty pages forever); then the sync fails.
+    #[arg(long, env = "STORAGE_SYNC_LISTING_STALL_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_listing_stall_seconds: u64,
+    /// Seconds a connection check (validate, create, update of a storage)
+    /// may take; then it fails with a 400 saying it timed out.
+    #[arg(long, env = "STORAGE_CHECK_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub storage_check_timeout_seconds: u64,
     /// Log as JSON lines instead of text. Lines logged during a sync carry
     /// its `storage` id and `job` id (in `span` and `spans`).
     #[arg(long, env = "STORAGE_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
@@ -190,9 +213,42 @@ impl std::fmt::Debug for Config {
             .field("cloud", &self.cloud)
             .field("sync_workers", &self.sync_workers)
             .field("sync_lease_seconds", &self.sync_lease_seconds)
+            .field(
+                "sync_workers_per_organization",
+                &self.sync_workers_per_organization,
+            )
+            .field("sync_max_duration_seconds", &self.sync_max_duration_seconds)
+            .field(
+                "sync_listing_stall_seconds",
+                &self.sync_listing_stall_seconds,
+            )
+            .field(
+                "storage_check_timeout_seconds",
+                &self.storage_check_timeout_seconds,
+            )
             .field("log_json", &self.log_json)
             .field("metrics_public", &self.metrics_public)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
             .finish()
+    }
+}
+
+impl Config {
+    /// The job runner's settings from the `--sync-*` flags and
+    /// `--storage-check-timeout-seconds`.
+    pub fn runner_config(&self) -> storage_core::RunnerConfig {
+        let defaults = storage_core::RunnerConfig::default();
+        storage_core::RunnerConfig {
+            workers: self.sync_workers,
+            lease: Duration::from_secs(self.sync_lease_seconds),
+            per_tenant_workers: self.sync_workers_per_organization,
+            max_duration: Duration::from_secs(self.sync_max_duration_seconds),
+            check_timeout: Duration::from_secs(self.storage_check_timeout_seconds),
+            import: storage_core::import::ImportConfig {
+                listing_stall_timeout: Duration::from_secs(self.sync_listing_stall_seconds),
+                ..defaults.import.clone()
+            },
+            ..defaults
+        }
     }
 }

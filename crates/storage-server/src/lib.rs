@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use storage_api::{host_router, router, ApiState, MetricsAccess, MetricsToken};
-use storage_core::{RunnerConfig, SyncService};
+use storage_core::SyncService;
 use storage_db::Database;
 use storage_localfiles::{LocalFiles, LocalFilesBackend};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -99,11 +99,7 @@ pub async fn app(config: &Config) -> Result<App, Error> {
         db.tasks(),
         db.annotations(),
         backends,
-        RunnerConfig {
-            workers: config.sync_workers,
-            lease: Duration::from_secs(config.sync_lease_seconds),
-            ..RunnerConfig::default()
-        },
+        config.runner_config(),
     );
     // An embedded SQLite file has one process: a job left in progress by a
     // previous run died with it and is resumed now. A shared PostgreSQL

@@ -36,6 +36,9 @@ pub(super) struct Runner {
     pub(super) wake: Notify,
     pub(super) shutdown: watch::Sender<bool>,
     pub(super) running: Mutex<HashSet<i64>>,
+    /// Held while claiming, so the workers of this process never both see
+    /// a tenant below its cap and exceed it together.
+    pub(super) claiming: tokio::sync::Mutex<()>,
     pub(super) workers: Mutex<Vec<JoinHandle<()>>>,
     pub(super) metrics: Arc<SyncMetrics>,
 }
@@ -110,11 +113,17 @@ impl Runner {
     async fn claim(&self) -> Result<Option<Storage>> {
         // A job still winding down here after losing its lease may be queued
         // again; another process may take it, this one waits until it ends.
+        let _claiming = self.claiming.lock().await;
         let skip: Vec<i64> = self.running().iter().copied().collect();
         let now = Utc::now();
         let claimed = self
             .storages
-            .claim_queued(&skip, now, now + self.config.lease)
+            .claim_queued(
+                &skip,
+                now,
+                now + self.config.lease,
+                Some(self.config.tenant_cap()),
+            )
             .await?;
         if let Some(storage) = &claimed {
             self.running().insert(storage.id);
@@ -153,6 +162,7 @@ impl Runner {
         let tracker = Arc::new(Tracker {
             latest: Mutex::new(None),
             lost: AtomicBool::new(false),
+            stop: Notify::new(),
             shutdown: self.shutdown.subscribe(),
             counted: Mutex::new(None),
             metrics: self.metrics.clone(),
@@ -162,7 +172,16 @@ impl Runner {
             self.clone()
                 .heartbeat(storage.clone(), tracker.clone(), started),
         ));
-        let result = self.execute(&storage, tracker.as_ref()).await;
+        // The engine also stops itself between batches (`Tracker::report`);
+        // these stop it wherever it waits, e.g. on an endpoint that answers
+        // listing pages without objects forever.
+        let result = tokio::select! {
+            result = self.execute(&storage, tracker.as_ref()) => result,
+            () = tracker.stop.notified() => Err(lease_lost()),
+            () = tokio::time::sleep(self.config.max_duration) => {
+                Err(too_long(self.config.max_duration))
+            }
+        };
         heartbeat.abort();
         let _ = heartbeat.await;
 
@@ -175,8 +194,12 @@ impl Runner {
             .clone();
         let ending = match result {
             _ if lost => {
-                tracing::warn!("sync lost its lease to another worker; its result is dropped");
-                self.metrics.lease_lost(storage.kind, &storage.storage_type);
+                if let Ok(None) = self.storages.storage(id).await {
+                    tracing::info!("storage deleted while syncing; its job stopped");
+                } else {
+                    tracing::warn!("sync lost its lease to another worker; its result is dropped");
+                    self.metrics.lease_lost(storage.kind, &storage.storage_type);
+                }
                 self.running().remove(&id);
                 return;
             }
@@ -303,7 +326,10 @@ impl Runner {
             match self.storages.update_sync(storage.id, &guard, &state).await {
                 Ok(true) => {}
                 Ok(false) => {
+                    // Deleted, or taken over after an expired lease: the
+                    // job stops wherever it is.
                     tracker.lost.store(true, Ordering::SeqCst);
+                    tracker.stop.notify_one();
                     return;
                 }
                 Err(err) => tracing::warn!(error = %err, "could not write sync progress"),
@@ -398,6 +424,8 @@ impl Runner {
 struct Tracker {
     latest: Mutex<Option<Progress>>,
     lost: AtomicBool,
+    /// Notified when `lost` is set.
+    stop: Notify,
     shutdown: watch::Receiver<bool>,
     /// The progress already added to the metrics.
     counted: Mutex<Option<Progress>>,
@@ -437,9 +465,7 @@ impl ProgressSink for Tracker {
         *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress.clone());
         self.account(progress);
         if self.lost.load(Ordering::SeqCst) {
-            return Err(Error::PermissionDenied {
-                reason: "the sync job lost its lease to another worker".into(),
-            });
+            return Err(lease_lost());
         }
         if *self.shutdown.borrow() {
             return Err(Error::NotSupported {
@@ -448,4 +474,21 @@ impl ProgressSink for Tracker {
         }
         Ok(())
     }
+}
+
+fn lease_lost() -> Error {
+    Error::PermissionDenied {
+        reason: "the sync job lost its lease to another worker, or its storage was deleted".into(),
+    }
+}
+
+fn too_long(max_duration: std::time::Duration) -> Error {
+    Error::backend(
+        "running the sync",
+        format!(
+            "it ran longer than the maximum job duration of {} s and was stopped (the \
+             server's --sync-max-duration-seconds)",
+            max_duration.as_secs_f64()
+        ),
+    )
 }

@@ -40,10 +40,33 @@ pub struct RunnerConfig {
     /// How many times a job whose worker died is resumed before it is
     /// failed.
     pub max_resumes: u64,
+    /// A job running longer than this fails (whatever its endpoint keeps
+    /// answering).
+    pub max_duration: Duration,
+    /// Jobs of one tenant (an organisation, see
+    /// [`crate::persist::StorageRepository::storage_tenants`]) that run at
+    /// once, as the repository counts them (over every process sharing
+    /// it); `0` means `workers - 1` (at least 1), so one tenant never holds
+    /// every worker.
+    pub per_tenant_workers: usize,
+    /// How long a connection check (validate, create, update) may take
+    /// before it fails as timed out (see [`crate::check_storage_within`]).
+    pub check_timeout: Duration,
     /// Import tuning.
     pub import: ImportConfig,
     /// Export tuning.
     pub export: ExportConfig,
+}
+
+impl RunnerConfig {
+    /// Jobs of one tenant that run at once:
+    /// [`RunnerConfig::per_tenant_workers`], or `workers - 1` (at least 1).
+    pub fn tenant_cap(&self) -> usize {
+        match self.per_tenant_workers {
+            0 => self.workers.saturating_sub(1).max(1),
+            cap => cap,
+        }
+    }
 }
 
 impl Default for RunnerConfig {
@@ -55,6 +78,9 @@ impl Default for RunnerConfig {
             queue_timeout: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(2),
             max_resumes: 3,
+            max_duration: Duration::from_secs(24 * 3600),
+            per_tenant_workers: 0,
+            check_timeout: Duration::from_secs(30),
             import: ImportConfig::default(),
             export: ExportConfig::default(),
         }
@@ -91,6 +117,7 @@ impl SyncService {
                 wake: Notify::new(),
                 shutdown: watch::channel(false).0,
                 running: Mutex::new(HashSet::new()),
+                claiming: tokio::sync::Mutex::new(()),
                 workers: Mutex::new(Vec::new()),
                 metrics,
             }),
@@ -115,6 +142,12 @@ impl SyncService {
     /// The storage repository.
     pub fn storages(&self) -> &Arc<dyn StorageRepository> {
         &self.inner.storages
+    }
+
+    /// How long a connection check may take (see
+    /// [`crate::check_storage_within`]).
+    pub fn check_timeout(&self) -> Duration {
+        self.inner.config.check_timeout
     }
 
     /// The runner's Prometheus metrics.

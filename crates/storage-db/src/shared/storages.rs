@@ -8,6 +8,8 @@
 //! engine module, and the `use super::{...}` lines below name everything
 //! this file takes from it; every other name is an ordinary import.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
@@ -20,7 +22,7 @@ use crate::sql::{foreign_key_violation, missing_project, STORAGE_COLUMNS};
 
 // From the engine module: the engine, its database and connection types,
 // how it binds a time and a list.
-use super::{push_list, stamp, Db, DbConn, Engine};
+use super::{push_list, stamp, Db, DbConn, Engine, LIST_CHUNK};
 
 impl Engine {
     /// Writes `state` if the stored state still matches `expected`.
@@ -199,7 +201,28 @@ impl StorageRepository for Engine {
         skip: &[i64],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        per_tenant: Option<usize>,
     ) -> Result<Option<Storage>> {
-        self.claim_next(skip, now, lease_until).await
+        self.claim_next(skip, now, lease_until, per_tenant).await
+    }
+
+    /// The organisation of each storage's project.
+    async fn storage_tenants(&self, ids: &[i64]) -> Result<HashMap<i64, i64>> {
+        let mut tenants = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(LIST_CHUNK) {
+            let mut query = QueryBuilder::<Db>::new(
+                "SELECT s.id, p.organization_id FROM storages s
+                 JOIN projects p ON p.id = s.project_id WHERE s.id",
+            );
+            push_list(&mut query, chunk.to_vec());
+            let rows: Vec<(i64, i64)> = query
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("reading the organisations of storages"))?;
+            tenants.extend(rows);
+        }
+        Ok(tenants)
     }
 }
