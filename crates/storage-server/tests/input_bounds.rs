@@ -212,3 +212,28 @@ async fn the_bucket_names_dot_and_dot_dot_are_refused() {
         }
     }
 }
+
+/// Issue 12, finding 13: the documented `presign_ttl` bound is the one
+/// enforced (7 days), wherever the field appears. `openapi.rs` proves the
+/// file is what the server serves.
+#[test]
+fn the_documented_presign_ttl_maximum_is_the_enforced_one() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut maxima = Vec::new();
+    fn walk(value: &Value, maxima: &mut Vec<Value>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(ttl) = map.get("presign_ttl") {
+                    maxima.push(ttl["maximum"].clone());
+                }
+                map.values().for_each(|v| walk(v, maxima));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, maxima)),
+            _ => {}
+        }
+    }
+    walk(&doc, &mut maxima);
+    assert!(!maxima.is_empty());
+    assert!(maxima.iter().all(|max| *max == json!(10080)), "{maxima:?}");
+}
