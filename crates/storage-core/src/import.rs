@@ -105,6 +105,20 @@ impl ImportOutcome {
         }
     }
 
+    /// Reports the objects the listing left out (names that cannot become
+    /// a key or a task URL), each a failed file.
+    fn unlisted(&mut self, unlisted: crate::Unlisted) {
+        self.progress.failed_files += unlisted.total;
+        let shown = unlisted.lines.len() as u64;
+        self.file_errors.extend(unlisted.lines);
+        if unlisted.total > shown {
+            self.file_errors.push(format!(
+                "{} more files left out for their names, not shown",
+                unlisted.total - shown
+            ));
+        }
+    }
+
     /// Reports the bad tasks of a file whose valid tasks were imported. The
     /// outcome is the same for a file read whole or streamed.
     fn bad_tasks(&mut self, problems: FileProblems) {
@@ -198,7 +212,9 @@ impl ImportJob<'_> {
             Ok(outcome)
         };
         let ((), outcome) = futures::join!(produce, consume);
-        outcome
+        let mut outcome = outcome?;
+        outcome.unlisted(self.source.take_unlisted());
+        Ok(outcome)
     }
 
     async fn import_batch(

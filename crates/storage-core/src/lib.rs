@@ -26,7 +26,7 @@ pub mod uri;
 
 pub use backend::{
     check_listable, check_storage, Backend, Backends, Capabilities, ExportStorage, FileServer,
-    ImportStorage, ServedFile,
+    ImportStorage, ServedFile, Unlisted,
 };
 pub use endpoint::EndpointPolicy;
 pub use error::{Error, Result, Retry, ValidationErrors, NON_FIELD_ERRORS};

@@ -237,3 +237,45 @@ fn the_documented_presign_ttl_maximum_is_the_enforced_one() {
     assert!(!maxima.is_empty());
     assert!(maxima.iter().all(|max| *max == json!(10080)), "{maxima:?}");
 }
+
+/// Issue 12, finding 13: a local file whose name cannot become a task URL
+/// (control characters, not UTF-8) is reported by name (escaped) in
+/// `traceback` and counted in `meta.files_failed`, in Files and Tasks
+/// mode; the other files are imported; folders with such names are not
+/// files and are not reported.
+#[cfg(unix)]
+#[tokio::test]
+async fn local_file_names_that_cannot_become_task_urls_are_reported() {
+    use std::os::unix::ffi::OsStrExt;
+
+    let server = Server::start().await;
+    let project = server.project().await;
+    for (folder, use_blob_urls, good) in [("media", true, "ok.jpg"), ("tasks", false, "ok.json")] {
+        let dir = server.root.join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(good), r#"{"text": "ok"}"#).unwrap();
+        std::fs::write(dir.join("line\nbreak.json"), "{}").unwrap();
+        std::fs::write(
+            dir.join(std::ffi::OsStr::from_bytes(b"latin1-\xe9.json")),
+            "{}",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.join("folder\tname")).unwrap();
+
+        let path = server.local_storage(project, folder, use_blob_urls).await;
+        let done = server.sync_and_wait(&path).await;
+        assert_eq!(done["status"], "completed_with_errors", "{done}");
+        assert_eq!(done["last_sync_count"], 1, "{done}");
+        assert_eq!(done["meta"]["files_failed"], 2, "{done}");
+        let base = server.path(folder);
+        let traceback: Vec<&str> = done["traceback"].as_str().unwrap().lines().collect();
+        assert_eq!(
+            traceback,
+            vec![
+                format!("{base}/latin1-\\xe9.json: the file name is not valid UTF-8, so it cannot become a task; rename the file"),
+                format!("{base}/line\\nbreak.json: the file name has control characters or other bytes a task URL cannot carry, so it cannot become a task; rename the file"),
+            ],
+            "{folder}"
+        );
+    }
+}
