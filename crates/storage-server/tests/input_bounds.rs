@@ -25,10 +25,10 @@ async fn server() -> Server {
     let open = EndpointPolicy::allow_private();
     let backends: Vec<Arc<dyn Backend>> = vec![
         Arc::new(S3Backend::new(
-            S3Options::new().with_endpoint_policy(open.clone()),
+            S3Options::new().with_endpoint_policy(open),
         )),
         Arc::new(GcsBackend::new(
-            GcsOptions::new().with_endpoint_policy(open.clone()),
+            GcsOptions::new().with_endpoint_policy(open),
         )),
         Arc::new(GcsSaBackend::new(
             GcsOptions::new().with_endpoint_policy(open),
@@ -277,5 +277,122 @@ async fn local_file_names_that_cannot_become_task_urls_are_reported() {
             ],
             "{folder}"
         );
+    }
+}
+
+/// Issue 12, finding 13: `/metrics` counts every organisation's syncs, so
+/// by default only an administrator's token (the admin user) or the scrape
+/// token reads it; any other user's token gets 403, in the admin's
+/// organisation or another.
+#[tokio::test]
+async fn metrics_need_an_administrator_or_the_scrape_token() {
+    use reqwest::Method;
+    use storage_api::{MetricsAccess, MetricsToken};
+    use storage_core::persist::Authenticator as _;
+
+    for metrics in [
+        None,
+        Some(MetricsAccess::Token(MetricsToken::new("scrape-7c1"))),
+    ] {
+        let scrape = metrics.is_some();
+        let setup = support::Setup {
+            metrics,
+            ..support::Setup::default()
+        };
+        let server = Server::start_setup(tempfile::tempdir().unwrap(), setup).await;
+        let admin = server
+            .db
+            .authenticate(support::TOKEN)
+            .await
+            .unwrap()
+            .unwrap();
+        let member = server
+            .db
+            .ensure_user("member@example.com", admin.organization_id)
+            .await
+            .unwrap();
+        server
+            .db
+            .set_user_token(member, "member-token")
+            .await
+            .unwrap();
+        let other_org = server.db.ensure_organization("other").await.unwrap();
+        let stranger = server
+            .db
+            .ensure_user("stranger@example.com", other_org)
+            .await
+            .unwrap();
+        server
+            .db
+            .set_user_token(stranger, "stranger-token")
+            .await
+            .unwrap();
+
+        let status = |header: String| {
+            let server = &server;
+            async move {
+                server
+                    .raw(Method::GET, "/metrics", None, Some(&header))
+                    .await
+                    .status()
+            }
+        };
+        assert_eq!(
+            status(format!("Token {}", support::TOKEN)).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(format!("Bearer {}", support::TOKEN)).await,
+            StatusCode::OK
+        );
+        for user in ["member-token", "stranger-token"] {
+            let (status, answer) = {
+                let response = server
+                    .raw(
+                        Method::GET,
+                        "/metrics",
+                        None,
+                        Some(&format!("Token {user}")),
+                    )
+                    .await;
+                (response.status(), response.json::<Value>().await.unwrap())
+            };
+            envelope(status, &answer, StatusCode::FORBIDDEN);
+            assert_eq!(
+                answer["detail"],
+                "You do not have permission to perform this action."
+            );
+        }
+        assert_eq!(
+            status("Token nobody".into()).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status("Bearer scrape-7c1".into()).await,
+            if scrape {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            }
+        );
+        // The users keep their own API.
+        let (code, _, _) = server
+            .api
+            .call_text(Method::GET, "/api/storages/types", None)
+            .await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(
+            server
+                .raw(
+                    Method::GET,
+                    "/api/storages/types",
+                    None,
+                    Some("Token member-token")
+                )
+                .await
+                .status(),
+            StatusCode::OK
+        );
+        server.stop().await;
     }
 }
