@@ -48,6 +48,8 @@ struct Inner {
     max_label_config_bytes: usize,
     url_base: String,
     metrics: MetricsAccess,
+    /// Users who may read what spans organisations (`/metrics`).
+    administrators: Vec<i64>,
 }
 
 impl ApiState {
@@ -67,6 +69,7 @@ impl ApiState {
                 max_label_config_bytes: 1024 * 1024,
                 url_base: String::new(),
                 metrics: MetricsAccess::default(),
+                administrators: Vec::new(),
             }),
         }
     }
@@ -101,11 +104,22 @@ impl ApiState {
         self
     }
 
-    /// Who may read `GET /metrics` (default: any API token); see
+    /// Who may read `GET /metrics` (default: administrators); see
     /// [`MetricsAccess`].
     pub fn with_metrics(mut self, access: MetricsAccess) -> Self {
         self.inner_mut().metrics = access;
         self
+    }
+
+    /// The users (ids) trusted with what spans organisations: the
+    /// deployment's `/metrics` (default: none).
+    pub fn with_administrators(mut self, users: impl IntoIterator<Item = i64>) -> Self {
+        self.inner_mut().administrators = users.into_iter().collect();
+        self
+    }
+
+    pub(crate) fn is_administrator(&self, user: i64) -> bool {
+        self.inner.administrators.contains(&user)
     }
 
     pub(crate) fn metrics_access(&self) -> &MetricsAccess {

@@ -16,17 +16,26 @@ use crate::ApiState;
 /// Who may read `GET /metrics`.
 ///
 /// The metrics are counts and durations by storage type and status: no
-/// storage id, no setting, no secret. They still describe the deployment,
-/// so the default asks for a token; Prometheus sends one with its scrape
-/// config's `authorization` (`type: Token` or the default `Bearer`).
+/// storage id, no setting, no secret. They still describe the whole
+/// deployment, every organisation's syncs included, so the default asks for
+/// an administrator's token ([`ApiState::with_administrators`]) or the
+/// scrape token; Prometheus sends one with its scrape config's
+/// `authorization` (`type: Token` or the default `Bearer`).
+///
+/// [`ApiState::with_administrators`]: crate::ApiState::with_administrators
 #[derive(Debug, Clone, Default)]
 pub enum MetricsAccess {
-    /// Any API token (`Authorization: Token <token>` or `Bearer <token>`).
+    /// An administrator's API token (`Authorization: Token <token>` or
+    /// `Bearer <token>`); other users get 403. Without administrators,
+    /// nobody.
     #[default]
-    ApiToken,
+    Administrators,
     /// A scrape-only token, so that Prometheus does not hold a user's API
-    /// token; API tokens are accepted too.
+    /// token; administrators' API tokens are accepted too.
     Token(MetricsToken),
+    /// Any API token, of any organisation: every user sees the counts of
+    /// all organisations. Only where all users are trusted with that.
+    ApiToken,
     /// No authentication: for scrapers on a trusted network.
     Public,
     /// Not routed, for hosts that serve `/metrics` themselves (they can
@@ -95,9 +104,15 @@ async fn authorize(state: &ApiState, headers: &HeaderMap) -> ApiResult<()> {
             return Ok(());
         }
     }
-    match state.auth().authenticate(token).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::unauthenticated("Invalid token.")),
+    let caller = state
+        .auth()
+        .authenticate(token)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("Invalid token."))?;
+    if matches!(access, MetricsAccess::ApiToken) || state.is_administrator(caller.user_id) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden())
     }
 }
 

@@ -54,6 +54,37 @@ pub trait ImportStorage: Send + Sync + Debug {
             what: "signed URLs for this storage type".into(),
         })
     }
+
+    /// What the listings so far met but could not offer (a file name that
+    /// cannot become a key or a task URL), taken: the import reports it in
+    /// `traceback` and counts it in `meta.files_failed` instead of leaving
+    /// it out silently. The default: nothing.
+    fn take_unlisted(&self) -> Unlisted {
+        Unlisted::default()
+    }
+}
+
+/// Objects a listing had to leave out, for the import's report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unlisted {
+    /// One line for each of the first [`Unlisted::MAX_LINES`], saying which
+    /// (its name escaped) and why.
+    pub lines: Vec<String>,
+    /// How many in all.
+    pub total: u64,
+}
+
+impl Unlisted {
+    /// Lines kept; more are only counted.
+    pub const MAX_LINES: usize = 100;
+
+    /// Records one object left out.
+    pub fn add(&mut self, line: String) {
+        self.total += 1;
+        if self.lines.len() < Self::MAX_LINES {
+            self.lines.push(line);
+        }
+    }
 }
 
 /// A configured target for annotations.

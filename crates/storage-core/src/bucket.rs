@@ -249,6 +249,36 @@ pub fn check_presign_ttl(settings: &Settings, errors: &mut crate::ValidationErro
     }
 }
 
+/// The longest object key S3 and GCS accept, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Checks that `prefix` fits in an object key (S3's and GCS's 1,024-byte
+/// limit): a longer one names no object, and once percent-encoded into a
+/// request it may pass the URI limit, where the HTTP client panics. The
+/// prefix is not echoed.
+///
+/// ```
+/// use storage_core::{bucket::check_prefix, Settings, ValidationErrors};
+/// let mut settings = Settings::default();
+/// settings.set("prefix", "a".repeat(1025).into());
+/// let mut errors = ValidationErrors::default();
+/// check_prefix(&settings, &mut errors);
+/// assert!(!errors.is_empty());
+/// ```
+pub fn check_prefix(settings: &Settings, errors: &mut crate::ValidationErrors) {
+    if let Some(prefix) = settings.str("prefix") {
+        if prefix.len() > MAX_KEY_BYTES {
+            errors.add(
+                "prefix",
+                format!(
+                    "Ensure this field has no more than {MAX_KEY_BYTES} bytes (the longest object key S3 and GCS accept); it has {}.",
+                    prefix.len()
+                ),
+            );
+        }
+    }
+}
+
 /// The server-wide options every bucket backend (S3, GCS, GCS SA, and those
 /// to come) shares: which endpoints users may configure, the HTTP client's
 /// retries and timeout, and the retry policy of the calls the backends make

@@ -170,7 +170,9 @@ pub fn presign_fields() -> Vec<FieldSpec> {
         ),
         FieldSpec {
             name: "presign_ttl",
-            ty: FieldType::Int { min: 0, max: 32767 },
+            // 7 days, the longest a V4 signed URL (S3 and GCS) may live:
+            // the limit the server enforces, so the schema says it too.
+            ty: FieldType::Int { min: 0, max: 10080 },
             nullable: false,
             default: Value::Number(1.into()),
             secret: false,
@@ -506,7 +508,7 @@ mod tests {
         assert_eq!(ttl.coerce(&json!("15")).unwrap(), json!(15));
         assert_eq!(
             ttl.coerce(&json!(40000)).unwrap_err(),
-            "Ensure this value is less than or equal to 32767."
+            "Ensure this value is less than or equal to 10080."
         );
         assert_eq!(
             ttl.coerce(&json!("x")).unwrap_err(),

@@ -8,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
 use serde_json::{Map, Value};
 
-use crate::parse::{check_task_file_extension, ParsedTask, TaskParser};
+use crate::parse::{check_task_file_extension, ParsedTask, TaskParser, MAX_REPORTED_PROBLEMS};
 use crate::persist::{NewTask, ObjectLink, TaskSink};
 // Re-exported where they were first defined, for existing callers.
 pub use crate::progress::{ImportProgress, NoProgress, Progress, ProgressSink};
@@ -65,8 +65,34 @@ impl Default for ImportConfig {
 pub struct ImportOutcome {
     /// Final counters.
     pub progress: ImportProgress,
-    /// One line per task file that was rejected (key, line, reason).
+    /// One line per bad task (key, line, reason): the first
+    /// [`MAX_REPORTED_PROBLEMS`] of a file, then one line counting the
+    /// rest; and one per task file that could not be read.
     pub file_errors: Vec<String>,
+}
+
+/// What reading one task file found wrong: the bad tasks it skipped and
+/// the error that ended it early, if any.
+#[derive(Debug, Default)]
+struct FileProblems {
+    key: String,
+    /// The first bad tasks, each naming its line.
+    reported: Vec<Error>,
+    /// Bad tasks, reported or not.
+    rejected: u64,
+    /// What stopped the file before its end (cut inside a task, ...).
+    ended: Option<Error>,
+}
+
+impl FileProblems {
+    fn of(key: &str, parser: &mut TaskParser, ended: Option<Error>) -> Self {
+        Self {
+            key: key.to_string(),
+            reported: parser.take_problems(),
+            rejected: parser.rejected(),
+            ended,
+        }
+    }
 }
 
 impl ImportOutcome {
@@ -82,6 +108,43 @@ impl ImportOutcome {
                 Ok(())
             }
             other => Err(other),
+        }
+    }
+
+    /// Reports the objects the listing left out (names that cannot become
+    /// a key or a task URL), each a failed file.
+    fn unlisted(&mut self, unlisted: crate::Unlisted) {
+        self.progress.failed_files += unlisted.total;
+        let shown = unlisted.lines.len() as u64;
+        self.file_errors.extend(unlisted.lines);
+        if unlisted.total > shown {
+            self.file_errors.push(format!(
+                "{} more files left out for their names, not shown",
+                unlisted.total - shown
+            ));
+        }
+    }
+
+    /// Reports the bad tasks of a file whose valid tasks were imported. The
+    /// outcome is the same for a file read whole or streamed.
+    fn bad_tasks(&mut self, problems: FileProblems) {
+        if problems.rejected == 0 && problems.ended.is_none() {
+            return;
+        }
+        self.progress.failed_files += 1;
+        let unreported = problems
+            .rejected
+            .saturating_sub(problems.reported.len() as u64);
+        self.file_errors
+            .extend(problems.reported.iter().map(ToString::to_string));
+        if unreported > 0 {
+            self.file_errors.push(format!(
+                "{}: {unreported} more bad tasks not shown (the first {MAX_REPORTED_PROBLEMS} are)",
+                problems.key
+            ));
+        }
+        if let Some(ended) = problems.ended {
+            self.file_errors.push(ended.to_string());
         }
     }
 }
@@ -210,7 +273,9 @@ impl ImportJob<'_> {
             Ok(outcome)
         };
         let ((), outcome) = futures::join!(produce, consume);
-        outcome
+        let mut outcome = outcome?;
+        outcome.unlisted(self.source.take_unlisted());
+        Ok(outcome)
     }
 
     async fn import_batch(
@@ -254,7 +319,10 @@ impl ImportJob<'_> {
         let mut pending = Vec::new();
         while let Some(file) = files.next().await {
             match file {
-                Ok(tasks) => pending.extend(tasks),
+                Ok((tasks, problems)) => {
+                    pending.extend(tasks);
+                    outcome.bad_tasks(problems);
+                }
                 Err(err) => outcome.file_failed(err)?,
             }
             if pending.len() >= self.config.batch_size {
@@ -287,8 +355,10 @@ impl ImportJob<'_> {
 
     /// Imports a large task file in batches as it is read. The file is
     /// marked unfinished until its last task is written, so a run stopped
-    /// in the middle (crash, shutdown, bad line) reads it again next time
-    /// and creates only the tasks that are missing.
+    /// in the middle (crash, shutdown, a read that keeps failing) reads it
+    /// again next time and creates only the tasks that are missing. Bad
+    /// tasks are skipped and reported as for a small file; a file read to
+    /// its end is finished.
     async fn stream_task_file(
         &self,
         key: &str,
@@ -300,7 +370,10 @@ impl ImportJob<'_> {
         let mut retry = self.config.read_retry().backoff();
         loop {
             match self.stream_once(key, meta, outcome, progress).await {
-                Ok(()) => break,
+                Ok(problems) => {
+                    outcome.bad_tasks(problems);
+                    break;
+                }
                 Err(err) if retry.again(&err).await => continue,
                 Err(err) => return outcome.file_failed(err),
             }
@@ -314,7 +387,7 @@ impl ImportJob<'_> {
         meta: &ObjectMeta,
         outcome: &mut ImportOutcome,
         progress: &dyn ProgressSink,
-    ) -> Result<()> {
+    ) -> Result<FileProblems> {
         let context = || format!("reading task file \"{key}\"");
         let mut chunks = self
             .source
@@ -325,15 +398,22 @@ impl ImportJob<'_> {
             .into_stream();
         let mut parser = TaskParser::new(key, self.config.max_task_bytes);
         let mut parsed = Vec::new();
+        let mut ended = None;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|err| Error::from_object_store(context(), err))?;
-            parser.push(&chunk, &mut parsed)?;
+            if let Err(err) = parser.push(&chunk, &mut parsed) {
+                ended = Some(err);
+                break;
+            }
             self.write_parsed(key, meta, &mut parsed, false, outcome, progress)
                 .await?;
         }
-        parser.finish(&mut parsed)?;
+        if ended.is_none() {
+            ended = parser.finish(&mut parsed).err();
+        }
         self.write_parsed(key, meta, &mut parsed, true, outcome, progress)
-            .await
+            .await?;
+        Ok(FileProblems::of(key, &mut parser, ended))
     }
 
     /// Writes the parsed tasks of a streamed file a batch at a time; the
@@ -388,7 +468,7 @@ async fn read_task_file(
     key: String,
     meta: ObjectMeta,
     config: &ImportConfig,
-) -> Result<Vec<NewTask>> {
+) -> Result<(Vec<NewTask>, FileProblems)> {
     let store = source.store();
     let bytes = config
         .read_retry()
@@ -402,9 +482,12 @@ async fn read_task_file(
         .await?;
     let mut parser = TaskParser::new(&key, config.max_task_bytes);
     let mut parsed = Vec::new();
-    parser.push(&bytes, &mut parsed)?;
-    parser.finish(&mut parsed)?;
-    Ok(new_tasks(&key, &meta, parsed))
+    let ended = parser
+        .push(&bytes, &mut parsed)
+        .and_then(|()| parser.finish(&mut parsed))
+        .err();
+    let problems = FileProblems::of(&key, &mut parser, ended);
+    Ok((new_tasks(&key, &meta, parsed), problems))
 }
 
 fn new_tasks(key: &str, meta: &ObjectMeta, parsed: Vec<ParsedTask>) -> Vec<NewTask> {

@@ -27,7 +27,7 @@ pub mod uri;
 
 pub use backend::{
     check_listable, check_storage, check_storage_within, Backend, Backends, Capabilities,
-    ExportStorage, FileServer, ImportStorage, ServedFile,
+    ExportStorage, FileServer, ImportStorage, ServedFile, Unlisted,
 };
 pub use endpoint::EndpointPolicy;
 pub use error::{Error, Result, Retry, ValidationErrors, NON_FIELD_ERRORS};

@@ -47,7 +47,8 @@ pub fn check_task_file_extension(key: &str) -> Result<()> {
 }
 
 /// Parses a whole task file held in memory (see [`TaskParser`] for files
-/// read piece by piece).
+/// read piece by piece). Strict: the first bad task is the error (imports
+/// use [`TaskParser`], which skips bad tasks and reports each).
 ///
 /// ```
 /// let tasks = storage_core::parse::parse_tasks("t.jsonl", b"{\"text\":\"a\"}\n\n{\"text\":\"b\"}\n").unwrap();
@@ -57,10 +58,17 @@ pub fn check_task_file_extension(key: &str) -> Result<()> {
 pub fn parse_tasks(key: &str, bytes: &[u8]) -> Result<Vec<ParsedTask>> {
     let mut parser = TaskParser::new(key, usize::MAX);
     let mut tasks = Vec::new();
-    parser.push(bytes, &mut tasks)?;
-    parser.finish(&mut tasks)?;
-    Ok(tasks)
+    let pushed = parser.push(bytes, &mut tasks);
+    let finished = pushed.and_then(|()| parser.finish(&mut tasks));
+    match parser.take_problems().into_iter().next() {
+        Some(first) => Err(first),
+        None => finished.map(|()| tasks),
+    }
 }
+
+/// Bad tasks of one file kept with their messages; more are only counted,
+/// so a file of millions of bad lines costs no more memory than this.
+pub const MAX_REPORTED_PROBLEMS: usize = 100;
 
 /// An incremental task-file parser: bytes go in as they arrive, tasks come
 /// out as soon as each one is complete, so a file of any size is read with
@@ -71,6 +79,14 @@ pub fn parse_tasks(key: &str, bytes: &[u8]) -> Result<Vec<ParsedTask>> {
 /// span lines); the row index of a task is the 0-based line it starts on,
 /// or its position in an array. A file holding one object gives one task
 /// without a row index.
+///
+/// A bad task (invalid JSON, not an object, larger than the limit, two on
+/// one line, a Label Studio payload error) is skipped and reported with its
+/// line ([`TaskParser::take_problems`]); the tasks around it are read as
+/// usual, whatever the size of the file or of the pieces. Only what ends
+/// the file early (it is empty, cut inside a task or before its array is
+/// closed, or has text after its array) is an error of [`TaskParser::push`]
+/// or [`TaskParser::finish`]; the tasks before it were already handed out.
 ///
 /// ```
 /// use storage_core::parse::TaskParser;
@@ -105,6 +121,36 @@ pub struct TaskParser {
     /// The first object of a `{`-file waits until it is known whether the
     /// file holds one object (no row index) or JSON Lines.
     first: Option<(Value, usize)>,
+    /// The object being read is over the limit: followed, not kept.
+    oversized: bool,
+    /// Bytes being skipped after a bad task.
+    skip: Skip,
+    /// The first [`MAX_REPORTED_PROBLEMS`] bad tasks.
+    problems: Vec<Error>,
+    /// Bad tasks met, reported or not.
+    rejected: u64,
+    /// JSON Lines: nothing but blanks read yet on this line of an object.
+    line_start: bool,
+    /// The last byte outside strings of the object being read.
+    last_byte: u8,
+    /// Why the JSON Lines object being read cannot be a task: a line ended
+    /// inside one of its strings, or the next line's task began.
+    broken: Option<&'static str>,
+}
+
+/// What the parser skips after a bad task, to find the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    Nothing,
+    /// JSON Lines: the rest of the line.
+    Line,
+    /// An array item that is not an object: up to the `,` or `]` that ends
+    /// it, following strings and nesting.
+    Item {
+        depth: usize,
+        in_string: bool,
+        escaped: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +184,83 @@ impl TaskParser {
             items: 0,
             last_end_line: 0,
             first: None,
+            oversized: false,
+            skip: Skip::Nothing,
+            problems: Vec::new(),
+            rejected: 0,
+            line_start: false,
+            last_byte: 0,
+            broken: None,
         }
+    }
+
+    /// The bad tasks reported since the last call (at most
+    /// [`MAX_REPORTED_PROBLEMS`] of a file), in file order; each an
+    /// [`Error::InvalidTaskFile`] naming the key and line.
+    pub fn take_problems(&mut self) -> Vec<Error> {
+        std::mem::take(&mut self.problems)
+    }
+
+    /// Bad tasks of the file so far, the unreported ones included.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// Records a bad task.
+    fn problem(&mut self, line: Option<usize>, reason: String) {
+        self.rejected += 1;
+        if self.rejected <= MAX_REPORTED_PROBLEMS as u64 {
+            let err = self.error(line, reason);
+            self.problems.push(err);
+        }
+    }
+
+    /// A bad task of a `{`-file: the file is JSON Lines, so a first object
+    /// still waiting is a line task now.
+    fn line_problem(&mut self, line: usize, reason: String, tasks: &mut Vec<ParsedTask>) {
+        if let Some((first, first_line)) = self.first.take() {
+            self.push_line_task(first, first_line, tasks);
+        }
+        self.items += 1;
+        self.problem(Some(line), reason);
+    }
+
+    fn push_line_task(&mut self, item: Value, line: usize, tasks: &mut Vec<ParsedTask>) {
+        match interpret(item, Some(line as i64 - 1)) {
+            Ok(task) => tasks.push(task),
+            Err(reason) => self.problem(Some(line), reason),
+        }
+    }
+
+    /// Follows a skipped array item through `byte`; true when `byte` ends
+    /// it (a `,` or `]` outside it, not consumed).
+    fn skip_item(&mut self, byte: u8) -> bool {
+        let Skip::Item {
+            depth,
+            in_string,
+            escaped,
+        } = &mut self.skip
+        else {
+            return false;
+        };
+        if *in_string {
+            if *escaped {
+                *escaped = false;
+            } else if byte == b'\\' {
+                *escaped = true;
+            } else if byte == b'"' {
+                *in_string = false;
+            }
+            return false;
+        }
+        match byte {
+            b'"' => *in_string = true,
+            b'[' | b'{' => *depth += 1,
+            b',' | b']' if *depth == 0 => return true,
+            b']' | b'}' => *depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        false
     }
 
     /// Reads the next piece of the file, appending the tasks it completes.
@@ -161,21 +283,49 @@ impl TaskParser {
             if self.depth > 0 {
                 // Inside an object: copy up to the byte that may close it.
                 let taken = self.scan_object(rest);
-                self.value.extend_from_slice(&rest[..taken]);
-                if self.value.len() > self.max_task_bytes {
-                    return Err(self.error(
-                        Some(self.value_line),
-                        format!(
-                            "the task is larger than the limit of {} bytes",
-                            self.max_task_bytes
-                        ),
-                    ));
+                if !self.oversized {
+                    self.value.extend_from_slice(&rest[..taken]);
+                    if self.value.len() > self.max_task_bytes {
+                        // Followed to its end, never held.
+                        self.oversized = true;
+                        self.value = Vec::new();
+                    }
                 }
                 rest = &rest[taken..];
-                if self.depth == 0 {
-                    self.complete(tasks)?;
+                if let Some(reason) = self.broken.take() {
+                    // The lines after a broken task are read as usual.
+                    self.depth = 0;
+                    self.in_string = false;
+                    self.escaped = false;
+                    self.value = Vec::new();
+                    self.line_problem(self.value_line, reason.into(), tasks);
+                } else if self.depth == 0 {
+                    self.complete(tasks);
                 }
                 continue;
+            }
+            match self.skip {
+                Skip::Nothing => {}
+                Skip::Line => {
+                    rest = tail;
+                    if byte == b'\n' {
+                        self.line += 1;
+                        self.skip = Skip::Nothing;
+                    }
+                    continue;
+                }
+                Skip::Item { .. } => {
+                    if self.skip_item(byte) {
+                        self.skip = Skip::Nothing;
+                        self.layout = Layout::ArrayNext;
+                    } else {
+                        rest = tail;
+                        if byte == b'\n' {
+                            self.line += 1;
+                        }
+                        continue;
+                    }
+                }
             }
             rest = tail;
             if byte == b'\n' {
@@ -185,14 +335,18 @@ impl TaskParser {
             if byte.is_ascii_whitespace() {
                 continue;
             }
-            self.structural(byte)?;
+            self.structural(byte, tasks)?;
         }
         Ok(())
     }
 
     /// Ends the file: checks that it was whole and emits the last task.
-    pub fn finish(mut self, tasks: &mut Vec<ParsedTask>) -> Result<()> {
+    pub fn finish(&mut self, tasks: &mut Vec<ParsedTask>) -> Result<()> {
         if self.depth > 0 {
+            if let Some((first, first_line)) = self.first.take() {
+                // A second object began: the file is JSON Lines.
+                self.push_line_task(first, first_line, tasks);
+            }
             return Err(self.error(
                 Some(self.value_line),
                 "invalid JSON: the file ends inside a task".into(),
@@ -207,7 +361,10 @@ impl TaskParser {
             Layout::ArrayClosed => Ok(()),
             Layout::Lines => {
                 if let Some((item, _)) = self.first.take() {
-                    tasks.push(interpret(item, None).map_err(|reason| self.error(None, reason))?);
+                    match interpret(item, None) {
+                        Ok(task) => tasks.push(task),
+                        Err(reason) => self.problem(None, reason),
+                    }
                 }
                 Ok(())
             }
@@ -215,7 +372,7 @@ impl TaskParser {
     }
 
     /// Handles a non-blank byte outside any object.
-    fn structural(&mut self, byte: u8) -> Result<()> {
+    fn structural(&mut self, byte: u8, tasks: &mut Vec<ParsedTask>) -> Result<()> {
         match (self.layout, byte) {
             (Layout::Undecided, b'[') => self.layout = Layout::ArrayItem { after_comma: false },
             (Layout::Undecided, b'{') => {
@@ -223,47 +380,102 @@ impl TaskParser {
                 self.open();
             }
             (Layout::Undecided, _) => {
-                return Err(self.error(
-                    Some(self.line),
+                // Read as JSON Lines from here: a bad first line must not
+                // cost the valid lines after it.
+                self.layout = Layout::Lines;
+                self.skip = Skip::Line;
+                self.line_problem(
+                    self.line,
                     "Can't import JSON-formatted tasks: expected a JSON object, a JSON array or JSON Lines"
                         .into(),
-                ))
+                    tasks,
+                );
             }
             (Layout::ArrayItem { .. }, b'{') => self.open(),
             (Layout::ArrayItem { after_comma: false }, b']') => self.layout = Layout::ArrayClosed,
             (Layout::ArrayItem { .. }, b']') => {
-                return Err(self.error(Some(self.line), "invalid JSON: trailing comma in the array".into()))
+                self.problem(
+                    Some(self.line),
+                    "invalid JSON: trailing comma in the array".into(),
+                );
+                self.layout = Layout::ArrayClosed;
             }
             (Layout::ArrayItem { .. }, other) => {
                 let index = self.items;
-                return Err(self.error(
-                    None,
-                    format!("item {index}: a task must be a JSON object, found {}", starting_with(other)),
-                ));
+                self.items += 1;
+                self.problem(
+                    Some(self.line),
+                    format!(
+                        "item {index}: a task must be a JSON object, found {}",
+                        starting_with(other)
+                    ),
+                );
+                if other == b',' {
+                    // An empty item: the comma is its end.
+                    self.layout = Layout::ArrayItem { after_comma: true };
+                } else {
+                    self.skip = Skip::Item {
+                        depth: 0,
+                        in_string: false,
+                        escaped: false,
+                    };
+                    self.skip_item(other);
+                }
             }
             (Layout::ArrayNext, b',') => self.layout = Layout::ArrayItem { after_comma: true },
             (Layout::ArrayNext, b']') => self.layout = Layout::ArrayClosed,
-            (Layout::ArrayNext, _) | (Layout::ArrayClosed, _) => {
+            (Layout::ArrayNext, _) => {
+                self.problem(
+                    Some(self.line),
+                    format!(
+                        "invalid JSON: unexpected '{}' after an array item",
+                        char::from(byte).escape_default()
+                    ),
+                );
+                self.skip = Skip::Item {
+                    depth: 0,
+                    in_string: false,
+                    escaped: false,
+                };
+                self.skip_item(byte);
+            }
+            (Layout::ArrayClosed, _) => {
                 return Err(self.error(
                     Some(self.line),
-                    format!("invalid JSON: unexpected '{}' after an array item", char::from(byte).escape_default()),
+                    format!(
+                        "invalid JSON: unexpected '{}' after the array",
+                        char::from(byte).escape_default()
+                    ),
                 ))
             }
             (Layout::Lines, b'{') if self.line > self.last_end_line => self.open(),
             (Layout::Lines, b'{') => {
-                return Err(self.error(Some(self.line), "invalid JSON: one task per line expected".into()))
+                self.skip = Skip::Line;
+                self.line_problem(
+                    self.line,
+                    "invalid JSON: one task per line expected".into(),
+                    tasks,
+                );
             }
             (Layout::Lines, other) => {
-                return Err(self.error(
-                    Some(self.line),
-                    format!("a task must be a JSON object, found {}", starting_with(other)),
-                ))
+                self.skip = Skip::Line;
+                self.line_problem(
+                    self.line,
+                    format!(
+                        "a task must be a JSON object, found {}",
+                        starting_with(other)
+                    ),
+                    tasks,
+                );
             }
         }
         Ok(())
     }
 
     fn open(&mut self) {
+        self.oversized = false;
+        self.line_start = false;
+        self.last_byte = b'{';
         self.value.clear();
         self.value.push(b'{');
         self.value_line = self.line;
@@ -272,10 +484,23 @@ impl TaskParser {
 
     /// Follows strings and nesting through `bytes` (inside an object) and
     /// returns how many belong to it: all, or up to its closing brace.
+    ///
+    /// In JSON Lines an object that cannot go on is ended early (and
+    /// [`Self::broken`] says why), so that one bad line never swallows the
+    /// lines after it: a line ending inside a string (JSON strings hold no
+    /// raw line breaks), or a line opening with `{` where no value may
+    /// start (after `:`, `,`, `[` or `{` one may: pretty-printed tasks).
     fn scan_object(&mut self, bytes: &[u8]) -> usize {
+        let lines = self.layout == Layout::Lines;
         for (at, &byte) in bytes.iter().enumerate() {
             if byte == b'\n' {
                 self.line += 1;
+                self.line_start = true;
+                if lines && self.in_string {
+                    self.broken = Some("invalid JSON: the line ends inside a string");
+                    return at + 1;
+                }
+                continue;
             }
             if self.in_string {
                 if self.escaped {
@@ -287,6 +512,20 @@ impl TaskParser {
                 }
                 continue;
             }
+            if byte.is_ascii_whitespace() {
+                continue;
+            }
+            if lines
+                && self.line_start
+                && byte == b'{'
+                && !matches!(self.last_byte, b':' | b',' | b'[' | b'{')
+            {
+                self.broken =
+                    Some("invalid JSON: the task is not closed before the next line's task");
+                return at;
+            }
+            self.line_start = false;
+            self.last_byte = byte;
             match byte {
                 b'"' => self.in_string = true,
                 b'{' | b'[' => self.depth += 1,
@@ -302,47 +541,63 @@ impl TaskParser {
         bytes.len()
     }
 
-    /// Turns the object just read into a task.
-    fn complete(&mut self, tasks: &mut Vec<ParsedTask>) -> Result<()> {
-        let item: Value = serde_json::from_slice(&self.value).map_err(|e| {
-            let message = e.to_string();
-            let message = message
-                .rsplit_once(" at line ")
-                .map_or(message.as_str(), |(m, _)| m);
-            self.error(
-                Some(self.value_line + e.line().saturating_sub(1)),
-                format!("invalid JSON: {message}"),
-            )
-        })?;
+    /// Turns the object just read into a task, or reports it.
+    fn complete(&mut self, tasks: &mut Vec<ParsedTask>) {
+        let item = if self.oversized {
+            Err((
+                self.value_line,
+                format!(
+                    "the task is larger than the limit of {} bytes",
+                    self.max_task_bytes
+                ),
+            ))
+        } else {
+            serde_json::from_slice::<Value>(&self.value).map_err(|e| {
+                let message = e.to_string();
+                let message = message
+                    .rsplit_once(" at line ")
+                    .map_or(message.as_str(), |(m, _)| m);
+                (
+                    self.value_line + e.line().saturating_sub(1),
+                    format!("invalid JSON: {message}"),
+                )
+            })
+        };
+        self.value = Vec::new();
         match self.layout {
             Layout::ArrayItem { .. } => {
                 let index = self.items;
                 self.items += 1;
                 self.layout = Layout::ArrayNext;
-                tasks.push(
-                    interpret(item, Some(index))
-                        .map_err(|reason| self.error(None, format!("item {index}: {reason}")))?,
-                );
+                let line = self.value_line;
+                match item
+                    .and_then(|item| interpret(item, Some(index)).map_err(|reason| (line, reason)))
+                {
+                    Ok(task) => tasks.push(task),
+                    Err((line, reason)) => {
+                        self.problem(Some(line), format!("item {index}: {reason}"))
+                    }
+                }
             }
             _ => {
                 self.last_end_line = self.line;
                 let line = self.value_line;
-                if let Some((first, first_line)) = self.first.take() {
-                    tasks.push(self.line_task(first, first_line)?);
-                    tasks.push(self.line_task(item, line)?);
-                } else if self.items == 0 {
-                    self.first = Some((item, line));
-                } else {
-                    tasks.push(self.line_task(item, line)?);
+                match item {
+                    Err((at, reason)) => self.line_problem(at, reason, tasks),
+                    Ok(item) => {
+                        if let Some((first, first_line)) = self.first.take() {
+                            self.push_line_task(first, first_line, tasks);
+                            self.push_line_task(item, line, tasks);
+                        } else if self.items == 0 {
+                            self.first = Some((item, line));
+                        } else {
+                            self.push_line_task(item, line, tasks);
+                        }
+                        self.items += 1;
+                    }
                 }
-                self.items += 1;
             }
         }
-        Ok(())
-    }
-
-    fn line_task(&self, item: Value, line: usize) -> Result<ParsedTask> {
-        interpret(item, Some(line as i64 - 1)).map_err(|reason| self.error(Some(line), reason))
     }
 
     fn error(&self, line: Option<usize>, reason: String) -> Error {
@@ -597,16 +852,136 @@ mod tests {
             "{err}"
         );
         let mut parser = TaskParser::new("h.jsonl", 16);
-        let err = parser
+        let mut tasks = Vec::new();
+        parser
             .push(
-                b"{\"t\": 1}\n{\"text\": \"far too long\"}\n",
-                &mut Vec::new(),
+                b"{\"t\": 1}\n{\"text\": \"far too long\"}\n{\"t\": 3}\n",
+                &mut tasks,
             )
-            .unwrap_err();
+            .unwrap();
+        parser.finish(&mut tasks).unwrap();
+        let problems: Vec<String> = parser
+            .take_problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
-            err.to_string(),
-            "h.jsonl line 2: the task is larger than the limit of 16 bytes"
+            problems,
+            vec!["h.jsonl line 2: the task is larger than the limit of 16 bytes"]
         );
+        assert_eq!(
+            tasks.iter().map(|t| t.row_index).collect::<Vec<_>>(),
+            vec![Some(0), Some(2)],
+            "the tasks around the oversized one are read"
+        );
+    }
+
+    /// Parses `file` leniently in pieces of `size`: the tasks' row indexes
+    /// (or the first data value), the problems, the count, the ending.
+    fn lenient(
+        file: &[u8],
+        size: usize,
+        max: usize,
+    ) -> (Vec<Option<i64>>, Vec<String>, u64, Option<String>) {
+        let mut parser = TaskParser::new("f", max);
+        let mut tasks = Vec::new();
+        let ended = file
+            .chunks(size.max(1))
+            .try_for_each(|piece| parser.push(piece, &mut tasks))
+            .and_then(|()| parser.finish(&mut tasks))
+            .err()
+            .map(|e| e.to_string());
+        let problems = parser
+            .take_problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        (
+            tasks.iter().map(|t| t.row_index).collect(),
+            problems,
+            parser.rejected(),
+            ended,
+        )
+    }
+
+    #[test]
+    fn bad_tasks_are_skipped_and_each_reported_with_its_line() {
+        let file = b"oops\n{\"t\": 1}\n{\"t\": nope}\n[1]\n{\"t\": 4} {\"t\": 5}\n\"s\"\n{\"predictions\": [{}]}\n{\"t\": 7}\n{\"t\": \"far too long for the limit\"}\n{\"t\": 9}";
+        let expected = (
+            vec![Some(1), Some(4), Some(7), Some(9)],
+            vec![
+                "f line 1: Can't import JSON-formatted tasks: expected a JSON object, a JSON array or JSON Lines".to_string(),
+                "f line 3: invalid JSON: expected ident".into(),
+                "f line 4: a task must be a JSON object, found an array".into(),
+                "f line 5: invalid JSON: one task per line expected".into(),
+                "f line 6: a task must be a JSON object, found a string".into(),
+                "f line 7: If you use \"predictions\" field in the task, you must put \"data\" field in the task too".into(),
+                "f line 9: the task is larger than the limit of 24 bytes".into(),
+            ],
+            7,
+            None,
+        );
+        for size in 1..=file.len() {
+            assert_eq!(lenient(file, size, 24), expected, "pieces of {size}");
+        }
+
+        let array = b"[{\"a\": 0}, 1, \"x,]\", {\"a\": oops},\n {\"a\": 4} junk, [\"]\"], {\"a\": 6},, {\"a\": 8},]";
+        let expected = (
+            vec![Some(0), Some(4), Some(6), Some(8)],
+            vec![
+                "f line 1: item 1: a task must be a JSON object, found a number".to_string(),
+                "f line 1: item 2: a task must be a JSON object, found a string".into(),
+                "f line 1: item 3: invalid JSON: expected value".into(),
+                "f line 2: invalid JSON: unexpected 'j' after an array item".into(),
+                "f line 2: item 5: a task must be a JSON object, found an array".into(),
+                "f line 2: item 7: a task must be a JSON object, found text that is not JSON"
+                    .into(),
+                "f line 2: invalid JSON: trailing comma in the array".into(),
+            ],
+            7,
+            None,
+        );
+        for size in 1..=array.len() {
+            assert_eq!(lenient(array, size, 1 << 20), expected, "pieces of {size}");
+        }
+
+        // A file cut inside a task keeps the tasks before it, the first
+        // object of a `{`-file included (it is a JSON Lines file).
+        let (rows, problems, rejected, ended) = lenient(b"{\"t\": 1}\n{\"t\": ", 4, 1 << 20);
+        assert_eq!((rows, problems, rejected), (vec![Some(0)], vec![], 0));
+        assert_eq!(
+            ended.unwrap(),
+            "f line 2: invalid JSON: the file ends inside a task"
+        );
+        // One object alone is still a task without a row.
+        assert_eq!(lenient(b"{\"t\": 1}\n", 3, 1 << 20).0, vec![None]);
+    }
+
+    #[test]
+    fn a_broken_line_does_not_swallow_the_lines_after_it() {
+        let file = b"{\"t\": \"open\n{\"t\": 1}\n{\"t\": {\"u\": 2}\n{\"t\": 3}\n{\n  \"t\":\n  {\"deep\": [\n{\"x\": 4}]}\n}\n";
+        let expected = (
+            vec![Some(1), Some(3), Some(4)],
+            vec![
+                "f line 1: invalid JSON: the line ends inside a string".to_string(),
+                "f line 3: invalid JSON: the task is not closed before the next line's task".into(),
+            ],
+            2,
+            None,
+        );
+        for size in 1..=file.len() {
+            assert_eq!(lenient(file, size, 1 << 20), expected, "pieces of {size}");
+        }
+    }
+
+    #[test]
+    fn problems_are_kept_up_to_the_limit_and_counted_beyond() {
+        let file = "x\n{\"t\": 0}\n".repeat(MAX_REPORTED_PROBLEMS + 5);
+        let (rows, problems, rejected, ended) = lenient(file.as_bytes(), 4096, 1 << 20);
+        assert_eq!(rows.len(), MAX_REPORTED_PROBLEMS + 5);
+        assert_eq!(problems.len(), MAX_REPORTED_PROBLEMS);
+        assert_eq!(rejected, MAX_REPORTED_PROBLEMS as u64 + 5);
+        assert_eq!(ended, None);
     }
 
     #[test]

@@ -231,7 +231,11 @@ async fn bad_json_in_one_file_is_reported_and_the_rest_imported() {
     .await;
     let sink = Fixture::new();
     let outcome = sink.import_tasks(&store, &small_batches()).await.unwrap();
-    assert_eq!(outcome.progress.created, 2);
+    assert_eq!(
+        outcome.progress.created, 3,
+        "a.json, d.json and the valid first line of c.jsonl"
+    );
+    assert!(sink.keys().contains(&("c.jsonl".into(), Some(0))));
     assert_eq!(outcome.progress.failed_files, 2);
     assert!(
         outcome.file_errors[0].starts_with("b.json line 1: invalid JSON"),
@@ -378,26 +382,114 @@ async fn a_crash_inside_a_streamed_file_is_resumed_without_loss_or_duplicates() 
 }
 
 #[tokio::test]
-async fn a_bad_line_in_a_streamed_file_is_a_file_error_naming_key_and_line() {
+async fn a_bad_line_in_a_streamed_file_is_reported_and_the_rest_of_the_file_imported() {
     let body = format!("{}{{\"text\": oops}}\n{}", jsonl(3), jsonl(2));
     let store = store_with(&[("big.jsonl", &body), ("z.json", r#"{"n": 1}"#)]).await;
     let sink = Fixture::new();
     let outcome = sink.import_tasks(&store, &streaming()).await.unwrap();
     assert_eq!(outcome.progress.failed_files, 1);
-    assert!(
-        outcome.file_errors[0].starts_with("big.jsonl line 4: invalid JSON"),
-        "{:?}",
-        outcome.file_errors
+    assert_eq!(
+        outcome.file_errors,
+        vec!["big.jsonl line 4: invalid JSON: expected value".to_string()]
+    );
+    assert_eq!(
+        outcome.progress.created, 6,
+        "five lines of big.jsonl and z.json"
+    );
+    let rows: Vec<_> = sink
+        .keys()
+        .into_iter()
+        .filter(|(key, _)| key == "big.jsonl")
+        .map(|(_, row)| row.unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![0, 1, 2, 4, 5],
+        "every valid line, the bad one skipped"
     );
     assert!(
-        sink.keys().contains(&("z.json".into(), None)),
-        "the other file is imported"
+        sink.db.unfinished(sink.storage).is_empty(),
+        "read to its end: finished, as a small file is"
     );
-    assert!(
-        sink.db
-            .unfinished(sink.storage)
-            .contains(&"big.jsonl".to_string()),
-        "read again by the next sync"
+}
+
+/// Issue 12, finding 10: the same bad lines give the same outcome whether
+/// the file is read whole (small) or streamed (large): every valid task
+/// imported, every bad line reported with its line, in any batch.
+#[tokio::test]
+async fn bad_lines_give_the_same_outcome_at_any_file_size() {
+    let mut lines: Vec<String> = (0..9).map(|i| format!("{{\"text\": \"t{i}\"}}")).collect();
+    lines[0] = "{\"text\": broken".into();
+    lines[4] = "[\"not an object\"]".into();
+    lines[8] = "{\"text\": \"x\"} {\"text\": \"two on a line\"}".into();
+    let body = lines.join("\n") + "\n";
+    let array = "[{\"n\": 0}, 7, {\"n\": 2}, {\"n\": }, {\"n\": 4}]";
+    let expected_errors = vec![
+        "a.jsonl line 1: invalid JSON: the task is not closed before the next line's task"
+            .to_string(),
+        "a.jsonl line 5: a task must be a JSON object, found an array".into(),
+        "a.jsonl line 9: invalid JSON: one task per line expected".into(),
+        "b.json line 1: item 1: a task must be a JSON object, found a number".into(),
+        "b.json line 1: item 3: invalid JSON: expected value".into(),
+    ];
+    let mut outcomes = Vec::new();
+    for threshold in [u64::MAX, 8] {
+        let store = store_with(&[("a.jsonl", &body), ("b.json", array)]).await;
+        let config = ImportConfig {
+            batch_size: 2,
+            stream_threshold_bytes: threshold,
+            ..ImportConfig::default()
+        };
+        let sink = Fixture::new();
+        let outcome = sink.import_tasks(&store, &config).await.unwrap();
+        assert_eq!(
+            outcome.file_errors, expected_errors,
+            "threshold {threshold}"
+        );
+        assert_eq!(
+            (outcome.progress.created, outcome.progress.failed_files),
+            (10, 2),
+            "threshold {threshold}"
+        );
+        assert_eq!(
+            sink.keys(),
+            [1, 2, 3, 5, 6, 7, 8]
+                .iter()
+                .map(|row| ("a.jsonl".to_string(), Some(*row)))
+                .chain(
+                    [0, 2, 4]
+                        .iter()
+                        .map(|row| ("b.json".to_string(), Some(*row)))
+                )
+                .collect::<Vec<_>>(),
+            "threshold {threshold}"
+        );
+        assert!(sink.db.unfinished(sink.storage).is_empty());
+        // The next sync reads neither file again.
+        let again = sink.import_tasks(&store, &config).await.unwrap();
+        assert_eq!((again.progress.created, again.progress.existed), (0, 10));
+        assert!(again.file_errors.is_empty());
+        outcomes.push(outcome.file_errors);
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+}
+
+/// A file of many bad lines reports the first ones and counts the rest.
+#[tokio::test]
+async fn many_bad_lines_are_reported_up_to_a_bound_then_counted() {
+    let body = "bad\n{\"ok\": 1}\n".repeat(150);
+    let store = store_with(&[("many.jsonl", &body)]).await;
+    let sink = Fixture::new();
+    let outcome = sink.import_tasks(&store, &streaming()).await.unwrap();
+    assert_eq!(outcome.progress.created, 150);
+    assert_eq!(outcome.file_errors.len(), 101);
+    assert_eq!(
+        outcome.file_errors[99],
+        "many.jsonl line 199: a task must be a JSON object, found text that is not JSON"
+    );
+    assert_eq!(
+        outcome.file_errors[100],
+        "many.jsonl: 50 more bad tasks not shown (the first 100 are)"
     );
 }
 

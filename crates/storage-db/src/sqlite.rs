@@ -27,6 +27,48 @@ use crate::sql::TaskValues;
 /// The migrations of the SQLite schema, applied by [`SqliteDatabase::open`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Applies the migrations on one connection with foreign keys off:
+/// migration 0004 rebuilds tables that others reference, and dropping such
+/// a table while they are enforced would cascade into its children. A
+/// transaction cannot switch them, and sqlx runs each migration in one, so
+/// they are switched here, checked afterwards, and switched back on. A
+/// connection that fails on the way is closed, never handed back to the
+/// pool without its foreign keys.
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let context = "applying the SQLite migrations";
+    let mut conn = pool.acquire().await.map_err(db(context))?;
+    let outcome = async {
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *conn)
+            .await
+            .map_err(db(context))?;
+        MIGRATOR
+            .run(&mut *conn)
+            .await
+            .map_err(|err| Error::backend(context, err))?;
+        let violations: Vec<SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db(context))?;
+        if !violations.is_empty() {
+            return Err(Error::backend(
+                context,
+                format!("{} rows break a foreign key", violations.len()),
+            ));
+        }
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut *conn)
+            .await
+            .map_err(db(context))?;
+        Ok(())
+    }
+    .await;
+    if outcome.is_err() {
+        drop(conn.detach());
+    }
+    outcome
+}
+
 /// Connections of the pool: readers run at once (WAL), writers queue on
 /// SQLite's lock.
 const MAX_CONNECTIONS: u32 = 8;
@@ -86,10 +128,7 @@ impl SqliteDatabase {
         .connect_with(options)
         .await
         .map_err(db("opening the SQLite database"))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|err| Error::backend("applying the SQLite migrations", err))?;
+        migrate(&pool).await?;
         Ok(Self { pool })
     }
 

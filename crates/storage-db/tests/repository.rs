@@ -402,6 +402,47 @@ macro_rules! repository_tests {
             assert!(f.db.linked_keys(id, &[]).await.unwrap().is_empty());
         }
 
+        /// Issue 12, finding 11: export objects are named by annotation id,
+        /// so an id handed out again would overwrite another organisation's
+        /// object. Deleting the newest row never frees its id.
+        #[tokio::test]
+        async fn ids_are_never_reused_after_the_newest_row_is_deleted() {
+            let f = fixture().await;
+            let gone = storage(&f.db, f.project, StorageKind::Export).await;
+            assert!(f.db.delete_storage(gone).await.unwrap());
+            assert!(storage(&f.db, f.project, StorageKind::Export).await > gone);
+
+            let new_task = |text: &str| vec![parsed(json!({ "text": text }))];
+            let task = f.db.import_tasks(f.project, new_task("a")).await.unwrap()[0];
+            let body = object(json!({"result": []}));
+            let gone = f.db.create_annotation(&f.caller, task, &body).await.unwrap()["id"]
+                .as_i64()
+                .unwrap();
+            f.db.delete_annotation(gone).await.unwrap().unwrap();
+            let again = f.db.create_annotation(&f.caller, task, &body).await.unwrap()["id"]
+                .as_i64()
+                .unwrap();
+            assert!(again > gone, "annotation {again} reuses {gone}");
+
+            let gone = f.db.import_tasks(f.project, new_task("b")).await.unwrap()[0];
+            let deleted = number(&f.db, "DELETE FROM tasks WHERE id = $1 RETURNING id", &[gone]).await;
+            assert_eq!(deleted, gone);
+            let again = f.db.import_tasks(f.project, new_task("c")).await.unwrap()[0];
+            assert!(again > gone, "task {again} reuses {gone}");
+
+            let new_project = || NewProject {
+                title: "q".into(),
+                description: String::new(),
+                label_config: "<View></View>".into(),
+            };
+            let gone = f.db.create_project(&f.caller, new_project()).await.unwrap().id;
+            let deleted =
+                number(&f.db, "DELETE FROM projects WHERE id = $1 RETURNING id", &[gone]).await;
+            assert_eq!(deleted, gone);
+            let again = f.db.create_project(&f.caller, new_project()).await.unwrap().id;
+            assert!(again > gone, "project {again} reuses {gone}");
+        }
+
         #[tokio::test]
         async fn deleting_a_storage_removes_links_and_keeps_tasks() {
             let f = fixture().await;
@@ -1388,6 +1429,134 @@ async fn connect_accepts_urls() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+/// Migration 0004 rebuilds SQLite's tables with AUTOINCREMENT: a database
+/// made by 0001-0003 keeps its rows, ids, indexes and cascades, and an id
+/// deleted before the upgrade is not handed out again after it.
+#[tokio::test]
+async fn sqlite_0004_keeps_the_data_and_stops_reusing_ids() {
+    let dir = TempDir::new().unwrap();
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.as_str() < "0004" {
+            std::fs::copy(&path, migrations.join(&name)).unwrap();
+        }
+    }
+    let file = dir.path().join("old.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate::Migrator::new(migrations.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let now = "2026-01-01T00:00:00.000000Z";
+    for sql in [
+        "INSERT INTO organizations (id, title, created_at) VALUES (1, 'o', '{now}')",
+        "INSERT INTO users (id, email, organization_id, created_at) VALUES (1, 'u', 1, '{now}')",
+        "INSERT INTO projects (id, organization_id, created_by, created_at, task_number) \
+         VALUES (1, 1, 1, '{now}', 2)",
+        "INSERT INTO tasks (id, project_id, inner_id, data, created_at, updated_at) \
+         VALUES (1, 1, 1, '{}', '{now}', '{now}'), (2, 1, 2, '{}', '{now}', '{now}')",
+        "INSERT INTO annotations (id, task_id, project_id, completed_by, created_at, updated_at) \
+         VALUES (7, 1, 1, 1, '{now}', '{now}'), (8, 2, 1, 1, '{now}', '{now}')",
+        "INSERT INTO storages (id, kind, type, project_id, created_at) \
+         VALUES (5, 'export', 's3', 1, '{now}')",
+        "INSERT INTO storage_links (storage_id, task_id, key, created_at) \
+         VALUES (5, 2, 'k', '{now}')",
+        "INSERT INTO unfinished_objects (storage_id, key) VALUES (5, 'k')",
+        // The newest annotation, deleted before the upgrade: its id is
+        // unknown to the rebuilt table, which starts after the largest id
+        // it holds.
+        "DELETE FROM annotations WHERE id = 8",
+    ] {
+        sqlx::query(&sql.replace("{now}", now))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+
+    let db = SqliteDatabase::open(&file).await.unwrap();
+    let pool = db.pool().clone();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("SELECT COUNT(*) FROM _sqlx_migrations").await, 4);
+    assert_eq!(
+        count("SELECT task_number FROM projects WHERE id = 1").await,
+        2
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM tasks").await, 2);
+    assert_eq!(count("SELECT id FROM annotations").await, 7);
+    assert_eq!(count("SELECT COUNT(*) FROM storage_links").await, 1);
+    let indexes = count(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name IN \
+         ('projects_organization', 'projects_organization_newest', 'tasks_project_inner', \
+          'annotations_task', 'annotations_project', 'annotations_project_author', \
+          'predictions_task', 'storages_project_kind', 'storages_status', \
+          'storage_links_dedupe', 'storage_links_task')",
+    )
+    .await;
+    assert_eq!(indexes, 11);
+    let old_names =
+        count("SELECT COUNT(*) FROM sqlite_master WHERE sql LIKE '%\\_old%' ESCAPE '\\'").await;
+    assert_eq!(old_names, 0, "no table refers to a renamed copy");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM pragma_foreign_key_check").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM pragma_foreign_keys WHERE foreign_keys").await,
+        1
+    );
+
+    // The cascades still hold: deleting the storage drops its links and its
+    // unfinished objects; deleting task 1 drops its annotation.
+    assert!(db.delete_storage(5).await.unwrap());
+    assert_eq!(count("SELECT COUNT(*) FROM storage_links").await, 0);
+    assert_eq!(count("SELECT COUNT(*) FROM unfinished_objects").await, 0);
+    sqlx::query("DELETE FROM tasks WHERE id = 1")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count("SELECT COUNT(*) FROM annotations").await, 0);
+
+    // New rows get new ids.
+    let caller = Caller {
+        user_id: 1,
+        organization_id: 1,
+    };
+    let id = db
+        .create_annotation(&caller, 2, &object(json!({"result": []})))
+        .await
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(id, 8, "follows the largest id the upgrade saw (7)");
+    db.delete_annotation(id).await.unwrap().unwrap();
+    let id = db
+        .create_annotation(&caller, 2, &object(json!({"result": []})))
+        .await
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(id, 9);
 }
 
 #[tokio::test]

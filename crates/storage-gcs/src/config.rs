@@ -115,11 +115,23 @@ impl ServiceAccountKey {
                 missing.join(", ")
             ));
         }
+        let gcs_base_url = text("gcs_base_url");
+        if gcs_base_url
+            .as_deref()
+            .is_some_and(|url| url.trim().is_empty())
+        {
+            // object_store takes an empty base URL as given and panics on
+            // the first request it builds.
+            return Err(
+                "\"gcs_base_url\" in Google Application Credentials must not be empty: leave it out to use Google's endpoint"
+                    .into(),
+            );
+        }
         Ok(Self {
             json: json.to_string(),
             client_email: text("client_email").unwrap_or_default(),
             private_key: text("private_key").unwrap_or_default(),
-            gcs_base_url: text("gcs_base_url").filter(|u| !u.is_empty()),
+            gcs_base_url,
         })
     }
 }

@@ -231,6 +231,7 @@ impl Backend for LocalFilesBackend {
             root: self.local.document_root.clone(),
             url_base: self.local.url_base.clone(),
             relative_dir: self.local.relative_to_root(&directory),
+            unlisted: Arc::default(),
         }))
     }
 
@@ -254,6 +255,9 @@ pub struct LocalImport {
     key_base: String,
     url_base: String,
     relative_dir: String,
+    /// Files the listings left out for their names, until the import takes
+    /// them.
+    unlisted: Arc<std::sync::Mutex<storage_core::Unlisted>>,
 }
 
 #[async_trait]
@@ -284,8 +288,22 @@ impl ImportStorage for LocalImport {
                 })
                 .boxed()
         } else {
-            crate::listing::stream_files(self.directory.clone(), self.root.clone())
+            crate::listing::stream_files(
+                self.directory.clone(),
+                self.root.clone(),
+                self.key_base.clone(),
+                self.unlisted.clone(),
+            )
         }
+    }
+
+    fn take_unlisted(&self) -> storage_core::Unlisted {
+        std::mem::take(
+            &mut *self
+                .unlisted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     fn object_key(&self, location: &Path) -> String {

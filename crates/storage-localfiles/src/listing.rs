@@ -4,13 +4,14 @@
 //! names are held here, to keep Label Studio's name order).
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::ObjectMeta;
-use storage_core::{Error, Result};
+use storage_core::{Error, Result, Unlisted};
 
 /// Objects listed ahead of the consumer.
 const AHEAD: usize = 1024;
@@ -19,7 +20,16 @@ const AHEAD: usize = 1024;
 /// times and ETags `LocalFileSystem` gives them, in name order. Symlinks are
 /// followed only to files below `root` (canonical): a link out of the
 /// document root is left out, as [`inside_root`] does for nested files.
-pub(crate) fn stream_files(dir: PathBuf, root: PathBuf) -> BoxStream<'static, Result<ObjectMeta>> {
+///
+/// A name that cannot become an object location (not UTF-8, or with control
+/// characters, which object_store refuses) is recorded in `unlisted`, escaped,
+/// under `key_base`, so that the import reports it.
+pub(crate) fn stream_files(
+    dir: PathBuf,
+    root: PathBuf,
+    key_base: String,
+    unlisted: Arc<Mutex<Unlisted>>,
+) -> BoxStream<'static, Result<ObjectMeta>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(AHEAD);
     tokio::task::spawn_blocking(move || {
         let context = || format!("listing \"{}\"", dir.display());
@@ -43,13 +53,35 @@ pub(crate) fn stream_files(dir: PathBuf, root: PathBuf) -> BoxStream<'static, Re
                 return;
             }
         }
-        for name in names.sorted() {
-            let name = String::from_utf8_lossy(name);
-            let path = dir.join(&*name);
+        for raw in names.sorted() {
+            let parsed = std::str::from_utf8(raw)
+                .map_err(|_| "is not valid UTF-8")
+                .and_then(|name| {
+                    Path::parse(name)
+                        .map(|location| (name, location))
+                        .map_err(|_| {
+                            "has control characters or other bytes a task URL cannot carry"
+                        })
+                });
+            let (name, location) = match parsed {
+                Ok(parsed) => parsed,
+                Err(why) => {
+                    if is_folder(&dir, raw) {
+                        // Folders are not listed here (nor become tasks).
+                        continue;
+                    }
+                    unlisted.lock().unwrap_or_else(PoisonError::into_inner).add(format!(
+                        "{key_base}/{}: the file name {why}, so it cannot become a task; rename the file",
+                        raw.escape_ascii()
+                    ));
+                    continue;
+                }
+            };
+            let path = dir.join(name);
             // lstat first: as cheap as stat, and only links pay for more.
-            let item = match (std::fs::symlink_metadata(&path), Path::parse(&name)) {
-                (Ok(meta), Ok(location)) if meta.is_file() => object_meta(location, &meta),
-                (Ok(meta), Ok(location)) if meta.is_symlink() => match std::fs::metadata(&path) {
+            let item = match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() => object_meta(location, &meta),
+                Ok(meta) if meta.is_symlink() => match std::fs::metadata(&path) {
                     Ok(target)
                         if target.is_file()
                             && path.canonicalize().is_ok_and(|c| c.starts_with(&root)) =>
@@ -59,8 +91,7 @@ pub(crate) fn stream_files(dir: PathBuf, root: PathBuf) -> BoxStream<'static, Re
                     _ => continue,
                 },
                 // Vanished since read_dir, a dangling link, a link out of
-                // the root, not a file, or a name object_store cannot
-                // address (control characters).
+                // the root, or not a file.
                 _ => continue,
             };
             if sender.blocking_send(Ok(item)).is_err() {
@@ -69,6 +100,19 @@ pub(crate) fn stream_files(dir: PathBuf, root: PathBuf) -> BoxStream<'static, Re
         }
     });
     tokio_stream_from(receiver)
+}
+
+/// Whether the entry `name` (raw bytes, as read from `dir`) is a folder.
+#[cfg(unix)]
+fn is_folder(dir: &std::path::Path, name: &[u8]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::symlink_metadata(dir.join(std::ffi::OsStr::from_bytes(name))).is_ok_and(|m| m.is_dir())
+}
+
+/// Elsewhere names are Unicode and a bad one is reported whatever it is.
+#[cfg(not(unix))]
+fn is_folder(_dir: &std::path::Path, _name: &[u8]) -> bool {
+    false
 }
 
 /// Whether the file `relative` (a listed location) below the canonical
@@ -170,10 +214,11 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.jpg"))
             .unwrap();
         let root = dir.path().canonicalize().unwrap();
-        let streamed: Vec<ObjectMeta> = stream_files(root.clone(), root)
-            .try_collect()
-            .await
-            .unwrap();
+        let streamed: Vec<ObjectMeta> =
+            stream_files(root.clone(), root, String::new(), Arc::default())
+                .try_collect()
+                .await
+                .unwrap();
         let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
         let mut listed = store.list_with_delimiter(None).await.unwrap().objects;
         listed.sort_by(|a, b| a.location.cmp(&b.location));
@@ -190,10 +235,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_folder_is_an_error() {
-        let result: Result<Vec<ObjectMeta>> =
-            stream_files(PathBuf::from("/nonexistent/folder"), PathBuf::from("/"))
-                .try_collect()
-                .await;
+        let result: Result<Vec<ObjectMeta>> = stream_files(
+            PathBuf::from("/nonexistent/folder"),
+            PathBuf::from("/"),
+            String::new(),
+            Arc::default(),
+        )
+        .try_collect()
+        .await;
         assert!(result
             .unwrap_err()
             .to_string()

@@ -154,7 +154,9 @@ impl S3Config {
         let mut errors = ValidationErrors::default();
         if self.bucket.is_empty() {
             errors.add("bucket", "This field is required.");
-        } else if !valid_bucket(&self.bucket) {
+        } else if !valid_bucket(&self.bucket) || self.bucket.bytes().all(|b| b == b'.') {
+            // `.` and `..` would be path segments of a path-style URL:
+            // `http://endpoint/../key` is another bucket's, or none.
             errors.add(
                 "bucket",
                 format!(
@@ -208,6 +210,7 @@ impl S3Config {
             }
         }
         storage_core::bucket::check_presign_ttl(settings, &mut errors);
+        storage_core::bucket::check_prefix(settings, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {

@@ -123,8 +123,9 @@ pub struct Config {
     /// its `storage` id and `job` id (in `span` and `spans`).
     #[arg(long, env = "STORAGE_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
     pub log_json: bool,
-    /// Serve `GET /metrics` without authentication (default: an API token
-    /// or the `--metrics-token` is required).
+    /// Serve `GET /metrics` without authentication (default: the admin
+    /// user's API token or the `--metrics-token` is required; other users'
+    /// tokens get 403, as the metrics count every organisation's syncs).
     #[arg(long, env = "STORAGE_METRICS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
     pub metrics_public: bool,
     /// A scrape-only token for `GET /metrics` (`Authorization: Bearer

@@ -111,7 +111,7 @@ pub async fn app(config: &Config) -> Result<App, Error> {
     let metrics = match config.metrics_token.as_deref().filter(|t| !t.is_empty()) {
         _ if config.metrics_public => MetricsAccess::Public,
         Some(token) => MetricsAccess::Token(MetricsToken::new(token)),
-        None => MetricsAccess::ApiToken,
+        None => MetricsAccess::Administrators,
     };
     let state = ApiState::new(sync.clone(), db.access(), db.authenticator())
         .with_host(db.host())
@@ -120,7 +120,8 @@ pub async fn app(config: &Config) -> Result<App, Error> {
         .with_max_label_config_bytes(
             usize::try_from(config.max_label_config_bytes).unwrap_or(usize::MAX),
         )
-        .with_metrics(metrics);
+        .with_metrics(metrics)
+        .with_administrators([admin]);
     // The request span has method, URI and version, no headers; marking the
     // Authorization header sensitive keeps tokens out of the logs even if a
     // layer starts printing headers.

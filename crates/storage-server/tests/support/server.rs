@@ -358,7 +358,9 @@ impl Server {
         let sync = SyncService::new(storages, tasks, db.clone(), backends, setup.runner);
         sync.recover(true).await.unwrap();
         sync.start();
-        let mut state = ApiState::new(sync.clone(), db.clone(), db.clone()).with_host(db.clone());
+        let mut state = ApiState::new(sync.clone(), db.clone(), db.clone())
+            .with_host(db.clone())
+            .with_administrators([admin]);
         if let Some(bytes) = setup.max_body_bytes {
             state = state.with_max_body_bytes(bytes);
         }
