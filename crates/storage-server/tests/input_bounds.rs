@@ -24,9 +24,7 @@ const TARGET: &str = "target@project.iam.gserviceaccount.com";
 async fn server() -> Server {
     let open = EndpointPolicy::allow_private();
     let backends: Vec<Arc<dyn Backend>> = vec![
-        Arc::new(S3Backend::new(
-            S3Options::new().with_endpoint_policy(open),
-        )),
+        Arc::new(S3Backend::new(S3Options::new().with_endpoint_policy(open))),
         Arc::new(GcsBackend::new(
             GcsOptions::new().with_endpoint_policy(open),
         )),
