@@ -22,8 +22,8 @@ const MAX_MESSAGE: usize = 200;
 /// What is written instead of a body that says nothing usable.
 const LEFT_OUT: &str = "(the response body is left out)";
 
-/// `text` with the response body it quotes (object_store's "Server
-/// returned non-2xx status code: 403 Forbidden: <body>") replaced by the
+/// `text` with the response body it quotes (object_store's `Server
+/// returned non-2xx status code: 403 Forbidden: <body>`) replaced by the
 /// body's error code and message (`<Code>`/`<Message>` of S3 and GCS XML,
 /// `error.message` of JSON), or by a note that it was left out. The
 /// result quotes no body, so applying this again changes nothing.
