@@ -25,7 +25,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use storage_core::persist::StorageRepository;
 use storage_core::{Backend, EndpointPolicy, RunnerConfig};
-use storage_s3::{S3Backend, S3Options};
+use storage_s3::S3Backend;
+use support::buckets::no_retry_s3;
 use support::{envelope, fast_runner, serve_on_loopback, storage_id, Api, Server, Setup};
 
 /// How the tarpit behaves and what it has seen.
@@ -76,14 +77,7 @@ async fn tarpit() -> (Arc<Tarpit>, String) {
 
 /// A server whose S3 storages may use loopback endpoints.
 async fn server(runner: RunnerConfig) -> Server {
-    let options = S3Options::new()
-        .with_endpoint_policy(EndpointPolicy::allow_private())
-        .with_retry(object_store::RetryConfig {
-            max_retries: 0,
-            retry_timeout: Duration::from_secs(2),
-            ..object_store::RetryConfig::default()
-        })
-        .with_timeout(Duration::from_secs(5));
+    let options = no_retry_s3(EndpointPolicy::allow_private());
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(S3Backend::new(options))];
     Server::start_setup(
         tempfile::tempdir().unwrap(),

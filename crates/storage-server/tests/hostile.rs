@@ -37,8 +37,9 @@ use serde_json::{json, Value};
 use storage_core::import::ImportConfig;
 use storage_core::{Backend, EndpointPolicy, RunnerConfig};
 use storage_gcs::{GcsBackend, GcsOptions};
-use storage_s3::{S3Backend, S3Options};
+use storage_s3::S3Backend;
 use storage_testing::gcs_shim::{TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM};
+use support::buckets::no_retry_s3;
 use support::{envelope, fast_runner, Server, TOKEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -614,17 +615,6 @@ fn closed_port() -> u16 {
         .port()
 }
 
-fn quick_s3(policy: EndpointPolicy) -> S3Options {
-    S3Options::new()
-        .with_endpoint_policy(policy)
-        .with_retry(object_store::RetryConfig {
-            max_retries: 0,
-            retry_timeout: Duration::from_secs(2),
-            ..object_store::RetryConfig::default()
-        })
-        .with_timeout(Duration::from_secs(5))
-}
-
 async fn server_with(backends: Vec<Arc<dyn Backend>>) -> Server {
     Server::start_with(tempfile::tempdir().unwrap(), fast_runner(), backends).await
 }
@@ -639,12 +629,12 @@ async fn endpoint_names_that_resolve_to_private_addresses_are_refused_unless_all
         .to_string()
     };
     let strict = server_with(vec![
-        Arc::new(S3Backend::new(quick_s3(EndpointPolicy::strict()))),
+        Arc::new(S3Backend::new(no_retry_s3(EndpointPolicy::strict()))),
         Arc::new(GcsBackend::new(GcsOptions::new())),
     ])
     .await;
     let open = server_with(vec![
-        Arc::new(S3Backend::new(quick_s3(EndpointPolicy::allow_private()))),
+        Arc::new(S3Backend::new(no_retry_s3(EndpointPolicy::allow_private()))),
         Arc::new(GcsBackend::new(
             GcsOptions::new().with_endpoint_policy(EndpointPolicy::allow_private()),
         )),
@@ -722,7 +712,7 @@ async fn endpoint_names_that_resolve_to_private_addresses_are_refused_unless_all
 #[tokio::test]
 async fn a_stored_private_endpoint_is_refused_once_the_server_is_strict() {
     let moto = storage_testing::moto();
-    let open: Vec<Arc<dyn Backend>> = vec![Arc::new(S3Backend::new(quick_s3(
+    let open: Vec<Arc<dyn Backend>> = vec![Arc::new(S3Backend::new(no_retry_s3(
         EndpointPolicy::allow_private(),
     )))];
     let server = Server::start_with(tempfile::tempdir().unwrap(), fast_runner(), open).await;
@@ -758,8 +748,9 @@ async fn a_stored_private_endpoint_is_refused_once_the_server_is_strict() {
 
     // Same data, restarted with the default (strict) policy.
     let dir = server.stop().await;
-    let strict: Vec<Arc<dyn Backend>> =
-        vec![Arc::new(S3Backend::new(quick_s3(EndpointPolicy::strict())))];
+    let strict: Vec<Arc<dyn Backend>> = vec![Arc::new(S3Backend::new(no_retry_s3(
+        EndpointPolicy::strict(),
+    )))];
     let server = Server::start_with(dir, fast_runner(), strict).await;
     let path = format!("/api/storages/s3/{id}");
     let refuses_the_endpoint = |status, answer: &Value| {

@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use storage_core::{Backend, EndpointPolicy};
 use storage_gcs::{GcsBackend, GcsOptions};
 use storage_s3::{S3Backend, S3Options};
+use support::buckets::no_retry_s3;
 use support::{envelope, fast_runner, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -191,17 +192,6 @@ fn strict() -> EndpointPolicy {
     EndpointPolicy::strict().with_allowed_network(ATTACKER_IP.parse().unwrap(), 32)
 }
 
-fn s3_options(policy: EndpointPolicy) -> S3Options {
-    S3Options::new()
-        .with_endpoint_policy(policy)
-        .with_retry(object_store::RetryConfig {
-            max_retries: 0,
-            retry_timeout: Duration::from_secs(2),
-            ..object_store::RetryConfig::default()
-        })
-        .with_timeout(Duration::from_secs(5))
-}
-
 async fn server(options: S3Options) -> Server {
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(S3Backend::new(options))];
     Server::start_with(tempfile::tempdir().unwrap(), fast_runner(), backends).await
@@ -227,7 +217,7 @@ async fn resolve_path(server: &Server, project: i64, uri: &str) -> String {
 async fn redirects_never_reach_internal_addresses() {
     let internal = internal_target().await;
     let attacker = attacker(&internal.base).await;
-    let server = server(s3_options(strict())).await;
+    let server = server(no_retry_s3(strict())).await;
     let project = server.project().await;
     let keys = json!({"aws_access_key_id": "AKIAUSERKEY", "aws_secret_access_key": "user-secret"});
     let storage = |extra: Value| {
@@ -292,7 +282,7 @@ async fn keyless_storages_borrow_no_identity() {
     let metadata = metadata_service().await;
     let attacker = attacker(&internal.base).await;
     for opted_in in [false, true] {
-        let options = s3_options(strict())
+        let options = no_retry_s3(strict())
             .with_server_credentials("AKIASERVERKEY", "server-secret", Some("SERVERTOKEN".into()))
             .with_keyless_server_credentials(opted_in);
         let server = server(options).await;
@@ -422,7 +412,7 @@ async fn a_new_endpoint_needs_the_secrets_again() {
     )
     .await;
     let new_endpoint = internal_target().await;
-    let server = server(s3_options(EndpointPolicy::allow_private())).await;
+    let server = server(no_retry_s3(EndpointPolicy::allow_private())).await;
     let project = server.project().await;
     let path = server
         .create_storage(
