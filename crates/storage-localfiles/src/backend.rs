@@ -270,31 +270,19 @@ impl ImportStorage for LocalImport {
         &self.listing
     }
 
-    /// Direct children are streamed from the folder rather than collected:
-    /// memory stays flat for folders of millions of files. Files reached
-    /// through a symlink that leads out of the document root are left out
-    /// (their contents would otherwise become tasks).
+    /// Files are streamed from the folder rather than collected: memory
+    /// stays flat for folders of millions of files. Files reached through
+    /// a symlink that leads out of the document root are left out (their
+    /// contents would otherwise become tasks), and a file whose name cannot
+    /// become a task is reported, not a reason to fail the listing.
     fn list(&self) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
-        use futures::StreamExt;
-        if self.listing.recursive {
-            let (directory, root) = (self.directory.clone(), self.root.clone());
-            self.listing
-                .list(self.store.clone())
-                .filter(move |item| {
-                    let keep = item.as_ref().map_or(true, |meta| {
-                        crate::listing::inside_root(&directory, &root, meta.location.as_ref())
-                    });
-                    futures::future::ready(keep)
-                })
-                .boxed()
-        } else {
-            crate::listing::stream_files(
-                self.directory.clone(),
-                self.root.clone(),
-                self.key_base.clone(),
-                self.unlisted.clone(),
-            )
-        }
+        crate::listing::stream_files(
+            self.directory.clone(),
+            self.root.clone(),
+            self.key_base.clone(),
+            self.listing.recursive,
+            self.unlisted.clone(),
+        )
     }
 
     fn take_unlisted(&self) -> storage_core::Unlisted {

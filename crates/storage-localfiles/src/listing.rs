@@ -16,119 +16,169 @@ use storage_core::{Error, Result, Unlisted};
 /// Objects listed ahead of the consumer.
 const AHEAD: usize = 1024;
 
-/// Streams the regular files directly in `dir`, with the same locations,
-/// times and ETags `LocalFileSystem` gives them, in name order. Symlinks are
-/// followed only to files below `root` (canonical): a link out of the
-/// document root is left out, as [`inside_root`] does for nested files.
+/// Streams the regular files in `dir` (with `recursive`, in its subfolders
+/// too, depth first), with the same locations, times and ETags
+/// `LocalFileSystem` gives them, each folder in name order. Symlinks are
+/// followed only to files and folders below `root` (canonical), and never
+/// back into a folder being listed: a link out of the document root is left
+/// out, as a link that loops is.
 ///
 /// A name that cannot become an object location (not UTF-8, or with control
 /// characters, which object_store refuses) is recorded in `unlisted`, escaped,
-/// under `key_base`, so that the import reports it.
+/// under `key_base`, so that the import reports it; the other files are
+/// listed as usual. A folder that cannot be read fails the listing.
 pub(crate) fn stream_files(
     dir: PathBuf,
     root: PathBuf,
     key_base: String,
+    recursive: bool,
     unlisted: Arc<Mutex<Unlisted>>,
 ) -> BoxStream<'static, Result<ObjectMeta>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(AHEAD);
     tokio::task::spawn_blocking(move || {
-        let context = || format!("listing \"{}\"", dir.display());
-        // Names only are collected, to list in name order as Label Studio
-        // does; metadata is read while streaming.
-        let mut names = NameList::default();
-        match std::fs::read_dir(&dir) {
-            Ok(entries) => {
-                for entry in entries {
-                    match entry {
-                        Ok(entry) => names.push(entry.file_name().as_encoded_bytes()),
-                        Err(err) => {
-                            let _ = sender.blocking_send(Err(Error::backend(context(), err)));
-                            return;
-                        }
-                    }
-                }
-            }
-            Err(err) => {
-                let _ = sender.blocking_send(Err(Error::backend(context(), err)));
-                return;
-            }
-        }
-        for raw in names.sorted() {
-            let parsed = std::str::from_utf8(raw)
-                .map_err(|_| "is not valid UTF-8")
-                .and_then(|name| {
-                    Path::parse(name)
-                        .map(|location| (name, location))
-                        .map_err(|_| {
-                            "has control characters or other bytes a task URL cannot carry"
-                        })
-                });
-            let (name, location) = match parsed {
-                Ok(parsed) => parsed,
-                Err(why) => {
-                    if is_folder(&dir, raw) {
-                        // Folders are not listed here (nor become tasks).
-                        continue;
-                    }
-                    unlisted.lock().unwrap_or_else(PoisonError::into_inner).add(format!(
-                        "{key_base}/{}: the file name {why}, so it cannot become a task; rename the file",
-                        raw.escape_ascii()
-                    ));
-                    continue;
-                }
-            };
-            let path = dir.join(name);
-            // lstat first: as cheap as stat, and only links pay for more.
-            let item = match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_file() => object_meta(location, &meta),
-                Ok(meta) if meta.is_symlink() => match std::fs::metadata(&path) {
-                    Ok(target)
-                        if target.is_file()
-                            && path.canonicalize().is_ok_and(|c| c.starts_with(&root)) =>
-                    {
-                        object_meta(location, &target)
-                    }
-                    _ => continue,
-                },
-                // Vanished since read_dir, a dangling link, a link out of
-                // the root, or not a file.
-                _ => continue,
-            };
-            if sender.blocking_send(Ok(item)).is_err() {
-                return;
-            }
-        }
+        let walk = Walk {
+            root: &root,
+            key_base: &key_base,
+            recursive,
+            unlisted: &unlisted,
+            sender: &sender,
+        };
+        let mut ancestors = vec![dir.canonicalize().unwrap_or_else(|_| dir.clone())];
+        walk.folder(&dir, &[], &mut ancestors);
     });
     tokio_stream_from(receiver)
 }
 
-/// Whether the entry `name` (raw bytes, as read from `dir`) is a folder.
-#[cfg(unix)]
-fn is_folder(dir: &std::path::Path, name: &[u8]) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    std::fs::symlink_metadata(dir.join(std::ffi::OsStr::from_bytes(name))).is_ok_and(|m| m.is_dir())
+/// One listing, walked on a blocking thread.
+struct Walk<'a> {
+    root: &'a std::path::Path,
+    key_base: &'a str,
+    recursive: bool,
+    unlisted: &'a Mutex<Unlisted>,
+    sender: &'a tokio::sync::mpsc::Sender<Result<ObjectMeta>>,
 }
 
-/// Elsewhere names are Unicode and a bad one is reported whatever it is.
-#[cfg(not(unix))]
-fn is_folder(_dir: &std::path::Path, _name: &[u8]) -> bool {
-    false
-}
-
-/// Whether the file `relative` (a listed location) below the canonical
-/// `directory` is still below the canonical `root` once symlinks are
-/// resolved. A direct child that is not a link needs one lstat; nested
-/// files are resolved whole, as any folder on the way may be a link.
-pub(crate) fn inside_root(
-    directory: &std::path::Path,
-    root: &std::path::Path,
-    relative: &str,
-) -> bool {
-    let path = directory.join(relative);
-    if !relative.contains('/') && std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_symlink()) {
-        return true;
+impl Walk<'_> {
+    /// Lists `dir`, the folder at `relative` (raw bytes, `/`-separated)
+    /// below the storage's folder; `ancestors` are the canonical folders
+    /// being listed, `dir`'s included. False when the listing must stop (an
+    /// error was sent, or nobody reads any more).
+    fn folder(&self, dir: &std::path::Path, relative: &[u8], ancestors: &mut Vec<PathBuf>) -> bool {
+        // Names only are collected, to list in name order as Label Studio
+        // does; metadata is read while streaming.
+        let names = match read_names(dir) {
+            Ok(names) => names,
+            Err(err) => {
+                let context = format!("listing \"{}\"", dir.display());
+                let _ = self.sender.blocking_send(Err(Error::backend(context, err)));
+                return false;
+            }
+        };
+        for raw in names.sorted() {
+            let mut entry = relative.to_vec();
+            if !entry.is_empty() {
+                entry.push(b'/');
+            }
+            entry.extend_from_slice(raw);
+            let Some(path) = child_path(dir, raw) else {
+                self.report(&entry, "is not valid UTF-8");
+                continue;
+            };
+            // lstat first: as cheap as stat, and only links pay for more.
+            let (meta, canonical) = match std::fs::symlink_metadata(&path) {
+                Ok(meta) if !meta.is_symlink() => (meta, None),
+                Ok(_) => match (std::fs::metadata(&path), path.canonicalize()) {
+                    (Ok(target), Ok(canonical)) if canonical.starts_with(self.root) => {
+                        (target, Some(canonical))
+                    }
+                    // Dangling, or leading out of the root.
+                    _ => continue,
+                },
+                // Vanished since it was read.
+                Err(_) => continue,
+            };
+            if meta.is_dir() {
+                if !self.recursive {
+                    continue;
+                }
+                let canonical = canonical.unwrap_or_else(|| {
+                    ancestors.last().map_or_else(
+                        || path.clone(),
+                        |parent| parent.join(path.file_name().unwrap_or_default()),
+                    )
+                });
+                if ancestors.contains(&canonical) {
+                    // A link back into a folder being listed: a loop.
+                    continue;
+                }
+                ancestors.push(canonical);
+                let go_on = self.folder(&path, &entry, ancestors);
+                ancestors.pop();
+                if !go_on {
+                    return false;
+                }
+                continue;
+            }
+            if !meta.is_file() {
+                continue;
+            }
+            let location = std::str::from_utf8(&entry)
+                .map_err(|_| "is not valid UTF-8")
+                .and_then(|name| {
+                    Path::parse(name).map_err(|_| {
+                        "has control characters or other bytes a task URL cannot carry"
+                    })
+                });
+            match location {
+                Ok(location) => {
+                    if self
+                        .sender
+                        .blocking_send(Ok(object_meta(location, &meta)))
+                        .is_err()
+                    {
+                        return false;
+                    }
+                }
+                Err(why) => self.report(&entry, why),
+            }
+        }
+        true
     }
-    path.canonicalize().is_ok_and(|c| c.starts_with(root))
+
+    /// Records a file whose name cannot become a task.
+    fn report(&self, entry: &[u8], why: &str) {
+        self.unlisted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(format!(
+                "{}/{}: the file name {why}, so it cannot become a task; rename the file",
+                self.key_base,
+                entry.escape_ascii()
+            ));
+    }
+}
+
+/// The names in `dir`.
+fn read_names(dir: &std::path::Path) -> std::io::Result<NameList> {
+    let mut names = NameList::default();
+    for entry in std::fs::read_dir(dir)? {
+        names.push(entry?.file_name().as_encoded_bytes());
+    }
+    Ok(names)
+}
+
+/// The path of the entry `name` (raw bytes, as read from `dir`).
+#[cfg(unix)]
+fn child_path(dir: &std::path::Path, name: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    Some(dir.join(std::ffi::OsStr::from_bytes(name)))
+}
+
+/// Elsewhere only UTF-8 names are turned back into paths (others cannot
+/// become tasks anyway).
+#[cfg(not(unix))]
+fn child_path(dir: &std::path::Path, name: &[u8]) -> Option<PathBuf> {
+    std::str::from_utf8(name).ok().map(|name| dir.join(name))
 }
 
 /// File names packed in one buffer: about 24 bytes a name instead of the
@@ -215,7 +265,7 @@ mod tests {
             .unwrap();
         let root = dir.path().canonicalize().unwrap();
         let streamed: Vec<ObjectMeta> =
-            stream_files(root.clone(), root, String::new(), Arc::default())
+            stream_files(root.clone(), root, String::new(), false, Arc::default())
                 .try_collect()
                 .await
                 .unwrap();
@@ -239,6 +289,7 @@ mod tests {
             PathBuf::from("/nonexistent/folder"),
             PathBuf::from("/"),
             String::new(),
+            false,
             Arc::default(),
         )
         .try_collect()

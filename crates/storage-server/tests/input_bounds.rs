@@ -239,8 +239,9 @@ fn the_documented_presign_ttl_maximum_is_the_enforced_one() {
 /// Issue 12, finding 13: a local file whose name cannot become a task URL
 /// (control characters, not UTF-8) is reported by name (escaped) in
 /// `traceback` and counted in `meta.files_failed`, in Files and Tasks
-/// mode; the other files are imported; folders with such names are not
-/// files and are not reported.
+/// mode, in the folder itself and (with `recursive_scan`) in its
+/// subfolders; the other files are imported; folders with such names are
+/// not files and are not reported (a recursive listing looks inside them).
 #[cfg(unix)]
 #[tokio::test]
 async fn local_file_names_that_cannot_become_task_urls_are_reported() {
@@ -276,6 +277,39 @@ async fn local_file_names_that_cannot_become_task_urls_are_reported() {
             "{folder}"
         );
     }
+
+    let nested = server.root.join("nested");
+    for (dir, good) in [("", "top.json"), ("sub/deeper", "deep.json")] {
+        let dir = nested.join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(good), r#"{"text": "ok"}"#).unwrap();
+        std::fs::write(dir.join("tab\there.json"), "{}").unwrap();
+    }
+    let bad_folder = nested.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    std::fs::create_dir(&bad_folder).unwrap();
+    std::fs::write(bad_folder.join("inside.json"), r#"{"text": "ok"}"#).unwrap();
+    let path = server
+        .create_storage(
+            "/api/storages/localfiles",
+            json!({"project": project, "path": server.path("nested"), "use_blob_urls": false,
+                   "recursive_scan": true}),
+        )
+        .await;
+    let done = server.sync_and_wait(&path).await;
+    assert_eq!(done["status"], "completed_with_errors", "{done}");
+    assert_eq!(done["last_sync_count"], 2, "{done}");
+    assert_eq!(done["meta"]["files_failed"], 3, "{done}");
+    let base = server.path("nested");
+    let mut traceback: Vec<&str> = done["traceback"].as_str().unwrap().lines().collect();
+    traceback.sort_unstable();
+    assert_eq!(
+        traceback,
+        vec![
+            format!("{base}/caf\\xe9/inside.json: the file name is not valid UTF-8, so it cannot become a task; rename the file"),
+            format!("{base}/sub/deeper/tab\\there.json: the file name has control characters or other bytes a task URL cannot carry, so it cannot become a task; rename the file"),
+            format!("{base}/tab\\there.json: the file name has control characters or other bytes a task URL cannot carry, so it cannot become a task; rename the file"),
+        ],
+    );
 }
 
 /// Issue 12, finding 13: `/metrics` counts every organisation's syncs, so
