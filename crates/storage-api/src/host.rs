@@ -4,17 +4,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt;
 use serde_json::{json, Value};
-use storage_core::host::{
-    shown_data, HostStore, NewProject, Project, Queue, TaskRecord, UserRecord,
-};
+use storage_core::host::{HostStore, NewProject, Project, Queue, TaskRecord, TaskSize, UserRecord};
 use storage_core::label_config::LabelConfig;
 use storage_core::parse::interpret;
 use storage_core::persist::Caller;
+use storage_core::task_data::TaskData;
 use storage_core::ValidationErrors;
 
 use crate::error::{ApiError, ApiResult};
@@ -176,13 +177,62 @@ impl TaskView {
         })
     }
 
-    fn show(&self, task: TaskRecord) -> Value {
+    /// The task as the task API shows it, as JSON text. The data is
+    /// carried as text: URIs are rewritten in it without building it as a
+    /// tree of values, so a large task costs about its size again.
+    fn show(&self, task: TaskRecord) -> Vec<u8> {
         let id = task.id;
-        let mut json = task_json(task, self.data_key.as_deref());
-        if let Some(Value::Object(data)) = json.get_mut("data") {
-            crate::resolve::rewrite_task_data(data, id, &self.url_base, &self.storages);
+        task_json(task, |data| {
+            let data = data.shown(self.data_key.as_deref());
+            let schemes: Vec<&str> = self.schemes().collect();
+            if !schemes
+                .iter()
+                .any(|scheme| data.as_str().contains(&format!("{scheme}://")))
+            {
+                return data;
+            }
+            data.map_strings(&mut |text| {
+                let mut changed: Option<String> = None;
+                for scheme in &schemes {
+                    let current = changed.as_deref().unwrap_or(text);
+                    if let Some(new) = crate::resolve::rewrite_text(
+                        current,
+                        scheme,
+                        id,
+                        &self.url_base,
+                        &self.storages,
+                    ) {
+                        changed = Some(new);
+                    }
+                }
+                changed
+            })
+        })
+    }
+
+    /// Appends `tasks` to a JSON list being written to `out`; `shown`
+    /// counts the tasks written so far (for the commas).
+    fn write_tasks(&self, tasks: Vec<TaskRecord>, out: &mut Vec<u8>, shown: &mut usize) {
+        for task in tasks {
+            if *shown > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&self.show(task));
+            *shown += 1;
         }
-        json
+    }
+
+    /// The URI schemes of the storages whose URIs are rewritten.
+    fn schemes(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let mut seen: Vec<&'static str> = Vec::new();
+        self.storages
+            .iter()
+            .map(|(_, uri)| uri.scheme())
+            .filter(move |scheme| {
+                let new = !seen.contains(scheme);
+                seen.push(scheme);
+                new
+            })
     }
 }
 
@@ -236,47 +286,82 @@ fn model_versions(predictions: &[Value]) -> String {
     versions.join(",").replace('"', "")
 }
 
-fn task_json(task: TaskRecord, data_key: Option<&str>) -> Value {
-    let annotations_ids = task
-        .annotations
+/// A task in Label Studio's shape (its keys in Label Studio's order) as
+/// JSON text, its data as `show_data` makes it.
+fn task_json(task: TaskRecord, show_data: impl FnOnce(TaskData) -> TaskData) -> Vec<u8> {
+    let TaskRecord {
+        id,
+        project,
+        inner_id,
+        data,
+        meta,
+        created_at,
+        updated_at,
+        is_labeled,
+        overlap,
+        allow_skip: _,
+        total_annotations,
+        cancelled_annotations,
+        total_predictions,
+        storage_filename,
+        annotations,
+        predictions,
+    } = task;
+    let annotations_ids = annotations
         .iter()
         .filter_map(|a| a.get("id").and_then(Value::as_i64))
         .map(|id| id.to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    json!({
-        "id": task.id,
-        "predictions": task.predictions,
-        "annotations": task.annotations,
+    let annotations_results = results_summary(&annotations);
+    let predictions_results = results_summary(&predictions);
+    let predictions_model_versions = model_versions(&predictions);
+    let before_data = json!({
+        "id": id,
+        "predictions": predictions,
+        "annotations": annotations,
         "drafts": [],
         "annotators": [],
-        "inner_id": task.inner_id,
-        "cancelled_annotations": task.cancelled_annotations,
-        "total_annotations": task.total_annotations,
-        "total_predictions": task.total_predictions,
+        "inner_id": inner_id,
+        "cancelled_annotations": cancelled_annotations,
+        "total_annotations": total_annotations,
+        "total_predictions": total_predictions,
         "completed_at": null,
-        "annotations_results": results_summary(&task.annotations),
-        "predictions_results": results_summary(&task.predictions),
+        "annotations_results": annotations_results,
+        "predictions_results": predictions_results,
         "predictions_score": null,
         "file_upload": null,
-        "storage_filename": task.storage_filename,
+        "storage_filename": storage_filename,
         "annotations_ids": annotations_ids,
-        "predictions_model_versions": model_versions(&task.predictions),
+        "predictions_model_versions": predictions_model_versions,
         "avg_lead_time": null,
         "draft_exists": false,
         "updated_by": [],
-        "data": shown_data(task.data, data_key),
-        "meta": task.meta,
-        "created_at": iso(task.created_at),
-        "updated_at": iso(task.updated_at),
-        "is_labeled": task.is_labeled,
-        "overlap": task.overlap,
+    });
+    let after_data = json!({
+        "meta": meta,
+        "created_at": iso(created_at),
+        "updated_at": iso(updated_at),
+        "is_labeled": is_labeled,
+        "overlap": overlap,
         "comment_count": 0,
         "unresolved_comment_count": 0,
         "last_comment_updated_at": null,
-        "project": task.project,
+        "project": project,
         "comment_authors": [],
-    })
+    });
+    let data = show_data(data);
+    // `{before…` + `,"data":` + data + `,` + `…after}`: both objects are
+    // non-empty, so each serializes as `{…}`.
+    let before = before_data.to_string();
+    let after = after_data.to_string();
+    let mut out = Vec::with_capacity(before.len() + data.len() + after.len() + 10);
+    out.extend_from_slice(&before.as_bytes()[..before.len() - 1]);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.as_str().as_bytes());
+    out.push(b',');
+    out.extend_from_slice(&after.as_bytes()[1..]);
+    out
 }
 
 /// `POST /api/projects`.
@@ -470,7 +555,7 @@ pub(crate) async fn list_tasks(
     State(state): State<ApiState>,
     Authenticated(caller): Authenticated,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let query = query.as_deref();
     let project = query_param(query, "project")
         .ok_or_else(|| ApiError::field("project", "This query parameter is required."))?;
@@ -483,15 +568,79 @@ pub(crate) async fn list_tasks(
     let page_size = Paging::page_size(query, 100, 10_000);
     let paging = Paging::of(query, project.counters.task_number, page_size)?;
     let view = TaskView::of(&state, &project, query).await?;
-    let tasks = host(&state)?
-        .tasks(project.id, paging.page, paging.page_size)
+    let host = host(&state)?.clone();
+    let page = host
+        .task_page(project.id, paging.page, paging.page_size)
         .await?;
-    Ok(Json(json!({
-        "total_annotations": tasks.total_annotations,
-        "total_predictions": tasks.total_predictions,
-        "total": tasks.total,
-        "tasks": tasks.tasks.into_iter().map(|t| view.show(t)).collect::<Vec<_>>(),
-    })))
+    let mut pieces = pieces(&page, TASK_LIST_PIECE_BYTES).into_iter();
+    // The first piece is read before the answer starts, so that a failing
+    // database is an error answer rather than a cut one.
+    let first = match pieces.next() {
+        Some(ids) => host.tasks_by_id(&ids).await?,
+        None => Vec::new(),
+    };
+    let counters = &project.counters;
+    let mut head = format!(
+        "{{\"total_annotations\":{},\"total_predictions\":{},\"total\":{},\"tasks\":[",
+        counters.total_annotations_number, counters.total_predictions_number, counters.task_number
+    )
+    .into_bytes();
+    let mut shown = 0usize;
+    view.write_tasks(first, &mut head, &mut shown);
+    let project_id = project.id;
+    let rest = futures::stream::unfold(
+        (pieces, host, view, shown),
+        move |(mut pieces, host, view, mut shown)| async move {
+            let ids = pieces.next()?;
+            let mut out = Vec::new();
+            match host.tasks_by_id(&ids).await {
+                Ok(tasks) => view.write_tasks(tasks, &mut out, &mut shown),
+                Err(err) => {
+                    // The answer has begun: all that is left is to cut it,
+                    // which every client sees as a failed request.
+                    tracing::error!(project = project_id, error = %err, "task list cut short");
+                    return Some((Err(err), (pieces, host, view, shown)));
+                }
+            }
+            Some((Ok(Bytes::from(out)), (pieces, host, view, shown)))
+        },
+    );
+    let body =
+        futures::stream::once(async move { Ok::<_, storage_core::Error>(Bytes::from(head)) })
+            .chain(rest)
+            .chain(futures::stream::once(async {
+                Ok(Bytes::from_static(b"]}"))
+            }));
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// A task page is read from the database and sent in pieces of about this
+/// much task data (one task at least): a page of large tasks costs the
+/// memory of a piece, not of the page.
+const TASK_LIST_PIECE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The ids of `page` in pieces of at most `max_bytes` of data each, or of
+/// one task where one alone is larger.
+fn pieces(page: &[TaskSize], max_bytes: u64) -> Vec<Vec<i64>> {
+    let mut pieces: Vec<Vec<i64>> = Vec::new();
+    let mut bytes = 0;
+    for task in page {
+        match pieces.last_mut() {
+            Some(piece) if bytes + task.data_bytes <= max_bytes => {
+                piece.push(task.id);
+                bytes += task.data_bytes;
+            }
+            _ => {
+                pieces.push(vec![task.id]);
+                bytes = task.data_bytes;
+            }
+        }
+    }
+    pieces
 }
 
 async fn visible_task(
@@ -513,10 +662,14 @@ pub(crate) async fn get_task(
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let (task, project) = visible_task(&state, &caller, parse_id(&id)?).await?;
     let view = TaskView::of(&state, &project, query.as_deref()).await?;
-    Ok(Json(view.show(task)))
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        view.show(task),
+    )
+        .into_response())
 }
 
 /// `POST /api/tasks/{id}/annotations`: saves, then writes the annotation

@@ -11,9 +11,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use storage_core::persist::{Caller, StorageFilter};
-use storage_core::uri::{rewrite_uris, BucketUri};
+use storage_core::uri::{rewrite_uris_in_text, BucketUri};
 use storage_core::{Error, Storage, StorageKind};
 
 use crate::error::{ApiError, ApiResult};
@@ -47,31 +47,28 @@ pub(crate) async fn bucket_storages(
     Ok(found)
 }
 
-/// Rewrites every URI of `storages` in task `data` to
-/// `<base>/tasks/<task>/resolve/?fileuri=<url-safe base64>`.
-pub(crate) fn rewrite_task_data(
-    data: &mut Map<String, Value>,
+/// `text` (a string of task data) with every URI with `scheme` that one of
+/// `storages` holds rewritten to
+/// `<base>/tasks/<task>/resolve/?fileuri=<url-safe base64>`; `None` when
+/// nothing was rewritten.
+pub(crate) fn rewrite_text(
+    text: &str,
+    scheme: &str,
     task: i64,
     url_base: &str,
     storages: &[(Storage, BucketUri)],
-) {
-    let mut schemes: Vec<&'static str> = storages.iter().map(|(_, uri)| uri.scheme()).collect();
-    schemes.dedup();
-    for scheme in schemes {
-        for value in data.values_mut() {
-            rewrite_uris(value, scheme, &mut |uri| {
-                storages
-                    .iter()
-                    .any(|(_, bucket)| bucket.location(uri).is_some())
-                    .then(|| {
-                        format!(
-                            "{url_base}/tasks/{task}/resolve/?fileuri={}",
-                            URL_SAFE.encode(uri)
-                        )
-                    })
-            });
-        }
-    }
+) -> Option<String> {
+    rewrite_uris_in_text(text, scheme, &mut |uri| {
+        storages
+            .iter()
+            .any(|(_, bucket)| bucket.location(uri).is_some())
+            .then(|| {
+                format!(
+                    "{url_base}/tasks/{task}/resolve/?fileuri={}",
+                    URL_SAFE.encode(uri)
+                )
+            })
+    })
 }
 
 /// `fileuri` as Label Studio sends it: URL-safe base64 of the URI (other

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::import::UNDEFINED_DATA_KEY;
 use crate::parse::ParsedTask;
 use crate::persist::Caller;
+use crate::task_data::TaskData;
 use crate::Result;
 
 /// A labelling project with its counters.
@@ -115,7 +116,7 @@ pub struct TaskRecord {
     /// Position in the project (1-based).
     pub inner_id: i64,
     /// Task data as stored (unresolved URIs, `$undefined$` kept).
-    pub data: Map<String, Value>,
+    pub data: TaskData,
     /// Task meta.
     pub meta: Map<String, Value>,
     /// Created.
@@ -140,6 +141,15 @@ pub struct TaskRecord {
     pub annotations: Vec<Value>,
     /// Its predictions in Label Studio's JSON shape.
     pub predictions: Vec<Value>,
+}
+
+/// A task of a page, and the size of its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSize {
+    /// Id.
+    pub id: i64,
+    /// Bytes of its data as stored.
+    pub data_bytes: u64,
 }
 
 /// One page of a project's tasks.
@@ -180,8 +190,35 @@ pub trait HostStore: Send + Sync + Debug {
     /// storage link. Returns the new task ids.
     async fn import_tasks(&self, project: i64, tasks: Vec<ParsedTask>) -> Result<Vec<i64>>;
 
-    /// Tasks of a project; `page` is 1-based.
-    async fn tasks(&self, project: i64, page: u64, page_size: u64) -> Result<TaskPage>;
+    /// The tasks of one page of a project (`page` is 1-based; by ascending
+    /// id), each with the size of its data: what a task list needs to read
+    /// a page in pieces of bounded size with [`HostStore::tasks_by_id`].
+    async fn task_page(&self, project: i64, page: u64, page_size: u64) -> Result<Vec<TaskSize>>;
+
+    /// The tasks `ids`, in that order; ids of tasks that are gone are left
+    /// out.
+    async fn tasks_by_id(&self, ids: &[i64]) -> Result<Vec<TaskRecord>>;
+
+    /// One page of a project's tasks, read whole; `page` is 1-based.
+    async fn tasks(&self, project: i64, page: u64, page_size: u64) -> Result<TaskPage> {
+        let counters = self
+            .project(project)
+            .await?
+            .map(|p| p.counters)
+            .unwrap_or_default();
+        let ids: Vec<i64> = self
+            .task_page(project, page, page_size)
+            .await?
+            .iter()
+            .map(|task| task.id)
+            .collect();
+        Ok(TaskPage {
+            tasks: self.tasks_by_id(&ids).await?,
+            total: counters.task_number,
+            total_annotations: counters.total_annotations_number,
+            total_predictions: counters.total_predictions_number,
+        })
+    }
 
     /// One task.
     async fn task(&self, id: i64) -> Result<Option<TaskRecord>>;

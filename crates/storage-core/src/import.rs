@@ -69,6 +69,9 @@ pub struct ImportOutcome {
     /// [`MAX_REPORTED_PROBLEMS`] of a file, then one line counting the
     /// rest; and one per task file that could not be read.
     pub file_errors: Vec<String>,
+    /// Tasks skipped as invalid, reported or not
+    /// (`meta.tasks_failed_validation`).
+    pub bad_tasks: u64,
 }
 
 /// What reading one task file found wrong: the bad tasks it skipped and
@@ -132,6 +135,7 @@ impl ImportOutcome {
             return;
         }
         self.progress.failed_files += 1;
+        self.bad_tasks += problems.rejected;
         let unreported = problems
             .rejected
             .saturating_sub(problems.reported.len() as u64);
@@ -344,12 +348,13 @@ impl ImportJob<'_> {
         if tasks.is_empty() {
             return Ok(());
         }
+        let count = tasks.len() as u64;
         let created = self
             .sink
-            .create_tasks(self.project, self.storage_id, &tasks)
+            .create_tasks(self.project, self.storage_id, tasks)
             .await?;
         outcome.progress.created += created;
-        outcome.progress.existed += tasks.len() as u64 - created.min(tasks.len() as u64);
+        outcome.progress.existed += count - created.min(count);
         Ok(())
     }
 
@@ -444,7 +449,7 @@ impl ImportJob<'_> {
             Value::String(self.source.task_url(&meta.location)),
         );
         NewTask {
-            data,
+            data: data.into(),
             annotations: Vec::new(),
             predictions: Vec::new(),
             allow_skip: true,

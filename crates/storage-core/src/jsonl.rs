@@ -22,7 +22,6 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use crate::import::UNDEFINED_DATA_KEY;
 use crate::persist::{NewTask, TaskSink};
 use crate::{Error, Result};
 
@@ -145,14 +144,9 @@ impl JsonlSink {
 
     /// The JSON line of a task.
     fn line(&self, task: &NewTask) -> Value {
-        let mut data = task.data.clone();
-        if let Some(key) = &self.data_key {
-            if let Some(url) = data.remove(UNDEFINED_DATA_KEY) {
-                data.insert(key.clone(), url);
-            }
-        }
+        let data = task.data.clone().shown(self.data_key.as_deref());
         let mut line = Map::new();
-        line.insert("data".into(), Value::Object(data));
+        line.insert("data".into(), Value::Object(data.to_object()));
         if !task.annotations.is_empty() {
             line.insert("annotations".into(), Value::Array(task.annotations.clone()));
         }
@@ -202,7 +196,7 @@ impl TaskSink for JsonlSink {
         &self,
         _project: i64,
         _storage_id: i64,
-        tasks: &[NewTask],
+        tasks: Vec<NewTask>,
     ) -> Result<u64> {
         let mut buffer = Vec::new();
         let mut fresh = Vec::new();
@@ -210,7 +204,7 @@ impl TaskSink for JsonlSink {
         // Decided on a copy of the marks and applied after the write, so a
         // failed write leaves them as they were (all or nothing).
         let mut marks: HashMap<&str, Written> = HashMap::new();
-        for task in tasks {
+        for task in &tasks {
             let key = task.link.key.as_str();
             let mark = marks.entry(key).or_insert_with(|| {
                 let current = state.keys.get(key);
@@ -369,7 +363,7 @@ mod tests {
             new_task("k", Some(1)),
             new_task("whole", None),
         ];
-        assert_eq!(sink.create_tasks(1, 1, &first).await.unwrap(), 3);
+        assert_eq!(sink.create_tasks(1, 1, first.to_vec()).await.unwrap(), 3);
         // A re-read of the same objects: only the new row is written.
         let again = [
             new_task("k", Some(0)),
@@ -377,10 +371,10 @@ mod tests {
             new_task("k", Some(2)),
             new_task("whole", None),
         ];
-        assert_eq!(sink.create_tasks(1, 1, &again).await.unwrap(), 1);
+        assert_eq!(sink.create_tasks(1, 1, again.to_vec()).await.unwrap(), 1);
         sink.begin_object(1, "big").await.unwrap();
         assert_eq!(
-            sink.create_tasks(1, 1, &[new_task("big", Some(0))])
+            sink.create_tasks(1, 1, vec![new_task("big", Some(0))])
                 .await
                 .unwrap(),
             1
@@ -410,7 +404,7 @@ mod tests {
         );
         assert_eq!(entries(dir.path()), vec!["sink.jsonl"], "no temporary file");
         assert!(sink
-            .create_tasks(1, 1, &[new_task("late", None)])
+            .create_tasks(1, 1, vec![new_task("late", None)])
             .await
             .is_err());
     }
@@ -421,7 +415,7 @@ mod tests {
         let path = dir.path().join("out.jsonl");
         std::fs::write(&path, "previous\n").unwrap();
         let sink = JsonlSink::create(&path).unwrap();
-        sink.create_tasks(1, 1, &[new_task("k", None)])
+        sink.create_tasks(1, 1, vec![new_task("k", None)])
             .await
             .unwrap();
         assert_eq!(entries(dir.path()).len(), 2, "the temporary file beside it");
@@ -447,12 +441,16 @@ mod tests {
         let sink =
             JsonlSink::new(Box::new(Shared(buffer.clone()))).with_data_key(Some("image".into()));
         let mut file = new_task("a.jpg", None);
-        file.data = Map::from_iter([(UNDEFINED_DATA_KEY.to_string(), json!("s3://b/a.jpg"))]);
+        file.data = Map::from_iter([(
+            crate::import::UNDEFINED_DATA_KEY.to_string(),
+            json!("s3://b/a.jpg"),
+        )])
+        .into();
         let mut row = new_task("t.json", Some(1));
         row.annotations = vec![json!({"result": []})];
         row.predictions = vec![json!({"score": 0.5})];
         row.allow_skip = false;
-        sink.create_tasks(1, 1, &[file, row]).await.unwrap();
+        sink.create_tasks(1, 1, vec![file, row]).await.unwrap();
         sink.finish().unwrap();
         let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
         assert_eq!(

@@ -23,6 +23,7 @@ pub mod progress;
 pub mod redact;
 pub mod retry;
 mod status;
+pub mod task_data;
 pub mod uri;
 
 pub use backend::{

@@ -64,13 +64,13 @@ pub use fixture::ImportFixture;
 ///
 /// ```
 /// let task = storage_core::memory::new_task("a.json", Some(0), serde_json::json!({"text": "x"}));
-/// assert_eq!(task.data["text"], "x");
+/// assert_eq!(task.data.to_object()["text"], "x");
 /// ```
 pub fn new_task(key: &str, row_index: Option<i64>, data: Value) -> NewTask {
     NewTask {
         data: match data {
-            Value::Object(map) => map,
-            other => Map::from_iter([("value".to_string(), other)]),
+            Value::Object(map) => map.into(),
+            other => Map::from_iter([("value".to_string(), other)]).into(),
         },
         annotations: Vec::new(),
         predictions: Vec::new(),
@@ -492,7 +492,12 @@ impl TaskSink for InMemory {
         Ok(())
     }
 
-    async fn create_tasks(&self, project: i64, storage_id: i64, tasks: &[NewTask]) -> Result<u64> {
+    async fn create_tasks(
+        &self,
+        project: i64,
+        storage_id: i64,
+        tasks: Vec<NewTask>,
+    ) -> Result<u64> {
         if tasks.is_empty() {
             return Ok(0);
         }
@@ -523,7 +528,7 @@ impl TaskSink for InMemory {
                 MemoryTask {
                     id,
                     project,
-                    data: task.data.clone(),
+                    data: task.data.to_object(),
                     annotations: task.annotations.clone(),
                     predictions: task.predictions.clone(),
                     allow_skip: task.allow_skip,

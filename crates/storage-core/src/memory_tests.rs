@@ -276,14 +276,23 @@ async fn create_tasks_dedupes_on_key_and_row_within_a_storage() {
         new_task("a.json", Some(1), "repeat within the batch"),
         new_task("b.jpg", None, "b"),
     ];
-    assert_eq!(db.create_tasks(project, storage, &batch).await.unwrap(), 3);
     assert_eq!(
-        db.create_tasks(project, storage, &batch).await.unwrap(),
+        db.create_tasks(project, storage, batch.to_vec())
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        db.create_tasks(project, storage, batch.to_vec())
+            .await
+            .unwrap(),
         0,
         "nothing twice"
     );
     assert_eq!(
-        db.create_tasks(project, other, &batch[..1]).await.unwrap(),
+        db.create_tasks(project, other, batch[..1].to_vec())
+            .await
+            .unwrap(),
         1,
         "another storage links its own objects"
     );
@@ -318,9 +327,15 @@ async fn create_tasks_needs_the_storage_and_the_project() {
     let project = db.add_project(1);
     let storage = db.add_storage(project, StorageKind::Import, "s3");
     let task = [new_task("a", None, "a")];
-    let err = db.create_tasks(project, 999, &task).await.unwrap_err();
+    let err = db
+        .create_tasks(project, 999, task.to_vec())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("storage 999"), "{err}");
-    let err = db.create_tasks(998, storage, &task).await.unwrap_err();
+    let err = db
+        .create_tasks(998, storage, task.to_vec())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("project 998"), "{err}");
     assert_eq!(db.task_count(), 0);
 }
@@ -331,7 +346,7 @@ async fn unfinished_objects_are_not_reported_as_linked() {
     let project = db.add_project(1);
     let storage = db.add_storage(project, StorageKind::Import, "s3");
     db.begin_object(storage, "big.jsonl").await.unwrap();
-    db.create_tasks(project, storage, &[new_task("big.jsonl", Some(0), "x")])
+    db.create_tasks(project, storage, vec![new_task("big.jsonl", Some(0), "x")])
         .await
         .unwrap();
     let keys = ["big.jsonl".to_string()];
@@ -351,16 +366,16 @@ async fn a_failing_batch_writes_nothing_and_later_batches_work() {
     let project = db.add_project(1);
     let storage = db.add_storage(project, StorageKind::Import, "s3");
     db.fail_create_tasks_call(Some(2));
-    db.create_tasks(project, storage, &[new_task("a", None, "a")])
+    db.create_tasks(project, storage, vec![new_task("a", None, "a")])
         .await
         .unwrap();
     let err = db
-        .create_tasks(project, storage, &[new_task("b", None, "b")])
+        .create_tasks(project, storage, vec![new_task("b", None, "b")])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("simulated crash"), "{err}");
     assert_eq!(db.linked_rows(storage), vec![("a".into(), None)]);
-    db.create_tasks(project, storage, &[new_task("b", None, "b")])
+    db.create_tasks(project, storage, vec![new_task("b", None, "b")])
         .await
         .unwrap();
     assert_eq!(db.create_tasks_calls(), 3);
@@ -372,7 +387,7 @@ async fn deleting_a_storage_deletes_its_links_not_its_tasks() {
     let db = InMemory::new();
     let project = db.add_project(1);
     let storage = db.add_storage(project, StorageKind::Import, "s3");
-    db.create_tasks(project, storage, &[new_task("a", None, "a")])
+    db.create_tasks(project, storage, vec![new_task("a", None, "a")])
         .await
         .unwrap();
     db.begin_object(storage, "big").await.unwrap();
@@ -395,10 +410,10 @@ async fn annotations_are_exported_by_project_in_pages() {
     let other = db.add_project(1);
     let storage = db.add_storage(project, StorageKind::Import, "s3");
     let elsewhere = db.add_storage(other, StorageKind::Import, "s3");
-    db.create_tasks(project, storage, &[new_task("a", None, "a")])
+    db.create_tasks(project, storage, vec![new_task("a", None, "a")])
         .await
         .unwrap();
-    db.create_tasks(other, elsewhere, &[new_task("b", None, "b")])
+    db.create_tasks(other, elsewhere, vec![new_task("b", None, "b")])
         .await
         .unwrap();
     let task = db.tasks(project)[0].id;

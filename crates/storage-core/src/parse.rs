@@ -5,15 +5,21 @@
 //! skipped). Each payload is either a bare data object or a `{"data": ...}`
 //! wrapper with optional `annotations`, `predictions` and `allow_skip`.
 
-use serde_json::{Map, Value};
+use std::fmt;
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::task_data::TaskData;
 use crate::{Error, Result};
 
 /// One task read from a task file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedTask {
     /// The task data.
-    pub data: Map<String, Value>,
+    pub data: TaskData,
     /// Annotations carried in the file.
     pub annotations: Vec<Value>,
     /// Predictions carried in the file.
@@ -120,7 +126,7 @@ pub struct TaskParser {
     last_end_line: usize,
     /// The first object of a `{`-file waits until it is known whether the
     /// file holds one object (no row index) or JSON Lines.
-    first: Option<(Value, usize)>,
+    first: Option<(Interpreted, usize)>,
     /// The object being read is over the limit: followed, not kept.
     oversized: bool,
     /// Bytes being skipped after a bad task.
@@ -225,9 +231,9 @@ impl TaskParser {
         self.problem(Some(line), reason);
     }
 
-    fn push_line_task(&mut self, item: Value, line: usize, tasks: &mut Vec<ParsedTask>) {
-        match interpret(item, Some(line as i64 - 1)) {
-            Ok(task) => tasks.push(task),
+    fn push_line_task(&mut self, item: Interpreted, line: usize, tasks: &mut Vec<ParsedTask>) {
+        match item {
+            Ok(task) => tasks.push(task.at(Some(line as i64 - 1))),
             Err(reason) => self.problem(Some(line), reason),
         }
     }
@@ -361,8 +367,8 @@ impl TaskParser {
             Layout::ArrayClosed => Ok(()),
             Layout::Lines => {
                 if let Some((item, _)) = self.first.take() {
-                    match interpret(item, None) {
-                        Ok(task) => tasks.push(task),
+                    match item {
+                        Ok(task) => tasks.push(task.at(None)),
                         Err(reason) => self.problem(None, reason),
                     }
                 }
@@ -552,28 +558,18 @@ impl TaskParser {
                 ),
             ))
         } else {
-            serde_json::from_slice::<Value>(&self.value).map_err(|e| {
-                let message = e.to_string();
-                let message = message
-                    .rsplit_once(" at line ")
-                    .map_or(message.as_str(), |(m, _)| m);
-                (
-                    self.value_line + e.line().saturating_sub(1),
-                    format!("invalid JSON: {message}"),
-                )
-            })
+            let line = self.value_line;
+            read_payload(std::mem::take(&mut self.value))
+                .map_err(|(at, reason)| (line + at.saturating_sub(1), reason))
         };
-        self.value = Vec::new();
         match self.layout {
             Layout::ArrayItem { .. } => {
                 let index = self.items;
                 self.items += 1;
                 self.layout = Layout::ArrayNext;
                 let line = self.value_line;
-                match item
-                    .and_then(|item| interpret(item, Some(index)).map_err(|reason| (line, reason)))
-                {
-                    Ok(task) => tasks.push(task),
+                match item.and_then(|item| item.map_err(|reason| (line, reason))) {
+                    Ok(task) => tasks.push(task.at(Some(index))),
                     Err((line, reason)) => {
                         self.problem(Some(line), format!("item {index}: {reason}"))
                     }
@@ -623,68 +619,232 @@ fn starting_with(byte: u8) -> &'static str {
     }
 }
 
-/// Interprets one payload as Label Studio does.
-pub fn interpret(item: Value, row_index: Option<i64>) -> std::result::Result<ParsedTask, String> {
-    let Value::Object(mut payload) = item else {
-        return Err(format!(
-            "a task must be a JSON object, found {}",
-            json_type(&item)
-        ));
-    };
-    let allow_skip = payload
-        .get("allow_skip")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    match payload.remove("data") {
-        Some(Value::Object(data)) => Ok(ParsedTask {
-            data,
-            annotations: take_list(&mut payload, "annotations")?,
-            predictions: take_list(&mut payload, "predictions")?,
-            allow_skip,
+/// A task read from its payload, waiting for its row index (known only
+/// once the file's layout is), or why the payload is not a task.
+type Interpreted = std::result::Result<TaskBody, String>;
+
+/// A task without its row index.
+#[derive(Debug)]
+struct TaskBody {
+    data: TaskData,
+    annotations: Vec<Value>,
+    predictions: Vec<Value>,
+    allow_skip: bool,
+}
+
+impl TaskBody {
+    fn at(self, row_index: Option<i64>) -> ParsedTask {
+        ParsedTask {
+            data: self.data,
+            annotations: self.annotations,
+            predictions: self.predictions,
+            allow_skip: self.allow_skip,
             row_index,
-        }),
-        other => {
-            if let Some(data) = other {
-                // `data` that is not an object is ordinary task data.
-                payload.insert("data".into(), data);
-            }
-            for field in ["annotations", "predictions"] {
-                if payload.get(field).is_some_and(non_empty) {
-                    return Err(format!(
-                        "If you use \"{field}\" field in the task, you must put \"data\" field in the task too"
-                    ));
-                }
-            }
-            Ok(ParsedTask {
-                data: payload,
-                annotations: Vec::new(),
-                predictions: Vec::new(),
-                allow_skip: true,
-                row_index,
-            })
         }
     }
 }
 
-fn take_list(
-    payload: &mut Map<String, Value>,
-    field: &str,
-) -> std::result::Result<Vec<Value>, String> {
-    match payload.remove(field) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => Ok(items),
-        Some(other) => Err(format!(
-            "\"{field}\" must be a list, found {}",
-            json_type(&other)
-        )),
+/// Interprets one payload as Label Studio does: a `{"data": {...}}` wrapper
+/// with optional `annotations`, `predictions` and `allow_skip`, or else a
+/// bare data object.
+pub fn interpret(item: Value, row_index: Option<i64>) -> std::result::Result<ParsedTask, String> {
+    if !item.is_object() {
+        return Err(format!(
+            "a task must be a JSON object, found {}",
+            json_type(&item)
+        ));
+    }
+    let text = serde_json::to_vec(&item).map_err(|err| err.to_string())?;
+    drop(item);
+    match read_payload(text) {
+        Ok(task) => task.map(|task| task.at(row_index)),
+        Err((_, reason)) => Err(reason),
     }
 }
 
-fn non_empty(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
+/// Reads the text of one JSON object as a task payload, keeping the data as
+/// text: a bare data object is kept whole, without a copy, and a wrapper's
+/// `data` is copied out of it. Invalid JSON is `Err` with the 1-based line
+/// of the text where it is; a payload that is JSON but not a task is
+/// `Ok(Err(reason))`.
+fn read_payload(text: Vec<u8>) -> std::result::Result<Interpreted, (usize, String)> {
+    let invalid = |line: usize, message: String| {
+        let message = message
+            .rsplit_once(" at line ")
+            .map_or(message.as_str(), |(m, _)| m)
+            .to_string();
+        (line, format!("invalid JSON: {message}"))
+    };
+    let fields = serde_json::from_slice::<PayloadFields<'_>>(&text)
+        .map_err(|err| invalid(err.line(), err.to_string()))?;
+    let allow_skip = fields
+        .allow_skip
+        .and_then(|raw| serde_json::from_str::<bool>(raw.get()).ok())
+        .unwrap_or(true);
+    if let Some(data) = fields.data.filter(|raw| raw.get().starts_with('{')) {
+        let wrapped = list(fields.annotations, "annotations").and_then(|annotations| {
+            let data = compact_text(data.get().as_bytes().to_vec())
+                .map_err(|_| "invalid JSON: invalid unicode code point".to_string())?;
+            Ok(TaskBody {
+                annotations,
+                predictions: list(fields.predictions, "predictions")?,
+                data: TaskData::from_checked(data),
+                allow_skip,
+            })
+        });
+        return Ok(wrapped);
+    }
+    // `data` that is not an object is ordinary task data.
+    for (field, raw) in [
+        ("annotations", fields.annotations),
+        ("predictions", fields.predictions),
+    ] {
+        if raw.is_some_and(non_empty) {
+            return Ok(Err(format!(
+                "If you use \"{field}\" field in the task, you must put \"data\" field in the task too"
+            )));
+        }
+    }
+    // The parse above checked the JSON, but not the UTF-8 of the strings it
+    // skipped.
+    let text = compact_text(text)
+        .map_err(|not_utf8| invalid(not_utf8.line, "invalid unicode code point".into()))?;
+    Ok(Ok(TaskBody {
+        data: TaskData::from_checked(text),
+        annotations: Vec::new(),
+        predictions: Vec::new(),
+        allow_skip: true,
+    }))
+}
+
+/// Where checked JSON text stops being UTF-8.
+struct NotUtf8 {
+    /// 1-based line of the first bad byte.
+    line: usize,
+}
+
+/// Checked JSON text as a compact string ([`compact`]), or where it is not
+/// UTF-8. Neither step copies the text.
+fn compact_text(mut json: Vec<u8>) -> std::result::Result<String, NotUtf8> {
+    if let Err(err) = std::str::from_utf8(&json) {
+        let before = &json[..err.valid_up_to()];
+        let line = 1 + before.iter().filter(|b| **b == b'\n').count();
+        return Err(NotUtf8 { line });
+    }
+    compact(&mut json);
+    // Removing ASCII bytes between tokens keeps UTF-8 text UTF-8.
+    String::from_utf8(json).map_err(|_| NotUtf8 { line: 1 })
+}
+
+/// Removes, in place, the whitespace between the tokens of checked JSON
+/// text (indentation, line breaks): the data is stored and sent as compact
+/// as `serde_json` writes it, whatever the layout of the file.
+fn compact(json: &mut Vec<u8>) {
+    let mut kept = 0;
+    let (mut in_string, mut escaped) = (false, false);
+    for read in 0..json.len() {
+        let byte = json[read];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        } else if byte == b'"' {
+            in_string = true;
+        }
+        json[kept] = byte;
+        kept += 1;
+    }
+    json.truncate(kept);
+}
+
+/// The top-level fields of a payload that Label Studio reads, borrowed from
+/// its text; the values of the other fields are checked and skipped. A
+/// repeated field counts once, the last (as in a JSON object read by
+/// Python or `serde_json::Value`).
+#[derive(Default)]
+struct PayloadFields<'a> {
+    data: Option<&'a RawValue>,
+    annotations: Option<&'a RawValue>,
+    predictions: Option<&'a RawValue>,
+    allow_skip: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum PayloadField {
+    Data,
+    Annotations,
+    Predictions,
+    AllowSkip,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for PayloadFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = PayloadFields<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut fields = PayloadFields::default();
+                while let Some(field) = map.next_key::<PayloadField>()? {
+                    let slot = match field {
+                        PayloadField::Data => &mut fields.data,
+                        PayloadField::Annotations => &mut fields.annotations,
+                        PayloadField::Predictions => &mut fields.predictions,
+                        PayloadField::AllowSkip => &mut fields.allow_skip,
+                        PayloadField::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// `annotations` or `predictions` of a wrapper: absent or null is none.
+fn list(raw: Option<&RawValue>, field: &str) -> std::result::Result<Vec<Value>, String> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Null) => Ok(Vec::new()),
+        Ok(Value::Array(items)) => Ok(items),
+        Ok(other) => Err(format!(
+            "\"{field}\" must be a list, found {}",
+            json_type(&other)
+        )),
+        Err(err) => Err(format!("\"{field}\": invalid JSON: {err}")),
+    }
+}
+
+/// Whether a JSON value is something rather than nothing (not null, not an
+/// empty array or object), read from its text.
+fn non_empty(raw: &RawValue) -> bool {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'n') => false,
+        Some(b'[') => !text[1..].trim_start().starts_with(']'),
+        Some(b'{') => !text[1..].trim_start().starts_with('}'),
         _ => true,
     }
 }
@@ -710,7 +870,7 @@ mod tests {
         let tasks = parse_tasks("a.json", br#"{"image": "x.jpg", "meta_note": "n"}"#).unwrap();
         assert_eq!(tasks.len(), 1);
         assert_eq!(
-            Value::Object(tasks[0].data.clone()),
+            Value::Object(tasks[0].data.to_object()),
             json!({"image": "x.jpg", "meta_note": "n"})
         );
         assert_eq!(tasks[0].row_index, None);
@@ -725,7 +885,7 @@ mod tests {
             tasks.iter().map(|t| t.row_index).collect::<Vec<_>>(),
             vec![Some(0), Some(1)]
         );
-        assert_eq!(tasks[1].data["image"], "2");
+        assert_eq!(tasks[1].data.to_object()["image"], "2");
     }
 
     #[test]
@@ -739,7 +899,7 @@ mod tests {
         assert!(tasks[0].annotations.is_empty());
         assert!(!tasks[0].allow_skip);
         assert_eq!(
-            Value::Object(tasks[0].data.clone()),
+            Value::Object(tasks[0].data.to_object()),
             json!({"image": "x"}),
             "other top-level keys dropped"
         );
@@ -827,7 +987,7 @@ mod tests {
             }
         }
         assert_eq!(
-            parse_tasks("f.json", files[0]).unwrap()[0].data["a"],
+            parse_tasks("f.json", files[0]).unwrap()[0].data.to_object()["a"],
             "x]}\"{"
         );
         let rows: Vec<_> = parse_tasks("f.jsonl", files[1])
@@ -982,6 +1142,24 @@ mod tests {
         assert_eq!(problems.len(), MAX_REPORTED_PROBLEMS);
         assert_eq!(rejected, MAX_REPORTED_PROBLEMS as u64 + 5);
         assert_eq!(ended, None);
+    }
+
+    #[test]
+    fn data_is_kept_compact_and_as_written() {
+        let file =
+            b"{\n  \"data\": {\n    \"text\": \"a  b\\\" \\n\",\n    \"n\": [1, 2.50]\n  }\n}\n";
+        let tasks = parse_tasks("t.json", file).unwrap();
+        assert_eq!(
+            tasks[0].data.as_str(),
+            r#"{"text":"a  b\" \n","n":[1,2.50]}"#
+        );
+        let bare = parse_tasks("t.jsonl", b"{ \"z\" : 1 ,\t\"a\": \" x \" }\n").unwrap();
+        assert_eq!(bare[0].data.as_str(), r#"{"z":1,"a":" x "}"#);
+        let err = parse_tasks("t.jsonl", b"{\"a\": 1}\n{\"b\":\n \"\xff\"}\n").unwrap_err();
+        assert!(
+            err.to_string().contains("line 3") && err.to_string().contains("unicode"),
+            "{err}"
+        );
     }
 
     #[test]

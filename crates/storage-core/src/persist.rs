@@ -9,8 +9,9 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::task_data::TaskData;
 use crate::{meta_time, NewStorage, Result, Storage, StorageKind, SyncState, SyncStatus};
 
 /// Which storages to list.
@@ -203,7 +204,7 @@ pub struct ObjectLink {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTask {
     /// Task data.
-    pub data: Map<String, Value>,
+    pub data: TaskData,
     /// Annotations to create with it.
     pub annotations: Vec<Value>,
     /// Predictions to create with it.
@@ -229,10 +230,23 @@ pub trait TaskSink: Send + Sync + Debug {
     /// Marks the object `key` finished: all its tasks are written.
     async fn finish_object(&self, storage_id: i64, key: &str) -> Result<()>;
 
+    /// How many tasks were linked to `storage_id` at or after `since`: for
+    /// an import job queued at `since`, what its interrupted attempts
+    /// created (one job runs per storage at a time). A resumed job counts
+    /// from this, not from the last progress it saved, which may lag the
+    /// batches committed after it. `None` where links keep no time.
+    async fn linked_since(&self, storage_id: i64, since: DateTime<Utc>) -> Result<Option<u64>> {
+        let _ = (storage_id, since);
+        Ok(None)
+    }
+
     /// Creates `tasks` and their links in one transaction: all or nothing.
     /// Tasks whose `(key, row_index)` is already linked to the storage are
-    /// skipped. Returns how many were created.
-    async fn create_tasks(&self, project: i64, storage_id: i64, tasks: &[NewTask]) -> Result<u64>;
+    /// skipped. Returns how many were created. The tasks are given, not
+    /// lent, so that their data can move into the write instead of being
+    /// copied (a large task costs its size once more, not twice).
+    async fn create_tasks(&self, project: i64, storage_id: i64, tasks: Vec<NewTask>)
+        -> Result<u64>;
 }
 
 /// An annotation as export storages write it.

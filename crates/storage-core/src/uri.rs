@@ -83,6 +83,23 @@ pub fn find_uris<'a>(text: &'a str, scheme: &str) -> Vec<&'a str> {
     found
 }
 
+/// `text` with every storage URI with `scheme` in it for which `replace`
+/// returns a new text replaced; `None` when nothing was replaced.
+pub fn rewrite_uris_in_text(
+    text: &str,
+    scheme: &str,
+    replace: &mut dyn FnMut(&str) -> Option<String>,
+) -> Option<String> {
+    let mut rewritten: Option<String> = None;
+    for uri in find_uris(text, scheme) {
+        if let Some(new) = replace(uri) {
+            let current = rewritten.unwrap_or_else(|| text.to_string());
+            rewritten = Some(current.replace(uri, &new));
+        }
+    }
+    rewritten
+}
+
 /// Replaces, in place, every storage URI with `scheme` found in `value`
 /// (strings, and recursively strings inside lists and objects) for which
 /// `replace` returns a new text. URIs it declines are left unchanged.
@@ -93,13 +110,9 @@ pub fn rewrite_uris(
 ) {
     match value {
         Value::String(text) => {
-            let mut rewritten = text.clone();
-            for uri in find_uris(text, scheme) {
-                if let Some(new) = replace(uri) {
-                    rewritten = rewritten.replace(uri, &new);
-                }
+            if let Some(rewritten) = rewrite_uris_in_text(text, scheme, replace) {
+                *text = rewritten;
             }
-            *text = rewritten;
         }
         Value::Array(items) => items
             .iter_mut()

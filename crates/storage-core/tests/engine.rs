@@ -447,8 +447,12 @@ async fn bad_lines_give_the_same_outcome_at_any_file_size() {
             "threshold {threshold}"
         );
         assert_eq!(
-            (outcome.progress.created, outcome.progress.failed_files),
-            (10, 2),
+            (
+                outcome.progress.created,
+                outcome.progress.failed_files,
+                outcome.bad_tasks
+            ),
+            (10, 2, 5),
             "threshold {threshold}"
         );
         assert_eq!(
@@ -482,6 +486,10 @@ async fn many_bad_lines_are_reported_up_to_a_bound_then_counted() {
     let sink = Fixture::new();
     let outcome = sink.import_tasks(&store, &streaming()).await.unwrap();
     assert_eq!(outcome.progress.created, 150);
+    assert_eq!(
+        outcome.bad_tasks, 150,
+        "every bad task counts, shown or not"
+    );
     assert_eq!(outcome.file_errors.len(), 101);
     assert_eq!(
         outcome.file_errors[99],
@@ -524,7 +532,7 @@ async fn annotated(n: usize) -> (Fixture, Vec<(i64, i64)>) {
         .collect();
     fixture
         .db
-        .create_tasks(fixture.project, fixture.storage, &tasks)
+        .create_tasks(fixture.project, fixture.storage, tasks.to_vec())
         .await
         .unwrap();
     let ids = fixture

@@ -84,10 +84,15 @@ impl PostgresDatabase {
         conn: &mut PgConnection,
         project: i64,
         overlap: i64,
-        tasks: &[TaskValues],
+        mut tasks: Vec<TaskValues>,
         stamp: &Stamp,
         context: &str,
     ) -> Result<Vec<(i64, i64)>> {
+        // Moved out, not copied: the arguments encode it once.
+        let data: Vec<String> = tasks
+            .iter_mut()
+            .map(|t| std::mem::take(&mut t.data))
+            .collect();
         let rows = sqlx::query(
             "INSERT INTO tasks (project_id, inner_id, data, allow_skip, overlap, is_labeled,
                                 total_annotations, cancelled_annotations, total_predictions,
@@ -103,28 +108,13 @@ impl PostgresDatabase {
         .bind(project)
         .bind(overlap)
         .bind(stamp)
-        .bind(tasks.iter().map(|t| t.inner_id).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.data.as_str()).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.allow_skip).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.is_labeled).collect::<Vec<_>>())
-        .bind(
-            tasks
-                .iter()
-                .map(|t| t.counters.total_annotations)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            tasks
-                .iter()
-                .map(|t| t.counters.cancelled_annotations)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            tasks
-                .iter()
-                .map(|t| t.counters.total_predictions)
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(&tasks, |t| t.inner_id))
+        .bind(data)
+        .bind(column(&tasks, |t| t.allow_skip))
+        .bind(column(&tasks, |t| t.is_labeled))
+        .bind(column(&tasks, |t| t.counters.total_annotations))
+        .bind(column(&tasks, |t| t.counters.cancelled_annotations))
+        .bind(column(&tasks, |t| t.counters.total_predictions))
         .fetch_all(&mut *conn)
         .await
         .map_err(db(context))?;
@@ -386,3 +376,8 @@ mod rows;
 mod storages;
 #[path = "shared/tasks.rs"]
 mod tasks;
+
+/// One column of `rows`, as an array parameter of an `UNNEST` insert.
+fn column<T, C>(rows: &[T], value: impl Fn(&T) -> C) -> Vec<C> {
+    rows.iter().map(value).collect()
+}

@@ -5,6 +5,7 @@
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+use storage_core::task_data::TaskData;
 use storage_core::{Error, Result};
 
 /// The current time, at the precision the database keeps (microseconds).
@@ -32,6 +33,11 @@ pub(crate) fn parse_object(
     what: impl FnOnce() -> String,
 ) -> Result<Map<String, Value>> {
     serde_json::from_str(text).map_err(|err| Error::backend(format!("decoding {}", what()), err))
+}
+
+/// Reads stored task data: one JSON object, kept as text.
+pub(crate) fn parse_task_data(text: String, what: impl FnOnce() -> String) -> Result<TaskData> {
+    TaskData::from_text(text).map_err(|err| Error::backend(format!("decoding {}", what()), err))
 }
 
 /// Reads a stored JSON value (annotation and prediction results).
@@ -316,7 +322,7 @@ pub(crate) struct TaskRow {
     pub(crate) id: i64,
     pub(crate) project: i64,
     pub(crate) inner_id: i64,
-    pub(crate) data: Map<String, Value>,
+    pub(crate) data: TaskData,
     pub(crate) meta: Map<String, Value>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
@@ -334,7 +340,7 @@ impl TaskRow {
     pub(crate) fn export_json(&self) -> Value {
         json!({
             "id": self.id,
-            "data": Value::Object(self.data.clone()),
+            "data": Value::Object(self.data.to_object()),
             "meta": Value::Object(self.meta.clone()),
             "created_at": format_time(self.created_at),
             "updated_at": format_time(self.updated_at),

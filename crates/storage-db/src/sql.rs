@@ -1,9 +1,9 @@
 //! What the SQL of both engines uses that does not depend on the engine:
 //! column lists, the values of new task rows, and tests of database errors.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use storage_core::parse::ParsedTask;
-use storage_core::persist::NewTask;
+use storage_core::persist::{NewTask, ObjectLink};
 
 use crate::shape::Counters;
 
@@ -79,32 +79,43 @@ pub(crate) struct ProjectDefaults {
     pub(crate) overlap: i64,
 }
 
-/// What every task creation path (storage sync, task import) provides.
+/// What every task creation path (storage sync, task import) provides,
+/// owned: the data text moves into the insert statement's arguments (the
+/// database driver would copy a borrowed one).
 #[derive(Debug)]
-pub(crate) struct TaskInput<'a> {
-    pub(crate) data: &'a Map<String, Value>,
-    pub(crate) annotations: &'a [Value],
-    pub(crate) predictions: &'a [Value],
+pub(crate) struct TaskInput {
+    pub(crate) data: String,
+    pub(crate) annotations: Vec<Value>,
+    pub(crate) predictions: Vec<Value>,
     pub(crate) allow_skip: bool,
 }
 
-impl<'a> From<&'a NewTask> for TaskInput<'a> {
-    fn from(task: &'a NewTask) -> Self {
-        Self {
-            data: &task.data,
-            annotations: &task.annotations,
-            predictions: &task.predictions,
-            allow_skip: task.allow_skip,
-        }
+impl TaskInput {
+    /// A task of a storage sync, and its link.
+    pub(crate) fn of(task: NewTask) -> (Self, ObjectLink) {
+        let NewTask {
+            data,
+            annotations,
+            predictions,
+            allow_skip,
+            link,
+        } = task;
+        let input = Self {
+            data: data.into_string(),
+            annotations,
+            predictions,
+            allow_skip,
+        };
+        (input, link)
     }
 }
 
-impl<'a> From<&'a ParsedTask> for TaskInput<'a> {
-    fn from(task: &'a ParsedTask) -> Self {
+impl From<ParsedTask> for TaskInput {
+    fn from(task: ParsedTask) -> Self {
         Self {
-            data: &task.data,
-            annotations: &task.annotations,
-            predictions: &task.predictions,
+            data: task.data.into_string(),
+            annotations: task.annotations,
+            predictions: task.predictions,
             allow_skip: task.allow_skip,
         }
     }

@@ -154,12 +154,17 @@ impl SqliteDatabase {
         conn: &mut SqliteConnection,
         project: i64,
         overlap: i64,
-        tasks: &[TaskValues],
+        tasks: Vec<TaskValues>,
         stamp: &Stamp,
         context: &str,
     ) -> Result<Vec<(i64, i64)>> {
         let mut ids = Vec::with_capacity(tasks.len());
-        for chunk in tasks.chunks(rows_per_statement(MAX_VARIABLES, 12)) {
+        let per_statement = rows_per_statement(MAX_VARIABLES, 12);
+        let mut tasks = tasks.into_iter().peekable();
+        while tasks.peek().is_some() {
+            // Owned rows: the data text moves into the statement's
+            // arguments (sqlx copies borrowed text before binding it).
+            let chunk: Vec<TaskValues> = tasks.by_ref().take(per_statement).collect();
             let mut query = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO tasks (project_id, inner_id, data, meta, allow_skip, overlap, \
                  is_labeled, total_annotations, cancelled_annotations, total_predictions, \
@@ -168,7 +173,7 @@ impl SqliteDatabase {
             query.push_values(chunk, |mut row, task| {
                 row.push_bind(project)
                     .push_bind(task.inner_id)
-                    .push_bind(task.data.as_str())
+                    .push_bind(task.data)
                     .push_bind("{}")
                     .push_bind(task.allow_skip)
                     .push_bind(overlap)

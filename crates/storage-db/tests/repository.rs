@@ -48,7 +48,7 @@ fn keys_of(value: &Value) -> Vec<&str> {
 /// A task file's task with `data` only: no annotations or predictions.
 fn parsed(data: Value) -> ParsedTask {
     ParsedTask {
-        data: object(data),
+        data: object(data).into(),
         annotations: Vec::new(),
         predictions: Vec::new(),
         allow_skip: true,
@@ -301,7 +301,7 @@ macro_rules! repository_tests {
             let id = storage(&f.db, f.project, StorageKind::Import).await;
             let batch = file_tasks((0..5).map(|i| format!("img/{i}.jpg")));
 
-            assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 5);
+            assert_eq!(f.db.create_tasks(f.project, id, batch.to_vec()).await.unwrap(), 5);
             let page = f.db.tasks(f.project, 1, 100).await.unwrap();
             assert_eq!(page.total, 5);
             assert_eq!(
@@ -310,13 +310,13 @@ macro_rules! repository_tests {
             );
             assert_eq!(page.tasks[2].storage_filename.as_deref(), Some("img/2.jpg"));
             assert_eq!(
-                page.tasks[2].data["$undefined$"],
+                page.tasks[2].data.to_object()["$undefined$"],
                 json!("/data/local-files/?d=img/2.jpg")
             );
             assert!(page.tasks[0].allow_skip);
 
             // The same batch again creates nothing.
-            assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 0);
+            assert_eq!(f.db.create_tasks(f.project, id, batch.to_vec()).await.unwrap(), 0);
             assert_eq!(task_count(&f.db, f.project).await, 5);
 
             // The unique index holds even for writes that skip the check.
@@ -333,28 +333,28 @@ macro_rules! repository_tests {
 
             // Inner ids continue after the existing ones.
             let more = vec![file_task("img/9.jpg", None)];
-            assert_eq!(f.db.create_tasks(f.project, id, &more).await.unwrap(), 1);
+            assert_eq!(f.db.create_tasks(f.project, id, more.to_vec()).await.unwrap(), 1);
             let page = f.db.tasks(f.project, 1, 100).await.unwrap();
             assert_eq!(page.tasks.last().unwrap().inner_id, 6);
 
             // A batch repeating one key creates it once.
             let repeated = vec![file_task("img/r.jpg", None), file_task("img/r.jpg", None)];
             assert_eq!(
-                f.db.create_tasks(f.project, id, &repeated).await.unwrap(),
+                f.db.create_tasks(f.project, id, repeated.to_vec()).await.unwrap(),
                 1
             );
 
             // The same keys in another storage are other links.
             let other = storage(&f.db, f.project, StorageKind::Import).await;
             assert_eq!(
-                f.db.create_tasks(f.project, other, &batch).await.unwrap(),
+                f.db.create_tasks(f.project, other, batch.to_vec()).await.unwrap(),
                 5
             );
             assert_eq!(task_count(&f.db, f.project).await, 12);
 
             // An unknown storage is an error, and nothing is written.
             let err =
-                f.db.create_tasks(f.project, 9999, &batch)
+                f.db.create_tasks(f.project, 9999, batch.to_vec())
                     .await
                     .unwrap_err();
             assert!(matches!(err, Error::NotFound { .. }), "{err}");
@@ -366,7 +366,7 @@ macro_rules! repository_tests {
             let f = fixture().await;
             let id = storage(&f.db, f.project, StorageKind::Import).await;
             let first = vec![file_task("tasks.json", Some(1))];
-            assert_eq!(f.db.create_tasks(f.project, id, &first).await.unwrap(), 1);
+            assert_eq!(f.db.create_tasks(f.project, id, first.to_vec()).await.unwrap(), 1);
 
             let batch = vec![
                 file_task("tasks.json", Some(0)),
@@ -374,9 +374,9 @@ macro_rules! repository_tests {
                 file_task("tasks.json", Some(2)),
                 file_task("single.json", None),
             ];
-            assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 3);
+            assert_eq!(f.db.create_tasks(f.project, id, batch.to_vec()).await.unwrap(), 3);
             assert_eq!(task_count(&f.db, f.project).await, 4);
-            assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 0);
+            assert_eq!(f.db.create_tasks(f.project, id, batch.to_vec()).await.unwrap(), 0);
         }
 
         #[tokio::test]
@@ -389,7 +389,7 @@ macro_rules! repository_tests {
                 file_task("list.json", Some(2)),
                 file_task("one.json", None),
             ];
-            f.db.create_tasks(f.project, id, &batch).await.unwrap();
+            f.db.create_tasks(f.project, id, batch.to_vec()).await.unwrap();
             let keys: Vec<String> = ["list.json", "one.json", "missing.json"]
                 .into_iter()
                 .map(String::from)
@@ -448,7 +448,7 @@ macro_rules! repository_tests {
             let f = fixture().await;
             let id = storage(&f.db, f.project, StorageKind::Import).await;
             let batch = file_tasks((0..3).map(|i| format!("{i}.txt")));
-            f.db.create_tasks(f.project, id, &batch).await.unwrap();
+            f.db.create_tasks(f.project, id, batch.to_vec()).await.unwrap();
 
             assert!(f.db.delete_storage(id).await.unwrap());
             assert!(!f.db.delete_storage(id).await.unwrap());
@@ -473,7 +473,7 @@ macro_rules! repository_tests {
             task.predictions = vec![json!({"result": [], "score": 0.5, "model_version": "m1"})];
             let plain = file_task("b.json", None);
             assert_eq!(
-                f.db.create_tasks(f.project, id, &[task, plain])
+                f.db.create_tasks(f.project, id, vec![task, plain])
                     .await
                     .unwrap(),
                 2
@@ -862,7 +862,7 @@ macro_rules! repository_tests {
                 page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
                 ids[..10]
             );
-            assert_eq!(page.tasks[0].data["n"], json!(0));
+            assert_eq!(page.tasks[0].data.to_object()["n"], json!(0));
             assert!(page.tasks[0].storage_filename.is_none());
             let last = f.db.tasks(f.project, 3, 10).await.unwrap();
             assert_eq!(
@@ -887,7 +887,7 @@ macro_rules! repository_tests {
                     let mut created = 0;
                     for batch in 0..10 {
                         let tasks = file_tasks((0..100).map(|i| format!("{prefix}/{batch}/{i}")));
-                        created += db.create_tasks(project, storage, &tasks).await.unwrap();
+                        created += db.create_tasks(project, storage, tasks.to_vec()).await.unwrap();
                     }
                     created
                 }));
@@ -915,7 +915,7 @@ macro_rules! repository_tests {
                     .collect();
                 assert!(f.db.linked_keys(id, &keys).await.unwrap().is_empty());
                 let tasks: Vec<NewTask> = keys.iter().map(|key| file_task(key, None)).collect();
-                created += f.db.create_tasks(f.project, id, &tasks).await.unwrap();
+                created += f.db.create_tasks(f.project, id, tasks.to_vec()).await.unwrap();
             }
             assert_eq!(created, 100_000);
             assert_eq!(task_count(&f.db, f.project).await, 100_000);
@@ -1074,7 +1074,7 @@ macro_rules! repository_tests {
                 file_task("big.jsonl", Some(1)),
                 file_task("small.json", None),
             ];
-            assert_eq!(f.db.create_tasks(f.project, id, &batch).await.unwrap(), 3);
+            assert_eq!(f.db.create_tasks(f.project, id, batch.to_vec()).await.unwrap(), 3);
             let keys = vec!["big.jsonl".to_string(), "small.json".to_string()];
             let linked = f.db.linked_keys(id, &keys).await.unwrap();
             assert_eq!(linked.len(), 1, "{linked:?}");
@@ -1245,12 +1245,12 @@ macro_rules! repository_tests {
             annotated.annotations = vec![json!({"result": []})];
             let created = f
                 .db
-                .create_tasks(f.project, storage, &[annotated, file_task("b.json", None)])
+                .create_tasks(f.project, storage, vec![annotated, file_task("b.json", None)])
                 .await
                 .unwrap();
             assert_eq!(created, 2);
             // Already linked: nothing created, nothing counted.
-            f.db.create_tasks(f.project, storage, &[file_task("b.json", None)])
+            f.db.create_tasks(f.project, storage, vec![file_task("b.json", None)])
                 .await
                 .unwrap();
             let expected = ProjectCounters {
@@ -1616,7 +1616,10 @@ async fn database_connect_chooses_the_engine_by_url() {
         let id = storage(db.storages().as_ref(), project, StorageKind::Import).await;
         let tasks = vec![file_task("a.jpg", None)];
         assert_eq!(
-            db.tasks().create_tasks(project, id, &tasks).await.unwrap(),
+            db.tasks()
+                .create_tasks(project, id, tasks.to_vec())
+                .await
+                .unwrap(),
             1
         );
         assert_eq!(

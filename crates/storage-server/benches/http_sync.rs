@@ -12,7 +12,10 @@
 //! - `jsonl`: Tasks mode, one JSON Lines file of `BENCH_JSONL_MIB` MiB (default 1024);
 //! - `export`: `BENCH_ANNOTATIONS` annotations (default 100000) exported to a local folder;
 //! - `s3`: Files mode against moto (`scripts/emulators.sh start`), `BENCH_S3_OBJECTS` objects
-//!   (default 20000), next to a bare paginated ListObjectsV2 of the same prefix.
+//!   (default 20000), next to a bare paginated ListObjectsV2 of the same prefix;
+//! - `big_task`: the server's peak memory, as a multiple of the task's size (the floor), while
+//!   it syncs one task of `BENCH_TASK_MIB` MiB (default 60) and while it lists it
+//!   (`GET /api/tasks`), for a task of one long string and one of many small objects.
 //!
 //! `BENCH_DATABASE_URL` runs the server on that database instead of its
 //! embedded SQLite file (a `postgres://` URL: a fresh database per scenario
@@ -50,8 +53,9 @@ fn main() {
             "jsonl" => jsonl(env_list("BENCH_JSONL_MIB", "1024")[0]),
             "export" => export(env_list("BENCH_ANNOTATIONS", "100000")[0]),
             "s3" => s3(env_list("BENCH_S3_OBJECTS", "20000")[0]),
+            "big_task" => big_task(env_list("BENCH_TASK_MIB", "60")[0]),
             other => {
-                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, export, s3)")
+                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, export, s3, big_task)")
             }
         }
     }
@@ -107,6 +111,55 @@ fn jsonl(mib: usize) {
         first,
         None,
     );
+}
+
+/// One large task, synced and listed: how much memory each costs beyond
+/// the server's own, in multiples of the task file's size.
+fn big_task(mib: usize) {
+    println!("| task shape | task file (MiB) | sync: peak over idle (x task) | list: peak over idle (x task) |");
+    println!("|---|---:|---:|---:|");
+    for shape in ["one long string", "many small objects"] {
+        let bench = Bench::start();
+        let folder = bench.folder("big");
+        let data = if shape == "one long string" {
+            json!({"text": "x".repeat(mib << 20)})
+        } else {
+            let items: Vec<Value> = (0..(mib << 20) / 20)
+                .map(|i| json!({"a": i, "b": "yy"}))
+                .collect();
+            json!({"text": "t", "items": items})
+        };
+        let file = folder.join("task.json");
+        std::fs::write(&file, serde_json::to_vec(&json!({"data": data})).unwrap()).unwrap();
+        let text_len = data["text"].as_str().map(str::len);
+        drop(data);
+        let size = std::fs::metadata(&file).unwrap().len() as f64 / f64::from(1 << 20);
+        let storage = bench.local_import(&folder, false);
+        let pid = bench.server.child.id();
+        reset_peak_rss(pid);
+        let idle = rss_mib(pid, "VmRSS:");
+        let (_, state) = bench.sync_and_wait("localfiles", storage);
+        assert_eq!(state["last_sync_count"], 1, "{state}");
+        let sync = (rss_mib(pid, "VmHWM:") - idle) / size;
+        reset_peak_rss(pid);
+        let idle = rss_mib(pid, "VmRSS:");
+        let page = bench.call(
+            reqwest::Method::GET,
+            &format!("/api/tasks?project={}", bench.project),
+            None,
+        );
+        assert_eq!(
+            page["tasks"][0]["data"]["text"].as_str().map(str::len),
+            text_len
+        );
+        let list = (rss_mib(pid, "VmHWM:") - idle) / size;
+        println!("| {shape} | {size:.0} | {sync:.2} | {list:.2} |");
+    }
+}
+
+/// Starts a new peak (`VmHWM`) from the current resident size.
+fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
 }
 
 /// Annotations arrive the fast way, with their tasks in a JSONL file; the
@@ -327,10 +380,15 @@ fn scenario_database(runtime: &tokio::runtime::Runtime, url: &str) -> String {
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
+    rss_mib(pid, "VmHWM:")
+}
+
+/// A memory line of the process's status (`VmHWM:` peak, `VmRSS:` now), MiB.
+fn rss_mib(pid: u32, line: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(line))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)

@@ -200,7 +200,7 @@ impl TaskSink for Probe {
         &self,
         project: i64,
         storage_id: i64,
-        tasks: &[NewTask],
+        tasks: Vec<NewTask>,
     ) -> storage_core::Result<u64> {
         if let Some(seen) = &self.heartbeat {
             let mut seen = seen.subscribe();

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -153,6 +153,7 @@ impl Runner {
     }
 
     async fn run_job(self: &Arc<Self>, storage: Storage) {
+        let storage = self.recounted(storage).await;
         let id = storage.id;
         let job = storage.sync.last_sync_job.clone();
         tracing::info!("sync started");
@@ -301,6 +302,33 @@ impl Runner {
                 .map(Ending::Exported)
             }
         }
+    }
+
+    /// A resumed import job with the count of tasks its interrupted
+    /// attempts created read from their links (see
+    /// [`TaskSink::linked_since`]), so that its `last_sync_count` and
+    /// `tasks_existed` come out exact.
+    async fn recounted(&self, mut storage: Storage) -> Storage {
+        let resumed = storage.kind == StorageKind::Import && storage.sync.last_sync_count.is_some();
+        let queued = storage
+            .sync
+            .meta
+            .get("time_queued")
+            .and_then(Value::as_str)
+            .and_then(|at| DateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S%.f%:z").ok());
+        if let (true, Some(queued)) = (resumed, queued) {
+            match self.tasks.linked_since(storage.id, queued.to_utc()).await {
+                Ok(Some(created)) => {
+                    storage.sync.last_sync_count = Some(i64::try_from(created).unwrap_or(i64::MAX))
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    "could not count the tasks of the interrupted attempts; the job's counts may be off"
+                ),
+            }
+        }
+        storage
     }
 
     /// Writes the latest progress and renews the lease until aborted.

@@ -227,10 +227,9 @@ fn finish_import(state: &mut SyncState, outcome: &ImportOutcome, now: DateTime<U
         state.status = SyncStatus::Completed;
     } else {
         state.status = SyncStatus::CompletedWithErrors;
-        state.meta.insert(
-            "tasks_failed_validation".into(),
-            json!(outcome.file_errors.len()),
-        );
+        state
+            .meta
+            .insert("tasks_failed_validation".into(), json!(outcome.bad_tasks));
         state.traceback = Some(outcome.file_errors.join("\n"));
     }
 }

@@ -61,6 +61,7 @@ fn imported(progress: Progress, files: &[&str]) -> Ending {
     Ending::Imported(ImportOutcome {
         progress,
         file_errors: files.iter().map(|line| line.to_string()).collect(),
+        bad_tasks: 7,
     })
 }
 
@@ -185,7 +186,11 @@ fn an_import_with_rejected_files_completes_with_errors() {
         done.traceback.as_deref(),
         Some("a.json: bad\nb.json: worse")
     );
-    assert_eq!(done.meta["tasks_failed_validation"], json!(2));
+    assert_eq!(
+        done.meta["tasks_failed_validation"],
+        json!(7),
+        "bad tasks, not lines"
+    );
     assert_eq!(done.meta["files_failed"], json!(2));
     assert_eq!(done.last_sync, Some(at(8)));
 }

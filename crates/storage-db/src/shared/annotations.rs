@@ -178,7 +178,7 @@ impl Engine {
                         .first_data_key()
                         .map(str::to_string)
                 });
-                task.data = storage_core::host::shown_data(task.data, key.as_deref());
+                task.data = task.data.shown(key.as_deref());
                 Ok(ExportedAnnotation {
                     id: annotation.id,
                     project: annotation.project,

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::QueryBuilder;
 use storage_core::host::{
-    HostStore, NewProject, Project, ProjectPage, Queue, TaskPage, TaskRecord, UserRecord,
+    HostStore, NewProject, Project, ProjectPage, Queue, TaskRecord, TaskSize, UserRecord,
 };
 use storage_core::parse::ParsedTask;
 use storage_core::persist::Caller;
@@ -261,38 +261,54 @@ impl HostStore for Engine {
             return Ok(Vec::new());
         }
         let context = format!("importing tasks into project {project}");
-        let inputs: Vec<TaskInput<'_>> = tasks.iter().map(TaskInput::from).collect();
+        let inputs: Vec<TaskInput> = tasks.into_iter().map(TaskInput::from).collect();
         let mut tx = self.begin_write(&context).await?;
         let defaults = Self::lock_project(&mut tx, project, &context).await?;
-        let ids = Self::insert_tasks(&mut tx, project, &defaults, &inputs, now(), &context).await?;
+        let ids = Self::insert_tasks(&mut tx, project, &defaults, inputs, now(), &context).await?;
         tx.commit().await.map_err(db(context.as_str()))?;
         Ok(ids)
     }
 
-    async fn tasks(&self, project: i64, page: u64, page_size: u64) -> Result<TaskPage> {
-        let counters = self
-            .project(project)
-            .await?
-            .map(|p| p.counters)
-            .unwrap_or_default();
+    async fn task_page(&self, project: i64, page: u64, page_size: u64) -> Result<Vec<TaskSize>> {
         let (limit, offset) = limit_offset(page, page_size);
         // By id, as Label Studio lists them. Within a project `inner_id`
         // grows with `id` (both are given under the project's lock), and
         // ordering by it walks the (project_id, inner_id) index instead of
         // sorting every task of the project for each page.
-        let tasks = self
-            .task_records(
-                "WHERE t.project_id = $1 ORDER BY t.inner_id LIMIT $2 OFFSET $3",
-                &[project, limit, offset],
-                &format!("listing tasks of project {project}"),
-            )
-            .await?;
-        Ok(TaskPage {
-            tasks,
-            total: counters.task_number,
-            total_annotations: counters.total_annotations_number,
-            total_predictions: counters.total_predictions_number,
-        })
+        let rows = sqlx::query(
+            "SELECT t.id, CAST(octet_length(t.data) AS BIGINT) AS data_bytes FROM tasks t
+             WHERE t.project_id = $1 ORDER BY t.inner_id LIMIT $2 OFFSET $3",
+        )
+        .bind(project)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(format!("listing tasks of project {project}")))?;
+        rows.iter()
+            .map(|row| {
+                Ok(TaskSize {
+                    id: get(row, "id")?,
+                    data_bytes: u64::try_from(get::<i64>(row, "data_bytes")?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn tasks_by_id(&self, ids: &[i64]) -> Result<Vec<TaskRecord>> {
+        let context = format!("reading {} tasks", ids.len());
+        let mut by_id = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(LIST_CHUNK) {
+            let placeholders = (1..=chunk.len())
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let found = self
+                .task_records(&format!("WHERE t.id IN ({placeholders})"), chunk, &context)
+                .await?;
+            by_id.extend(found.into_iter().map(|task| (task.id, task)));
+        }
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
     }
 
     async fn task(&self, id: i64) -> Result<Option<TaskRecord>> {

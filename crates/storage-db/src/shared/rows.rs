@@ -13,7 +13,9 @@ use sqlx::Row;
 use storage_core::host::{Project, ProjectCounters, UserRecord};
 use storage_core::{Error, Result, Retry, Settings, Storage, SyncState, SyncStatus};
 
-use crate::shape::{parse_object, parse_value, AnnotationRow, PredictionRow, TaskRow, UserRow};
+use crate::shape::{
+    parse_object, parse_task_data, parse_value, AnnotationRow, PredictionRow, TaskRow, UserRow,
+};
 
 // From the engine module: its row and database types, how it reads a time
 // and which error codes are worth a retry.
@@ -77,7 +79,7 @@ pub(super) fn task_from_row(row: &DbRow) -> Result<TaskRow> {
         id,
         project: get(row, "t_project_id")?,
         inner_id: get(row, "t_inner_id")?,
-        data: parse_object(&get::<String>(row, "t_data")?, || what("data"))?,
+        data: parse_task_data(get::<String>(row, "t_data")?, || what("data"))?,
         meta: parse_object(&get::<String>(row, "t_meta")?, || what("meta"))?,
         created_at: time(row, "t_created_at", || what("created_at"))?,
         updated_at: time(row, "t_updated_at", || what("updated_at"))?,

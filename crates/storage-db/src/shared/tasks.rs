@@ -20,9 +20,7 @@ use storage_core::persist::{NewTask, ObjectLink, TaskSink};
 use storage_core::{Error, Result};
 
 use super::rows::{db, get};
-use crate::shape::{
-    now, to_text, CounterDelta, Counters, FileAnnotation, FilePrediction, TaskTally,
-};
+use crate::shape::{now, CounterDelta, Counters, FileAnnotation, FilePrediction, TaskTally};
 use crate::sql::{rows_per_statement, ProjectDefaults, TaskInput, TaskValues};
 
 // From the engine module: the engine, its database and connection types,
@@ -60,7 +58,7 @@ impl Engine {
         conn: &mut DbConn,
         project: i64,
         defaults: &ProjectDefaults,
-        tasks: &[TaskInput<'_>],
+        tasks: Vec<TaskInput>,
         at: DateTime<Utc>,
         context: &str,
     ) -> Result<Vec<i64>> {
@@ -82,7 +80,7 @@ impl Engine {
         let mut rows = Vec::with_capacity(tasks.len());
         let mut prepared = Vec::with_capacity(tasks.len());
         let mut delta = CounterDelta::default();
-        for (input, inner_id) in tasks.iter().zip(first_inner..) {
+        for (input, inner_id) in tasks.into_iter().zip(first_inner..) {
             let annotations: Vec<_> = input
                 .annotations
                 .iter()
@@ -114,7 +112,7 @@ impl Engine {
                 .plus(CounterDelta::predictions(predictions.len() as i64));
             rows.push(TaskValues {
                 inner_id,
-                data: to_text(input.data),
+                data: input.data,
                 allow_skip: input.allow_skip,
                 is_labeled,
                 counters,
@@ -126,15 +124,16 @@ impl Engine {
         }
 
         let stamp = &stamp(at);
+        let inner_ids: Vec<i64> = rows.iter().map(|task| task.inner_id).collect();
         let id_of_inner: HashMap<i64, i64> =
-            Self::insert_task_rows(conn, project, defaults.overlap, &rows, stamp, context)
+            Self::insert_task_rows(conn, project, defaults.overlap, rows, stamp, context)
                 .await?
                 .into_iter()
                 .collect();
-        let ids = rows
+        let ids = inner_ids
             .iter()
-            .map(|task| {
-                id_of_inner.get(&task.inner_id).copied().ok_or_else(|| {
+            .map(|inner_id| {
+                id_of_inner.get(inner_id).copied().ok_or_else(|| {
                     Error::backend(context, "a created task was not returned by the database")
                 })
             })
@@ -230,6 +229,18 @@ impl TaskSink for Engine {
         Ok(linked)
     }
 
+    async fn linked_since(&self, storage_id: i64, since: DateTime<Utc>) -> Result<Option<u64>> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM storage_links WHERE storage_id = $1 AND created_at >= $2",
+        )
+        .bind(storage_id)
+        .bind(stamp(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db(format!("counting the tasks of storage {storage_id}")))?;
+        Ok(Some(u64::try_from(count).unwrap_or(0)))
+    }
+
     async fn begin_object(&self, storage_id: i64, key: &str) -> Result<()> {
         self.mark_object(
             "INSERT INTO unfinished_objects (storage_id, key) VALUES ($1, $2)
@@ -251,7 +262,12 @@ impl TaskSink for Engine {
         .await
     }
 
-    async fn create_tasks(&self, project: i64, storage_id: i64, tasks: &[NewTask]) -> Result<u64> {
+    async fn create_tasks(
+        &self,
+        project: i64,
+        storage_id: i64,
+        tasks: Vec<NewTask>,
+    ) -> Result<u64> {
         if tasks.is_empty() {
             return Ok(0);
         }
@@ -277,35 +293,32 @@ impl TaskSink for Engine {
         let row_range = (rows.clone().min().unwrap_or(-1), rows.max().unwrap_or(-1));
         let mut linked = Self::linked_rows(&mut tx, storage_id, &keys, row_range, &context).await?;
         // Skip what is linked already, and repeats within the batch.
-        let fresh: Vec<&NewTask> = tasks
-            .iter()
+        let given = tasks.len();
+        let (inputs, links): (Vec<TaskInput>, Vec<ObjectLink>) = tasks
+            .into_iter()
             .filter(|task| {
                 linked.insert((task.link.key.clone(), task.link.row_index.unwrap_or(-1)))
             })
-            .collect();
-        if fresh.is_empty() {
+            .map(TaskInput::of)
+            .unzip();
+        if inputs.is_empty() {
             tx.rollback().await.map_err(db(context.as_str()))?;
             return Ok(0);
         }
 
         let at = now();
-        let inputs: Vec<TaskInput<'_>> = fresh.iter().copied().map(TaskInput::from).collect();
-        let ids = Self::insert_tasks(&mut tx, project, &defaults, &inputs, at, &context).await?;
-        let links: Vec<(i64, &ObjectLink)> = ids
-            .iter()
-            .copied()
-            .zip(fresh.iter().map(|task| &task.link))
-            .collect();
+        let ids = Self::insert_tasks(&mut tx, project, &defaults, inputs, at, &context).await?;
+        let links: Vec<(i64, &ObjectLink)> = ids.iter().copied().zip(&links).collect();
         Self::insert_link_rows(&mut tx, storage_id, &links, &stamp(at), &context).await?;
         tx.commit().await.map_err(db(context.as_str()))?;
         tracing::debug!(
             storage_id,
             project,
-            created = fresh.len(),
-            skipped = tasks.len() - fresh.len(),
+            created = links.len(),
+            skipped = given - links.len(),
             "created tasks"
         );
-        Ok(fresh.len() as u64)
+        Ok(links.len() as u64)
     }
 }
 
