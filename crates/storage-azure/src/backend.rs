@@ -348,10 +348,9 @@ pub fn explain(err: Error, container: &str, prefix: Option<&str>) -> Error {
         format!(
             "Container not found: {container} (Cannot find bucket {container} in this Azure storage account)"
         )
-    } else if failure.code_is("AuthenticationFailed")
-        || failure.code_is("InvalidAuthenticationInfo")
-        || failure.credentials_rejected()
+    } else if failure.credentials_rejected()
         || matches!(err, Error::CredentialsRejected { .. })
+        || signature_refused(&err, &failure)
     {
         return Error::CredentialsRejected {
             fields: Vec::new(),
@@ -376,6 +375,14 @@ pub fn explain(err: Error, container: &str, prefix: Option<&str>) -> Error {
         )
     };
     Error::invalid_general(message)
+}
+
+/// Azurite answers a wrong key with `AuthorizationFailure` (Azure's code
+/// for a request its network rules refuse) and the message of Azure's
+/// `AuthenticationFailed`; only that message tells the two apart.
+fn signature_refused(err: &Error, failure: &Failure) -> bool {
+    failure.code_is("AuthorizationFailure")
+        && storage_core::failure::chain_text(err, ": ").contains("Server failed to authenticate")
 }
 
 #[cfg(test)]

@@ -69,6 +69,22 @@ impl BlobSas<'_> {
         expiry: DateTime<Utc>,
         response_content_type: Option<&str>,
     ) -> Result<String, String> {
+        self.signed("r", expiry, response_content_type)
+    }
+
+    /// A URL that lets anyone create or overwrite the blob (`PUT`, Put
+    /// Blob) until `expiry`: for tests and tools that write blobs
+    /// object_store cannot name, such as folder placeholders (`dir/`).
+    pub fn write_url(&self, expiry: DateTime<Utc>) -> Result<String, String> {
+        self.signed("cw", expiry, None)
+    }
+
+    fn signed(
+        &self,
+        permissions: &str,
+        expiry: DateTime<Utc>,
+        response_content_type: Option<&str>,
+    ) -> Result<String, String> {
         let mut url = url::Url::parse(self.account_url)
             .map_err(|e| format!("the Azure Blob endpoint is not a URL: {e}"))?;
         {
@@ -81,7 +97,7 @@ impl BlobSas<'_> {
         let expiry = expiry.to_rfc3339_opts(SecondsFormat::Secs, true);
         let content_type = response_content_type.unwrap_or_default();
         let string_to_sign = [
-            "r",     // signed permissions: read
+            permissions,
             "",      // signed start: none
             &expiry, // signed expiry
             &format!("/blob/{}/{}/{}", self.account, self.container, self.blob),
@@ -109,7 +125,7 @@ impl BlobSas<'_> {
             query
                 .append_pair("sv", SAS_VERSION)
                 .append_pair("sr", "b")
-                .append_pair("sp", "r")
+                .append_pair("sp", permissions)
                 .append_pair("se", &expiry);
             if let Some(content_type) = response_content_type {
                 query.append_pair("rsct", content_type);
