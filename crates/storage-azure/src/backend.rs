@@ -421,9 +421,9 @@ mod tests {
         );
         assert!(denied.to_string().contains("Access denied"), "{denied}");
         let prefix = explain(Error::invalid_general("No objects"), "c", Some("p/"));
-        assert_eq!(
+        assert!(
             prefix.to_string().contains("azure-blob://c/p/ not found."),
-            true
+            "{prefix}"
         );
     }
 }
