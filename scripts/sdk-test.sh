@@ -129,7 +129,7 @@ mkdir -p "$work/data" "$work/files"
 # credentials or database must not leak into the run.
 env -u DATABASE_URL -u STORAGE_API_TOKEN -u STORAGE_HOST -u AWS_ACCESS_KEY_ID \
   -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN -u GOOGLE_APPLICATION_CREDENTIALS \
-  -u STORAGE_STS_ENDPOINT -u LOCAL_FILES_SERVING_ENABLED \
+  -u STORAGE_STS_ENDPOINT -u STORAGE_AZURE_BLOB_ENDPOINT -u LOCAL_FILES_SERVING_ENABLED \
   "$server_bin" --addr 127.0.0.1:0 --data-dir "$work/data" \
   --local-files-document-root "$work/files" --token "$token" \
   --allow-private-endpoints true --gcs-base-url "$gcs_shim" --iam-endpoint "$iam" \

@@ -9,6 +9,7 @@
 //! | [`s3`] | `storage-s3`: S3 storages (with STS AssumeRole) | `s3` |
 //! | [`gcs`] | `storage-gcs`: GCS storages | `gcs` |
 //! | [`gcs_sa`] | `storage-gcs-sa`: GCS through service-account impersonation | `gcs-sa` |
+//! | [`azure`] | `storage-azure`: Azure Blob storages (account key) | `azure` |
 //! | [`db`] | `storage-db`: SQLite persistence | `db` |
 //! | [`api`] | `storage-api`: the axum REST surface | `api` |
 //!
@@ -27,6 +28,9 @@ pub use storage_gcs as gcs;
 
 #[cfg(feature = "gcs-sa")]
 pub use storage_gcs_sa as gcs_sa;
+
+#[cfg(feature = "azure")]
+pub use storage_azure as azure;
 
 #[cfg(feature = "db")]
 pub use storage_db as db;

@@ -189,11 +189,20 @@ pub trait Backend: Send + Sync + Debug {
         None
     }
 
-    /// The URIs of a storage with these settings (its scheme and `bucket`),
-    /// for backends that have a URI scheme.
+    /// The field that names the bucket of a storage of this type: `bucket`
+    /// (S3, GCS), `container` (Azure Blob).
+    fn bucket_field(&self) -> &'static str {
+        "bucket"
+    }
+
+    /// The URIs of a storage with these settings (its scheme and
+    /// [`Backend::bucket_field`]), for backends that have a URI scheme.
     fn bucket_uri(&self, settings: &Settings) -> Option<crate::uri::BucketUri> {
         let scheme = self.capabilities().uri_scheme?;
-        Some(crate::uri::BucketUri::new(scheme, settings.str("bucket")?))
+        Some(crate::uri::BucketUri::new(
+            scheme,
+            settings.str(self.bucket_field())?,
+        ))
     }
 }
 

@@ -22,6 +22,9 @@ pub const REJECTED_CREDENTIAL_CODES: &[&str] = &[
     "InvalidClientTokenId",
     "IncompleteSignature",
     "MissingAuthenticationToken",
+    // Azure Blob Storage (a wrong account key answers 403 with this code).
+    "AuthenticationFailed",
+    "InvalidAuthenticationInfo",
 ];
 
 /// An answer (or the lack of one) from a provider's API that a backend

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use storage_azure::{AzureBackend, AzureOptions};
 use storage_core::{Backends, EndpointPolicy};
 use storage_gcs::{GcsBackend, GcsOptions};
 use storage_gcs_sa::GcsSaBackend;
@@ -44,6 +45,15 @@ pub struct CloudArgs {
     /// `https://iamcredentials.googleapis.com`.
     #[arg(long, env = "STORAGE_IAM_ENDPOINT")]
     pub iam_endpoint: Option<url::Url>,
+    /// Azure Blob endpoint of `azure` storages, `{account}` standing for
+    /// the storage's account name: a sovereign cloud
+    /// (`https://{account}.blob.core.chinacloudapi.cn`) or Azurite
+    /// (`http://127.0.0.1:10000/{account}`); default
+    /// `https://{account}.blob.core.windows.net`. Requests obey the endpoint
+    /// policy: a loopback or private address needs
+    /// `--allow-endpoint-network` or `--allow-private-endpoints`.
+    #[arg(long, env = "STORAGE_AZURE_BLOB_ENDPOINT", value_parser = parse_azure_endpoint)]
+    pub azure_blob_endpoint: Option<String>,
     /// S3 storages without keys sign their requests with the server's own
     /// AWS keys (`--aws-access-key-id`), except those with an `s3_endpoint`
     /// (the server's keys never go to a user's endpoint). Default: keyless
@@ -84,6 +94,26 @@ pub struct CloudArgs {
     pub allow_endpoint_network: Option<(std::net::IpAddr, u8)>,
 }
 
+/// An endpoint template: with `{account}` replaced, an http(s) URL without
+/// credentials, query or fragment.
+fn parse_azure_endpoint(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(&text.replace("{account}", "account"))
+        .map_err(|e| format!("{text:?} is not a URL template ({e}); expected e.g. https://{{account}}.blob.core.windows.net"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{text:?} must use http or https"));
+    }
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(format!(
+            "{text:?} must have no credentials, query or fragment"
+        ));
+    }
+    Ok(text.trim().to_string())
+}
+
 /// `address/prefix` (or a bare address: that address only).
 fn parse_network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
     let (address, bits) = text.split_once('/').unwrap_or((text, ""));
@@ -121,6 +151,7 @@ impl std::fmt::Debug for CloudArgs {
             )
             .field("gcs_base_url", &self.gcs_base_url)
             .field("iam_endpoint", &self.iam_endpoint)
+            .field("azure_blob_endpoint", &self.azure_blob_endpoint)
             .field(
                 "keyless_s3_server_credentials",
                 &self.keyless_s3_server_credentials,
@@ -145,7 +176,7 @@ fn redacted(secret: &Option<String>) -> Option<&'static str> {
 }
 
 impl CloudArgs {
-    /// The S3, GCS and GCS SA backends under `policy`, with these
+    /// The S3, GCS, GCS SA and Azure backends under `policy`, with these
     /// credentials and endpoints.
     pub fn bucket_backends(&self, policy: EndpointPolicy) -> Backends {
         let mut policy = policy.with_env_proxy(self.use_env_proxy);
@@ -178,9 +209,15 @@ impl CloudArgs {
         if let Some(url) = &self.iam_endpoint {
             gcs = gcs.with_iam_endpoint(url.clone());
         }
+        let mut azure = AzureOptions::new().with_endpoint_policy(policy);
+        if let Some(endpoint) = &self.azure_blob_endpoint {
+            azure = azure.with_endpoint(endpoint);
+        }
+        // Label Studio's aggregate order: s3, gcs, azure, then the rest.
         Backends::new()
             .with(Arc::new(S3Backend::new(s3)))
             .with(Arc::new(GcsBackend::new(gcs.clone())))
+            .with(Arc::new(AzureBackend::new(azure)))
             .with(Arc::new(GcsSaBackend::new(gcs)))
     }
 }
@@ -197,6 +234,15 @@ mod tests {
         assert_eq!(parse_network("fd00::/8"), Ok((ip("fd00::"), 8)));
         assert!(parse_network("10.1.2.0/33").is_err());
         assert!(parse_network("example.com/8").is_err());
+    }
+
+    #[test]
+    fn azure_endpoint_templates_are_checked() {
+        assert!(parse_azure_endpoint("http://127.0.0.1:10000/{account}").is_ok());
+        assert!(parse_azure_endpoint("https://{account}.blob.core.chinacloudapi.cn").is_ok());
+        assert!(parse_azure_endpoint("ftp://{account}.example").is_err());
+        assert!(parse_azure_endpoint("https://u:p@{account}.example").is_err());
+        assert!(parse_azure_endpoint("not a url").is_err());
     }
 
     #[test]
@@ -220,6 +266,7 @@ mod tests {
             "--allow-ambient-credentials",
             "--use-env-proxy",
             "--allow-endpoint-network",
+            "--azure-blob-endpoint",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use storage_azure::{AzureBackend, AzureOptions};
 use storage_core::fields::{FieldSpec, FieldType, Settings};
 use storage_core::{Backend, ExportStorage, ImportStorage, StorageKind};
 use storage_gcs::{GcsBackend, GcsOptions};
@@ -34,6 +35,7 @@ fn example_backends() -> Vec<Arc<dyn Backend>> {
     vec![
         Arc::new(S3Backend::new(S3Options::new())),
         Arc::new(GcsBackend::new(GcsOptions::new())),
+        Arc::new(AzureBackend::new(AzureOptions::new())),
         Arc::new(GcsSaBackend::new(GcsOptions::new())),
     ]
 }
@@ -202,7 +204,7 @@ async fn every_route_is_documented() {
         .keys()
         .map(String::as_str)
         .collect();
-    let types = ["s3", "gcs", "gcs_sa", "localfiles"];
+    let types = ["s3", "gcs", "azure", "gcs_sa", "localfiles"];
     for route in &routes {
         let expanded: Vec<String> = if route.contains("{storage_type}") {
             types
@@ -236,6 +238,7 @@ async fn secrets_are_write_only_and_never_in_responses() {
                 "s3" => "S3",
                 "gcs" => "Gcs",
                 "gcs_sa" => "GcsSa",
+                "azure" => "Azure",
                 other => panic!("unexpected backend {other}"),
             };
             let response = &schemas[format!("{base}{word}Storage")];

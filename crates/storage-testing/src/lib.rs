@@ -21,6 +21,9 @@ pub const ENV_SEAWEEDFS_KEY: &str = "STORAGE_TEST_SEAWEEDFS_KEY";
 pub const ENV_SEAWEEDFS_SECRET: &str = "STORAGE_TEST_SEAWEEDFS_SECRET";
 /// Base URL of fake-gcs-server (JSON and XML API), e.g. `http://127.0.0.1:17160`.
 pub const ENV_GCS_ENDPOINT: &str = "STORAGE_TEST_GCS_ENDPOINT";
+/// Blob endpoint of Azurite (path style, without the account), e.g.
+/// `http://127.0.0.1:17180`.
+pub const ENV_AZURITE_ENDPOINT: &str = "STORAGE_TEST_AZURITE_ENDPOINT";
 /// The bucket that exists on every server (`conformance`).
 pub const ENV_BUCKET: &str = "STORAGE_TEST_BUCKET";
 
@@ -111,6 +114,75 @@ pub fn seaweedfs() -> S3Server {
     server
 }
 
+/// Azurite, Microsoft's Azure Blob Storage emulator: checks Shared Key and
+/// SAS signatures like Azure, with its well-known development account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzuriteServer {
+    /// Blob endpoint without the account, e.g. `http://127.0.0.1:17180`.
+    pub endpoint: String,
+    /// The development account, `devstoreaccount1`.
+    pub account: String,
+    /// Its key (public, documented by Microsoft).
+    pub key: String,
+    /// Existing container shared by all tests; use [`unique_prefix`] inside it.
+    pub container: String,
+}
+
+/// Azurite's well-known development account.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+/// The key of [`AZURITE_ACCOUNT`] (public, in Microsoft's documentation).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl AzuriteServer {
+    /// The account's blob service URL (path style): `<endpoint>/<account>`.
+    pub fn account_url(&self) -> String {
+        format!("{}/{}", self.endpoint.trim_end_matches('/'), self.account)
+    }
+
+    /// The endpoint template of the `azure` backend for this server:
+    /// `<endpoint>/{account}`.
+    pub fn endpoint_template(&self) -> String {
+        format!("{}/{{account}}", self.endpoint.trim_end_matches('/'))
+    }
+
+    /// A store on [`AzuriteServer::container`] signed with the account key,
+    /// for writing fixtures and reading back what a backend wrote; one
+    /// quick retry, 10 s timeout.
+    ///
+    /// # Panics
+    /// If object_store refuses the configuration.
+    pub fn object_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
+        std::sync::Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::new()
+                .with_account(&self.account)
+                .with_access_key(&self.key)
+                .with_container_name(&self.container)
+                .with_endpoint(self.account_url())
+                .with_retry(quick_retry())
+                .with_client_options(
+                    object_store::ClientOptions::new()
+                        .with_allow_http(true)
+                        .with_timeout(Duration::from_secs(10)),
+                )
+                .build()
+                .expect("an Azure store on Azurite"),
+        )
+    }
+}
+
+/// Azurite (Azure Blob Storage), with its development account and the
+/// shared container.
+///
+/// # Panics
+/// As [`moto`]: the message says to start it with scripts/emulators.sh start.
+#[track_caller]
+pub fn azurite() -> AzuriteServer {
+    let server = azurite_from(env_var);
+    require_reachable("azurite", ENV_AZURITE_ENDPOINT, &server.endpoint);
+    server
+}
+
 /// fake-gcs-server: the GCS JSON API and (read-only for object_store) XML API.
 ///
 /// # Panics
@@ -178,6 +250,16 @@ fn seaweedfs_from(lookup: impl Fn(&str) -> Option<String>) -> S3Server {
 }
 
 #[track_caller]
+fn azurite_from(lookup: impl Fn(&str) -> Option<String>) -> AzuriteServer {
+    AzuriteServer {
+        endpoint: require("azurite", &lookup, ENV_AZURITE_ENDPOINT),
+        account: AZURITE_ACCOUNT.to_owned(),
+        key: AZURITE_KEY.to_owned(),
+        container: require("azurite", &lookup, ENV_BUCKET),
+    }
+}
+
+#[track_caller]
 fn fake_gcs_from(lookup: impl Fn(&str) -> Option<String>) -> GcsServer {
     GcsServer {
         endpoint: require("fake-gcs", &lookup, ENV_GCS_ENDPOINT),
@@ -239,6 +321,7 @@ mod tests {
             (ENV_SEAWEEDFS_KEY, "testkey"),
             (ENV_SEAWEEDFS_SECRET, "testsecret"),
             (ENV_GCS_ENDPOINT, "http://127.0.0.1:17160"),
+            (ENV_AZURITE_ENDPOINT, "http://127.0.0.1:17180"),
             (ENV_BUCKET, "conformance"),
         ])
     }
@@ -298,6 +381,12 @@ mod tests {
                 checks_signatures: true,
             }
         );
+        let azurite = azurite_from(lookup(full_env()));
+        assert_eq!(
+            azurite.account_url(),
+            "http://127.0.0.1:17180/devstoreaccount1"
+        );
+        assert_eq!(azurite.container, "conformance");
         let gcs = fake_gcs_from(lookup(full_env()));
         assert_eq!(
             gcs,
@@ -311,7 +400,11 @@ mod tests {
     #[test]
     fn every_missing_variable_panics_with_its_name_and_how_to_start() {
         type Read = fn(&str) -> String;
-        let cases: [(&str, Read); 7] = [
+        let cases: [(&str, Read); 9] = [
+            (ENV_AZURITE_ENDPOINT, |v| {
+                format!("{:?}", azurite_from(without(v)))
+            }),
+            (ENV_BUCKET, |v| format!("{:?}", azurite_from(without(v)))),
             (ENV_MOTO_ENDPOINT, |v| {
                 format!("{:?}", moto_from(without(v)))
             }),
