@@ -1614,10 +1614,9 @@ async fn database_connect_chooses_the_engine_by_url() {
             .id;
         assert!(db.access().project_visible(&caller, project).await.unwrap());
         let id = storage(db.storages().as_ref(), project, StorageKind::Import).await;
-        let tasks = vec![file_task("a.jpg", None)];
         assert_eq!(
             db.tasks()
-                .create_tasks(project, id, tasks.to_vec())
+                .create_tasks(project, id, vec![file_task("a.jpg", None)])
                 .await
                 .unwrap(),
             1
