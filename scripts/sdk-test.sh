@@ -48,13 +48,16 @@ case "${1:-}" in
     ;;
 esac
 
-for var in STORAGE_TEST_MOTO_ENDPOINT STORAGE_TEST_GCS_ENDPOINT STORAGE_TEST_BUCKET; do
+for var in STORAGE_TEST_MOTO_ENDPOINT STORAGE_TEST_GCS_ENDPOINT STORAGE_TEST_AZURITE_ENDPOINT STORAGE_TEST_BUCKET; do
   [[ -n "${!var:-}" ]] || die "$var is not set: the SDK test needs the emulators. Run it from scripts/test, or:
   scripts/emulators.sh install && scripts/emulators.sh start && eval \"\$(scripts/emulators.sh env)\" && scripts/sdk-test.sh"
 done
 curl -sf --max-time 5 -o /dev/null "$STORAGE_TEST_MOTO_ENDPOINT/moto-api/" &&
   curl -sf --max-time 5 -o /dev/null "$STORAGE_TEST_GCS_ENDPOINT/storage/v1/b" ||
   die "the emulators do not answer at $STORAGE_TEST_MOTO_ENDPOINT and $STORAGE_TEST_GCS_ENDPOINT: start them (scripts/emulators.sh start)"
+# Azurite answers 400 to a request without a container; any answer will do.
+curl -s --max-time 5 -o /dev/null "$STORAGE_TEST_AZURITE_ENDPOINT/" ||
+  die "Azurite does not answer at $STORAGE_TEST_AZURITE_ENDPOINT: start it (scripts/emulators.sh start)"
 [[ -x "$server_bin" ]] ||
   die "$server_bin is missing: build it first (cargo build --workspace --all-targets, as scripts/test does, or cargo build -p storage-server)"
 [[ -f "$key_pem" ]] || die "$key_pem is missing"
@@ -133,6 +136,7 @@ env -u DATABASE_URL -u STORAGE_API_TOKEN -u STORAGE_HOST -u AWS_ACCESS_KEY_ID \
   "$server_bin" --addr 127.0.0.1:0 --data-dir "$work/data" \
   --local-files-document-root "$work/files" --token "$token" \
   --allow-private-endpoints true --gcs-base-url "$gcs_shim" --iam-endpoint "$iam" \
+  --azure-blob-endpoint "$STORAGE_TEST_AZURITE_ENDPOINT/{account}" \
   --google-application-credentials "$work/identity.json" --log-json false \
   </dev/null >"$work/server.out" 2>"$work/server.out.err" &
 server_pid=$!

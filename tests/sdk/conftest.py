@@ -6,6 +6,10 @@ and writers of the buckets, so that what the server did is checked without it.
 
 from __future__ import annotations
 
+import base64
+import email.utils
+import hashlib
+import hmac
 import json
 import os
 import time
@@ -126,6 +130,54 @@ class S3Bucket:
             return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
         except self.client.exceptions.NoSuchKey:
             return None
+
+
+class AzureContainer:
+    """A container of Azurite, read and written with Shared Key requests (the
+    signing Microsoft documents for the Blob service; no Azure package)."""
+
+    # Azurite's well-known development account (public, documented by Microsoft).
+    account = "devstoreaccount1"
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    # Created by scripts/emulators.sh when it starts Azurite.
+    name = "conformance"
+
+    def __init__(self):
+        self.endpoint = env("STORAGE_TEST_AZURITE_ENDPOINT").rstrip("/")
+
+    def _request(self, method: str, key: str, body: bytes = b"") -> urllib.request.Request:
+        path = f"/{self.account}/{self.name}/{urllib.parse.quote(key)}"
+        headers = {
+            "x-ms-date": email.utils.formatdate(usegmt=True),
+            "x-ms-version": "2021-08-06",
+        }
+        if method == "PUT":
+            headers["x-ms-blob-type"] = "BlockBlob"
+        length = str(len(body)) if body else ""
+        # urllib would add a form content type to a body: name one, and sign it.
+        content_type = "application/octet-stream" if body else ""
+        canonical = "".join(f"{name}:{value}\n" for name, value in sorted(headers.items()))
+        to_sign = (
+            f"{method}\n\n\n{length}\n\n{content_type}\n\n\n\n\n\n\n{canonical}/{self.account}{path}"
+        )
+        signature = hmac.new(base64.b64decode(self.key), to_sign.encode(), hashlib.sha256).digest()
+        headers["Authorization"] = f"SharedKey {self.account}:{base64.b64encode(signature).decode()}"
+        if content_type:
+            headers["Content-Type"] = content_type
+        return urllib.request.Request(f"{self.endpoint}{path}", data=body or None, method=method, headers=headers)
+
+    def put(self, key: str, body: bytes) -> None:
+        with urllib.request.urlopen(self._request("PUT", key, body), timeout=10) as response:
+            assert response.status == 201, response.read()
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            with urllib.request.urlopen(self._request("GET", key), timeout=10) as response:
+                return response.read()
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            raise
 
 
 class GcsBucket:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import pydantic
 import pytest
-from conftest import LABEL_CONFIG, GcsBucket, LocalDir, Recorder, S3Bucket, env, gcs_credentials, wait_finished
+from conftest import LABEL_CONFIG, AzureContainer, GcsBucket, LocalDir, Recorder, S3Bucket, env, gcs_credentials, wait_finished
 from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.types import LseTask
@@ -75,7 +75,7 @@ def local_case(unique: str) -> Case:
 
 def bucket_case(
     name: str,
-    bucket: S3Bucket | GcsBucket,
+    bucket: S3Bucket | GcsBucket | AzureContainer,
     unique: str,
     connection: dict[str, Any],
     bad_validate: tuple[dict[str, Any], str, str],
@@ -131,7 +131,21 @@ def gcs_sa_case(unique: str) -> Case:
     return bucket_case("gcs_sa", bucket, unique, connection, bad)
 
 
-CASES = {"localfiles": local_case, "s3": s3_case, "gcs": gcs_case, "gcs_sa": gcs_sa_case}
+def azure_case(unique: str) -> Case:
+    container = AzureContainer()
+    secrets = {"account_name": container.account, "account_key": container.key}
+    connection = {"container": container.name, **secrets}
+    bad = ({**connection, "container": "No_Such"}, "container", 'Invalid container name "No_Such"')
+    return bucket_case("azure", container, unique, connection, bad, secrets)
+
+
+CASES = {
+    "localfiles": local_case,
+    "s3": s3_case,
+    "gcs": gcs_case,
+    "gcs_sa": gcs_sa_case,
+    "azure": azure_case,
+}
 
 
 # Where the SDK's models (generated from Label Studio Enterprise's API) are
