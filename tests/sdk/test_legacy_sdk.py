@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import LABEL_CONFIG, SYNC_DEADLINE_S, GcsBucket, LocalDir, S3Bucket, env, gcs_credentials
+from conftest import LABEL_CONFIG, SYNC_DEADLINE_S, AzureContainer, GcsBucket, LocalDir, S3Bucket, env, gcs_credentials
 from label_studio_sdk._extensions.label_studio_tools.core.label_config import parse_config
 from label_studio_sdk._legacy.client import Client
 from label_studio_sdk._legacy.project import Project
@@ -124,7 +124,20 @@ def gcs_setup(project: Project, unique: str) -> tuple[dict, dict, Callable[[str]
     return imported, exported, lambda key: bucket.get(f"{unique}/export/{key}")
 
 
-SETUPS = {"localfiles": local_setup, "s3": s3_setup, "gcs": gcs_setup}
+def azure_setup(project: Project, unique: str) -> tuple[dict, dict, Callable[[str], bytes | None]]:
+    container = AzureContainer()
+    container.put(f"{unique}/import/tasks.json", json.dumps(TASKS).encode())
+    secrets = {"account_name": container.account, "account_key": container.key}
+    imported = project.connect_azure_import_storage(
+        container.name, prefix=f"{unique}/import", regex_filter=r".*\.json", use_blob_urls=False, title="legacy import", **secrets
+    )
+    exported = project.connect_azure_export_storage(
+        container.name, prefix=f"{unique}/export", title="legacy export", can_delete_objects=True, **secrets
+    )
+    return imported, exported, lambda key: container.get(f"{unique}/export/{key}")
+
+
+SETUPS = {"localfiles": local_setup, "s3": s3_setup, "gcs": gcs_setup, "azure": azure_setup}
 
 
 @pytest.mark.parametrize("storage_type", sorted(SETUPS))
@@ -135,7 +148,7 @@ def test_a_whole_session(client: Client, unique: str, storage_type: str, monkeyp
     imported, exported, read_export = SETUPS[storage_type](project, unique)
     assert imported["type"] == storage_type and imported["status"] == "initialized", imported
     assert exported["type"] == storage_type, exported
-    for secret in ("aws_secret_access_key", "google_application_credentials"):
+    for secret in ("aws_secret_access_key", "google_application_credentials", "account_key", "account_name"):
         assert secret not in imported and secret not in exported
     import_path = f"/api/storages/{storage_type}/{imported['id']}"
     export_path = f"/api/storages/export/{storage_type}/{exported['id']}"
