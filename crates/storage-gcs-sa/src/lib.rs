@@ -2,21 +2,25 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use object_store::gcp::{GcpCredentialProvider, GoogleCloudStorage, GoogleCloudStorageBuilder};
-use object_store::path::Path;
-use storage_core::bucket::{BucketTarget, UrlSigner};
+use object_store::gcp::{GcpCredentialProvider, GoogleCloudStorageBuilder};
+use storage_core::bucket::BucketTarget;
 use storage_core::fields::FieldSpec;
-use storage_core::uri::BucketUri;
 use storage_core::{
     Backend, Capabilities, Error, ExportStorage, ImportStorage, Result, Settings, StorageKind,
 };
 use storage_gcs::iam::{valid_service_account_email, IamCredentials, ImpersonatedCredentials};
-use storage_gcs::signer::{signed_url, IamBlobSigner};
-use storage_gcs::{bucket_fields, check_common, explain, GcsBackend, GcsOptions};
+use storage_gcs::{bucket_fields, check_common, GcsBackend, GcsOptions};
 use tokio::sync::OnceCell;
+
+mod impersonation;
+mod wif;
+
+pub use wif::{
+    GcsWifBackend, WifOptions, POOL_FIELD, PROJECT_NUMBER_FIELD, PROVIDER_FIELD,
+    SERVICE_ACCOUNT_FIELD,
+};
 
 /// The field naming the service account to impersonate.
 pub const TARGET_FIELD: &str = "target_service_account_email";
@@ -115,138 +119,15 @@ impl GcsSaBackend {
             .clone())
     }
 
-    fn base_url(&self) -> url::Url {
-        self.options.base_url().cloned().unwrap_or_else(|| {
-            url::Url::parse("https://storage.googleapis.com").expect("static URL is valid")
-        })
-    }
-
     async fn open(
         &self,
         settings: &Settings,
     ) -> Result<(BucketTarget, Arc<ImpersonatedCredentials>)> {
-        let bucket = settings.str("bucket").unwrap_or_default().to_string();
         let target_email = settings.str(TARGET_FIELD).unwrap_or_default().to_string();
         let credentials = self.impersonated(&target_email).await?;
-        let base_url = self.base_url();
-        let store: GoogleCloudStorage = GoogleCloudStorageBuilder::new()
-            .with_bucket_name(&bucket)
-            .with_base_url(base_url.as_str().trim_end_matches('/'))
-            .with_credentials(credentials.clone())
-            .with_retry(self.options.retry().clone())
-            .with_client_options(GcsBackend::client_options(&self.options, Some(&base_url)))
-            .with_http_connector(self.options.bucket_options().http_connector())
-            .build()
-            .map_err(|e| {
-                Error::invalid_general(format!("Cannot configure GCS bucket {bucket}: {e}"))
-            })?;
-        let prefix = settings.str("prefix").map(str::to_string);
-        let who = format!("the service account {target_email}");
-        let (b, p) = (bucket.clone(), prefix.clone());
-        let target = BucketTarget {
-            store: Arc::new(store),
-            uri: BucketUri::new("gs", &bucket),
-            prefix,
-            explain: Arc::new(move |err| explain(err, &b, p.as_deref(), &who)),
-        };
+        let target = impersonation::open_bucket(&self.options, settings, &credentials)?;
         Ok((target, credentials))
-    }
-}
-
-/// Signs V4 URLs as the target account through IAM `signBlob`.
-#[derive(Debug)]
-struct ImpersonatedSigner {
-    base_url: url::Url,
-    bucket: String,
-    signer: IamBlobSigner,
-}
-
-#[async_trait]
-impl UrlSigner for ImpersonatedSigner {
-    async fn signed_url(
-        &self,
-        location: &Path,
-        ttl: Duration,
-        response_content_type: Option<&str>,
-    ) -> Result<String> {
-        signed_url(
-            &self.base_url,
-            &self.bucket,
-            location,
-            http::Method::GET,
-            ttl,
-            response_content_type,
-            &self.signer,
-            chrono::Utc::now(),
-        )
-        .await
-        .map(|url| url.to_string())
-        .map_err(Error::from)
-    }
-}
-
-/// An import storage whose connection check first proves the impersonation
-/// works, so its failures are reported as such (not as bucket errors).
-#[derive(Debug)]
-struct SaImport {
-    inner: storage_core::bucket::BucketImport,
-    credentials: Arc<ImpersonatedCredentials>,
-}
-
-#[async_trait]
-impl ImportStorage for SaImport {
-    fn store(&self) -> Arc<dyn object_store::ObjectStore> {
-        self.inner.store()
-    }
-    fn listing(&self) -> &storage_core::filter::Listing {
-        self.inner.listing()
-    }
-    fn object_key(&self, location: &Path) -> String {
-        self.inner.object_key(location)
-    }
-    fn task_url(&self, location: &Path) -> String {
-        self.inner.task_url(location)
-    }
-    async fn check_connection(&self) -> Result<()> {
-        impersonation_works(&self.credentials).await?;
-        self.inner.check_connection().await
-    }
-    async fn signed_url(&self, location: &Path, ttl: Duration) -> Result<String> {
-        self.inner.signed_url(location, ttl).await
-    }
-}
-
-#[derive(Debug)]
-struct SaExport {
-    inner: storage_core::bucket::BucketExport,
-    credentials: Arc<ImpersonatedCredentials>,
-}
-
-#[async_trait]
-impl ExportStorage for SaExport {
-    fn store(&self) -> Arc<dyn object_store::ObjectStore> {
-        self.inner.store()
-    }
-    fn location(&self, key: &str) -> Path {
-        self.inner.location(key)
-    }
-    fn can_delete_objects(&self) -> bool {
-        self.inner.can_delete_objects()
-    }
-    async fn check_connection(&self) -> Result<()> {
-        impersonation_works(&self.credentials).await?;
-        self.inner.check_connection().await
-    }
-}
-
-async fn impersonation_works(credentials: &ImpersonatedCredentials) -> Result<()> {
-    credentials.token_now().await.map(|_| ()).map_err(|err| {
-        Error::invalid_general(format!(
-            "Cannot impersonate {}: {err}",
-            credentials.target_email()
-        ))
-    })
-}
+    }}
 
 #[async_trait]
 impl Backend for GcsSaBackend {
@@ -289,22 +170,11 @@ impl Backend for GcsSaBackend {
 
     async fn import_storage(&self, settings: &Settings) -> Result<Arc<dyn ImportStorage>> {
         let (target, credentials) = self.open(settings).await?;
-        let signer = Arc::new(ImpersonatedSigner {
-            base_url: self.base_url(),
-            bucket: target.uri.bucket().to_string(),
-            signer: IamBlobSigner::new(credentials.iam().clone(), credentials.target_email()),
-        });
-        Ok(Arc::new(SaImport {
-            inner: target.import(settings, Some(signer))?,
-            credentials,
-        }))
+        impersonation::import(&self.options, target, settings, credentials)
     }
 
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {
         let (target, credentials) = self.open(settings).await?;
-        Ok(Arc::new(SaExport {
-            inner: target.export(settings),
-            credentials,
-        }))
+        Ok(impersonation::export(target, settings, credentials))
     }
 }

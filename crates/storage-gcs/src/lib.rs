@@ -4,6 +4,7 @@ mod backend;
 mod config;
 pub mod iam;
 pub mod signer;
+pub mod sts;
 
 pub use backend::{check_common, explain, GcsBackend};
 pub use config::{

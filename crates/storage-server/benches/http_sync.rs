@@ -124,7 +124,7 @@ fn big_task(mib: usize) {
         let data = if shape == "one long string" {
             json!({"text": "x".repeat(mib << 20)})
         } else {
-            let items: Vec<Value> = (0..(mib << 20) / 20)
+            let items: Vec<Value> = (0..(mib << 20) / 26)
                 .map(|i| json!({"a": i, "b": "yy"}))
                 .collect();
             json!({"text": "t", "items": items})

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use storage_azure::{AzureBackend, AzureOptions};
 use storage_core::{Backends, EndpointPolicy};
 use storage_gcs::{GcsBackend, GcsOptions};
-use storage_gcs_sa::GcsSaBackend;
+use storage_gcs::sts::SubjectToken;
+use storage_gcs_sa::{GcsSaBackend, GcsWifBackend, WifOptions};
 use storage_s3::{S3Backend, S3Options};
 
 /// Credentials and endpoints of the server's own identity, for storages
@@ -54,6 +55,24 @@ pub struct CloudArgs {
     /// `--allow-endpoint-network` or `--allow-private-endpoints`.
     #[arg(long, env = "STORAGE_AZURE_BLOB_ENDPOINT", value_parser = parse_azure_endpoint)]
     pub azure_blob_endpoint: Option<String>,
+    /// The subject token of `gcswif` storages (Workload Identity
+    /// Federation): a file holding the token this server's platform issues
+    /// to it (a Kubernetes projected service-account token, a CI system's
+    /// OIDC token), read at each exchange. Unset: `gcswif` storages fail
+    /// their check with a message that says so.
+    #[arg(long, env = "STORAGE_GCS_WIF_SUBJECT_TOKEN_FILE")]
+    pub gcs_wif_subject_token_file: Option<PathBuf>,
+    /// The type of that token, as Google's STS names it.
+    #[arg(
+        long,
+        env = "STORAGE_GCS_WIF_SUBJECT_TOKEN_TYPE",
+        default_value = storage_gcs::sts::JWT_TOKEN_TYPE
+    )]
+    pub gcs_wif_subject_token_type: String,
+    /// Google's Security Token Service, where `gcswif` storages exchange the
+    /// subject token; default `https://sts.googleapis.com`.
+    #[arg(long, env = "STORAGE_GOOGLE_STS_ENDPOINT")]
+    pub google_sts_endpoint: Option<url::Url>,
     /// S3 storages without keys sign their requests with the server's own
     /// AWS keys (`--aws-access-key-id`), except those with an `s3_endpoint`
     /// (the server's keys never go to a user's endpoint). Default: keyless
@@ -153,6 +172,15 @@ impl std::fmt::Debug for CloudArgs {
             .field("iam_endpoint", &self.iam_endpoint)
             .field("azure_blob_endpoint", &self.azure_blob_endpoint)
             .field(
+                "gcs_wif_subject_token_file",
+                &self.gcs_wif_subject_token_file,
+            )
+            .field(
+                "gcs_wif_subject_token_type",
+                &self.gcs_wif_subject_token_type,
+            )
+            .field("google_sts_endpoint", &self.google_sts_endpoint)
+            .field(
                 "keyless_s3_server_credentials",
                 &self.keyless_s3_server_credentials,
             )
@@ -213,12 +241,23 @@ impl CloudArgs {
         if let Some(endpoint) = &self.azure_blob_endpoint {
             azure = azure.with_endpoint(endpoint);
         }
+        let mut wif = WifOptions::default();
+        if let Some(file) = &self.gcs_wif_subject_token_file {
+            wif.subject = Some(SubjectToken {
+                file: file.clone(),
+                token_type: self.gcs_wif_subject_token_type.clone(),
+            });
+        }
+        if let Some(url) = &self.google_sts_endpoint {
+            wif.sts_endpoint = url.clone();
+        }
         // Label Studio's aggregate order: s3, gcs, azure, then the rest.
         Backends::new()
             .with(Arc::new(S3Backend::new(s3)))
             .with(Arc::new(GcsBackend::new(gcs.clone())))
             .with(Arc::new(AzureBackend::new(azure)))
-            .with(Arc::new(GcsSaBackend::new(gcs)))
+            .with(Arc::new(GcsSaBackend::new(gcs.clone())))
+            .with(Arc::new(GcsWifBackend::new(gcs, wif)))
     }
 }
 
