@@ -40,7 +40,9 @@ pub(crate) fn open_bucket(
         .with_client_options(GcsBackend::client_options(options, Some(&base_url)))
         .with_http_connector(options.bucket_options().http_connector())
         .build()
-        .map_err(|e| Error::invalid_general(format!("Cannot configure GCS bucket {bucket}: {e}")))?;
+        .map_err(|e| {
+            Error::invalid_general(format!("Cannot configure GCS bucket {bucket}: {e}"))
+        })?;
     let prefix = settings.str("prefix").map(str::to_string);
     let who = format!("the service account {}", credentials.target_email());
     let (b, p) = (bucket.clone(), prefix.clone());
@@ -177,4 +179,3 @@ async fn impersonation_works(credentials: &ImpersonatedCredentials) -> Result<()
         ))
     })
 }
-

@@ -127,7 +127,8 @@ impl GcsSaBackend {
         let credentials = self.impersonated(&target_email).await?;
         let target = impersonation::open_bucket(&self.options, settings, &credentials)?;
         Ok((target, credentials))
-    }}
+    }
+}
 
 #[async_trait]
 impl Backend for GcsSaBackend {

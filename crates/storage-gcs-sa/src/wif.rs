@@ -97,9 +97,14 @@ impl GcsWifBackend {
         let credentials = identities
             .entry((audience.clone(), email.clone()))
             .or_insert_with(|| {
-                let client = GcsBackend::client_options(&self.options, Some(&self.wif.sts_endpoint));
-                let federated =
-                    StsTokenExchange::new(self.wif.sts_endpoint.clone(), audience, subject, &client);
+                let client =
+                    GcsBackend::client_options(&self.options, Some(&self.wif.sts_endpoint));
+                let federated = StsTokenExchange::new(
+                    self.wif.sts_endpoint.clone(),
+                    audience,
+                    subject,
+                    &client,
+                );
                 let endpoint = self.options.iam_endpoint().clone();
                 let iam = IamCredentials::new(
                     endpoint.clone(),
@@ -107,7 +112,9 @@ impl GcsWifBackend {
                     GcsBackend::client_options(&self.options, Some(&endpoint)),
                 )
                 .with_retry(self.options.bucket_options().call_retry());
-                Arc::new(ImpersonatedCredentials::new(Arc::new(iam), email).with_scopes([STORAGE_SCOPE]))
+                Arc::new(
+                    ImpersonatedCredentials::new(Arc::new(iam), email).with_scopes([STORAGE_SCOPE]),
+                )
             });
         Ok(credentials.clone())
     }
@@ -132,8 +139,11 @@ impl Backend for GcsWifBackend {
             FieldSpec::string(SERVICE_ACCOUNT_FIELD, "Service account to impersonate"),
             // In Label Studio's schema; a key or external-account file from a
             // user is not how this type gets its identity (see docs).
-            FieldSpec::string(CREDENTIALS_FIELD, "Not used by this storage type (write-only)")
-                .secret(),
+            FieldSpec::string(
+                CREDENTIALS_FIELD,
+                "Not used by this storage type (write-only)",
+            )
+            .secret(),
         ]);
         fields
     }
@@ -144,8 +154,17 @@ impl Backend for GcsWifBackend {
 
     fn check_settings(&self, kind: StorageKind, settings: &mut Settings) -> Result<()> {
         let mut errors = check_common(kind, settings);
-        for field in [PROJECT_NUMBER_FIELD, POOL_FIELD, PROVIDER_FIELD, SERVICE_ACCOUNT_FIELD] {
-            let value = settings.str(field).map(str::trim).unwrap_or_default().to_string();
+        for field in [
+            PROJECT_NUMBER_FIELD,
+            POOL_FIELD,
+            PROVIDER_FIELD,
+            SERVICE_ACCOUNT_FIELD,
+        ] {
+            let value = settings
+                .str(field)
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string();
             if value.is_empty() {
                 errors.add(field, "This field is required.");
                 continue;

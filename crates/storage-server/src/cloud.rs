@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use storage_azure::{AzureBackend, AzureOptions};
 use storage_core::{Backends, EndpointPolicy};
-use storage_gcs::{GcsBackend, GcsOptions};
 use storage_gcs::sts::SubjectToken;
+use storage_gcs::{GcsBackend, GcsOptions};
 use storage_gcs_sa::{GcsSaBackend, GcsWifBackend, WifOptions};
 use storage_s3::{S3Backend, S3Options};
 

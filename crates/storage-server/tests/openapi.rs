@@ -23,7 +23,7 @@ use storage_azure::{AzureBackend, AzureOptions};
 use storage_core::fields::{FieldSpec, FieldType, Settings};
 use storage_core::{Backend, ExportStorage, ImportStorage, StorageKind};
 use storage_gcs::{GcsBackend, GcsOptions};
-use storage_gcs_sa::GcsSaBackend;
+use storage_gcs_sa::{GcsSaBackend, GcsWifBackend, WifOptions};
 use storage_s3::{S3Backend, S3Options};
 use support::{Server, TOKEN};
 
@@ -37,6 +37,7 @@ fn example_backends() -> Vec<Arc<dyn Backend>> {
         Arc::new(GcsBackend::new(GcsOptions::new())),
         Arc::new(AzureBackend::new(AzureOptions::new())),
         Arc::new(GcsSaBackend::new(GcsOptions::new())),
+        Arc::new(GcsWifBackend::new(GcsOptions::new(), WifOptions::default())),
     ]
 }
 
@@ -204,7 +205,7 @@ async fn every_route_is_documented() {
         .keys()
         .map(String::as_str)
         .collect();
-    let types = ["s3", "gcs", "azure", "gcs_sa", "localfiles"];
+    let types = ["s3", "gcs", "azure", "gcs_sa", "gcswif", "localfiles"];
     for route in &routes {
         let expanded: Vec<String> = if route.contains("{storage_type}") {
             types
@@ -238,6 +239,7 @@ async fn secrets_are_write_only_and_never_in_responses() {
                 "s3" => "S3",
                 "gcs" => "Gcs",
                 "gcs_sa" => "GcsSa",
+                "gcswif" => "Gcswif",
                 "azure" => "Azure",
                 other => panic!("unexpected backend {other}"),
             };
