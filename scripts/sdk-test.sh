@@ -30,6 +30,8 @@ key_pem="$repo/crates/storage-testing/fixtures/test-service-account-key.pem"
 token="sdk-test-token-0123456789"
 base_email="sdk-server@sdk-server-project.iam.gserviceaccount.com"
 target_email="sdk-reader@sdk-data-project.iam.gserviceaccount.com"
+# What the server's platform would hand it for Workload Identity Federation.
+wif_subject_token="sdk-platform-oidc-token"
 ready_timeout_s=30
 
 script=sdk-test.sh
@@ -112,7 +114,7 @@ wait_line() {
 
 # 2. The doubles.
 "$venv/bin/python" tests/sdk/doubles.py --gcs-upstream "$STORAGE_TEST_GCS_ENDPOINT" \
-  --base-email "$base_email" --target-email "$target_email" \
+  --base-email "$base_email" --target-email "$target_email" --wif-subject-token "$wif_subject_token" \
   </dev/null >"$work/doubles.out" 2>"$work/doubles.out.err" &
 doubles_pid=$!
 endpoints="$(wait_line "$doubles_pid" "$work/doubles.out" '^\{' "tests/sdk/doubles.py")"
@@ -128,6 +130,7 @@ print(json.dumps({"type": "service_account", "project_id": "sdk-server-project",
                   "client_email": sys.argv[2]}))
 EOF
 mkdir -p "$work/data" "$work/files"
+printf '%s\n' "$wif_subject_token" >"$work/wif-token"
 # Variables the server would read in place of a flag: a developer's own
 # credentials or database must not leak into the run.
 env -u DATABASE_URL -u STORAGE_API_TOKEN -u STORAGE_HOST -u AWS_ACCESS_KEY_ID \
@@ -137,6 +140,7 @@ env -u DATABASE_URL -u STORAGE_API_TOKEN -u STORAGE_HOST -u AWS_ACCESS_KEY_ID \
   --local-files-document-root "$work/files" --token "$token" \
   --allow-private-endpoints true --gcs-base-url "$gcs_shim" --iam-endpoint "$iam" \
   --azure-blob-endpoint "$STORAGE_TEST_AZURITE_ENDPOINT/{account}" \
+  --gcs-wif-subject-token-file "$work/wif-token" --google-sts-endpoint "$iam" \
   --google-application-credentials "$work/identity.json" --log-json false \
   </dev/null >"$work/server.out" 2>"$work/server.out.err" &
 server_pid=$!

@@ -18,6 +18,11 @@ until killed.
   its own service-account key) or a token this double issued. Signatures are
   SHA-256 of the payload: fake-gcs checks none. ``GET /calls`` tells what both
   servers saw.
+* **Google STS double** on the IAM double's port (``POST /v1/token``): the
+  token exchange of Workload Identity Federation (``gcswif``). It checks the
+  token-exchange form (grant type, a pool provider audience, the subject token
+  given with ``--wif-subject-token``, its type, the scope) and issues a
+  federated token the IAM double then accepts as the caller.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import datetime as dt
 import hashlib
 import http.client
 import json
+import re
 import sys
 import threading
 import urllib.parse
@@ -50,7 +56,7 @@ HOP_BY_HOP = {
 
 # What the doubles saw, for `GET /calls` on the IAM double: the test checks
 # that gcs_sa storages really reach the bucket with impersonated tokens.
-SEEN: dict[str, object] = {"generateAccessToken": 0, "signBlob": 0, "gcs_authorizations": set()}
+SEEN: dict[str, object] = {"generateAccessToken": 0, "signBlob": 0, "sts_exchanges": 0, "gcs_authorizations": set()}
 SEEN_LOCK = threading.Lock()
 
 
@@ -132,11 +138,36 @@ class GcsShim(_Handler):
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
 
 
+WIF_AUDIENCE = re.compile(r"//iam\.googleapis\.com/projects/\d+/locations/global/workloadIdentityPools/[a-z0-9-]+/providers/[a-z0-9-]+")
+
+
 class Iam(_Handler):
     base_email: str
     target_email: str
+    wif_subject_token: str
     issued: dict[str, str]
     lock: threading.Lock
+
+    def _sts_exchange(self, body: bytes) -> None:
+        """Google STS's `POST /v1/token` (token exchange), answered as Google does."""
+        form = dict(urllib.parse.parse_qsl(body.decode()))
+        expected = {
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "requested_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "scope": "https://www.googleapis.com/auth/cloud-platform",
+            "subject_token": self.wif_subject_token,
+        }
+        wrong = [name for name, value in expected.items() if form.get(name) != value]
+        if self.headers.get("Authorization") or wrong or not WIF_AUDIENCE.fullmatch(form.get("audience", "")):
+            self._json(400, {"error": "invalid_request", "error_description": f"Invalid value for {wrong or ['audience']}."})
+            return
+        with SEEN_LOCK:
+            SEEN["sts_exchanges"] += 1
+        with self.lock:
+            token = "sts-federated-{}".format(len(self.issued) + 1)
+            self.issued[token] = "federated:" + form["audience"]
+        self._json(200, {"access_token": token, "issued_token_type": expected["requested_token_type"], "token_type": "Bearer", "expires_in": 3600})
 
     def _caller(self) -> str | None:
         auth = self.headers.get("Authorization") or ""
@@ -167,6 +198,7 @@ class Iam(_Handler):
                 {
                     "generateAccessToken": SEEN["generateAccessToken"],
                     "signBlob": SEEN["signBlob"],
+                    "sts_exchanges": SEEN["sts_exchanges"],
                     "issued": dict(self.issued),
                     "gcs_authorizations": sorted(SEEN["gcs_authorizations"]),
                 },
@@ -174,6 +206,9 @@ class Iam(_Handler):
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         body = self._body()
+        if self.path == "/v1/token":
+            self._sts_exchange(body)
+            return
         prefix = "/v1/projects/-/serviceAccounts/"
         if not self.path.startswith(prefix) or ":" not in self.path:
             self._json(404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}})
@@ -204,13 +239,21 @@ class Iam(_Handler):
             self._json(404, {"error": {"code": 404, "message": f"unknown method {method}", "status": "NOT_FOUND"}})
 
 
-def serve(gcs_upstream: str, base_email: str, target_email: str) -> tuple[ThreadingHTTPServer, ThreadingHTTPServer]:
+def serve(
+    gcs_upstream: str, base_email: str, target_email: str, wif_subject_token: str
+) -> tuple[ThreadingHTTPServer, ThreadingHTTPServer]:
     """Starts both servers on 127.0.0.1:0 in daemon threads."""
     shim_handler = type("BoundGcsShim", (GcsShim,), {"upstream": urllib.parse.urlsplit(gcs_upstream)})
     iam_handler = type(
         "BoundIam",
         (Iam,),
-        {"base_email": base_email, "target_email": target_email, "issued": {}, "lock": threading.Lock()},
+        {
+            "base_email": base_email,
+            "target_email": target_email,
+            "wif_subject_token": wif_subject_token,
+            "issued": {},
+            "lock": threading.Lock(),
+        },
     )
     servers = (ThreadingHTTPServer(("127.0.0.1", 0), shim_handler), ThreadingHTTPServer(("127.0.0.1", 0), iam_handler))
     for server in servers:
@@ -224,8 +267,9 @@ def main() -> None:
     parser.add_argument("--gcs-upstream", required=True)
     parser.add_argument("--base-email", required=True)
     parser.add_argument("--target-email", required=True)
+    parser.add_argument("--wif-subject-token", required=True)
     args = parser.parse_args()
-    shim, iam = serve(args.gcs_upstream, args.base_email, args.target_email)
+    shim, iam = serve(args.gcs_upstream, args.base_email, args.target_email, args.wif_subject_token)
     print(json.dumps({"gcs_shim": "http://127.0.0.1:%d" % shim.server_port, "iam": "http://127.0.0.1:%d" % iam.server_port}), flush=True)
     threading.Event().wait()
 

@@ -28,7 +28,7 @@ from label_studio_sdk.types import LseTask
 
 # `azure` is served (crates/storage-server/tests/azure.rs covers it over HTTP);
 # it has no SDK case below yet.
-SUPPORTED = {"localfiles", "s3", "gcs", "azure", "gcs_sa"}
+SUPPORTED = {"localfiles", "s3", "gcs", "azure", "gcs_sa", "gcswif"}
 
 TASKS = [{"text": "first task"}, {"text": "second task"}]
 
@@ -131,6 +131,23 @@ def gcs_sa_case(unique: str) -> Case:
     return bucket_case("gcs_sa", bucket, unique, connection, bad)
 
 
+def gcswif_case(unique: str) -> Case:
+    bucket = GcsBucket()
+    connection = {
+        "bucket": bucket.name,
+        "google_project_number": "123456789012",
+        "google_wif_pool_id": "sdk-pool",
+        "google_wif_provider_id": "sdk-provider",
+        "google_service_account_email": env("SDK_TEST_GCS_SA_TARGET"),
+    }
+    bad = (
+        {**connection, "google_project_number": "my-project"},
+        "google_project_number",
+        '"my-project" is not a project number',
+    )
+    return bucket_case("gcswif", bucket, unique, connection, bad)
+
+
 def azure_case(unique: str) -> Case:
     container = AzureContainer()
     secrets = {"account_name": container.account, "account_key": container.key}
@@ -145,6 +162,7 @@ CASES = {
     "gcs": gcs_case,
     "gcs_sa": gcs_sa_case,
     "azure": azure_case,
+    "gcswif": gcswif_case,
 }
 
 
@@ -251,11 +269,14 @@ def test_import_and_export_storage(ls: LabelStudio, recorder: Recorder, unique: 
     assert (project.title, project.label_config, project.task_number) == (unique, LABEL_CONFIG, 0)
     tasks = import_phase(ls, recorder, project.id, case)
     export_phase(ls, recorder, project.id, case, tasks)
-    if wire_type == "gcs_sa":
+    if wire_type in ("gcs_sa", "gcswif"):
         # The server impersonated the target account and used the tokens it
-        # got for it on the bucket (not its own identity).
+        # got for it on the bucket (not its own identity); gcswif got the
+        # identity it impersonates with from the STS token exchange.
         calls = iam_calls()
         assert calls["generateAccessToken"] >= 1, calls
+        if wire_type == "gcswif":
+            assert calls["sts_exchanges"] >= 1, calls
         target_tokens = {f"Bearer {t}" for t, email in calls["issued"].items() if email == env("SDK_TEST_GCS_SA_TARGET")}
         assert target_tokens & set(calls["gcs_authorizations"]), calls
 
