@@ -22,8 +22,8 @@ use storage_gcs::GcsOptions;
 use storage_gcs_sa::{GcsWifBackend, WifOptions};
 use storage_testing::conformance::Seed;
 use storage_testing::gcs_sa_rig::GcsSaRig;
+use storage_testing::google_sts_double::{GoogleStsDouble, JWT_TOKEN_TYPE};
 use storage_testing::iam_double::IamDouble;
-use storage_testing::sts_double::{StsDouble, JWT_TOKEN_TYPE};
 use storage_testing::unique_prefix;
 use support::{envelope, Server};
 
@@ -42,7 +42,7 @@ const FEDERATED: &str = "federated-token-from-sts-double";
 /// the STS double, the subject token file and the backend using them all.
 struct WifSetup {
     rig: GcsSaRig,
-    sts: StsDouble,
+    sts: GoogleStsDouble,
     backend: Arc<GcsWifBackend>,
     _subject_dir: tempfile::TempDir,
 }
@@ -55,7 +55,7 @@ async fn wif_setup() -> WifSetup {
         .denied(DENIED)
         .start_with_fake_gcs()
         .await;
-    let sts = StsDouble::start(
+    let sts = GoogleStsDouble::start(
         &provider_audience(PROJECT_NUMBER, POOL, PROVIDER),
         SUBJECT,
         FEDERATED,

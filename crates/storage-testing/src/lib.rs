@@ -3,9 +3,9 @@
 pub mod conformance;
 pub mod gcs_sa_rig;
 pub mod gcs_shim;
+pub mod google_sts_double;
 pub mod iam_double;
 pub mod postgres;
-pub mod sts_double;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;

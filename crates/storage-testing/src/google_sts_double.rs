@@ -1,7 +1,7 @@
 //! A loopback double of Google's Security Token Service token exchange, the
 //! first step of Workload Identity Federation (`gcswif`).
 //!
-//! [`StsDouble`] listens on `127.0.0.1:<random port>` and answers
+//! [`GoogleStsDouble`] listens on `127.0.0.1:<random port>` and answers
 //! `POST /v1/token` as Google does: a form with
 //! `grant_type=urn:ietf:params:oauth:grant-type:token-exchange`, `audience`,
 //! `scope`, `requested_token_type`, `subject_token` and `subject_token_type`,
@@ -31,7 +31,7 @@ pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// One exchange the double answered, for assertions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StsRequest {
+pub struct GoogleStsRequest {
     /// The form fields as sent (the subject token included: it is a test's).
     pub form: HashMap<String, String>,
     /// Whether an `Authorization` header came with it (it must not).
@@ -45,18 +45,18 @@ struct Shared {
     audience: String,
     subject_token: String,
     federated_token: String,
-    requests: Mutex<Vec<StsRequest>>,
+    requests: Mutex<Vec<GoogleStsRequest>>,
 }
 
 /// The running double; the server stops when this is dropped.
 #[derive(Debug)]
-pub struct StsDouble {
+pub struct GoogleStsDouble {
     endpoint: Url,
     state: Arc<Shared>,
     server: JoinHandle<()>,
 }
 
-impl StsDouble {
+impl GoogleStsDouble {
     /// Starts a double that exchanges `subject_token` for `audience` into
     /// `federated_token`.
     ///
@@ -66,10 +66,10 @@ impl StsDouble {
     pub async fn start(audience: &str, subject_token: &str, federated_token: &str) -> Self {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
-            .expect("StsDouble: cannot bind a port on 127.0.0.1");
+            .expect("GoogleStsDouble: cannot bind a port on 127.0.0.1");
         let addr: SocketAddr = listener
             .local_addr()
-            .expect("StsDouble: the listener has no address");
+            .expect("GoogleStsDouble: the listener has no address");
         let state = Arc::new(Shared {
             audience: audience.to_owned(),
             subject_token: subject_token.to_owned(),
@@ -96,7 +96,7 @@ impl StsDouble {
     }
 
     /// Every exchange answered so far, oldest first.
-    pub fn requests(&self) -> Vec<StsRequest> {
+    pub fn requests(&self) -> Vec<GoogleStsRequest> {
         self.state
             .requests
             .lock()
@@ -105,7 +105,7 @@ impl StsDouble {
     }
 }
 
-impl Drop for StsDouble {
+impl Drop for GoogleStsDouble {
     fn drop(&mut self) {
         self.server.abort();
     }
@@ -172,7 +172,7 @@ async fn exchange(
         .requests
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .push(StsRequest {
+        .push(GoogleStsRequest {
             form,
             authorized: headers.contains_key(axum::http::header::AUTHORIZATION),
             status: status.as_u16(),
