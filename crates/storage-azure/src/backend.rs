@@ -199,9 +199,9 @@ impl Backend for AzureBackend {
 /// zero-byte objects. Direct-children listings never show placeholders
 /// (Azure reports them as folders).
 #[derive(Debug)]
-struct AzureImport {
-    inner: BucketImport,
-    store: Arc<MicrosoftAzure>,
+pub(crate) struct AzureImport {
+    pub(crate) inner: BucketImport,
+    pub(crate) store: Arc<MicrosoftAzure>,
 }
 
 #[async_trait]
