@@ -36,7 +36,7 @@ use storage_core::{
     ValidationErrors,
 };
 
-use crate::backend::{explain, AzureImport, URI_SCHEME};
+use crate::backend::{explain, signature_refused, AzureImport, URI_SCHEME};
 use crate::config::{valid_account, valid_container, AzureOptions, ACCOUNT_NAME_FIELD};
 
 /// The field choosing how the storage authenticates.
@@ -407,7 +407,10 @@ impl AzureSpiBackend {
     async fn store(&self, config: &AzureSpiConfig) -> Result<Arc<MicrosoftAzure>> {
         let shared = &self.options.bucket;
         let Some(account) = &config.account_name else {
-            return Err(Error::invalid(ACCOUNT_NAME_FIELD, "This field is required."));
+            return Err(Error::invalid(
+                ACCOUNT_NAME_FIELD,
+                "This field is required.",
+            ));
         };
         let identity = self.identity(config)?;
         let account_url = self.options.account_url(account);
@@ -599,15 +602,10 @@ pub fn explain_spi(
         };
     }
     let failure = Failure::of(&err);
-    if failure.code_is("AuthorizationPermissionMismatch")
-        || failure.code_is("AuthorizationFailure")
-        || (failure.status == Some(403) && !failure.code_is("AuthenticationFailed"))
+    if signature_refused(&err, &failure)
+        || failure.code_is("AuthenticationFailed")
+        || failure.status == Some(401)
     {
-        return Error::invalid_general(format!(
-            "Access denied to Azure container {container}: application {client} needs a data-plane role on it, such as \"Storage Blob Data Contributor\" (or \"Storage Blob Data Reader\" to import only)"
-        ));
-    }
-    if failure.code_is("AuthenticationFailed") || failure.status == Some(401) {
         return Error::CredentialsRejected {
             fields: Vec::new(),
             code: failure.code,
@@ -615,6 +613,14 @@ pub fn explain_spi(
                 "Azure Blob Storage did not accept the Microsoft Entra token of application {client} for container {container}: check that tenant_id is the storage account's tenant"
             ),
         };
+    }
+    if failure.code_is("AuthorizationPermissionMismatch")
+        || failure.code_is("AuthorizationFailure")
+        || failure.status == Some(403)
+    {
+        return Error::invalid_general(format!(
+            "Access denied to Azure container {container}: application {client} needs a data-plane role on it, such as \"Storage Blob Data Contributor\" (or \"Storage Blob Data Reader\" to import only)"
+        ));
     }
     explain(err, container, prefix)
 }
@@ -626,9 +632,7 @@ mod tests {
     fn settings(body: serde_json::Value) -> Settings {
         let specs = fields(StorageKind::Import);
         let mut settings = Settings::defaults(&specs);
-        settings
-            .apply(&specs, body.as_object().unwrap())
-            .unwrap();
+        settings.apply(&specs, body.as_object().unwrap()).unwrap();
         settings
     }
 
@@ -645,7 +649,10 @@ mod tests {
             "client_secret": "SECRET-VALUE"
         }));
         let errors = AzureSpiConfig::from_settings(&wi).check(&wi);
-        assert_eq!(errors.fields().collect::<Vec<_>>(), vec![CLIENT_SECRET_FIELD]);
+        assert_eq!(
+            errors.fields().collect::<Vec<_>>(),
+            vec![CLIENT_SECRET_FIELD]
+        );
         assert!(!format!("{errors:?}").contains("SECRET-VALUE"));
         let bad = settings(serde_json::json!({
             "container": "box", "account_name": "acct", "auth_mode": "magic",
@@ -669,20 +676,40 @@ mod tests {
             )
         };
         let secret = explain_spi(
-            said(r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided. provider-only-text"}"#),
-            "box", None, AuthMode::ServicePrincipal, "t1", "app-1",
+            said(
+                r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided. provider-only-text"}"#,
+            ),
+            "box",
+            None,
+            AuthMode::ServicePrincipal,
+            "t1",
+            "app-1",
         );
         assert!(
             matches!(&secret, Error::CredentialsRejected { fields, code, .. }
                 if fields == &[CLIENT_SECRET_FIELD] && code.as_deref() == Some("AADSTS7000215")),
             "{secret:?}"
         );
-        assert!(!secret.to_string().contains("provider-only-text"), "{secret}");
-        let unknown = explain_spi(
-            said(r#"{"error":"unauthorized_client","error_description":"AADSTS700016: Application with identifier 'x' was not found"}"#),
-            "box", None, AuthMode::ServicePrincipal, "t1", "app-1",
+        assert!(
+            !secret.to_string().contains("provider-only-text"),
+            "{secret}"
         );
-        assert!(unknown.to_string().contains("no application app-1 in tenant t1"), "{unknown}");
+        let unknown = explain_spi(
+            said(
+                r#"{"error":"unauthorized_client","error_description":"AADSTS700016: Application with identifier 'x' was not found"}"#,
+            ),
+            "box",
+            None,
+            AuthMode::ServicePrincipal,
+            "t1",
+            "app-1",
+        );
+        assert!(
+            unknown
+                .to_string()
+                .contains("no application app-1 in tenant t1"),
+            "{unknown}"
+        );
         assert_eq!(entra_code("x AADSTS90002: y"), Some("AADSTS90002"));
         assert_eq!(entra_code("AADSTS"), None);
     }
