@@ -14,18 +14,22 @@
 //! cache per identity is shared by every storage and sync that uses it,
 //! and kept until five minutes before the token expires.
 //!
-//! Presigned URLs are user delegation SAS: the key comes from Get User
-//! Delegation Key with the storage's token, cached by the store until
-//! shortly before it expires.
+//! Presigned URLs are user delegation SAS ([`crate::signer`]): the key
+//! comes from Get User Delegation Key with the storage's token (valid
+//! seven days), cached per account, container and identity, and replaced
+//! when it would expire less than five minutes after the URL it signs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use object_store::azure::{AzureCredentialProvider, MicrosoftAzure, MicrosoftAzureBuilder};
+use chrono::{DateTime, Utc};
+use object_store::azure::{
+    AzureCredential, AzureCredentialProvider, MicrosoftAzure, MicrosoftAzureBuilder,
+};
+use object_store::client::{HttpClient, HttpConnector, HttpRequestBody};
 use object_store::path::Path;
-use object_store::signer::Signer;
 use sha2::{Digest, Sha256};
 use storage_core::bucket::{BucketTarget, UrlSigner};
 use storage_core::failure::Failure;
@@ -38,6 +42,7 @@ use storage_core::{
 
 use crate::backend::{explain, signature_refused, AzureImport, URI_SCHEME};
 use crate::config::{valid_account, valid_container, AzureOptions, ACCOUNT_NAME_FIELD};
+use crate::signer::{BlobSas, DelegationKey, SAS_VERSION};
 
 /// The field choosing how the storage authenticates.
 pub const AUTH_MODE_FIELD: &str = "auth_mode";
@@ -264,6 +269,22 @@ enum Identity {
     },
 }
 
+/// A store and what signing with a user delegation key needs.
+struct Opened {
+    store: Arc<MicrosoftAzure>,
+    account_url: String,
+    account: String,
+    credentials: AzureCredentialProvider,
+    client: HttpClient,
+    key: KeySlot,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").finish_non_exhaustive()
+    }
+}
+
 /// The `azure_spi` storage type.
 ///
 /// ```
@@ -278,7 +299,7 @@ pub struct AzureSpiBackend {
     identities: Mutex<HashMap<Identity, AzureCredentialProvider>>,
     /// One store per account, container and identity, so its user
     /// delegation key cache outlives a single request.
-    stores: Mutex<HashMap<(String, String, Identity), Arc<MicrosoftAzure>>>,
+    stores: Mutex<HashMap<(String, String, Identity), Arc<Opened>>>,
 }
 
 impl AzureSpiBackend {
@@ -404,7 +425,7 @@ impl AzureSpiBackend {
 
     /// The store of a checked configuration, signed with the identity's
     /// tokens only.
-    async fn store(&self, config: &AzureSpiConfig) -> Result<Arc<MicrosoftAzure>> {
+    async fn store(&self, config: &AzureSpiConfig) -> Result<Arc<Opened>> {
         let shared = &self.options.bucket;
         let Some(account) = &config.account_name else {
             return Err(Error::invalid(
@@ -428,11 +449,15 @@ impl AzureSpiBackend {
             return Ok(store.clone());
         }
         let credentials = self.credentials(&key.2, config.client_secret.as_deref())?;
+        let client = shared
+            .http_connector()
+            .connect(&shared.client_options(Some(&url)))
+            .map_err(|e| Error::from_object_store("building the Azure Blob client", e))?;
         let store = MicrosoftAzureBuilder::new()
             .with_account(account)
             .with_container_name(&config.container)
-            .with_endpoint(account_url)
-            .with_credentials(credentials)
+            .with_endpoint(account_url.clone())
+            .with_credentials(credentials.clone())
             .with_retry(shared.retry().clone())
             .with_client_options(shared.client_options(Some(&url)))
             .with_http_connector(shared.http_connector())
@@ -444,12 +469,19 @@ impl AzureSpiBackend {
                     storage_core::redact::without_provider_bodies(&e.to_string())
                 ))
             })?;
-        let store = Arc::new(store);
+        let opened = Arc::new(Opened {
+            store: Arc::new(store),
+            account_url,
+            account: account.clone(),
+            credentials,
+            client,
+            key: KeySlot::default(),
+        });
         self.stores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, store.clone());
-        Ok(store)
+            .insert(key, opened.clone());
+        Ok(opened)
     }
 
     fn target(&self, config: &AzureSpiConfig, store: Arc<MicrosoftAzure>) -> BucketTarget {
@@ -503,10 +535,16 @@ impl Backend for AzureSpiBackend {
 
     async fn import_storage(&self, settings: &Settings) -> Result<Arc<dyn ImportStorage>> {
         let config = AzureSpiConfig::from_settings(settings);
-        let store = self.store(&config).await?;
+        let opened = self.store(&config).await?;
         let signer = Arc::new(DelegationSigner {
-            store: store.clone(),
+            account_url: opened.account_url.clone(),
+            account: opened.account.clone(),
+            container: config.container.clone(),
+            credentials: opened.credentials.clone(),
+            client: opened.client.clone(),
+            key: opened.key.clone(),
         });
+        let store = opened.store.clone();
         let inner = self
             .target(&config, store.clone())
             .import(settings, Some(signer))?;
@@ -515,22 +553,129 @@ impl Backend for AzureSpiBackend {
 
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {
         let config = AzureSpiConfig::from_settings(settings);
-        let store = self.store(&config).await?;
-        Ok(Arc::new(self.target(&config, store).export(settings)))
+        let opened = self.store(&config).await?;
+        Ok(Arc::new(
+            self.target(&config, opened.store.clone()).export(settings),
+        ))
     }
 }
 
-/// User delegation SAS URLs from object_store's signer: it fetches the key
-/// with the storage's token and caches it (in the shared store) until
-/// shortly before it expires. It signs no response headers, so the URL
-/// cannot ask for a `Content-Type`.
+/// The user delegation key of one account and identity, shared by every
+/// storage that signs with it.
+type KeySlot = Arc<tokio::sync::Mutex<Option<(DelegationKey, DateTime<Utc>)>>>;
+
+/// How long a fetched user delegation key is valid: Azure's maximum is
+/// seven days.
+const KEY_VALIDITY: chrono::Duration = chrono::Duration::minutes(7 * 24 * 60 - 1);
+/// A cached key is used only while it stays valid this much longer than
+/// the URL it signs.
+const KEY_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
+
+/// User delegation SAS URLs: signed with a key fetched by Get User
+/// Delegation Key with the storage's token, cached until shortly before it
+/// expires, asking Azure for the `Content-Type` the extension names (as
+/// `azure`'s service SAS does).
 struct DelegationSigner {
-    store: Arc<MicrosoftAzure>,
+    account_url: String,
+    account: String,
+    container: String,
+    credentials: AzureCredentialProvider,
+    client: HttpClient,
+    key: KeySlot,
 }
 
 impl std::fmt::Debug for DelegationSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DelegationSigner").finish_non_exhaustive()
+        f.debug_struct("DelegationSigner")
+            .field("container", &self.container)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DelegationSigner {
+    /// A key valid at least [`KEY_MARGIN`] past `until`, from the cache
+    /// when it has one.
+    async fn key(&self, until: DateTime<Utc>) -> Result<(DelegationKey, DateTime<Utc>)> {
+        let mut slot = self.key.lock().await;
+        if let Some((key, expiry)) = slot.as_ref() {
+            if *expiry - KEY_MARGIN >= until {
+                return Ok((key.clone(), *expiry));
+            }
+        }
+        let fresh = self.fetch_key().await?;
+        *slot = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn fetch_key(&self) -> Result<(DelegationKey, DateTime<Utc>)> {
+        let failed =
+            |reason: String| Error::backend("fetching a user delegation key for SAS URLs", reason);
+        let token = match self
+            .credentials
+            .get_credential()
+            .await
+            .map_err(|e| Error::from_object_store("getting a Microsoft Entra token", e))?
+            .as_ref()
+        {
+            AzureCredential::BearerToken(token) => token.clone(),
+            _ => return Err(failed("the storage has no Microsoft Entra token".into())),
+        };
+        let now = Utc::now();
+        let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><KeyInfo><Start>{}</Start><Expiry>{}</Expiry></KeyInfo>",
+            stamp(now),
+            stamp(now + KEY_VALIDITY)
+        );
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(format!(
+                "{}/?restype=service&comp=userdelegationkey",
+                self.account_url
+            ))
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .header("x-ms-version", SAS_VERSION)
+            .header(
+                "x-ms-date",
+                now.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            )
+            .header(http::header::CONTENT_TYPE, "application/xml")
+            .body(HttpRequestBody::from(body))
+            .map_err(|e| failed(e.to_string()))?;
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| failed(format!("Azure Blob Storage is unreachable: {e}")))?;
+        let status = response.status();
+        let code = response
+            .headers()
+            .get("x-ms-error-code")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = response
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if !status.is_success() {
+            // The body is Azure's: only its status and code are passed on.
+            let said = code.as_deref().unwrap_or("no error code");
+            return Err(Error::backend(
+                "fetching a user delegation key for SAS URLs",
+                storage_core::failure::ServiceError {
+                    status: Some(status.as_u16()),
+                    code: code.clone(),
+                    unreachable: false,
+                    message: format!("Azure Blob Storage answered {status} ({said}): the identity needs a data-plane role such as \"Storage Blob Data Contributor\" (or \"Storage Blob Data Reader\") on the account"),
+                },
+            ));
+        }
+        let key = DelegationKey::from_xml(&String::from_utf8_lossy(&text)).map_err(failed)?;
+        let expiry = DateTime::parse_from_rfc3339(&key.signed_expiry)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| failed("the user delegation key has no valid expiry".into()))?;
+        Ok((key, expiry))
     }
 }
 
@@ -540,13 +685,21 @@ impl UrlSigner for DelegationSigner {
         &self,
         location: &Path,
         ttl: Duration,
-        _response_content_type: Option<&str>,
+        response_content_type: Option<&str>,
     ) -> Result<String> {
-        self.store
-            .signed_url(object_store::signer::Method::GET, location, ttl)
-            .await
-            .map(|url| url.to_string())
-            .map_err(|e| Error::from_object_store(format!("signing {location}"), e))
+        let ttl = chrono::Duration::from_std(ttl)
+            .map_err(|_| Error::invalid("presign_ttl", "The signed URL lifetime is too long."))?;
+        let wanted = Utc::now() + ttl;
+        let (key, key_expiry) = self.key(wanted).await?;
+        BlobSas {
+            account_url: &self.account_url,
+            account: &self.account,
+            key: &[],
+            container: &self.container,
+            blob: location.as_ref(),
+        }
+        .delegated_url(&key, wanted.min(key_expiry), response_content_type)
+        .map_err(|e| Error::backend(format!("signing {location}"), e))
     }
 }
 
