@@ -6,6 +6,7 @@ pub mod gcs_sa_rig;
 pub mod gcs_shim;
 pub mod iam_double;
 pub mod postgres;
+pub mod tls_shim;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
