@@ -1,26 +1,31 @@
 //! `azure_spi` storages (Azure Blob with Microsoft Entra credentials) over
 //! the server's HTTP API, with tokens from the Entra double
-//! (`storage_testing::entra_double`) and the blob service of Azurite.
+//! (`storage_testing::entra_double`).
 //!
-//! Azurite accepts bearer tokens only over HTTPS with `--oauth basic`; the
-//! Azurite of `./scripts/test` serves plain HTTP, so it refuses every
-//! token and these tests check the token flow (form, tenant, scope,
-//! caching, Entra's errors in words) up to Azurite's refusal, not the
-//! data plane.
+//! The shared bucket conformance cases and the token count run against
+//! `azurite-oauth` (HTTPS, `--oauth basic`: it checks the token's claims
+//! and serves Get User Delegation Key), reached through
+//! `storage_testing::tls_shim`. The plain HTTP Azurite refuses every
+//! bearer token: the other tests use it to see that refusal explained.
 
 #![allow(clippy::unwrap_used)]
 
+mod conformance;
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::ClientOptions;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use storage_azure::{AzureOptions, AzureSpiBackend};
 use storage_core::{Backend, EndpointPolicy};
+use storage_testing::conformance::Seed;
 use storage_testing::entra_double::EntraDouble;
-use storage_testing::{azurite, AzuriteServer};
+use storage_testing::tls_shim::TlsShim;
+use storage_testing::{azurite, unique_prefix, AzuriteServer, AZURITE_ACCOUNT, AZURITE_KEY};
 use support::{envelope, Server};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -45,6 +50,107 @@ fn options(server: &AzuriteServer, entra: &EntraDouble) -> AzureOptions {
         .with_endpoint_policy(EndpointPolicy::allow_private())
         .with_retry(storage_testing::quick_retry())
         .with_timeout(Duration::from_secs(10))
+}
+
+/// The HTTPS Azurite with OAuth, or a failure saying how to start it.
+fn azurite_oauth() -> String {
+    let endpoint = std::env::var("STORAGE_TEST_AZURITE_OAUTH_ENDPOINT")
+        .unwrap_or_else(|_| "https://127.0.0.1:17181".into());
+    let url = url::Url::parse(&endpoint).unwrap();
+    let address = format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port_or_known_default().unwrap()
+    );
+    assert!(
+        std::net::TcpStream::connect(&address).is_ok(),
+        "azurite-oauth is not reachable at {endpoint}: start it with \
+         `EMULATORS_ONLY=azurite scripts/emulators.sh start` (or ./scripts/test), then \
+         `eval \"$(scripts/emulators.sh env)\"`"
+    );
+    endpoint
+}
+
+/// A shim in front of azurite-oauth, the Entra double, and options
+/// pointing at both.
+async fn oauth_rig() -> (TlsShim, EntraDouble, AzureOptions) {
+    let shim = TlsShim::start(&azurite_oauth()).await;
+    let entra = entra().await;
+    let options = AzureOptions::new()
+        .with_endpoint(format!("{}/{{account}}", shim.endpoint()))
+        .with_authority_host(entra.authority())
+        .with_endpoint_policy(EndpointPolicy::allow_private())
+        .with_retry(storage_testing::quick_retry())
+        .with_timeout(Duration::from_secs(10));
+    (shim, entra, options)
+}
+
+fn oauth_seed(shim: &TlsShim, case: &str) -> Seed {
+    let store = MicrosoftAzureBuilder::new()
+        .with_account(AZURITE_ACCOUNT)
+        .with_access_key(AZURITE_KEY)
+        .with_container_name("conformance")
+        .with_endpoint(format!("{}/{AZURITE_ACCOUNT}", shim.endpoint()))
+        .with_client_options(ClientOptions::new().with_allow_http(true))
+        .build()
+        .unwrap();
+    Seed::new(Arc::new(store), unique_prefix(case))
+}
+
+fn spi_connection() -> Value {
+    json!({"account_name": AZURITE_ACCOUNT, "auth_mode": "service_principal",
+           "tenant_id": TENANT, "client_id": CLIENT, "client_secret": SECRET})
+}
+
+async fn spi_bucket(case: &str) -> conformance::Bucket {
+    let (shim, entra, options) = oauth_rig().await;
+    conformance::Bucket {
+        backend: Arc::new(AzureSpiBackend::new(options)),
+        storage_type: "azure_spi",
+        scheme: "azure-blob",
+        bucket: "conformance".into(),
+        connection: spi_connection(),
+        seed: oauth_seed(&shim, &format!("azure-spi-{case}")),
+        expiry_param: "se",
+        guards: vec![Box::new(shim), Box::new(entra)],
+    }
+}
+
+mod azure_spi {
+    use super::*;
+    crate::conformance_cases!(spi_bucket);
+}
+
+/// The closing note's number: a create and three syncs of one storage
+/// make one token request (cached per identity), against the Azurite
+/// that checks the token.
+#[tokio::test]
+async fn create_and_three_syncs_take_one_token() {
+    let (shim, entra, options) = oauth_rig().await;
+    let seed = oauth_seed(&shim, "azure-spi-tokens");
+    seed.put("a.txt", "a").await;
+    let server = server_with(AzureSpiBackend::new(options)).await;
+    let project = server.project().await;
+    let mut body = spi_connection();
+    body.as_object_mut().unwrap().extend(
+        json!({"project": project, "container": "conformance", "prefix": seed.prefix,
+               "use_blob_urls": true})
+        .as_object()
+        .unwrap()
+        .clone(),
+    );
+    let path = server.create_storage("/api/storages/azure_spi", body).await;
+    for _ in 0..3 {
+        let done = server.sync_and_wait(&path).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    let (_, shown) = server.get(&path).await;
+    assert!(shown.get("client_secret").is_none(), "{shown}");
+    assert_eq!(
+        entra.token_calls(),
+        1,
+        "token requests for create + 3 syncs"
+    );
 }
 
 async fn server_with(backend: AzureSpiBackend) -> Server {
