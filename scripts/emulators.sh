@@ -6,6 +6,11 @@
 #   fake-gcs    Google Cloud Storage JSON/XML API (fake-gcs-server)
 #   azurite     Azure Blob Storage (Microsoft's emulator; checks Shared Key and SAS
 #               signatures), from npm into $EMULATORS_DIR/azurite
+#   azurite-oauth  a second Azurite over HTTPS (self-signed certificate made
+#               here) with `--oauth basic`: it accepts Microsoft Entra bearer
+#               tokens (claims checked, signature not) and serves Get User
+#               Delegation Key, for `azure_spi` (Azurite takes tokens only over
+#               HTTPS; the tests reach it through storage_testing::tls_shim)
 #
 # Usage: scripts/emulators.sh install|start|stop|env
 #
@@ -46,6 +51,9 @@ packages=(
 )
 azurite_version=3.37.0
 azurite_dir="$EMULATORS_DIR/azurite"
+# The self-signed certificate of azurite-oauth (made once, kept).
+azurite_oauth_cert="$EMULATORS_DIR/azurite-oauth-cert.pem"
+azurite_oauth_key="$EMULATORS_DIR/azurite-oauth-key.pem"
 
 # Fixed ports, all on 127.0.0.1. Chosen below the Linux ephemeral range
 # (32768-60999) so outgoing connections never occupy them, away from every
@@ -53,6 +61,7 @@ azurite_dir="$EMULATORS_DIR/azurite"
 moto_port=17150
 gcs_port=17160
 azurite_port=17180
+azurite_oauth_port=17181
 # Azurite's well-known development account (public, documented by Microsoft).
 azurite_account=devstoreaccount1
 azurite_key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -78,10 +87,10 @@ weed_key=testkey
 weed_secret=testsecret
 
 ready_timeout_s=60
-all_servers=(fake-gcs moto seaweedfs azurite)
+all_servers=(fake-gcs moto seaweedfs azurite azurite-oauth)
 case "${EMULATORS_ONLY:-}" in
   "") servers=("${all_servers[@]}") ;;
-  azurite) servers=(azurite) ;;
+  azurite) servers=(azurite azurite-oauth) ;;
   *) echo "emulators.sh: EMULATORS_ONLY may only be azurite, not $EMULATORS_ONLY" >&2 && exit 1 ;;
 esac
 
@@ -125,7 +134,7 @@ cmdline_pattern() {
     moto) echo "moto_server" ;;
     seaweedfs) echo "weed" ;;
     fake-gcs) echo "fake-gcs-server" ;;
-    azurite) echo "azurite-blob" ;;
+    azurite | azurite-oauth) echo "azurite-blob" ;;
   esac
 }
 
@@ -238,18 +247,19 @@ wait_ready() {
 
 # Creates container $1 on Azurite with a Shared Key request (HMAC-SHA256 of
 # Azure's documented string-to-sign); true when it was created or exists.
+# $2: the base URL (default the plain HTTP Azurite).
 azurite_container() {
-  local date version=2021-08-06 sts sig code
+  local date version=2021-08-06 sts sig code base="${2:-http://127.0.0.1:$azurite_port}"
   date="$(LC_ALL=C date -u '+%a, %d %b %Y %H:%M:%S GMT')"
   # Verb, then eleven standard headers (all empty), the x-ms headers and the
   # canonical resource (path-style: the account twice).
   sts="PUT"$'\n\n\n\n\n\n\n\n\n\n\n\n'"x-ms-date:$date"$'\n'"x-ms-version:$version"$'\n'"/$azurite_account/$azurite_account/$1"$'\n'"restype:container"
   sig="$(printf '%s' "$sts" | openssl dgst -sha256 -mac HMAC \
     -macopt "hexkey:$(printf '%s' "$azurite_key" | base64 -d | od -An -tx1 | tr -d ' \n')" -binary | base64 -w0)"
-  code="$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Length: 0' \
+  code="$(curl -s --cacert "$azurite_oauth_cert" --max-time 5 -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Length: 0' \
     -H "x-ms-date: $date" -H "x-ms-version: $version" \
     -H "Authorization: SharedKey $azurite_account:$sig" \
-    "http://127.0.0.1:$azurite_port/$azurite_account/$1?restype=container")"
+    "$base/$azurite_account/$1?restype=container")"
   [[ "$code" == 201 || "$code" == 409 ]]
 }
 
@@ -290,8 +300,22 @@ cmd_start() {
       --blobHost 127.0.0.1 --blobPort "$azurite_port" --inMemoryPersistence \
       --loose --skipApiVersionCheck --disableTelemetry
   fi
+  if wanted azurite-oauth; then
+    require_port azurite-oauth "$azurite_oauth_port"
+    [[ -f "$azurite_oauth_cert" ]] ||
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=127.0.0.1" \
+        -addext "subjectAltName=IP:127.0.0.1" \
+        -keyout "$azurite_oauth_key" -out "$azurite_oauth_cert" 2>/dev/null ||
+      die "openssl could not make Azurite's certificate"
+    launch azurite-oauth "$azurite_dir/node_modules/.bin/azurite-blob" \
+      --blobHost 127.0.0.1 --blobPort "$azurite_oauth_port" --inMemoryPersistence \
+      --loose --skipApiVersionCheck --disableTelemetry \
+      --oauth basic --cert "$azurite_oauth_cert" --key "$azurite_oauth_key"
+  fi
   if ! { wanted moto || wanted seaweedfs || wanted fake-gcs; }; then
-    wait_ready azurite "$t_azurite" azurite_container "$bucket"
+    wanted azurite && wait_ready azurite "$t_azurite" azurite_container "$bucket"
+    wanted azurite-oauth && wait_ready azurite-oauth "$t_azurite" azurite_container "$bucket" \
+      "https://127.0.0.1:$azurite_oauth_port"
     return
   fi
   require_port moto "$moto_port"
@@ -343,6 +367,10 @@ cmd_start() {
   if wanted azurite; then
     wait_ready azurite "$t_azurite" azurite_container "$bucket"
   fi
+  if wanted azurite-oauth; then
+    wait_ready azurite-oauth "$t_azurite" azurite_container "$bucket" \
+      "https://127.0.0.1:$azurite_oauth_port"
+  fi
 }
 
 cmd_env() {
@@ -354,6 +382,7 @@ export STORAGE_TEST_SEAWEEDFS_SECRET=$weed_secret
 export STORAGE_TEST_GCS_ENDPOINT=http://127.0.0.1:$gcs_port
 export STORAGE_TEST_BUCKET=$bucket
 export STORAGE_TEST_AZURITE_ENDPOINT=http://127.0.0.1:$azurite_port
+export STORAGE_TEST_AZURITE_OAUTH_ENDPOINT=https://127.0.0.1:$azurite_oauth_port
 EOF
 }
 

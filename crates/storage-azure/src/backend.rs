@@ -199,9 +199,9 @@ impl Backend for AzureBackend {
 /// zero-byte objects. Direct-children listings never show placeholders
 /// (Azure reports them as folders).
 #[derive(Debug)]
-struct AzureImport {
-    inner: BucketImport,
-    store: Arc<MicrosoftAzure>,
+pub(crate) struct AzureImport {
+    pub(crate) inner: BucketImport,
+    pub(crate) store: Arc<MicrosoftAzure>,
 }
 
 #[async_trait]
@@ -380,7 +380,7 @@ pub fn explain(err: Error, container: &str, prefix: Option<&str>) -> Error {
 /// Azurite answers a wrong key with `AuthorizationFailure` (Azure's code
 /// for a request its network rules refuse) and the message of Azure's
 /// `AuthenticationFailed`; only that message tells the two apart.
-fn signature_refused(err: &Error, failure: &Failure) -> bool {
+pub(crate) fn signature_refused(err: &Error, failure: &Failure) -> bool {
     failure.code_is("AuthorizationFailure")
         && storage_core::failure::chain_text(err, ": ").contains("Server failed to authenticate")
 }

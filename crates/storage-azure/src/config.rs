@@ -17,6 +17,10 @@ pub const CREDENTIAL_FIELDS: &[&str] = &[ACCOUNT_NAME_FIELD, ACCOUNT_KEY_FIELD];
 /// Azure's public cloud. `{account}` is replaced by the account name.
 pub const DEFAULT_ENDPOINT: &str = "https://{account}.blob.core.windows.net";
 
+/// Microsoft Entra's authority host in Azure's public cloud, where
+/// `azure_spi` storages get their tokens when the operator sets none.
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+
 /// The Azure fields of `kind` storages, in Label Studio's order.
 pub(crate) fn fields(kind: StorageKind) -> Vec<FieldSpec> {
     let mut fields = vec![
@@ -137,7 +141,7 @@ impl AzureConfig {
 }
 
 /// Azure's container rule; `$root` and `$web` are the two special names.
-fn valid_container(name: &str) -> bool {
+pub(crate) fn valid_container(name: &str) -> bool {
     if matches!(name, "$root" | "$web") {
         return true;
     }
@@ -152,7 +156,7 @@ fn valid_container(name: &str) -> bool {
 
 /// Azure's account rule. It is also what keeps the account name, which
 /// goes into the endpoint's host name, from naming another host.
-fn valid_account(name: &str) -> bool {
+pub(crate) fn valid_account(name: &str) -> bool {
     (3..=24).contains(&name.len())
         && name
             .bytes()
@@ -165,6 +169,18 @@ fn valid_account(name: &str) -> bool {
 pub struct AzureOptions {
     pub(crate) bucket: BucketOptions,
     pub(crate) endpoint: String,
+    pub(crate) authority_host: String,
+    pub(crate) workload_identity: WorkloadIdentity,
+}
+
+/// The server's workload identity (`azure_spi` storages with
+/// `auth_mode` `workload_identity`): the federated token file Kubernetes
+/// or a CI system writes, and the tenant and client it stands for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WorkloadIdentity {
+    pub(crate) token_file: Option<std::path::PathBuf>,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) client_id: Option<String>,
 }
 
 impl Default for AzureOptions {
@@ -178,6 +194,8 @@ impl From<BucketOptions> for AzureOptions {
         Self {
             bucket,
             endpoint: DEFAULT_ENDPOINT.to_string(),
+            authority_host: DEFAULT_AUTHORITY_HOST.to_string(),
+            workload_identity: WorkloadIdentity::default(),
         }
     }
 }
@@ -203,6 +221,39 @@ impl AzureOptions {
     /// The endpoint template.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The Microsoft Entra authority host `azure_spi` storages get their
+    /// tokens from (`<host>/<tenant>/oauth2/v2.0/token`): a sovereign
+    /// cloud (`https://login.chinacloudapi.cn`) or a test double. The
+    /// operator's choice, so trusted: not under the endpoint policy, but no
+    /// redirect is followed.
+    pub fn with_authority_host(mut self, host: impl Into<String>) -> Self {
+        self.authority_host = host.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    /// The authority host.
+    pub fn authority_host(&self) -> &str {
+        &self.authority_host
+    }
+
+    /// The server's workload identity for `azure_spi` storages with
+    /// `auth_mode` `workload_identity`: the federated token file (read
+    /// again at each token request, as Kubernetes rotates it), the tenant
+    /// and the default client id (a storage's `client_id` overrides it).
+    pub fn with_workload_identity(
+        mut self,
+        token_file: impl Into<std::path::PathBuf>,
+        tenant_id: Option<String>,
+        client_id: Option<String>,
+    ) -> Self {
+        self.workload_identity = WorkloadIdentity {
+            token_file: Some(token_file.into()),
+            tenant_id,
+            client_id,
+        };
+        self
     }
 
     /// The blob service URL of `account`, without a trailing `/`.

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use storage_azure::{AzureBackend, AzureOptions};
+use storage_azure::{AzureBackend, AzureOptions, AzureSpiBackend};
 use storage_core::{Backends, EndpointPolicy};
 use storage_gcs::sts::SubjectToken;
 use storage_gcs::{GcsBackend, GcsOptions};
@@ -55,6 +55,27 @@ pub struct CloudArgs {
     /// `--allow-endpoint-network` or `--allow-private-endpoints`.
     #[arg(long, env = "STORAGE_AZURE_BLOB_ENDPOINT", value_parser = parse_azure_endpoint)]
     pub azure_blob_endpoint: Option<String>,
+    /// Microsoft Entra authority host of `azure_spi` storages (their
+    /// tokens come from `<host>/<tenant>/oauth2/v2.0/token`): a sovereign
+    /// cloud (`https://login.chinacloudapi.cn`); default
+    /// `https://login.microsoftonline.com`. The operator's host: trusted
+    /// (outside the endpoint policy), no redirect followed.
+    #[arg(long, env = "AZURE_AUTHORITY_HOST", value_parser = parse_authority_host)]
+    pub azure_authority_host: Option<url::Url>,
+    /// The federated token file of the server's Azure workload identity
+    /// (what AKS workload identity mounts): `azure_spi` storages with
+    /// `auth_mode` `workload_identity` exchange it for their tokens. Unset:
+    /// that mode is refused.
+    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
+    pub azure_federated_token_file: Option<PathBuf>,
+    /// The tenant of the workload identity (a storage's `tenant_id`
+    /// overrides it).
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    pub azure_tenant_id: Option<String>,
+    /// The client id of the workload identity (a storage's `client_id`
+    /// overrides it: a user-assigned identity).
+    #[arg(long, env = "AZURE_CLIENT_ID")]
+    pub azure_client_id: Option<String>,
     /// The subject token of `gcswif` storages (Workload Identity
     /// Federation): a file holding the token this server's platform issues
     /// to it (a Kubernetes projected service-account token, a CI system's
@@ -133,6 +154,26 @@ fn parse_azure_endpoint(text: &str) -> Result<String, String> {
     Ok(text.trim().to_string())
 }
 
+/// An authority host: an http(s) URL with a host and nothing else.
+fn parse_authority_host(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text.trim()).map_err(|e| {
+        format!("{text:?} is not a URL ({e}); expected e.g. https://login.microsoftonline.com")
+    })?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || url.path() != "/"
+    {
+        return Err(format!(
+            "{text:?} must be an http(s) URL with a host and no path, credentials, query or fragment"
+        ));
+    }
+    Ok(url)
+}
+
 /// `address/prefix` (or a bare address: that address only).
 fn parse_network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
     let (address, bits) = text.split_once('/').unwrap_or((text, ""));
@@ -171,6 +212,13 @@ impl std::fmt::Debug for CloudArgs {
             .field("gcs_base_url", &self.gcs_base_url)
             .field("iam_endpoint", &self.iam_endpoint)
             .field("azure_blob_endpoint", &self.azure_blob_endpoint)
+            .field("azure_authority_host", &self.azure_authority_host)
+            .field(
+                "azure_federated_token_file",
+                &self.azure_federated_token_file,
+            )
+            .field("azure_tenant_id", &self.azure_tenant_id)
+            .field("azure_client_id", &self.azure_client_id)
             .field(
                 "gcs_wif_subject_token_file",
                 &self.gcs_wif_subject_token_file,
@@ -204,7 +252,7 @@ fn redacted(secret: &Option<String>) -> Option<&'static str> {
 }
 
 impl CloudArgs {
-    /// The S3, GCS, GCS SA and Azure backends under `policy`, with these
+    /// The S3, GCS, Azure, GCS SA and Azure SPI backends under `policy`, with these
     /// credentials and endpoints.
     pub fn bucket_backends(&self, policy: EndpointPolicy) -> Backends {
         let mut policy = policy.with_env_proxy(self.use_env_proxy);
@@ -241,6 +289,16 @@ impl CloudArgs {
         if let Some(endpoint) = &self.azure_blob_endpoint {
             azure = azure.with_endpoint(endpoint);
         }
+        if let Some(host) = &self.azure_authority_host {
+            azure = azure.with_authority_host(host.as_str());
+        }
+        if let Some(file) = &self.azure_federated_token_file {
+            azure = azure.with_workload_identity(
+                file,
+                self.azure_tenant_id.clone(),
+                self.azure_client_id.clone(),
+            );
+        }
         let mut wif = WifOptions::default();
         if let Some(file) = &self.gcs_wif_subject_token_file {
             wif.subject = Some(SubjectToken {
@@ -255,8 +313,9 @@ impl CloudArgs {
         Backends::new()
             .with(Arc::new(S3Backend::new(s3)))
             .with(Arc::new(GcsBackend::new(gcs.clone())))
-            .with(Arc::new(AzureBackend::new(azure)))
+            .with(Arc::new(AzureBackend::new(azure.clone())))
             .with(Arc::new(GcsSaBackend::new(gcs.clone())))
+            .with(Arc::new(AzureSpiBackend::new(azure)))
             .with(Arc::new(GcsWifBackend::new(gcs, wif)))
     }
 }
@@ -273,6 +332,14 @@ mod tests {
         assert_eq!(parse_network("fd00::/8"), Ok((ip("fd00::"), 8)));
         assert!(parse_network("10.1.2.0/33").is_err());
         assert!(parse_network("example.com/8").is_err());
+    }
+
+    #[test]
+    fn authority_hosts_are_checked() {
+        assert!(parse_authority_host("https://login.microsoftonline.com").is_ok());
+        assert!(parse_authority_host("http://127.0.0.1:9000/").is_ok());
+        assert!(parse_authority_host("https://login.example/tenant").is_err());
+        assert!(parse_authority_host("ftp://login.example").is_err());
     }
 
     #[test]
@@ -306,6 +373,8 @@ mod tests {
             "--use-env-proxy",
             "--allow-endpoint-network",
             "--azure-blob-endpoint",
+            "--azure-authority-host",
+            "--azure-federated-token-file",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }

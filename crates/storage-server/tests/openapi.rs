@@ -19,7 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use storage_azure::{AzureBackend, AzureOptions};
+use storage_azure::{AzureBackend, AzureOptions, AzureSpiBackend};
 use storage_core::fields::{FieldSpec, FieldType, Settings};
 use storage_core::{Backend, ExportStorage, ImportStorage, StorageKind};
 use storage_gcs::{GcsBackend, GcsOptions};
@@ -37,6 +37,7 @@ fn example_backends() -> Vec<Arc<dyn Backend>> {
         Arc::new(GcsBackend::new(GcsOptions::new())),
         Arc::new(AzureBackend::new(AzureOptions::new())),
         Arc::new(GcsSaBackend::new(GcsOptions::new())),
+        Arc::new(AzureSpiBackend::new(AzureOptions::new())),
         Arc::new(GcsWifBackend::new(GcsOptions::new(), WifOptions::default())),
     ]
 }
@@ -205,7 +206,7 @@ async fn every_route_is_documented() {
         .keys()
         .map(String::as_str)
         .collect();
-    let types = ["s3", "gcs", "azure", "gcs_sa", "gcswif", "localfiles"];
+    let types = ["s3", "gcs", "azure", "gcs_sa", "azure_spi", "gcswif", "localfiles"];
     for route in &routes {
         let expanded: Vec<String> = if route.contains("{storage_type}") {
             types
@@ -241,6 +242,7 @@ async fn secrets_are_write_only_and_never_in_responses() {
                 "gcs_sa" => "GcsSa",
                 "gcswif" => "Gcswif",
                 "azure" => "Azure",
+                "azure_spi" => "AzureSpi",
                 other => panic!("unexpected backend {other}"),
             };
             let response = &schemas[format!("{base}{word}Storage")];

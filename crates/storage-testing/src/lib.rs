@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 
 pub mod conformance;
+pub mod entra_double;
 pub mod gcs_sa_rig;
 pub mod gcs_shim;
 pub mod google_sts_double;
 pub mod iam_double;
 pub mod postgres;
+pub mod tls_shim;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
