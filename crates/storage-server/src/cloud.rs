@@ -15,10 +15,11 @@ use storage_s3::{S3Backend, S3Options};
 /// that name none. Flatten it into a `clap` parser (`#[command(flatten)]`).
 #[derive(Clone, Default, clap::Args)]
 pub struct CloudArgs {
-    /// STS endpoint for `role_arn` storages (default AWS's regional STS).
+    /// STS endpoint for `role_arn` and `s3s` storages (default AWS's regional STS).
     #[arg(long, env = "STORAGE_STS_ENDPOINT")]
     pub sts_endpoint: Option<url::Url>,
-    /// The own AWS access key id: the base identity of `role_arn` storages,
+    /// The own AWS access key id: the base identity of `role_arn` storages
+    /// (and of `s3s` storages without keys of their own),
     /// and the credentials of S3 storages that have none only with
     /// `--keyless-s3-server-credentials`.
     #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
@@ -145,7 +146,7 @@ fn redacted(secret: &Option<String>) -> Option<&'static str> {
 }
 
 impl CloudArgs {
-    /// The S3, GCS and GCS SA backends under `policy`, with these
+    /// The S3, GCS, GCS SA and S3 with IAM role (`s3s`) backends under `policy`, with these
     /// credentials and endpoints.
     pub fn bucket_backends(&self, policy: EndpointPolicy) -> Backends {
         let mut policy = policy.with_env_proxy(self.use_env_proxy);
@@ -179,9 +180,10 @@ impl CloudArgs {
             gcs = gcs.with_iam_endpoint(url.clone());
         }
         Backends::new()
-            .with(Arc::new(S3Backend::new(s3)))
+            .with(Arc::new(S3Backend::new(s3.clone())))
             .with(Arc::new(GcsBackend::new(gcs.clone())))
             .with(Arc::new(GcsSaBackend::new(gcs)))
+            .with(Arc::new(S3Backend::with_iam_role(s3)))
     }
 }
 
