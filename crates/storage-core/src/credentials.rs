@@ -124,7 +124,12 @@ impl<T> CredentialCache<T> {
     /// When the cached credential expires (`None` before the first fetch):
     /// what a URL signed with it must not outlive.
     pub async fn expires_at(&self) -> Option<Instant> {
-        self.state.lock().await.cached.as_ref().map(|c| c.expires_at)
+        self.state
+            .lock()
+            .await
+            .cached
+            .as_ref()
+            .map(|c| c.expires_at)
     }
 
     /// A fresh credential from `fetch`, whatever is cached (to prove at

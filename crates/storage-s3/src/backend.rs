@@ -120,8 +120,7 @@ impl S3Backend {
     /// keys when it has both; else the server's own keys.
     fn role_base(&self, config: &S3Config) -> Result<Arc<AwsCredential>> {
         if self.iam_role {
-            if let (Some(key_id), Some(secret)) =
-                (&config.access_key_id, &config.secret_access_key)
+            if let (Some(key_id), Some(secret)) = (&config.access_key_id, &config.secret_access_key)
             {
                 return Ok(Arc::new(AwsCredential {
                     key_id: key_id.clone(),
@@ -287,7 +286,12 @@ impl Backend for S3Backend {
     fn check_settings(&self, kind: StorageKind, settings: &mut Settings) -> Result<()> {
         let config = S3Config::from_settings(settings);
         let mut errors = config.check(settings).err().unwrap_or_default();
-        if self.iam_role && config.role_arn.as_deref().is_none_or(|arn| arn.trim().is_empty()) {
+        if self.iam_role
+            && config
+                .role_arn
+                .as_deref()
+                .is_none_or(|arn| arn.trim().is_empty())
+        {
             errors.add("role_arn", "This field is required.");
         }
         if let Some(endpoint) = &config.endpoint {

@@ -5,6 +5,7 @@ pub mod gcs_sa_rig;
 pub mod gcs_shim;
 pub mod iam_double;
 pub mod postgres;
+pub mod sts_double;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
