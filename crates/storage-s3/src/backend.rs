@@ -269,6 +269,12 @@ impl Backend for S3Backend {
     fn fields(&self, kind: StorageKind) -> Vec<FieldSpec> {
         let mut fields = fields(kind);
         if self.iam_role {
+            for spec in &mut fields {
+                if spec.name == "role_arn" {
+                    spec.help = "AWS RoleArn: the IAM role the server assumes (STS AssumeRole) to \
+                                 reach the bucket; required on create and validate";
+                }
+            }
             fields.push(FieldSpec::boolean(
                 "legacy_auth",
                 false,

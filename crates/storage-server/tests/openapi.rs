@@ -35,6 +35,7 @@ fn example_backends() -> Vec<Arc<dyn Backend>> {
         Arc::new(S3Backend::new(S3Options::new())),
         Arc::new(GcsBackend::new(GcsOptions::new())),
         Arc::new(GcsSaBackend::new(GcsOptions::new())),
+        Arc::new(S3Backend::with_iam_role(S3Options::new())),
     ]
 }
 
@@ -236,6 +237,7 @@ async fn secrets_are_write_only_and_never_in_responses() {
                 "s3" => "S3",
                 "gcs" => "Gcs",
                 "gcs_sa" => "GcsSa",
+                "s3s" => "S3s",
                 other => panic!("unexpected backend {other}"),
             };
             let response = &schemas[format!("{base}{word}Storage")];
