@@ -454,3 +454,56 @@ async fn presigned_urls_end_with_the_session() {
     assert_eq!(fetched.status(), StatusCode::OK);
     assert_eq!(fetched.bytes().await.unwrap(), "0123456789");
 }
+
+#[tokio::test]
+async fn rejected_base_keys_and_an_unreachable_sts_are_explained() {
+    let moto = storage_testing::moto();
+    let seed = Seed::new(moto.object_store(), unique_prefix("s3s-base-keys"));
+    seed.put("a.txt", "a").await;
+    let sts = StsDouble::builder().accept_key_id(SERVER_KEY).start().await;
+    let server = start(sts.endpoint()).await;
+    let project = server.project().await;
+    let (status, answer) = server
+        .post(
+            "/api/storages/s3s/validate",
+            body(
+                &moto,
+                project,
+                json!({"prefix": seed.prefix, "aws_access_key_id": "AKIAUNKNOWNKEY000001",
+                       "aws_secret_access_key": "unknownSecret/abc"}),
+            ),
+        )
+        .await;
+    let errors = envelope(status, &answer, StatusCode::BAD_REQUEST);
+    let message = errors["non_field_errors"][0].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "Cannot assume role {ROLE_ARN}: AWS STS did not accept"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("aws_access_key_id"), "{message}");
+    assert_no_secret(&answer, &["unknownSecret/abc", "security token included"]);
+    assert_eq!(
+        sts.requests().last().unwrap().key_id.as_deref(),
+        Some("AKIAUNKNOWNKEY000001")
+    );
+
+    // Nothing listens on port 9 of the loopback.
+    let unreachable = start(url::Url::parse("http://127.0.0.1:9/").unwrap()).await;
+    let project = unreachable.project().await;
+    let (status, answer) = unreachable
+        .post(
+            "/api/storages/s3s/validate",
+            body(&moto, project, json!({"prefix": seed.prefix})),
+        )
+        .await;
+    let errors = envelope(status, &answer, StatusCode::BAD_REQUEST);
+    let message = errors["non_field_errors"][0].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "Cannot assume role {ROLE_ARN}: the STS endpoint http://127.0.0.1:9/ cannot be reached"
+        )),
+        "{message}"
+    );
+}

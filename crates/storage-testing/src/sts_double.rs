@@ -26,6 +26,7 @@ pub const SERVER_PRINCIPAL: &str = "arn:aws:iam::999999999999:user/sts-double-se
 #[derive(Debug, Clone)]
 pub struct StsDoubleBuilder {
     require_external_id: Option<String>,
+    accepted_key_ids: Vec<String>,
     expires_in: i64,
 }
 
@@ -33,6 +34,7 @@ impl Default for StsDoubleBuilder {
     fn default() -> Self {
         Self {
             require_external_id: None,
+            accepted_key_ids: Vec::new(),
             expires_in: 3600,
         }
     }
@@ -43,6 +45,14 @@ impl StsDoubleBuilder {
     /// answered 403 `AccessDenied`.
     pub fn require_external_id(mut self, external_id: impl Into<String>) -> Self {
         self.require_external_id = Some(external_id.into());
+        self
+    }
+
+    /// Only calls signed with this access key id (or another one given
+    /// here) are accepted; others are answered 403 `InvalidClientTokenId`.
+    /// Default: any key.
+    pub fn accept_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.accepted_key_ids.push(key_id.into());
         self
     }
 
@@ -206,6 +216,16 @@ async fn handle(State(state): State<Arc<Shared>>, headers: HeaderMap, body: Stri
             StatusCode::BAD_REQUEST,
             "ValidationError",
             &problems.join("; "),
+        )
+    } else if !config.accepted_key_ids.is_empty()
+        && !key_id
+            .as_ref()
+            .is_some_and(|key| config.accepted_key_ids.contains(key))
+    {
+        error_xml(
+            StatusCode::FORBIDDEN,
+            "InvalidClientTokenId",
+            "The security token included in the request is invalid.",
         )
     } else if config
         .require_external_id
