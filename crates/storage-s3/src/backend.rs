@@ -451,10 +451,11 @@ fn assume_failure(config: &AssumeRoleConfig, err: &object_store::Error) -> Error
 }
 
 fn target(config: &S3Config, store: Arc<AmazonS3>) -> BucketTarget {
-    let (bucket, prefix, endpoint) = (
+    let (bucket, prefix, endpoint, role) = (
         config.bucket.clone(),
         config.prefix.clone(),
         config.endpoint.clone(),
+        config.role_arn.clone(),
     );
     // With role_arn, the rejected keys are the server's, not the storage's.
     let fields: &[&str] = if config.role_arn.is_none() && config.access_key_id.is_some() {
@@ -467,8 +468,14 @@ fn target(config: &S3Config, store: Arc<AmazonS3>) -> BucketTarget {
         uri: BucketUri::new("s3", &config.bucket),
         prefix: config.prefix.clone(),
         explain: Arc::new(move |err| {
-            explain(err, &bucket, prefix.as_deref(), endpoint.as_deref())
-                .with_credential_fields(fields)
+            explain(
+                err,
+                &bucket,
+                prefix.as_deref(),
+                endpoint.as_deref(),
+                role.as_deref(),
+            )
+            .with_credential_fields(fields)
         }),
     }
 }
@@ -528,7 +535,13 @@ const CREDENTIAL_FIELDS: &[&str] = &["aws_access_key_id", "aws_secret_access_key
 /// Turns a failed connection check into the message a user needs: which of
 /// bucket, credentials, permissions or endpoint is wrong, decided from the
 /// HTTP status and S3's error code.
-fn explain(err: Error, bucket: &str, prefix: Option<&str>, endpoint: Option<&str>) -> Error {
+fn explain(
+    err: Error,
+    bucket: &str,
+    prefix: Option<&str>,
+    endpoint: Option<&str>,
+    role: Option<&str>,
+) -> Error {
     if let Error::InvalidConfig(_) = err {
         return match prefix {
             Some(prefix) => Error::invalid_general(format!("s3://{bucket}/{prefix} not found.")),
@@ -556,7 +569,18 @@ fn explain(err: Error, bucket: &str, prefix: Option<&str>, endpoint: Option<&str
         )
         || matches!(failure.status, Some(401 | 403))
     {
-        format!("Cannot connect to S3 {bucket} with specified AWS credentials: access denied")
+        match role {
+            // The role was assumed (validation checks that first): what it
+            // lacks is a permission on the bucket.
+            Some(role) => format!(
+                "Cannot connect to S3 {bucket} as role {role}: access denied. The role's \
+                 permissions policy must allow s3:ListBucket on the bucket and s3:GetObject on \
+                 its objects (s3:PutObject and s3:DeleteObject to export)"
+            ),
+            None => format!(
+                "Cannot connect to S3 {bucket} with specified AWS credentials: access denied"
+            ),
+        }
     } else if failure.unreachable {
         format!(
             "Cannot reach the S3 endpoint {}: {}",
@@ -567,4 +591,41 @@ fn explain(err: Error, bucket: &str, prefix: Option<&str>, endpoint: Option<&str
         format!("Cannot connect to S3 {bucket}: {}", short_cause(&err))
     };
     Error::invalid_general(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denied() -> Error {
+        Error::from_object_store(
+            "listing",
+            object_store::Error::PermissionDenied {
+                path: "b".into(),
+                source: "AccessDenied".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn access_denied_names_the_missing_role_permissions() {
+        let message = explain(
+            denied(),
+            "b",
+            None,
+            None,
+            Some("arn:aws:iam::123456789012:role/r"),
+        )
+        .to_string();
+        assert!(
+            message.contains("as role arn:aws:iam::123456789012:role/r: access denied")
+                && message.contains("s3:ListBucket"),
+            "{message}"
+        );
+        let message = explain(denied(), "b", None, None, None).to_string();
+        assert!(
+            message.contains("with specified AWS credentials: access denied"),
+            "{message}"
+        );
+    }
 }
