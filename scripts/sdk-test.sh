@@ -8,7 +8,8 @@
 #      Credentials double (for gcs_sa), on random loopback ports;
 #   3. target/debug/storage-server on a random loopback port, with a
 #      throw-away data dir and local-files root, a known token,
-#      --allow-private-endpoints and the doubles' endpoints;
+#      --allow-private-endpoints, the doubles' endpoints and moto as the
+#      STS endpoint (s3s);
 #   4. pytest tests/sdk (extra arguments go to pytest); then stops what it
 #      started, and exits non-zero on any failure.
 #
@@ -142,6 +143,7 @@ env -u DATABASE_URL -u STORAGE_API_TOKEN -u STORAGE_HOST -u AWS_ACCESS_KEY_ID \
   --azure-blob-endpoint "$STORAGE_TEST_AZURITE_ENDPOINT/{account}" \
   --gcs-wif-subject-token-file "$work/wif-token" --google-sts-endpoint "$iam" \
   --google-application-credentials "$work/identity.json" --log-json false \
+  --sts-endpoint "$STORAGE_TEST_MOTO_ENDPOINT" \
   </dev/null >"$work/server.out" 2>"$work/server.out.err" &
 server_pid=$!
 listening="$(wait_line "$server_pid" "$work/server.out" '^Listening on http://' "the storage server")"

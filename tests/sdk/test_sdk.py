@@ -1,7 +1,7 @@
 """Label Studio's official Python SDK against the storage-server binary.
 
 For each storage type the SDK and this server share (localfiles, s3, gcs,
-gcs_sa) one test walks the whole life of an import and an export storage
+gcs_sa, s3s) one test walks the whole life of an import and an export storage
 through the SDK's own client: create, list, get, update, validate, sync,
 the imported tasks, an annotation exported on save, deletion. What the server
 did is checked in the bucket or folder itself (boto3 on moto, the GCS JSON
@@ -26,9 +26,7 @@ from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.types import LseTask
 
-# `azure` is served (crates/storage-server/tests/azure.rs covers it over HTTP);
-# it has no SDK case below yet.
-SUPPORTED = {"localfiles", "s3", "gcs", "azure", "gcs_sa", "gcswif"}
+SUPPORTED = {"localfiles", "s3", "gcs", "azure", "gcs_sa", "gcswif", "s3s"}
 
 TASKS = [{"text": "first task"}, {"text": "second task"}]
 
@@ -131,6 +129,23 @@ def gcs_sa_case(unique: str) -> Case:
     return bucket_case("gcs_sa", bucket, unique, connection, bad)
 
 
+def s3s_case(unique: str) -> Case:
+    """S3 with an IAM role: the role is assumed at moto's STS (the server's
+    --sts-endpoint) with the storage's own keys as the base identity."""
+    bucket = S3Bucket()
+    secrets = {"aws_access_key_id": "sdk-test-base-key", "aws_secret_access_key": "sdk-test-base-secret"}
+    connection = {
+        "bucket": bucket.name,
+        "s3endpoint": bucket.endpoint,
+        "region_name": "us-east-1",
+        "role_arn": "arn:aws:iam::123456789012:role/sdk-test",
+        "external_id": "sdk-test-external-id",
+        **secrets,
+    }
+    bad = ({**connection, "role_arn": "not-an-arn"}, "role_arn", '"not-an-arn" is not an IAM role ARN')
+    return bucket_case("s3s", bucket, unique, connection, bad, secrets)
+
+
 def gcswif_case(unique: str) -> Case:
     bucket = GcsBucket()
     connection = {
@@ -163,6 +178,7 @@ CASES = {
     "gcs_sa": gcs_sa_case,
     "azure": azure_case,
     "gcswif": gcswif_case,
+    "s3s": s3s_case,
 }
 
 

@@ -20,7 +20,7 @@ mod validate;
 path, regex_filter, use_blob_urls, recursive_scan; s3: bucket, prefix, aws_access_key_id, \
 aws_secret_access_key, aws_session_token, region_name, s3_endpoint, role_arn, external_id; \
 gcs: bucket, prefix, google_application_credentials, google_project_id; gcs_sa: bucket, prefix, \
-target_service_account_email."
+target_service_account_email; s3s: the s3 fields with role_arn required, legacy_auth."
 )]
 struct Cli {
     #[command(subcommand)]

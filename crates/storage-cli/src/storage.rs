@@ -24,7 +24,7 @@ pub(crate) const EXIT_INVALID: u8 = 2;
 /// The storage's type and fields, and the server-side options of its backend.
 #[derive(Debug, clap::Args)]
 pub(crate) struct StorageArgs {
-    /// Storage type: localfiles, s3, gcs or gcs_sa.
+    /// Storage type: localfiles, s3, gcs, gcs_sa or s3s.
     #[arg(long = "type", value_name = "TYPE")]
     pub(crate) storage_type: String,
     /// A JSON object with the storage's fields, as the REST API takes them

@@ -121,6 +121,17 @@ impl<T> CredentialCache<T> {
         }
     }
 
+    /// When the cached credential expires (`None` before the first fetch):
+    /// what a URL signed with it must not outlive.
+    pub async fn expires_at(&self) -> Option<Instant> {
+        self.state
+            .lock()
+            .await
+            .cached
+            .as_ref()
+            .map(|c| c.expires_at)
+    }
+
     /// A fresh credential from `fetch`, whatever is cached (to prove at
     /// validation time that the issuer answers).
     pub async fn refresh_now<E, F, Fut>(&self, fetch: F) -> Result<Arc<T>, E>

@@ -356,6 +356,15 @@ impl AssumeRole {
         self.cache.refresh_now(|| self.fetch()).await.map(|_| ())
     }
 
+    /// How long the cached session credential has left (`None` before the first STS
+    /// call): a URL presigned with it stops working then, whatever it says.
+    pub async fn session_left(&self) -> Option<Duration> {
+        self.cache
+            .expires_at()
+            .await
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
     /// One credential fetch: STS calls retried under core's [`RetryPolicy`]
     /// while they fail in a way that may pass (network, throttling, 5xx).
     async fn fetch(&self) -> object_store::Result<Expiring<AwsCredential>> {

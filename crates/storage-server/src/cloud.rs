@@ -17,10 +17,11 @@ use storage_s3::{S3Backend, S3Options};
 /// that name none. Flatten it into a `clap` parser (`#[command(flatten)]`).
 #[derive(Clone, Default, clap::Args)]
 pub struct CloudArgs {
-    /// STS endpoint for `role_arn` storages (default AWS's regional STS).
+    /// STS endpoint for `role_arn` and `s3s` storages (default AWS's regional STS).
     #[arg(long, env = "STORAGE_STS_ENDPOINT")]
     pub sts_endpoint: Option<url::Url>,
-    /// The own AWS access key id: the base identity of `role_arn` storages,
+    /// The own AWS access key id: the base identity of `role_arn` storages
+    /// (and of `s3s` storages without keys of their own),
     /// and the credentials of S3 storages that have none only with
     /// `--keyless-s3-server-credentials`.
     #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
@@ -252,7 +253,7 @@ fn redacted(secret: &Option<String>) -> Option<&'static str> {
 }
 
 impl CloudArgs {
-    /// The S3, GCS, Azure, GCS SA and Azure SPI backends under `policy`, with these
+    /// Every bucket backend (S3, GCS, Azure, GCS SA, Azure SPI, GCS WIF and S3 with IAM role) under `policy`, with these
     /// credentials and endpoints.
     pub fn bucket_backends(&self, policy: EndpointPolicy) -> Backends {
         let mut policy = policy.with_env_proxy(self.use_env_proxy);
@@ -311,12 +312,13 @@ impl CloudArgs {
         }
         // Label Studio's aggregate order: s3, gcs, azure, then the rest.
         Backends::new()
-            .with(Arc::new(S3Backend::new(s3)))
+            .with(Arc::new(S3Backend::new(s3.clone())))
             .with(Arc::new(GcsBackend::new(gcs.clone())))
             .with(Arc::new(AzureBackend::new(azure.clone())))
             .with(Arc::new(GcsSaBackend::new(gcs.clone())))
             .with(Arc::new(AzureSpiBackend::new(azure)))
             .with(Arc::new(GcsWifBackend::new(gcs, wif)))
+            .with(Arc::new(S3Backend::with_iam_role(s3)))
     }
 }
 

@@ -39,6 +39,7 @@ fn example_backends() -> Vec<Arc<dyn Backend>> {
         Arc::new(GcsSaBackend::new(GcsOptions::new())),
         Arc::new(AzureSpiBackend::new(AzureOptions::new())),
         Arc::new(GcsWifBackend::new(GcsOptions::new(), WifOptions::default())),
+        Arc::new(S3Backend::with_iam_role(S3Options::new())),
     ]
 }
 
@@ -206,7 +207,16 @@ async fn every_route_is_documented() {
         .keys()
         .map(String::as_str)
         .collect();
-    let types = ["s3", "gcs", "azure", "gcs_sa", "azure_spi", "gcswif", "localfiles"];
+    let types = [
+        "s3",
+        "gcs",
+        "azure",
+        "gcs_sa",
+        "azure_spi",
+        "gcswif",
+        "s3s",
+        "localfiles",
+    ];
     for route in &routes {
         let expanded: Vec<String> = if route.contains("{storage_type}") {
             types
@@ -243,6 +253,7 @@ async fn secrets_are_write_only_and_never_in_responses() {
                 "gcswif" => "Gcswif",
                 "azure" => "Azure",
                 "azure_spi" => "AzureSpi",
+                "s3s" => "S3s",
                 other => panic!("unexpected backend {other}"),
             };
             let response = &schemas[format!("{base}{word}Storage")];

@@ -7,6 +7,7 @@ pub mod gcs_shim;
 pub mod google_sts_double;
 pub mod iam_double;
 pub mod postgres;
+pub mod sts_double;
 pub mod tls_shim;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
