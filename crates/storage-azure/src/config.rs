@@ -101,17 +101,7 @@ impl AzureConfig {
     /// the key.
     pub(crate) fn check(&self, settings: &Settings) -> ValidationErrors {
         let mut errors = ValidationErrors::default();
-        if self.container.is_empty() {
-            errors.add("container", "This field is required.");
-        } else if !valid_container(&self.container) {
-            errors.add(
-                "container",
-                format!(
-                    "Invalid container name \"{}\": Azure container names have 3 to 63 lower-case letters, digits and single hyphens, and start and end with a letter or digit",
-                    self.container
-                ),
-            );
-        }
+        check_container(&self.container, &mut errors);
         match &self.account_name {
             None => errors.add(
                 ACCOUNT_NAME_FIELD,
@@ -119,7 +109,7 @@ impl AzureConfig {
             ),
             Some(name) if !valid_account(name) => errors.add(
                 ACCOUNT_NAME_FIELD,
-                "Not a valid Azure storage account name: it has 3 to 24 lower-case letters and digits.",
+                INVALID_ACCOUNT,
             ),
             Some(_) => {}
         }
@@ -262,6 +252,24 @@ impl AzureOptions {
             .replace("{account}", account)
             .trim_end_matches('/')
             .to_string()
+    }
+}
+
+/// The answer to an account name that breaks Azure's rule.
+pub(crate) const INVALID_ACCOUNT: &str =
+    "Not a valid Azure storage account name: it has 3 to 24 lower-case letters and digits.";
+
+/// `container` is required and follows Azure's naming rule.
+pub(crate) fn check_container(container: &str, errors: &mut ValidationErrors) {
+    if container.is_empty() {
+        errors.add("container", "This field is required.");
+    } else if !valid_container(container) {
+        errors.add(
+            "container",
+            format!(
+                "Invalid container name \"{container}\": Azure container names have 3 to 63 lower-case letters, digits and single hyphens, and start and end with a letter or digit"
+            ),
+        );
     }
 }
 

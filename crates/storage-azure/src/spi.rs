@@ -41,7 +41,9 @@ use storage_core::{
 };
 
 use crate::backend::{explain, signature_refused, AzureImport, URI_SCHEME};
-use crate::config::{valid_account, valid_container, AzureOptions, ACCOUNT_NAME_FIELD};
+use crate::config::{
+    check_container, valid_account, AzureOptions, ACCOUNT_NAME_FIELD, INVALID_ACCOUNT,
+};
 use crate::signer::{BlobSas, DelegationKey, SAS_VERSION};
 
 /// The field choosing how the storage authenticates.
@@ -180,23 +182,10 @@ impl AzureSpiConfig {
     /// Static field rules (no network). Never echoes the client secret.
     fn check(&self, settings: &Settings) -> ValidationErrors {
         let mut errors = ValidationErrors::default();
-        if self.container.is_empty() {
-            errors.add("container", "This field is required.");
-        } else if !valid_container(&self.container) {
-            errors.add(
-                "container",
-                format!(
-                    "Invalid container name \"{}\": Azure container names have 3 to 63 lower-case letters, digits and single hyphens, and start and end with a letter or digit",
-                    self.container
-                ),
-            );
-        }
+        check_container(&self.container, &mut errors);
         match &self.account_name {
             None => errors.add(ACCOUNT_NAME_FIELD, "This field is required."),
-            Some(name) if !valid_account(name) => errors.add(
-                ACCOUNT_NAME_FIELD,
-                "Not a valid Azure storage account name: it has 3 to 24 lower-case letters and digits.",
-            ),
+            Some(name) if !valid_account(name) => errors.add(ACCOUNT_NAME_FIELD, INVALID_ACCOUNT),
             Some(_) => {}
         }
         match self.auth_mode {
