@@ -20,32 +20,12 @@ use storage_testing::conformance::{
 };
 use storage_testing::entra_double::EntraDouble;
 use storage_testing::tls_shim::TlsShim;
-use storage_testing::{unique_prefix, AZURITE_ACCOUNT, AZURITE_KEY};
+use storage_testing::{azurite_oauth, unique_prefix, AZURITE_ACCOUNT, AZURITE_KEY};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "5d1a-conformance-app";
 const SECRET: &str = "conformance-client-secret";
 const WRONG_SECRET: &str = "not-the-client-secret";
-
-/// The HTTPS Azurite with OAuth, or a failure saying how to start it.
-fn azurite_oauth() -> String {
-    let endpoint = std::env::var("STORAGE_TEST_AZURITE_OAUTH_ENDPOINT")
-        .unwrap_or_else(|_| "https://127.0.0.1:17181".into());
-    let url = url::Url::parse(&endpoint).expect("STORAGE_TEST_AZURITE_OAUTH_ENDPOINT is a URL");
-    let address = format!(
-        "{}:{}",
-        url.host_str().unwrap_or("127.0.0.1"),
-        url.port_or_known_default().unwrap_or(443)
-    );
-    if std::net::TcpStream::connect(&address).is_err() {
-        panic!(
-            "azurite-oauth is not reachable at {endpoint}: start it with \
-             `EMULATORS_ONLY=azurite scripts/emulators.sh start` (or ./scripts/test), then \
-             `eval \"$(scripts/emulators.sh env)\"`"
-        );
-    }
-    endpoint
-}
 
 async fn suite(case: &str) -> BucketSuite {
     let shim = TlsShim::start(&azurite_oauth()).await;

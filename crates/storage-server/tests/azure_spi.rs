@@ -25,7 +25,9 @@ use storage_core::{Backend, EndpointPolicy};
 use storage_testing::conformance::Seed;
 use storage_testing::entra_double::EntraDouble;
 use storage_testing::tls_shim::TlsShim;
-use storage_testing::{azurite, unique_prefix, AzuriteServer, AZURITE_ACCOUNT, AZURITE_KEY};
+use storage_testing::{
+    azurite, azurite_oauth, unique_prefix, AzuriteServer, AZURITE_ACCOUNT, AZURITE_KEY,
+};
 use support::{envelope, Server};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -50,25 +52,6 @@ fn options(server: &AzuriteServer, entra: &EntraDouble) -> AzureOptions {
         .with_endpoint_policy(EndpointPolicy::allow_private())
         .with_retry(storage_testing::quick_retry())
         .with_timeout(Duration::from_secs(10))
-}
-
-/// The HTTPS Azurite with OAuth, or a failure saying how to start it.
-fn azurite_oauth() -> String {
-    let endpoint = std::env::var("STORAGE_TEST_AZURITE_OAUTH_ENDPOINT")
-        .unwrap_or_else(|_| "https://127.0.0.1:17181".into());
-    let url = url::Url::parse(&endpoint).unwrap();
-    let address = format!(
-        "{}:{}",
-        url.host_str().unwrap(),
-        url.port_or_known_default().unwrap()
-    );
-    assert!(
-        std::net::TcpStream::connect(&address).is_ok(),
-        "azurite-oauth is not reachable at {endpoint}: start it with \
-         `EMULATORS_ONLY=azurite scripts/emulators.sh start` (or ./scripts/test), then \
-         `eval \"$(scripts/emulators.sh env)\"`"
-    );
-    endpoint
 }
 
 /// A shim in front of azurite-oauth, the Entra double, and options
@@ -331,48 +314,46 @@ async fn auth_mode_rules_are_field_errors() {
 
 /// With the server's federated token file, a workload identity storage
 /// exchanges the file's token (client assertion) for one Entra token,
-/// cached as the secret's.
+/// cached as the secret's, and syncs from the Azurite that checks it.
 #[tokio::test]
 async fn workload_identity_presents_the_federated_token() {
-    let azurite = azurite();
-    let entra = entra().await;
+    let (shim, entra, options) = oauth_rig().await;
+    let seed = oauth_seed(&shim, "azure-spi-workload");
+    seed.put("a.txt", "a").await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("azure-identity-token");
     std::fs::write(&file, ASSERTION).unwrap();
-    let server = server_with(AzureSpiBackend::new(
-        options(&azurite, &entra).with_workload_identity(&file, Some(TENANT.into()), None),
-    ))
+    let server = server_with(AzureSpiBackend::new(options.with_workload_identity(
+        &file,
+        Some(TENANT.into()),
+        None,
+    )))
     .await;
     let project = server.project().await;
-    let workload = json!({"auth_mode": "workload_identity", "client_secret": null,
-                          "tenant_id": null, "client_id": WORKLOAD_CLIENT});
-    for _ in 0..2 {
-        let (status, answer) = server
-            .post(
-                "/api/storages/azure_spi/validate",
-                body(project, &azurite, workload.clone()),
-            )
-            .await;
-        let said = envelope(status, &answer, StatusCode::BAD_REQUEST);
-        assert!(
-            said["non_field_errors"][0]
-                .as_str()
-                .unwrap()
-                .starts_with("Azure Blob Storage did not accept the Microsoft Entra token"),
-            "{answer}"
-        );
-    }
+    let workload = |client: &str| {
+        json!({"project": project, "account_name": AZURITE_ACCOUNT, "container": "conformance",
+               "prefix": seed.prefix, "use_blob_urls": true,
+               "auth_mode": "workload_identity", "client_id": client})
+    };
+    let (status, answer) = server
+        .post(
+            "/api/storages/azure_spi/validate",
+            workload(WORKLOAD_CLIENT),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let path = server
+        .create_storage("/api/storages/azure_spi", workload(WORKLOAD_CLIENT))
+        .await;
+    let done = server.sync_and_wait(&path).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["last_sync_count"], 1, "{done}");
     assert_eq!(entra.tokens_issued(), 1);
     // A client the federated credential is not for: Entra's 700016.
     let (status, answer) = server
         .post(
             "/api/storages/azure_spi/validate",
-            body(
-                project,
-                &azurite,
-                json!({"auth_mode": "workload_identity", "client_secret": null,
-                       "client_id": "other-identity"}),
-            ),
+            workload("other-identity"),
         )
         .await;
     let said = envelope(status, &answer, StatusCode::BAD_REQUEST);

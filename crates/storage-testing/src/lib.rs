@@ -28,6 +28,9 @@ pub const ENV_GCS_ENDPOINT: &str = "STORAGE_TEST_GCS_ENDPOINT";
 /// Blob endpoint of Azurite (path style, without the account), e.g.
 /// `http://127.0.0.1:17180`.
 pub const ENV_AZURITE_ENDPOINT: &str = "STORAGE_TEST_AZURITE_ENDPOINT";
+/// The HTTPS Azurite that takes Microsoft Entra tokens (`--oauth basic`),
+/// e.g. `https://127.0.0.1:17181`.
+pub const ENV_AZURITE_OAUTH_ENDPOINT: &str = "STORAGE_TEST_AZURITE_OAUTH_ENDPOINT";
 /// The bucket that exists on every server (`conformance`).
 pub const ENV_BUCKET: &str = "STORAGE_TEST_BUCKET";
 
@@ -185,6 +188,19 @@ pub fn azurite() -> AzuriteServer {
     let server = azurite_from(env_var);
     require_reachable("azurite", ENV_AZURITE_ENDPOINT, &server.endpoint);
     server
+}
+
+/// The endpoint of the HTTPS Azurite with OAuth (same account and
+/// container as [`azurite`]); reach it through [`tls_shim::TlsShim`], as
+/// its certificate is self-signed.
+///
+/// # Panics
+/// As [`moto`].
+#[track_caller]
+pub fn azurite_oauth() -> String {
+    let endpoint = require("azurite-oauth", &env_var, ENV_AZURITE_OAUTH_ENDPOINT);
+    require_reachable("azurite-oauth", ENV_AZURITE_OAUTH_ENDPOINT, &endpoint);
+    endpoint
 }
 
 /// fake-gcs-server: the GCS JSON API and (read-only for object_store) XML API.
