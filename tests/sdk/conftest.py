@@ -133,8 +133,10 @@ class S3Bucket:
 
 
 class AzureContainer:
-    """A container of Azurite, read and written with Shared Key requests (the
-    signing Microsoft documents for the Blob service; no Azure package)."""
+    """A container of the HTTPS Azurite (through the plain-HTTP front of
+    tests/sdk/doubles.py, as the server reaches it), read and written with
+    Shared Key requests (the signing Microsoft documents for the Blob service;
+    no Azure package)."""
 
     # Azurite's well-known development account (public, documented by Microsoft).
     account = "devstoreaccount1"
@@ -143,7 +145,7 @@ class AzureContainer:
     name = "conformance"
 
     def __init__(self):
-        self.endpoint = env("STORAGE_TEST_AZURITE_ENDPOINT").rstrip("/")
+        self.endpoint = env("SDK_TEST_AZURE_ENDPOINT").rstrip("/")
 
     def _request(self, method: str, key: str, body: bytes = b"") -> urllib.request.Request:
         path = f"/{self.account}/{self.name}/{urllib.parse.quote(key)}"

@@ -1,9 +1,10 @@
 """Loopback stand-ins the SDK test needs in front of the GCS emulator.
 
 Run as ``python doubles.py --gcs-upstream http://127.0.0.1:PORT --base-email E
---target-email T``: binds two servers on 127.0.0.1 (random ports), prints one
-line ``{"gcs_shim": "http://...", "iam": "http://..."}`` on stdout and serves
-until killed.
+--target-email T --wif-subject-token S --azure-upstream https://127.0.0.1:PORT
+--entra-tenant T --entra-client C --entra-secret S``: binds three servers on
+127.0.0.1 (random ports), prints one line ``{"gcs_shim": "http://...", "iam":
+"http://...", "azure_front": "http://..."}`` on stdout and serves until killed.
 
 * **GCS write shim** (the Python twin of crates/storage-testing/src/gcs_shim.rs):
   fake-gcs-server rejects the XML API upload the server's GCS client sends
@@ -23,6 +24,15 @@ until killed.
   token-exchange form (grant type, a pool provider audience, the subject token
   given with ``--wif-subject-token``, its type, the scope) and issues a
   federated token the IAM double then accepts as the caller.
+* **Microsoft Entra double** on the IAM double's port (``POST
+  /{tenant}/oauth2/v2.0/token``, like crates/storage-testing/src/entra_double.rs):
+  the client-credentials grant of ``azure_spi``, checking the tenant, client,
+  secret and scope; it issues an unsigned JWT with the claims Azure Storage
+  reads, which the HTTPS Azurite (``--oauth basic``) accepts.
+* **Azure front** (the Python twin of crates/storage-testing/src/tls_shim.rs): a
+  plain-HTTP front of the HTTPS Azurite, whose certificate is self-signed;
+  requests and answers pass unchanged (Shared Key, SAS and bearer tokens sign
+  the path, not the host). It records the bearer tokens it forwards.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import hashlib
 import http.client
 import json
 import re
+import ssl
 import sys
 import threading
 import urllib.parse
@@ -56,7 +67,14 @@ HOP_BY_HOP = {
 
 # What the doubles saw, for `GET /calls` on the IAM double: the test checks
 # that gcs_sa storages really reach the bucket with impersonated tokens.
-SEEN: dict[str, object] = {"generateAccessToken": 0, "signBlob": 0, "sts_exchanges": 0, "gcs_authorizations": set()}
+SEEN: dict[str, object] = {
+    "generateAccessToken": 0,
+    "signBlob": 0,
+    "sts_exchanges": 0,
+    "entra_tokens": 0,
+    "gcs_authorizations": set(),
+    "azure_bearers": set(),
+}
 SEEN_LOCK = threading.Lock()
 
 
@@ -83,11 +101,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status, json.dumps(value).encode(), {"Content-Type": "application/json; charset=UTF-8"})
 
 
-class GcsShim(_Handler):
+class _Forwarder(_Handler):
     upstream: urllib.parse.SplitResult  # set on the subclass made by serve()
 
     def _forward(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, list, bytes]:
-        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=30)
+        if self.upstream.scheme == "https":
+            # The emulator's self-signed certificate; loopback test traffic only.
+            context = ssl._create_unverified_context()  # noqa: S323
+            conn = http.client.HTTPSConnection(self.upstream.hostname, self.upstream.port, timeout=30, context=context)
+        else:
+            conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=30)
         try:
             headers = dict(headers)
             headers["Host"] = self.upstream.netloc
@@ -97,6 +120,26 @@ class GcsShim(_Handler):
             return response.status, response.getheaders(), response.read()
         finally:
             conn.close()
+
+    def _pass_through(self, body: bytes) -> None:
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        status, reply_headers, reply = self._forward(self.command, self.path, body, headers)
+        kept = {k: v for k, v in reply_headers if k.lower() not in HOP_BY_HOP}
+        self._reply(status, reply, kept)
+
+
+class AzureFront(_Forwarder):
+    def _handle(self) -> None:
+        auth = self.headers.get("Authorization") or ""
+        if auth.startswith("Bearer "):
+            with SEEN_LOCK:
+                SEEN["azure_bearers"].add(auth[len("Bearer ") :])
+        self._pass_through(self._body())
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
+
+
+class GcsShim(_Forwarder):
 
     def _xml_write_target(self) -> tuple[str, str] | None:
         url = urllib.parse.urlsplit(self.path)
@@ -114,10 +157,7 @@ class GcsShim(_Handler):
             SEEN["gcs_authorizations"].add(self.headers.get("Authorization") or "")
         target = self._xml_write_target()
         if target is None:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-            status, reply_headers, reply = self._forward(self.command, self.path, body, headers)
-            kept = {k: v for k, v in reply_headers if k.lower() not in HOP_BY_HOP}
-            self._reply(status, reply, kept)
+            self._pass_through(body)
             return
         if self.headers.get("x-goog-copy-source"):
             self._reply(501, b"doubles.py GCS shim: x-goog-copy-source is not supported")
@@ -141,12 +181,60 @@ class GcsShim(_Handler):
 WIF_AUDIENCE = re.compile(r"//iam\.googleapis\.com/projects/\d+/locations/global/workloadIdentityPools/[a-z0-9-]+/providers/[a-z0-9-]+")
 
 
+ENTRA_TOKEN_PATH = re.compile(r"/([^/]+)/oauth2/v2\.0/token")
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+
+
 class Iam(_Handler):
     base_email: str
     target_email: str
     wif_subject_token: str
+    entra: dict[str, str]  # tenant, client, secret
     issued: dict[str, str]
     lock: threading.Lock
+
+    def _entra_token(self, tenant: str, body: bytes) -> None:
+        """Microsoft Entra's client-credentials grant, answered as Entra does
+        (its error bodies carry an `AADSTS` code)."""
+        form = dict(urllib.parse.parse_qsl(body.decode()))
+
+        def refuse(status: int, error: str, code: int, description: str) -> None:
+            self._json(status, {"error": error, "error_description": f"AADSTS{code}: {description}", "error_codes": [code]})
+
+        if tenant != self.entra["tenant"]:
+            refuse(400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
+        elif form.get("grant_type") != "client_credentials":
+            refuse(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
+        elif form.get("scope") != STORAGE_SCOPE:
+            refuse(400, "invalid_scope", 70011, f"The provided value for the input parameter 'scope' is not valid: expected {STORAGE_SCOPE}.")
+        elif form.get("client_id") != self.entra["client"]:
+            refuse(400, "unauthorized_client", 700016, f"Application with identifier '{form.get('client_id')}' was not found in the directory '{tenant}'.")
+        elif form.get("client_secret") != self.entra["secret"]:
+            refuse(401, "invalid_client", 7000215, "Invalid client secret provided.")
+        else:
+            with SEEN_LOCK:
+                SEEN["entra_tokens"] += 1
+                n = SEEN["entra_tokens"]
+            now = int(dt.datetime.now(dt.timezone.utc).timestamp())
+            claims = {
+                "aud": "https://storage.azure.com",
+                "iss": f"https://sts.windows.net/{tenant}/",
+                "tid": tenant,
+                "oid": f"oid-{self.entra['client']}",
+                "appid": self.entra["client"],
+                "iat": now,
+                "nbf": now,
+                "exp": now + 3599,
+                "jti": f"sdk-double-{n}",
+            }
+
+            def b64(value: object) -> str:
+                return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+            token = "{}.{}.c2ln".format(b64({"typ": "JWT", "alg": "RS256"}), b64(claims))
+            with self.lock:
+                self.issued[token] = "entra:" + self.entra["client"]
+            self._json(200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token})
 
     def _sts_exchange(self, body: bytes) -> None:
         """Google STS's `POST /v1/token` (token exchange), answered as Google does."""
@@ -199,8 +287,10 @@ class Iam(_Handler):
                     "generateAccessToken": SEEN["generateAccessToken"],
                     "signBlob": SEEN["signBlob"],
                     "sts_exchanges": SEEN["sts_exchanges"],
+                    "entra_tokens": SEEN["entra_tokens"],
                     "issued": dict(self.issued),
                     "gcs_authorizations": sorted(SEEN["gcs_authorizations"]),
+                    "azure_bearers": sorted(SEEN["azure_bearers"]),
                 },
             )
 
@@ -208,6 +298,10 @@ class Iam(_Handler):
         body = self._body()
         if self.path == "/v1/token":
             self._sts_exchange(body)
+            return
+        entra = ENTRA_TOKEN_PATH.fullmatch(self.path)
+        if entra:
+            self._entra_token(entra.group(1), body)
             return
         prefix = "/v1/projects/-/serviceAccounts/"
         if not self.path.startswith(prefix) or ":" not in self.path:
@@ -239,23 +333,23 @@ class Iam(_Handler):
             self._json(404, {"error": {"code": 404, "message": f"unknown method {method}", "status": "NOT_FOUND"}})
 
 
-def serve(
-    gcs_upstream: str, base_email: str, target_email: str, wif_subject_token: str
-) -> tuple[ThreadingHTTPServer, ThreadingHTTPServer]:
-    """Starts both servers on 127.0.0.1:0 in daemon threads."""
-    shim_handler = type("BoundGcsShim", (GcsShim,), {"upstream": urllib.parse.urlsplit(gcs_upstream)})
+def serve(args: argparse.Namespace) -> tuple[ThreadingHTTPServer, ThreadingHTTPServer, ThreadingHTTPServer]:
+    """Starts the three servers on 127.0.0.1:0 in daemon threads."""
+    shim_handler = type("BoundGcsShim", (GcsShim,), {"upstream": urllib.parse.urlsplit(args.gcs_upstream)})
+    front_handler = type("BoundAzureFront", (AzureFront,), {"upstream": urllib.parse.urlsplit(args.azure_upstream)})
     iam_handler = type(
         "BoundIam",
         (Iam,),
         {
-            "base_email": base_email,
-            "target_email": target_email,
-            "wif_subject_token": wif_subject_token,
+            "base_email": args.base_email,
+            "target_email": args.target_email,
+            "wif_subject_token": args.wif_subject_token,
+            "entra": {"tenant": args.entra_tenant, "client": args.entra_client, "secret": args.entra_secret},
             "issued": {},
             "lock": threading.Lock(),
         },
     )
-    servers = (ThreadingHTTPServer(("127.0.0.1", 0), shim_handler), ThreadingHTTPServer(("127.0.0.1", 0), iam_handler))
+    servers = tuple(ThreadingHTTPServer(("127.0.0.1", 0), h) for h in (shim_handler, iam_handler, front_handler))
     for server in servers:
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -268,9 +362,14 @@ def main() -> None:
     parser.add_argument("--base-email", required=True)
     parser.add_argument("--target-email", required=True)
     parser.add_argument("--wif-subject-token", required=True)
+    parser.add_argument("--azure-upstream", required=True)
+    parser.add_argument("--entra-tenant", required=True)
+    parser.add_argument("--entra-client", required=True)
+    parser.add_argument("--entra-secret", required=True)
     args = parser.parse_args()
-    shim, iam = serve(args.gcs_upstream, args.base_email, args.target_email, args.wif_subject_token)
-    print(json.dumps({"gcs_shim": "http://127.0.0.1:%d" % shim.server_port, "iam": "http://127.0.0.1:%d" % iam.server_port}), flush=True)
+    servers = serve(args)
+    names = ("gcs_shim", "iam", "azure_front")
+    print(json.dumps({name: "http://127.0.0.1:%d" % server.server_port for name, server in zip(names, servers)}), flush=True)
     threading.Event().wait()
 
 

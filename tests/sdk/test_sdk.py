@@ -1,7 +1,7 @@
 """Label Studio's official Python SDK against the storage-server binary.
 
 For each storage type the SDK and this server share (localfiles, s3, gcs,
-gcs_sa, s3s) one test walks the whole life of an import and an export storage
+azure, gcs_sa, azure_spi, gcswif, s3s) one test walks the whole life of an import and an export storage
 through the SDK's own client: create, list, get, update, validate, sync,
 the imported tasks, an annotation exported on save, deletion. What the server
 did is checked in the bucket or folder itself (boto3 on moto, the GCS JSON
@@ -26,8 +26,6 @@ from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.types import LseTask
 
-# azure_spi is served and tested over HTTP (crates/storage-server/tests/azure_spi.rs);
-# it has no SDK case below yet.
 SUPPORTED = {"localfiles", "s3", "gcs", "azure", "gcs_sa", "azure_spi", "gcswif", "s3s"}
 
 TASKS = [{"text": "first task"}, {"text": "second task"}]
@@ -173,12 +171,31 @@ def azure_case(unique: str) -> Case:
     return bucket_case("azure", container, unique, connection, bad, secrets)
 
 
+def azure_spi_case(unique: str) -> Case:
+    """Azure with a Microsoft Entra service principal: the token comes from
+    the Entra double (the server's --azure-authority-host), the HTTPS Azurite
+    checks it."""
+    container = AzureContainer()
+    secrets = {"client_secret": env("SDK_TEST_ENTRA_SECRET")}
+    connection = {
+        "container": container.name,
+        "account_name": container.account,
+        "auth_mode": "service_principal",
+        "tenant_id": env("SDK_TEST_ENTRA_TENANT"),
+        "client_id": env("SDK_TEST_ENTRA_CLIENT"),
+        **secrets,
+    }
+    bad = ({**connection, "container": "No_Such"}, "container", 'Invalid container name "No_Such"')
+    return bucket_case("azure_spi", container, unique, connection, bad, secrets)
+
+
 CASES = {
     "localfiles": local_case,
     "s3": s3_case,
     "gcs": gcs_case,
     "gcs_sa": gcs_sa_case,
     "azure": azure_case,
+    "azure_spi": azure_spi_case,
     "gcswif": gcswif_case,
     "s3s": s3s_case,
 }
@@ -297,6 +314,13 @@ def test_import_and_export_storage(ls: LabelStudio, recorder: Recorder, unique: 
             assert calls["sts_exchanges"] >= 1, calls
         target_tokens = {f"Bearer {t}" for t, email in calls["issued"].items() if email == env("SDK_TEST_GCS_SA_TARGET")}
         assert target_tokens & set(calls["gcs_authorizations"]), calls
+    if wire_type == "azure_spi":
+        # Azurite was reached with the service principal's Entra tokens,
+        # fetched once and cached across the whole storage lifecycle.
+        calls = iam_calls()
+        entra_tokens = {t for t, who in calls["issued"].items() if who == "entra:" + env("SDK_TEST_ENTRA_CLIENT")}
+        assert entra_tokens & set(calls["azure_bearers"]), calls
+        assert calls["entra_tokens"] == 1, calls
 
 
 def iam_calls() -> dict[str, Any]:
