@@ -5,7 +5,7 @@
 //! per scenario, so each peak belongs to that scenario alone.
 //!
 //! Run with `cargo bench -p storage-server --bench http_sync`.
-//! `BENCH` chooses scenarios (default `files,tasks,export`; also `jsonl`, `s3`):
+//! `BENCH` chooses scenarios (default `files,tasks,export`; also `jsonl`, `s3`, `azure`, `big_task`):
 //!
 //! - `files`: Files-mode local folders of `BENCH_FILES` files (default `10000,100000`), and a re-sync;
 //! - `tasks`: Tasks mode, `BENCH_TASK_FILES` JSON files of one task each (default 100000);
@@ -13,6 +13,8 @@
 //! - `export`: `BENCH_ANNOTATIONS` annotations (default 100000) exported to a local folder;
 //! - `s3`: Files mode against moto (`scripts/emulators.sh start`), `BENCH_S3_OBJECTS` objects
 //!   (default 20000), next to a bare paginated ListObjectsV2 of the same prefix;
+//! - `azure`: the same against Azurite, `BENCH_AZURE_BLOBS` blobs (default 10000), next to a
+//!   bare List Blobs;
 //! - `big_task`: the server's peak memory, as a multiple of the task's size (the floor), while
 //!   it syncs one task of `BENCH_TASK_MIB` MiB (default 60) and while it lists it
 //!   (`GET /api/tasks`), for a task of one long string and one of many small objects.
@@ -53,9 +55,10 @@ fn main() {
             "jsonl" => jsonl(env_list("BENCH_JSONL_MIB", "1024")[0]),
             "export" => export(env_list("BENCH_ANNOTATIONS", "100000")[0]),
             "s3" => s3(env_list("BENCH_S3_OBJECTS", "20000")[0]),
+            "azure" => azure(env_list("BENCH_AZURE_BLOBS", "10000")[0]),
             "big_task" => big_task(env_list("BENCH_TASK_MIB", "60")[0]),
             other => {
-                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, export, s3, big_task)")
+                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, export, s3, azure, big_task)")
             }
         }
     }
@@ -198,23 +201,77 @@ fn export(n: usize) {
 }
 
 fn s3(n: usize) {
-    use futures::{StreamExt, TryStreamExt};
-    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-
     let moto = storage_testing::moto();
     let prefix = storage_testing::unique_prefix("bench");
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(&moto.endpoint)
-        .with_allow_http(true)
-        .with_bucket_name(&moto.bucket)
-        .with_region("us-east-1")
-        .with_access_key_id(&moto.access_key_id)
-        .with_secret_access_key(&moto.secret_access_key)
-        .build()
-        .unwrap();
+    bucket_files(
+        BucketScenario {
+            label: "files, S3 (moto)",
+            floor: "bare ListObjectsV2",
+            storage_type: "s3",
+            body: json!({
+                "bucket": moto.bucket, "s3_endpoint": moto.endpoint, "region_name": "us-east-1",
+                "aws_access_key_id": moto.access_key_id, "aws_secret_access_key": moto.secret_access_key,
+            }),
+            server_args: vec!["--allow-private-endpoints".into(), "true".into()],
+        },
+        moto.object_store(),
+        &prefix,
+        n,
+    );
+}
+
+fn azure(n: usize) {
+    let azurite = storage_testing::azurite();
+    let prefix = storage_testing::unique_prefix("bench");
+    bucket_files(
+        BucketScenario {
+            label: "files, Azure (Azurite)",
+            floor: "bare List Blobs",
+            storage_type: "azure",
+            body: json!({
+                "container": azurite.container, "account_name": azurite.account,
+                "account_key": azurite.key,
+            }),
+            server_args: vec![
+                "--allow-private-endpoints".into(),
+                "true".into(),
+                "--azure-blob-endpoint".into(),
+                azurite.endpoint_template(),
+            ],
+        },
+        azurite.object_store(),
+        &prefix,
+        n,
+    );
+}
+
+/// How a bucket type's Files-mode scenario reaches its emulator.
+struct BucketScenario {
+    label: &'static str,
+    /// What the bare listing is called in the report.
+    floor: &'static str,
+    storage_type: &'static str,
+    /// The storage's connection fields (without project, prefix, use_blob_urls).
+    body: Value,
+    server_args: Vec<String>,
+}
+
+/// Files mode from a bucket: writes `n` one-byte objects under `prefix`
+/// through `store`, times a bare listing of them (the floor, in the same
+/// run), then a sync of the same prefix through the server, and reports
+/// both with their ratio.
+fn bucket_files(
+    scenario: BucketScenario,
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: &str,
+    n: usize,
+) {
+    use futures::{StreamExt, TryStreamExt};
+    use object_store::{ObjectStoreExt, PutPayload};
+
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let listed = runtime.block_on(async {
-        let (store, prefix) = (&store, &prefix);
+        let store = &store;
         futures::stream::iter(0..n)
             .map(|i| async move {
                 let path = object_store::path::Path::from(format!("{prefix}/img_{i:07}.jpg"));
@@ -226,30 +283,31 @@ fn s3(n: usize) {
             .unwrap();
         let started = Instant::now();
         let count = store
-            .list(Some(&prefix.as_str().into()))
+            .list(Some(&prefix.into()))
             .try_fold(0, |n, _| async move { Ok(n + 1) })
             .await;
         (started.elapsed(), count.unwrap())
     });
     assert_eq!(listed.1, n);
 
-    let bench = Bench::start_with(&["--allow-private-endpoints", "true"]);
-    let storage = bench.call(
-        reqwest::Method::POST,
-        "/api/storages/s3",
-        Some(json!({
-            "project": bench.project, "bucket": moto.bucket, "prefix": prefix, "use_blob_urls": true,
-            "s3_endpoint": moto.endpoint, "region_name": "us-east-1",
-            "aws_access_key_id": moto.access_key_id, "aws_secret_access_key": moto.secret_access_key,
-        })),
-    )["id"]
+    let args: Vec<&str> = scenario.server_args.iter().map(String::as_str).collect();
+    let bench = Bench::start_with(&args);
+    let mut body = scenario.body;
+    body.as_object_mut().unwrap().extend([
+        ("project".into(), json!(bench.project)),
+        ("prefix".into(), json!(prefix)),
+        ("use_blob_urls".into(), json!(true)),
+    ]);
+    let route = format!("/api/storages/{}", scenario.storage_type);
+    let storage = bench.call(reqwest::Method::POST, &route, Some(body))["id"]
         .as_i64()
         .unwrap();
-    let (first, state) = bench.sync_and_wait("s3", storage);
+    let (first, state) = bench.sync_and_wait(scenario.storage_type, storage);
     assert_eq!(state["last_sync_count"], n as u64, "{state}");
-    bench.report("files, S3 (moto)", n, n, first, None);
+    bench.report(scenario.label, n, n, first, None);
     println!(
-        "| bare ListObjectsV2 of the same {n} objects | {n} | | {:.2} | {:.0} | ratio sync / listing: {:.2} | |",
+        "| {} of the same {n} objects | {n} | | {:.2} | {:.0} | ratio sync / listing: {:.2} | |",
+        scenario.floor,
         listed.0.as_secs_f64(),
         n as f64 / listed.0.as_secs_f64(),
         first.as_secs_f64() / listed.0.as_secs_f64()
