@@ -7,7 +7,8 @@
 #   2. tests/sdk/doubles.py: a GCS write shim in front of fake-gcs, an IAM
 #      Credentials double (for gcs_sa) answering Google STS (gcswif) and
 #      Microsoft Entra (azure_spi) too, and a plain-HTTP front of the HTTPS
-#      Azurite (which takes Entra tokens), on random loopback ports;
+#      Azurite (which takes Entra tokens), and a Databricks Files API double,
+#      on random loopback ports;
 #   3. target/debug/storage-server on a random loopback port, with a
 #      throw-away data dir and local-files root, a known token,
 #      --allow-private-endpoints, the doubles' endpoints, the Azure front as
@@ -40,6 +41,8 @@ wif_subject_token="sdk-platform-oidc-token"
 entra_tenant="72f988bf-86f1-41af-91ab-2d7cd011db47"
 entra_client="sdk-test-entra-app"
 entra_secret="sdk-test-entra-secret"
+# The personal access token the Databricks double accepts.
+databricks_token="dapi-sdk-test-token"
 ready_timeout_s=30
 
 script=sdk-test.sh
@@ -125,12 +128,14 @@ wait_line() {
   --base-email "$base_email" --target-email "$target_email" --wif-subject-token "$wif_subject_token" \
   --azure-upstream "$STORAGE_TEST_AZURITE_OAUTH_ENDPOINT" \
   --entra-tenant "$entra_tenant" --entra-client "$entra_client" --entra-secret "$entra_secret" \
+  --databricks-token "$databricks_token" \
   </dev/null >"$work/doubles.out" 2>"$work/doubles.out.err" &
 doubles_pid=$!
 endpoints="$(wait_line "$doubles_pid" "$work/doubles.out" '^\{' "tests/sdk/doubles.py")"
 gcs_shim="$("$venv/bin/python" -c 'import json,sys; print(json.loads(sys.argv[1])["gcs_shim"])' "$endpoints")"
 iam="$("$venv/bin/python" -c 'import json,sys; print(json.loads(sys.argv[1])["iam"])' "$endpoints")"
 azure_front="$("$venv/bin/python" -c 'import json,sys; print(json.loads(sys.argv[1])["azure_front"])' "$endpoints")"
+databricks="$("$venv/bin/python" -c 'import json,sys; print(json.loads(sys.argv[1])["databricks"])' "$endpoints")"
 
 # 3. The server. Its own Google identity (the base of gcs_sa impersonation) is
 # a key file with the throw-away test key; the IAM double accepts its JWTs.
@@ -159,14 +164,14 @@ env -u DATABASE_URL -u STORAGE_API_TOKEN -u STORAGE_HOST -u AWS_ACCESS_KEY_ID \
 server_pid=$!
 listening="$(wait_line "$server_pid" "$work/server.out" '^Listening on http://' "the storage server")"
 url="${listening#Listening on }"
-log "server at $url, GCS shim at $gcs_shim, IAM/STS/Entra doubles at $iam, Azure front at $azure_front"
+log "server at $url, GCS shim at $gcs_shim, IAM/STS/Entra doubles at $iam, Azure front at $azure_front, Databricks double at $databricks"
 
 # 4. The tests.
 status=0
 SDK_TEST_URL="$url" SDK_TEST_TOKEN="$token" SDK_TEST_DOCUMENT_ROOT="$work/files" \
   SDK_TEST_GCS_SHIM="$gcs_shim" SDK_TEST_GCS_KEY_PEM="$key_pem" SDK_TEST_GCS_SA_TARGET="$target_email" SDK_TEST_IAM="$iam" \
   SDK_TEST_AZURE_ENDPOINT="$azure_front" SDK_TEST_ENTRA_TENANT="$entra_tenant" SDK_TEST_ENTRA_CLIENT="$entra_client" \
-  SDK_TEST_ENTRA_SECRET="$entra_secret" \
+  SDK_TEST_ENTRA_SECRET="$entra_secret" SDK_TEST_DATABRICKS="$databricks" SDK_TEST_DATABRICKS_TOKEN="$databricks_token" \
   PYTHONDONTWRITEBYTECODE=1 \
   "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" tests/sdk || status=$?
 if ((status != 0)); then

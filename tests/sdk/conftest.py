@@ -211,6 +211,39 @@ class GcsBucket:
             raise
 
 
+class DatabricksVolume:
+    """A Unity Catalog volume of the Databricks Files API double (doubles.py),
+    read and written through that API with its personal access token."""
+
+    catalog, schema, volume = "sdk", "default", "files"
+
+    def __init__(self):
+        self.host = env("SDK_TEST_DATABRICKS").rstrip("/")
+        self.token = env("SDK_TEST_DATABRICKS_TOKEN")
+
+    def _request(self, method: str, key: str, body: bytes | None = None) -> urllib.request.Request:
+        path = urllib.parse.quote(f"/Volumes/{self.catalog}/{self.schema}/{self.volume}/{key}")
+        return urllib.request.Request(
+            f"{self.host}/api/2.0/fs/files{path}?overwrite=true",
+            data=body,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/octet-stream"},
+        )
+
+    def put(self, key: str, body: bytes) -> None:
+        with urllib.request.urlopen(self._request("PUT", key, body), timeout=10) as response:
+            assert response.status == 204, response.read()
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            with urllib.request.urlopen(self._request("GET", key), timeout=10) as response:
+                return response.read()
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            raise
+
+
 def gcs_credentials() -> str:
     """A service-account key JSON whose `gcs_base_url` sends the server to the
     write shim in front of fake-gcs (see doubles.py). The key is the throw-away

@@ -2,9 +2,10 @@
 
 Run as ``python doubles.py --gcs-upstream http://127.0.0.1:PORT --base-email E
 --target-email T --wif-subject-token S --azure-upstream https://127.0.0.1:PORT
---entra-tenant T --entra-client C --entra-secret S``: binds three servers on
-127.0.0.1 (random ports), prints one line ``{"gcs_shim": "http://...", "iam":
-"http://...", "azure_front": "http://..."}`` on stdout and serves until killed.
+--entra-tenant T --entra-client C --entra-secret S --databricks-token P``: binds
+four servers on 127.0.0.1 (random ports), prints one line ``{"gcs_shim":
+"http://...", "iam": "http://...", "azure_front": "http://...", "databricks":
+"http://..."}`` on stdout and serves until killed.
 
 * **GCS write shim** (the Python twin of crates/storage-testing/src/gcs_shim.rs):
   fake-gcs-server rejects the XML API upload the server's GCS client sends
@@ -33,6 +34,14 @@ Run as ``python doubles.py --gcs-upstream http://127.0.0.1:PORT --base-email E
   plain-HTTP front of the HTTPS Azurite, whose certificate is self-signed;
   requests and answers pass unchanged (Shared Key, SAS and bearer tokens sign
   the path, not the host). It records the bearer tokens it forwards.
+* **Databricks Files API double** (like crates/storage-testing's Databricks
+  double): Unity Catalog volume files in memory, behind a personal access
+  token. ``GET /api/2.0/fs/directories{path}`` (pages of ``page_size``, at most
+  1000, continued with ``next_page_token``), ``HEAD`` of a directory, and
+  ``GET`` (with inclusive ``Range``), ``HEAD``, ``PUT ?overwrite=`` and
+  ``DELETE`` of ``/api/2.0/fs/files{path}``; errors are Databricks' JSON bodies
+  (``error_code``, ``message``): 401 for another token, 404 for a missing file
+  or directory.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import email.utils
 import hashlib
 import http.client
 import json
@@ -68,6 +78,7 @@ HOP_BY_HOP = {
 # What the doubles saw, for `GET /calls` on the IAM double: the test checks
 # that gcs_sa storages really reach the bucket with impersonated tokens.
 SEEN: dict[str, object] = {
+    "databricks_requests": 0,
     "generateAccessToken": 0,
     "signBlob": 0,
     "sts_exchanges": 0,
@@ -176,6 +187,127 @@ class GcsShim(_Forwarder):
         self._reply(200, b"", {"ETag": '"{}"'.format(meta.get("md5Hash", "")), "x-goog-generation": str(meta.get("generation", ""))})
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
+
+
+class Databricks(_Handler):
+    token: str
+    files: dict[str, tuple[bytes, float]]  # absolute path -> (body, modified, seconds)
+    lock: threading.Lock
+
+    FILES = "/api/2.0/fs/files"
+    DIRECTORIES = "/api/2.0/fs/directories"
+
+    def _error(self, status: int, code: str, message: str) -> None:
+        self._json(status, {"error_code": code, "message": message})
+
+    def _authorized(self) -> bool:
+        with SEEN_LOCK:
+            SEEN["databricks_requests"] += 1
+        if self.headers.get("Authorization") == f"Bearer {self.token}":
+            return True
+        self._error(401, "UNAUTHENTICATED", "Invalid access token.")
+        return False
+
+    def _target(self) -> tuple[str, str, dict[str, str]] | None:
+        """(API, absolute path, query) of a Files API request."""
+        url = urllib.parse.urlsplit(self.path)
+        for api in (self.FILES, self.DIRECTORIES):
+            if url.path.startswith(api + "/"):
+                path = urllib.parse.unquote(url.path[len(api) :]).rstrip("/") or "/"
+                return api, path, dict(urllib.parse.parse_qsl(url.query))
+        self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{self.command} {url.path}'")
+        return None
+
+    def _is_directory(self, path: str) -> bool:
+        # A volume's root exists; other directories exist while a file is below them.
+        if path.count("/") == 4 and path.startswith("/Volumes/"):
+            return True
+        with self.lock:
+            return any(name.startswith(path + "/") for name in self.files)
+
+    def _list(self, path: str, query: dict[str, str]) -> None:
+        if not self._is_directory(path):
+            self._error(404, "NOT_FOUND", f"The directory being accessed is not found. Path: {path}")
+            return
+        entries: dict[str, dict[str, object]] = {}
+        with self.lock:
+            for name, (body, modified) in self.files.items():
+                if not name.startswith(path + "/"):
+                    continue
+                child, _, rest = name[len(path) + 1 :].partition("/")
+                full = f"{path}/{child}"
+                if rest:
+                    entries[full] = {"path": full + "/", "is_directory": True, "name": child}
+                else:
+                    entries[full] = {"path": full, "is_directory": False, "file_size": len(body), "last_modified": int(modified * 1000), "name": child}
+        ordered = [entries[k] for k in sorted(entries)]
+        try:
+            size = min(int(query.get("page_size") or 1000), 1000)
+            start = int(query.get("page_token") or 0)
+        except ValueError:
+            self._error(400, "INVALID_PARAMETER_VALUE", "page_size and page_token are not valid.")
+            return
+        page = {"contents": ordered[start : start + size]}
+        if start + size < len(ordered):
+            page["next_page_token"] = str(start + size)
+        self._json(200, page)
+
+    def _read(self, path: str) -> None:
+        with self.lock:
+            found = self.files.get(path)
+        if found is None:
+            self._error(404, "NOT_FOUND", f"The file being accessed is not found. Path: {path}")
+            return
+        body, modified = found
+        headers = {"Content-Type": "application/octet-stream", "Last-Modified": email.utils.formatdate(modified, usegmt=True), "Accept-Ranges": "bytes"}
+        wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        if wanted and int(wanted.group(1)) < len(body):
+            first = int(wanted.group(1))
+            last = min(int(wanted.group(2) or len(body) - 1), len(body) - 1)
+            headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
+            self._reply(206, body[first : last + 1], headers)
+        elif wanted:
+            self._reply(416, b"", {"Content-Range": f"bytes */{len(body)}"})
+        else:
+            self._reply(200, body, headers)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if self._authorized() and (target := self._target()):
+            api, path, query = target
+            self._list(path, query) if api == self.DIRECTORIES else self._read(path)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
+        if self._authorized() and (target := self._target()):
+            api, path, _ = target
+            if api == self.DIRECTORIES:
+                self._reply(200 if self._is_directory(path) else 404, b"")
+            else:
+                self._read(path)
+
+    def do_PUT(self) -> None:  # noqa: N802 - stdlib name
+        body = self._body()
+        if self._authorized() and (target := self._target()):
+            _, path, query = target
+            with self.lock:
+                if path in self.files and query.get("overwrite") != "true":
+                    exists = True
+                else:
+                    exists = False
+                    self.files[path] = (body, dt.datetime.now(dt.timezone.utc).timestamp())
+            if exists:
+                self._error(409, "ALREADY_EXISTS", f"The file being created already exists. Path: {path}")
+            else:
+                self._reply(204, b"")
+
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib name
+        if self._authorized() and (target := self._target()):
+            _, path, _ = target
+            with self.lock:
+                gone = self.files.pop(path, None)
+            if gone is None:
+                self._error(404, "NOT_FOUND", f"The file being accessed is not found. Path: {path}")
+            else:
+                self._reply(204, b"")
 
 
 WIF_AUDIENCE = re.compile(r"//iam\.googleapis\.com/projects/\d+/locations/global/workloadIdentityPools/[a-z0-9-]+/providers/[a-z0-9-]+")
@@ -333,8 +465,8 @@ class Iam(_Handler):
             self._json(404, {"error": {"code": 404, "message": f"unknown method {method}", "status": "NOT_FOUND"}})
 
 
-def serve(args: argparse.Namespace) -> tuple[ThreadingHTTPServer, ThreadingHTTPServer, ThreadingHTTPServer]:
-    """Starts the three servers on 127.0.0.1:0 in daemon threads."""
+def serve(args: argparse.Namespace) -> tuple[ThreadingHTTPServer, ...]:
+    """Starts the four servers on 127.0.0.1:0 in daemon threads."""
     shim_handler = type("BoundGcsShim", (GcsShim,), {"upstream": urllib.parse.urlsplit(args.gcs_upstream)})
     front_handler = type("BoundAzureFront", (AzureFront,), {"upstream": urllib.parse.urlsplit(args.azure_upstream)})
     iam_handler = type(
@@ -349,7 +481,9 @@ def serve(args: argparse.Namespace) -> tuple[ThreadingHTTPServer, ThreadingHTTPS
             "lock": threading.Lock(),
         },
     )
-    servers = tuple(ThreadingHTTPServer(("127.0.0.1", 0), h) for h in (shim_handler, iam_handler, front_handler))
+    databricks_handler = type("BoundDatabricks", (Databricks,), {"token": args.databricks_token, "files": {}, "lock": threading.Lock()})
+    handlers = (shim_handler, iam_handler, front_handler, databricks_handler)
+    servers = tuple(ThreadingHTTPServer(("127.0.0.1", 0), h) for h in handlers)
     for server in servers:
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -366,9 +500,10 @@ def main() -> None:
     parser.add_argument("--entra-tenant", required=True)
     parser.add_argument("--entra-client", required=True)
     parser.add_argument("--entra-secret", required=True)
+    parser.add_argument("--databricks-token", required=True)
     args = parser.parse_args()
     servers = serve(args)
-    names = ("gcs_shim", "iam", "azure_front")
+    names = ("gcs_shim", "iam", "azure_front", "databricks")
     print(json.dumps({name: "http://127.0.0.1:%d" % server.server_port for name, server in zip(names, servers)}), flush=True)
     threading.Event().wait()
 
