@@ -7,6 +7,7 @@ pub mod gcs_shim;
 pub mod google_sts_double;
 pub mod iam_double;
 pub mod postgres;
+pub mod redis;
 pub mod sts_double;
 pub mod tls_shim;
 
@@ -186,6 +187,8 @@ pub fn azurite() -> AzuriteServer {
     require_reachable("azurite", ENV_AZURITE_ENDPOINT, &server.endpoint);
     server
 }
+
+pub use redis::{redis, RedisServer, ENV_REDIS_URL};
 
 /// fake-gcs-server: the GCS JSON API and (read-only for object_store) XML API.
 ///
