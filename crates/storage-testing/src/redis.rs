@@ -43,13 +43,14 @@ impl RedisServer {
         format!("{}:{}", self.host, self.port)
     }
 
-    /// Sends one command (RESP array of bulk strings) after `AUTH` and
-    /// returns the first line of the answer (`+OK`, `:3`, `$5`, `-ERR …`).
-    /// For fixtures that need no client library.
+    /// Sends one command (RESP array of bulk strings) to database `db`
+    /// after `AUTH` and `SELECT`, and returns the first line of the answer
+    /// (`+OK`, `:3`, `$5`, `-ERR …`). For fixtures that need no client
+    /// library.
     ///
     /// # Panics
     /// If the server cannot be reached.
-    pub fn command(&self, args: &[&[u8]]) -> String {
+    pub fn command(&self, db: u32, args: &[&[u8]]) -> String {
         let stream = TcpStream::connect(self.address())
             .unwrap_or_else(|e| panic!("Redis at {}: {e}. {HOW_TO_START}", self.address()));
         stream
@@ -57,15 +58,53 @@ impl RedisServer {
             .expect("a read timeout");
         let mut writer = stream.try_clone().expect("a second handle");
         let mut out = encode(&[b"AUTH", self.password.as_bytes()]);
+        out.extend(encode(&[b"SELECT", db.to_string().as_bytes()]));
         out.extend(encode(args));
         writer.write_all(&out).expect("writing to Redis");
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
-        reader.read_line(&mut line).expect("the AUTH answer");
-        assert_eq!(line.trim_end(), "+OK", "AUTH refused by the test Redis");
-        line.clear();
+        for what in ["AUTH", "SELECT"] {
+            reader.read_line(&mut line).expect("an answer");
+            assert_eq!(line.trim_end(), "+OK", "{what} refused by the test Redis");
+            line.clear();
+        }
         reader.read_line(&mut line).expect("an answer");
         line.trim_end().to_string()
+    }
+
+    /// The value at `key` of database `db` (`GET`), `None` when missing.
+    ///
+    /// # Panics
+    /// If the server cannot be reached or answers an error.
+    pub fn get(&self, db: u32, key: &str) -> Option<Vec<u8>> {
+        let stream = TcpStream::connect(self.address())
+            .unwrap_or_else(|e| panic!("Redis at {}: {e}. {HOW_TO_START}", self.address()));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a read timeout");
+        let mut writer = stream.try_clone().expect("a second handle");
+        let mut out = encode(&[b"AUTH", self.password.as_bytes()]);
+        out.extend(encode(&[b"SELECT", db.to_string().as_bytes()]));
+        out.extend(encode(&[b"GET", key.as_bytes()]));
+        writer.write_all(&out).expect("writing to Redis");
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        for _ in 0..2 {
+            line.clear();
+            reader.read_line(&mut line).expect("an answer");
+        }
+        line.clear();
+        reader.read_line(&mut line).expect("the GET answer");
+        let len: i64 = line
+            .trim_end()
+            .strip_prefix('$')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("GET {key} answered {line}"));
+        let len = usize::try_from(len).ok()?;
+        let mut value = vec![0; len + 2];
+        std::io::Read::read_exact(&mut reader, &mut value).expect("the value");
+        value.truncate(len);
+        Some(value)
     }
 }
 
