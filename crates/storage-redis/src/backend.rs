@@ -450,15 +450,28 @@ impl ImportStorage for RedisImport {
                 let (unlisted, name) = (unlisted.clone(), name.clone());
                 async move {
                     match item {
-                        Ok((key, size)) => match key_location(&key) {
-                            Some(location) => Some(Ok(ObjectMeta {
+                        Ok((key, size)) => match (key_location(&key), size) {
+                            (Some(location), Some(size)) => Some(Ok(ObjectMeta {
                                 location,
                                 last_modified: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
-                                size: size.unwrap_or(0),
+                                size,
                                 e_tag: None,
                                 version: None,
                             })),
-                            None => {
+                            // Reported here rather than failing its `GET`
+                            // (WRONGTYPE), which would stop the whole sync.
+                            (Some(_), None) => {
+                                unlisted
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .add(format!(
+                                        "{}: WRONGTYPE: this key does not hold a string (a hash, \
+                                         a list, a set…); only string values hold tasks",
+                                        String::from_utf8_lossy(&key).escape_debug()
+                                    ));
+                                None
+                            }
+                            (None, _) => {
                                 unlisted
                                     .lock()
                                     .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -111,7 +111,7 @@ async fn create_list_get_patch_and_validate_never_answer_the_password() {
 
         let wrong = with(
             connection(&redis, 1),
-            json!({"password": "not-the-password"}),
+            json!({"project": project, "password": "not-the-password"}),
         );
         let (status, _, refused) = server
             .call_text(
@@ -129,7 +129,10 @@ async fn create_list_get_patch_and_validate_never_answer_the_password() {
             .call_text(
                 Method::POST,
                 &format!("/api/storages/{kind}redis/validate"),
-                Some(with(connection(&redis, 1), json!({"port": "1"}))),
+                Some(with(
+                    connection(&redis, 1),
+                    json!({"project": project, "port": "1"}),
+                )),
             )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{missing}");
@@ -138,7 +141,7 @@ async fn create_list_get_patch_and_validate_never_answer_the_password() {
         let (status, zero) = server
             .post(
                 &format!("/api/storages/{kind}redis/validate"),
-                with(connection(&redis, 1), json!({"db": 0})),
+                with(connection(&redis, 1), json!({"project": project, "db": 0})),
             )
             .await;
         let errors = envelope(status, &zero, StatusCode::BAD_REQUEST);
