@@ -19,9 +19,10 @@
 #
 # `scripts/sdk-test.sh install` does step 1 only (to overlap it with a build).
 #
-# Needs the emulators (scripts/test starts them):
+# Needs the emulators and Redis (scripts/test starts them):
 #   scripts/emulators.sh install && scripts/emulators.sh start &&
-#     eval "$(scripts/emulators.sh env)" && scripts/sdk-test.sh
+#     eval "$(scripts/emulators.sh env)" && scripts/redis.sh install &&
+#     scripts/redis.sh start && eval "$(scripts/redis.sh env)" && scripts/sdk-test.sh
 # and the server binary: cargo build --workspace --all-targets (or
 # cargo build -p storage-server).
 set -euo pipefail
@@ -61,9 +62,11 @@ case "${1:-}" in
     ;;
 esac
 
-for var in STORAGE_TEST_MOTO_ENDPOINT STORAGE_TEST_GCS_ENDPOINT STORAGE_TEST_AZURITE_OAUTH_ENDPOINT STORAGE_TEST_BUCKET; do
-  [[ -n "${!var:-}" ]] || die "$var is not set: the SDK test needs the emulators. Run it from scripts/test, or:
-  scripts/emulators.sh install && scripts/emulators.sh start && eval \"\$(scripts/emulators.sh env)\" && scripts/sdk-test.sh"
+for var in STORAGE_TEST_MOTO_ENDPOINT STORAGE_TEST_GCS_ENDPOINT STORAGE_TEST_AZURITE_OAUTH_ENDPOINT STORAGE_TEST_BUCKET \
+  STORAGE_TEST_REDIS_URL; do
+  [[ -n "${!var:-}" ]] || die "$var is not set: the SDK test needs the emulators and Redis. Run it from scripts/test, or:
+  scripts/emulators.sh install && scripts/emulators.sh start && eval \"\$(scripts/emulators.sh env)\" &&
+  scripts/redis.sh install && scripts/redis.sh start && eval \"\$(scripts/redis.sh env)\" && scripts/sdk-test.sh"
 done
 curl -sf --max-time 5 -o /dev/null "$STORAGE_TEST_MOTO_ENDPOINT/moto-api/" &&
   curl -sf --max-time 5 -o /dev/null "$STORAGE_TEST_GCS_ENDPOINT/storage/v1/b" ||

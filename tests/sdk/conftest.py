@@ -21,6 +21,7 @@ from pathlib import Path
 
 import boto3
 import httpx
+import redis
 import pytest
 from label_studio_sdk.client import LabelStudio
 
@@ -209,6 +210,21 @@ class GcsBucket:
             if err.code == 404:
                 return None
             raise
+
+
+class RedisDb:
+    """A database of the test Redis (scripts/redis.sh), through redis-py."""
+
+    def __init__(self, db: int):
+        url = urllib.parse.urlsplit(env("STORAGE_TEST_REDIS_URL"))
+        self.host, self.port, self.password, self.db = url.hostname, url.port, url.password, db
+        self.client = redis.Redis(host=self.host, port=self.port, password=self.password, db=db, socket_timeout=10)
+
+    def put(self, key: str, body: bytes) -> None:
+        assert self.client.set(key, body)
+
+    def get(self, key: str) -> bytes | None:
+        return self.client.get(key)
 
 
 class DatabricksVolume:

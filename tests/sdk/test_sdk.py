@@ -1,7 +1,7 @@
 """Label Studio's official Python SDK against the storage-server binary.
 
 For each storage type the SDK and this server share (localfiles, s3, gcs,
-azure, gcs_sa, azure_spi, gcswif, s3s) one test walks the whole life of an import and an export storage
+azure, redis, gcs_sa, azure_spi, gcswif, s3s) one test walks the whole life of an import and an export storage
 through the SDK's own client: create, list, get, update, validate, sync,
 the imported tasks, an annotation exported on save, deletion. What the server
 did is checked in the bucket or folder itself (boto3 on moto, the GCS JSON
@@ -21,12 +21,23 @@ from typing import Any, Callable
 
 import pydantic
 import pytest
-from conftest import LABEL_CONFIG, AzureContainer, GcsBucket, LocalDir, Recorder, S3Bucket, env, gcs_credentials, wait_finished
+from conftest import (
+    LABEL_CONFIG,
+    AzureContainer,
+    GcsBucket,
+    LocalDir,
+    Recorder,
+    RedisDb,
+    S3Bucket,
+    env,
+    gcs_credentials,
+    wait_finished,
+)
 from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.types import LseTask
 
-SUPPORTED = {"localfiles", "s3", "gcs", "azure", "gcs_sa", "azure_spi", "gcswif", "s3s"}
+SUPPORTED = {"localfiles", "s3", "gcs", "azure", "redis", "gcs_sa", "azure_spi", "gcswif", "s3s"}
 
 TASKS = [{"text": "first task"}, {"text": "second task"}]
 
@@ -189,6 +200,26 @@ def azure_spi_case(unique: str) -> Case:
     return bucket_case("azure_spi", container, unique, connection, bad, secrets)
 
 
+def redis_case(unique: str) -> Case:
+    """Redis: task JSON in keys under `path` of database 1; export writes
+    one key per annotation id, without prefix, as Label Studio does, so it
+    gets a database of its own (the Rust tests export to 3)."""
+    source, target = RedisDb(1), RedisDb(5)
+    secrets = {"password": source.password}
+    connection = {"host": source.host, "port": str(source.port), **secrets}
+    return Case(
+        sdk_name="redis",
+        wire_type="redis",
+        import_fields={**connection, "db": source.db, "path": f"{unique}/import/"},
+        export_fields={**connection, "db": target.db},
+        put=lambda key, body: source.put(f"{unique}/import/{key}", body),
+        get_export=target.get,
+        filename=lambda key: f"{unique}/import/{key}",
+        bad_validate=({**connection, "db": 0}, "db", "Please explicitly pass a redis db id"),
+        secrets=secrets,
+    )
+
+
 CASES = {
     "localfiles": local_case,
     "s3": s3_case,
@@ -196,6 +227,7 @@ CASES = {
     "gcs_sa": gcs_sa_case,
     "azure": azure_case,
     "azure_spi": azure_spi_case,
+    "redis": redis_case,
     "gcswif": gcswif_case,
     "s3s": s3s_case,
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use storage_azure::{AzureBackend, AzureOptions, AzureSpiBackend};
+use storage_redis::{RedisBackend, RedisOptions};
 use storage_core::{Backends, EndpointPolicy};
 use storage_gcs::sts::SubjectToken;
 use storage_gcs::{GcsBackend, GcsOptions};
@@ -253,7 +254,7 @@ fn redacted(secret: &Option<String>) -> Option<&'static str> {
 }
 
 impl CloudArgs {
-    /// Every bucket backend (S3, GCS, Azure, GCS SA, Azure SPI, GCS WIF and S3 with IAM role) under `policy`, with these
+    /// Every bucket backend (S3, GCS, Azure, GCS SA, Azure SPI, GCS WIF and S3 with IAM role) and Redis under `policy`, with these
     /// credentials and endpoints.
     pub fn bucket_backends(&self, policy: EndpointPolicy) -> Backends {
         let mut policy = policy.with_env_proxy(self.use_env_proxy);
@@ -310,11 +311,14 @@ impl CloudArgs {
         if let Some(url) = &self.google_sts_endpoint {
             wif.sts_endpoint = url.clone();
         }
-        // Label Studio's aggregate order: s3, gcs, azure, then the rest.
+        // Label Studio's aggregate order: s3, gcs, azure, redis, then the rest.
         Backends::new()
             .with(Arc::new(S3Backend::new(s3.clone())))
             .with(Arc::new(GcsBackend::new(gcs.clone())))
             .with(Arc::new(AzureBackend::new(azure.clone())))
+            .with(Arc::new(RedisBackend::new(
+                RedisOptions::new().with_endpoint_policy(policy),
+            )))
             .with(Arc::new(GcsSaBackend::new(gcs.clone())))
             .with(Arc::new(AzureSpiBackend::new(azure)))
             .with(Arc::new(GcsWifBackend::new(gcs, wif)))

@@ -24,6 +24,7 @@ use storage_core::fields::{FieldSpec, FieldType, Settings};
 use storage_core::{Backend, ExportStorage, ImportStorage, StorageKind};
 use storage_gcs::{GcsBackend, GcsOptions};
 use storage_gcs_sa::{GcsSaBackend, GcsWifBackend, WifOptions};
+use storage_redis::{RedisBackend, RedisOptions};
 use storage_s3::{S3Backend, S3Options};
 use support::{Server, TOKEN};
 
@@ -36,6 +37,7 @@ fn example_backends() -> Vec<Arc<dyn Backend>> {
         Arc::new(S3Backend::new(S3Options::new())),
         Arc::new(GcsBackend::new(GcsOptions::new())),
         Arc::new(AzureBackend::new(AzureOptions::new())),
+        Arc::new(RedisBackend::new(RedisOptions::new())),
         Arc::new(GcsSaBackend::new(GcsOptions::new())),
         Arc::new(AzureSpiBackend::new(AzureOptions::new())),
         Arc::new(GcsWifBackend::new(GcsOptions::new(), WifOptions::default())),
@@ -211,6 +213,7 @@ async fn every_route_is_documented() {
         "s3",
         "gcs",
         "azure",
+        "redis",
         "gcs_sa",
         "azure_spi",
         "gcswif",
@@ -253,6 +256,7 @@ async fn secrets_are_write_only_and_never_in_responses() {
                 "gcswif" => "Gcswif",
                 "azure" => "Azure",
                 "azure_spi" => "AzureSpi",
+                "redis" => "Redis",
                 "s3s" => "S3s",
                 other => panic!("unexpected backend {other}"),
             };

@@ -7,6 +7,7 @@ pub mod gcs_shim;
 pub mod google_sts_double;
 pub mod iam_double;
 pub mod postgres;
+pub mod redis;
 pub mod sts_double;
 pub mod tls_shim;
 
@@ -202,6 +203,8 @@ pub fn azurite_oauth() -> String {
     require_reachable("azurite-oauth", ENV_AZURITE_OAUTH_ENDPOINT, &endpoint);
     endpoint
 }
+
+pub use redis::{redis, RedisServer, ENV_REDIS_URL};
 
 /// fake-gcs-server: the GCS JSON API and (read-only for object_store) XML API.
 ///
