@@ -234,7 +234,16 @@ impl ObjectStore for RedisStore {
             .arg(location.as_ref())
             .query_async(&mut conn)
             .await
-            .map_err(generic)?;
+            .map_err(|err| match err.code() {
+                // The key became a hash or a list since the listing: for the
+                // import that is a task file gone, reported by key and tried
+                // again next sync, not a failed sync.
+                Some("WRONGTYPE") => object_store::Error::NotFound {
+                    path: location.to_string(),
+                    source: "the key no longer holds a string value".into(),
+                },
+                _ => generic(err),
+            })?;
         let Some(value) = value else {
             return Err(object_store::Error::NotFound {
                 path: location.to_string(),
