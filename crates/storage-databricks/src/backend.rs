@@ -372,24 +372,34 @@ impl ExportStorage for DatabricksExport {
 pub fn explain(err: Error, config: &DatabricksConfig) -> Error {
     let volume = format!("{}.{}.{}", config.catalog, config.schema, config.volume);
     let auth = config.auth_type.unwrap_or(AuthType::Pat);
-    if let Error::CredentialsRejected { .. } = err {
-        return err;
-    }
-    if let Some(Error::CredentialsRejected { .. }) =
-        storage_core::failure::find_source::<Error>(&err)
-    {
-        if let Some(Error::CredentialsRejected {
-            fields,
-            code,
-            message,
-        }) = storage_core::failure::find_source::<Error>(&err)
-        {
-            return Error::CredentialsRejected {
-                fields: fields.clone(),
-                code: code.clone(),
-                message: message.clone(),
-            };
+    // A token request that was refused already names its fields.
+    if let Error::CredentialsRejected { fields, .. } = &err {
+        if !fields.is_empty() {
+            return err;
         }
+    }
+    let mut source = std::error::Error::source(&err);
+    let mut refused = None;
+    while let Some(e) = source {
+        if let Some(core @ Error::CredentialsRejected { fields, .. }) = e.downcast_ref::<Error>() {
+            if !fields.is_empty() {
+                refused = Some(core);
+                break;
+            }
+        }
+        source = e.source();
+    }
+    if let Some(Error::CredentialsRejected {
+        fields,
+        code,
+        message,
+    }) = refused
+    {
+        return Error::CredentialsRejected {
+            fields: fields.clone(),
+            code: code.clone(),
+            message: message.clone(),
+        };
     }
     if let Error::InvalidConfig(_) = err {
         return match &config.prefix {
