@@ -326,3 +326,66 @@ async fn proxied_even_with_presign() {
         .iter()
         .any(|r| r.method == "GET" && r.range.as_deref() == Some("bytes=10-15")));
 }
+
+/// The closing note's figures (run by hand:
+/// `cargo test -p storage-server --test databricks -- --ignored --nocapture`):
+/// a sync of 10,000 objects (10 directories of 1,000, pages of 1,000 as
+/// Databricks' maximum) to `completed`, next to a bare listing of the same
+/// objects through `FilesApiStore`.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn measure_sync_of_10000_objects() {
+    use futures::TryStreamExt;
+    let double = DatabricksDouble::builder()
+        .volume("main", "default", "bench")
+        .pat(PAT)
+        .page_size(1000)
+        .start()
+        .await;
+    let files = double.volume_store("main", "default", "bench");
+    for d in 0..10 {
+        for i in 0..1000 {
+            files
+                .put(&format!("many/d{d}/{i:04}.jpg").into(), "x".into())
+                .await
+                .unwrap();
+        }
+    }
+    let backend = DatabricksBackend::new(options(EndpointPolicy::allow_private()));
+    let specs = backend.fields(storage_core::StorageKind::Import);
+    let mut settings = storage_core::Settings::defaults(&specs);
+    let connection = json!({"host": double.host(), "catalog": "main", "schema": "default",
+        "volume": "bench", "token": PAT, "prefix": "many", "recursive_scan": true,
+        "use_blob_urls": true});
+    settings
+        .apply(&specs, connection.as_object().unwrap())
+        .unwrap();
+    let source = backend.import_storage(&settings).await.unwrap();
+    let started = std::time::Instant::now();
+    let listed: Vec<_> = source.list().try_collect().await.unwrap();
+    let listing = started.elapsed();
+    assert_eq!(listed.len(), 10_000);
+
+    let server = server_with(EndpointPolicy::allow_private()).await;
+    let project = server.project().await;
+    let mut body = connection.clone();
+    body["project"] = json!(project);
+    let path = server
+        .create_storage("/api/storages/databricks", body)
+        .await;
+    let started = std::time::Instant::now();
+    let done = server.sync_and_wait(&path).await;
+    let sync = started.elapsed();
+    assert_eq!(
+        (done["status"].clone(), done["last_sync_count"].clone()),
+        (json!("completed"), json!(10_000)),
+        "{done}"
+    );
+    eprintln!(
+        "databricks, 10,000 objects: bare listing {:.2} s ({:.0} objects/s), sync to completed {:.2} s ({:.0} objects/s)",
+        listing.as_secs_f64(),
+        10_000.0 / listing.as_secs_f64(),
+        sync.as_secs_f64(),
+        10_000.0 / sync.as_secs_f64()
+    );
+}
