@@ -3,6 +3,8 @@
 //! with small pages, inclusive ranges, JSON errors, a `429` with
 //! `Retry-After` every few requests), through [`FilesApiStore`].
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
