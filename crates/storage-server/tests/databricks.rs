@@ -35,6 +35,7 @@ async fn double() -> DatabricksDouble {
         .volume("main", "default", "conformance")
         .pat(PAT)
         .client(CLIENT, SECRET)
+        .denied_pat("dapi-no-grants")
         .page_size(4)
         .throttle_every(9, 0)
         .start()
@@ -206,6 +207,15 @@ async fn validation_errors_name_the_field() {
     assert!(
         message.contains("Volume or prefix not found")
             && message.contains("catalog main, schema default, volume nope"),
+        "{answer}"
+    );
+
+    let (said, answer) = validate(json!({"token": "dapi-no-grants"})).await;
+    assert!(
+        said["non_field_errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("Access denied to volume main.default.conformance (403 Forbidden)"),
         "{answer}"
     );
 

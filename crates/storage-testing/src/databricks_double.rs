@@ -14,6 +14,8 @@
 //! * every Files API request needs `Authorization: Bearer` with a known
 //!   personal access token, a token the double issued, or (when enabled) a
 //!   Microsoft Entra token for the Azure Databricks resource; else `401`;
+//! * a token named with [`DatabricksDoubleBuilder::denied_pat`] gets `403
+//!   PERMISSION_DENIED` on every Files API request;
 //! * errors carry Databricks' JSON body `{"error_code","message"}`;
 //! * every Nth Files API request is answered `429 REQUEST_LIMIT_EXCEEDED`
 //!   with `Retry-After` (deterministic), to prove retries.
@@ -50,6 +52,7 @@ pub const AZURE_DATABRICKS_RESOURCE: &str = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1
 pub struct DatabricksDoubleBuilder {
     volumes: Vec<String>,
     pats: Vec<String>,
+    denied: Vec<String>,
     clients: HashMap<String, String>,
     page_size: usize,
     throttle_every: Option<usize>,
@@ -62,6 +65,7 @@ impl Default for DatabricksDoubleBuilder {
         Self {
             volumes: Vec::new(),
             pats: Vec::new(),
+            denied: Vec::new(),
             clients: HashMap::new(),
             page_size: 5,
             throttle_every: None,
@@ -82,6 +86,13 @@ impl DatabricksDoubleBuilder {
     /// A personal access token the workspace accepts.
     pub fn pat(mut self, token: impl Into<String>) -> Self {
         self.pats.push(token.into());
+        self
+    }
+
+    /// A personal access token of a principal without permissions on any
+    /// volume: every Files API request is answered `403 PERMISSION_DENIED`.
+    pub fn denied_pat(mut self, token: impl Into<String>) -> Self {
+        self.denied.push(token.into());
         self
     }
 
@@ -305,6 +316,19 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
             }
             return response;
         }
+    }
+    let bearer = header_text(&parts.headers, header::AUTHORIZATION).unwrap_or_default();
+    if state
+        .config
+        .denied
+        .iter()
+        .any(|t| bearer == format!("Bearer {t}"))
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "User does not have READ VOLUME on Volume.",
+        );
     }
     if !authorized(&state, &parts.headers) {
         return error(
