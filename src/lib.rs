@@ -10,6 +10,7 @@
 //! | [`gcs`] | `storage-gcs`: GCS storages | `gcs` |
 //! | [`gcs_sa`] | `storage-gcs-sa`: GCS through service-account impersonation | `gcs-sa` |
 //! | [`azure`] | `storage-azure`: Azure Blob storages (account key) | `azure` |
+//! | [`databricks`] | `storage-databricks`: Databricks Files (UC Volumes) storages | `databricks` |
 //! | [`db`] | `storage-db`: SQLite persistence | `db` |
 //! | [`api`] | `storage-api`: the axum REST surface | `api` |
 //!
@@ -31,6 +32,9 @@ pub use storage_gcs_sa as gcs_sa;
 
 #[cfg(feature = "azure")]
 pub use storage_azure as azure;
+
+#[cfg(feature = "databricks")]
+pub use storage_databricks as databricks;
 
 #[cfg(feature = "db")]
 pub use storage_db as db;

@@ -1,7 +1,7 @@
 """Label Studio's official Python SDK against the storage-server binary.
 
 For each storage type the SDK and this server share (localfiles, s3, gcs,
-azure, redis, gcs_sa, azure_spi, gcswif, s3s) one test walks the whole life of an import and an export storage
+azure, redis, gcs_sa, azure_spi, gcswif, s3s, databricks) one test walks the whole life of an import and an export storage
 through the SDK's own client: create, list, get, update, validate, sync,
 the imported tasks, an annotation exported on save, deletion. What the server
 did is checked in the bucket or folder itself (boto3 on moto, the GCS JSON
@@ -24,6 +24,7 @@ import pytest
 from conftest import (
     LABEL_CONFIG,
     AzureContainer,
+    DatabricksVolume,
     GcsBucket,
     LocalDir,
     Recorder,
@@ -37,7 +38,8 @@ from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.types import LseTask
 
-SUPPORTED = {"localfiles", "s3", "gcs", "azure", "redis", "gcs_sa", "azure_spi", "gcswif", "s3s"}
+# Every storage type label-studio-sdk 2.1.2 knows.
+SUPPORTED = {"localfiles", "s3", "gcs", "azure", "redis", "gcs_sa", "azure_spi", "gcswif", "s3s", "databricks"}
 
 TASKS = [{"text": "first task"}, {"text": "second task"}]
 
@@ -84,7 +86,7 @@ def local_case(unique: str) -> Case:
 
 def bucket_case(
     name: str,
-    bucket: S3Bucket | GcsBucket | AzureContainer,
+    bucket: S3Bucket | GcsBucket | AzureContainer | DatabricksVolume,
     unique: str,
     connection: dict[str, Any],
     bad_validate: tuple[dict[str, Any], str, str],
@@ -220,6 +222,23 @@ def redis_case(unique: str) -> Case:
     )
 
 
+def databricks_case(unique: str) -> Case:
+    """Databricks Unity Catalog volume files through the Files API double
+    (doubles.py), with a personal access token."""
+    volume = DatabricksVolume()
+    secrets = {"token": volume.token}
+    connection = {
+        "host": volume.host,
+        "catalog": volume.catalog,
+        "schema": volume.schema,
+        "volume": volume.volume,
+        "auth_type": "pat",
+        **secrets,
+    }
+    bad = ({**connection, "volume": ".."}, "volume", 'Invalid Unity Catalog name ".."')
+    return bucket_case("databricks", volume, unique, connection, bad, secrets)
+
+
 CASES = {
     "localfiles": local_case,
     "s3": s3_case,
@@ -230,6 +249,7 @@ CASES = {
     "redis": redis_case,
     "gcswif": gcswif_case,
     "s3s": s3s_case,
+    "databricks": databricks_case,
 }
 
 

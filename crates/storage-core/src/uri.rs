@@ -48,8 +48,10 @@ impl BucketUri {
     /// bucket; `None` for other schemes, other buckets and malformed URIs.
     pub fn location(&self, uri: &str) -> Option<Path> {
         let rest = uri.strip_prefix(self.scheme)?.strip_prefix("://")?;
-        let (bucket, key) = rest.split_once('/')?;
-        if bucket != self.bucket || key.is_empty() {
+        // A "bucket" may have several segments (Databricks'
+        // `Volumes/<catalog>/<schema>/<volume>`).
+        let key = rest.strip_prefix(self.bucket.as_str())?.strip_prefix('/')?;
+        if key.is_empty() {
             return None;
         }
         Path::parse(key).ok()

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use storage_azure::{AzureBackend, AzureOptions, AzureSpiBackend};
-use storage_redis::{RedisBackend, RedisOptions};
 use storage_core::{Backends, EndpointPolicy};
+use storage_databricks::{DatabricksBackend, DatabricksOptions};
 use storage_gcs::sts::SubjectToken;
 use storage_gcs::{GcsBackend, GcsOptions};
 use storage_gcs_sa::{GcsSaBackend, GcsWifBackend, WifOptions};
+use storage_redis::{RedisBackend, RedisOptions};
 use storage_s3::{S3Backend, S3Options};
 
 /// Credentials and endpoints of the server's own identity, for storages
@@ -57,7 +58,8 @@ pub struct CloudArgs {
     /// `--allow-endpoint-network` or `--allow-private-endpoints`.
     #[arg(long, env = "STORAGE_AZURE_BLOB_ENDPOINT", value_parser = parse_azure_endpoint)]
     pub azure_blob_endpoint: Option<String>,
-    /// Microsoft Entra authority host of `azure_spi` storages (their
+    /// Microsoft Entra authority host of `azure_spi` and `databricks`
+    /// (`azure_ad_sp`) storages (their
     /// tokens come from `<host>/<tenant>/oauth2/v2.0/token`): a sovereign
     /// cloud (`https://login.chinacloudapi.cn`); default
     /// `https://login.microsoftonline.com`. The operator's host: trusted
@@ -254,8 +256,9 @@ fn redacted(secret: &Option<String>) -> Option<&'static str> {
 }
 
 impl CloudArgs {
-    /// Every bucket backend (S3, GCS, Azure, GCS SA, Azure SPI, GCS WIF and S3 with IAM role) and Redis under `policy`, with these
-    /// credentials and endpoints.
+    /// Every backend but local files (S3, GCS, Azure, Redis, GCS SA, Azure
+    /// SPI, GCS WIF, S3 with IAM role and Databricks) under `policy`, with
+    /// these credentials and endpoints.
     pub fn bucket_backends(&self, policy: EndpointPolicy) -> Backends {
         let mut policy = policy.with_env_proxy(self.use_env_proxy);
         if let Some((address, bits)) = self.allow_endpoint_network {
@@ -286,6 +289,10 @@ impl CloudArgs {
         }
         if let Some(url) = &self.iam_endpoint {
             gcs = gcs.with_iam_endpoint(url.clone());
+        }
+        let mut databricks = DatabricksOptions::new().with_endpoint_policy(policy);
+        if let Some(host) = &self.azure_authority_host {
+            databricks = databricks.with_authority_host(host.as_str());
         }
         let mut azure = AzureOptions::new().with_endpoint_policy(policy);
         if let Some(endpoint) = &self.azure_blob_endpoint {
@@ -323,6 +330,7 @@ impl CloudArgs {
             .with(Arc::new(AzureSpiBackend::new(azure)))
             .with(Arc::new(GcsWifBackend::new(gcs, wif)))
             .with(Arc::new(S3Backend::with_iam_role(s3)))
+            .with(Arc::new(DatabricksBackend::new(databricks)))
     }
 }
 

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use storage_azure::{AzureBackend, AzureOptions, AzureSpiBackend};
 use storage_core::fields::{FieldSpec, FieldType, Settings};
 use storage_core::{Backend, ExportStorage, ImportStorage, StorageKind};
+use storage_databricks::{DatabricksBackend, DatabricksOptions};
 use storage_gcs::{GcsBackend, GcsOptions};
 use storage_gcs_sa::{GcsSaBackend, GcsWifBackend, WifOptions};
 use storage_redis::{RedisBackend, RedisOptions};
@@ -42,6 +43,7 @@ fn example_backends() -> Vec<Arc<dyn Backend>> {
         Arc::new(AzureSpiBackend::new(AzureOptions::new())),
         Arc::new(GcsWifBackend::new(GcsOptions::new(), WifOptions::default())),
         Arc::new(S3Backend::with_iam_role(S3Options::new())),
+        Arc::new(DatabricksBackend::new(DatabricksOptions::new())),
     ]
 }
 
@@ -218,6 +220,7 @@ async fn every_route_is_documented() {
         "azure_spi",
         "gcswif",
         "s3s",
+        "databricks",
         "localfiles",
     ];
     for route in &routes {
@@ -258,6 +261,7 @@ async fn secrets_are_write_only_and_never_in_responses() {
                 "azure_spi" => "AzureSpi",
                 "redis" => "Redis",
                 "s3s" => "S3s",
+                "databricks" => "Databricks",
                 other => panic!("unexpected backend {other}"),
             };
             let response = &schemas[format!("{base}{word}Storage")];

@@ -235,12 +235,12 @@ impl BucketSuite {
     }
 
     fn uri(&self, key: &str) -> String {
-        let scheme = self
-            .backend
-            .capabilities()
-            .uri_scheme
-            .unwrap_or_else(|| panic!("{}: a bucket backend has a URI scheme", self.name));
-        format!("{scheme}://{}/{key}", self.bucket)
+        // The backend's own rule: a "bucket" may be several segments
+        // (Databricks' `Volumes/<catalog>/<schema>/<volume>`).
+        self.backend
+            .bucket_uri(&self.settings(StorageKind::Import, json!({})))
+            .unwrap_or_else(|| panic!("{}: a bucket backend has a URI scheme", self.name))
+            .uri(key)
     }
 
     fn db(&self, kind: StorageKind) -> Db {
@@ -256,7 +256,11 @@ pub async fn run_import_suite(suite: &BucketSuite) {
     files_mode_filters_prefix_regex_and_recursion(suite).await;
     tasks_mode_reads_json_arrays_and_jsonl_and_reports_bad_files(suite).await;
     resync_creates_only_what_is_new(suite).await;
-    presigned_url_serves_the_object(suite).await;
+    if suite.backend.capabilities().presign {
+        presigned_url_serves_the_object(suite).await;
+    } else {
+        signed_urls_are_refused(suite).await;
+    }
     connection_check_explains_what_is_wrong(suite).await;
 }
 
@@ -484,6 +488,29 @@ async fn presigned_url_serves_the_object(suite: &BucketSuite) {
         "{}: {url}",
         suite.name
     );
+}
+
+/// A backend without signed URLs (Databricks) answers `NotSupported`, so
+/// the API proxies its objects instead, whatever `presign` says.
+async fn signed_urls_are_refused(suite: &BucketSuite) {
+    let seed = &suite.seed;
+    seed.put("media/clip.bin", "0123456789abcdef").await;
+    let source = suite
+        .import_storage(json!({"prefix": seed.key("media"), "presign": true, "presign_ttl": 15}))
+        .await;
+    let location = Path::from(seed.key("media/clip.bin"));
+    let result = source.signed_url(&location, Duration::from_secs(900)).await;
+    assert!(
+        matches!(result, Err(Error::NotSupported { .. })),
+        "{}: {result:?}",
+        suite.name
+    );
+    let got = source
+        .store()
+        .get_range(&location, 2..6)
+        .await
+        .unwrap_or_else(|e| panic!("{}: range read of {location}: {e}", suite.name));
+    assert_eq!(&got[..], b"2345", "{}", suite.name);
 }
 
 /// The explanation of a failed connection check, as the API shows it.

@@ -62,9 +62,17 @@ pub struct EntraDoubleBuilder {
     secrets: HashMap<String, String>,
     assertions: HashMap<String, String>,
     lifetime: Option<Duration>,
+    scope: Option<String>,
 }
 
 impl EntraDoubleBuilder {
+    /// The scope tokens must be asked with (default [`STORAGE_SCOPE`]);
+    /// issued tokens carry it, without `/.default`, as their audience.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
     /// A tenant the double knows (every client belongs to every tenant).
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenants.push(tenant.into());
@@ -209,12 +217,13 @@ async fn token(
             "The app requested an unsupported grant type.",
         );
     }
-    if field("scope") != STORAGE_SCOPE {
+    let scope = config.scope.as_deref().unwrap_or(STORAGE_SCOPE);
+    if field("scope") != scope {
         return refuse(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
             70011,
-            &format!("The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid: expected {STORAGE_SCOPE}."),
+            &format!("The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid: expected {scope}."),
         );
     }
     let client = field("client_id");
@@ -264,7 +273,7 @@ async fn token(
             let header = BASE64_URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"RS256"}"#);
             let claims = BASE64_URL_SAFE_NO_PAD.encode(
                 json!({
-                    "aud": "https://storage.azure.com",
+                    "aud": scope.trim_end_matches("/.default"),
                     "iss": format!("https://sts.windows.net/{tenant}/"),
                     "tid": tenant, "oid": format!("oid-{client}"), "appid": client,
                     "iat": now, "nbf": now, "exp": now + lifetime as i64,

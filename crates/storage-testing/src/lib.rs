@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod conformance;
+pub mod databricks_double;
 pub mod entra_double;
 pub mod gcs_sa_rig;
 pub mod gcs_shim;

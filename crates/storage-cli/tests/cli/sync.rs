@@ -246,7 +246,7 @@ fn invalid_settings_name_the_field_and_exit_2() {
         .run()
         .failed_with(
             EXIT_INVALID,
-            "error: --type: unknown storage type \"ftp\" (one of: s3, gcs, azure, redis, gcs_sa, azure_spi, gcswif, s3s, localfiles)\n",
+            "error: --type: unknown storage type \"ftp\" (one of: s3, gcs, azure, redis, gcs_sa, azure_spi, gcswif, s3s, databricks, localfiles)\n",
         );
 
     assert!(!out.exists(), "no output after an invalid run");

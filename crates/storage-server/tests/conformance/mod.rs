@@ -55,6 +55,20 @@ impl Bucket {
         body
     }
 
+    /// The URI of `key` in task data, by the backend's own rule (a
+    /// Databricks "bucket" is `Volumes/<catalog>/<schema>/<volume>`).
+    fn uri(&self, key: &str) -> String {
+        let specs = self.backend.fields(storage_core::StorageKind::Import);
+        let mut settings = storage_core::Settings::defaults(&specs);
+        settings
+            .apply(&specs, self.body(0, json!({})).as_object().unwrap())
+            .unwrap();
+        match self.backend.bucket_uri(&settings) {
+            Some(uri) => uri.uri(key),
+            None => format!("{}://{}/{key}", self.scheme, self.bucket),
+        }
+    }
+
     /// A server with this bucket's backend, and a fresh project on it.
     async fn start(&self) -> (Server, i64) {
         let server = Server::start_with(
@@ -137,10 +151,7 @@ pub async fn files_mode_filters_prefix_regex_and_recursion(b: &Bucket) {
         "{done}"
     );
     let shown = tasks(&server, project, false).await;
-    assert_eq!(
-        shown[0]["data"]["image"],
-        format!("{}://{}/{}", b.scheme, b.bucket, b.seed.key("a.jpg"))
-    );
+    assert_eq!(shown[0]["data"]["image"], b.uri(&b.seed.key("a.jpg")));
     assert_eq!(shown[0]["storage_filename"], b.seed.key("a.jpg"));
 
     let tree = b
@@ -302,12 +313,7 @@ async fn one_resolvable_task(b: &Bucket, presign: bool) -> (Server, i64, String,
     b.synced(&server, &path).await;
     let task = &tasks(&server, project, true).await[0];
     let url = task["data"]["image"].as_str().unwrap().to_string();
-    let uri = format!(
-        "{}://{}/{}",
-        b.scheme,
-        b.bucket,
-        b.seed.key("media/clip.bin")
-    );
+    let uri = b.uri(&b.seed.key("media/clip.bin"));
     assert_eq!(
         url,
         format!(
