@@ -5,7 +5,8 @@
 //! per scenario, so each peak belongs to that scenario alone.
 //!
 //! Run with `cargo bench -p storage-server --bench http_sync`.
-//! `BENCH` chooses scenarios (default `files,tasks,export`; also `jsonl`, `s3`, `azure`, `big_task`):
+//! `BENCH` chooses scenarios (default `files,tasks,export`; also `jsonl`, `s3`, `azure`, `redis`,
+//! `databricks`, `big_task`):
 //!
 //! - `files`: Files-mode local folders of `BENCH_FILES` files (default `10000,100000`), and a re-sync;
 //! - `tasks`: Tasks mode, `BENCH_TASK_FILES` JSON files of one task each (default 100000);
@@ -15,6 +16,12 @@
 //!   (default 20000), next to a bare paginated ListObjectsV2 of the same prefix;
 //! - `azure`: the same against Azurite, `BENCH_AZURE_BLOBS` blobs (default 10000), next to a
 //!   bare List Blobs;
+//! - `redis`: Tasks mode against the test Redis (`scripts/redis.sh start`), `BENCH_REDIS_KEYS`
+//!   keys of one task each (default 10000), next to a bare SCAN and to a SCAN that reads every
+//!   value;
+//! - `databricks`: Files mode with `recursive_scan` against the Files API double,
+//!   `BENCH_DATABRICKS_FILES` files (default 10000), next to a bare recursive listing through
+//!   the same Files API client;
 //! - `big_task`: the server's peak memory, as a multiple of the task's size (the floor), while
 //!   it syncs one task of `BENCH_TASK_MIB` MiB (default 60) and while it lists it
 //!   (`GET /api/tasks`), for a task of one long string and one of many small objects.
@@ -56,9 +63,11 @@ fn main() {
             "export" => export(env_list("BENCH_ANNOTATIONS", "100000")[0]),
             "s3" => s3(env_list("BENCH_S3_OBJECTS", "20000")[0]),
             "azure" => azure(env_list("BENCH_AZURE_BLOBS", "10000")[0]),
+            "redis" => redis(env_list("BENCH_REDIS_KEYS", "10000")[0]),
+            "databricks" => databricks(env_list("BENCH_DATABRICKS_FILES", "10000")[0]),
             "big_task" => big_task(env_list("BENCH_TASK_MIB", "60")[0]),
             other => {
-                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, export, s3, azure, big_task)")
+                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, export, s3, azure, redis, databricks, big_task)")
             }
         }
     }
@@ -202,8 +211,8 @@ fn export(n: usize) {
 
 fn s3(n: usize) {
     let moto = storage_testing::moto();
-    let prefix = storage_testing::unique_prefix("bench");
-    bucket_files(
+    let store = moto.object_store();
+    bucket_sync(
         BucketScenario {
             label: "files, S3 (moto)",
             floor: "bare ListObjectsV2",
@@ -213,17 +222,19 @@ fn s3(n: usize) {
                 "aws_access_key_id": moto.access_key_id, "aws_secret_access_key": moto.secret_access_key,
             }),
             server_args: vec!["--allow-private-endpoints".into(), "true".into()],
+            tasks_mode: false,
+            write: store.clone(),
+            list: store,
         },
-        moto.object_store(),
-        &prefix,
+        tokio::runtime::Runtime::new().unwrap(),
         n,
     );
 }
 
 fn azure(n: usize) {
     let azurite = storage_testing::azurite();
-    let prefix = storage_testing::unique_prefix("bench");
-    bucket_files(
+    let store = azurite.object_store();
+    bucket_sync(
         BucketScenario {
             label: "files, Azure (Azurite)",
             floor: "bare List Blobs",
@@ -238,14 +249,103 @@ fn azure(n: usize) {
                 "--azure-blob-endpoint".into(),
                 azurite.endpoint_template(),
             ],
+            tasks_mode: false,
+            write: store.clone(),
+            list: store,
         },
-        azurite.object_store(),
-        &prefix,
+        tokio::runtime::Runtime::new().unwrap(),
         n,
     );
 }
 
-/// How a bucket type's Files-mode scenario reaches its emulator.
+/// Tasks mode (Redis values are task JSON, never media), database 1 of the
+/// test Redis (`scripts/redis.sh start`).
+fn redis(n: usize) {
+    let redis = storage_testing::redis();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = storage_redis::RedisConfig {
+        host: redis.host.clone(),
+        port: redis.port,
+        db: 1,
+        password: Some(redis.password.clone()),
+        path: String::new(),
+    };
+    let backend = storage_redis::RedisBackend::new(
+        storage_redis::RedisOptions::new()
+            .with_endpoint_policy(storage_core::EndpointPolicy::allow_private()),
+    );
+    let store: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(runtime.block_on(backend.connect(&config)).unwrap());
+    bucket_sync(
+        BucketScenario {
+            label: "tasks, Redis",
+            floor: "bare SCAN",
+            storage_type: "redis",
+            body: json!({
+                "host": redis.host, "port": redis.port.to_string(), "db": 1,
+                "password": redis.password,
+            }),
+            server_args: vec!["--allow-private-endpoints".into(), "true".into()],
+            tasks_mode: true,
+            write: store.clone(),
+            list: store,
+        },
+        runtime,
+        n,
+    );
+}
+
+/// Files mode with `recursive_scan` from the Databricks Files API double
+/// (in this process, pages of 1,000 entries as Databricks' maximum), in
+/// directories of 1,000 files; the floor lists through the same Files API
+/// client the storage uses.
+fn databricks(n: usize) {
+    use storage_core::{Backend, StorageKind};
+    use storage_databricks::{DatabricksBackend, DatabricksConfig, DatabricksOptions};
+
+    const PAT: &str = "dapi-bench-token";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let double = runtime.block_on(
+        storage_testing::databricks_double::DatabricksDouble::builder()
+            .volume("main", "default", "bench")
+            .pat(PAT)
+            .page_size(1000)
+            .start(),
+    );
+    let body = json!({
+        "host": double.host(), "catalog": "main", "schema": "default", "volume": "bench",
+        "auth_type": "pat", "token": PAT, "recursive_scan": true,
+    });
+    let backend = DatabricksBackend::new(
+        DatabricksOptions::new()
+            .with_endpoint_policy(storage_core::EndpointPolicy::allow_private()),
+    );
+    let specs = backend.fields(StorageKind::Import);
+    let mut settings = storage_core::Settings::defaults(&specs);
+    settings.apply(&specs, body.as_object().unwrap()).unwrap();
+    let api: std::sync::Arc<dyn object_store::ObjectStore> = std::sync::Arc::new(
+        runtime
+            .block_on(backend.store(&DatabricksConfig::from_settings(&settings)))
+            .unwrap(),
+    );
+    bucket_sync(
+        BucketScenario {
+            label: "files, Databricks (Files API double)",
+            floor: "bare recursive directory listing",
+            storage_type: "databricks",
+            body,
+            server_args: vec!["--allow-private-endpoints".into(), "true".into()],
+            tasks_mode: false,
+            write: double.volume_store("main", "default", "bench"),
+            list: api,
+        },
+        runtime,
+        n,
+    );
+    drop(double);
+}
+
+/// How a bucket type's scenario reaches its source.
 struct BucketScenario {
     label: &'static str,
     /// What the bare listing is called in the report.
@@ -254,49 +354,79 @@ struct BucketScenario {
     /// The storage's connection fields (without project, prefix, use_blob_urls).
     body: Value,
     server_args: Vec<String>,
+    /// Each object is one task's JSON (Tasks mode), else a one-byte file.
+    tasks_mode: bool,
+    /// Where the objects are written, and what the floor lists through.
+    write: std::sync::Arc<dyn object_store::ObjectStore>,
+    list: std::sync::Arc<dyn object_store::ObjectStore>,
 }
 
-/// Files mode from a bucket: writes `n` one-byte objects under `prefix`
-/// through `store`, times a bare listing of them (the floor, in the same
-/// run), then a sync of the same prefix through the server, and reports
-/// both with their ratio.
-fn bucket_files(
-    scenario: BucketScenario,
-    store: std::sync::Arc<dyn object_store::ObjectStore>,
-    prefix: &str,
-    n: usize,
-) {
+/// Writes `n` objects under a fresh prefix (in directories of 1,000),
+/// times a bare listing of them (the floor, in the same run; in Tasks mode
+/// also a listing that reads every object), then a sync of the prefix
+/// through a fresh server, and reports each with its ratio to the floor.
+/// `runtime` keeps serving anything the scenario started on it (a double).
+fn bucket_sync(scenario: BucketScenario, runtime: tokio::runtime::Runtime, n: usize) {
     use futures::{StreamExt, TryStreamExt};
     use object_store::{ObjectStoreExt, PutPayload};
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listed = runtime.block_on(async {
-        let store = &store;
+    let prefix = storage_testing::unique_prefix("bench");
+    let (write, list) = (&scenario.write, &scenario.list);
+    let tasks_mode = scenario.tasks_mode;
+    let (listed, read) = runtime.block_on(async {
+        let prefix = &prefix;
         futures::stream::iter(0..n)
             .map(|i| async move {
-                let path = object_store::path::Path::from(format!("{prefix}/img_{i:07}.jpg"));
-                store.put(&path, PutPayload::from_static(b"x")).await
+                let path = format!("{prefix}/d{:03}/obj_{i:07}", i / 1000);
+                if tasks_mode {
+                    let task = PutPayload::from(task_line(i).into_bytes());
+                    write.put(&format!("{path}.json").into(), task).await
+                } else {
+                    write
+                        .put(&format!("{path}.jpg").into(), PutPayload::from_static(b"x"))
+                        .await
+                }
             })
             .buffer_unordered(32)
             .try_collect::<Vec<_>>()
             .await
             .unwrap();
         let started = Instant::now();
-        let count = store
-            .list(Some(&prefix.into()))
-            .try_fold(0, |n, _| async move { Ok(n + 1) })
-            .await;
-        (started.elapsed(), count.unwrap())
+        let metas: Vec<_> = list
+            .list(Some(&prefix.as_str().into()))
+            .try_collect()
+            .await
+            .unwrap();
+        let listed = started.elapsed();
+        assert_eq!(metas.len(), n);
+        // Tasks mode reads every object: the floor of that is listing plus
+        // reading, 16 reads at once as the import does.
+        let read = if tasks_mode {
+            futures::stream::iter(metas)
+                .map(|meta| async move { list.get(&meta.location).await?.bytes().await })
+                .buffer_unordered(16)
+                .try_for_each(|_| async { Ok(()) })
+                .await
+                .unwrap();
+            Some(started.elapsed())
+        } else {
+            None
+        };
+        (listed, read)
     });
-    assert_eq!(listed.1, n);
 
     let args: Vec<&str> = scenario.server_args.iter().map(String::as_str).collect();
     let bench = Bench::start_with(&args);
     let mut body = scenario.body;
+    let prefix_field = if scenario.storage_type == "redis" {
+        "path"
+    } else {
+        "prefix"
+    };
     body.as_object_mut().unwrap().extend([
         ("project".into(), json!(bench.project)),
-        ("prefix".into(), json!(prefix)),
-        ("use_blob_urls".into(), json!(true)),
+        (prefix_field.into(), json!(prefix)),
+        ("use_blob_urls".into(), json!(!tasks_mode)),
     ]);
     let route = format!("/api/storages/{}", scenario.storage_type);
     let storage = bench.call(reqwest::Method::POST, &route, Some(body))["id"]
@@ -305,13 +435,19 @@ fn bucket_files(
     let (first, state) = bench.sync_and_wait(scenario.storage_type, storage);
     assert_eq!(state["last_sync_count"], n as u64, "{state}");
     bench.report(scenario.label, n, n, first, None);
-    println!(
-        "| {} of the same {n} objects | {n} | | {:.2} | {:.0} | ratio sync / listing: {:.2} | |",
-        scenario.floor,
-        listed.0.as_secs_f64(),
-        n as f64 / listed.0.as_secs_f64(),
-        first.as_secs_f64() / listed.0.as_secs_f64()
-    );
+    let floors = [
+        (scenario.floor.to_string(), Some(listed)),
+        ("listing and reading every object".into(), read),
+    ];
+    for (floor, took) in floors {
+        let Some(took) = took else { continue };
+        println!(
+            "| {floor} of the same {n} objects | {n} | | {:.2} | {:.0} | ratio sync / this: {:.2} | |",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64(),
+            first.as_secs_f64() / took.as_secs_f64()
+        );
+    }
 }
 
 fn task_line(i: usize) -> String {
