@@ -8,6 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
 use serde_json::{Map, Value};
 
+use crate::parquet_file::{self, RowGroupSpan, RowProblems};
 use crate::parse::{check_task_file_extension, ParsedTask, TaskParser, MAX_REPORTED_PROBLEMS};
 use crate::persist::{NewTask, ObjectLink, TaskSink};
 // Re-exported where they were first defined, for existing callers.
@@ -311,9 +312,10 @@ impl ImportJob<'_> {
         for (key, _) in &fresh {
             check_task_file_extension(key)?;
         }
-        let (small, large): (Vec<_>, Vec<_>) = fresh
-            .into_iter()
-            .partition(|(_, meta)| meta.size <= self.config.stream_threshold_bytes);
+        // Parquet files are always read row group by row group.
+        let (small, large): (Vec<_>, Vec<_>) = fresh.into_iter().partition(|(key, meta)| {
+            meta.size <= self.config.stream_threshold_bytes && !parquet_file::is_parquet(key)
+        });
 
         // Small files: read several at once; their tasks are written a
         // batch at a time, each file whole within one transaction.
@@ -358,12 +360,13 @@ impl ImportJob<'_> {
         Ok(())
     }
 
-    /// Imports a large task file in batches as it is read. The file is
-    /// marked unfinished until its last task is written, so a run stopped
-    /// in the middle (crash, shutdown, a read that keeps failing) reads it
-    /// again next time and creates only the tasks that are missing. Bad
-    /// tasks are skipped and reported as for a small file; a file read to
-    /// its end is finished.
+    /// Imports a large task file (or any Parquet file) in batches as it is
+    /// read. The file is marked unfinished until its last task is written,
+    /// so a run stopped in the middle (crash, shutdown, a read that keeps
+    /// failing) reads it again next time and creates only the tasks that
+    /// are missing; of a Parquet file, only the row groups not wholly
+    /// linked are read again. Bad tasks are skipped and reported as for a
+    /// small file; a file read to its end is finished.
     async fn stream_task_file(
         &self,
         key: &str,
@@ -374,7 +377,12 @@ impl ImportJob<'_> {
         self.sink.begin_object(self.storage_id, key).await?;
         let mut retry = self.config.read_retry().backoff();
         loop {
-            match self.stream_once(key, meta, outcome, progress).await {
+            let attempt = if parquet_file::is_parquet(key) {
+                self.parquet_once(key, meta, outcome, progress).await
+            } else {
+                self.stream_once(key, meta, outcome, progress).await
+            };
+            match attempt {
                 Ok(problems) => {
                     outcome.bad_tasks(problems);
                     break;
@@ -421,6 +429,107 @@ impl ImportJob<'_> {
         Ok(FileProblems::of(key, &mut parser, ended))
     }
 
+    /// Reads a Parquet file row group by row group: its footer, then per
+    /// row group one range read of its column chunks, decoded on a blocking
+    /// thread that hands out tasks a batch at a time (two batches in
+    /// flight), so memory holds one row group's column chunks. Row groups
+    /// whose rows are all linked already (a resumed sync) are not read.
+    async fn parquet_once(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        outcome: &mut ImportOutcome,
+        progress: &dyn ProgressSink,
+    ) -> Result<FileProblems> {
+        let store = self.source.store();
+        let metadata = parquet_file::read_metadata(&*store, &meta.location, meta.size, key).await?;
+        let mut problems = RowProblems::default();
+        let mut ended = None;
+        for group in parquet_file::row_groups(key, &metadata, meta.size)? {
+            if group.rows == 0 {
+                continue;
+            }
+            let linked = self
+                .sink
+                .count_linked_rows(self.storage_id, key, group.row_numbers())
+                .await?;
+            if linked >= group.rows as u64 {
+                outcome.progress.existed += linked;
+                continue;
+            }
+            let bytes = store
+                .get_range(&meta.location, group.bytes.clone())
+                .await
+                .map_err(|err| {
+                    Error::from_object_store(format!("reading task file \"{key}\""), err)
+                })?;
+            let (found, result) = self
+                .import_row_group(
+                    key, meta, &metadata, group, bytes, problems, outcome, progress,
+                )
+                .await?;
+            problems = found;
+            if let Err(err) = result {
+                ended = Some(err);
+                break;
+            }
+        }
+        Ok(FileProblems {
+            key: key.to_string(),
+            reported: problems.reported,
+            rejected: problems.rejected,
+            ended,
+        })
+    }
+
+    /// Decodes one row group of a Parquet file on a blocking thread and
+    /// writes its tasks as they come. Returns the bad rows so far and how
+    /// the row group ended (a damaged one ends the file, reported).
+    #[allow(clippy::too_many_arguments)]
+    async fn import_row_group(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        metadata: &std::sync::Arc<parquet::file::metadata::ParquetMetaData>,
+        group: RowGroupSpan,
+        bytes: bytes::Bytes,
+        mut problems: RowProblems,
+        outcome: &mut ImportOutcome,
+        progress: &dyn ProgressSink,
+    ) -> Result<(RowProblems, Result<()>)> {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(2);
+        let row_group = Some(group.index as i64);
+        let decoding = tokio::task::spawn_blocking({
+            let (key, metadata) = (key.to_string(), metadata.clone());
+            let batch_size = self.config.batch_size;
+            move || {
+                let ended = parquet_file::decode_row_group(
+                    &key,
+                    &metadata,
+                    &group,
+                    bytes,
+                    batch_size,
+                    &mut problems,
+                    |tasks| sender.blocking_send(tasks).is_ok(),
+                );
+                (problems, ended)
+            }
+        });
+        // Returning early drops the receiver, which stops the decoding.
+        while let Some(tasks) = receiver.recv().await {
+            self.write(new_tasks(key, meta, row_group, tasks), outcome)
+                .await?;
+            progress.report(&Progress::Import(outcome.progress.clone()))?;
+        }
+        // A panic of the parquet crate on a hostile file is that file's
+        // failure, reported; the sync goes on.
+        decoding.await.map_err(|err| Error::InvalidTaskFile {
+            key: key.to_string(),
+            line: None,
+            reason: format!("the Parquet reader failed on it ({err})"),
+        })
+    }
+
     /// Writes the parsed tasks of a streamed file a batch at a time; the
     /// last, partial batch only when `all` (the file ended).
     async fn write_parsed(
@@ -436,7 +545,8 @@ impl ImportJob<'_> {
         while parsed.len() >= batch_size || (all && !parsed.is_empty()) {
             let rest = parsed.split_off(batch_size.min(parsed.len()));
             let batch = std::mem::replace(parsed, rest);
-            self.write(new_tasks(key, meta, batch), outcome).await?;
+            self.write(new_tasks(key, meta, None, batch), outcome)
+                .await?;
             progress.report(&Progress::Import(outcome.progress.clone()))?;
         }
         Ok(())
@@ -462,6 +572,7 @@ fn link(key: &str, row_index: Option<i64>, meta: &ObjectMeta) -> ObjectLink {
     ObjectLink {
         key: key.to_string(),
         row_index,
+        row_group: None,
         etag: meta.e_tag.clone(),
         size: Some(meta.size),
         last_modified: Some(meta.last_modified),
@@ -492,14 +603,24 @@ async fn read_task_file(
         .and_then(|()| parser.finish(&mut parsed))
         .err();
     let problems = FileProblems::of(&key, &mut parser, ended);
-    Ok((new_tasks(&key, &meta, parsed), problems))
+    Ok((new_tasks(&key, &meta, None, parsed), problems))
 }
 
-fn new_tasks(key: &str, meta: &ObjectMeta, parsed: Vec<ParsedTask>) -> Vec<NewTask> {
+/// The tasks parsed from the object `key` (from its row group
+/// `row_group`, of a Parquet file), with their links.
+fn new_tasks(
+    key: &str,
+    meta: &ObjectMeta,
+    row_group: Option<i64>,
+    parsed: Vec<ParsedTask>,
+) -> Vec<NewTask> {
     parsed
         .into_iter()
         .map(|task| NewTask {
-            link: link(key, task.row_index, meta),
+            link: ObjectLink {
+                row_group,
+                ..link(key, task.row_index, meta)
+            },
             data: task.data,
             annotations: task.annotations,
             predictions: task.predictions,

@@ -17,6 +17,7 @@ pub mod label_config;
 pub mod memory;
 pub mod metrics;
 mod model;
+pub mod parquet_file;
 pub mod parse;
 pub mod persist;
 pub mod progress;

@@ -78,6 +78,7 @@ pub fn new_task(key: &str, row_index: Option<i64>, data: Value) -> NewTask {
         link: ObjectLink {
             key: key.to_string(),
             row_index,
+            row_group: None,
             etag: None,
             size: None,
             last_modified: None,
@@ -490,6 +491,21 @@ impl TaskSink for InMemory {
             .unfinished
             .remove(&(storage_id, key.to_string()));
         Ok(())
+    }
+
+    async fn count_linked_rows(
+        &self,
+        storage_id: i64,
+        key: &str,
+        rows: std::ops::RangeInclusive<i64>,
+    ) -> Result<u64> {
+        let state = self.state();
+        let linked = state.links.iter().filter(|l| {
+            l.storage_id == storage_id
+                && l.link.key == key
+                && l.link.row_index.is_some_and(|row| rows.contains(&row))
+        });
+        Ok(linked.count() as u64)
     }
 
     async fn create_tasks(

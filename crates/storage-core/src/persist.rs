@@ -190,8 +190,11 @@ pub async fn claim_by_compare_and_set<R: StorageRepository + ?Sized>(
 pub struct ObjectLink {
     /// The key (see [`crate::ImportStorage::object_key`]).
     pub key: String,
-    /// Position of the task in the file (arrays, JSONL); `None` otherwise.
+    /// Position of the task in the file (arrays, JSONL, the row of a
+    /// Parquet file); `None` otherwise.
     pub row_index: Option<i64>,
+    /// The Parquet row group that holds the row; `None` for other files.
+    pub row_group: Option<i64>,
     /// The object's ETag from the listing.
     pub etag: Option<String>,
     /// The object's size from the listing.
@@ -229,6 +232,20 @@ pub trait TaskSink: Send + Sync + Debug {
 
     /// Marks the object `key` finished: all its tasks are written.
     async fn finish_object(&self, storage_id: i64, key: &str) -> Result<()>;
+
+    /// How many tasks of the object `key` are linked to `storage_id` with a
+    /// row index in `rows`. A resumed sync does not read a Parquet row
+    /// group whose rows are all linked. The default, 0, has every row group
+    /// read again ([`TaskSink::create_tasks`] still skips what is linked).
+    async fn count_linked_rows(
+        &self,
+        storage_id: i64,
+        key: &str,
+        rows: std::ops::RangeInclusive<i64>,
+    ) -> Result<u64> {
+        let _ = (storage_id, key, rows);
+        Ok(0)
+    }
 
     /// How many tasks were linked to `storage_id` at or after `since`: for
     /// an import job queued at `since`, what its interrupted attempts

@@ -642,3 +642,208 @@ async fn a_run_stopped_early_ends_promptly_while_the_listing_still_has_batches()
     assert!(result.unwrap_err().to_string().contains("stopped"));
     assert_eq!(sink.db.task_count(), 2, "one whole batch, then the stop");
 }
+
+/// A Parquet task file of `tests/fixtures/parquet/` (made by pyarrow with
+/// `make_fixtures.py` there).
+fn parquet_fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/tests/fixtures/parquet/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
+async fn store_with_bytes(objects: &[(&str, Vec<u8>)]) -> Arc<dyn ObjectStore> {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    for (key, body) in objects {
+        store
+            .put(&Path::from(*key), body.clone().into())
+            .await
+            .unwrap();
+    }
+    store
+}
+
+/// `wrapped.parquet`: six rows in three row groups of two, Label Studio's
+/// wrapper as a `data` struct with `annotations` and `predictions`; row 4
+/// has annotations but no data.
+#[tokio::test]
+async fn parquet_rows_become_tasks_with_their_row_group_and_row() {
+    let store = store_with_bytes(&[("wrapped.parquet", parquet_fixture("wrapped.parquet"))]).await;
+    let sink = Fixture::new();
+    let outcome = sink.import_tasks(&store, &small_batches()).await.unwrap();
+    assert_eq!(outcome.progress.created, 5);
+    assert_eq!(outcome.bad_tasks, 1);
+    assert_eq!(outcome.file_errors.len(), 1, "{:?}", outcome.file_errors);
+    assert!(
+        outcome.file_errors[0].starts_with("wrapped.parquet: row 4: "),
+        "{:?}",
+        outcome.file_errors
+    );
+    let rows: Vec<_> = sink
+        .db
+        .links(sink.storage)
+        .into_iter()
+        .map(|l| (l.link.row_group, l.link.row_index))
+        .collect();
+    assert_eq!(
+        rows,
+        [(0, 0), (0, 1), (1, 2), (1, 3), (2, 5)].map(|(g, r)| (Some(g), Some(r)))
+    );
+    let tasks = sink.db.tasks(sink.project);
+    assert_eq!(
+        Value::from(tasks[0].data.clone()),
+        json!({"text": "text 0", "score": 0.0})
+    );
+    assert_eq!(tasks[0].annotations.len(), 1);
+    assert_eq!(
+        tasks[0].annotations[0]["result"][0]["value"],
+        json!({"choices": ["yes"]})
+    );
+    assert_eq!(tasks[1].predictions[0]["score"], 0.5);
+    assert!(tasks[2].annotations.is_empty() && tasks[2].predictions.is_empty());
+
+    let again = sink.import_tasks(&store, &small_batches()).await.unwrap();
+    assert_eq!((again.progress.created, again.progress.existed), (0, 5));
+}
+
+#[tokio::test]
+async fn parquet_files_of_every_codec_pyarrow_writes_are_read_with_their_types() {
+    let codecs = ["none", "snappy", "gzip", "zstd", "brotli", "lz4"];
+    let files: Vec<_> = codecs
+        .iter()
+        .map(|codec| {
+            let name = format!("bare-{codec}.parquet");
+            (name.clone(), parquet_fixture(&name))
+        })
+        .collect();
+    let objects: Vec<(&str, Vec<u8>)> =
+        files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let store = store_with_bytes(&objects).await;
+    let sink = Fixture::new();
+    let outcome = sink.import_tasks(&store, &small_batches()).await.unwrap();
+    assert!(outcome.file_errors.is_empty(), "{:?}", outcome.file_errors);
+    assert_eq!(outcome.progress.created, 3 * codecs.len() as u64);
+    let expected = [
+        json!({"text": "a", "id": 1, "ratio": 0.5, "captured": "2024-05-01T12:30:00Z",
+               "day": "2024-05-01", "tags": ["x", "y"], "attrs": {"k": 1}, "blob": "AAE="}),
+        json!({"text": null, "id": 2, "ratio": null, "captured": "2024-05-01T12:30:00Z",
+               "day": "2024-05-01", "tags": [], "attrs": {}, "blob": ""}),
+        json!({"text": "c", "id": 3, "ratio": 1.5, "captured": "2024-05-01T12:30:00Z",
+               "day": "2024-05-01", "tags": null, "attrs": {"a": 2, "b": 3}, "blob": null}),
+    ];
+    for (i, task) in sink.db.tasks(sink.project).iter().enumerate() {
+        assert_eq!(
+            Value::from(task.data.clone()),
+            expected[i % 3],
+            "{} row {}",
+            files[i / 3].0,
+            i % 3
+        );
+    }
+}
+
+#[tokio::test]
+async fn parquet_columns_of_json_text_are_read_as_json() {
+    let store = store_with_bytes(&[("j.parquet", parquet_fixture("json-text.parquet"))]).await;
+    let sink = Fixture::new();
+    let outcome = sink.import_tasks(&store, &small_batches()).await.unwrap();
+    assert!(outcome.file_errors.is_empty(), "{:?}", outcome.file_errors);
+    let tasks = sink.db.tasks(sink.project);
+    assert_eq!(Value::from(tasks[0].data.clone()), json!({"text": "a"}));
+    assert_eq!(tasks[0].annotations.len(), 1);
+    assert_eq!(Value::from(tasks[1].data.clone()), json!({"text": "b"}));
+}
+
+/// `wrapped.parquet` with the bytes of row group `index` overwritten.
+async fn with_damaged_row_group(index: usize) -> Vec<u8> {
+    let mut bytes = parquet_fixture("wrapped.parquet");
+    let store = store_with_bytes(&[("f.parquet", bytes.clone())]).await;
+    let size = bytes.len() as u64;
+    let metadata =
+        storage_core::parquet_file::read_metadata(&*store, &Path::from("f.parquet"), size, "f")
+            .await
+            .unwrap();
+    let groups = storage_core::parquet_file::row_groups("f", &metadata, size).unwrap();
+    let range = &groups[index].bytes;
+    bytes[range.start as usize..range.end as usize].fill(0xff);
+    bytes
+}
+
+#[tokio::test]
+async fn a_broken_parquet_file_is_reported_and_the_other_files_imported() {
+    let whole = parquet_fixture("wrapped.parquet");
+    let store = store_with_bytes(&[
+        (
+            "a-not-parquet.parquet",
+            b"{\"text\": \"json in disguise\"}".to_vec(),
+        ),
+        ("b-cut.parquet", whole[..whole.len() - 10].to_vec()),
+        ("c-damaged.parquet", with_damaged_row_group(1).await),
+        ("d.json", br#"{"text": "fine"}"#.to_vec()),
+    ])
+    .await;
+    let sink = Fixture::new();
+    let outcome = sink.import_tasks(&store, &small_batches()).await.unwrap();
+    let errors = outcome.file_errors.join("\n");
+    assert!(
+        errors.contains("a-not-parquet.parquet: not a Parquet file"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("b-cut.parquet: not a Parquet file"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("c-damaged.parquet: row group 1 cannot be read"),
+        "{errors}"
+    );
+    assert_eq!(outcome.progress.failed_files, 3);
+    let keys = sink.keys();
+    assert!(keys.contains(&("d.json".into(), None)));
+    assert_eq!(
+        keys.iter()
+            .filter(|(k, _)| k == "c-damaged.parquet")
+            .count(),
+        2,
+        "the rows of the row group before the damage: {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_inside_a_parquet_file_resumes_at_the_first_row_group_not_wholly_linked() {
+    let location = Path::from("w.parquet");
+    let store = store_with_bytes(&[("w.parquet", parquet_fixture("wrapped.parquet"))]).await;
+    let src = source(&store, None, false, None);
+    let crashing = Fixture::new();
+    crashing.db.fail_create_tasks_call(Some(2));
+    let err = crashing
+        .import(&src, false, &small_batches(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("simulated crash"), "{err}");
+    assert_eq!(crashing.db.task_count(), 2, "row group 0");
+    assert_eq!(crashing.db.unfinished(crashing.storage), vec!["w.parquet"]);
+
+    // Row group 0 is damaged now: read again, it would be reported.
+    store
+        .put(&location, with_damaged_row_group(0).await.into())
+        .await
+        .unwrap();
+    let healed = crashing;
+    healed.db.fail_create_tasks_call(None);
+    let outcome = healed
+        .import(&src, false, &small_batches(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!((outcome.progress.created, outcome.progress.existed), (3, 2));
+    assert_eq!(
+        outcome.file_errors.len(),
+        1,
+        "row 4 only: {:?}",
+        outcome.file_errors
+    );
+    let rows: Vec<_> = healed.keys().into_iter().map(|(_, r)| r.unwrap()).collect();
+    assert_eq!(rows, [0, 1, 2, 3, 5], "every row once");
+    assert!(healed.db.unfinished(healed.storage).is_empty());
+}

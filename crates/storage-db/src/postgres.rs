@@ -132,12 +132,13 @@ impl PostgresDatabase {
         context: &str,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO storage_links (storage_id, task_id, key, row_index, etag, size,
-                                        last_modified, created_at)
-             SELECT $1, l.task_id, l.key, l.row_index, l.etag, l.size, l.last_modified, $2
-             FROM UNNEST($3::BIGINT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[], $7::BIGINT[],
-                         $8::TIMESTAMPTZ[])
-                  AS l (task_id, key, row_index, etag, size, last_modified)",
+            "INSERT INTO storage_links (storage_id, task_id, key, row_index, row_group, etag,
+                                        size, last_modified, created_at)
+             SELECT $1, l.task_id, l.key, l.row_index, l.row_group, l.etag, l.size,
+                    l.last_modified, $2
+             FROM UNNEST($3::BIGINT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[], $7::TEXT[],
+                         $8::BIGINT[], $9::TIMESTAMPTZ[])
+                  AS l (task_id, key, row_index, row_group, etag, size, last_modified)",
         )
         .bind(storage_id)
         .bind(stamp)
@@ -149,6 +150,7 @@ impl PostgresDatabase {
                 .collect::<Vec<_>>(),
         )
         .bind(links.iter().map(|(_, l)| l.row_index).collect::<Vec<_>>())
+        .bind(links.iter().map(|(_, l)| l.row_group).collect::<Vec<_>>())
         .bind(
             links
                 .iter()

@@ -203,15 +203,16 @@ impl SqliteDatabase {
     ) -> Result<()> {
         tasks::insert_values(
             conn,
-            "INSERT INTO storage_links (storage_id, task_id, key, row_index, etag, size, \
-             last_modified, created_at) ",
+            "INSERT INTO storage_links (storage_id, task_id, key, row_index, row_group, etag, \
+             size, last_modified, created_at) ",
             links,
-            8,
+            9,
             |mut row, (task_id, link)| {
                 row.push_bind(storage_id)
                     .push_bind(*task_id)
                     .push_bind(link.key.as_str())
                     .push_bind(link.row_index)
+                    .push_bind(link.row_group)
                     .push_bind(link.etag.as_deref())
                     .push_bind(
                         link.size

@@ -402,6 +402,33 @@ macro_rules! repository_tests {
             assert!(f.db.linked_keys(id, &[]).await.unwrap().is_empty());
         }
 
+        #[tokio::test]
+        async fn parquet_rows_keep_their_row_group_and_are_counted_by_row_range() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let batch: Vec<NewTask> = (0..5)
+                .map(|row| {
+                    let mut task = file_task("t.parquet", Some(row));
+                    task.link.row_group = Some(row / 2);
+                    task
+                })
+                .chain([file_task("other.parquet", Some(1))])
+                .collect();
+            f.db.create_tasks(f.project, id, batch).await.unwrap();
+            let count = |rows| f.db.count_linked_rows(id, "t.parquet", rows);
+            assert_eq!(count(0..=1).await.unwrap(), 2);
+            assert_eq!(count(4..=5).await.unwrap(), 1);
+            assert_eq!(count(5..=9).await.unwrap(), 0);
+            assert_eq!(f.db.count_linked_rows(id + 1, "t.parquet", 0..=9).await.unwrap(), 0);
+            let groups: Vec<Option<i64>> = sqlx::query_scalar(
+                "SELECT row_group FROM storage_links WHERE key = 't.parquet' ORDER BY row_index",
+            )
+            .fetch_all(f.db.pool())
+            .await
+            .unwrap();
+            assert_eq!(groups, [0, 0, 1, 1, 2].map(Some));
+        }
+
         /// Issue 12, finding 11: export objects are named by annotation id,
         /// so an id handed out again would overwrite another organisation's
         /// object. Deleting the newest row never frees its id.
@@ -1497,7 +1524,12 @@ async fn sqlite_0004_keeps_the_data_and_stops_reusing_ids() {
                 .unwrap()
         }
     };
-    assert_eq!(count("SELECT COUNT(*) FROM _sqlx_migrations").await, 4);
+    assert_eq!(count("SELECT COUNT(*) FROM _sqlx_migrations").await, 5);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM storage_links WHERE row_group IS NULL").await,
+        1,
+        "0005: links of other files have no row group"
+    );
     assert_eq!(
         count("SELECT task_number FROM projects WHERE id = 1").await,
         2
@@ -1583,8 +1615,8 @@ async fn postgres_connect_checks_urls_and_migrates_once() {
         .await
         .unwrap();
     assert_eq!(
-        applied, 3,
-        "0001_init, 0002_unfinished_objects and 0003_project_counters"
+        applied, 4,
+        "0001_init, 0002_unfinished_objects, 0003_project_counters and 0004_link_row_group"
     );
 }
 

@@ -262,6 +262,29 @@ impl TaskSink for Engine {
         .await
     }
 
+    async fn count_linked_rows(
+        &self,
+        storage_id: i64,
+        key: &str,
+        rows: std::ops::RangeInclusive<i64>,
+    ) -> Result<u64> {
+        // COALESCE: the dedupe index's expression, which serves this query.
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM storage_links WHERE storage_id = $1 AND key = $2
+             AND COALESCE(row_index, -1) BETWEEN $3 AND $4",
+        )
+        .bind(storage_id)
+        .bind(key)
+        .bind(*rows.start())
+        .bind(*rows.end())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db(format!(
+            "counting the linked rows of \"{key}\" in storage {storage_id}"
+        )))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn create_tasks(
         &self,
         project: i64,
