@@ -82,6 +82,7 @@ macro_rules! cases {
 cases!(
     files_mode_filters_prefix_regex_and_recursion,
     tasks_mode_reads_every_format_and_reports_bad_files,
+    tasks_mode_reads_parquet_row_groups,
     resync_creates_nothing_new,
     export_writes_overwrites_and_deletes,
     proxy_streams_with_range_and_etag,

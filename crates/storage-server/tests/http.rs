@@ -568,6 +568,46 @@ async fn media_in_tasks_mode_fails_with_a_hint() {
     assert!(failed["meta"]["time_failure"].is_string());
 }
 
+/// Local files take the same Parquet path as buckets (range reads of a
+/// file on disk), and the SQLite links keep each row's row group.
+#[tokio::test]
+async fn parquet_in_a_local_folder_becomes_one_task_per_row() {
+    let server = Server::start().await;
+    let project = server.project().await;
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../storage-core/tests/fixtures/parquet/bare-zstd.parquet"
+    );
+    std::fs::create_dir_all(server.root.join("pq")).unwrap();
+    std::fs::copy(fixture, server.root.join("pq/rows.PARQUET")).unwrap();
+    let (_, storage) = server
+        .post(
+            "/api/storages/localfiles",
+            json!({"project": project, "path": server.path("pq"), "use_blob_urls": false}),
+        )
+        .await;
+    let path = format!("/api/storages/localfiles/{}", storage["id"]);
+    let done = server.sync_and_wait(&path).await;
+    assert_eq!(
+        (done["status"].clone(), done["last_sync_count"].clone()),
+        (json!("completed"), json!(3)),
+        "{done}"
+    );
+    let (_, tasks) = server.get(&format!("/api/tasks?project={project}")).await;
+    let first = &tasks["tasks"][0]["data"];
+    assert_eq!(first["captured"], "2024-05-01T12:30:00Z", "{first}");
+    assert_eq!(first["attrs"], json!({"k": 1}), "{first}");
+    let links: Vec<(Option<i64>, Option<i64>)> =
+        sqlx::query_as("SELECT row_group, row_index FROM storage_links ORDER BY row_index")
+            .fetch_all(server.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        links,
+        [(Some(0), Some(0)), (Some(0), Some(1)), (Some(0), Some(2))]
+    );
+}
+
 #[tokio::test]
 async fn export_storage_writes_annotations_and_deletes_them() {
     let server = Server::start().await;

@@ -83,6 +83,19 @@ impl Seed {
         self.put_raw(&self.key(key), body).await;
     }
 
+    /// Writes the bytes `body` at `key` under the prefix (binary files:
+    /// Parquet).
+    ///
+    /// # Panics
+    /// If the write fails, naming the key.
+    pub async fn put_bytes(&self, key: &str, body: Vec<u8>) {
+        let key = self.key(key);
+        self.store
+            .put(&Path::from(key.as_str()), body.into())
+            .await
+            .unwrap_or_else(|e| panic!("seeding {key}: {e}"));
+    }
+
     /// Writes `body` at the full object key `key` (outside the prefix too).
     ///
     /// # Panics

@@ -1,6 +1,7 @@
 //! The behaviour every bucket backend must show, run through the real HTTP
 //! server against each backend's real server or emulator: listing with
-//! prefix, regex and recursion, Files and Tasks modes, re-sync dedupe,
+//! prefix, regex and recursion, Files and Tasks modes (JSON, JSONL and
+//! Parquet task files), re-sync dedupe,
 //! export write/overwrite/delete, presigned redirects and the proxy with
 //! Range and ETag.
 //!
@@ -223,6 +224,57 @@ pub async fn tasks_mode_reads_every_format_and_reports_bad_files(b: &Bucket) {
     let mut sorted = texts.clone();
     sorted.sort();
     assert_eq!(sorted, vec!["j0", "j1", "l0", "l1", "one"]);
+}
+
+/// A Parquet task file of storage-core's fixtures (made by pyarrow).
+fn parquet_fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../storage-core/tests/fixtures/parquet/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
+/// `wrapped.parquet` holds six rows in three row groups, Label Studio's
+/// wrapper as columns; row 4 has annotations but no data.
+pub async fn tasks_mode_reads_parquet_row_groups(b: &Bucket) {
+    let wrapped = parquet_fixture("wrapped.parquet");
+    b.seed
+        .put_bytes("p/cut.parquet", wrapped[..100].to_vec())
+        .await;
+    b.seed.put_bytes("p/wrapped.parquet", wrapped).await;
+    let (server, project) = b.start().await;
+    let path = b
+        .create(
+            &server,
+            false,
+            project,
+            json!({"prefix": b.seed.key("p"), "use_blob_urls": false}),
+        )
+        .await;
+    let done = b.synced(&server, &path).await;
+    assert_eq!(done["status"], "completed_with_errors", "{done}");
+    assert_eq!(done["last_sync_count"], 5, "{done}");
+    assert_eq!(done["meta"]["tasks_failed_validation"], 1, "{done}");
+    let traceback = done["traceback"].as_str().unwrap();
+    for expected in [
+        format!("{}: row 4: ", b.seed.key("p/wrapped.parquet")),
+        format!("{}: not a Parquet file", b.seed.key("p/cut.parquet")),
+    ] {
+        assert!(traceback.contains(&expected), "{expected} in {traceback}");
+    }
+    let tasks = tasks(&server, project, false).await;
+    let texts: Vec<&str> = tasks
+        .iter()
+        .map(|t| t["data"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["text 0", "text 1", "text 2", "text 3", "text 5"]);
+    assert_eq!(tasks[0]["total_annotations"], 1, "{}", tasks[0]);
+    assert_eq!(tasks[1]["total_predictions"], 1, "{}", tasks[1]);
+
+    let again = b.synced(&server, &path).await;
+    assert_eq!(again["last_sync_count"], 0, "{again}");
+    assert_eq!(again["meta"]["tasks_existed"], 5, "{again}");
 }
 
 pub async fn resync_creates_nothing_new(b: &Bucket) {
@@ -474,6 +526,7 @@ macro_rules! conformance_cases {
         $crate::conformance_cases!(@cases $fixture;
             files_mode_filters_prefix_regex_and_recursion,
             tasks_mode_reads_every_format_and_reports_bad_files,
+            tasks_mode_reads_parquet_row_groups,
             resync_creates_nothing_new,
             export_writes_overwrites_and_deletes,
             presign_redirects_to_a_signed_url_that_works,
