@@ -33,6 +33,10 @@ pub struct ImportConfig {
     pub stream_threshold_bytes: u64,
     /// A larger single task (one object of a file) is a per-file error.
     pub max_task_bytes: usize,
+    /// A Parquet row group whose column chunks (as stored) are larger is
+    /// not read: the file is reported. One row group is what a Parquet
+    /// file costs in memory.
+    pub max_row_group_bytes: u64,
     /// Attempts for reads that fail with a temporary error.
     pub read_attempts: u32,
     /// A listing that yields no object for this long fails the sync (an
@@ -55,6 +59,7 @@ impl Default for ImportConfig {
             read_concurrency: 16,
             stream_threshold_bytes: 4 * 1024 * 1024,
             max_task_bytes: 64 * 1024 * 1024,
+            max_row_group_bytes: 1024 * 1024 * 1024,
             read_attempts: 3,
             listing_stall_timeout: Duration::from_secs(120),
         }
@@ -456,6 +461,19 @@ impl ImportJob<'_> {
             if linked >= group.rows as u64 {
                 outcome.progress.existed += linked;
                 continue;
+            }
+            let stored = group.bytes.end - group.bytes.start;
+            if stored > self.config.max_row_group_bytes {
+                ended = Some(Error::InvalidTaskFile {
+                    key: key.to_string(),
+                    line: None,
+                    reason: format!(
+                        "row group {} is {stored} bytes, above the limit of {} bytes: write \
+                         the file with smaller row groups",
+                        group.index, self.config.max_row_group_bytes
+                    ),
+                });
+                break;
             }
             let bytes = store
                 .get_range(&meta.location, group.bytes.clone())

@@ -42,6 +42,9 @@ const ENCRYPTED_MAGIC: &[u8; 4] = b"PARE";
 /// The end of the file fetched first: most footers fit, so most files cost
 /// one request for their metadata.
 const FOOTER_PREFETCH: u64 = 64 * 1024;
+/// A larger footer is refused rather than read: real ones are kilobytes to
+/// a few megabytes, and a hostile length must not size an allocation.
+const MAX_FOOTER_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Whether `key` names a Parquet file: its extension, case-insensitive, as
 /// Label Studio decides the format.
@@ -108,6 +111,12 @@ pub async fn read_metadata(
     let footer_len = u64::from(u32::from_le_bytes([
         trailer[0], trailer[1], trailer[2], trailer[3],
     ]));
+    if footer_len > MAX_FOOTER_BYTES {
+        return Err(invalid(
+            key,
+            format!("its footer claims {footer_len} bytes, above the limit of {MAX_FOOTER_BYTES}"),
+        ));
+    }
     let footer_start = size
         .checked_sub(8 + footer_len)
         .filter(|start| *start >= 4)
@@ -123,8 +132,12 @@ pub async fn read_metadata(
     } else {
         read(footer_start..size - 8).await?
     };
-    let metadata = ParquetMetaDataReader::decode_metadata(&footer)
-        .map_err(|err| invalid(key, format!("its footer cannot be read: {err}")))?;
+    // The decoder reads hostile bytes: a panic in it is this file's
+    // failure, not the sync's.
+    let decoded = std::panic::catch_unwind(|| ParquetMetaDataReader::decode_metadata(&footer))
+        .map_err(|_| invalid(key, "its footer cannot be read (the Parquet reader failed)"))?;
+    let metadata =
+        decoded.map_err(|err| invalid(key, format!("its footer cannot be read: {err}")))?;
     Ok(Arc::new(metadata))
 }
 

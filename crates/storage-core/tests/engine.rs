@@ -781,11 +781,20 @@ async fn a_broken_parquet_file_is_reported_and_the_other_files_imported() {
         ("b-cut.parquet", whole[..whole.len() - 10].to_vec()),
         ("c-damaged.parquet", with_damaged_row_group(1).await),
         ("d.json", br#"{"text": "fine"}"#.to_vec()),
+        (
+            "e-huge-footer.parquet",
+            [&b"PAR1"[..], &[0; 64], &u32::MAX.to_le_bytes(), b"PAR1"].concat(),
+        ),
     ])
     .await;
     let sink = Fixture::new();
     let outcome = sink.import_tasks(&store, &small_batches()).await.unwrap();
     let errors = outcome.file_errors.join("\n");
+    assert!(
+        errors
+            .contains("e-huge-footer.parquet: its footer claims 4294967295 bytes, above the limit"),
+        "{errors}"
+    );
     assert!(
         errors.contains("a-not-parquet.parquet: not a Parquet file"),
         "{errors}"
@@ -798,7 +807,7 @@ async fn a_broken_parquet_file_is_reported_and_the_other_files_imported() {
         errors.contains("c-damaged.parquet: row group 1 cannot be read"),
         "{errors}"
     );
-    assert_eq!(outcome.progress.failed_files, 3);
+    assert_eq!(outcome.progress.failed_files, 4);
     let keys = sink.keys();
     assert!(keys.contains(&("d.json".into(), None)));
     assert_eq!(
@@ -807,6 +816,25 @@ async fn a_broken_parquet_file_is_reported_and_the_other_files_imported() {
             .count(),
         2,
         "the rows of the row group before the damage: {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_parquet_row_group_above_the_limit_is_reported_not_read() {
+    let store = store_with_bytes(&[("w.parquet", parquet_fixture("wrapped.parquet"))]).await;
+    let sink = Fixture::new();
+    let config = ImportConfig {
+        max_row_group_bytes: 100,
+        ..small_batches()
+    };
+    let outcome = sink.import_tasks(&store, &config).await.unwrap();
+    assert_eq!(outcome.progress.created, 0);
+    assert_eq!(outcome.file_errors.len(), 1, "{:?}", outcome.file_errors);
+    assert!(
+        outcome.file_errors[0].starts_with("w.parquet: row group 0 is ")
+            && outcome.file_errors[0].contains("above the limit of 100 bytes"),
+        "{:?}",
+        outcome.file_errors
     );
 }
 
@@ -846,4 +874,46 @@ async fn a_crash_inside_a_parquet_file_resumes_at_the_first_row_group_not_wholly
     let rows: Vec<_> = healed.keys().into_iter().map(|(_, r)| r.unwrap()).collect();
     assert_eq!(rows, [0, 1, 2, 3, 5], "every row once");
     assert!(healed.db.unfinished(healed.storage).is_empty());
+}
+
+/// Hostile input: `wrapped.parquet` with bytes changed at random places
+/// (footer included). Each file is reported or imported; no mutation may
+/// fail the sync or panic it.
+#[tokio::test]
+async fn damaged_parquet_files_never_fail_the_sync() {
+    let whole = parquet_fixture("wrapped.parquet");
+    // xorshift: the same mutations on every run.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut objects = Vec::new();
+    for case in 0..300 {
+        let mut bytes = whole.clone();
+        for _ in 0..1 + next() % 4 {
+            // Half the changes land in the footer's last 600 bytes.
+            let at = if next() % 2 == 0 {
+                bytes.len() - 1 - (next() as usize % 600)
+            } else {
+                next() as usize % bytes.len()
+            };
+            bytes[at] = next() as u8;
+        }
+        objects.push((format!("m{case:03}.parquet"), bytes));
+    }
+    let objects: Vec<(&str, Vec<u8>)> = objects
+        .iter()
+        .map(|(k, b)| (k.as_str(), b.clone()))
+        .collect();
+    let store = store_with_bytes(&objects).await;
+    let sink = Fixture::new();
+    let outcome = sink.import_tasks(&store, &small_batches()).await.unwrap();
+    assert_eq!(outcome.progress.objects, 300);
+    assert!(
+        outcome.progress.failed_files > 0,
+        "some mutations must break files"
+    );
 }

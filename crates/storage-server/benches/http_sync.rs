@@ -5,12 +5,15 @@
 //! per scenario, so each peak belongs to that scenario alone.
 //!
 //! Run with `cargo bench -p storage-server --bench http_sync`.
-//! `BENCH` chooses scenarios (default `files,tasks,export`; also `jsonl`, `s3`, `azure`, `redis`,
+//! `BENCH` chooses scenarios (default `files,tasks,export`; also `jsonl`, `parquet`, `s3`, `azure`, `redis`,
 //! `databricks`, `big_task`):
 //!
 //! - `files`: Files-mode local folders of `BENCH_FILES` files (default `10000,100000`), and a re-sync;
 //! - `tasks`: Tasks mode, `BENCH_TASK_FILES` JSON files of one task each (default 100000);
 //! - `jsonl`: Tasks mode, one JSON Lines file of `BENCH_JSONL_MIB` MiB (default 1024);
+//! - `parquet`: Tasks mode, one Parquet file of `BENCH_PARQUET_MIB` MiB (default 1024; row
+//!   groups of 2^20 rows, as pyarrow writes by default; uncompressed, so the file's size is
+//!   its data's), then the same tasks as one JSON Lines file, each on a fresh server;
 //! - `export`: `BENCH_ANNOTATIONS` annotations (default 100000) exported to a local folder;
 //! - `s3`: Files mode against moto (`scripts/emulators.sh start`), `BENCH_S3_OBJECTS` objects
 //!   (default 20000), next to a bare paginated ListObjectsV2 of the same prefix;
@@ -60,6 +63,7 @@ fn main() {
             }
             "tasks" => tasks(env_list("BENCH_TASK_FILES", "100000")[0]),
             "jsonl" => jsonl(env_list("BENCH_JSONL_MIB", "1024")[0]),
+            "parquet" => parquet(env_list("BENCH_PARQUET_MIB", "1024")[0]),
             "export" => export(env_list("BENCH_ANNOTATIONS", "100000")[0]),
             "s3" => s3(env_list("BENCH_S3_OBJECTS", "20000")[0]),
             "azure" => azure(env_list("BENCH_AZURE_BLOBS", "10000")[0]),
@@ -67,7 +71,7 @@ fn main() {
             "databricks" => databricks(env_list("BENCH_DATABRICKS_FILES", "10000")[0]),
             "big_task" => big_task(env_list("BENCH_TASK_MIB", "60")[0]),
             other => {
-                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, export, s3, azure, redis, databricks, big_task)")
+                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, parquet, export, s3, azure, redis, databricks, big_task)")
             }
         }
     }
@@ -104,25 +108,97 @@ fn tasks(n: usize) {
 fn jsonl(mib: usize) {
     let bench = Bench::start();
     let folder = bench.folder("jsonl");
-    let mut file = BufWriter::new(std::fs::File::create(folder.join("tasks.jsonl")).unwrap());
+    let lines = write_jsonl(&folder.join("tasks.jsonl"), |bytes, _| bytes >= mib << 20);
+    bench.sync_task_file(&folder, &format!("tasks, one {mib} MiB JSONL file"), lines);
+}
+
+/// Writes `task_line`s to `path` until `done(bytes, lines)`; returns the
+/// number of lines.
+fn write_jsonl(path: &Path, done: impl Fn(usize, usize) -> bool) -> usize {
+    let mut file = BufWriter::new(std::fs::File::create(path).unwrap());
     let (mut written, mut lines) = (0, 0);
-    while written < mib << 20 {
+    while !done(written, lines) {
         let line = task_line(lines);
         file.write_all(line.as_bytes()).unwrap();
         written += line.len();
         lines += 1;
     }
     file.into_inner().unwrap().sync_all().unwrap();
-    let storage = bench.local_import(&folder, false);
-    let (first, state) = bench.sync_and_wait("localfiles", storage);
-    assert_eq!(state["last_sync_count"], lines as u64, "{state}");
-    bench.report(
-        &format!("tasks, one {mib} MiB JSONL file"),
-        1,
-        lines,
-        first,
-        None,
-    );
+    lines
+}
+
+fn parquet(mib: usize) {
+    let bench = Bench::start();
+    let folder = bench.folder("parquet");
+    let rows = write_parquet(&folder.join("tasks.parquet"), mib << 20);
+    bench.sync_task_file(&folder, &format!("tasks, one {mib} MiB Parquet file"), rows);
+    drop(bench);
+
+    let bench = Bench::start();
+    let folder = bench.folder("jsonl");
+    let path = folder.join("tasks.jsonl");
+    write_jsonl(&path, |_, lines| lines == rows);
+    let size = std::fs::metadata(&path).unwrap().len() >> 20;
+    let scenario = format!("tasks, the same rows as one {size} MiB JSONL file");
+    bench.sync_task_file(&folder, &scenario, rows);
+}
+
+/// Writes the tasks of `task_line` as Parquet rows (`text`, and
+/// `meta_info` as a struct) to `path` until it holds `bytes`, in row
+/// groups of 2^20 rows; returns the number of rows.
+fn write_parquet(path: &Path, bytes: usize) -> usize {
+    use parquet::basic::Compression;
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+
+    const GROUP_ROWS: usize = 1 << 20;
+    const CHUNK_ROWS: usize = 1 << 16;
+    let schema = parquet::schema::parser::parse_message_type(
+        "message task { required binary text (STRING);
+         required group meta_info { required binary source (STRING); required int64 index; } }",
+    )
+    .unwrap();
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = SerializedFileWriter::new(file, schema.into(), properties.into()).unwrap();
+    let mut rows = 0;
+    while writer.bytes_written() < bytes {
+        let group_rows = rows..rows + GROUP_ROWS;
+        let mut group = writer.next_row_group().unwrap();
+        for column in 0..3 {
+            let mut writer = group.next_column().unwrap().unwrap();
+            for start in group_rows.clone().step_by(CHUNK_ROWS) {
+                let chunk = start..start + CHUNK_ROWS;
+                if column == 2 {
+                    let index: Vec<i64> = chunk.map(|i| i as i64).collect();
+                    writer
+                        .typed::<Int64Type>()
+                        .write_batch(&index, None, None)
+                        .unwrap();
+                } else {
+                    let text: Vec<ByteArray> = chunk
+                        .map(|i| match column {
+                            0 => ByteArray::from(task_text(i).as_str()),
+                            _ => ByteArray::from("bench"),
+                        })
+                        .collect();
+                    writer
+                        .typed::<ByteArrayType>()
+                        .write_batch(&text, None, None)
+                        .unwrap();
+                }
+            }
+            writer.close().unwrap();
+        }
+        group.close().unwrap();
+        rows += GROUP_ROWS;
+    }
+    writer.close().unwrap();
+    rows
 }
 
 /// One large task, synced and listed: how much memory each costs beyond
@@ -451,7 +527,16 @@ fn bucket_sync(scenario: BucketScenario, runtime: tokio::runtime::Runtime, n: us
 }
 
 fn task_line(i: usize) -> String {
-    format!("{{\"text\": \"Task {i}: the quick brown fox jumps over the lazy dog, again and again, to fill a line\", \"meta_info\": {{\"source\": \"bench\", \"index\": {i}}}}}\n")
+    format!(
+        "{{\"text\": \"{}\", \"meta_info\": {{\"source\": \"bench\", \"index\": {i}}}}}\n",
+        task_text(i)
+    )
+}
+
+fn task_text(i: usize) -> String {
+    format!(
+        "Task {i}: the quick brown fox jumps over the lazy dog, again and again, to fill a line"
+    )
 }
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {
@@ -543,6 +628,15 @@ impl Bench {
         )["id"]
             .as_i64()
             .unwrap()
+    }
+
+    /// Syncs the one task file of `folder` in Tasks mode and reports it;
+    /// it must give `tasks` tasks.
+    fn sync_task_file(&self, folder: &Path, scenario: &str, tasks: usize) {
+        let storage = self.local_import(folder, false);
+        let (took, state) = self.sync_and_wait("localfiles", storage);
+        assert_eq!(state["last_sync_count"], tasks as u64, "{state}");
+        self.report(scenario, 1, tasks, took, None);
     }
 
     fn report(
