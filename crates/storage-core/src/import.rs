@@ -447,10 +447,14 @@ impl ImportJob<'_> {
         progress: &dyn ProgressSink,
     ) -> Result<FileProblems> {
         let store = self.source.store();
-        let metadata = parquet_file::read_metadata(&*store, &meta.location, meta.size, key).await?;
+        let file = ParquetFile {
+            key,
+            meta,
+            metadata: parquet_file::read_metadata(&*store, &meta.location, meta.size, key).await?,
+        };
         let mut problems = RowProblems::default();
         let mut ended = None;
-        for group in parquet_file::row_groups(key, &metadata, meta.size)? {
+        for group in parquet_file::row_groups(key, &file.metadata, meta.size)? {
             if group.rows == 0 {
                 continue;
             }
@@ -462,31 +466,10 @@ impl ImportJob<'_> {
                 outcome.progress.existed += linked;
                 continue;
             }
-            let stored = group.bytes.end - group.bytes.start;
-            if stored > self.config.max_row_group_bytes {
-                ended = Some(Error::InvalidTaskFile {
-                    key: key.to_string(),
-                    line: None,
-                    reason: format!(
-                        "row group {} is {stored} bytes, above the limit of {} bytes: write \
-                         the file with smaller row groups",
-                        group.index, self.config.max_row_group_bytes
-                    ),
-                });
-                break;
-            }
-            let bytes = store
-                .get_range(&meta.location, group.bytes.clone())
-                .await
-                .map_err(|err| {
-                    Error::from_object_store(format!("reading task file \"{key}\""), err)
-                })?;
             let (found, result) = self
-                .import_row_group(
-                    key, meta, &metadata, group, bytes, problems, outcome, progress,
-                )
+                .import_row_group(&file, group, outcome, progress)
                 .await?;
-            problems = found;
+            problems.merge(found);
             if let Err(err) = result {
                 ended = Some(err);
                 break;
@@ -500,27 +483,40 @@ impl ImportJob<'_> {
         })
     }
 
-    /// Decodes one row group of a Parquet file on a blocking thread and
-    /// writes its tasks as they come. Returns the bad rows so far and how
-    /// the row group ended (a damaged one ends the file, reported).
-    #[allow(clippy::too_many_arguments)]
+    /// Reads one row group of a Parquet file, decodes it on a blocking
+    /// thread and writes its tasks as they come. Returns its bad rows and
+    /// how it ended: a damaged row group, or one above the size limit,
+    /// ends the file (reported).
     async fn import_row_group(
         &self,
-        key: &str,
-        meta: &ObjectMeta,
-        metadata: &std::sync::Arc<parquet::file::metadata::ParquetMetaData>,
+        file: &ParquetFile<'_>,
         group: RowGroupSpan,
-        bytes: bytes::Bytes,
-        mut problems: RowProblems,
         outcome: &mut ImportOutcome,
         progress: &dyn ProgressSink,
     ) -> Result<(RowProblems, Result<()>)> {
+        let key = file.key;
+        let stored = group.bytes.end - group.bytes.start;
+        if stored > self.config.max_row_group_bytes {
+            let reason = format!(
+                "row group {} is {stored} bytes, above the limit of {} bytes: write the file \
+                 with smaller row groups",
+                group.index, self.config.max_row_group_bytes
+            );
+            return Ok((RowProblems::default(), Err(invalid_file(key, reason))));
+        }
+        let bytes = self
+            .source
+            .store()
+            .get_range(&file.meta.location, group.bytes.clone())
+            .await
+            .map_err(|err| Error::from_object_store(format!("reading task file \"{key}\""), err))?;
         let (sender, mut receiver) = tokio::sync::mpsc::channel(2);
         let row_group = Some(group.index as i64);
         let decoding = tokio::task::spawn_blocking({
-            let (key, metadata) = (key.to_string(), metadata.clone());
+            let (key, metadata) = (key.to_string(), file.metadata.clone());
             let batch_size = self.config.batch_size;
             move || {
+                let mut problems = RowProblems::default();
                 let ended = parquet_file::decode_row_group(
                     &key,
                     &metadata,
@@ -535,17 +531,15 @@ impl ImportJob<'_> {
         });
         // Returning early drops the receiver, which stops the decoding.
         while let Some(tasks) = receiver.recv().await {
-            self.write(new_tasks(key, meta, row_group, tasks), outcome)
+            self.write(new_tasks(key, file.meta, row_group, tasks), outcome)
                 .await?;
             progress.report(&Progress::Import(outcome.progress.clone()))?;
         }
         // A panic of the parquet crate on a hostile file is that file's
         // failure, reported; the sync goes on.
-        decoding.await.map_err(|err| Error::InvalidTaskFile {
-            key: key.to_string(),
-            line: None,
-            reason: format!("the Parquet reader failed on it ({err})"),
-        })
+        decoding
+            .await
+            .map_err(|err| invalid_file(key, format!("the Parquet reader failed on it ({err})")))
     }
 
     /// Writes the parsed tasks of a streamed file a batch at a time; the
@@ -583,6 +577,21 @@ impl ImportJob<'_> {
             allow_skip: true,
             link: link(key, None, meta),
         }
+    }
+}
+
+/// A Parquet task file being imported: its key, listing entry and footer.
+struct ParquetFile<'a> {
+    key: &'a str,
+    meta: &'a ObjectMeta,
+    metadata: std::sync::Arc<parquet::file::metadata::ParquetMetaData>,
+}
+
+fn invalid_file(key: &str, reason: String) -> Error {
+    Error::InvalidTaskFile {
+        key: key.to_string(),
+        line: None,
+        reason,
     }
 }
 

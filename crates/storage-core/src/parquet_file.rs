@@ -185,6 +185,13 @@ pub struct RowProblems {
 }
 
 impl RowProblems {
+    /// Adds the bad rows of a later row group.
+    pub fn merge(&mut self, later: RowProblems) {
+        self.rejected += later.rejected;
+        let room = MAX_REPORTED_PROBLEMS.saturating_sub(self.reported.len());
+        self.reported.extend(later.reported.into_iter().take(room));
+    }
+
     fn reject(&mut self, err: Error) {
         self.rejected += 1;
         if self.reported.len() < MAX_REPORTED_PROBLEMS {
@@ -402,6 +409,20 @@ mod tests {
         );
         let text_data = serde_json::json!({"data": "[1, 2]"});
         assert_eq!(json_columns_read(text_data.clone()), text_data);
+    }
+
+    #[test]
+    fn bad_rows_of_many_row_groups_are_reported_up_to_the_bound_and_all_counted() {
+        let mut file = RowProblems::default();
+        for _ in 0..3 {
+            let mut group = RowProblems::default();
+            for row in 0..60 {
+                group.reject(invalid("k", format!("row {row}")));
+            }
+            file.merge(group);
+        }
+        assert_eq!(file.rejected, 180);
+        assert_eq!(file.reported.len(), MAX_REPORTED_PROBLEMS);
     }
 
     #[test]
