@@ -84,12 +84,27 @@ impl Bucket {
 
     /// An import storage of blob URLs over `sub` of the prefix, synced.
     async fn import_synced(&self, server: &Server, project: i64, sub: &str) -> (String, Value) {
+        self.import_synced_in(server, project, sub, true).await
+    }
+
+    /// A Tasks-mode import storage over `sub` of the prefix, synced.
+    async fn tasks_synced(&self, server: &Server, project: i64, sub: &str) -> (String, Value) {
+        self.import_synced_in(server, project, sub, false).await
+    }
+
+    async fn import_synced_in(
+        &self,
+        server: &Server,
+        project: i64,
+        sub: &str,
+        use_blob_urls: bool,
+    ) -> (String, Value) {
         let path = self
             .create(
                 server,
                 false,
                 project,
-                json!({"prefix": self.seed.key(sub), "use_blob_urls": true}),
+                json!({"prefix": self.seed.key(sub), "use_blob_urls": use_blob_urls}),
             )
             .await;
         let done = self.synced(server, &path).await;
@@ -198,15 +213,7 @@ pub async fn tasks_mode_reads_every_format_and_reports_bad_files(b: &Bucket) {
         .await;
     b.seed.put("t/broken.json", "{\"text\": ").await;
     let (server, project) = b.start().await;
-    let path = b
-        .create(
-            &server,
-            false,
-            project,
-            json!({"prefix": b.seed.key("t"), "use_blob_urls": false}),
-        )
-        .await;
-    let done = b.synced(&server, &path).await;
+    let (_, done) = b.tasks_synced(&server, project, "t").await;
     assert_eq!(done["status"], "completed_with_errors", "{done}");
     assert_eq!(done["last_sync_count"], 5);
     assert!(
@@ -244,15 +251,7 @@ pub async fn tasks_mode_reads_parquet_row_groups(b: &Bucket) {
         .await;
     b.seed.put_bytes("p/wrapped.parquet", wrapped).await;
     let (server, project) = b.start().await;
-    let path = b
-        .create(
-            &server,
-            false,
-            project,
-            json!({"prefix": b.seed.key("p"), "use_blob_urls": false}),
-        )
-        .await;
-    let done = b.synced(&server, &path).await;
+    let (path, done) = b.tasks_synced(&server, project, "p").await;
     assert_eq!(done["status"], "completed_with_errors", "{done}");
     assert_eq!(done["last_sync_count"], 5, "{done}");
     assert_eq!(done["meta"]["tasks_failed_validation"], 1, "{done}");
