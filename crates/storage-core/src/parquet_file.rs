@@ -98,7 +98,12 @@ pub async fn read_metadata(
     }
     let tail_start = size.saturating_sub(FOOTER_PREFETCH);
     let tail = read(tail_start..size).await?;
-    let trailer = &tail[tail.len() - 8..];
+    let Some(trailer) = tail.len().checked_sub(8).map(|at| &tail[at..]) else {
+        return Err(invalid(
+            key,
+            "the store returned fewer bytes than it listed",
+        ));
+    };
     if &trailer[4..] == ENCRYPTED_MAGIC {
         return Err(invalid(key, "encrypted Parquet files are not supported"));
     }
@@ -170,7 +175,12 @@ pub fn row_groups(key: &str, metadata: &ParquetMetaData, size: u64) -> Result<Ve
             rows,
             bytes: start.min(end)..end,
         });
-        first_row += rows;
+        first_row = first_row.checked_add(rows).ok_or_else(|| {
+            invalid(
+                key,
+                format!("row group {index} claims {rows} rows, more than a file holds"),
+            )
+        })?;
     }
     Ok(spans)
 }
