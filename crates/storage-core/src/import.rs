@@ -447,10 +447,12 @@ impl ImportJob<'_> {
         progress: &dyn ProgressSink,
     ) -> Result<FileProblems> {
         let store = self.source.store();
+        let metadata = parquet_file::read_metadata(&*store, &meta.location, meta.size, key).await?;
         let file = ParquetFile {
+            store,
             key,
             meta,
-            metadata: parquet_file::read_metadata(&*store, &meta.location, meta.size, key).await?,
+            metadata,
         };
         let mut problems = RowProblems::default();
         let mut ended = None;
@@ -502,11 +504,13 @@ impl ImportJob<'_> {
                  with smaller row groups",
                 group.index, self.config.max_row_group_bytes
             );
-            return Ok((RowProblems::default(), Err(invalid_file(key, reason))));
+            return Ok((
+                RowProblems::default(),
+                Err(parquet_file::invalid(key, reason)),
+            ));
         }
-        let bytes = self
-            .source
-            .store()
+        let bytes = file
+            .store
             .get_range(&file.meta.location, group.bytes.clone())
             .await
             .map_err(|err| Error::from_object_store(format!("reading task file \"{key}\""), err))?;
@@ -537,9 +541,9 @@ impl ImportJob<'_> {
         }
         // A panic of the parquet crate on a hostile file is that file's
         // failure, reported; the sync goes on.
-        decoding
-            .await
-            .map_err(|err| invalid_file(key, format!("the Parquet reader failed on it ({err})")))
+        decoding.await.map_err(|err| {
+            parquet_file::invalid(key, format!("the Parquet reader failed on it ({err})"))
+        })
     }
 
     /// Writes the parsed tasks of a streamed file a batch at a time; the
@@ -580,19 +584,13 @@ impl ImportJob<'_> {
     }
 }
 
-/// A Parquet task file being imported: its key, listing entry and footer.
+/// A Parquet task file being imported: where it is, its key, listing
+/// entry and footer.
 struct ParquetFile<'a> {
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
     key: &'a str,
     meta: &'a ObjectMeta,
     metadata: std::sync::Arc<parquet::file::metadata::ParquetMetaData>,
-}
-
-fn invalid_file(key: &str, reason: String) -> Error {
-    Error::InvalidTaskFile {
-        key: key.to_string(),
-        line: None,
-        reason,
-    }
 }
 
 fn link(key: &str, row_index: Option<i64>, meta: &ObjectMeta) -> ObjectLink {

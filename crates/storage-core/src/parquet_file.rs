@@ -6,10 +6,10 @@
 //! A row becomes a JSON object, column by column: a struct an object, a
 //! list an array, a map an object, null null, a timestamp an RFC 3339 UTC
 //! string, a date `YYYY-MM-DD`, a decimal a string, binary base64. That
-//! object is then a
-//! payload as in the JSON formats ([`crate::parse::interpret`]): with a
-//! `data` column it is a wrapper with `annotations`, `predictions` and
-//! `allow_skip`, otherwise the row is the task data. Writers without nested
+//! object is then a payload as in the JSON formats
+//! ([`crate::parse::interpret`]): with a `data` column it is a wrapper with
+//! `annotations`, `predictions` and `allow_skip`, otherwise the row is the
+//! task data. Writers without nested
 //! types store those columns as JSON text; a `data` string holding a JSON
 //! object and `annotations` / `predictions` strings holding a JSON array
 //! are read as that JSON.
@@ -334,7 +334,9 @@ fn json_columns_read(mut row: Value) -> Value {
     row
 }
 
-fn invalid(key: &str, reason: impl Into<String>) -> Error {
+/// What is wrong with the Parquet file `key`, reported as that file's
+/// failure.
+pub(crate) fn invalid(key: &str, reason: impl Into<String>) -> Error {
     Error::InvalidTaskFile {
         key: key.to_string(),
         line: None,

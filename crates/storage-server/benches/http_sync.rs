@@ -298,6 +298,7 @@ fn s3(n: usize) {
                 "aws_access_key_id": moto.access_key_id, "aws_secret_access_key": moto.secret_access_key,
             }),
             server_args: vec!["--allow-private-endpoints".into(), "true".into()],
+            prefix_field: "prefix",
             tasks_mode: false,
             write: store.clone(),
             list: store,
@@ -325,6 +326,7 @@ fn azure(n: usize) {
                 "--azure-blob-endpoint".into(),
                 azurite.endpoint_template(),
             ],
+            prefix_field: "prefix",
             tasks_mode: false,
             write: store.clone(),
             list: store,
@@ -362,6 +364,7 @@ fn redis(n: usize) {
                 "password": redis.password,
             }),
             server_args: vec!["--allow-private-endpoints".into(), "true".into()],
+            prefix_field: "path",
             tasks_mode: true,
             write: store.clone(),
             list: store,
@@ -411,6 +414,7 @@ fn databricks(n: usize) {
             storage_type: "databricks",
             body,
             server_args: vec!["--allow-private-endpoints".into(), "true".into()],
+            prefix_field: "prefix",
             tasks_mode: false,
             write: double.volume_store("main", "default", "bench"),
             list: api,
@@ -430,6 +434,8 @@ struct BucketScenario {
     /// The storage's connection fields (without project, prefix, use_blob_urls).
     body: Value,
     server_args: Vec<String>,
+    /// The storage field that holds the prefix (`prefix`; Redis: `path`).
+    prefix_field: &'static str,
     /// Each object is one task's JSON (Tasks mode), else a one-byte file.
     tasks_mode: bool,
     /// Where the objects are written, and what the floor lists through.
@@ -494,14 +500,9 @@ fn bucket_sync(scenario: BucketScenario, runtime: tokio::runtime::Runtime, n: us
     let args: Vec<&str> = scenario.server_args.iter().map(String::as_str).collect();
     let bench = Bench::start_with(&args);
     let mut body = scenario.body;
-    let prefix_field = if scenario.storage_type == "redis" {
-        "path"
-    } else {
-        "prefix"
-    };
     body.as_object_mut().unwrap().extend([
         ("project".into(), json!(bench.project)),
-        (prefix_field.into(), json!(prefix)),
+        (scenario.prefix_field.into(), json!(prefix)),
         ("use_blob_urls".into(), json!(!tasks_mode)),
     ]);
     let route = format!("/api/storages/{}", scenario.storage_type);

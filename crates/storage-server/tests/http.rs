@@ -574,12 +574,12 @@ async fn media_in_tasks_mode_fails_with_a_hint() {
 async fn parquet_in_a_local_folder_becomes_one_task_per_row() {
     let server = Server::start().await;
     let project = server.project().await;
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../storage-core/tests/fixtures/parquet/bare-zstd.parquet"
-    );
     std::fs::create_dir_all(server.root.join("pq")).unwrap();
-    std::fs::copy(fixture, server.root.join("pq/rows.PARQUET")).unwrap();
+    std::fs::write(
+        server.root.join("pq/rows.PARQUET"),
+        storage_testing::parquet_fixture("bare-zstd.parquet"),
+    )
+    .unwrap();
     let (_, storage) = server
         .post(
             "/api/storages/localfiles",

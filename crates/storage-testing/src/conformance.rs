@@ -89,11 +89,7 @@ impl Seed {
     /// # Panics
     /// If the write fails, naming the key.
     pub async fn put_bytes(&self, key: &str, body: Vec<u8>) {
-        let key = self.key(key);
-        self.store
-            .put(&Path::from(key.as_str()), body.into())
-            .await
-            .unwrap_or_else(|e| panic!("seeding {key}: {e}"));
+        self.write(&self.key(key), body).await;
     }
 
     /// Writes `body` at the full object key `key` (outside the prefix too).
@@ -101,8 +97,12 @@ impl Seed {
     /// # Panics
     /// If the write fails, naming the key.
     pub async fn put_raw(&self, key: &str, body: &str) {
+        self.write(key, body.as_bytes().to_vec()).await;
+    }
+
+    async fn write(&self, key: &str, body: Vec<u8>) {
         self.store
-            .put(&Path::from(key), body.to_string().into())
+            .put(&Path::from(key), body.into())
             .await
             .unwrap_or_else(|e| panic!("seeding {key}: {e}"));
     }

@@ -218,6 +218,20 @@ pub fn fake_gcs() -> GcsServer {
     server
 }
 
+/// The bytes of a Parquet task file of storage-core's fixtures
+/// (`crates/storage-core/tests/fixtures/parquet/`, made by pyarrow with
+/// `make_fixtures.py` there).
+///
+/// # Panics
+/// If the file cannot be read, naming it.
+pub fn parquet_fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../storage-core/tests/fixtures/parquet/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
 /// One retry within 5 s: tests against local emulators fail fast instead
 /// of waiting out object_store's default backoff.
 pub fn quick_retry() -> object_store::RetryConfig {

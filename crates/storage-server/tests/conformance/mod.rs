@@ -233,19 +233,10 @@ pub async fn tasks_mode_reads_every_format_and_reports_bad_files(b: &Bucket) {
     assert_eq!(sorted, vec!["j0", "j1", "l0", "l1", "one"]);
 }
 
-/// A Parquet task file of storage-core's fixtures (made by pyarrow).
-fn parquet_fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../storage-core/tests/fixtures/parquet/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
-}
-
 /// `wrapped.parquet` holds six rows in three row groups, Label Studio's
 /// wrapper as columns; row 4 has annotations but no data.
 pub async fn tasks_mode_reads_parquet_row_groups(b: &Bucket) {
-    let wrapped = parquet_fixture("wrapped.parquet");
+    let wrapped = storage_testing::parquet_fixture("wrapped.parquet");
     b.seed
         .put_bytes("p/cut.parquet", wrapped[..100].to_vec())
         .await;
