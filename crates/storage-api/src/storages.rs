@@ -331,12 +331,23 @@ pub(crate) async fn remove<const EXPORT: bool>(
 }
 
 /// `POST /api/storages/{type}/{id}/sync`: queues a sync and answers at once
-/// with the storage (`status: "queued"`, or the running job's state).
+/// with the storage (`status: "queued"`, or the running job's state). The
+/// body may say `{"confirm_deletions": true}` (an extension): the sync then
+/// applies the removals the deletion guard held back.
 pub(crate) async fn sync<const EXPORT: bool>(
     State(state): State<ApiState>,
     Authenticated(caller): Authenticated,
     Path((storage_type, id)): Path<(String, String)>,
+    Body(body): Body,
 ) -> ApiResult<Json<Value>> {
+    let confirm_deletions = match body.get("confirm_deletions") {
+        None => false,
+        Some(value) => storage_core::FieldSpec::boolean("confirm_deletions", false, "")
+            .coerce(value)
+            .map_err(|message| ApiError::field("confirm_deletions", message))?
+            .as_bool()
+            .unwrap_or(false),
+    };
     let kind = kind::<EXPORT>();
     let backend = state.backend(&storage_type)?.clone();
     let storage = load_str(&state, &caller, kind, backend.name(), &id).await?;
@@ -350,7 +361,10 @@ pub(crate) async fn sync<const EXPORT: bool>(
     // folder, a changed document root): say so now rather than fail later.
     let mut settings = storage.settings.clone();
     backend.check_settings(kind, &mut settings)?;
-    let storage = state.sync().request_sync(storage.id).await?;
+    let storage = state
+        .sync()
+        .request_sync_confirming(storage.id, confirm_deletions)
+        .await?;
     Ok(Json(storage_json(&storage, &backend.fields(kind))))
 }
 

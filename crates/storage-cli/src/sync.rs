@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{HumanCount, ProgressBar, ProgressStyle};
+use storage_core::follow::FollowPolicy;
 use storage_core::import::{ImportConfig, ImportJob, ImportOutcome, Progress, ProgressSink};
 use storage_core::jsonl::JsonlSink;
 use storage_core::{Result, StorageKind};
@@ -87,6 +88,8 @@ pub(crate) async fn run(args: SyncArgs, report: &mut dyn Write, terminal: bool) 
         use_blob_urls: settings.bool("use_blob_urls", false),
         sink: &sink,
         config: &config,
+        // A one-off sync into a file: nothing was linked before.
+        follow: FollowPolicy::default(),
     };
     let result = tokio::select! {
         result = job.run(&progress) => Some(result),

@@ -36,6 +36,21 @@ pub trait ImportStorage: Send + Sync + Debug {
     /// (the raw object key for buckets, the absolute path for local files).
     fn object_key(&self, location: &Path) -> String;
 
+    /// The location of the object whose key is `key`: the inverse of
+    /// [`ImportStorage::object_key`], `None` for a key this storage could
+    /// not have produced. The default is right for backends whose key is
+    /// the location itself.
+    fn location_of(&self, key: &str) -> Option<Path> {
+        Path::parse(key).ok()
+    }
+
+    /// Whether a sync of this storage as configured now considers the
+    /// linked object `key` (see [`Listing::covers`]).
+    fn covers(&self, key: &str) -> bool {
+        self.location_of(key)
+            .is_some_and(|location| self.listing().covers(&location, key))
+    }
+
     /// The task data value of a Files-mode task (`s3://bucket/key`,
     /// `/data/local-files/?d=...`).
     fn task_url(&self, location: &Path) -> String;

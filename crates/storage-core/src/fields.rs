@@ -23,6 +23,11 @@ pub enum FieldType {
         /// Largest allowed value.
         max: i64,
     },
+    /// One string of a fixed set.
+    Choice {
+        /// The accepted values.
+        choices: &'static [&'static str],
+    },
 }
 
 /// One field of a storage's wire format.
@@ -139,6 +144,16 @@ impl FieldSpec {
                 }
                 Ok(Value::Number(Number::from(n)))
             }
+            FieldType::Choice { choices } => match value {
+                Value::String(s) if choices.contains(&s.as_str()) => Ok(value.clone()),
+                _ => Err(format!(
+                    "\"{}\" is not a valid choice (one of: {}).",
+                    value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_string),
+                    choices.join(", ")
+                )),
+            },
         }
     }
 }
@@ -158,6 +173,103 @@ pub fn import_fields() -> Vec<FieldSpec> {
         ),
         FieldSpec::boolean("recursive_scan", false, "Descend into sub-folders"),
     ]
+    .into_iter()
+    .chain(follow_fields())
+    .collect()
+}
+
+/// The import fields that make syncs follow the bucket (extensions: Label
+/// Studio has none of them, and their defaults keep its behaviour):
+/// `on_object_changed`, `on_object_deleted`, `deletion_guard`. Part of
+/// [`import_fields`]; backends with their own import fields add them.
+pub fn follow_fields() -> Vec<FieldSpec> {
+    vec![
+        FieldSpec {
+            name: "on_object_changed",
+            ty: FieldType::Choice {
+                choices: ObjectChanged::CHOICES,
+            },
+            nullable: false,
+            default: Value::String(ObjectChanged::Keep.as_str().into()),
+            secret: false,
+            help: "keep: a synced object that changed keeps its tasks (Label Studio); update: \
+                   read it again (tasks without annotations get the new data)",
+        },
+        FieldSpec {
+            name: "on_object_deleted",
+            ty: FieldType::Choice {
+                choices: ObjectDeleted::CHOICES,
+            },
+            nullable: false,
+            default: Value::String(ObjectDeleted::Keep.as_str().into()),
+            secret: false,
+            help: "keep: tasks of deleted objects stay (Label Studio); mark: their links get \
+                   object_exists=false; delete: tasks without annotations are deleted, the \
+                   others marked",
+        },
+        FieldSpec {
+            name: "deletion_guard",
+            ty: FieldType::Int { min: 0, max: 100 },
+            nullable: false,
+            default: Value::Number(DEFAULT_DELETION_GUARD.into()),
+            secret: false,
+            help: "The largest share (percent) of linked objects one sync may treat as \
+                   deleted; above it nothing is deleted until a sync with confirm_deletions",
+        },
+    ]
+}
+
+/// `deletion_guard` of a storage that does not set it.
+pub const DEFAULT_DELETION_GUARD: i64 = 20;
+
+/// What a sync does with a linked object whose listing entry (ETag, size,
+/// last-modified time) differs from its link's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ObjectChanged {
+    /// Nothing: its tasks stay as they were (Label Studio).
+    #[default]
+    Keep,
+    /// Read it again: tasks without annotations get the new data, new rows
+    /// new tasks, rows gone are handled as deleted objects; tasks with
+    /// annotations keep their data and are marked.
+    Update,
+}
+
+impl ObjectChanged {
+    const CHOICES: &'static [&'static str] = &["keep", "update"];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keep => "keep",
+            Self::Update => "update",
+        }
+    }
+}
+
+/// What a sync does with the tasks of a linked object no longer listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ObjectDeleted {
+    /// Nothing (Label Studio).
+    #[default]
+    Keep,
+    /// Their links get `object_exists = false`.
+    Mark,
+    /// Tasks without annotations are deleted, the others marked.
+    Delete,
+}
+
+impl ObjectDeleted {
+    const CHOICES: &'static [&'static str] = &["keep", "mark", "delete"];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keep => "keep",
+            Self::Mark => "mark",
+            Self::Delete => "delete",
+        }
+    }
 }
 
 /// Presign fields of bucket types: `presign`, `presign_ttl` (minutes).
@@ -468,6 +580,13 @@ pub struct ImportOptions {
     pub use_blob_urls: bool,
     /// Descend into sub-folders.
     pub recursive_scan: bool,
+    /// What happens to tasks of changed objects.
+    pub on_object_changed: ObjectChanged,
+    /// What happens to tasks of deleted objects.
+    pub on_object_deleted: ObjectDeleted,
+    /// The largest share (percent) of linked objects one sync may treat as
+    /// deleted.
+    pub deletion_guard: u8,
 }
 
 impl ImportOptions {
@@ -477,6 +596,19 @@ impl ImportOptions {
             regex_filter: settings.str("regex_filter").map(str::to_string),
             use_blob_urls: settings.bool("use_blob_urls", false),
             recursive_scan: settings.bool("recursive_scan", false),
+            on_object_changed: match settings.str("on_object_changed") {
+                Some("update") => ObjectChanged::Update,
+                _ => ObjectChanged::Keep,
+            },
+            on_object_deleted: match settings.str("on_object_deleted") {
+                Some("mark") => ObjectDeleted::Mark,
+                Some("delete") => ObjectDeleted::Delete,
+                _ => ObjectDeleted::Keep,
+            },
+            deletion_guard: settings
+                .int("deletion_guard")
+                .unwrap_or(DEFAULT_DELETION_GUARD)
+                .clamp(0, 100) as u8,
         }
     }
 }

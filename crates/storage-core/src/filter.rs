@@ -101,6 +101,20 @@ impl Listing {
         regex.is_match(subject)
     }
 
+    /// Whether a sync of this listing considers the object at `location`,
+    /// whose key is `key`: under the prefix, a direct child of it unless
+    /// recursive, and accepted by the regex. Only such linked objects can
+    /// be found gone, so changing the prefix, `recursive_scan` or the
+    /// filter never deletes a task.
+    pub fn covers(&self, location: &Path, key: &str) -> bool {
+        let depth = self.prefix.as_ref().map_or(0, |p| p.parts().count());
+        let under = self
+            .prefix
+            .as_ref()
+            .is_none_or(|prefix| location.prefix_matches(prefix));
+        under && (self.recursive || location.parts().count() == depth + 1) && self.accepts(key)
+    }
+
     /// Streams the objects to consider, before the regex: direct children of
     /// the prefix (one listing page set, sorted) or, with `recursive`, the
     /// whole tree as the store streams it. Never collects a recursive

@@ -1,16 +1,19 @@
 //! The import sync engine: list, filter, dedupe, read and create tasks in
 //! batches, one transaction per batch.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
 use serde_json::{Map, Value};
 
+use crate::fields::ObjectChanged;
+use crate::follow::{FollowPolicy, GoneSweep};
 use crate::parquet_file::{self, RowGroupSpan, RowProblems};
 use crate::parse::{check_task_file_extension, ParsedTask, TaskParser, MAX_REPORTED_PROBLEMS};
-use crate::persist::{NewTask, ObjectLink, TaskSink};
+use crate::persist::{GoneTasks, LinkedObject, NewTask, ObjectLink, SettledObject, TaskSink};
 // Re-exported where they were first defined, for existing callers.
 pub use crate::progress::{ImportProgress, NoProgress, Progress, ProgressSink};
 use crate::retry::RetryPolicy;
@@ -244,6 +247,23 @@ pub struct ImportJob<'a> {
     pub sink: &'a dyn TaskSink,
     /// Batch size, read concurrency, limits.
     pub config: &'a ImportConfig,
+    /// What happens to objects that changed or are gone since they were
+    /// synced (the default: nothing, as in Label Studio).
+    pub follow: FollowPolicy,
+}
+
+/// How the tasks read from an object are written.
+#[derive(Debug, Clone, Copy)]
+enum Writing<'a> {
+    /// A new object: tasks for the rows not linked yet.
+    Create,
+    /// A changed object read again (see [`TaskSink::refresh_tasks`]):
+    /// its links keep the listing entry `was` until the file has been read
+    /// to its end; `last_row` gathers the highest row index read.
+    Refresh {
+        was: &'a LinkedObject,
+        last_row: &'a AtomicI64,
+    },
 }
 
 impl ImportJob<'_> {
@@ -255,6 +275,11 @@ impl ImportJob<'_> {
     /// one is streamed and stays marked unfinished until its end. So an
     /// interrupted sync leaves whole batches only and the next sync creates
     /// exactly what is missing.
+    ///
+    /// Following the bucket ([`ImportJob::follow`]), linked objects whose
+    /// listing entry changed are read again, and once the listing has
+    /// ended without error the tasks of linked objects it no longer holds
+    /// are removed, within the deletion guard (see [`crate::follow`]).
     pub async fn run(&self, progress: &dyn ProgressSink) -> Result<ImportOutcome> {
         let mut batches = importable_within(self.source, self.config.listing_stall_timeout)
             .try_chunks(self.config.batch_size.max(1));
@@ -276,16 +301,56 @@ impl ImportJob<'_> {
             // ends a producer waiting for room in the channel.
             let mut receiver = receiver;
             let mut outcome = ImportOutcome::default();
+            let mut sweep = self.follow.gone_tasks().map(|_| GoneSweep::default());
             while let Some(batch) = receiver.recv().await {
-                self.import_batch(batch?, &mut outcome, progress).await?;
+                let batch = batch?;
+                if let Some(sweep) = sweep.as_mut() {
+                    let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
+                    sweep
+                        .observe(self.sink, self.source, self.storage_id, &keys)
+                        .await?;
+                }
+                self.import_batch(batch, &mut outcome, progress).await?;
                 progress.report(&Progress::Import(outcome.progress.clone()))?;
             }
-            Ok(outcome)
+            Ok((outcome, sweep))
         };
-        let ((), outcome) = futures::join!(produce, consume);
-        let mut outcome = outcome?;
+        let ((), result) = futures::join!(produce, consume);
+        let (mut outcome, sweep) = result?;
         outcome.unlisted(self.source.take_unlisted());
+        if let (Some(sweep), Some(gone)) = (sweep, self.follow.gone_tasks()) {
+            self.remove_gone(sweep, gone, &mut outcome).await?;
+            progress.report(&Progress::Import(outcome.progress.clone()))?;
+        }
         Ok(outcome)
+    }
+
+    /// Removes the tasks of the linked objects the whole listing did not
+    /// hold, unless the deletion guard holds them back.
+    async fn remove_gone(
+        &self,
+        sweep: GoneSweep,
+        gone: GoneTasks,
+        outcome: &mut ImportOutcome,
+    ) -> Result<()> {
+        let objects = sweep
+            .finish(self.sink, self.source, self.storage_id)
+            .await?;
+        outcome.progress.missing = objects.keys.len() as u64;
+        if let Some(reason) = objects.held_back(outcome.progress.objects, self.follow.guard_percent)
+        {
+            if !self.follow.confirm_deletions {
+                tracing::warn!(storage = self.storage_id, "{reason}");
+                outcome.file_errors.push(reason);
+                return Ok(());
+            }
+        }
+        let removed = objects
+            .remove(self.sink, self.storage_id, gone, self.config.batch_size)
+            .await?;
+        outcome.progress.deleted += removed.deleted;
+        outcome.progress.marked += removed.marked;
+        Ok(())
     }
 
     async fn import_batch(
@@ -301,18 +366,47 @@ impl ImportJob<'_> {
             .collect();
         outcome.progress.objects += batch.len() as u64;
         let keys: Vec<String> = batch.iter().map(|(key, _)| key.clone()).collect();
-        let linked = self.sink.linked_keys(self.storage_id, &keys).await?;
+        let (linked, changed) = if self.follow.changed == ObjectChanged::Update {
+            let mut objects = self.sink.linked_objects(self.storage_id, &keys).await?;
+            let linked: HashMap<String, u64> = objects
+                .iter()
+                .map(|(key, object)| (key.clone(), object.tasks))
+                .collect();
+            let changed: Vec<_> = batch
+                .iter()
+                .filter_map(|(key, meta)| {
+                    let was = objects.remove(key)?;
+                    was.changed(meta.e_tag.as_deref(), meta.size, meta.last_modified)
+                        .then(|| (key.clone(), meta.clone(), was))
+                })
+                .collect();
+            (linked, changed)
+        } else {
+            let linked = self.sink.linked_keys(self.storage_id, &keys).await?;
+            (linked, Vec::new())
+        };
         outcome.progress.existed += linked.values().sum::<u64>();
         let fresh: Vec<_> = batch
             .into_iter()
             .filter(|(key, _)| !linked.contains_key(key))
             .collect();
+        self.import_fresh(fresh, outcome, progress).await?;
+        self.refresh_changed(changed, outcome, progress).await
+    }
+
+    /// Imports objects not linked yet.
+    async fn import_fresh(
+        &self,
+        fresh: Vec<(String, ObjectMeta)>,
+        outcome: &mut ImportOutcome,
+        progress: &dyn ProgressSink,
+    ) -> Result<()> {
         if self.use_blob_urls {
             let tasks: Vec<NewTask> = fresh
                 .iter()
                 .map(|(key, meta)| self.file_task(key, meta))
                 .collect();
-            return self.write(tasks, outcome).await;
+            return self.write(tasks, Writing::Create, outcome).await;
         }
         for (key, _) in &fresh {
             check_task_file_extension(key)?;
@@ -337,31 +431,89 @@ impl ImportJob<'_> {
                 Err(err) => outcome.file_failed(err)?,
             }
             if pending.len() >= self.config.batch_size {
-                self.write(std::mem::take(&mut pending), outcome).await?;
+                self.write(std::mem::take(&mut pending), Writing::Create, outcome)
+                    .await?;
             }
         }
-        self.write(pending, outcome).await?;
+        self.write(pending, Writing::Create, outcome).await?;
 
         for (key, meta) in large {
-            self.stream_task_file(&key, &meta, outcome, progress)
+            self.stream_task_file(&key, &meta, Writing::Create, outcome, progress)
                 .await?;
         }
         Ok(())
     }
 
-    /// Creates `tasks` in one transaction; what was linked already counts as
-    /// existing.
-    async fn write(&self, tasks: Vec<NewTask>, outcome: &mut ImportOutcome) -> Result<()> {
+    /// Reads linked objects whose listing entry changed again. In Files
+    /// mode only their links learn the new entry (the task URL is the
+    /// same); a task file is read as a stream, one at a time.
+    async fn refresh_changed(
+        &self,
+        changed: Vec<(String, ObjectMeta, LinkedObject)>,
+        outcome: &mut ImportOutcome,
+        progress: &dyn ProgressSink,
+    ) -> Result<()> {
+        if changed.is_empty() {
+            return Ok(());
+        }
+        outcome.progress.changed += changed.len() as u64;
+        if self.use_blob_urls {
+            let settled: Vec<SettledObject> = changed
+                .iter()
+                .map(|(key, meta, _)| settled(key, meta, None))
+                .collect();
+            self.sink
+                .settle_objects(self.storage_id, &settled, None)
+                .await?;
+            return Ok(());
+        }
+        for (key, meta, was) in &changed {
+            let last_row = AtomicI64::new(-1);
+            let writing = Writing::Refresh {
+                was,
+                last_row: &last_row,
+            };
+            self.stream_task_file(key, meta, writing, outcome, progress)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `tasks` in one transaction: creates them (what was linked
+    /// already counts as existing) or, for a changed object, refreshes
+    /// them.
+    async fn write(
+        &self,
+        mut tasks: Vec<NewTask>,
+        writing: Writing<'_>,
+        outcome: &mut ImportOutcome,
+    ) -> Result<()> {
         if tasks.is_empty() {
             return Ok(());
         }
         let count = tasks.len() as u64;
-        let created = self
+        let Writing::Refresh { was, last_row } = writing else {
+            let created = self
+                .sink
+                .create_tasks(self.project, self.storage_id, tasks)
+                .await?;
+            outcome.progress.created += created;
+            outcome.progress.existed += count - created.min(count);
+            return Ok(());
+        };
+        for task in &mut tasks {
+            last_row.fetch_max(task.link.row_index.unwrap_or(-1), Ordering::Relaxed);
+            task.link.etag.clone_from(&was.etag);
+            task.link.size = was.size;
+            task.link.last_modified = was.last_modified;
+        }
+        let refreshed = self
             .sink
-            .create_tasks(self.project, self.storage_id, tasks)
+            .refresh_tasks(self.project, self.storage_id, tasks)
             .await?;
-        outcome.progress.created += created;
-        outcome.progress.existed += count - created.min(count);
+        outcome.progress.created += refreshed.created;
+        outcome.progress.updated += refreshed.updated;
+        outcome.progress.marked += refreshed.marked;
         Ok(())
     }
 
@@ -372,37 +524,63 @@ impl ImportJob<'_> {
     /// are missing; of a Parquet file, only the row groups not wholly
     /// linked are read again. Bad tasks are skipped and reported as for a
     /// small file; a file read to its end is finished.
+    ///
+    /// A changed file read again is not marked: its links keep their old
+    /// listing entry until it has been read to its end, and only then are
+    /// the links of rows it no longer holds removed.
     async fn stream_task_file(
         &self,
         key: &str,
         meta: &ObjectMeta,
+        writing: Writing<'_>,
         outcome: &mut ImportOutcome,
         progress: &dyn ProgressSink,
     ) -> Result<()> {
-        self.sink.begin_object(self.storage_id, key).await?;
+        if let Writing::Create = writing {
+            self.sink.begin_object(self.storage_id, key).await?;
+        }
         let mut retry = self.config.read_retry().backoff();
-        loop {
+        let read_to_end = loop {
             let attempt = if parquet_file::is_parquet(key) {
-                self.parquet_once(key, meta, outcome, progress).await
+                self.parquet_once(key, meta, writing, outcome, progress)
+                    .await
             } else {
-                self.stream_once(key, meta, outcome, progress).await
+                self.stream_once(key, meta, writing, outcome, progress)
+                    .await
             };
             match attempt {
                 Ok(problems) => {
+                    let read_to_end = problems.ended.is_none();
                     outcome.bad_tasks(problems);
-                    break;
+                    break read_to_end;
                 }
                 Err(err) if retry.again(&err).await => continue,
                 Err(err) => return outcome.file_failed(err),
             }
+        };
+        match writing {
+            Writing::Create => self.sink.finish_object(self.storage_id, key).await,
+            Writing::Refresh { last_row, .. } if read_to_end => {
+                let last_row = last_row.load(Ordering::Relaxed);
+                let object = settled(key, meta, Some(last_row));
+                let removed = self
+                    .sink
+                    .settle_objects(self.storage_id, &[object], self.follow.gone_tasks())
+                    .await?;
+                outcome.progress.deleted += removed.deleted;
+                outcome.progress.marked += removed.marked;
+                Ok(())
+            }
+            // Read again next time, as a file still changed.
+            Writing::Refresh { .. } => Ok(()),
         }
-        self.sink.finish_object(self.storage_id, key).await
     }
 
     async fn stream_once(
         &self,
         key: &str,
         meta: &ObjectMeta,
+        writing: Writing<'_>,
         outcome: &mut ImportOutcome,
         progress: &dyn ProgressSink,
     ) -> Result<FileProblems> {
@@ -423,13 +601,13 @@ impl ImportJob<'_> {
                 ended = Some(err);
                 break;
             }
-            self.write_parsed(key, meta, &mut parsed, false, outcome, progress)
+            self.write_parsed((key, meta), &mut parsed, false, writing, outcome, progress)
                 .await?;
         }
         if ended.is_none() {
             ended = parser.finish(&mut parsed).err();
         }
-        self.write_parsed(key, meta, &mut parsed, true, outcome, progress)
+        self.write_parsed((key, meta), &mut parsed, true, writing, outcome, progress)
             .await?;
         Ok(FileProblems::of(key, &mut parser, ended))
     }
@@ -443,6 +621,7 @@ impl ImportJob<'_> {
         &self,
         key: &str,
         meta: &ObjectMeta,
+        writing: Writing<'_>,
         outcome: &mut ImportOutcome,
         progress: &dyn ProgressSink,
     ) -> Result<FileProblems> {
@@ -460,16 +639,18 @@ impl ImportJob<'_> {
             if group.rows == 0 {
                 continue;
             }
-            let linked = self
-                .sink
-                .count_linked_rows(self.storage_id, key, group.row_numbers())
-                .await?;
-            if linked >= group.rows as u64 {
-                outcome.progress.existed += linked;
-                continue;
+            if let Writing::Create = writing {
+                let linked = self
+                    .sink
+                    .count_linked_rows(self.storage_id, key, group.row_numbers())
+                    .await?;
+                if linked >= group.rows as u64 {
+                    outcome.progress.existed += linked;
+                    continue;
+                }
             }
             let (found, result) = self
-                .import_row_group(&file, group, outcome, progress)
+                .import_row_group(&file, group, writing, outcome, progress)
                 .await?;
             problems.merge(found);
             if let Err(err) = result {
@@ -493,6 +674,7 @@ impl ImportJob<'_> {
         &self,
         file: &ParquetFile<'_>,
         group: RowGroupSpan,
+        writing: Writing<'_>,
         outcome: &mut ImportOutcome,
         progress: &dyn ProgressSink,
     ) -> Result<(RowProblems, Result<()>)> {
@@ -535,8 +717,12 @@ impl ImportJob<'_> {
         });
         // Returning early drops the receiver, which stops the decoding.
         while let Some(tasks) = receiver.recv().await {
-            self.write(new_tasks(key, file.meta, row_group, tasks), outcome)
-                .await?;
+            self.write(
+                new_tasks(key, file.meta, row_group, tasks),
+                writing,
+                outcome,
+            )
+            .await?;
             progress.report(&Progress::Import(outcome.progress.clone()))?;
         }
         // A panic of the parquet crate on a hostile file is that file's
@@ -550,10 +736,10 @@ impl ImportJob<'_> {
     /// last, partial batch only when `all` (the file ended).
     async fn write_parsed(
         &self,
-        key: &str,
-        meta: &ObjectMeta,
+        (key, meta): (&str, &ObjectMeta),
         parsed: &mut Vec<ParsedTask>,
         all: bool,
+        writing: Writing<'_>,
         outcome: &mut ImportOutcome,
         progress: &dyn ProgressSink,
     ) -> Result<()> {
@@ -561,7 +747,7 @@ impl ImportJob<'_> {
         while parsed.len() >= batch_size || (all && !parsed.is_empty()) {
             let rest = parsed.split_off(batch_size.min(parsed.len()));
             let batch = std::mem::replace(parsed, rest);
-            self.write(new_tasks(key, meta, None, batch), outcome)
+            self.write(new_tasks(key, meta, None, batch), writing, outcome)
                 .await?;
             progress.report(&Progress::Import(outcome.progress.clone()))?;
         }
@@ -591,6 +777,17 @@ struct ParquetFile<'a> {
     key: &'a str,
     meta: &'a ObjectMeta,
     metadata: std::sync::Arc<parquet::file::metadata::ParquetMetaData>,
+}
+
+/// The object `key` as its links record it from now on.
+fn settled(key: &str, meta: &ObjectMeta, last_row: Option<i64>) -> SettledObject {
+    SettledObject {
+        key: key.to_string(),
+        last_row,
+        etag: meta.e_tag.clone(),
+        size: Some(meta.size),
+        last_modified: Some(meta.last_modified),
+    }
 }
 
 fn link(key: &str, row_index: Option<i64>, meta: &ObjectMeta) -> ObjectLink {

@@ -9,6 +9,7 @@ pub mod export;
 pub mod failure;
 pub mod fields;
 pub mod filter;
+pub mod follow;
 pub mod host;
 pub mod import;
 pub mod jobs;

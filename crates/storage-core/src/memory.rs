@@ -48,8 +48,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::persist::{
-    AnnotationSource, Authenticator, Caller, ExportedAnnotation, NewTask, ObjectLink,
-    ProjectAccess, StorageFilter, StorageRepository, SyncGuard, TaskSink,
+    AnnotationSource, Authenticator, Caller, ExportedAnnotation, GoneTasks, LinkedObject, NewTask,
+    ObjectLink, ProjectAccess, Refreshed, Removed, SettledObject, StorageFilter, StorageRepository,
+    SyncGuard, TaskSink,
 };
 use crate::{Error, NewStorage, Result, Settings, Storage, StorageKind, SyncState, SyncStatus};
 
@@ -112,6 +113,9 @@ pub struct MemoryLink {
     pub task_id: i64,
     /// The object, as the import recorded it.
     pub link: ObjectLink,
+    /// False once the object (or its row) is gone, or changed under a task
+    /// with annotations (Label Studio's `object_exists`).
+    pub object_exists: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -558,10 +562,188 @@ impl TaskSink for InMemory {
                 storage_id,
                 task_id: id,
                 link: task.link.clone(),
+                object_exists: true,
             });
             created += 1;
         }
         Ok(created)
+    }
+
+    async fn linked_objects(
+        &self,
+        storage_id: i64,
+        keys: &[String],
+    ) -> Result<HashMap<String, LinkedObject>> {
+        let state = self.state();
+        let wanted: HashSet<&str> = keys
+            .iter()
+            .map(String::as_str)
+            .filter(|key| !state.unfinished.contains(&(storage_id, key.to_string())))
+            .collect();
+        let mut linked: HashMap<String, LinkedObject> = HashMap::new();
+        for l in state.links.iter().filter(|l| l.storage_id == storage_id) {
+            if wanted.contains(l.link.key.as_str()) {
+                let object = linked.entry(l.link.key.clone()).or_default();
+                object.tasks += 1;
+                object.etag.clone_from(&l.link.etag);
+                object.size = l.link.size;
+                object.last_modified = l.link.last_modified;
+            }
+        }
+        Ok(linked)
+    }
+
+    async fn linked_keys_between(
+        &self,
+        storage_id: i64,
+        after: Option<&str>,
+        upto: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let state = self.state();
+        let keys: std::collections::BTreeSet<&str> = state
+            .links
+            .iter()
+            .filter(|l| l.storage_id == storage_id && l.object_exists)
+            .map(|l| l.link.key.as_str())
+            .filter(|key| after.is_none_or(|after| *key > after))
+            .filter(|key| upto.is_none_or(|upto| *key <= upto))
+            .collect();
+        Ok(keys.into_iter().take(limit).map(str::to_string).collect())
+    }
+
+    async fn remove_objects(
+        &self,
+        storage_id: i64,
+        keys: &[String],
+        gone: GoneTasks,
+    ) -> Result<Removed> {
+        let keys: HashSet<&str> = keys.iter().map(String::as_str).collect();
+        let mut state = self.state();
+        Ok(state.remove_links(storage_id, gone, |link| keys.contains(link.key.as_str())))
+    }
+
+    async fn refresh_tasks(
+        &self,
+        project: i64,
+        storage_id: i64,
+        tasks: Vec<NewTask>,
+    ) -> Result<Refreshed> {
+        let mut refreshed = Refreshed::default();
+        let mut fresh = Vec::new();
+        {
+            let mut state = self.state();
+            for task in tasks {
+                let found = state.links.iter().position(|l| {
+                    l.storage_id == storage_id
+                        && l.link.key == task.link.key
+                        && l.link.row_index == task.link.row_index
+                });
+                let Some(at) = found else {
+                    fresh.push(task);
+                    continue;
+                };
+                let id = state.links[at].task_id;
+                let data = task.data.to_object();
+                if state.tasks.get(&id).is_none_or(|t| t.data == data) {
+                    continue;
+                }
+                if state.annotated(id) {
+                    if state.links[at].object_exists {
+                        state.links[at].object_exists = false;
+                        refreshed.marked += 1;
+                    }
+                } else if let Some(stored) = state.tasks.get_mut(&id) {
+                    stored.data = data;
+                    refreshed.updated += 1;
+                }
+            }
+        }
+        refreshed.created = self.create_tasks(project, storage_id, fresh).await?;
+        Ok(refreshed)
+    }
+
+    async fn settle_objects(
+        &self,
+        storage_id: i64,
+        objects: &[SettledObject],
+        gone: Option<GoneTasks>,
+    ) -> Result<Removed> {
+        let mut state = self.state();
+        let mut removed = Removed::default();
+        for object in objects {
+            if let (Some(last_row), Some(gone)) = (object.last_row, gone) {
+                removed = removed.plus(state.remove_links(storage_id, gone, |link| {
+                    link.key == object.key && link.row_index.unwrap_or(-1) > last_row
+                }));
+            }
+            for l in state.links.iter_mut() {
+                if l.storage_id == storage_id && l.link.key == object.key {
+                    l.link.etag.clone_from(&object.etag);
+                    l.link.size = object.size;
+                    l.link.last_modified = object.last_modified;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl State {
+    /// Whether task `id` has annotations (from its file or made since).
+    fn annotated(&self, id: i64) -> bool {
+        self.tasks
+            .get(&id)
+            .is_some_and(|t| !t.annotations.is_empty())
+            || self.annotations.values().any(|a| a.task == id)
+    }
+
+    /// Removes, as `gone` says, the tasks whose links of `storage_id` pass
+    /// `matches`.
+    fn remove_links(
+        &mut self,
+        storage_id: i64,
+        gone: GoneTasks,
+        matches: impl Fn(&ObjectLink) -> bool,
+    ) -> Removed {
+        let mut removed = Removed::default();
+        let hit: Vec<usize> = (0..self.links.len())
+            .filter(|&i| self.links[i].storage_id == storage_id && matches(&self.links[i].link))
+            .collect();
+        let mut deleted_tasks = HashSet::new();
+        for i in hit {
+            let id = self.links[i].task_id;
+            if gone == GoneTasks::Delete && !self.annotated(id) {
+                deleted_tasks.insert(id);
+            } else if self.links[i].object_exists {
+                self.links[i].object_exists = false;
+                removed.marked += 1;
+            }
+        }
+        for id in &deleted_tasks {
+            self.tasks.remove(id);
+        }
+        let links = std::mem::take(&mut self.links);
+        for l in links {
+            if deleted_tasks.contains(&l.task_id) {
+                self.linked
+                    .remove(&(l.storage_id, l.link.key.clone(), l.link.row_index));
+                if let Some(count) = self
+                    .linked_per_key
+                    .get_mut(&(l.storage_id, l.link.key.clone()))
+                {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.linked_per_key
+                            .remove(&(l.storage_id, l.link.key.clone()));
+                    }
+                }
+            } else {
+                self.links.push(l);
+            }
+        }
+        removed.deleted = deleted_tasks.len() as u64;
+        removed
     }
 }
 

@@ -398,6 +398,11 @@ pub(crate) fn import_delta(now: &ImportProgress, before: &ImportProgress) -> Imp
         created: now.created.saturating_sub(before.created),
         existed: now.existed.saturating_sub(before.existed),
         failed_files: now.failed_files.saturating_sub(before.failed_files),
+        changed: now.changed.saturating_sub(before.changed),
+        updated: now.updated.saturating_sub(before.updated),
+        deleted: now.deleted.saturating_sub(before.deleted),
+        marked: now.marked.saturating_sub(before.marked),
+        missing: now.missing.saturating_sub(before.missing),
     }
 }
 
@@ -426,6 +431,7 @@ mod tests {
                 created: 3,
                 existed: 1,
                 failed_files: 0,
+                ..Default::default()
             },
         );
         m.running(StorageKind::Export, "gcs", 1);
@@ -490,12 +496,14 @@ mod tests {
             created: 4,
             existed: 6,
             failed_files: 0,
+            ..Default::default()
         };
         let now = ImportProgress {
             objects: 15,
             created: 8,
             existed: 6,
             failed_files: 1,
+            ..Default::default()
         };
         assert_eq!(
             import_delta(&now, &before),
@@ -503,7 +511,8 @@ mod tests {
                 objects: 5,
                 created: 4,
                 existed: 0,
-                failed_files: 1
+                failed_files: 1,
+                ..Default::default()
             }
         );
     }

@@ -218,6 +218,103 @@ pub struct NewTask {
     pub link: ObjectLink,
 }
 
+/// A linked object as a sync that follows the bucket compares it with its
+/// listing entry: what its links recorded when it was last read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LinkedObject {
+    /// Tasks linked to it.
+    pub tasks: u64,
+    /// Its ETag then.
+    pub etag: Option<String>,
+    /// Its size then.
+    pub size: Option<u64>,
+    /// Its last-modified time then.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+impl LinkedObject {
+    /// Whether the listing entry (`etag`, `size`, `last_modified`) says the
+    /// object changed since: any of the three recorded differs. Times are
+    /// compared to the microsecond, the precision links keep.
+    pub fn changed(&self, etag: Option<&str>, size: u64, last_modified: DateTime<Utc>) -> bool {
+        let micros = |at: DateTime<Utc>| at.timestamp_micros();
+        let etag_differs = matches!((self.etag.as_deref(), etag), (Some(a), Some(b)) if a != b);
+        let size_differs = self.size.is_some_and(|recorded| recorded != size);
+        let time_differs = self
+            .last_modified
+            .is_some_and(|recorded| micros(recorded) != micros(last_modified));
+        etag_differs || size_differs || time_differs
+    }
+}
+
+/// What happens to the tasks of objects (or rows of a task file) that are
+/// gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoneTasks {
+    /// Their links get `object_exists = false`.
+    Mark,
+    /// Tasks without annotations are deleted; the others are marked.
+    Delete,
+}
+
+/// What removing the tasks of gone objects did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Removed {
+    /// Tasks deleted.
+    pub deleted: u64,
+    /// Links newly marked `object_exists = false`.
+    pub marked: u64,
+}
+
+impl Removed {
+    /// Both counts added up.
+    #[must_use]
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            deleted: self.deleted + other.deleted,
+            marked: self.marked + other.marked,
+        }
+    }
+}
+
+/// What writing one batch of a changed task file's tasks did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Refreshed {
+    /// Tasks created for rows that had none.
+    pub created: u64,
+    /// Tasks without annotations whose data changed.
+    pub updated: u64,
+    /// Tasks with annotations whose row changed: their data is kept and
+    /// their link marked `object_exists = false`.
+    pub marked: u64,
+}
+
+/// A changed object once re-read: the listing entry its links record from
+/// now on and, of a task file, its last row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettledObject {
+    /// The object's key.
+    pub key: String,
+    /// The last row index the file holds now (`-1` for none, or for a
+    /// file holding one task); links of rows after it are gone. `None` in
+    /// Files mode, where the object is one task.
+    pub last_row: Option<i64>,
+    /// Its ETag now.
+    pub etag: Option<String>,
+    /// Its size now.
+    pub size: Option<u64>,
+    /// Its last-modified time now.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+fn follow_unsupported() -> crate::Error {
+    crate::Error::NotSupported {
+        what: "following the bucket (on_object_changed / on_object_deleted) with this task \
+               store"
+            .into(),
+    }
+}
+
 /// Task creation for import syncs.
 #[async_trait]
 pub trait TaskSink: Send + Sync + Debug {
@@ -264,6 +361,82 @@ pub trait TaskSink: Send + Sync + Debug {
     /// copied (a large task costs its size once more, not twice).
     async fn create_tasks(&self, project: i64, storage_id: i64, tasks: Vec<NewTask>)
         -> Result<u64>;
+
+    // What syncs that follow the bucket (`on_object_changed`,
+    // `on_object_deleted`) need. A store that does not implement them
+    // refuses those settings' syncs with `NotSupported`; the defaults
+    // (`keep`) never call them.
+
+    /// Of `keys`, those linked to `storage_id`, with their task count and
+    /// the listing entry their links record. Like
+    /// [`TaskSink::linked_keys`], unfinished objects are left out.
+    async fn linked_objects(
+        &self,
+        storage_id: i64,
+        keys: &[String],
+    ) -> Result<HashMap<String, LinkedObject>> {
+        let _ = (storage_id, keys);
+        Err(follow_unsupported())
+    }
+
+    /// Up to `limit` distinct keys linked to `storage_id` that still have a
+    /// link not marked `object_exists = false`, above `after` and up to
+    /// `upto` (`None`: unbounded), in ascending byte order: the side of
+    /// the comparison with a listing that finds objects gone.
+    async fn linked_keys_between(
+        &self,
+        storage_id: i64,
+        after: Option<&str>,
+        upto: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let _ = (storage_id, after, upto, limit);
+        Err(follow_unsupported())
+    }
+
+    /// Removes the tasks of the objects `keys` of `storage_id`, which are
+    /// gone, as `gone` says, in one transaction. Only tasks linked to
+    /// those objects through this storage are touched.
+    async fn remove_objects(
+        &self,
+        storage_id: i64,
+        keys: &[String],
+        gone: GoneTasks,
+    ) -> Result<Removed> {
+        let _ = (storage_id, keys, gone);
+        Err(follow_unsupported())
+    }
+
+    /// Writes one batch of the tasks of changed task files in one
+    /// transaction: a row not linked yet gets a task; a linked task
+    /// without annotations gets the row's data when it differs; a linked
+    /// task with annotations whose data differs keeps it and its link is
+    /// marked. The links keep the listing entry they had (see
+    /// [`TaskSink::settle_objects`]), so a run stopped in the middle finds
+    /// the file changed again and converges.
+    async fn refresh_tasks(
+        &self,
+        project: i64,
+        storage_id: i64,
+        tasks: Vec<NewTask>,
+    ) -> Result<Refreshed> {
+        let _ = (project, storage_id, tasks);
+        Err(follow_unsupported())
+    }
+
+    /// Records the new listing entry of changed objects that were read
+    /// again, in one transaction; of task files, the links of rows after
+    /// their [`SettledObject::last_row`] are removed as `gone` says (kept
+    /// when `None`).
+    async fn settle_objects(
+        &self,
+        storage_id: i64,
+        objects: &[SettledObject],
+        gone: Option<GoneTasks>,
+    ) -> Result<Removed> {
+        let _ = (storage_id, objects, gone);
+        Err(follow_unsupported())
+    }
 }
 
 /// An annotation as export storages write it.

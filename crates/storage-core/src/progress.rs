@@ -14,6 +14,20 @@ pub struct ImportProgress {
     pub existed: u64,
     /// Task files that could not be turned into tasks.
     pub failed_files: u64,
+    /// Linked objects whose listing entry changed (`meta.objects_changed`;
+    /// with `on_object_changed: update`).
+    pub changed: u64,
+    /// Tasks whose data was replaced from their changed object
+    /// (`meta.tasks_updated`).
+    pub updated: u64,
+    /// Tasks deleted because their object or row is gone
+    /// (`meta.tasks_deleted`).
+    pub deleted: u64,
+    /// Links newly marked `object_exists = false` (`meta.tasks_marked`).
+    pub marked: u64,
+    /// Linked objects the listing no longer holds (`meta.objects_missing`;
+    /// with `on_object_deleted` other than `keep`).
+    pub missing: u64,
 }
 
 /// Counters of a running or finished export.

@@ -11,7 +11,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::{json, Value};
 use storage_core::export::{export_project, ExportConfig};
+use storage_core::fields::{ObjectChanged, ObjectDeleted};
 use storage_core::filter::{Listing, RegexTarget};
+use storage_core::follow::FollowPolicy;
 use storage_core::import::{ImportConfig, ImportOutcome, NoProgress, ProgressSink};
 use storage_core::memory::{self};
 use storage_core::persist::{NewTask, TaskSink};
@@ -916,4 +918,356 @@ async fn damaged_parquet_files_never_fail_the_sync() {
         outcome.progress.failed_files > 0,
         "some mutations must break files"
     );
+}
+
+// Syncs that follow the bucket (`on_object_changed`, `on_object_deleted`,
+// the deletion guard).
+
+fn following(
+    changed: ObjectChanged,
+    deleted: ObjectDeleted,
+    confirm_deletions: bool,
+) -> FollowPolicy {
+    FollowPolicy {
+        changed,
+        deleted,
+        confirm_deletions,
+        ..FollowPolicy::default()
+    }
+}
+
+impl Fixture {
+    async fn follow(
+        &self,
+        src: &dyn ImportStorage,
+        use_blob_urls: bool,
+        follow: FollowPolicy,
+    ) -> ImportOutcome {
+        self.import_following(src, use_blob_urls, follow, &small_batches(), &NoProgress)
+            .await
+            .unwrap()
+    }
+
+    fn annotate(&self, key: &str) {
+        let (task, _) = self.task_of(key).unwrap();
+        self.db.add_annotation(task.id, json!([]), None).unwrap();
+    }
+
+    fn exists(&self, key: &str) -> Vec<bool> {
+        self.db
+            .links(self.storage)
+            .into_iter()
+            .filter(|l| l.link.key == key)
+            .map(|l| l.object_exists)
+            .collect()
+    }
+}
+
+/// Counts of one outcome: (created, updated, deleted, marked, missing).
+fn follow_counts(outcome: &ImportOutcome) -> (u64, u64, u64, u64, u64) {
+    let p = &outcome.progress;
+    (p.created, p.updated, p.deleted, p.marked, p.missing)
+}
+
+#[tokio::test]
+async fn files_mode_follows_changed_deleted_and_new_objects() {
+    let store = numbered_images("f", 20).await;
+    let src = source(&store, Some("f"), false, None);
+    let fixture = Fixture::new();
+    let policy = following(ObjectChanged::Update, ObjectDeleted::Delete, false);
+    assert_eq!(
+        fixture.follow(&src, true, policy).await.progress.created,
+        20
+    );
+    fixture.annotate("f/001.jpg");
+    let (_, before) = fixture.task_of("f/005.jpg").unwrap();
+
+    for gone in ["f/000.jpg", "f/001.jpg", "f/002.jpg"] {
+        store.delete(&Path::from(gone)).await.unwrap();
+    }
+    for new in ["f/020.jpg", "f/021.jpg"] {
+        store.put(&Path::from(new), "x".into()).await.unwrap();
+    }
+    store
+        .put(&Path::from("f/005.jpg"), "changed".into())
+        .await
+        .unwrap();
+
+    let outcome = fixture.follow(&src, true, policy).await;
+    assert!(outcome.file_errors.is_empty(), "{:?}", outcome.file_errors);
+    assert_eq!(follow_counts(&outcome), (2, 0, 2, 1, 3));
+    assert_eq!(outcome.progress.changed, 1);
+    assert!(fixture.task_of("f/000.jpg").is_none());
+    assert_eq!(
+        fixture.exists("f/001.jpg"),
+        vec![false],
+        "annotated: marked, kept"
+    );
+    let (_, after) = fixture.task_of("f/005.jpg").unwrap();
+    assert_eq!(after.size, Some(7));
+    assert_ne!(after.etag, before.etag);
+    assert_eq!(fixture.db.task_count(), 20);
+
+    // Converged: nothing changes on the next sync.
+    let again = fixture.follow(&src, true, policy).await;
+    assert_eq!(follow_counts(&again), (0, 0, 0, 0, 0));
+    assert_eq!(again.progress.changed, 0);
+}
+
+#[tokio::test]
+async fn keep_policies_leave_changed_and_deleted_objects_alone() {
+    let store = numbered_images("f", 6).await;
+    let src = source(&store, Some("f"), false, None);
+    let fixture = Fixture::new();
+    fixture.follow(&src, true, FollowPolicy::default()).await;
+    store.delete(&Path::from("f/000.jpg")).await.unwrap();
+    store
+        .put(&Path::from("f/001.jpg"), "changed".into())
+        .await
+        .unwrap();
+    let outcome = fixture.follow(&src, true, FollowPolicy::default()).await;
+    assert_eq!(follow_counts(&outcome), (0, 0, 0, 0, 0));
+    assert_eq!(outcome.progress.existed, 5);
+    assert_eq!(fixture.exists("f/000.jpg"), vec![true]);
+    assert_eq!(fixture.task_of("f/001.jpg").unwrap().1.size, Some(1));
+}
+
+#[tokio::test]
+async fn mark_marks_gone_objects_once() {
+    let store = numbered_images("f", 10).await;
+    let src = source(&store, Some("f"), false, None);
+    let fixture = Fixture::new();
+    let policy = following(ObjectChanged::Keep, ObjectDeleted::Mark, false);
+    fixture.follow(&src, true, policy).await;
+    store.delete(&Path::from("f/003.jpg")).await.unwrap();
+    let outcome = fixture.follow(&src, true, policy).await;
+    assert_eq!(follow_counts(&outcome), (0, 0, 0, 1, 1));
+    assert_eq!(fixture.exists("f/003.jpg"), vec![false]);
+    assert_eq!(fixture.db.task_count(), 10);
+    let again = fixture.follow(&src, true, policy).await;
+    assert_eq!(
+        follow_counts(&again),
+        (0, 0, 0, 0, 0),
+        "marked once, not missing again"
+    );
+}
+
+#[tokio::test]
+async fn the_guard_holds_back_a_large_share_until_confirmed() {
+    let store = numbered_images("f", 10).await;
+    let src = source(&store, Some("f"), false, None);
+    let fixture = Fixture::new();
+    let policy = following(ObjectChanged::Keep, ObjectDeleted::Delete, false);
+    fixture.follow(&src, true, policy).await;
+    for i in 0..5 {
+        store
+            .delete(&Path::from(format!("f/{i:03}.jpg")))
+            .await
+            .unwrap();
+    }
+    let held = fixture.follow(&src, true, policy).await;
+    assert_eq!(follow_counts(&held), (0, 0, 0, 0, 5));
+    assert_eq!(held.file_errors.len(), 1);
+    assert!(
+        held.file_errors[0].contains("5 of 10 linked objects (50.0%)")
+            && held.file_errors[0].contains("deletion_guard of 20%")
+            && held.file_errors[0].contains("confirm_deletions"),
+        "{}",
+        held.file_errors[0]
+    );
+    assert_eq!(fixture.db.task_count(), 10);
+
+    let confirmed = following(ObjectChanged::Keep, ObjectDeleted::Delete, true);
+    let applied = fixture.follow(&src, true, confirmed).await;
+    assert_eq!(follow_counts(&applied), (0, 0, 5, 0, 5));
+    assert!(applied.file_errors.is_empty());
+    assert_eq!(fixture.db.task_count(), 5);
+}
+
+#[tokio::test]
+async fn an_empty_listing_removes_nothing_and_changing_the_prefix_is_not_a_deletion() {
+    let store = numbered_images("f", 4).await;
+    let fixture = Fixture::new();
+    let policy = following(ObjectChanged::Keep, ObjectDeleted::Delete, false);
+    fixture
+        .follow(&source(&store, Some("f"), false, None), true, policy)
+        .await;
+
+    // Another prefix: the objects linked under "f" are not its concern.
+    let other = fixture
+        .follow(&source(&store, Some("g"), false, None), true, policy)
+        .await;
+    assert_eq!(follow_counts(&other), (0, 0, 0, 0, 0));
+
+    for i in 0..4 {
+        store
+            .delete(&Path::from(format!("f/{i:03}.jpg")))
+            .await
+            .unwrap();
+    }
+    let guard = FollowPolicy {
+        guard_percent: 100,
+        ..policy
+    };
+    let empty = fixture
+        .follow(&source(&store, Some("f"), false, None), true, guard)
+        .await;
+    assert_eq!(follow_counts(&empty), (0, 0, 0, 0, 4));
+    assert!(
+        empty.file_errors[0].contains("the listing returned no object while 4 objects are linked"),
+        "{:?}",
+        empty.file_errors
+    );
+    assert_eq!(fixture.db.task_count(), 4);
+}
+
+/// A source whose listing fails after `fail_after` objects, or lists in
+/// reverse order.
+#[derive(Debug)]
+struct OddListing {
+    inner: Source,
+    fail_after: Option<usize>,
+}
+
+#[async_trait]
+impl ImportStorage for OddListing {
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.store()
+    }
+    fn listing(&self) -> &Listing {
+        self.inner.listing()
+    }
+    fn list(&self) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
+        let fail_after = self.fail_after;
+        let listing = self.inner.listing().list(self.store());
+        futures::stream::once(async move {
+            let mut objects: Vec<_> = listing.collect().await;
+            match fail_after {
+                Some(n) => {
+                    objects.truncate(n);
+                    objects.push(Err(Error::backend("listing", "connection reset by peer")));
+                }
+                None => objects.reverse(),
+            }
+            futures::stream::iter(objects)
+        })
+        .flatten()
+        .boxed()
+    }
+    fn object_key(&self, location: &Path) -> String {
+        self.inner.object_key(location)
+    }
+    fn task_url(&self, location: &Path) -> String {
+        self.inner.task_url(location)
+    }
+}
+
+#[tokio::test]
+async fn a_listing_that_fails_midway_removes_nothing() {
+    let store = numbered_images("f", 10).await;
+    let fixture = Fixture::new();
+    let policy = following(ObjectChanged::Update, ObjectDeleted::Delete, true);
+    fixture
+        .follow(&source(&store, Some("f"), false, None), true, policy)
+        .await;
+    let cut = OddListing {
+        inner: source(&store, Some("f"), false, None),
+        fail_after: Some(3),
+    };
+    let err = fixture
+        .import_following(&cut, true, policy, &small_batches(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("connection reset"), "{err}");
+    assert_eq!(fixture.db.task_count(), 10);
+    assert!(fixture
+        .db
+        .links(fixture.storage)
+        .iter()
+        .all(|l| l.object_exists));
+}
+
+#[tokio::test]
+async fn an_unsorted_listing_finds_exactly_the_gone_objects() {
+    let store = numbered_images("f", 12).await;
+    let fixture = Fixture::new();
+    let policy = following(ObjectChanged::Keep, ObjectDeleted::Delete, false);
+    let reversed = OddListing {
+        inner: source(&store, Some("f"), false, None),
+        fail_after: None,
+    };
+    fixture.follow(&reversed, true, policy).await;
+    for gone in ["f/000.jpg", "f/007.jpg"] {
+        store.delete(&Path::from(gone)).await.unwrap();
+    }
+    let outcome = fixture.follow(&reversed, true, policy).await;
+    assert_eq!(follow_counts(&outcome), (0, 0, 2, 0, 2));
+    assert!(fixture.task_of("f/000.jpg").is_none() && fixture.task_of("f/007.jpg").is_none());
+    assert_eq!(fixture.db.task_count(), 10);
+}
+
+#[tokio::test]
+async fn a_changed_task_file_updates_unannotated_tasks_and_marks_annotated_ones() {
+    let rows = |values: &[&str]| {
+        let tasks: Vec<Value> = values.iter().map(|v| json!({ "text": v })).collect();
+        serde_json::to_string(&tasks).unwrap()
+    };
+    let store = store_with(&[("tasks.json", &rows(&["a", "b", "c", "d"]))]).await;
+    let fixture = Fixture::new();
+    let policy = following(ObjectChanged::Update, ObjectDeleted::Delete, false);
+    let src = source(&store, None, false, None);
+    assert_eq!(
+        fixture.follow(&src, false, policy).await.progress.created,
+        4
+    );
+    let tasks = fixture.db.tasks(fixture.project);
+    fixture
+        .db
+        .add_annotation(tasks[1].id, json!([]), None)
+        .unwrap();
+    fixture
+        .db
+        .add_annotation(tasks[3].id, json!([]), None)
+        .unwrap();
+
+    // Row 0 changes, row 1 (annotated) changes, row 2 stays, row 3
+    // (annotated) is gone.
+    store
+        .put(&Path::from("tasks.json"), rows(&["A", "B", "c"]).into())
+        .await
+        .unwrap();
+    let outcome = fixture.follow(&src, false, policy).await;
+    assert!(outcome.file_errors.is_empty(), "{:?}", outcome.file_errors);
+    // Row 0 updated; row 1 marked (kept "b"); row 3 gone but annotated:
+    // marked, not deleted.
+    assert_eq!(follow_counts(&outcome), (0, 1, 0, 2, 0));
+    let data: Vec<Value> = fixture
+        .db
+        .tasks(fixture.project)
+        .iter()
+        .map(|t| t.data["text"].clone())
+        .collect();
+    assert_eq!(data, vec![json!("A"), json!("b"), json!("c"), json!("d")]);
+
+    // Rows added, an unannotated row gone.
+    store
+        .put(&Path::from("tasks.json"), rows(&["A", "B"]).into())
+        .await
+        .unwrap();
+    let shrunk = fixture.follow(&src, false, policy).await;
+    assert_eq!(follow_counts(&shrunk), (0, 0, 1, 0, 0), "row 2 deleted");
+    store
+        .put(
+            &Path::from("tasks.json"),
+            rows(&["A", "B", "x", "y", "z"]).into(),
+        )
+        .await
+        .unwrap();
+    let grown = fixture.follow(&src, false, policy).await;
+    // Row 2 is new again; row 3 is linked (annotated "d", marked) and
+    // differs, already marked; row 4 is new.
+    assert_eq!(follow_counts(&grown), (2, 0, 0, 0, 0));
+    let again = fixture.follow(&src, false, policy).await;
+    assert_eq!(follow_counts(&again), (0, 0, 0, 0, 0));
 }

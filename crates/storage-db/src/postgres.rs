@@ -328,6 +328,11 @@ const CLAIM_LOCK: i64 = 0x0063_6c61_696d;
 /// PostgreSQL's limit of bound parameters per statement.
 const MAX_VARIABLES: usize = 65_535;
 
+/// Link keys in byte order, the order the engine compares listings in:
+/// the database's collation may be a language's (served by the
+/// `storage_links_key_order` index).
+const KEY_ORDER: &str = "key COLLATE \"C\"";
+
 /// Values per array parameter of a `= ANY` list.
 const LIST_CHUNK: usize = 10_000;
 
@@ -370,6 +375,8 @@ fn temporary_code(code: &str) -> bool {
 mod accounts;
 #[path = "shared/annotations.rs"]
 mod annotations;
+#[path = "shared/follow.rs"]
+mod follow;
 #[path = "shared/host.rs"]
 mod host;
 #[path = "shared/rows.rs"]

@@ -349,6 +349,10 @@ fn read_time(
 /// (`SQLITE_MAX_VARIABLE_NUMBER` since 3.32).
 const MAX_VARIABLES: usize = 32_766;
 
+/// Link keys in byte order, the order the engine compares listings in:
+/// SQLite's default `BINARY` collation is byte order.
+const KEY_ORDER: &str = "key";
+
 /// Values per `IN` list, leaving room for a statement's other variables.
 const LIST_CHUNK: usize = MAX_VARIABLES - 8;
 
@@ -386,6 +390,8 @@ fn temporary_code(code: &str) -> bool {
 mod accounts;
 #[path = "shared/annotations.rs"]
 mod annotations;
+#[path = "shared/follow.rs"]
+mod follow;
 #[path = "shared/host.rs"]
 mod host;
 #[path = "shared/rows.rs"]

@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 use storage_core::host::{HostStore, NewProject, ProjectCounters, TaskRecord};
 use storage_core::parse::ParsedTask;
 use storage_core::persist::{
-    AnnotationSource, Authenticator, Caller, NewTask, ProjectAccess, StorageFilter,
-    StorageRepository, SyncGuard, TaskSink,
+    AnnotationSource, Authenticator, Caller, GoneTasks, NewTask, ProjectAccess, SettledObject,
+    StorageFilter, StorageRepository, SyncGuard, TaskSink,
 };
 use storage_core::{Error, NewStorage, Settings, StorageKind, SyncState, SyncStatus};
 use storage_db::{Database, PostgresDatabase, SqliteDatabase};
@@ -400,6 +400,115 @@ macro_rules! repository_tests {
             assert_eq!(linked["one.json"], 1);
             assert!(f.db.linked_keys(id + 1, &keys).await.unwrap().is_empty());
             assert!(f.db.linked_keys(id, &[]).await.unwrap().is_empty());
+        }
+
+        #[tokio::test]
+        async fn following_the_bucket_reads_refreshes_removes_and_settles_links() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let mut rows: Vec<NewTask> = (0..3)
+                .map(|row| {
+                    let mut task = file_task("list.json", Some(row));
+                    task.data = object(json!({"text": format!("r{row}")})).into();
+                    task
+                })
+                .collect();
+            rows.extend(file_tasks(["a.jpg", "b.jpg", "c.jpg", "Z.jpg"].map(String::from)));
+            f.db.create_tasks(f.project, id, rows.clone()).await.unwrap();
+            let task_of = |text: &str| {
+                let db = f.db.clone();
+                let (project, text) = (f.project, text.to_string());
+                async move {
+                    let page = db.tasks(project, 1, 100).await.unwrap();
+                    page.tasks
+                        .into_iter()
+                        .find(|t| t.data.to_object().get("text") == Some(&json!(text))
+                            || t.data.to_object().get("$undefined$").is_some_and(|v| v.as_str().unwrap().contains(&text)))
+                        .map(|t| t.id)
+                        .unwrap()
+                }
+            };
+            let annotate = |task: i64| {
+                let (db, caller) = (f.db.clone(), f.caller.clone());
+                async move {
+                    db.create_annotation(&caller, task, &object(json!({"result": []})))
+                        .await
+                        .unwrap();
+                }
+            };
+            annotate(task_of("r1").await).await;
+            annotate(task_of("b.jpg").await).await;
+
+            // What the links recorded, unfinished objects left out.
+            let keys: Vec<String> = ["list.json", "a.jpg", "new.jpg"].map(String::from).to_vec();
+            let linked = f.db.linked_objects(id, &keys).await.unwrap();
+            assert_eq!(linked.len(), 2);
+            assert_eq!(linked["list.json"].tasks, 3);
+            assert_eq!(linked["a.jpg"].etag.as_deref(), Some("e1"));
+            assert_eq!(linked["a.jpg"].size, Some(12));
+            assert_eq!(linked["a.jpg"].last_modified, file_task("x", None).link.last_modified);
+
+            // Keys in byte order ("Z" before "a"), paged by range.
+            let all = f.db.linked_keys_between(id, None, None, 10).await.unwrap();
+            assert_eq!(all, ["Z.jpg", "a.jpg", "b.jpg", "c.jpg", "list.json"]);
+            let page = f.db.linked_keys_between(id, Some("Z.jpg"), Some("c.jpg"), 2).await.unwrap();
+            assert_eq!(page, ["a.jpg", "b.jpg"]);
+
+            // Gone objects: the task without annotations deleted, the other marked.
+            let before = f.db.project(f.project).await.unwrap().unwrap().counters;
+            let removed = f
+                .db
+                .remove_objects(id, &["a.jpg".into(), "b.jpg".into()], GoneTasks::Delete)
+                .await
+                .unwrap();
+            assert_eq!((removed.deleted, removed.marked), (1, 1));
+            let after = f.db.project(f.project).await.unwrap().unwrap().counters;
+            assert_eq!(after.task_number, before.task_number - 1);
+            assert_eq!(after, recount(&f.db, f.project).await);
+            let listed = f.db.linked_keys_between(id, None, None, 10).await.unwrap();
+            assert_eq!(listed, ["Z.jpg", "c.jpg", "list.json"], "b.jpg is marked");
+            let marked = f.db.remove_objects(id, &["b.jpg".into()], GoneTasks::Mark).await.unwrap();
+            assert_eq!((marked.deleted, marked.marked), (0, 0), "marked once");
+
+            // A changed file: row 0 new data, row 1 (annotated) changed, row 3 new.
+            let refreshed: Vec<NewTask> = [(0, "R0"), (1, "R1"), (2, "r2"), (3, "r3")]
+                .into_iter()
+                .map(|(row, text)| {
+                    let mut task = rows[0].clone();
+                    task.link.row_index = Some(row);
+                    task.data = object(json!({ "text": text })).into();
+                    task
+                })
+                .collect();
+            let r = f.db.refresh_tasks(f.project, id, refreshed.clone()).await.unwrap();
+            assert_eq!((r.created, r.updated, r.marked), (1, 1, 1));
+            task_of("R0").await;
+            task_of("r1").await;
+            let again = f.db.refresh_tasks(f.project, id, refreshed).await.unwrap();
+            assert_eq!((again.created, again.updated, again.marked), (0, 0, 0));
+
+            // Settled: rows after 1 gone (row 2 deleted; row 3 too), new entry recorded.
+            let settled = SettledObject {
+                key: "list.json".into(),
+                last_row: Some(1),
+                etag: Some("e2".into()),
+                size: Some(99),
+                last_modified: None,
+            };
+            let removed = f
+                .db
+                .settle_objects(id, &[settled], Some(GoneTasks::Delete))
+                .await
+                .unwrap();
+            assert_eq!((removed.deleted, removed.marked), (2, 0));
+            let linked = f.db.linked_objects(id, &keys).await.unwrap();
+            assert_eq!(linked["list.json"].tasks, 2);
+            assert_eq!(linked["list.json"].etag.as_deref(), Some("e2"));
+            assert_eq!(linked["list.json"].size, Some(99));
+            assert_eq!(
+                f.db.project(f.project).await.unwrap().unwrap().counters,
+                recount(&f.db, f.project).await
+            );
         }
 
         #[tokio::test]

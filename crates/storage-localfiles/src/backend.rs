@@ -298,6 +298,11 @@ impl ImportStorage for LocalImport {
         format!("{}/{}", self.key_base, location.as_ref())
     }
 
+    fn location_of(&self, key: &str) -> Option<Path> {
+        let relative = key.strip_prefix(&self.key_base)?.strip_prefix('/')?;
+        Path::parse(relative).ok()
+    }
+
     fn task_url(&self, location: &Path) -> String {
         local_files_url(
             &self.url_base,

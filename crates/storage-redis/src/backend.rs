@@ -208,6 +208,9 @@ fn fields(kind: StorageKind) -> Vec<FieldSpec> {
         help: "Redis database number, 1 or more (import default 1, export default 2)",
     });
     fields.push(FieldSpec::string(PASSWORD_FIELD, "Redis password (write-only)").secret());
+    if kind == StorageKind::Import {
+        fields.extend(storage_core::fields::follow_fields());
+    }
     fields
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers stop on the first failure
 
+mod conformance;
 mod support;
 
 use reqwest::StatusCode;
@@ -187,12 +188,15 @@ async fn create_get_list_patch_delete_import_storage() {
         keys,
         vec![
             "created_at",
+            "deletion_guard",
             "description",
             "id",
             "last_sync",
             "last_sync_count",
             "last_sync_job",
             "meta",
+            "on_object_changed",
+            "on_object_deleted",
             "path",
             "project",
             "recursive_scan",
@@ -889,4 +893,49 @@ async fn shutdown_mid_sync_requeues_and_the_next_start_finishes_exactly() {
     assert_eq!(done["meta"]["tasks_existed"], 0, "{done}");
     let (_, project_after) = restarted.get(&format!("/api/projects/{project}")).await;
     assert_eq!(project_after["task_number"], 3000);
+}
+
+#[tokio::test]
+async fn local_files_follow_changed_and_deleted_files() {
+    use conformance::{
+        annotate_follow_tasks, check_follow, follow_changes, follow_fields, follow_file,
+        FOLLOW_FILES, FOLLOW_POLICIES,
+    };
+    let server = Server::start().await;
+    let mut storages = Vec::new();
+    for (changed, deleted, _) in FOLLOW_POLICIES {
+        let files: Vec<(String, String)> = (0..FOLLOW_FILES)
+            .map(|i| follow_file(i, 1))
+            .map(|(name, body)| (format!("follow-{deleted}/{name}"), body))
+            .collect();
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_str()))
+            .collect();
+        server.write_files(&files);
+        let project = server.project().await;
+        let mut body = follow_fields(changed, deleted);
+        body["project"] = json!(project);
+        body["path"] = json!(server.path(&format!("follow-{deleted}")));
+        let path = server
+            .create_storage("/api/storages/localfiles", body)
+            .await;
+        let first = server.sync_and_wait(&path).await;
+        assert_eq!(first["last_sync_count"], FOLLOW_FILES, "{first}");
+        annotate_follow_tasks(&server, project).await;
+        storages.push((project, path));
+    }
+    let (written, gone) = follow_changes();
+    for (_, deleted, _) in FOLLOW_POLICIES {
+        for (name, body) in &written {
+            server.write_files(&[(&format!("follow-{deleted}/{name}"), body)]);
+        }
+        for name in &gone {
+            std::fs::remove_file(server.path(&format!("follow-{deleted}/{name}"))).unwrap();
+        }
+    }
+    for (policy, (project, path)) in FOLLOW_POLICIES.into_iter().zip(storages) {
+        let done = server.sync_and_wait(&path).await;
+        check_follow(&server, project, policy, &done).await;
+    }
 }

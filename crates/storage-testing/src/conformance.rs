@@ -36,10 +36,11 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::{json, Map, Value};
 use storage_core::export::{delete_annotation, export_annotation, export_project, ExportConfig};
+use storage_core::follow::FollowPolicy;
 use storage_core::import::{ImportConfig, ImportJob, ImportOutcome, NoProgress};
 use storage_core::memory::InMemory;
 use storage_core::persist::ExportedAnnotation;
-use storage_core::{Backend, Error, ImportStorage, Settings, StorageKind};
+use storage_core::{Backend, Error, ImportOptions, ImportStorage, Settings, StorageKind};
 
 /// Objects written under one prefix of a bucket, through a store of the test's
 /// own (not the backend under test), so what the backend reads and writes is
@@ -105,6 +106,18 @@ impl Seed {
             .put(&Path::from(key), body.into())
             .await
             .unwrap_or_else(|e| panic!("seeding {key}: {e}"));
+    }
+
+    /// Deletes the object at `key` under the prefix.
+    ///
+    /// # Panics
+    /// If the delete fails, naming the key.
+    pub async fn delete(&self, key: &str) {
+        let location = Path::from(self.key(key));
+        self.store
+            .delete(&location)
+            .await
+            .unwrap_or_else(|e| panic!("deleting {location}: {e}"));
     }
 
     /// The bytes at `key` under the prefix, `None` when there is no object.
@@ -230,6 +243,12 @@ impl BucketSuite {
     /// Runs one import sync of `extra`'s settings into `db`.
     async fn import(&self, db: &Db, extra: Value) -> ImportOutcome {
         let use_blob_urls = extra["use_blob_urls"].as_bool().unwrap_or(false);
+        let follow = FollowPolicy::of(
+            &ImportOptions::from_settings(&Settings::from_map(
+                extra.as_object().cloned().unwrap_or_default(),
+            )),
+            extra["confirm_deletions"].as_bool().unwrap_or(false),
+        );
         let source = self.import_storage(extra).await;
         ImportJob {
             storage_id: db.storage,
@@ -241,6 +260,7 @@ impl BucketSuite {
                 batch_size: 10,
                 ..ImportConfig::default()
             },
+            follow,
         }
         .run(&NoProgress)
         .await

@@ -268,6 +268,9 @@ fn field_schema(spec: &FieldSpec) -> ObjectBuilder {
         FieldType::Int { min, max } => typed(Type::Integer, spec.nullable)
             .minimum(Some(min))
             .maximum(Some(max)),
+        FieldType::Choice { choices } => {
+            typed(Type::String, spec.nullable).enum_values(Some(choices.iter().copied()))
+        }
     };
     let schema = schema.description(Some(spec.help));
     let schema = if spec.default.is_null() && !spec.nullable {
@@ -528,6 +531,21 @@ impl Doc {
             )
             .response("404", shared("NotFound"))
             .response("409", shared("Conflict"));
+        let sync = match kind {
+            StorageKind::Import => sync.request_body(Some(json_body(
+                ObjectBuilder::new().property(
+                    "confirm_deletions",
+                    typed(Type::Boolean, false)
+                        .default(Some(false.into()))
+                        .description(Some(
+                            "Extension: apply the removals the deletion guard held back \
+                         (`on_object_deleted`)",
+                        )),
+                ),
+                false,
+            ))),
+            StorageKind::Export => sync,
+        };
         self.add(&format!("{item}/sync"), HttpMethod::Post, sync);
     }
 

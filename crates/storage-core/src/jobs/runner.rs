@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 use super::state::{self, error_report, Ending};
 use super::RunnerConfig;
 use crate::export::export_project;
+use crate::follow::FollowPolicy;
 use crate::import::{ImportJob, ImportProgress, Progress, ProgressSink};
+use crate::jobs::state::confirmed_deletions;
 use crate::metrics::{export_delta, import_delta, SyncMetrics};
 use crate::persist::{AnnotationSource, StorageRepository, SyncGuard, TaskSink};
 use crate::{Backends, Error, ImportOptions, Result, Storage, StorageKind, SyncStatus};
@@ -284,6 +286,7 @@ impl Runner {
                     use_blob_urls: options.use_blob_urls,
                     sink: self.tasks.as_ref(),
                     config: &self.config.import,
+                    follow: FollowPolicy::of(&options, confirmed_deletions(&storage.sync)),
                 }
                 .run(tracker)
                 .await

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
 use super::runner::Runner;
@@ -185,6 +186,18 @@ impl SyncService {
     /// queued and the storage is returned unchanged: concurrent requests
     /// start one job.
     pub async fn request_sync(&self, id: i64) -> Result<Storage> {
+        self.request_sync_confirming(id, false).await
+    }
+
+    /// [`SyncService::request_sync`]; with `confirm_deletions`, the job
+    /// applies the removals the deletion guard would hold back (see
+    /// [`crate::follow`]). A job already queued or running is left as it
+    /// is.
+    pub async fn request_sync_confirming(
+        &self,
+        id: i64,
+        confirm_deletions: bool,
+    ) -> Result<Storage> {
         loop {
             let mut storage = self
                 .inner
@@ -196,7 +209,12 @@ impl SyncService {
                 return Ok(storage);
             }
             let now = Utc::now();
-            let queued = state::queued(&storage.sync, now, self.inner.config.queue_timeout);
+            let mut queued = state::queued(&storage.sync, now, self.inner.config.queue_timeout);
+            if confirm_deletions {
+                queued
+                    .meta
+                    .insert(state::CONFIRM_DELETIONS.into(), Value::Bool(true));
+            }
             storage.sync.status.check_move(SyncStatus::Queued)?;
             if self
                 .inner

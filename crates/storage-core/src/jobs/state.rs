@@ -25,6 +25,20 @@ use crate::{SyncState, SyncStatus};
 /// the previous outcome and counts attempts; unlike Label Studio the old
 /// traceback is cleared too. The job must be claimed before
 /// `now + queue_timeout`.
+/// The `meta` key of a queued job whose request confirmed the deletions
+/// the deletion guard held back (`POST …/sync` with
+/// `{"confirm_deletions": true}`); a new job starts without it.
+pub(crate) const CONFIRM_DELETIONS: &str = "confirm_deletions";
+
+/// Whether the job of `state` applies deletions above the guard.
+pub(crate) fn confirmed_deletions(state: &SyncState) -> bool {
+    state
+        .meta
+        .get(CONFIRM_DELETIONS)
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
 pub(crate) fn queued(
     previous: &SyncState,
     now: DateTime<Utc>,
@@ -205,6 +219,15 @@ fn apply_progress(state: &mut SyncState, progress: Option<&Progress>) {
             state
                 .meta
                 .insert("files_failed".into(), json!(p.failed_files));
+            for (name, value) in [
+                ("objects_changed", p.changed),
+                ("tasks_updated", p.updated),
+                ("tasks_deleted", p.deleted),
+                ("tasks_marked", p.marked),
+                ("objects_missing", p.missing),
+            ] {
+                state.meta.insert(name.into(), json!(value));
+            }
         }
         Some(Progress::Export(p)) => {
             state.last_sync_count = Some(p.written as i64);

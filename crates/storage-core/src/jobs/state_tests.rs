@@ -37,6 +37,7 @@ fn import(objects: u64, created: u64, existed: u64, failed_files: u64) -> Progre
         created,
         existed,
         failed_files,
+        ..Default::default()
     })
 }
 

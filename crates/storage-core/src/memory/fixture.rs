@@ -1,6 +1,7 @@
 //! The setup of most import tests: one project, one import storage.
 
 use super::{InMemory, MemoryTask};
+use crate::follow::FollowPolicy;
 use crate::import::{ImportConfig, ImportJob, ImportOutcome, ProgressSink};
 use crate::persist::ObjectLink;
 use crate::{ImportStorage, Result, StorageKind};
@@ -49,6 +50,25 @@ impl ImportFixture {
         config: &ImportConfig,
         progress: &dyn ProgressSink,
     ) -> Result<ImportOutcome> {
+        self.import_following(
+            source,
+            use_blob_urls,
+            FollowPolicy::default(),
+            config,
+            progress,
+        )
+        .await
+    }
+
+    /// [`Fixture::import`] following the bucket as `follow` says.
+    pub async fn import_following(
+        &self,
+        source: &dyn ImportStorage,
+        use_blob_urls: bool,
+        follow: FollowPolicy,
+        config: &ImportConfig,
+        progress: &dyn ProgressSink,
+    ) -> Result<ImportOutcome> {
         ImportJob {
             storage_id: self.storage,
             project: self.project,
@@ -56,6 +76,7 @@ impl ImportFixture {
             use_blob_urls,
             sink: &self.db,
             config,
+            follow,
         }
         .run(progress)
         .await

@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::query_builder::Separated;
 use sqlx::QueryBuilder;
-use storage_core::persist::{NewTask, ObjectLink, TaskSink};
+use storage_core::persist::{
+    GoneTasks, LinkedObject, NewTask, ObjectLink, Refreshed, Removed, SettledObject, TaskSink,
+};
 use storage_core::{Error, Result};
 
 use super::rows::{db, get};
@@ -342,6 +344,54 @@ impl TaskSink for Engine {
             "created tasks"
         );
         Ok(links.len() as u64)
+    }
+
+    // Following the bucket: see `follow.rs`.
+
+    async fn linked_objects(
+        &self,
+        storage_id: i64,
+        keys: &[String],
+    ) -> Result<HashMap<String, LinkedObject>> {
+        self.follow_linked_objects(storage_id, keys).await
+    }
+
+    async fn linked_keys_between(
+        &self,
+        storage_id: i64,
+        after: Option<&str>,
+        upto: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.follow_keys_between(storage_id, after, upto, limit)
+            .await
+    }
+
+    async fn remove_objects(
+        &self,
+        storage_id: i64,
+        keys: &[String],
+        gone: GoneTasks,
+    ) -> Result<Removed> {
+        self.follow_remove_objects(storage_id, keys, gone).await
+    }
+
+    async fn refresh_tasks(
+        &self,
+        project: i64,
+        storage_id: i64,
+        tasks: Vec<NewTask>,
+    ) -> Result<Refreshed> {
+        self.follow_refresh_tasks(project, storage_id, tasks).await
+    }
+
+    async fn settle_objects(
+        &self,
+        storage_id: i64,
+        objects: &[SettledObject],
+        gone: Option<GoneTasks>,
+    ) -> Result<Removed> {
+        self.follow_settle_objects(storage_id, objects, gone).await
     }
 }
 

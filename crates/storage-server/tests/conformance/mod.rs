@@ -289,6 +289,157 @@ pub async fn resync_creates_nothing_new(b: &Bucket) {
     assert_eq!(project_after["task_number"], 26);
 }
 
+/// The follow-the-bucket scenario: each policy's storage syncs
+/// [`FOLLOW_FILES`] one-task JSON files, the tasks of three are annotated
+/// ([`annotate_follow_tasks`]), then five files change (one annotated),
+/// ten are deleted (two annotated) and three are added
+/// ([`follow_changes`]), and a re-sync must report exactly what
+/// [`FOLLOW_POLICIES`] says.
+pub const FOLLOW_FILES: usize = 30;
+
+/// `(on_object_changed, on_object_deleted, [created, updated, deleted,
+/// marked, objects_missing, tasks left])` of the follow scenario's re-sync.
+pub const FOLLOW_POLICIES: [(&str, &str, [i64; 6]); 3] = [
+    // Label Studio's behaviour: only the new files count.
+    ("keep", "keep", [3, 0, 0, 0, 0, 33]),
+    // Four changed tasks updated; the changed annotated task and the ten
+    // gone objects marked.
+    ("update", "mark", [3, 4, 0, 11, 10, 33]),
+    // The eight gone tasks without annotations deleted, the two annotated
+    // ones marked, with the changed annotated one.
+    ("update", "delete", [3, 4, 8, 3, 10, 25]),
+];
+
+/// The body of file `i` of the follow scenario, in version `version`.
+pub fn follow_file(i: usize, version: u8) -> (String, String) {
+    (
+        format!("f{i:02}.json"),
+        json!({"text": format!("v{version}-{i:02}")}).to_string(),
+    )
+}
+
+/// What the follow scenario does to the files between the syncs: files to
+/// write (changed and new) and files to delete.
+pub fn follow_changes() -> (Vec<(String, String)>, Vec<String>) {
+    let written = (0..5)
+        .map(|i| follow_file(i, 2))
+        .chain((FOLLOW_FILES..FOLLOW_FILES + 3).map(|i| follow_file(i, 1)))
+        .collect();
+    let deleted = (10..20).map(|i| follow_file(i, 1).0).collect();
+    (written, deleted)
+}
+
+/// The storage body fields of a follow policy.
+pub fn follow_fields(changed: &str, deleted: &str) -> Value {
+    json!({"use_blob_urls": false, "on_object_changed": changed, "on_object_deleted": deleted,
+           "deletion_guard": 50})
+}
+
+/// Annotates the tasks of files 00, 10 and 11.
+pub async fn annotate_follow_tasks(server: &Server, project: i64) {
+    for task in tasks(server, project, false).await {
+        if ["v1-00", "v1-10", "v1-11"].contains(&task["data"]["text"].as_str().unwrap()) {
+            let (status, body) = server
+                .post(
+                    &format!("/api/tasks/{}/annotations", task["id"]),
+                    json!({"result": []}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    }
+}
+
+/// Checks the re-sync `done` of the follow scenario under `policy`.
+pub async fn check_follow(
+    server: &Server,
+    project: i64,
+    (changed, deleted, expected): (&str, &str, [i64; 6]),
+    done: &Value,
+) {
+    let meta = &done["meta"];
+    let counts = [
+        done["last_sync_count"].as_i64(),
+        meta["tasks_updated"].as_i64(),
+        meta["tasks_deleted"].as_i64(),
+        meta["tasks_marked"].as_i64(),
+        meta["objects_missing"].as_i64(),
+    ];
+    assert_eq!(done["status"], "completed", "{changed}/{deleted}: {done}");
+    assert_eq!(
+        counts.map(Option::unwrap_or_default),
+        expected[..5],
+        "{changed}/{deleted}: {done}"
+    );
+    let texts: Vec<String> = tasks(server, project, false)
+        .await
+        .iter()
+        .map(|t| t["data"]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        texts.len() as i64,
+        expected[5],
+        "{changed}/{deleted}: {texts:?}"
+    );
+    // Annotated tasks keep their data, changed or gone.
+    for kept in ["v1-00", "v1-10", "v1-11"] {
+        assert!(
+            texts.iter().any(|t| t == kept),
+            "{changed}/{deleted}: {kept} in {texts:?}"
+        );
+    }
+    let updated = changed == "update";
+    assert_eq!(texts.contains(&"v2-01".to_string()), updated, "{texts:?}");
+    assert_eq!(texts.contains(&"v1-01".to_string()), !updated, "{texts:?}");
+}
+
+pub async fn follows_changed_and_deleted_objects(b: &Bucket) {
+    for (_, deleted, _) in FOLLOW_POLICIES {
+        for i in 0..FOLLOW_FILES {
+            let (name, body) = follow_file(i, 1);
+            b.seed.put(&format!("{deleted}/{name}"), &body).await;
+        }
+    }
+    let (server, _) = b.start().await;
+    let mut storages = Vec::new();
+    for (changed, deleted, _) in FOLLOW_POLICIES {
+        let project = server.project().await;
+        let mut extra = follow_fields(changed, deleted);
+        extra["prefix"] = json!(b.seed.key(deleted));
+        let path = b.create(&server, false, project, extra).await;
+        let first = b.synced(&server, &path).await;
+        assert_eq!(first["last_sync_count"], FOLLOW_FILES, "{first}");
+        annotate_follow_tasks(&server, project).await;
+        storages.push((project, path));
+    }
+    let (written, gone) = follow_changes();
+    for (_, deleted, _) in FOLLOW_POLICIES {
+        for (name, body) in &written {
+            b.seed.put(&format!("{deleted}/{name}"), body).await;
+        }
+        for name in &gone {
+            b.seed.delete(&format!("{deleted}/{name}")).await;
+        }
+    }
+    for (policy, (project, path)) in FOLLOW_POLICIES.into_iter().zip(storages) {
+        let done = b.synced(&server, &path).await;
+        check_follow(&server, project, policy, &done).await;
+        // Converged: the next sync finds nothing to do.
+        let again = b.synced(&server, &path).await;
+        let meta = &again["meta"];
+        assert_eq!(
+            [
+                &again["last_sync_count"],
+                &meta["tasks_updated"],
+                &meta["tasks_deleted"],
+                &meta["tasks_marked"]
+            ],
+            [&json!(0), &json!(0), &json!(0), &json!(0)],
+            "{again}"
+        );
+    }
+}
+
 pub async fn export_writes_overwrites_and_deletes(b: &Bucket) {
     b.seed.put("src/a.txt", "t").await;
     let (server, project) = b.start().await;
@@ -518,6 +669,7 @@ macro_rules! conformance_cases {
             tasks_mode_reads_every_format_and_reports_bad_files,
             tasks_mode_reads_parquet_row_groups,
             resync_creates_nothing_new,
+            follows_changed_and_deleted_objects,
             export_writes_overwrites_and_deletes,
             presign_redirects_to_a_signed_url_that_works,
             proxy_streams_with_range_and_etag,
