@@ -304,6 +304,7 @@ fn task_json(task: TaskRecord, show_data: impl FnOnce(TaskData) -> TaskData) -> 
         cancelled_annotations,
         total_predictions,
         storage_filename,
+        storage_object_exists,
         annotations,
         predictions,
     } = task;
@@ -332,6 +333,9 @@ fn task_json(task: TaskRecord, show_data: impl FnOnce(TaskData) -> TaskData) -> 
         "predictions_score": null,
         "file_upload": null,
         "storage_filename": storage_filename,
+        // Extension: false once a sync following the bucket found the
+        // object gone (or changed under the task's annotations).
+        "storage_object_exists": storage_object_exists,
         "annotations_ids": annotations_ids,
         "predictions_model_versions": predictions_model_versions,
         "avg_lead_time": null,

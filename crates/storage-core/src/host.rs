@@ -137,6 +137,10 @@ pub struct TaskRecord {
     pub total_predictions: i64,
     /// The key of the object it was imported from, if any.
     pub storage_filename: Option<String>,
+    /// Whether that object still holds the task's data: false once a sync
+    /// following the bucket found it gone, or changed under the task's
+    /// annotations (the link's `object_exists`); `None` without a link.
+    pub storage_object_exists: Option<bool>,
     /// Its annotations in Label Studio's JSON shape.
     pub annotations: Vec<Value>,
     /// Its predictions in Label Studio's JSON shape.

@@ -210,6 +210,11 @@ pub(crate) struct Task {
     predictions: Value,
     project: i64,
     storage_filename: Option<String>,
+    /// Extension: false once a sync following the bucket
+    /// (`on_object_deleted`, `on_object_changed`) found the object gone, or
+    /// changed under the task's annotations; null without a storage link.
+    #[schema(read_only, required = false)]
+    storage_object_exists: Option<bool>,
     #[schema(read_only, required = false, format = DateTime)]
     created_at: String,
     #[schema(read_only, required = false, format = DateTime)]

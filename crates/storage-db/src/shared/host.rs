@@ -59,7 +59,9 @@ impl Engine {
         let sql = format!(
             "SELECT {TASK_COLUMNS},
                  (SELECT l.key FROM storage_links l WHERE l.task_id = t.id ORDER BY l.id LIMIT 1)
-                     AS storage_filename
+                     AS storage_filename,
+                 (SELECT l.object_exists FROM storage_links l WHERE l.task_id = t.id
+                  ORDER BY l.id LIMIT 1) AS storage_object_exists
              FROM tasks t {where_sql}"
         );
         let mut query = sqlx::query(&sql);
@@ -69,8 +71,11 @@ impl Engine {
         let rows = query.fetch_all(&self.pool).await.map_err(db(context))?;
         let mut tasks = Vec::with_capacity(rows.len());
         for row in &rows {
-            let storage_filename: Option<String> = get(row, "storage_filename")?;
-            tasks.push((task_from_row(row)?, storage_filename));
+            let link: (Option<String>, Option<bool>) = (
+                get(row, "storage_filename")?,
+                get(row, "storage_object_exists")?,
+            );
+            tasks.push((task_from_row(row)?, link));
         }
         let ids: Vec<i64> = tasks.iter().map(|(task, _)| task.id).collect();
         let at = now();
@@ -95,24 +100,27 @@ impl Engine {
             .await?;
         Ok(tasks
             .into_iter()
-            .map(|(task, storage_filename)| TaskRecord {
-                annotations: annotations.remove(&task.id).unwrap_or_default(),
-                predictions: predictions.remove(&task.id).unwrap_or_default(),
-                id: task.id,
-                project: task.project,
-                inner_id: task.inner_id,
-                data: task.data,
-                meta: task.meta,
-                created_at: task.created_at,
-                updated_at: task.updated_at,
-                is_labeled: task.is_labeled,
-                overlap: task.overlap,
-                allow_skip: task.allow_skip,
-                total_annotations: task.total_annotations,
-                cancelled_annotations: task.cancelled_annotations,
-                total_predictions: task.total_predictions,
-                storage_filename,
-            })
+            .map(
+                |(task, (storage_filename, storage_object_exists))| TaskRecord {
+                    annotations: annotations.remove(&task.id).unwrap_or_default(),
+                    predictions: predictions.remove(&task.id).unwrap_or_default(),
+                    id: task.id,
+                    project: task.project,
+                    inner_id: task.inner_id,
+                    data: task.data,
+                    meta: task.meta,
+                    created_at: task.created_at,
+                    updated_at: task.updated_at,
+                    is_labeled: task.is_labeled,
+                    overlap: task.overlap,
+                    allow_skip: task.allow_skip,
+                    total_annotations: task.total_annotations,
+                    cancelled_annotations: task.cancelled_annotations,
+                    total_predictions: task.total_predictions,
+                    storage_filename,
+                    storage_object_exists,
+                },
+            )
             .collect())
     }
 

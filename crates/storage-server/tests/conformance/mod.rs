@@ -371,8 +371,8 @@ pub async fn check_follow(
         expected[..5],
         "{changed}/{deleted}: {done}"
     );
-    let texts: Vec<String> = tasks(server, project, false)
-        .await
+    let tasks = tasks(server, project, false).await;
+    let texts: Vec<String> = tasks
         .iter()
         .map(|t| t["data"]["text"].as_str().unwrap().to_string())
         .collect();
@@ -381,6 +381,12 @@ pub async fn check_follow(
         expected[5],
         "{changed}/{deleted}: {texts:?}"
     );
+    // Marked tasks show it.
+    let shown_marked = tasks
+        .iter()
+        .filter(|t| t["storage_object_exists"] == json!(false))
+        .count();
+    assert_eq!(shown_marked as i64, expected[3], "{changed}/{deleted}");
     // Annotated tasks keep their data, changed or gone.
     for kept in ["v1-00", "v1-10", "v1-11"] {
         assert!(
