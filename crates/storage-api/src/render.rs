@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
-use storage_core::{FieldSpec, Storage};
+use storage_core::{FieldSpec, Storage, StorageKind};
 
 /// A time as Django REST framework writes it: `2026-11-23T07:46:02.333657Z`.
 pub(crate) fn iso(at: DateTime<Utc>) -> String {
@@ -27,5 +27,10 @@ pub(crate) fn storage_json(storage: &Storage, fields: &[FieldSpec]) -> Value {
     out.insert("description".into(), json!(storage.description));
     out.insert("created_at".into(), json!(iso(storage.created_at)));
     out.insert("project".into(), json!(storage.project));
+    if storage.kind == StorageKind::Import {
+        // Extension: when the schedule (`sync_interval`) syncs it next.
+        let next = storage_core::jobs::schedule::next_sync(storage);
+        out.insert("next_sync".into(), json!(next.map(iso)));
+    }
     Value::Object(out)
 }

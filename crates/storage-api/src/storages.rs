@@ -11,6 +11,7 @@ use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use storage_core::fields::StorageFields;
+use storage_core::jobs::schedule::SYNC_INTERVAL_FIELD;
 use storage_core::persist::{Caller, StorageFilter};
 use storage_core::{Backend, Error, NewStorage, Settings, Storage, StorageKind, ValidationErrors};
 
@@ -460,6 +461,18 @@ async fn candidate(
     }
     if let Some(storage) = existing {
         require_secrets_for_new_endpoint(&specs, body, storage, &fields.settings, &mut errors);
+    }
+    let min_interval = state.sync().min_sync_interval().as_secs();
+    if let Some(seconds) = fields.settings.int(SYNC_INTERVAL_FIELD) {
+        if u64::try_from(seconds).unwrap_or(0) < min_interval {
+            errors.add(
+                SYNC_INTERVAL_FIELD,
+                format!(
+                    "Ensure this value is greater than or equal to {min_interval} (the server's \
+                     --min-sync-interval)."
+                ),
+            );
+        }
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));

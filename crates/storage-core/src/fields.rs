@@ -180,7 +180,8 @@ pub fn import_fields() -> Vec<FieldSpec> {
 
 /// The import fields that make syncs follow the bucket (extensions: Label
 /// Studio has none of them, and their defaults keep its behaviour):
-/// `on_object_changed`, `on_object_deleted`, `deletion_guard`. Part of
+/// `on_object_changed`, `on_object_deleted`, `deletion_guard`,
+/// `sync_interval`. Part of
 /// [`import_fields`]; backends with their own import fields add them.
 pub fn follow_fields() -> Vec<FieldSpec> {
     vec![
@@ -215,6 +216,20 @@ pub fn follow_fields() -> Vec<FieldSpec> {
             secret: false,
             help: "The largest share (percent) of linked objects one sync may treat as \
                    deleted; above it nothing is deleted until a sync with confirm_deletions",
+        },
+        FieldSpec {
+            name: crate::jobs::schedule::SYNC_INTERVAL_FIELD,
+            // A year at most; the server's --min-sync-interval (default
+            // 60 s) is checked when the storage is saved.
+            ty: FieldType::Int {
+                min: 1,
+                max: 365 * 24 * 3600,
+            },
+            nullable: true,
+            default: Value::Null,
+            secret: false,
+            help: "Seconds between automatic syncs (null: only when asked); at least the \
+                   server's minimum (60 s by default)",
         },
     ]
 }

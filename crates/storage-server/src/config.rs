@@ -119,6 +119,11 @@ pub struct Config {
     /// may take; then it fails with a 400 saying it timed out.
     #[arg(long, env = "STORAGE_CHECK_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub storage_check_timeout_seconds: u64,
+    /// The shortest `sync_interval` (seconds) an import storage may be
+    /// given: scheduled syncs more often would hold workers and hammer
+    /// endpoints (tests lower it).
+    #[arg(long, env = "STORAGE_MIN_SYNC_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_sync_interval: u64,
     /// Log as JSON lines instead of text. Lines logged during a sync carry
     /// its `storage` id and `job` id (in `span` and `spans`).
     #[arg(long, env = "STORAGE_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
@@ -227,6 +232,7 @@ impl std::fmt::Debug for Config {
                 "storage_check_timeout_seconds",
                 &self.storage_check_timeout_seconds,
             )
+            .field("min_sync_interval", &self.min_sync_interval)
             .field("log_json", &self.log_json)
             .field("metrics_public", &self.metrics_public)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
@@ -245,6 +251,7 @@ impl Config {
             per_tenant_workers: self.sync_workers_per_organization,
             max_duration: Duration::from_secs(self.sync_max_duration_seconds),
             check_timeout: Duration::from_secs(self.storage_check_timeout_seconds),
+            min_sync_interval: Duration::from_secs(self.min_sync_interval),
             import: storage_core::import::ImportConfig {
                 listing_stall_timeout: Duration::from_secs(self.sync_listing_stall_seconds),
                 ..defaults.import.clone()

@@ -939,3 +939,89 @@ async fn local_files_follow_changed_and_deleted_files() {
         check_follow(&server, project, policy, &done).await;
     }
 }
+
+#[tokio::test]
+async fn a_storage_with_a_sync_interval_syncs_by_itself() {
+    let runner = storage_core::RunnerConfig {
+        min_sync_interval: std::time::Duration::from_secs(1),
+        ..support::fast_runner()
+    };
+    let server = Server::start_in(tempfile::tempdir().unwrap(), runner).await;
+    let project = server.project().await;
+    let files = |range: std::ops::Range<usize>| {
+        let files: Vec<(String, &str)> = range.map(|i| (format!("timed/{i}.jpg"), "x")).collect();
+        server.write_files(
+            &files
+                .iter()
+                .map(|(n, b)| (n.as_str(), *b))
+                .collect::<Vec<_>>(),
+        );
+    };
+    files(0..3);
+    let body = |interval: Value| {
+        json!({"project": project, "path": server.path("timed"), "use_blob_urls": true,
+               "sync_interval": interval})
+    };
+    for (bad, message) in [
+        (json!(0), "greater than or equal to 1"),
+        (json!("soon"), "A valid integer is required"),
+    ] {
+        let (status, error) = server.post("/api/storages/localfiles", body(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+        let text = error["validation_errors"]["sync_interval"][0]
+            .as_str()
+            .unwrap();
+        assert!(text.contains(message), "{error}");
+    }
+    let path = server
+        .create_storage("/api/storages/localfiles", body(json!(1)))
+        .await;
+    let (_, created) = server.get(&path).await;
+    assert!(created["next_sync"].is_string(), "{created}");
+
+    // No sync request: the schedule syncs the files, then the new ones.
+    let tasks = || async {
+        let (_, page) = server.get(&format!("/api/tasks?project={project}")).await;
+        page["total"].as_u64().unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tasks().await < 3 {
+        assert!(std::time::Instant::now() < deadline, "no scheduled sync");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    files(3..5);
+    while tasks().await < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second scheduled sync"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let state = server.wait_synced(&path).await;
+    assert_eq!(state["meta"]["scheduled"], true, "{state}");
+    assert!(state["meta"]["attempts"].as_u64().unwrap() >= 2, "{state}");
+    assert_eq!(tasks().await, 5);
+
+    // Null turns the schedule off.
+    let (status, patched) = server.patch(&path, json!({"sync_interval": null})).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert!(patched["next_sync"].is_null(), "{patched}");
+}
+
+#[tokio::test]
+async fn sync_intervals_below_the_server_minimum_are_refused() {
+    let server = Server::start().await;
+    let project = server.project().await;
+    server.write_files(&[("m/a.jpg", "x")]);
+    let (status, error) = server
+        .post(
+            "/api/storages/localfiles",
+            json!({"project": project, "path": server.path("m"), "sync_interval": 59}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(
+        error["validation_errors"]["sync_interval"][0],
+        "Ensure this value is greater than or equal to 60 (the server's --min-sync-interval)."
+    );
+}

@@ -91,6 +91,44 @@ impl Instance {
             .collect()
     }
 
+    /// `(storage, job)` of every scheduled sync this instance queued, from
+    /// its JSON log lines ("scheduled sync queued").
+    fn scheduled_jobs(&self) -> Vec<(i64, String)> {
+        self.log_lines("scheduled sync queued")
+            .map(|line| {
+                let fields = &line["fields"];
+                (
+                    fields["storage"].as_i64().unwrap(),
+                    fields["job"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The job id of every sync this instance started.
+    fn started_jobs(&self) -> Vec<String> {
+        self.log_lines("sync started")
+            .map(|line| {
+                let spans = line["spans"].as_array().cloned().unwrap_or_default();
+                spans
+                    .iter()
+                    .chain(std::iter::once(&line["span"]))
+                    .find_map(|span| span["job"].as_str())
+                    .unwrap_or_else(|| panic!("no job id on a \"sync started\" line: {line}"))
+                    .to_string()
+            })
+            .collect()
+    }
+
+    fn log_lines(&self, message: &'static str) -> impl Iterator<Item = Value> {
+        let log = std::fs::read_to_string(&self.process.log).unwrap();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(move |line| line["fields"]["message"] == message)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
     /// SIGKILL: no shutdown, no last progress write, connections dropped.
     fn kill(&mut self) {
         self.process.kill();
@@ -115,7 +153,19 @@ async fn create_project(instance: &Instance) -> i64 {
 }
 
 async fn create_storage(instance: &Instance, project: i64, folder: &Path) -> i64 {
-    let body = json!({"project": project, "path": folder, "use_blob_urls": true});
+    create_storage_with(instance, project, folder, json!({})).await
+}
+
+async fn create_storage_with(
+    instance: &Instance,
+    project: i64,
+    folder: &Path,
+    extra: Value,
+) -> i64 {
+    let mut body = json!({"project": project, "path": folder, "use_blob_urls": true});
+    for (name, value) in extra.as_object().unwrap() {
+        body[name] = value.clone();
+    }
     instance
         .ok(Method::POST, "/api/storages/localfiles", Some(body))
         .await["id"]
@@ -333,5 +383,108 @@ async fn a_killed_instance_sync_is_finished_by_the_other() {
         "a task for a file that does not exist"
     );
     drop(b);
+    storage_testing::postgres::drop_database(&database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_syncs_are_queued_once_across_two_instances() {
+    const STORAGES: usize = 6;
+    const FILES: usize = 50;
+    const RUNS: u64 = 4;
+    let flags = ["--min-sync-interval", "1"];
+    let database = storage_testing::postgres::fresh_database("scale_out_schedule").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap().join("files");
+    let folders: Vec<PathBuf> = (0..STORAGES)
+        .map(|n| write_files(&root, &format!("s{n:02}"), FILES))
+        .collect();
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| Instance::start("a", dir.path(), &database, &root, &flags));
+        let b = scope.spawn(|| Instance::start("b", dir.path(), &database, &root, &flags));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let project = create_project(&a).await;
+    let mut storages = Vec::new();
+    for (n, folder) in folders.iter().enumerate() {
+        let instance = [&a, &b][n % 2];
+        let extra = json!({"sync_interval": 1});
+        storages.push(create_storage_with(instance, project, folder, extra).await);
+    }
+
+    // No sync request at all. A file added while the schedule runs is
+    // picked up by a later run.
+    let started = Instant::now();
+    let mut added = false;
+    for storage in &storages {
+        loop {
+            let state = b.storage(*storage).await;
+            let attempts = state["meta"]["attempts"].as_u64().unwrap_or(0);
+            if attempts >= RUNS && state["status"] == "completed" {
+                break;
+            }
+            if attempts >= 2 && !added {
+                std::fs::write(folders[0].join("late.jpg"), b"x").unwrap();
+                added = true;
+            }
+            assert!(
+                matches!(
+                    state["status"].as_str(),
+                    Some("initialized" | "queued" | "in_progress" | "completed")
+                ),
+                "{state}"
+            );
+            assert!(
+                started.elapsed() < PATIENCE,
+                "not run {RUNS} times: {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let late = folders[0].join("late.jpg").display().to_string();
+    loop {
+        let (files, _) = all_tasks(&a, project).await;
+        if files.contains(&late) {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "late.jpg never synced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (files, inner) = all_tasks(&a, project).await;
+    assert_one_task_per_file(&files, &inner, STORAGES * FILES + 1);
+    let (mut a, mut b) = (a, b);
+    a.kill();
+    b.kill();
+
+    // Each scheduled job queued by one instance and started once.
+    let queued: Vec<(i64, String)> = a
+        .scheduled_jobs()
+        .into_iter()
+        .chain(b.scheduled_jobs())
+        .collect();
+    let distinct: HashSet<&String> = queued.iter().map(|(_, job)| job).collect();
+    assert_eq!(
+        distinct.len(),
+        queued.len(),
+        "a job queued twice: {queued:?}"
+    );
+    let mut started_jobs: Vec<String> = a
+        .started_jobs()
+        .into_iter()
+        .chain(b.started_jobs())
+        .collect();
+    started_jobs.sort();
+    let before = started_jobs.len();
+    started_jobs.dedup();
+    assert_eq!(started_jobs.len(), before, "a job started twice");
+    // Every run was a scheduled one; at the kill at most one per storage
+    // was still waiting.
+    for job in &started_jobs {
+        assert!(distinct.contains(job), "started, never queued: {job}");
+    }
+    assert!(started_jobs.len() + STORAGES >= queued.len());
+    for storage in &storages {
+        let runs = queued.iter().filter(|(s, _)| s == storage).count() as u64;
+        assert!(runs >= RUNS, "storage {storage}: {runs} scheduled runs");
+    }
     storage_testing::postgres::drop_database(&database).await;
 }

@@ -622,6 +622,15 @@ impl Doc {
             .property("created_at", read_only(date_time(false)))
             .property("project", typed(Type::Integer, false));
         shown.extend(["created_at", "project"]);
+        if kind == StorageKind::Import {
+            // Not required: not in Label Studio's answers.
+            response = response.property(
+                "next_sync",
+                read_only(date_time(true)).description(Some(
+                    "Extension: when the schedule (`sync_interval`) syncs the storage next",
+                )),
+            );
+        }
         for name in shown {
             response = response.required(name);
         }

@@ -6,12 +6,15 @@
 //! - `runner`: the workers, claims, heartbeats and the watchdog.
 //! - `state`: the sync state each step moves a storage to, as pure
 //!   functions.
+//! - [`schedule`]: when a storage with a `sync_interval` is due (the
+//!   watchdog queues it).
 //!
 //! Every state change is a compare-and-set on the storage row (status and
 //! job id), so two requests, two workers or two server instances never run
 //! one storage's sync twice.
 
 mod runner;
+pub mod schedule;
 mod service;
 mod state;
 

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use super::schedule;
 use super::state::{self, error_report, Ending};
 use super::RunnerConfig;
 use crate::export::export_project;
@@ -23,7 +24,7 @@ use crate::follow::FollowPolicy;
 use crate::import::{ImportJob, ImportProgress, Progress, ProgressSink};
 use crate::jobs::state::confirmed_deletions;
 use crate::metrics::{export_delta, import_delta, SyncMetrics};
-use crate::persist::{AnnotationSource, StorageRepository, SyncGuard, TaskSink};
+use crate::persist::{AnnotationSource, StorageFilter, StorageRepository, SyncGuard, TaskSink};
 use crate::{Backends, Error, ImportOptions, Result, Storage, StorageKind, SyncStatus};
 
 /// What the service and its workers share (built by
@@ -102,11 +103,51 @@ impl Runner {
             if let Err(err) = self.recover(false).await {
                 tracing::error!(error = %err, "sync watchdog failed");
             }
+            if let Err(err) = self.queue_due_syncs().await {
+                tracing::error!(error = %err, "could not queue the scheduled syncs");
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
                 _ = shutdown.changed() => {}
             }
         }
+    }
+
+    /// Queues the storages whose `sync_interval` has come round (see
+    /// [`super::schedule`]). Each is a compare-and-set from the state read,
+    /// so of several processes one queues it.
+    async fn queue_due_syncs(&self) -> Result<()> {
+        let now = Utc::now();
+        let filter = StorageFilter {
+            kind: Some(StorageKind::Import),
+            ..StorageFilter::default()
+        };
+        let mut queued_any = false;
+        for storage in self.storages.storages(filter).await? {
+            if !schedule::due(&storage, now)
+                || storage.sync.status.check_move(SyncStatus::Queued).is_err()
+            {
+                continue;
+            }
+            let mut queued = state::queued(&storage.sync, now, self.config.queue_timeout);
+            queued.meta.insert("scheduled".into(), Value::Bool(true));
+            if self
+                .storages
+                .update_sync(storage.id, &SyncGuard::of(&storage.sync), &queued)
+                .await?
+            {
+                tracing::info!(
+                    storage = storage.id,
+                    job = queued.last_sync_job.as_deref(),
+                    "scheduled sync queued"
+                );
+                queued_any = true;
+            }
+        }
+        if queued_any {
+            self.wake.notify_waiters();
+        }
+        Ok(())
     }
 
     /// Moves one queued storage to `in_progress` under this worker's lease.

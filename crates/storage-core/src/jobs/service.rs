@@ -53,6 +53,9 @@ pub struct RunnerConfig {
     /// How long a connection check (validate, create, update) may take
     /// before it fails as timed out (see [`crate::check_storage_within`]).
     pub check_timeout: Duration,
+    /// The shortest `sync_interval` a storage may have: scheduled syncs
+    /// more often would hold workers and hammer endpoints.
+    pub min_sync_interval: Duration,
     /// Import tuning.
     pub import: ImportConfig,
     /// Export tuning.
@@ -82,6 +85,7 @@ impl Default for RunnerConfig {
             max_duration: Duration::from_secs(24 * 3600),
             per_tenant_workers: 0,
             check_timeout: Duration::from_secs(30),
+            min_sync_interval: Duration::from_secs(60),
             import: ImportConfig::default(),
             export: ExportConfig::default(),
         }
@@ -143,6 +147,11 @@ impl SyncService {
     /// The storage repository.
     pub fn storages(&self) -> &Arc<dyn StorageRepository> {
         &self.inner.storages
+    }
+
+    /// The shortest `sync_interval` storages may have.
+    pub fn min_sync_interval(&self) -> Duration {
+        self.inner.config.min_sync_interval
     }
 
     /// How long a connection check may take (see
