@@ -974,3 +974,124 @@ async fn export_write_failures_end_completed_with_errors_or_failed_never_complet
     server.sync(&path).await;
     assert_completed(&wait_synced(&server, &path).await, 3);
 }
+
+/// The tasks of `project` whose link is marked (`storage_object_exists`
+/// false), and how many tasks there are.
+async fn marked_tasks(server: &Server, project: i64) -> (usize, u64) {
+    let (_, page) = server
+        .get(&format!(
+            "/api/tasks?project={project}&page_size=5000&resolve_uri=false"
+        ))
+        .await;
+    let tasks = page["tasks"].as_array().unwrap();
+    let marked = tasks
+        .iter()
+        .filter(|t| t["storage_object_exists"] == json!(false))
+        .count();
+    (marked, page["total"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_broken_midway_deletes_and_marks_nothing_and_the_next_one_converges() {
+    const GONE: usize = 100;
+    let moto = storage_testing::moto();
+    let upstream: SocketAddr = moto.endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let prefix = storage_testing::unique_prefix("faults-follow");
+    let store = moto_store(&moto);
+    seed_task_files(&store, &prefix, 0..OBJECTS).await;
+
+    let backend: Arc<dyn Backend> = Arc::new(S3Backend::new(
+        S3Options::new().with_endpoint_policy(EndpointPolicy::allow_private()),
+    ));
+    let runner = RunnerConfig {
+        import: storage_core::import::ImportConfig {
+            batch_size: 50,
+            ..Default::default()
+        },
+        ..fast_runner()
+    };
+    let server = Server::start_with(tempfile::tempdir().unwrap(), runner, vec![backend]).await;
+    let project = server.project().await;
+    let path = server
+        .create_storage(
+            "/api/storages/s3",
+            json!({"project": project, "bucket": moto.bucket, "prefix": prefix, "use_blob_urls": false,
+                   "s3_endpoint": format!("http://{}", proxy.addr), "aws_access_key_id": moto.access_key_id,
+                   "aws_secret_access_key": moto.secret_access_key, "region_name": "us-east-1",
+                   "on_object_changed": "update", "on_object_deleted": "delete", "deletion_guard": 100}),
+        )
+        .await;
+    server.sync(&path).await;
+    assert_eq!(
+        wait_synced(&server, &path).await["last_sync_count"],
+        OBJECTS
+    );
+
+    // Objects deleted, the others changed (so the next sync reads them
+    // again, slowly enough to be cut in the middle).
+    for i in 0..GONE {
+        store
+            .delete(&format!("{prefix}/t{i:05}.json").into())
+            .await
+            .unwrap();
+    }
+    futures::stream::iter(GONE..OBJECTS)
+        .map(|i| {
+            let store = store.clone();
+            let key = format!("{prefix}/t{i:05}.json");
+            async move {
+                let body = format!("{{\"n\": {i}, \"v\": 2}}");
+                store.put(&key.into(), body.into()).await.unwrap()
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+
+    server.sync(&path).await;
+    let started = Instant::now();
+    loop {
+        let (_, state) = server.get(&path).await;
+        if state["meta"]["tasks_updated"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            state["status"] != "completed",
+            "the sync ended before the fault: {state}"
+        );
+        assert!(started.elapsed() < PATIENCE, "no progress: {state}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.set(Link::Refuse);
+    let failed = wait_synced(&server, &path).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        marked_tasks(&server, project).await,
+        (0, OBJECTS as u64),
+        "nothing deleted or marked: {failed}"
+    );
+
+    proxy.set(Link::Up);
+    server.sync(&path).await;
+    let done = wait_synced(&server, &path).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["meta"]["tasks_deleted"], GONE, "{done}");
+    assert_eq!(done["meta"]["objects_missing"], GONE, "{done}");
+    assert_eq!(
+        marked_tasks(&server, project).await,
+        (0, (OBJECTS - GONE) as u64)
+    );
+    let (_, page) = server
+        .get(&format!(
+            "/api/tasks?project={project}&page_size=5000&resolve_uri=false"
+        ))
+        .await;
+    let stale = page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["data"]["v"] != json!(2))
+        .count();
+    assert_eq!(stale, 0, "every changed file's task has its new data");
+}

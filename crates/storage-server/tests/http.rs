@@ -1025,3 +1025,96 @@ async fn sync_intervals_below_the_server_minimum_are_refused() {
         "Ensure this value is greater than or equal to 60 (the server's --min-sync-interval)."
     );
 }
+
+/// A local-files storage of `count` files that removes the tasks of gone
+/// files, synced once; its path.
+async fn deleting_storage(server: &Server, project: i64, folder: &str, count: usize) -> String {
+    let files: Vec<String> = (0..count).map(|i| format!("{folder}/{i:04}.jpg")).collect();
+    server.write_files(&files.iter().map(|f| (f.as_str(), "x")).collect::<Vec<_>>());
+    let body = json!({"project": project, "path": server.path(folder), "use_blob_urls": true,
+                      "on_object_deleted": "delete"});
+    let path = server
+        .create_storage("/api/storages/localfiles", body)
+        .await;
+    assert_eq!(server.sync_and_wait(&path).await["last_sync_count"], count);
+    path
+}
+
+async fn task_total(server: &Server, project: i64) -> u64 {
+    let (_, page) = server.get(&format!("/api/tasks?project={project}")).await;
+    page["total"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn the_deletion_guard_holds_back_half_a_folder_until_confirmed() {
+    let server = Server::start().await;
+    let project = server.project().await;
+    let path = deleting_storage(&server, project, "guarded", 20).await;
+    for i in 0..10 {
+        std::fs::remove_file(server.path(&format!("guarded/{i:04}.jpg"))).unwrap();
+    }
+    let held = server.sync_and_wait(&path).await;
+    assert_eq!(held["status"], "completed_with_errors", "{held}");
+    assert_eq!(held["meta"]["objects_missing"], 10, "{held}");
+    assert_eq!(held["meta"]["tasks_deleted"], 0, "{held}");
+    let traceback = held["traceback"].as_str().unwrap();
+    assert!(
+        traceback.contains("10 of 20 linked objects (50.0%) are no longer listed")
+            && traceback.contains("deletion_guard of 20%")
+            && traceback.contains("\"confirm_deletions\": true"),
+        "{traceback}"
+    );
+    assert_eq!(task_total(&server, project).await, 20);
+
+    // A bad confirmation is refused, naming the field.
+    let (status, error) = server
+        .post(
+            &format!("{path}/sync"),
+            json!({"confirm_deletions": "maybe"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(
+        error["validation_errors"]["confirm_deletions"].is_array(),
+        "{error}"
+    );
+
+    let (status, queued) = server
+        .post(&format!("{path}/sync"), json!({"confirm_deletions": true}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{queued}");
+    let applied = server.wait_synced(&path).await;
+    assert_eq!(applied["status"], "completed", "{applied}");
+    assert_eq!(applied["meta"]["tasks_deleted"], 10, "{applied}");
+    assert_eq!(task_total(&server, project).await, 10);
+
+    // The confirmation was for that sync only.
+    for i in 10..13 {
+        std::fs::remove_file(server.path(&format!("guarded/{i:04}.jpg"))).unwrap();
+    }
+    let next = server.sync_and_wait(&path).await;
+    assert_eq!(next["status"], "completed_with_errors", "{next}");
+    assert_eq!(task_total(&server, project).await, 10);
+}
+
+#[tokio::test]
+async fn an_empty_listing_where_a_thousand_objects_are_linked_deletes_nothing() {
+    let server = Server::start().await;
+    let project = server.project().await;
+    let path = deleting_storage(&server, project, "emptied", 1000).await;
+    let (status, patched) = server.patch(&path, json!({"deletion_guard": 100})).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    for i in 0..1000 {
+        std::fs::remove_file(server.path(&format!("emptied/{i:04}.jpg"))).unwrap();
+    }
+    let held = server.sync_and_wait(&path).await;
+    assert_eq!(held["status"], "completed_with_errors", "{held}");
+    assert!(
+        held["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("the listing returned no object while 1000 objects are linked"),
+        "{held}"
+    );
+    assert_eq!(task_total(&server, project).await, 1000);
+}
