@@ -35,8 +35,16 @@ const PATIENCE: Duration = Duration::from_secs(180);
 
 /// The server binary over `data_dir` with the tests' token, and its API.
 fn start_process(data_dir: &Path) -> (Process, Api) {
+    start_process_with(data_dir, &[])
+}
+
+/// [`start_process`] with more flags.
+fn start_process_with(data_dir: &Path, flags: &[&str]) -> (Process, Api) {
     let mut command = process::command(data_dir);
-    command.args(["--token", TOKEN]).env("RUST_BACKTRACE", "1");
+    command
+        .args(["--token", TOKEN])
+        .args(flags)
+        .env("RUST_BACKTRACE", "1");
     let process = Process::start(command, data_dir, "server");
     let api = Api::new(process.base.clone(), TOKEN);
     (process, api)
@@ -1094,4 +1102,68 @@ async fn a_sync_broken_midway_deletes_and_marks_nothing_and_the_next_one_converg
         .filter(|t| t["data"]["v"] != json!(2))
         .count();
     assert_eq!(stale, 0, "every changed file's task has its new data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_a_scheduled_sync_resumes_it_exactly() {
+    const SCHEDULED_FILES: usize = 50_000;
+    let flags = ["--min-sync-interval", "1"];
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().canonicalize().unwrap();
+    let folder = data_dir.join("local-files").join("timed");
+    let _files = ManyFiles::write(folder.clone(), SCHEDULED_FILES);
+
+    let (mut server, api) = start_process_with(&data_dir, &flags);
+    let project = api
+        .ok(
+            Method::POST,
+            "/api/projects",
+            Some(json!({"title": "scheduled"})),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let storage = api
+        .ok(
+            Method::POST,
+            "/api/storages/localfiles",
+            Some(json!({"project": project, "path": folder, "use_blob_urls": true, "sync_interval": 3})),
+        )
+        .await;
+    let path = format!("/api/storages/localfiles/{}", storage["id"]);
+
+    // No sync request: kill as soon as the scheduled sync has progressed.
+    // (The interval leaves seconds to see the resumed job end before the
+    // next scheduled one.)
+    let started = Instant::now();
+    let at_kill = loop {
+        let state = api.ok(Method::GET, &path, None).await;
+        if state["status"] == "in_progress" && state["last_sync_count"].as_u64().unwrap_or(0) > 0 {
+            break state;
+        }
+        assert!(
+            state["status"] != "completed",
+            "ended before the kill: {state}"
+        );
+        assert!(started.elapsed() < PATIENCE, "no scheduled sync: {state}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(at_kill["meta"]["scheduled"], true, "{at_kill}");
+    server.kill();
+
+    let (server, api) = start_process_with(&data_dir, &flags);
+    let resumed = api
+        .wait_synced_within(&path, PATIENCE, || server.log_text())
+        .await;
+    assert_eq!(resumed["status"], "completed", "{resumed}");
+    assert_eq!(
+        resumed["last_sync_job"], at_kill["last_sync_job"],
+        "{resumed}"
+    );
+    assert_eq!(resumed["meta"]["resumes"], 1, "{resumed}");
+    assert_eq!(resumed["last_sync_count"], SCHEDULED_FILES, "{resumed}");
+    let shown = api
+        .ok(Method::GET, &format!("/api/projects/{project}"), None)
+        .await;
+    assert_eq!(shown["task_number"], SCHEDULED_FILES, "{shown}");
 }
