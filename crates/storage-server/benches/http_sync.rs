@@ -25,6 +25,10 @@
 //! - `databricks`: Files mode with `recursive_scan` against the Files API double,
 //!   `BENCH_DATABRICKS_FILES` files (default 10000), next to a bare recursive listing through
 //!   the same Files API client;
+//! - `follow`: a Files-mode local folder of `BENCH_FOLLOW_FILES` files (default
+//!   `100000,1000000`) synced, then re-synced unchanged with the default policies and with
+//!   `on_object_changed: update` + `on_object_deleted: delete`, then 1% deleted and 1% changed
+//!   and synced again under those policies; each with the server's peak RSS over the phase;
 //! - `big_task`: the server's peak memory, as a multiple of the task's size (the floor), while
 //!   it syncs one task of `BENCH_TASK_MIB` MiB (default 60) and while it lists it
 //!   (`GET /api/tasks`), for a task of one long string and one of many small objects.
@@ -70,8 +74,13 @@ fn main() {
             "redis" => redis(env_list("BENCH_REDIS_KEYS", "10000")[0]),
             "databricks" => databricks(env_list("BENCH_DATABRICKS_FILES", "10000")[0]),
             "big_task" => big_task(env_list("BENCH_TASK_MIB", "60")[0]),
+            "follow" => {
+                for n in env_list("BENCH_FOLLOW_FILES", "100000,1000000") {
+                    follow(n);
+                }
+            }
             other => {
-                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, parquet, export, s3, azure, redis, databricks, big_task)")
+                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, parquet, export, s3, azure, redis, databricks, big_task, follow)")
             }
         }
     }
@@ -243,6 +252,64 @@ fn big_task(mib: usize) {
         let list = (rss_mib(pid, "VmHWM:") - idle) / size;
         println!("| {shape} | {size:.0} | {sync:.2} | {list:.2} |");
     }
+}
+
+/// Following the bucket at scale: what the comparison with the links
+/// costs next to today's re-sync, and what 1% deleted and 1% changed cost.
+fn follow(n: usize) {
+    let bench = Bench::start();
+    let folder = bench.folder("follow");
+    let name = |i: usize| folder.join(format!("img_{i:07}.jpg"));
+    for i in 0..n {
+        std::fs::write(name(i), b"x").unwrap();
+    }
+    let storage = bench.local_import(&folder, true);
+    let path = format!("/api/storages/localfiles/{storage}");
+    let policies = |changed: &str, deleted: &str| {
+        let body = json!({"on_object_changed": changed, "on_object_deleted": deleted});
+        bench.call(reqwest::Method::PATCH, &path, Some(body));
+    };
+    let pid = bench.server.child.id();
+    let phase = |label: &str| {
+        reset_peak_rss(pid);
+        let (took, state) = bench.sync_and_wait("localfiles", storage);
+        let peak = rss_mib(pid, "VmHWM:");
+        println!(
+            "| {label} | {n} | {:.2} | {} | {} | {} | {peak:.0} |",
+            took.as_secs_f64(),
+            state["last_sync_count"],
+            state["meta"]["objects_changed"],
+            state["meta"]["tasks_deleted"],
+        );
+        state
+    };
+    println!("| phase | files | seconds | created | changed | deleted | peak RSS (MiB) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let first = phase("first sync");
+    assert_eq!(first["last_sync_count"], n as u64, "{first}");
+    let keep = phase("unchanged re-sync, keep/keep (Label Studio's)");
+    assert_eq!(keep["meta"]["tasks_existed"], n as u64, "{keep}");
+    policies("update", "delete");
+    let unchanged = phase("unchanged re-sync, update/delete");
+    assert_eq!(unchanged["meta"]["objects_changed"], 0, "{unchanged}");
+    assert_eq!(unchanged["meta"]["tasks_deleted"], 0, "{unchanged}");
+    // Every 100th file deleted, the one after it changed (size and time).
+    for i in (0..n).step_by(100) {
+        std::fs::remove_file(name(i)).unwrap();
+        std::fs::write(name(i + 1), b"changed").unwrap();
+    }
+    let followed = phase("1% deleted + 1% changed, update/delete");
+    assert_eq!(
+        followed["meta"]["tasks_deleted"],
+        (n / 100) as u64,
+        "{followed}"
+    );
+    assert_eq!(
+        followed["meta"]["objects_changed"],
+        (n / 100) as u64,
+        "{followed}"
+    );
+    assert_eq!(followed["last_sync_count"], 0, "{followed}");
 }
 
 /// Starts a new peak (`VmHWM`) from the current resident size.
