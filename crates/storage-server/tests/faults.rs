@@ -479,6 +479,24 @@ async fn task_numbers(server: &Server, project: i64) -> (u64, Vec<String>) {
 
 const OBJECTS: usize = 1500;
 
+/// A server with the S3 backend, syncing in batches of 50 (so a sync of
+/// [`OBJECTS`] task files is long enough to be cut in the middle). Its S3
+/// options are the defaults but for the endpoint policy: the retries under
+/// test are the ones a deployment gets.
+async fn s3_server_in_small_batches() -> Server {
+    let backend: Arc<dyn Backend> = Arc::new(S3Backend::new(
+        S3Options::new().with_endpoint_policy(EndpointPolicy::allow_private()),
+    ));
+    let runner = RunnerConfig {
+        import: storage_core::import::ImportConfig {
+            batch_size: 50,
+            ..Default::default()
+        },
+        ..fast_runner()
+    };
+    Server::start_with(tempfile::tempdir().unwrap(), runner, vec![backend]).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_outage_is_retried_then_fails_readably_and_a_resync_completes_exactly() {
     let moto = storage_testing::moto();
@@ -493,19 +511,7 @@ async fn an_s3_outage_is_retried_then_fails_readably_and_a_resync_completes_exac
         seeding.elapsed().as_secs_f64()
     );
 
-    // The server's S3 options are the defaults but for the endpoint policy:
-    // the retries under test are the ones a deployment gets.
-    let backend: Arc<dyn Backend> = Arc::new(S3Backend::new(
-        S3Options::new().with_endpoint_policy(EndpointPolicy::allow_private()),
-    ));
-    let runner = RunnerConfig {
-        import: storage_core::import::ImportConfig {
-            batch_size: 50,
-            ..Default::default()
-        },
-        ..fast_runner()
-    };
-    let server = Server::start_with(tempfile::tempdir().unwrap(), runner, vec![backend]).await;
+    let server = s3_server_in_small_batches().await;
     let endpoint = format!("http://{}", proxy.addr);
     let storage_in = |project: i64| {
         json!({"project": project, "bucket": moto.bucket, "prefix": prefix, "use_blob_urls": false,
@@ -1009,17 +1015,7 @@ async fn a_sync_broken_midway_deletes_and_marks_nothing_and_the_next_one_converg
     let store = moto_store(&moto);
     seed_task_files(&store, &prefix, 0..OBJECTS).await;
 
-    let backend: Arc<dyn Backend> = Arc::new(S3Backend::new(
-        S3Options::new().with_endpoint_policy(EndpointPolicy::allow_private()),
-    ));
-    let runner = RunnerConfig {
-        import: storage_core::import::ImportConfig {
-            batch_size: 50,
-            ..Default::default()
-        },
-        ..fast_runner()
-    };
-    let server = Server::start_with(tempfile::tempdir().unwrap(), runner, vec![backend]).await;
+    let server = s3_server_in_small_batches().await;
     let project = server.project().await;
     let path = server
         .create_storage(

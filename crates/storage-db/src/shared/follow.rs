@@ -123,6 +123,20 @@ impl Engine {
     }
 }
 
+/// Runs a built query once (list sizes vary: not kept prepared).
+async fn fetch(
+    conn: &mut DbConn,
+    mut query: QueryBuilder<'_, Db>,
+    context: &str,
+) -> Result<Vec<DbRow>> {
+    query
+        .build()
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db(context))
+}
+
 /// Runs a built statement once.
 async fn run(conn: &mut DbConn, mut query: QueryBuilder<'_, Db>, context: &str) -> Result<()> {
     query
@@ -163,12 +177,7 @@ impl Engine {
                 .push(" AND key NOT IN (SELECT key FROM unfinished_objects WHERE storage_id = ")
                 .push_bind(storage_id)
                 .push(") GROUP BY key");
-            let rows = query
-                .build()
-                .persistent(false)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db(context.as_str()))?;
+            let rows = fetch(&mut conn, query, &context).await?;
             for row in &rows {
                 let key: String = get(row, "key")?;
                 let object = LinkedObject {
@@ -233,12 +242,7 @@ impl Engine {
             ));
             query.push_bind(storage_id).push(" AND l.key");
             push_list(&mut query, chunk.iter().map(String::as_str).collect());
-            let rows = query
-                .build()
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db(context.as_str()))?;
+            let rows = fetch(&mut tx, query, &context).await?;
             for row in &rows {
                 links.push(LinkRow::read(row)?);
             }
@@ -282,12 +286,7 @@ impl Engine {
                 .push_bind(first)
                 .push(" AND ")
                 .push_bind(last);
-            let rows = query
-                .build()
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db(context.as_str()))?;
+            let rows = fetch(&mut tx, query, &context).await?;
             for row in &rows {
                 let at = (get(row, "key")?, get(row, "row_index")?);
                 let found = RefreshRow {
