@@ -60,7 +60,7 @@ impl ImportFixture {
         .await
     }
 
-    /// [`Fixture::import`] following the bucket as `follow` says.
+    /// [`ImportFixture::import`] following the bucket as `follow` says.
     pub async fn import_following(
         &self,
         source: &dyn ImportStorage,
