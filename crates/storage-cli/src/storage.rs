@@ -165,7 +165,17 @@ fn settings(
     kind: StorageKind,
     body: &Map<String, Value>,
 ) -> Result<StorageFields> {
-    let specs = backend.fields(kind);
+    // Following the bucket and the schedule are what a stored storage does
+    // from one sync to the next; a one-off command has neither.
+    let server_only: Vec<&str> = storage_core::fields::follow_fields()
+        .iter()
+        .map(|spec| spec.name)
+        .collect();
+    let specs: Vec<_> = backend
+        .fields(kind)
+        .into_iter()
+        .filter(|spec| !server_only.contains(&spec.name))
+        .collect();
     let mut errors = ValidationErrors::default();
     for name in unknown_fields(&specs, body) {
         let names: Vec<&str> = specs.iter().map(|spec| spec.name).collect();
