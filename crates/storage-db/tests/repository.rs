@@ -1724,8 +1724,9 @@ async fn postgres_connect_checks_urls_and_migrates_once() {
         .await
         .unwrap();
     assert_eq!(
-        applied, 4,
-        "0001_init, 0002_unfinished_objects, 0003_project_counters and 0004_link_row_group"
+        applied, 5,
+        "0001_init, 0002_unfinished_objects, 0003_project_counters, 0004_link_row_group and \
+         0005_link_key_order"
     );
 }
 
