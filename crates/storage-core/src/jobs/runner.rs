@@ -25,7 +25,7 @@ use crate::import::{ImportJob, ImportProgress, Progress, ProgressSink};
 use crate::jobs::state::confirmed_deletions;
 use crate::metrics::{export_delta, import_delta, SyncMetrics};
 use crate::persist::{AnnotationSource, StorageFilter, StorageRepository, SyncGuard, TaskSink};
-use crate::{Backends, Error, ImportOptions, Result, Storage, StorageKind, SyncStatus};
+use crate::{Backends, Error, ImportOptions, Result, Storage, StorageKind, SyncState, SyncStatus};
 
 /// What the service and its workers share (built by
 /// [`super::SyncService::new`]).
@@ -124,18 +124,10 @@ impl Runner {
         };
         let mut queued_any = false;
         for storage in self.storages.storages(filter).await? {
-            if !schedule::due(&storage, now)
-                || storage.sync.status.check_move(SyncStatus::Queued).is_err()
-            {
+            if !schedule::due(&storage, now) {
                 continue;
             }
-            let mut queued = state::queued(&storage.sync, now, self.config.queue_timeout);
-            queued.meta.insert("scheduled".into(), Value::Bool(true));
-            if self
-                .storages
-                .update_sync(storage.id, &SyncGuard::of(&storage.sync), &queued)
-                .await?
-            {
+            if let Some(queued) = self.queue(&storage, now, Some(state::SCHEDULED)).await? {
                 tracing::info!(
                     storage = storage.id,
                     job = queued.last_sync_job.as_deref(),
@@ -148,6 +140,29 @@ impl Runner {
             self.wake.notify_waiters();
         }
         Ok(())
+    }
+
+    /// Queues a new job of `storage` from the state it was read in, with
+    /// `flag`, if any, set in the job's `meta` ([`state::SCHEDULED`],
+    /// [`state::CONFIRM_DELETIONS`]):
+    /// a compare-and-set, so of several callers at once one queues it.
+    /// Returns the state written, or `None` when the row had changed.
+    pub(super) async fn queue(
+        &self,
+        storage: &Storage,
+        now: DateTime<Utc>,
+        flag: Option<&str>,
+    ) -> Result<Option<SyncState>> {
+        storage.sync.status.check_move(SyncStatus::Queued)?;
+        let mut queued = state::queued(&storage.sync, now, self.config.queue_timeout);
+        if let Some(flag) = flag {
+            queued.meta.insert(flag.into(), Value::Bool(true));
+        }
+        let won = self
+            .storages
+            .update_sync(storage.id, &SyncGuard::of(&storage.sync), &queued)
+            .await?;
+        Ok(won.then_some(queued))
     }
 
     /// Moves one queued storage to `in_progress` under this worker's lease.

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
 use super::runner::Runner;
@@ -15,7 +14,7 @@ use super::state;
 use crate::export::ExportConfig;
 use crate::import::ImportConfig;
 use crate::metrics::SyncMetrics;
-use crate::persist::{AnnotationSource, StorageRepository, SyncGuard, TaskSink};
+use crate::persist::{AnnotationSource, StorageRepository, TaskSink};
 use crate::{
     Backends, Error, ExportStorage, ImportStorage, Result, Storage, StorageKind, SyncStatus,
 };
@@ -217,20 +216,8 @@ impl SyncService {
             if storage.sync.status.is_active() {
                 return Ok(storage);
             }
-            let now = Utc::now();
-            let mut queued = state::queued(&storage.sync, now, self.inner.config.queue_timeout);
-            if confirm_deletions {
-                queued
-                    .meta
-                    .insert(state::CONFIRM_DELETIONS.into(), Value::Bool(true));
-            }
-            storage.sync.status.check_move(SyncStatus::Queued)?;
-            if self
-                .inner
-                .storages
-                .update_sync(id, &SyncGuard::of(&storage.sync), &queued)
-                .await?
-            {
+            let flag = confirm_deletions.then_some(state::CONFIRM_DELETIONS);
+            if let Some(queued) = self.inner.queue(&storage, Utc::now(), flag).await? {
                 tracing::info!(
                     storage = id,
                     job = queued.last_sync_job.as_deref(),

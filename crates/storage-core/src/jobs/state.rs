@@ -30,6 +30,9 @@ use crate::{SyncState, SyncStatus};
 /// `{"confirm_deletions": true}`); a new job starts without it.
 pub(crate) const CONFIRM_DELETIONS: &str = "confirm_deletions";
 
+/// The `meta` key of a job the schedule queued (`sync_interval`).
+pub(crate) const SCHEDULED: &str = "scheduled";
+
 /// Whether the job of `state` applies deletions above the guard.
 pub(crate) fn confirmed_deletions(state: &SyncState) -> bool {
     state
