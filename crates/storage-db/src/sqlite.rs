@@ -19,7 +19,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use storage_core::persist::ObjectLink;
 use storage_core::{Error, Result, Storage};
 
-use self::rows::{db, db_error, get};
+use self::rows::{db, db_error, fetch_all, get};
 use crate::shape::{format_time, parse_time};
 use crate::sql::rows_per_statement;
 use crate::sql::TaskValues;
@@ -305,21 +305,6 @@ async fn key_pairs(
         .iter()
         .map(|row| Ok((get(row, "key")?, get(row, column)?)))
         .collect()
-}
-
-/// Runs a built query once (not kept as a prepared statement: list sizes
-/// vary).
-async fn fetch_all(
-    conn: &mut SqliteConnection,
-    mut query: QueryBuilder<'_, Sqlite>,
-    context: &str,
-) -> Result<Vec<SqliteRow>> {
-    query
-        .build()
-        .persistent(false)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db(context))
 }
 
 type Engine = SqliteDatabase;

@@ -14,7 +14,7 @@ use storage_core::persist::{
 };
 use storage_core::Result;
 
-use super::rows::{db, get};
+use super::rows::{db, fetch_all, get};
 use crate::shape::{now, CounterDelta, TaskTally};
 use crate::sql::TaskInput;
 
@@ -84,12 +84,7 @@ impl Engine {
             push_list(&mut query, ids.to_vec());
             run(conn, query, context).await?;
         }
-        for ids in marked.chunks(LIST_CHUNK) {
-            let mut query =
-                QueryBuilder::<Db>::new("UPDATE storage_links SET object_exists = FALSE WHERE id");
-            push_list(&mut query, ids.to_vec());
-            run(conn, query, context).await?;
-        }
+        mark_links(conn, &marked, context).await?;
         for (project, delta) in deltas {
             Self::bump_project(conn, project, delta, context).await?;
         }
@@ -123,18 +118,15 @@ impl Engine {
     }
 }
 
-/// Runs a built query once (list sizes vary: not kept prepared).
-async fn fetch(
-    conn: &mut DbConn,
-    mut query: QueryBuilder<'_, Db>,
-    context: &str,
-) -> Result<Vec<DbRow>> {
-    query
-        .build()
-        .persistent(false)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db(context))
+/// Sets `object_exists` to false on the links `ids`.
+async fn mark_links(conn: &mut DbConn, ids: &[i64], context: &str) -> Result<()> {
+    for ids in ids.chunks(LIST_CHUNK) {
+        let mut query =
+            QueryBuilder::<Db>::new("UPDATE storage_links SET object_exists = FALSE WHERE id");
+        push_list(&mut query, ids.to_vec());
+        run(conn, query, context).await?;
+    }
+    Ok(())
 }
 
 /// Runs a built statement once.
@@ -177,7 +169,7 @@ impl Engine {
                 .push(" AND key NOT IN (SELECT key FROM unfinished_objects WHERE storage_id = ")
                 .push_bind(storage_id)
                 .push(") GROUP BY key");
-            let rows = fetch(&mut conn, query, &context).await?;
+            let rows = fetch_all(&mut conn, query, &context).await?;
             for row in &rows {
                 let key: String = get(row, "key")?;
                 let object = LinkedObject {
@@ -242,7 +234,7 @@ impl Engine {
             ));
             query.push_bind(storage_id).push(" AND l.key");
             push_list(&mut query, chunk.iter().map(String::as_str).collect());
-            let rows = fetch(&mut tx, query, &context).await?;
+            let rows = fetch_all(&mut tx, query, &context).await?;
             for row in &rows {
                 links.push(LinkRow::read(row)?);
             }
@@ -286,7 +278,7 @@ impl Engine {
                 .push_bind(first)
                 .push(" AND ")
                 .push_bind(last);
-            let rows = fetch(&mut tx, query, &context).await?;
+            let rows = fetch_all(&mut tx, query, &context).await?;
             for row in &rows {
                 let at = (get(row, "key")?, get(row, "row_index")?);
                 let found = RefreshRow {
@@ -328,12 +320,7 @@ impl Engine {
                 .map_err(db(context.as_str()))?;
             refreshed.updated += 1;
         }
-        for ids in marked.chunks(LIST_CHUNK) {
-            let mut query =
-                QueryBuilder::<Db>::new("UPDATE storage_links SET object_exists = FALSE WHERE id");
-            push_list(&mut query, ids.to_vec());
-            run(&mut tx, query, &context).await?;
-        }
+        mark_links(&mut tx, &marked, &context).await?;
         refreshed.marked = marked.len() as u64;
 
         let (inputs, links): (Vec<TaskInput>, Vec<ObjectLink>) = fresh.into_iter().unzip();

@@ -17,9 +17,24 @@ use crate::shape::{
     parse_object, parse_task_data, parse_value, AnnotationRow, PredictionRow, TaskRow, UserRow,
 };
 
-// From the engine module: its row and database types, how it reads a time
-// and which error codes are worth a retry.
-use super::{read_time, temporary_code, Db, DbRow};
+// From the engine module: its row, connection and database types, how it
+// reads a time and which error codes are worth a retry.
+use super::{read_time, temporary_code, Db, DbConn, DbRow};
+
+/// Runs a built query once (not kept as a prepared statement: list sizes
+/// vary).
+pub(super) async fn fetch_all(
+    conn: &mut DbConn,
+    mut query: sqlx::QueryBuilder<'_, Db>,
+    context: &str,
+) -> Result<Vec<DbRow>> {
+    query
+        .build()
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db(context))
+}
 
 pub(super) fn get<'r, T>(row: &'r DbRow, column: &str) -> Result<T>
 where
