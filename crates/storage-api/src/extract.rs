@@ -146,7 +146,7 @@ fn parse_json(bytes: &Bytes) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("JSON parse error - {e}")))
 }
 
-fn drf_type_name(value: &Value) -> &'static str {
+pub(crate) fn drf_type_name(value: &Value) -> &'static str {
     match value {
         Value::Array(_) => "list",
         Value::String(_) => "str",

@@ -59,7 +59,7 @@ async fn shown_project(state: &ApiState, caller: &Caller, project: &Project) -> 
     Ok(project_json(project, queue))
 }
 
-fn project_json(project: &Project, queue: Queue) -> Value {
+pub(crate) fn project_json(project: &Project, queue: Queue) -> Value {
     let config = LabelConfig::lenient(&project.label_config);
     let counters = &project.counters;
     json!({

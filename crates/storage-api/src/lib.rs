@@ -2,6 +2,7 @@
 #![recursion_limit = "256"]
 
 mod error;
+mod events;
 mod extract;
 mod host;
 mod local_files;
@@ -12,6 +13,7 @@ mod resolve;
 mod serve;
 mod status;
 mod storages;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -19,9 +21,11 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use storage_core::host::HostStore;
 use storage_core::persist::{Authenticator, ProjectAccess, StorageRepository};
-use storage_core::{Backend, Backends, SyncService};
+use storage_core::webhooks::WebhookRepository;
+use storage_core::{Backend, Backends, EndpointPolicy, SyncService};
 
 pub use error::{ApiError, ApiResult, VERSION};
+pub use events::ApiEventRenderer;
 pub use extract::Authenticated;
 pub use metrics::{MetricsAccess, MetricsToken};
 pub use status::LABEL_STUDIO_API_VERSION;
@@ -50,6 +54,8 @@ struct Inner {
     metrics: MetricsAccess,
     /// Users who may read what spans organisations (`/metrics`).
     administrators: Vec<i64>,
+    webhooks: Option<Arc<dyn WebhookRepository>>,
+    webhook_policy: EndpointPolicy,
 }
 
 impl ApiState {
@@ -70,6 +76,8 @@ impl ApiState {
                 url_base: String::new(),
                 metrics: MetricsAccess::default(),
                 administrators: Vec::new(),
+                webhooks: None,
+                webhook_policy: EndpointPolicy::strict(),
             }),
         }
     }
@@ -116,6 +124,27 @@ impl ApiState {
     pub fn with_administrators(mut self, users: impl IntoIterator<Item = i64>) -> Self {
         self.inner_mut().administrators = users.into_iter().collect();
         self
+    }
+
+    /// Serves the webhook routes over `webhooks`, whose URLs must pass
+    /// `policy` (as storage endpoints do); without it they answer 404.
+    pub fn with_webhooks(
+        mut self,
+        webhooks: Arc<dyn WebhookRepository>,
+        policy: EndpointPolicy,
+    ) -> Self {
+        let inner = self.inner_mut();
+        inner.webhooks = Some(webhooks);
+        inner.webhook_policy = policy;
+        self
+    }
+
+    pub(crate) fn webhooks(&self) -> Option<&Arc<dyn WebhookRepository>> {
+        self.inner.webhooks.as_ref()
+    }
+
+    pub(crate) fn webhook_policy(&self) -> EndpointPolicy {
+        self.inner.webhook_policy
     }
 
     pub(crate) fn is_administrator(&self, user: i64) -> bool {
@@ -236,6 +265,20 @@ pub fn router<S>(state: ApiState) -> Router<S> {
         r,
         "/api/storages/export/{storage_type}/{id}/sync",
         post(sync::<true>),
+    );
+    r = both(
+        r,
+        "/api/webhooks",
+        get(webhooks::list).post(webhooks::create),
+    );
+    r = both(r, "/api/webhooks/info", get(webhooks::info));
+    r = both(
+        r,
+        "/api/webhooks/{id}",
+        get(webhooks::detail)
+            .patch(webhooks::update)
+            .put(webhooks::update)
+            .delete(webhooks::remove),
     );
     r = both(r, "/data/local-files", get(local_files::serve));
     r = both(r, "/api/schema", get(openapi::serve));

@@ -27,6 +27,7 @@ pub mod retry;
 mod status;
 pub mod task_data;
 pub mod uri;
+pub mod webhooks;
 
 pub use backend::{
     check_listable, check_storage, check_storage_within, Backend, Backends, Capabilities,

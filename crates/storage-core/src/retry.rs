@@ -134,6 +134,21 @@ impl RetryPolicy {
         }
     }
 
+    /// The wait after failed attempt `attempt` (1-based), jittered: for
+    /// loops that keep their attempts elsewhere (the webhook outbox keeps
+    /// them in the database).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use storage_core::retry::RetryPolicy;
+    /// let policy = RetryPolicy::default().with_initial_backoff(Duration::from_secs(2));
+    /// let wait = policy.jittered_delay(1);
+    /// assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(2));
+    /// ```
+    pub fn jittered_delay(&self, attempt: u32) -> Duration {
+        jitter(self.base_delay(attempt), random_unit())
+    }
+
     /// The wait after failed attempt `attempt` (1-based), before jitter.
     fn base_delay(&self, attempt: u32) -> Duration {
         let factor = self

@@ -8,6 +8,7 @@ use storage_core::host::HostStore;
 use storage_core::persist::{
     AnnotationSource, Authenticator, ProjectAccess, StorageRepository, TaskSink,
 };
+use storage_core::webhooks::WebhookRepository;
 use storage_core::{Error, Result};
 
 use crate::{PostgresDatabase, SqliteDatabase};
@@ -49,6 +50,7 @@ pub struct Database {
     access: Arc<dyn ProjectAccess>,
     authenticator: Arc<dyn Authenticator>,
     host: Arc<dyn HostStore>,
+    webhooks: Arc<dyn WebhookRepository>,
 }
 
 impl Database {
@@ -86,6 +88,7 @@ impl Database {
             + ProjectAccess
             + Authenticator
             + HostStore
+            + WebhookRepository
             + 'static,
     {
         let db = Arc::new(db);
@@ -98,7 +101,8 @@ impl Database {
             annotations: db.clone(),
             access: db.clone(),
             authenticator: db.clone(),
-            host: db,
+            host: db.clone(),
+            webhooks: db,
         }
     }
 
@@ -145,6 +149,11 @@ impl Database {
     /// Projects, tasks and annotations of the example host.
     pub fn host(&self) -> Arc<dyn HostStore> {
         self.host.clone()
+    }
+
+    /// Webhooks and their outbox.
+    pub fn webhooks(&self) -> Arc<dyn WebhookRepository> {
+        self.webhooks.clone()
     }
 
     /// See [`SqliteDatabase::ensure_organization`].

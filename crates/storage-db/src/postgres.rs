@@ -385,6 +385,8 @@ mod rows;
 mod storages;
 #[path = "shared/tasks.rs"]
 mod tasks;
+#[path = "shared/webhooks.rs"]
+mod webhooks;
 
 /// One column of `rows`, as an array parameter of an `UNNEST` insert.
 fn column<T, C>(rows: &[T], value: impl Fn(&T) -> C) -> Vec<C> {

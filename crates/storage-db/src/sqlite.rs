@@ -385,3 +385,5 @@ mod rows;
 mod storages;
 #[path = "shared/tasks.rs"]
 mod tasks;
+#[path = "shared/webhooks.rs"]
+mod webhooks;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use storage_core::webhooks::CourierConfig;
 use storage_core::EndpointPolicy;
 
 use crate::cloud::CloudArgs;
@@ -124,6 +125,19 @@ pub struct Config {
     /// endpoints (tests lower it).
     #[arg(long, env = "STORAGE_MIN_SYNC_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub min_sync_interval: u64,
+    /// Seconds one webhook delivery may take, connection included; a
+    /// slower receiver counts as failed and is tried again.
+    #[arg(long, env = "STORAGE_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_timeout_seconds: u64,
+    /// Seconds after an event during which its failed deliveries are
+    /// retried (exponential backoff with jitter); then it is given up and
+    /// counted in the webhook's `delivery.failed`. Default: 24 hours.
+    #[arg(long, env = "STORAGE_WEBHOOK_RETRY_SECONDS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_retry_seconds: u64,
+    /// The longest wait between two attempts at one delivery (the waits
+    /// start at about a second and double).
+    #[arg(long, env = "STORAGE_WEBHOOK_MAX_BACKOFF_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_max_backoff_seconds: u64,
     /// Log as JSON lines instead of text. Lines logged during a sync carry
     /// its `storage` id and `job` id (in `span` and `spans`).
     #[arg(long, env = "STORAGE_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
@@ -233,6 +247,12 @@ impl std::fmt::Debug for Config {
                 &self.storage_check_timeout_seconds,
             )
             .field("min_sync_interval", &self.min_sync_interval)
+            .field("webhook_timeout_seconds", &self.webhook_timeout_seconds)
+            .field("webhook_retry_seconds", &self.webhook_retry_seconds)
+            .field(
+                "webhook_max_backoff_seconds",
+                &self.webhook_max_backoff_seconds,
+            )
             .field("log_json", &self.log_json)
             .field("metrics_public", &self.metrics_public)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
@@ -256,6 +276,23 @@ impl Config {
                 listing_stall_timeout: Duration::from_secs(self.sync_listing_stall_seconds),
                 ..defaults.import.clone()
             },
+            ..defaults
+        }
+    }
+}
+
+impl Config {
+    /// The webhook courier's settings from the `--webhook-*` flags; webhook
+    /// URLs obey the storage endpoint policy.
+    pub fn courier_config(&self) -> CourierConfig {
+        let defaults = CourierConfig::default();
+        CourierConfig {
+            timeout: Duration::from_secs(self.webhook_timeout_seconds),
+            retry_for: Duration::from_secs(self.webhook_retry_seconds),
+            backoff: defaults
+                .backoff
+                .with_max_backoff(Duration::from_secs(self.webhook_max_backoff_seconds)),
+            policy: self.endpoint_policy(),
             ..defaults
         }
     }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use storage_api::{host_router, router, ApiState, MetricsAccess, MetricsToken};
+use storage_api::{host_router, router, ApiEventRenderer, ApiState, MetricsAccess, MetricsToken};
+use storage_core::webhooks::Courier;
 use storage_core::SyncService;
 use storage_db::Database;
 use storage_localfiles::{LocalFiles, LocalFilesBackend};
@@ -37,6 +38,8 @@ pub struct App {
     pub router: axum::Router,
     /// The sync workers (already started).
     pub sync: SyncService,
+    /// The webhook courier (already started).
+    pub courier: Courier,
     /// The database.
     pub db: Database,
     /// The admin user's API token.
@@ -121,7 +124,14 @@ pub async fn app(config: &Config) -> Result<App, Error> {
             usize::try_from(config.max_label_config_bytes).unwrap_or(usize::MAX),
         )
         .with_metrics(metrics)
-        .with_administrators([admin]);
+        .with_administrators([admin])
+        .with_webhooks(db.webhooks(), config.endpoint_policy());
+    let courier = Courier::new(
+        db.webhooks(),
+        Arc::new(ApiEventRenderer::new(state.clone())),
+        config.courier_config(),
+    )?;
+    courier.start();
     // The request span has method, URI and version, no headers; marking the
     // Authorization header sensitive keeps tokens out of the logs even if a
     // layer starts printing headers.
@@ -144,6 +154,7 @@ pub async fn app(config: &Config) -> Result<App, Error> {
     Ok(App {
         router,
         sync,
+        courier,
         db,
         token,
         document_root: root,
@@ -184,6 +195,7 @@ pub async fn serve(app: App, listener: tokio::net::TcpListener) -> Result<(), Er
     );
     listen::serve_connections(listener, app.router, app.limits, shutdown_signal()).await;
     tracing::info!("stopping: letting running syncs reach a batch boundary");
+    app.courier.shutdown();
     tokio::time::timeout(Duration::from_secs(30), app.sync.shutdown())
         .await
         .ok();

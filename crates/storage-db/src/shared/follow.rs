@@ -12,6 +12,7 @@ use sqlx::QueryBuilder;
 use storage_core::persist::{
     GoneTasks, LinkedObject, NewTask, ObjectLink, Refreshed, Removed, SettledObject,
 };
+use storage_core::webhooks::{recorded, Action};
 use storage_core::Result;
 
 use super::rows::{db, fetch_all, get};
@@ -62,6 +63,7 @@ impl Engine {
         context: &str,
     ) -> Result<Removed> {
         let mut deleted = Vec::new();
+        let mut deleted_by_project: HashMap<i64, Vec<i64>> = HashMap::new();
         let mut marked = Vec::new();
         let mut deltas: HashMap<i64, CounterDelta> = HashMap::new();
         for link in links {
@@ -75,6 +77,10 @@ impl Engine {
                     .plus(CounterDelta::task(Some(tally), None))
                     .plus(CounterDelta::predictions(-link.predictions));
                 deleted.push(link.task_id);
+                deleted_by_project
+                    .entry(link.project)
+                    .or_default()
+                    .push(link.task_id);
             } else if link.exists {
                 marked.push(link.link_id);
             }
@@ -87,6 +93,10 @@ impl Engine {
         mark_links(conn, &marked, context).await?;
         for (project, delta) in deltas {
             Self::bump_project(conn, project, delta, context).await?;
+        }
+        for (project, ids) in deleted_by_project {
+            let payload = recorded::tasks(&ids);
+            Self::record_event(conn, project, Action::TasksDeleted, &payload).await?;
         }
         Ok(Removed {
             deleted: deleted.len() as u64,

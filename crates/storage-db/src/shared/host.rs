@@ -17,6 +17,7 @@ use storage_core::host::{
 };
 use storage_core::parse::ParsedTask;
 use storage_core::persist::Caller;
+use storage_core::webhooks::{recorded, Action};
 use storage_core::{Error, Result};
 
 use super::rows::{
@@ -273,6 +274,13 @@ impl HostStore for Engine {
         let mut tx = self.begin_write(&context).await?;
         let defaults = Self::lock_project(&mut tx, project, &context).await?;
         let ids = Self::insert_tasks(&mut tx, project, &defaults, inputs, now(), &context).await?;
+        Self::record_event(
+            &mut tx,
+            project,
+            Action::TasksCreated,
+            &recorded::tasks(&ids),
+        )
+        .await?;
         tx.commit().await.map_err(db(context.as_str()))?;
         Ok(ids)
     }
@@ -365,6 +373,8 @@ impl HostStore for Engine {
         let delta = CounterDelta::annotation(was_cancelled, ground_truth, 1)
             .plus(CounterDelta::task(Some(before), Some(after)));
         Self::bump_project(&mut tx, project, delta, &context).await?;
+        let payload = recorded::annotation(id, task);
+        Self::record_event(&mut tx, project, Action::AnnotationCreated, &payload).await?;
         let row = Self::annotation_row(&mut tx, id, &context)
             .await?
             .ok_or_else(|| {
@@ -417,6 +427,8 @@ impl HostStore for Engine {
             .plus(CounterDelta::annotation(was_cancelled, ground_truth, 1))
             .plus(CounterDelta::task(Some(before), Some(after)));
         Self::bump_project(&mut tx, project, delta, &context).await?;
+        let payload = recorded::annotation(id, current.task);
+        Self::record_event(&mut tx, project, Action::AnnotationUpdated, &payload).await?;
         let row = Self::annotation_row(&mut tx, id, &context).await?;
         tx.commit().await.map_err(db(context.as_str()))?;
         Ok(row.map(|row| row.api_json(now())))
@@ -446,6 +458,8 @@ impl HostStore for Engine {
             CounterDelta::annotation(get(&row, "was_cancelled")?, get(&row, "ground_truth")?, -1)
                 .plus(CounterDelta::task(Some(before), Some(after)));
         Self::bump_project(&mut tx, project, delta, &context).await?;
+        let payload = recorded::annotations(&[id]);
+        Self::record_event(&mut tx, project, Action::AnnotationsDeleted, &payload).await?;
         tx.commit().await.map_err(db(context.as_str()))?;
         Ok(Some(project))
     }

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 use storage_core::persist::{StorageFilter, StorageRepository, SyncGuard};
+use storage_core::webhooks::{recorded, Action};
 use storage_core::{Error, NewStorage, Result, Storage, SyncState, SyncStatus};
 
 use super::rows::{db, db_error, storage_from_row};
@@ -50,7 +51,21 @@ impl Engine {
         .execute(&mut *conn)
         .await
         .map_err(db(format!("updating the sync state of storage {id}")))?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some(action) = Action::of_sync_move(expected.status, state.status) {
+            let context = format!("announcing the sync of storage {id}");
+            let (storage_type, kind, project): (String, String, i64) =
+                sqlx::query_as("SELECT type, kind, project_id FROM storages WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db(context))?;
+            let payload = recorded::sync(id, &storage_type, &kind, state);
+            Self::record_event(conn, project, action, &payload).await?;
+        }
+        Ok(true)
     }
 }
 
@@ -192,8 +207,15 @@ impl StorageRepository for Engine {
 
     async fn update_sync(&self, id: i64, expected: &SyncGuard, state: &SyncState) -> Result<bool> {
         let context = format!("updating the sync state of storage {id}");
-        let mut conn = self.pool.acquire().await.map_err(db(context))?;
-        Self::write_sync(&mut conn, id, expected, state).await
+        if Action::of_sync_move(expected.status, state.status).is_none() {
+            let mut conn = self.pool.acquire().await.map_err(db(context))?;
+            return Self::write_sync(&mut conn, id, expected, state).await;
+        }
+        // The move and the event it announces commit together.
+        let mut tx = self.begin_write(&context).await?;
+        let written = Self::write_sync(&mut tx, id, expected, state).await?;
+        tx.commit().await.map_err(db(context))?;
+        Ok(written)
     }
 
     async fn claim_queued(

@@ -1,0 +1,356 @@
+//! The courier: claims due deliveries from the outbox, posts them, and
+//! records each outcome.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use object_store::client::{HttpClient, HttpConnector, HttpRequestBody};
+use object_store::ClientOptions;
+use serde_json::{Map, Value};
+use tokio::sync::{watch, Notify};
+use url::Url;
+
+use super::signature::{sign, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use super::{Attempt, Delivery, Event, EventRenderer, Outcome, WebhookRepository};
+use crate::endpoint::PolicyConnector;
+use crate::retry::RetryPolicy;
+use crate::{EndpointPolicy, Error, Result};
+
+/// How the courier delivers.
+#[derive(Debug, Clone)]
+pub struct CourierConfig {
+    /// Deliveries posted at once (each to a different webhook: one
+    /// webhook's deliveries go in order).
+    pub concurrency: usize,
+    /// How long one attempt may take, connection included.
+    pub timeout: Duration,
+    /// How long after an event its delivery is retried before it is given
+    /// up.
+    pub retry_for: Duration,
+    /// The waits between attempts: exponential with jitter
+    /// ([`RetryPolicy::jittered_delay`]); its attempt count and deadline
+    /// are not used ([`CourierConfig::retry_for`] bounds the retries).
+    pub backoff: RetryPolicy,
+    /// How often the outbox is looked at when nothing woke the courier
+    /// (events recorded by another process, retries coming due).
+    pub poll_interval: Duration,
+    /// The addresses webhook URLs may reach (checked again at every
+    /// connection).
+    pub policy: EndpointPolicy,
+}
+
+impl Default for CourierConfig {
+    /// 8 at once, 10 s per attempt, retried for 24 hours with waits from
+    /// about 1 s doubling up to 10 minutes; private addresses refused.
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            timeout: Duration::from_secs(10),
+            retry_for: Duration::from_secs(24 * 3600),
+            backoff: RetryPolicy::default()
+                .with_initial_backoff(Duration::from_secs(1))
+                .with_multiplier(2)
+                .with_max_backoff(Duration::from_secs(600)),
+            poll_interval: Duration::from_millis(250),
+            policy: EndpointPolicy::strict(),
+        }
+    }
+}
+
+impl CourierConfig {
+    /// How long a claim holds: an attempt's timeout and a margin for
+    /// recording its outcome. A courier that died is replaced after it.
+    fn lease(&self) -> Duration {
+        self.timeout.saturating_mul(2) + Duration::from_secs(10)
+    }
+}
+
+/// Delivers the outbox's events to their webhooks (see the module
+/// documentation of [`crate::webhooks`]).
+///
+/// Cheap to clone; clones share one loop.
+#[derive(Debug, Clone)]
+pub struct Courier {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    repository: Arc<dyn WebhookRepository>,
+    renderer: Arc<dyn EventRenderer>,
+    client: HttpClient,
+    config: CourierConfig,
+    wake: Notify,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Courier {
+    /// A courier over `repository`, rendering bodies with `renderer`. Call
+    /// [`Courier::start`] to deliver in the background.
+    pub fn new(
+        repository: Arc<dyn WebhookRepository>,
+        renderer: Arc<dyn EventRenderer>,
+        config: CourierConfig,
+    ) -> Result<Self> {
+        let client = PolicyConnector::new(config.policy)
+            .with_timeout(config.timeout)
+            .connect(&ClientOptions::new().with_allow_http(true))
+            .map_err(|err| Error::backend("building the webhook HTTP client", err))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                repository,
+                renderer,
+                client,
+                config,
+                wake: Notify::new(),
+                shutdown: watch::channel(false).0,
+            }),
+        })
+    }
+
+    /// Starts the delivery loop.
+    pub fn start(&self) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.run().await });
+    }
+
+    /// Looks at the outbox now rather than at the next poll (call it after
+    /// recording events).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Stops the loop after its current round.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Claims and attempts the deliveries due now, once; returns how many
+    /// were attempted.
+    pub async fn deliver_due(&self) -> Result<usize> {
+        self.inner.round().await
+    }
+}
+
+impl Inner {
+    async fn run(&self) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let attempted = match self.round().await {
+                Ok(attempted) => attempted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not read the webhook outbox; trying again");
+                    0
+                }
+            };
+            if attempted > 0 {
+                continue;
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn round(&self) -> Result<usize> {
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(self.config.lease()).unwrap_or_default();
+        let deliveries = self
+            .repository
+            .claim_deliveries(now, now + lease, self.config.concurrency.max(1))
+            .await?;
+        // One event often goes to several webhooks: rendered once.
+        let mut bodies: HashMap<i64, Result<Map<String, Value>>> = HashMap::new();
+        for delivery in &deliveries {
+            if !bodies.contains_key(&delivery.event.id) && delivery.webhook.send_payload {
+                let body = self.renderer.render(&delivery.event).await;
+                bodies.insert(delivery.event.id, body);
+            }
+        }
+        let attempts = deliveries.iter().map(|delivery| {
+            let payload = match bodies.get(&delivery.event.id) {
+                Some(Ok(payload)) => Ok(Some(payload)),
+                Some(Err(err)) => Err(format!("its body could not be built: {err}")),
+                None => Ok(None),
+            };
+            self.attempt(delivery, payload)
+        });
+        let count = deliveries.len();
+        join_all(attempts).await;
+        Ok(count)
+    }
+
+    async fn attempt(
+        &self,
+        delivery: &Delivery,
+        payload: Result<Option<&Map<String, Value>>, String>,
+    ) {
+        let result = match payload {
+            Ok(payload) => self.post(delivery, payload).await,
+            Err(err) => Err((None, err)),
+        };
+        let at = Utc::now();
+        let (attempt, outcome) = match result {
+            Ok(status) => (
+                Attempt {
+                    at,
+                    status: Some(status),
+                    error: None,
+                },
+                Outcome::Delivered,
+            ),
+            Err((status, error)) => {
+                let outcome = self.after_failure(&delivery.event, delivery.attempt, at);
+                let event = delivery.event.id;
+                let webhook = delivery.webhook.id;
+                let attempt = delivery.attempt;
+                match outcome {
+                    Outcome::GivenUp => tracing::error!(
+                        webhook, event, attempt, %error,
+                        "webhook delivery given up: its retries ran out"
+                    ),
+                    _ => tracing::warn!(
+                        webhook, event, attempt, %error,
+                        "webhook delivery failed; it will be retried"
+                    ),
+                }
+                (
+                    Attempt {
+                        at,
+                        status,
+                        error: Some(error),
+                    },
+                    outcome,
+                )
+            }
+        };
+        match self
+            .repository
+            .record_attempt(delivery, &attempt, outcome)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                webhook = delivery.webhook.id,
+                event = delivery.event.id,
+                "a webhook delivery's claim expired before its outcome was recorded; \
+                 it will be attempted again"
+            ),
+            Err(err) => tracing::warn!(
+                webhook = delivery.webhook.id,
+                event = delivery.event.id,
+                error = %err,
+                "could not record a webhook delivery; it will be attempted again"
+            ),
+        }
+    }
+
+    /// When a failed attempt `attempt` of `event` is tried again, or that
+    /// it is given up.
+    fn after_failure(&self, event: &Event, attempt: u32, now: DateTime<Utc>) -> Outcome {
+        let wait = self.config.backoff.jittered_delay(attempt);
+        let retry_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        let deadline = event.created_at
+            + chrono::Duration::from_std(self.config.retry_for).unwrap_or_default();
+        if retry_at > deadline {
+            Outcome::GivenUp
+        } else {
+            Outcome::RetryAt(retry_at)
+        }
+    }
+
+    /// Posts `delivery`; its HTTP status when the receiver accepted it
+    /// (2xx), else the status if any and why it failed.
+    async fn post(
+        &self,
+        delivery: &Delivery,
+        payload: Option<&Map<String, Value>>,
+    ) -> Result<u16, (Option<u16>, String)> {
+        let webhook = &delivery.webhook;
+        let shown = shown_url(&webhook.url);
+        let body = body(delivery, payload);
+        let id = event_id(&delivery.event);
+        let timestamp = Utc::now().timestamp();
+        let mut request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(&webhook.url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(ID_HEADER, &id)
+            .header(TIMESTAMP_HEADER, timestamp.to_string());
+        if let Some(secret) = webhook.secret.as_deref() {
+            request = request.header(SIGNATURE_HEADER, sign(secret, &id, timestamp, &body));
+        }
+        for (name, value) in &webhook.headers {
+            if let Some(value) = value.as_str() {
+                request = request.header(name.as_str(), value);
+            }
+        }
+        let request = request.body(HttpRequestBody::from(body)).map_err(|err| {
+            (
+                None,
+                format!("the request to {shown} could not be built: {err}"),
+            )
+        })?;
+        let response = self.client.execute(request).await.map_err(|err| {
+            let text = err.to_string().replace(&webhook.url, &shown);
+            (None, format!("no answer from {shown}: {text}"))
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(status.as_u16())
+        } else {
+            Err((Some(status.as_u16()), format!("{shown} answered {status}")))
+        }
+    }
+}
+
+/// The body: `{"action": …}`, then the payload's keys when the webhook
+/// wants them.
+fn body(delivery: &Delivery, payload: Option<&Map<String, Value>>) -> Vec<u8> {
+    let mut out = Map::new();
+    out.insert("action".into(), Value::from(delivery.event.action.as_str()));
+    if let Some(payload) = payload {
+        out.extend(payload.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    serde_json::to_vec(&Value::Object(out)).unwrap_or_default()
+}
+
+/// The `webhook-id` of an event.
+pub(super) fn event_id(event: &Event) -> String {
+    format!("evt_{}", event.id)
+}
+
+/// `url` without its query and fragment (they may carry a token), for
+/// messages.
+fn shown_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) => {
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
+        }
+        Err(_) => "the webhook URL".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_leave_out_the_query() {
+        assert_eq!(
+            shown_url("https://hooks.example.com/in?token=abc#x"),
+            "https://hooks.example.com/in"
+        );
+        assert_eq!(shown_url("not a url"), "the webhook URL");
+    }
+}
