@@ -470,6 +470,84 @@ pub trait AnnotationSource: Send + Sync + Debug {
     async fn annotation_for_export(&self, id: i64) -> Result<Option<ExportedAnnotation>>;
 }
 
+/// An on-save export waiting in the outbox: annotation `annotation` to be
+/// written to (or, when `deleted`, removed from) export storage `storage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportDelivery {
+    /// Id.
+    pub id: i64,
+    /// The export storage.
+    pub storage: i64,
+    /// The annotation.
+    pub annotation: i64,
+    /// Whether the annotation was deleted (its object is removed).
+    pub deleted: bool,
+    /// This attempt's number (1 for the first).
+    pub attempt: u32,
+    /// When the annotation changed.
+    pub created_at: DateTime<Utc>,
+    /// Until when the claim holds.
+    pub lease_until: DateTime<Utc>,
+}
+
+/// What follows an attempt at an [`ExportDelivery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportOutcome {
+    /// The storage has it: the delivery is done.
+    Done,
+    /// Failed (the message says why); tried again at this time.
+    RetryAt(DateTime<Utc>, String),
+    /// Failed and out of time: kept as given up until an export sync of
+    /// the storage writes every annotation again.
+    GivenUp(String),
+}
+
+/// What the outbox holds for one export storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportBacklog {
+    /// Deliveries not done yet (failing or not).
+    pub pending: u64,
+    /// The annotations whose last attempt failed or was given up, by id.
+    pub failed: Vec<i64>,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+}
+
+/// The outbox of on-save exports. The database writes a delivery per
+/// export storage of the project in the transaction that saves or deletes
+/// an annotation; the runner claims them, writes them and records each
+/// outcome here.
+#[async_trait]
+pub trait ExportOutbox: Send + Sync + Debug {
+    /// Claims up to `limit` due deliveries until `lease_until` (only those
+    /// of `annotation` when given): per storage and annotation the oldest
+    /// one only (one annotation's exports go in order), and none another
+    /// claim holds.
+    async fn claim_exports(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+        annotation: Option<i64>,
+    ) -> Result<Vec<ExportDelivery>>;
+
+    /// Records the outcome of an attempt; false (nothing written) when the
+    /// claim was lost.
+    async fn record_export(
+        &self,
+        delivery: &ExportDelivery,
+        outcome: &ExportOutcome,
+    ) -> Result<bool>;
+
+    /// What the outbox holds for export storage `storage`.
+    async fn export_backlog(&self, storage: i64) -> Result<ExportBacklog>;
+
+    /// Forgets the given-up deliveries of `storage` created before
+    /// `before`: an export sync that started then has written their
+    /// annotations.
+    async fn forget_given_up(&self, storage: i64, before: DateTime<Utc>) -> Result<()>;
+}
+
 /// An authenticated API caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use storage_core::host::HostStore;
 use storage_core::persist::{
-    AnnotationSource, Authenticator, ProjectAccess, StorageRepository, TaskSink,
+    AnnotationSource, Authenticator, ExportOutbox, ProjectAccess, StorageRepository, TaskSink,
 };
 use storage_core::webhooks::WebhookRepository;
 use storage_core::{Error, Result};
@@ -51,6 +51,7 @@ pub struct Database {
     authenticator: Arc<dyn Authenticator>,
     host: Arc<dyn HostStore>,
     webhooks: Arc<dyn WebhookRepository>,
+    exports: Arc<dyn ExportOutbox>,
 }
 
 impl Database {
@@ -89,6 +90,7 @@ impl Database {
             + Authenticator
             + HostStore
             + WebhookRepository
+            + ExportOutbox
             + 'static,
     {
         let db = Arc::new(db);
@@ -102,7 +104,8 @@ impl Database {
             access: db.clone(),
             authenticator: db.clone(),
             host: db.clone(),
-            webhooks: db,
+            webhooks: db.clone(),
+            exports: db,
         }
     }
 
@@ -154,6 +157,11 @@ impl Database {
     /// Webhooks and their outbox.
     pub fn webhooks(&self) -> Arc<dyn WebhookRepository> {
         self.webhooks.clone()
+    }
+
+    /// The outbox of on-save exports.
+    pub fn exports(&self) -> Arc<dyn ExportOutbox> {
+        self.exports.clone()
     }
 
     /// See [`SqliteDatabase::ensure_organization`].

@@ -375,6 +375,8 @@ fn temporary_code(code: &str) -> bool {
 mod accounts;
 #[path = "shared/annotations.rs"]
 mod annotations;
+#[path = "shared/exports.rs"]
+mod exports;
 #[path = "shared/follow.rs"]
 mod follow;
 #[path = "shared/host.rs"]

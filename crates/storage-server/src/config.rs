@@ -138,6 +138,14 @@ pub struct Config {
     /// start at about a second and double).
     #[arg(long, env = "STORAGE_WEBHOOK_MAX_BACKOFF_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_max_backoff_seconds: u64,
+    /// Seconds after an annotation was saved during which its failing
+    /// on-save export is retried (exponential backoff with jitter); then it
+    /// is given up until the next export sync. Default: 24 hours.
+    #[arg(long, env = "STORAGE_EXPORT_RETRY_SECONDS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub export_retry_seconds: u64,
+    /// The longest wait between two attempts at one on-save export.
+    #[arg(long, env = "STORAGE_EXPORT_MAX_BACKOFF_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub export_max_backoff_seconds: u64,
     /// Log as JSON lines instead of text. Lines logged during a sync carry
     /// its `storage` id and `job` id (in `span` and `spans`).
     #[arg(long, env = "STORAGE_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
@@ -253,6 +261,11 @@ impl std::fmt::Debug for Config {
                 "webhook_max_backoff_seconds",
                 &self.webhook_max_backoff_seconds,
             )
+            .field("export_retry_seconds", &self.export_retry_seconds)
+            .field(
+                "export_max_backoff_seconds",
+                &self.export_max_backoff_seconds,
+            )
             .field("log_json", &self.log_json)
             .field("metrics_public", &self.metrics_public)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
@@ -272,6 +285,10 @@ impl Config {
             max_duration: Duration::from_secs(self.sync_max_duration_seconds),
             check_timeout: Duration::from_secs(self.storage_check_timeout_seconds),
             min_sync_interval: Duration::from_secs(self.min_sync_interval),
+            on_save_retry_for: Duration::from_secs(self.export_retry_seconds),
+            on_save_backoff: defaults
+                .on_save_backoff
+                .with_max_backoff(Duration::from_secs(self.export_max_backoff_seconds)),
             import: storage_core::import::ImportConfig {
                 listing_stall_timeout: Duration::from_secs(self.sync_listing_stall_seconds),
                 ..defaults.import.clone()

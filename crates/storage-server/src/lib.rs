@@ -103,7 +103,8 @@ pub async fn app(config: &Config) -> Result<App, Error> {
         db.annotations(),
         backends,
         config.runner_config(),
-    );
+    )
+    .with_export_outbox(db.exports());
     // An embedded SQLite file has one process: a job left in progress by a
     // previous run died with it and is resumed now. A shared PostgreSQL
     // database may have other live instances: their jobs are taken over only

@@ -13,6 +13,7 @@
 //! job id), so two requests, two workers or two server instances never run
 //! one storage's sync twice.
 
+mod exports;
 mod runner;
 pub mod schedule;
 mod service;

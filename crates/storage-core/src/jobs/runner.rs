@@ -44,6 +44,8 @@ pub(super) struct Runner {
     pub(super) claiming: tokio::sync::Mutex<()>,
     pub(super) workers: Mutex<Vec<JoinHandle<()>>>,
     pub(super) metrics: Arc<SyncMetrics>,
+    /// The outbox of on-save exports, when the host has one.
+    pub(super) exports: std::sync::OnceLock<Arc<dyn crate::persist::ExportOutbox>>,
 }
 
 impl Runner {
@@ -56,6 +58,10 @@ impl Runner {
         }
         let runner = self.clone();
         workers.push(tokio::spawn(async move { runner.watchdog_loop().await }));
+        if self.export_outbox().is_some() {
+            let runner = self.clone();
+            workers.push(tokio::spawn(async move { runner.export_loop().await }));
+        }
     }
 
     /// Stops taking jobs and waits for the workers to exit (running jobs
@@ -309,6 +315,9 @@ impl Runner {
             .await
         {
             Ok(true) => {
+                if storage.kind == StorageKind::Export && state.status.is_finished() {
+                    self.after_export_sync(&storage, &state).await;
+                }
                 let seconds = started.elapsed().as_secs_f64();
                 tracing::info!(status = %state.status, count = state.last_sync_count, seconds, "sync finished");
                 if state.status.is_finished() {
@@ -493,7 +502,7 @@ impl Runner {
 
     /// `text` without the storage's secrets (a provider may echo a key id in
     /// its own words).
-    fn redacted(&self, storage: &Storage, text: &str) -> String {
+    pub(super) fn redacted(&self, storage: &Storage, text: &str) -> String {
         let secrets = self
             .backends
             .get(&storage.storage_type)

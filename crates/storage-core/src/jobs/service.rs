@@ -14,7 +14,8 @@ use super::state;
 use crate::export::ExportConfig;
 use crate::import::ImportConfig;
 use crate::metrics::SyncMetrics;
-use crate::persist::{AnnotationSource, StorageRepository, TaskSink};
+use crate::persist::{AnnotationSource, ExportOutbox, StorageRepository, TaskSink};
+use crate::retry::RetryPolicy;
 use crate::{
     Backends, Error, ExportStorage, ImportStorage, Result, Storage, StorageKind, SyncStatus,
 };
@@ -55,6 +56,12 @@ pub struct RunnerConfig {
     /// The shortest `sync_interval` a storage may have: scheduled syncs
     /// more often would hold workers and hammer endpoints.
     pub min_sync_interval: Duration,
+    /// How long after an annotation changed its failing on-save export is
+    /// retried before it is given up (an export sync then writes it).
+    pub on_save_retry_for: Duration,
+    /// The waits between attempts at an on-save export (exponential with
+    /// jitter; the attempt count and deadline are not used).
+    pub on_save_backoff: RetryPolicy,
     /// Import tuning.
     pub import: ImportConfig,
     /// Export tuning.
@@ -85,6 +92,11 @@ impl Default for RunnerConfig {
             per_tenant_workers: 0,
             check_timeout: Duration::from_secs(30),
             min_sync_interval: Duration::from_secs(60),
+            on_save_retry_for: Duration::from_secs(24 * 3600),
+            on_save_backoff: RetryPolicy::default()
+                .with_initial_backoff(Duration::from_secs(1))
+                .with_multiplier(2)
+                .with_max_backoff(Duration::from_secs(600)),
             import: ImportConfig::default(),
             export: ExportConfig::default(),
         }
@@ -124,6 +136,7 @@ impl SyncService {
                 claiming: tokio::sync::Mutex::new(()),
                 workers: Mutex::new(Vec::new()),
                 metrics,
+                exports: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -136,6 +149,17 @@ impl SyncService {
         D: StorageRepository + TaskSink + AnnotationSource + 'static,
     {
         Self::new(db.clone(), db.clone(), db, backends, config)
+    }
+
+    /// Exports saved and deleted annotations through `outbox` (durable,
+    /// retried) instead of writing them once from the request: the
+    /// database must queue them in the annotation's transaction, as
+    /// `storage-db` does. Call before [`SyncService::start`].
+    pub fn with_export_outbox(self, outbox: Arc<dyn ExportOutbox>) -> Self {
+        if self.inner.exports.set(outbox).is_err() {
+            tracing::warn!("the on-save export outbox was already set; the second is ignored");
+        }
+        self
     }
 
     /// The backends this service builds storages with.
@@ -239,7 +263,18 @@ impl SyncService {
 
     /// Writes annotation `id` to every export storage of `project`. Returns
     /// how many writes failed (each is logged with its storage).
+    ///
+    /// With an outbox ([`SyncService::with_export_outbox`]) the writes the
+    /// database queued for it are attempted now, and failures are retried
+    /// in the background and shown on their storages.
     pub async fn annotation_saved(&self, project: i64, id: i64) -> Result<usize> {
+        if self.inner.export_outbox().is_some() {
+            return self
+                .inner
+                .deliver_exports(Some(id))
+                .await
+                .map(|(_, failed)| failed);
+        }
         let Some(annotation) = self.inner.annotations.annotation_for_export(id).await? else {
             return Err(Error::not_found(format!("annotation {id}")));
         };
@@ -261,6 +296,13 @@ impl SyncService {
     /// `project` that has `can_delete_objects`. Returns how many deletions
     /// failed.
     pub async fn annotation_deleted(&self, project: i64, id: i64) -> Result<usize> {
+        if self.inner.export_outbox().is_some() {
+            return self
+                .inner
+                .deliver_exports(Some(id))
+                .await
+                .map(|(_, failed)| failed);
+        }
         let mut failures = 0;
         for (storage, target) in self.export_targets(project).await? {
             let result = match target {

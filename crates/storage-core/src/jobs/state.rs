@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::export::ExportOutcome;
 use crate::import::{ImportOutcome, ImportProgress, Progress};
 use crate::model::meta_time;
+use crate::persist::ExportBacklog;
 use crate::{SyncState, SyncStatus};
 
 /// The state a storage enters when a sync is queued: Label Studio resets
@@ -285,6 +286,50 @@ fn finish_export(state: &mut SyncState, outcome: &ExportOutcome, now: DateTime<U
         state.last_sync = Some(now);
         state.meta.insert("time_completed".into(), meta_time(now));
     }
+}
+
+/// The `meta` key set while on-save exports of the storage fail: the
+/// status `completed_with_errors` is then theirs, and goes back to
+/// `completed` when they land.
+pub(crate) const ON_SAVE_FAILING: &str = "on_save_export_failing";
+
+/// The state of an export storage that shows what its on-save export
+/// outbox holds: `meta.annotations_pending` and `meta.annotations_failed`
+/// always; while annotations fail, `completed_with_errors` with their ids
+/// and the last error in `traceback` (a storage whose last sync failed
+/// stays `failed`); once none fails, `completed` again if the failures had
+/// made it `completed_with_errors`. A storage whose sync is queued or
+/// running is not changed (its job writes its own state).
+pub(crate) fn with_export_backlog(state: &SyncState, backlog: &ExportBacklog) -> SyncState {
+    let mut next = state.clone();
+    if state.status.is_active() {
+        return next;
+    }
+    next.meta
+        .insert("annotations_pending".into(), json!(backlog.pending));
+    next.meta
+        .insert("annotations_failed".into(), json!(backlog.failed));
+    let failing_before = state.meta.get(ON_SAVE_FAILING) == Some(&Value::Bool(true));
+    if !backlog.failed.is_empty() {
+        if state.status != SyncStatus::Failed {
+            let ids: Vec<String> = backlog.failed.iter().map(i64::to_string).collect();
+            next.status = SyncStatus::CompletedWithErrors;
+            next.traceback = Some(format!(
+                "On-save export failed for annotation(s) {}: {}. Each is retried with \
+                 backoff; an export sync writes every annotation again.",
+                ids.join(", "),
+                backlog.last_error.as_deref().unwrap_or("unknown error")
+            ));
+            next.meta.insert(ON_SAVE_FAILING.into(), Value::Bool(true));
+        }
+    } else if failing_before {
+        next.meta.remove(ON_SAVE_FAILING);
+        if state.status == SyncStatus::CompletedWithErrors {
+            next.status = SyncStatus::Completed;
+            next.traceback = None;
+        }
+    }
+    next
 }
 
 /// The error and its chain of causes, one per line.

@@ -422,3 +422,48 @@ fn error_reports_list_new_causes_once() {
         "listing failed: timed out\ncaused by: connection refused"
     );
 }
+
+#[test]
+fn failing_on_save_exports_show_and_clear_on_the_storage() {
+    let completed = state(SyncStatus::Completed, None, json!({"total": 3}));
+    let failing = ExportBacklog {
+        pending: 2,
+        failed: vec![4, 9],
+        last_error: Some("writing annotation 9: permission denied".into()),
+    };
+    let shown = with_export_backlog(&completed, &failing);
+    assert_eq!(shown.status, SyncStatus::CompletedWithErrors);
+    assert_eq!(shown.meta["annotations_failed"], json!([4, 9]));
+    assert_eq!(shown.meta["annotations_pending"], json!(2));
+    assert_eq!(shown.meta["total"], json!(3));
+    let traceback = shown.traceback.clone().unwrap();
+    assert!(traceback.contains("annotation(s) 4, 9"), "{traceback}");
+    assert!(traceback.contains("permission denied"), "{traceback}");
+
+    let landed = with_export_backlog(&shown, &ExportBacklog::default());
+    assert_eq!(landed.status, SyncStatus::Completed);
+    assert_eq!(landed.traceback, None);
+    assert_eq!(landed.meta["annotations_failed"], json!([]));
+    assert!(!landed.meta.contains_key(ON_SAVE_FAILING));
+}
+
+#[test]
+fn on_save_exports_leave_other_outcomes_alone() {
+    // A sync's own completed_with_errors is not cleared by exports landing.
+    let own = state(SyncStatus::CompletedWithErrors, None, json!({}));
+    let landed = with_export_backlog(&own, &ExportBacklog::default());
+    assert_eq!(landed.status, SyncStatus::CompletedWithErrors);
+    // A failed sync stays failed; a running one is not touched.
+    let failing = ExportBacklog {
+        pending: 1,
+        failed: vec![1],
+        last_error: None,
+    };
+    let failed = state(SyncStatus::Failed, None, json!({}));
+    assert_eq!(
+        with_export_backlog(&failed, &failing).status,
+        SyncStatus::Failed
+    );
+    let running = state(SyncStatus::InProgress, Some(at(30)), json!({}));
+    assert_eq!(with_export_backlog(&running, &failing), running);
+}

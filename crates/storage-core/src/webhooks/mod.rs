@@ -41,6 +41,10 @@ pub use store::{
 use crate::model::meta_time;
 use crate::{Result, SyncState};
 
+/// Task ids per `TASKS_CREATED` / `TASKS_DELETED` event, at most: Label
+/// Studio's `WEBHOOK_BATCH_SIZE`.
+pub const TASKS_PER_EVENT: usize = 5_000;
+
 /// Turns an event as recorded into the keys its body carries besides
 /// `action` (Label Studio's payload: `tasks`, `project`, …). A host that
 /// shows tasks and storages in its own shapes implements it; [`Recorded`]

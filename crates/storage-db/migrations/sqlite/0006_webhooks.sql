@@ -55,3 +55,24 @@ CREATE TABLE webhook_deliveries (
 -- A webhook's deliveries in order: the head of each webhook's queue.
 CREATE INDEX webhook_deliveries_order ON webhook_deliveries (webhook_id, id);
 CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
+
+-- On-save exports: written in the transaction of the annotation change,
+-- one row per export storage of the project, removed once the storage
+-- has it. A row whose retries ran out is kept (`given_up`) until an
+-- export sync of its storage writes every annotation again.
+CREATE TABLE export_deliveries (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    storage_id       INTEGER NOT NULL REFERENCES storages (id) ON DELETE CASCADE,
+    -- No foreign key: a deletion is exported after its annotation is gone.
+    annotation_id    INTEGER NOT NULL,
+    deleted          INTEGER NOT NULL DEFAULT 0,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TEXT    NOT NULL,
+    lease_until      TEXT,
+    last_error       TEXT,
+    given_up         INTEGER NOT NULL DEFAULT 0,
+    created_at       TEXT    NOT NULL
+);
+
+-- One annotation's exports to one storage in order: the head of each queue.
+CREATE INDEX export_deliveries_order ON export_deliveries (storage_id, annotation_id, id);

@@ -12,7 +12,7 @@ use sqlx::QueryBuilder;
 use storage_core::persist::{
     GoneTasks, LinkedObject, NewTask, ObjectLink, Refreshed, Removed, SettledObject,
 };
-use storage_core::webhooks::{recorded, Action};
+use storage_core::webhooks::Action;
 use storage_core::Result;
 
 use super::rows::{db, fetch_all, get};
@@ -95,8 +95,7 @@ impl Engine {
             Self::bump_project(conn, project, delta, context).await?;
         }
         for (project, ids) in deleted_by_project {
-            let payload = recorded::tasks(&ids);
-            Self::record_event(conn, project, Action::TasksDeleted, &payload).await?;
+            Self::record_tasks_event(conn, project, Action::TasksDeleted, &ids).await?;
         }
         Ok(Removed {
             deleted: deleted.len() as u64,

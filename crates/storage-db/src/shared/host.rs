@@ -274,13 +274,7 @@ impl HostStore for Engine {
         let mut tx = self.begin_write(&context).await?;
         let defaults = Self::lock_project(&mut tx, project, &context).await?;
         let ids = Self::insert_tasks(&mut tx, project, &defaults, inputs, now(), &context).await?;
-        Self::record_event(
-            &mut tx,
-            project,
-            Action::TasksCreated,
-            &recorded::tasks(&ids),
-        )
-        .await?;
+        Self::record_tasks_event(&mut tx, project, Action::TasksCreated, &ids).await?;
         tx.commit().await.map_err(db(context.as_str()))?;
         Ok(ids)
     }
@@ -375,6 +369,7 @@ impl HostStore for Engine {
         Self::bump_project(&mut tx, project, delta, &context).await?;
         let payload = recorded::annotation(id, task);
         Self::record_event(&mut tx, project, Action::AnnotationCreated, &payload).await?;
+        Self::record_exports(&mut tx, project, id, false).await?;
         let row = Self::annotation_row(&mut tx, id, &context)
             .await?
             .ok_or_else(|| {
@@ -429,6 +424,7 @@ impl HostStore for Engine {
         Self::bump_project(&mut tx, project, delta, &context).await?;
         let payload = recorded::annotation(id, current.task);
         Self::record_event(&mut tx, project, Action::AnnotationUpdated, &payload).await?;
+        Self::record_exports(&mut tx, project, id, false).await?;
         let row = Self::annotation_row(&mut tx, id, &context).await?;
         tx.commit().await.map_err(db(context.as_str()))?;
         Ok(row.map(|row| row.api_json(now())))
@@ -460,6 +456,7 @@ impl HostStore for Engine {
         Self::bump_project(&mut tx, project, delta, &context).await?;
         let payload = recorded::annotations(&[id]);
         Self::record_event(&mut tx, project, Action::AnnotationsDeleted, &payload).await?;
+        Self::record_exports(&mut tx, project, id, true).await?;
         tx.commit().await.map_err(db(context.as_str()))?;
         Ok(Some(project))
     }

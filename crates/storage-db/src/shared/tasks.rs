@@ -19,7 +19,7 @@ use sqlx::QueryBuilder;
 use storage_core::persist::{
     GoneTasks, LinkedObject, NewTask, ObjectLink, Refreshed, Removed, SettledObject, TaskSink,
 };
-use storage_core::webhooks::{recorded, Action};
+use storage_core::webhooks::Action;
 use storage_core::{Error, Result};
 
 use super::rows::{db, get};
@@ -336,13 +336,7 @@ impl TaskSink for Engine {
         let ids = Self::insert_tasks(&mut tx, project, &defaults, inputs, at, &context).await?;
         let links: Vec<(i64, &ObjectLink)> = ids.iter().copied().zip(&links).collect();
         Self::insert_link_rows(&mut tx, storage_id, &links, &stamp(at), &context).await?;
-        Self::record_event(
-            &mut tx,
-            project,
-            Action::TasksCreated,
-            &recorded::tasks(&ids),
-        )
-        .await?;
+        Self::record_tasks_event(&mut tx, project, Action::TasksCreated, &ids).await?;
         tx.commit().await.map_err(db(context.as_str()))?;
         tracing::debug!(
             storage_id,

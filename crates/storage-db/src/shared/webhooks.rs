@@ -16,8 +16,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 use sqlx::QueryBuilder;
 use storage_core::webhooks::{
-    Action, Attempt, Delivery, DeliveryState, Event, Outcome, Webhook, WebhookFields,
-    WebhookRepository, WebhookScope,
+    recorded, Action, Attempt, Delivery, DeliveryState, Event, Outcome, Webhook, WebhookFields,
+    WebhookRepository, WebhookScope, TASKS_PER_EVENT,
 };
 use storage_core::{Error, Result};
 
@@ -89,6 +89,20 @@ impl Engine {
             .execute(&mut *conn)
             .await
             .map_err(db(context.as_str()))?;
+        Ok(())
+    }
+
+    /// Records `action` (`TASKS_CREATED` or `TASKS_DELETED`) of the tasks
+    /// `ids`, one event per [`TASKS_PER_EVENT`] of them.
+    pub(super) async fn record_tasks_event(
+        conn: &mut DbConn,
+        project: i64,
+        action: Action,
+        ids: &[i64],
+    ) -> Result<()> {
+        for chunk in ids.chunks(TASKS_PER_EVENT) {
+            Self::record_event(conn, project, action, &recorded::tasks(chunk)).await?;
+        }
         Ok(())
     }
 

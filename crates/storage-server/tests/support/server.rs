@@ -355,7 +355,8 @@ impl Server {
                 Some(wrap) => wrap(db.clone()),
                 None => (db.clone(), db.clone()),
             };
-        let sync = SyncService::new(storages, tasks, db.clone(), backends, setup.runner);
+        let sync = SyncService::new(storages, tasks, db.clone(), backends, setup.runner)
+            .with_export_outbox(db.clone());
         sync.recover(true).await.unwrap();
         sync.start();
         let mut state = ApiState::new(sync.clone(), db.clone(), db.clone())
