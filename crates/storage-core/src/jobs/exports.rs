@@ -5,6 +5,7 @@
 //! and jitter for [`RunnerConfig::on_save_retry_for`], and shows what
 //! fails on the storage (see [`state::with_export_backlog`]).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -16,6 +17,9 @@ use super::state::{self, error_report};
 use super::RunnerConfig;
 use crate::persist::{ExportDelivery, ExportOutbox, ExportOutcome, SyncGuard};
 use crate::{Error, ExportStorage, Result, Storage, SyncState, SyncStatus};
+
+/// An export storage and its target.
+type Target = (Storage, Arc<dyn ExportStorage>);
 
 /// Deliveries attempted at once.
 const CONCURRENCY: usize = 8;
@@ -57,11 +61,10 @@ impl Runner {
         let deliveries = outbox
             .claim_exports(now, now + lease, CONCURRENCY, annotation)
             .await?;
-        let mut targets: HashMap<i64, Result<(Storage, Arc<dyn ExportStorage>)>> = HashMap::new();
+        let mut targets: HashMap<i64, Result<Target>> = HashMap::new();
         for delivery in &deliveries {
-            if !targets.contains_key(&delivery.storage) {
-                let target = self.export_target(delivery.storage).await;
-                targets.insert(delivery.storage, target);
+            if let Entry::Vacant(entry) = targets.entry(delivery.storage) {
+                entry.insert(self.export_target(delivery.storage).await);
             }
         }
         let outcomes = join_all(deliveries.iter().map(|delivery| async {
@@ -85,7 +88,7 @@ impl Runner {
     }
 
     /// Export storage `id` and its target.
-    async fn export_target(&self, id: i64) -> Result<(Storage, Arc<dyn ExportStorage>)> {
+    async fn export_target(&self, id: i64) -> Result<Target> {
         let storage = self
             .storages
             .storage(id)
