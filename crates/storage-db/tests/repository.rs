@@ -14,6 +14,10 @@ use storage_core::persist::{
     AnnotationSource, Authenticator, Caller, GoneTasks, NewTask, ProjectAccess, SettledObject,
     StorageFilter, StorageRepository, SyncGuard, TaskSink,
 };
+use storage_core::persist::{ExportBacklog, ExportOutbox, ExportOutcome};
+use storage_core::webhooks::{
+    recorded, Action, Attempt, Outcome, WebhookFields, WebhookRepository, WebhookScope,
+};
 use storage_core::{Error, NewStorage, Settings, StorageKind, SyncState, SyncStatus};
 use storage_db::{Database, PostgresDatabase, SqliteDatabase};
 use tempfile::TempDir;
@@ -1536,6 +1540,170 @@ macro_rules! repository_tests {
             );
             assert!(f.db.user(9999).await.unwrap().is_none());
         }
+
+        #[tokio::test]
+        async fn webhook_events_are_recorded_with_their_change_and_delivered_in_order() {
+            let f = fixture().await;
+            let fields = |actions: Vec<Action>, all: bool| WebhookFields {
+                project: Some(f.project),
+                url: "https://hooks.example.com/in".into(),
+                send_payload: true,
+                send_for_all_actions: all,
+                headers: object(json!({"X-Team": "a"})),
+                is_active: true,
+                actions,
+                secret: Some("s".into()),
+            };
+            let all = f.db.insert_webhook(f.caller.organization_id, fields(vec![], true)).await.unwrap();
+            let deletions = f
+                .db
+                .insert_webhook(f.caller.organization_id, fields(vec![Action::TasksDeleted], false))
+                .await
+                .unwrap();
+            assert_eq!(deletions.actions, [Action::TasksDeleted]);
+            assert_eq!(
+                f.db.webhooks(f.caller.organization_id, WebhookScope::Project(f.project))
+                    .await
+                    .unwrap()
+                    .len(),
+                2
+            );
+            assert!(f
+                .db
+                .webhooks(f.caller.organization_id, WebhookScope::OrganizationOnly)
+                .await
+                .unwrap()
+                .is_empty());
+
+            // Two task imports: two TASKS_CREATED events, for `all` only.
+            let first = f.db.import_tasks(f.project, vec![parsed(json!({"t": 1}))]).await.unwrap();
+            let second = f.db.import_tasks(f.project, vec![parsed(json!({"t": 2}))]).await.unwrap();
+            let now = Utc::now();
+            let lease = now + chrono::Duration::seconds(30);
+            let claimed = f.db.claim_deliveries(now, lease, 10).await.unwrap();
+            // One webhook's deliveries go in order: only the head is claimed.
+            assert_eq!(claimed.len(), 1);
+            let head = &claimed[0];
+            assert_eq!((head.webhook.id, head.attempt), (all.id, 1));
+            assert_eq!(head.event.action, Action::TasksCreated);
+            assert_eq!(recorded::task_ids(&head.event.payload), first);
+            // Held by its lease: a second claimer gets nothing.
+            assert!(f.db.claim_deliveries(now, lease, 10).await.unwrap().is_empty());
+
+            // A failure: retried later, then again from the same head.
+            let failed = Attempt { at: now, status: Some(500), error: Some("answered 500".into()) };
+            let retry_at = now + chrono::Duration::seconds(5);
+            assert!(f.db.record_attempt(head, &failed, Outcome::RetryAt(retry_at)).await.unwrap());
+            assert!(!f.db.record_attempt(head, &failed, Outcome::Delivered).await.unwrap());
+            assert!(f.db.claim_deliveries(now, lease, 10).await.unwrap().is_empty());
+            let later = retry_at + chrono::Duration::milliseconds(1);
+            let again = f.db.claim_deliveries(later, later + chrono::Duration::seconds(30), 10).await.unwrap();
+            assert_eq!((again.len(), again[0].id, again[0].attempt), (1, head.id, 2));
+            let webhook = f.db.webhook(all.id).await.unwrap().unwrap();
+            assert_eq!(webhook.delivery.last_status, Some(500));
+            assert_eq!(webhook.delivery.pending, 2);
+
+            let accepted = Attempt { at: later, status: Some(204), error: None };
+            assert!(f.db.record_attempt(&again[0], &accepted, Outcome::Delivered).await.unwrap());
+            let next = f.db.claim_deliveries(later, later + chrono::Duration::seconds(30), 10).await.unwrap();
+            assert_eq!(recorded::task_ids(&next[0].event.payload), second);
+            assert!(f.db.record_attempt(&next[0], &failed, Outcome::GivenUp).await.unwrap());
+            let webhook = f.db.webhook(all.id).await.unwrap().unwrap();
+            assert_eq!(
+                (webhook.delivery.delivered, webhook.delivery.failed, webhook.delivery.pending),
+                (1, 1, 0)
+            );
+            assert_eq!(number(&f.db, "SELECT count(*) FROM webhook_events", &[]).await, 0);
+
+            // Switched off: nothing is recorded for it; deleted: gone.
+            let mut off = WebhookFields::from(&webhook);
+            off.is_active = false;
+            f.db.update_webhook(all.id, off).await.unwrap().unwrap();
+            f.db.import_tasks(f.project, vec![parsed(json!({"t": 3}))]).await.unwrap();
+            assert_eq!(number(&f.db, "SELECT count(*) FROM webhook_deliveries", &[]).await, 0);
+            assert!(f.db.delete_webhook(deletions.id).await.unwrap());
+            assert!(!f.db.delete_webhook(deletions.id).await.unwrap());
+        }
+
+        #[tokio::test]
+        async fn a_sync_status_move_records_its_event_in_the_same_write() {
+            let f = fixture().await;
+            let webhook = WebhookFields {
+                project: Some(f.project),
+                url: "https://hooks.example.com/in".into(),
+                send_payload: true,
+                send_for_all_actions: false,
+                headers: Map::new(),
+                is_active: true,
+                actions: vec![Action::StorageSyncStarted, Action::StorageSyncCompleted],
+                secret: None,
+            };
+            f.db.insert_webhook(f.caller.organization_id, webhook).await.unwrap();
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let mut state = SyncState { status: SyncStatus::Queued, last_sync_job: Some("j".into()), ..SyncState::default() };
+            assert!(f.db.update_sync(id, &SyncGuard::of(&SyncState::default()), &state).await.unwrap());
+            let now = Utc::now();
+            let claimed = f.db.claim_queued(&[], now, now + chrono::Duration::seconds(30), None).await.unwrap().unwrap();
+            state = claimed.sync.clone();
+            let mut done = state.clone();
+            done.status = SyncStatus::Completed;
+            done.last_sync_count = Some(7);
+            // A stale guard writes nothing and records nothing.
+            assert!(!f.db.update_sync(id, &SyncGuard::of(&done), &done).await.unwrap());
+            assert!(f.db.update_sync(id, &SyncGuard::of(&state), &done).await.unwrap());
+            let events: Vec<String> = sqlx::query_scalar("SELECT action FROM webhook_events ORDER BY id")
+                .fetch_all(f.db.pool())
+                .await
+                .unwrap();
+            assert_eq!(events, ["STORAGE_SYNC_STARTED", "STORAGE_SYNC_COMPLETED"]);
+            let payload: String = sqlx::query_scalar("SELECT payload FROM webhook_events ORDER BY id DESC LIMIT 1")
+                .fetch_one(f.db.pool())
+                .await
+                .unwrap();
+            let payload: Value = serde_json::from_str(&payload).unwrap();
+            assert_eq!(payload["storage"]["id"], json!(id));
+            assert_eq!(payload["storage"]["status"], json!("completed"));
+            assert_eq!(payload["storage"]["last_sync_count"], json!(7));
+        }
+
+        #[tokio::test]
+        async fn on_save_exports_are_queued_with_the_annotation_and_go_in_order() {
+            let f = fixture().await;
+            let export = storage(&f.db, f.project, StorageKind::Export).await;
+            let task = f.db.import_tasks(f.project, vec![parsed(json!({"t": 1}))]).await.unwrap()[0];
+            let body = object(json!({"result": []}));
+            let annotation = f.db.create_annotation(&f.caller, task, &body).await.unwrap();
+            let id = annotation["id"].as_i64().unwrap();
+            f.db.update_annotation(&f.caller, id, &body).await.unwrap().unwrap();
+            f.db.delete_annotation(id).await.unwrap().unwrap();
+            let now = Utc::now();
+            let lease = now + chrono::Duration::seconds(30);
+            let claimed = f.db.claim_exports(now, lease, 10, None).await.unwrap();
+            assert_eq!(claimed.len(), 1, "one annotation's exports go one at a time");
+            assert_eq!((claimed[0].storage, claimed[0].annotation, claimed[0].deleted), (export, id, false));
+            assert!(f.db.claim_exports(now, lease, 10, Some(id)).await.unwrap().is_empty());
+            let retry = ExportOutcome::RetryAt(now, "folder missing".into());
+            assert!(f.db.record_export(&claimed[0], &retry).await.unwrap());
+            let backlog = f.db.export_backlog(export).await.unwrap();
+            assert_eq!(backlog.pending, 3);
+            assert_eq!(backlog.failed, [id]);
+            assert_eq!(backlog.last_error.as_deref(), Some("folder missing"));
+
+            let again = f.db.claim_exports(now, lease, 10, Some(id)).await.unwrap();
+            assert_eq!((again[0].id, again[0].attempt), (claimed[0].id, 2));
+            assert!(f.db.record_export(&again[0], &ExportOutcome::Done).await.unwrap());
+            assert!(!f.db.record_export(&again[0], &ExportOutcome::Done).await.unwrap());
+            let update = f.db.claim_exports(now, lease, 10, None).await.unwrap();
+            assert!(f.db.record_export(&update[0], &ExportOutcome::GivenUp("gone".into())).await.unwrap());
+            // Given up: no longer blocks the deletion behind it.
+            let deletion = f.db.claim_exports(now, lease, 10, None).await.unwrap();
+            assert!(deletion[0].deleted);
+            assert!(f.db.record_export(&deletion[0], &ExportOutcome::Done).await.unwrap());
+            let backlog = f.db.export_backlog(export).await.unwrap();
+            assert_eq!((backlog.pending, backlog.failed.clone()), (0, vec![id]));
+            f.db.forget_given_up(export, Utc::now()).await.unwrap();
+            assert_eq!(f.db.export_backlog(export).await.unwrap(), ExportBacklog::default());
+        }
         }
     };
 }
@@ -1633,7 +1801,7 @@ async fn sqlite_0004_keeps_the_data_and_stops_reusing_ids() {
                 .unwrap()
         }
     };
-    assert_eq!(count("SELECT COUNT(*) FROM _sqlx_migrations").await, 5);
+    assert_eq!(count("SELECT COUNT(*) FROM _sqlx_migrations").await, 6);
     assert_eq!(
         count("SELECT COUNT(*) FROM storage_links WHERE row_group IS NULL").await,
         1,
@@ -1724,9 +1892,9 @@ async fn postgres_connect_checks_urls_and_migrates_once() {
         .await
         .unwrap();
     assert_eq!(
-        applied, 5,
-        "0001_init, 0002_unfinished_objects, 0003_project_counters, 0004_link_row_group and \
-         0005_link_key_order"
+        applied, 6,
+        "0001_init, 0002_unfinished_objects, 0003_project_counters, 0004_link_row_group, \
+         0005_link_key_order and 0006_webhooks"
     );
 }
 
