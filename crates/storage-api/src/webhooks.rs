@@ -77,6 +77,7 @@ fn webhook_json(webhook: &Webhook) -> Value {
         "actions": webhook.actions.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
         "created_at": iso(webhook.created_at),
         "updated_at": iso(webhook.updated_at),
+        "consecutive_failures": delivery.consecutive_failures,
         "has_secret": webhook.secret.is_some(),
         "delivery": {
             "last_attempt_at": delivery.last_attempt_at.map(iso),

@@ -1602,6 +1602,7 @@ macro_rules! repository_tests {
             let webhook = f.db.webhook(all.id).await.unwrap().unwrap();
             assert_eq!(webhook.delivery.last_status, Some(500));
             assert_eq!(webhook.delivery.pending, 2);
+            assert_eq!(webhook.delivery.consecutive_failures, 1);
 
             let accepted = Attempt { at: later, status: Some(204), error: None };
             assert!(f.db.record_attempt(&again[0], &accepted, Outcome::Delivered).await.unwrap());
@@ -1613,6 +1614,7 @@ macro_rules! repository_tests {
                 (webhook.delivery.delivered, webhook.delivery.failed, webhook.delivery.pending),
                 (1, 1, 0)
             );
+            assert_eq!(webhook.delivery.consecutive_failures, 1, "reset by the delivery between");
             assert_eq!(number(&f.db, "SELECT count(*) FROM webhook_events", &[]).await, 0);
 
             // Switched off: nothing is recorded for it; deleted: gone.

@@ -76,6 +76,9 @@ pub struct DeliveryState {
     pub failed: u64,
     /// Events waiting to be delivered.
     pub pending: u64,
+    /// Failed attempts since the last accepted one (Label Studio
+    /// Enterprise's `consecutive_failures`).
+    pub consecutive_failures: u64,
 }
 
 /// The fields a client sets on a webhook.

@@ -18,12 +18,14 @@ CREATE TABLE webhooks (
     created_at            TIMESTAMPTZ NOT NULL,
     updated_at            TIMESTAMPTZ NOT NULL,
     -- Delivery state: the last attempt, its HTTP status (NULL when no
-    -- answer came) and error, and the events delivered and given up.
+    -- answer came) and error, the events delivered and given up, and the
+    -- failed attempts since the last success.
     last_attempt_at       TIMESTAMPTZ,
     last_status           INTEGER,
     last_error            TEXT,
     delivered             BIGINT  NOT NULL DEFAULT 0,
-    failed                BIGINT  NOT NULL DEFAULT 0
+    failed                BIGINT  NOT NULL DEFAULT 0,
+    consecutive_failures  BIGINT  NOT NULL DEFAULT 0
 );
 
 CREATE INDEX webhooks_organization_project ON webhooks (organization_id, project_id);

@@ -18,12 +18,14 @@ CREATE TABLE webhooks (
     created_at            TEXT    NOT NULL,
     updated_at            TEXT    NOT NULL,
     -- Delivery state: the last attempt, its HTTP status (NULL when no
-    -- answer came) and error, and the events delivered and given up.
+    -- answer came) and error, the events delivered and given up, and the
+    -- failed attempts since the last success.
     last_attempt_at       TEXT,
     last_status           INTEGER,
     last_error            TEXT,
     delivered             INTEGER NOT NULL DEFAULT 0,
-    failed                INTEGER NOT NULL DEFAULT 0
+    failed                INTEGER NOT NULL DEFAULT 0,
+    consecutive_failures  INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE INDEX webhooks_organization_project ON webhooks (organization_id, project_id);

@@ -33,6 +33,7 @@ use super::{push_list, read_time, stamp, Db, DbConn, DbRow, Engine};
 const WEBHOOK_SELECT: &str = "SELECT w.id, w.organization_id, w.project_id, w.url, \
     w.send_payload, w.send_for_all_actions, w.headers, w.is_active, w.secret, w.created_at, \
     w.updated_at, w.last_attempt_at, w.last_status, w.last_error, w.delivered, w.failed, \
+    w.consecutive_failures, \
     (SELECT count(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id) AS pending \
     FROM webhooks w";
 
@@ -265,6 +266,7 @@ fn webhook_from_row(row: &DbRow) -> Result<Webhook> {
             delivered: count("delivered")?,
             failed: count("failed")?,
             pending: count("pending")?,
+            consecutive_failures: count("consecutive_failures")?,
         },
     })
 }
@@ -483,7 +485,8 @@ impl WebhookRepository for Engine {
         };
         sqlx::query(
             "UPDATE webhooks SET last_attempt_at = $1, last_status = $2, last_error = $3,
-                 delivered = delivered + $4, failed = failed + $5
+                 delivered = delivered + $4, failed = failed + $5,
+                 consecutive_failures = CASE WHEN $4 > 0 THEN 0 ELSE consecutive_failures + 1 END
              WHERE id = $6",
         )
         .bind(stamp(attempt.at.trunc_subsecs(6)))
