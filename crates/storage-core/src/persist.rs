@@ -498,7 +498,8 @@ pub enum ExportOutcome {
     /// Failed (the message says why); tried again at this time.
     RetryAt(DateTime<Utc>, String),
     /// Failed and out of time: kept as given up until an export sync of
-    /// the storage writes every annotation again.
+    /// the storage writes every annotation again
+    /// ([`ExportOutbox::forget_written`]).
     GivenUp(String),
 }
 
@@ -542,10 +543,11 @@ pub trait ExportOutbox: Send + Sync + Debug {
     /// What the outbox holds for export storage `storage`.
     async fn export_backlog(&self, storage: i64) -> Result<ExportBacklog>;
 
-    /// Forgets the given-up deliveries of `storage` created before
-    /// `before`: an export sync that started then has written their
-    /// annotations.
-    async fn forget_given_up(&self, storage: i64, before: DateTime<Utc>) -> Result<()>;
+    /// Forgets the deliveries of saved annotations to `storage` queued
+    /// before `before` (waiting, failing or given up; not those a claim
+    /// holds now): an export sync that started then has written those
+    /// annotations. Deletions stay: a sync writes, it does not delete.
+    async fn forget_written(&self, storage: i64, before: DateTime<Utc>) -> Result<()>;
 }
 
 /// An authenticated API caller.

@@ -14,7 +14,7 @@ use storage_core::persist::{
     AnnotationSource, Authenticator, Caller, GoneTasks, NewTask, ProjectAccess, SettledObject,
     StorageFilter, StorageRepository, SyncGuard, TaskSink,
 };
-use storage_core::persist::{ExportBacklog, ExportOutbox, ExportOutcome};
+use storage_core::persist::{ExportOutbox, ExportOutcome};
 use storage_core::webhooks::{
     recorded, Action, Attempt, Outcome, WebhookFields, WebhookRepository, WebhookScope,
 };
@@ -1703,8 +1703,18 @@ macro_rules! repository_tests {
             assert!(f.db.record_export(&deletion[0], &ExportOutcome::Done).await.unwrap());
             let backlog = f.db.export_backlog(export).await.unwrap();
             assert_eq!((backlog.pending, backlog.failed.clone()), (0, vec![id]));
-            f.db.forget_given_up(export, Utc::now()).await.unwrap();
-            assert_eq!(f.db.export_backlog(export).await.unwrap(), ExportBacklog::default());
+            // An export sync started now wrote the saved annotation; a
+            // later save and a deletion are still to be done.
+            let synced = Utc::now();
+            f.db.create_annotation(&f.caller, task, &body).await.unwrap();
+            let later = f.db.create_annotation(&f.caller, task, &body).await.unwrap();
+            f.db.delete_annotation(later["id"].as_i64().unwrap()).await.unwrap().unwrap();
+            f.db.forget_written(export, synced).await.unwrap();
+            assert_eq!(f.db.export_backlog(export).await.unwrap().failed, Vec::<i64>::new());
+            f.db.forget_written(export, Utc::now()).await.unwrap();
+            let left = f.db.claim_exports(Utc::now(), lease, 10, None).await.unwrap();
+            assert_eq!(left.len(), 1);
+            assert!(left[0].deleted, "deletions stay: a sync does not delete");
         }
         }
     };

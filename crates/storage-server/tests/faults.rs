@@ -949,8 +949,8 @@ async fn export_write_failures_end_completed_with_errors_or_failed_never_complet
         "{failed}"
     );
 
-    // Saving an annotation still answers 201, and the failed write of its
-    // object is counted (and logged per storage).
+    // Saving an annotation still answers 200, and the failed write of its
+    // object shows on the storage (which stays failed, its counts its own).
     let (status, _) = server
         .patch(
             &format!("/api/annotations/{}", annotations[0]),
@@ -958,14 +958,15 @@ async fn export_write_failures_end_completed_with_errors_or_failed_never_complet
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    let (_, shown) = server.get(&path).await;
+    assert_eq!(shown["status"], "failed", "{shown}");
+    assert_eq!(shown["meta"]["annotations_failed"], 3, "{shown}");
     assert_eq!(
-        server
-            .sync
-            .annotation_saved(project, annotations[0])
-            .await
-            .unwrap(),
-        1
+        shown["meta"]["annotations_failed_ids"],
+        json!([annotations[0]]),
+        "{shown}"
     );
+    assert_eq!(shown["meta"]["annotations_pending"], 1, "{shown}");
 
     // The target folder replaced by a file: the sync is refused and says why.
     std::fs::remove_dir_all(&out).unwrap();
@@ -987,6 +988,126 @@ async fn export_write_failures_end_completed_with_errors_or_failed_never_complet
     std::fs::create_dir_all(&out).unwrap();
     server.sync(&path).await;
     assert_completed(&wait_synced(&server, &path).await, 3);
+}
+
+// ---------------------------------------------------------------------------
+// On-save exports through the outbox: a failed write is shown and retried
+// until it lands, with no request.
+
+/// Waits until the export storage at `path` is in `status`; its state.
+async fn wait_storage_status(server: &Server, path: &str, status: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let (_, state) = server.get(path).await;
+        if state["status"] == status {
+            return state;
+        }
+        assert!(started.elapsed() < PATIENCE, "never {status}: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts the storage shows the on-save export of `annotation` failing.
+fn assert_export_failing(state: &Value, annotation: i64) {
+    assert_eq!(state["status"], "completed_with_errors", "{state}");
+    assert_eq!(state["meta"]["annotations_failed"], 1, "{state}");
+    assert_eq!(
+        state["meta"]["annotations_failed_ids"],
+        json!([annotation]),
+        "{state}"
+    );
+    assert_eq!(state["meta"]["annotations_pending"], 1, "{state}");
+    let traceback = state["traceback"].as_str().unwrap();
+    assert!(
+        traceback.contains(&format!("annotation(s) {annotation}")),
+        "{traceback}"
+    );
+}
+
+/// Asserts the storage is back to `completed` with nothing failing.
+fn assert_export_landed(state: &Value) {
+    assert_eq!(state["status"], "completed", "{state}");
+    assert!(state["traceback"].is_null(), "{state}");
+    assert_eq!(state["meta"]["annotations_failed"], 0, "{state}");
+    assert_eq!(state["meta"]["annotations_pending"], 0, "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_save_export_to_a_broken_folder_lands_once_the_folder_is_back() {
+    let server = Server::start().await;
+    let project = server.project_with(json!([{"image": "a"}])).await;
+    let out = server.root.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let path = server
+        .create_storage(
+            "/api/storages/export/localfiles",
+            json!({"project": project, "path": server.path("out")}),
+        )
+        .await;
+    wait_synced(&server, &path).await;
+
+    // The export folder replaced by a file: saving still answers 201.
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::write(&out, b"not a folder").unwrap();
+    let annotation = server.annotate_tasks(project, 1).await[0];
+    let (_, failing) = server.get(&path).await;
+    assert_export_failing(&failing, annotation);
+
+    // Repaired: the annotation's file appears with no request but reads.
+    std::fs::remove_file(&out).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let object = out.join(annotation.to_string());
+    let started = Instant::now();
+    while !object.is_file() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the retry never wrote {}",
+            object.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written: Value = serde_json::from_slice(&std::fs::read(&object).unwrap()).unwrap();
+    assert_eq!(written["id"], annotation);
+    assert_export_landed(&wait_storage_status(&server, &path, "completed").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_save_export_to_an_unreachable_bucket_lands_once_it_is_back() {
+    let moto = storage_testing::moto();
+    let upstream: SocketAddr = moto.endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let prefix = storage_testing::unique_prefix("faults-on-save");
+    let server = s3_server_in_small_batches().await;
+    let project = server.project_with(json!([{"image": "a"}])).await;
+    let path = server
+        .create_storage(
+            "/api/storages/export/s3",
+            json!({"project": project, "bucket": moto.bucket, "prefix": prefix,
+                   "s3_endpoint": format!("http://{}", proxy.addr), "aws_access_key_id": moto.access_key_id,
+                   "aws_secret_access_key": moto.secret_access_key, "region_name": "us-east-1"}),
+        )
+        .await;
+    wait_synced(&server, &path).await;
+
+    proxy.set(Link::Refuse);
+    let annotation = server.annotate_tasks(project, 1).await[0];
+    let (_, failing) = server.get(&path).await;
+    assert_export_failing(&failing, annotation);
+    let traceback = failing["traceback"].as_str().unwrap();
+    assert!(!traceback.contains(&moto.secret_access_key), "{traceback}");
+
+    proxy.set(Link::Up);
+    let landed = wait_storage_status(&server, &path, "completed").await;
+    assert_export_landed(&landed);
+    let object = moto_store(&moto)
+        .get(&format!("{prefix}/{annotation}").into())
+        .await
+        .expect("the retried export wrote the annotation")
+        .bytes()
+        .await
+        .unwrap();
+    let written: Value = serde_json::from_slice(&object).unwrap();
+    assert_eq!(written["id"], annotation);
 }
 
 /// The tasks of `project` whose link is marked (`storage_object_exists`

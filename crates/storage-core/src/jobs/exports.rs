@@ -183,8 +183,8 @@ impl Runner {
         failed
     }
 
-    /// After an export sync: the given-up deliveries it covered are
-    /// forgotten when it completed (it wrote every annotation), and the
+    /// After an export sync: the saves queued before it started are
+    /// forgotten when it completed (it wrote those annotations), and the
     /// outbox is shown on the storage again (the job wrote the state it
     /// started from).
     pub(super) async fn after_export_sync(&self, storage: &Storage, ended: &SyncState) {
@@ -197,8 +197,8 @@ impl Runner {
             .and_then(serde_json::Value::as_str)
             .and_then(|at| chrono::DateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S%.f%:z").ok());
         if let (SyncStatus::Completed, Some(started)) = (ended.status, started) {
-            if let Err(err) = outbox.forget_given_up(storage.id, started.to_utc()).await {
-                tracing::warn!(error = %err, "could not forget the given-up on-save exports");
+            if let Err(err) = outbox.forget_written(storage.id, started.to_utc()).await {
+                tracing::warn!(error = %err, "could not forget the on-save exports the sync wrote");
             }
         }
         if let Err(err) = self.show_export_backlog(storage.id).await {

@@ -294,10 +294,12 @@ fn finish_export(state: &mut SyncState, outcome: &ExportOutcome, now: DateTime<U
 pub(crate) const ON_SAVE_FAILING: &str = "on_save_export_failing";
 
 /// The state of an export storage that shows what its on-save export
-/// outbox holds: `meta.annotations_pending` and `meta.annotations_failed`
-/// always; while annotations fail, `completed_with_errors` with their ids
-/// and the last error in `traceback` (a storage whose last sync failed
-/// stays `failed`); once none fails, `completed` again if the failures had
+/// outbox holds: `meta.annotations_pending` (waiting, failing or not) and
+/// `meta.annotations_failed_ids` (whose last attempt failed) always; while
+/// annotations fail, `completed_with_errors` with their count in
+/// `meta.annotations_failed` and their ids and the last error in
+/// `traceback` (a storage whose last sync failed stays `failed`, its
+/// counts its own); once none fails, `completed` again if the failures had
 /// made it `completed_with_errors`. A storage whose sync is queued or
 /// running is not changed (its job writes its own state).
 pub(crate) fn with_export_backlog(state: &SyncState, backlog: &ExportBacklog) -> SyncState {
@@ -307,8 +309,12 @@ pub(crate) fn with_export_backlog(state: &SyncState, backlog: &ExportBacklog) ->
     }
     next.meta
         .insert("annotations_pending".into(), json!(backlog.pending));
-    next.meta
-        .insert("annotations_failed".into(), json!(backlog.failed));
+    if backlog.failed.is_empty() {
+        next.meta.remove("annotations_failed_ids");
+    } else {
+        next.meta
+            .insert("annotations_failed_ids".into(), json!(backlog.failed));
+    }
     let failing_before = state.meta.get(ON_SAVE_FAILING) == Some(&Value::Bool(true));
     if !backlog.failed.is_empty() {
         if state.status != SyncStatus::Failed {
@@ -320,6 +326,8 @@ pub(crate) fn with_export_backlog(state: &SyncState, backlog: &ExportBacklog) ->
                 ids.join(", "),
                 backlog.last_error.as_deref().unwrap_or("unknown error")
             ));
+            next.meta
+                .insert("annotations_failed".into(), json!(backlog.failed.len()));
             next.meta.insert(ON_SAVE_FAILING.into(), Value::Bool(true));
         }
     } else if failing_before {
@@ -327,6 +335,7 @@ pub(crate) fn with_export_backlog(state: &SyncState, backlog: &ExportBacklog) ->
         if state.status == SyncStatus::CompletedWithErrors {
             next.status = SyncStatus::Completed;
             next.traceback = None;
+            next.meta.insert("annotations_failed".into(), json!(0));
         }
     }
     next

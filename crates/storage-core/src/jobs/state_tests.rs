@@ -433,7 +433,8 @@ fn failing_on_save_exports_show_and_clear_on_the_storage() {
     };
     let shown = with_export_backlog(&completed, &failing);
     assert_eq!(shown.status, SyncStatus::CompletedWithErrors);
-    assert_eq!(shown.meta["annotations_failed"], json!([4, 9]));
+    assert_eq!(shown.meta["annotations_failed"], json!(2));
+    assert_eq!(shown.meta["annotations_failed_ids"], json!([4, 9]));
     assert_eq!(shown.meta["annotations_pending"], json!(2));
     assert_eq!(shown.meta["total"], json!(3));
     let traceback = shown.traceback.clone().unwrap();
@@ -443,7 +444,8 @@ fn failing_on_save_exports_show_and_clear_on_the_storage() {
     let landed = with_export_backlog(&shown, &ExportBacklog::default());
     assert_eq!(landed.status, SyncStatus::Completed);
     assert_eq!(landed.traceback, None);
-    assert_eq!(landed.meta["annotations_failed"], json!([]));
+    assert_eq!(landed.meta["annotations_failed"], json!(0));
+    assert!(!landed.meta.contains_key("annotations_failed_ids"));
     assert!(!landed.meta.contains_key(ON_SAVE_FAILING));
 }
 
@@ -459,11 +461,15 @@ fn on_save_exports_leave_other_outcomes_alone() {
         failed: vec![1],
         last_error: None,
     };
-    let failed = state(SyncStatus::Failed, None, json!({}));
+    let failed = state(SyncStatus::Failed, None, json!({"annotations_failed": 3}));
+    let shown = with_export_backlog(&failed, &failing);
+    assert_eq!(shown.status, SyncStatus::Failed);
     assert_eq!(
-        with_export_backlog(&failed, &failing).status,
-        SyncStatus::Failed
+        shown.meta["annotations_failed"],
+        json!(3),
+        "the sync's own count"
     );
+    assert_eq!(shown.meta["annotations_failed_ids"], json!([1]));
     let running = state(SyncStatus::InProgress, Some(at(30)), json!({}));
     assert_eq!(with_export_backlog(&running, &failing), running);
 }

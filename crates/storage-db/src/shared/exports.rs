@@ -197,18 +197,20 @@ impl ExportOutbox for Engine {
         })
     }
 
-    async fn forget_given_up(&self, storage: i64, before: DateTime<Utc>) -> Result<()> {
+    async fn forget_written(&self, storage: i64, before: DateTime<Utc>) -> Result<()> {
         sqlx::query(
             "DELETE FROM export_deliveries
-             WHERE storage_id = $1 AND given_up = $2 AND created_at < $3",
+             WHERE storage_id = $1 AND deleted = $2 AND created_at < $3
+               AND (lease_until IS NULL OR lease_until < $4)",
         )
         .bind(storage)
-        .bind(true)
+        .bind(false)
         .bind(stamp(before))
+        .bind(stamp(now()))
         .execute(&self.pool)
         .await
         .map_err(db(format!(
-            "forgetting the given-up exports of storage {storage}"
+            "forgetting the on-save exports an export sync of storage {storage} wrote"
         )))?;
         Ok(())
     }

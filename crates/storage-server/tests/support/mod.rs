@@ -6,6 +6,7 @@
 
 pub mod buckets;
 pub mod process;
+pub mod receiver;
 mod server;
 
 #[allow(unused_imports)] // tests that only start the binary use none of it
