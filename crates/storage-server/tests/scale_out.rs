@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::process::{self, Process};
+use support::receiver::{Received, Receiver};
 use support::Api;
 
 const TOKEN: &str = "scale-out-token-0123456789";
@@ -487,4 +488,55 @@ async fn scheduled_syncs_are_queued_once_across_two_instances() {
         assert!(runs >= RUNS, "storage {storage}: {runs} scheduled runs");
     }
     storage_testing::postgres::drop_database(&database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_deliver_each_webhook_event_once_and_in_order() {
+    const EVENTS: usize = 300;
+    let flags = ["--allow-private-endpoints", "true"];
+    let database = storage_testing::postgres::fresh_database("scale_out_webhooks").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap().join("files");
+    std::fs::create_dir_all(&root).unwrap();
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| Instance::start("a", dir.path(), &database, &root, &flags));
+        let b = scope.spawn(|| Instance::start("b", dir.path(), &database, &root, &flags));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let receiver = Receiver::start().await;
+    // Slow enough that both couriers find deliveries waiting while one is
+    // in flight.
+    receiver.answer_after(Duration::from_millis(5));
+    let project = create_project(&a).await;
+    let (status, webhook) = a
+        .post(
+            "/api/webhooks/",
+            json!({"project": project, "url": receiver.url}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{webhook}");
+    // Events recorded through both instances, delivered by both couriers.
+    for i in 0..EVENTS {
+        let instance = [&a, &b][i % 2];
+        instance
+            .import(project, json!([{"image": format!("{i}.jpg")}]))
+            .await;
+    }
+    let accepted = receiver
+        .wait_accepted(PATIENCE, "every event", |r| r.len() >= EVENTS)
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received = receiver.received();
+    let numbers: Vec<i64> = received.iter().map(Received::number).collect();
+    let unique: HashSet<i64> = numbers.iter().copied().collect();
+    assert_eq!(
+        (received.len(), unique.len(), accepted.len()),
+        (EVENTS, EVENTS, EVENTS),
+        "an event was sent twice"
+    );
+    let mut sorted = numbers.clone();
+    sorted.sort_unstable();
+    assert_eq!(numbers, sorted, "the webhook's events arrived out of order");
+    let (_, shown) = b.get(&format!("/api/webhooks/{}/", webhook["id"])).await;
+    assert_eq!(shown["delivery"]["delivered"], EVENTS, "{shown}");
 }

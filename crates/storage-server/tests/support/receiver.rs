@@ -49,6 +49,7 @@ impl Received {
 struct Shared {
     received: Mutex<Vec<Received>>,
     failing_until: Mutex<Option<Instant>>,
+    delay: Mutex<Duration>,
 }
 
 /// The receiver; it stops with the test's runtime.
@@ -74,6 +75,11 @@ impl Receiver {
     /// Answers 500 to everything for `period` from now.
     pub fn fail_for(&self, period: Duration) {
         *self.shared.failing_until.lock().unwrap() = Some(Instant::now() + period);
+    }
+
+    /// Takes `delay` to answer each request (a slow receiver).
+    pub fn answer_after(&self, delay: Duration) {
+        *self.shared.delay.lock().unwrap() = delay;
     }
 
     /// Answers 200 again.
@@ -146,6 +152,10 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         wall: chrono::Utc::now(),
     };
     shared.received.lock().unwrap().push(received);
+    let delay = *shared.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if failing {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
