@@ -521,6 +521,47 @@ def export_phase(ls: LabelStudio, rec: Recorder, project_id: int, case: Case, ta
     assert_gone(rec, sdk, created.id, project_id)
 
 
+def test_webhooks_client(ls: LabelStudio, recorder: Recorder, unique: str) -> None:
+    """The SDK's webhooks client creates, lists, reads, updates and deletes
+    webhooks unchanged; the server's extensions (the delivery state, a
+    secret never shown) ride along as extra keys."""
+    project = conform(recorder, ls.projects.create(title=unique, label_config=LABEL_CONFIG), 201)
+    info = conform(recorder, ls.webhooks.info())
+    assert info.tasks_created.key == "tasks"
+    only = conform(recorder, ls.webhooks.info(organization_only=True))
+    assert set(recorder.last.json()) == {"PROJECT_CREATED", "PROJECT_DELETED"}, only
+
+    # Nobody listens there: deliveries fail, which the webhook shows.
+    url = "http://127.0.0.1:9/hook"
+    created = conform(
+        recorder,
+        ls.webhooks.create(
+            url=url,
+            project=project.id,
+            send_for_all_actions=False,
+            actions=["TASKS_CREATED", "ANNOTATION_CREATED"],
+            headers={"X-Team": "sdk"},
+        ),
+        201,
+    )
+    assert (created.url, created.project, created.is_active) == (url, project.id, True)
+    assert sorted(created.actions) == ["ANNOTATION_CREATED", "TASKS_CREATED"]
+    listed = conform(recorder, ls.webhooks.list(project=str(project.id)))
+    assert [w.id for w in listed] == [created.id]
+    assert conform(recorder, ls.webhooks.get(created.id)).headers == {"X-Team": "sdk"}
+
+    # The SDK's PATCH omits `actions`: they are kept (Label Studio would
+    # clear them and silently stop the webhook).
+    updated = conform(recorder, ls.webhooks.update(created.id, is_active=False, send_payload=False))
+    assert (updated.is_active, updated.send_payload) == (False, False)
+    assert sorted(updated.actions) == ["ANNOTATION_CREATED", "TASKS_CREATED"]
+
+    assert conform(recorder, ls.webhooks.delete(created.id), 204) is None
+    error = api_error(lambda: ls.webhooks.get(created.id))
+    assert error.status_code == 404, error
+    assert conform(recorder, ls.webhooks.list(project=str(project.id))) == []
+
+
 def test_versions_whoami_projects_and_annotations(ls: LabelStudio, recorder: Recorder, unique: str) -> None:
     """The calls clients make to find their way around: versions, who they
     are, their projects, the annotations of a task."""
