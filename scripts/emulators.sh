@@ -85,6 +85,13 @@ weed_grpc_offset=10000
 bucket=conformance
 weed_key=testkey
 weed_secret=testsecret
+# Two more SeaweedFS identities with fewer rights, for the validation report's
+# tests (storage-testing's SEAWEEDFS_READ_ONLY and SEAWEEDFS_LIST_ONLY):
+# one may list and read but not write, one may only list.
+weed_read_only_key=readonlykey
+weed_read_only_secret=readonlysecret
+weed_list_only_key=listonlykey
+weed_list_only_secret=listonlysecret
 
 ready_timeout_s=60
 all_servers=(fake-gcs moto seaweedfs azurite azurite-oauth)
@@ -340,9 +347,20 @@ cmd_start() {
   # -master.telemetry=false: no reports to telemetry.seaweedfs.com.
   rm -rf "$EMULATORS_DIR/seaweedfs-data"
   mkdir -p "$EMULATORS_DIR/seaweedfs-data"
+  cat >"$EMULATORS_DIR/seaweedfs-s3.json" <<JSON
+{"identities": [
+  {"name": "admin", "credentials": [{"accessKey": "$weed_key", "secretKey": "$weed_secret"}],
+   "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
+  {"name": "read-only", "credentials": [{"accessKey": "$weed_read_only_key", "secretKey": "$weed_read_only_secret"}],
+   "actions": ["Read", "List"]},
+  {"name": "list-only", "credentials": [{"accessKey": "$weed_list_only_key", "secretKey": "$weed_list_only_secret"}],
+   "actions": ["List"]}
+]}
+JSON
   t_weed=$EPOCHREALTIME
   launch seaweedfs env AWS_ACCESS_KEY_ID="$weed_key" AWS_SECRET_ACCESS_KEY="$weed_secret" \
     "$venv/bin/weed" mini -dir="$EMULATORS_DIR/seaweedfs-data" \
+    -s3.config="$EMULATORS_DIR/seaweedfs-s3.json" \
     -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.port="$weed_master_port" -volume.port="$weed_volume_port" \
     -filer.port="$weed_filer_port" -s3.port="$weed_s3_port" -admin.port="$weed_admin_port" \

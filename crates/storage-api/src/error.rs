@@ -74,6 +74,14 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.0.status
     }
+
+    /// What it says, as one line: the messages per field, or the detail.
+    pub(crate) fn message(&self) -> String {
+        match &self.0.validation_errors {
+            Some(errors) => errors.to_string(),
+            None => self.0.detail.clone(),
+        }
+    }
 }
 
 impl From<Error> for ApiError {

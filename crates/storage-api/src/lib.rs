@@ -55,7 +55,7 @@ struct Inner {
     /// Users who may read what spans organisations (`/metrics`).
     administrators: Vec<i64>,
     webhooks: Option<Arc<dyn WebhookRepository>>,
-    webhook_policy: EndpointPolicy,
+    endpoint_policy: EndpointPolicy,
 }
 
 impl ApiState {
@@ -77,7 +77,7 @@ impl ApiState {
                 metrics: MetricsAccess::default(),
                 administrators: Vec::new(),
                 webhooks: None,
-                webhook_policy: EndpointPolicy::strict(),
+                endpoint_policy: EndpointPolicy::strict(),
             }),
         }
     }
@@ -126,16 +126,18 @@ impl ApiState {
         self
     }
 
-    /// Serves the webhook routes over `webhooks`, whose URLs must pass
-    /// `policy` (as storage endpoints do); without it they answer 404.
-    pub fn with_webhooks(
-        mut self,
-        webhooks: Arc<dyn WebhookRepository>,
-        policy: EndpointPolicy,
-    ) -> Self {
-        let inner = self.inner_mut();
-        inner.webhooks = Some(webhooks);
-        inner.webhook_policy = policy;
+    /// Serves the webhook routes over `webhooks`; without it they answer
+    /// 404.
+    pub fn with_webhooks(mut self, webhooks: Arc<dyn WebhookRepository>) -> Self {
+        self.inner_mut().webhooks = Some(webhooks);
+        self
+    }
+
+    /// The addresses user-given URLs may point to (webhook URLs; the
+    /// validation report fetches signed URLs under it): the policy of
+    /// storage endpoints. Default: [`EndpointPolicy::strict`].
+    pub fn with_endpoint_policy(mut self, policy: EndpointPolicy) -> Self {
+        self.inner_mut().endpoint_policy = policy;
         self
     }
 
@@ -143,8 +145,8 @@ impl ApiState {
         self.inner.webhooks.as_ref()
     }
 
-    pub(crate) fn webhook_policy(&self) -> EndpointPolicy {
-        self.inner.webhook_policy
+    pub(crate) fn endpoint_policy(&self) -> EndpointPolicy {
+        self.inner.endpoint_policy
     }
 
     pub(crate) fn is_administrator(&self, user: i64) -> bool {

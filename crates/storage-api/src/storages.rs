@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use storage_core::fields::StorageFields;
 use storage_core::jobs::schedule::SYNC_INTERVAL_FIELD;
 use storage_core::persist::{Caller, StorageFilter};
+use storage_core::validation::{Report, ReportOptions};
 use storage_core::{Backend, Error, NewStorage, Settings, Storage, StorageKind, ValidationErrors};
 
 use crate::error::{ApiError, ApiResult};
@@ -139,15 +140,51 @@ pub(crate) async fn create<const EXPORT: bool>(
 
 /// `POST /api/storages/{type}/validate`: checks the fields and the
 /// connection; with `id`, the stored storage (and its secrets) is the base.
-/// Never saves anything.
+/// Never saves anything. With `?report=true` (an extension) the answer is
+/// always 200 with the report of every check
+/// ([`storage_core::validation`]).
 pub(crate) async fn validate<const EXPORT: bool>(
     State(state): State<ApiState>,
     Authenticated(caller): Authenticated,
     Path(storage_type): Path<String>,
+    RawQuery(query): RawQuery,
     Body(body): Body,
 ) -> ApiResult<Response> {
+    let wants_report = query_param(query.as_deref(), "report")
+        .is_some_and(|v| matches!(v.as_str(), "true" | "1" | "True"));
+    if wants_report {
+        let report = validation_report::<EXPORT>(&state, &caller, &storage_type, &body).await?;
+        return Ok(Json(report.to_json()).into_response());
+    }
     checked::<EXPORT>(&state, &caller, &storage_type, &body, true).await?;
     Ok(StatusCode::OK.into_response())
+}
+
+/// The validation report of a validate body: `configuration` failed with
+/// the field messages when the body does not make a valid storage.
+async fn validation_report<const EXPORT: bool>(
+    state: &ApiState,
+    caller: &Caller,
+    storage_type: &str,
+    body: &Map<String, Value>,
+) -> ApiResult<Report> {
+    let kind = kind::<EXPORT>();
+    let (backend, candidate) =
+        match prepared::<EXPORT>(state, caller, storage_type, body, true).await {
+            Ok(prepared) => prepared,
+            Err(err) if err.status() == StatusCode::BAD_REQUEST => {
+                return Ok(Report::invalid_configuration(kind, err.message()))
+            }
+            Err(err) => return Err(err),
+        };
+    let options = ReportOptions {
+        timeout: state.sync().check_timeout(),
+        policy: state.endpoint_policy(),
+    };
+    Ok(
+        storage_core::validation::report(backend.as_ref(), kind, &candidate.settings, options)
+            .await,
+    )
 }
 
 /// How many objects `POST …/files` lists when the body gives no `limit`
@@ -243,6 +280,28 @@ async fn checked<const EXPORT: bool>(
     body: &Map<String, Value>,
     with_id: bool,
 ) -> ApiResult<(Arc<dyn Backend>, NewStorage)> {
+    let (backend, candidate) =
+        prepared::<EXPORT>(state, caller, storage_type, body, with_id).await?;
+    check_connection(
+        state,
+        backend.as_ref(),
+        kind::<EXPORT>(),
+        &candidate.settings,
+    )
+    .await?;
+    Ok((backend, candidate))
+}
+
+/// The backend and the storage a create/validate body makes (with `id`
+/// and `with_id`, over the stored storage), checked against the schema and
+/// the backend's rules but not connected to.
+async fn prepared<const EXPORT: bool>(
+    state: &ApiState,
+    caller: &Caller,
+    storage_type: &str,
+    body: &Map<String, Value>,
+    with_id: bool,
+) -> ApiResult<(Arc<dyn Backend>, NewStorage)> {
     let kind = kind::<EXPORT>();
     let backend = state.backend(storage_type)?.clone();
     let existing = match body.get("id").filter(|v| with_id && !v.is_null()) {
@@ -264,7 +323,6 @@ async fn checked<const EXPORT: bool>(
         existing.as_ref(),
     )
     .await?;
-    check_connection(state, backend.as_ref(), kind, &candidate.settings).await?;
     Ok((backend, candidate))
 }
 

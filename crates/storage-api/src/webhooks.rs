@@ -298,7 +298,7 @@ async fn checked_url(state: &ApiState, url: &str) -> Result<String, ValidationEr
             format!("Ensure this field has no more than {MAX_URL_LENGTH} characters."),
         ));
     }
-    match state.webhook_policy().check("url", url).await {
+    match state.endpoint_policy().check("url", url).await {
         Ok(_) => Ok(url.trim().to_string()),
         Err(storage_core::Error::InvalidConfig(errors)) => Err(errors),
         Err(other) => Err(ValidationErrors::field("url", other.to_string())),

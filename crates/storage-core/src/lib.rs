@@ -27,6 +27,7 @@ pub mod retry;
 mod status;
 pub mod task_data;
 pub mod uri;
+pub mod validation;
 pub mod webhooks;
 
 pub use backend::{

@@ -126,7 +126,8 @@ pub async fn app(config: &Config) -> Result<App, Error> {
         )
         .with_metrics(metrics)
         .with_administrators([admin])
-        .with_webhooks(db.webhooks(), config.endpoint_policy());
+        .with_webhooks(db.webhooks())
+        .with_endpoint_policy(config.endpoint_policy());
     let courier = Courier::new(
         db.webhooks(),
         Arc::new(ApiEventRenderer::new(state.clone())),

@@ -665,6 +665,188 @@ pub async fn validation_explains_missing_bucket_and_empty_prefix(b: &Bucket) {
     );
 }
 
+/// The statuses of a validation report's checks, by name, in order.
+pub fn report_statuses(report: &Value) -> Vec<(String, String)> {
+    report["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks: {report}"))
+        .iter()
+        .map(|c| {
+            assert!(c["duration_ms"].is_u64() && c["message"].is_string(), "{c}");
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The message of check `name` of a report.
+pub fn report_message<'a>(report: &'a Value, name: &str) -> &'a str {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_else(|| panic!("no check {name}: {report}"))
+}
+
+/// `[(name, status)]` from `name=status` pairs, for comparisons.
+pub fn expected_checks(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect()
+}
+
+pub async fn validation_report_names_each_check(b: &Bucket) {
+    b.seed.put("report/a.json", r#"{"text": "a"}"#).await;
+    b.seed.put("report/b.json", r#"{"text": "b"}"#).await;
+    let (server, project) = b.start().await;
+    let import = format!("/api/storages/{}/validate?report=true", b.storage_type);
+    let export = format!(
+        "/api/storages/export/{}/validate?report=true",
+        b.storage_type
+    );
+    let presign = b.backend.capabilities().presign;
+
+    // Tasks mode with presign: every import check runs.
+    let body = b.body(
+        project,
+        json!({"prefix": b.seed.key("report"), "use_blob_urls": false, "presign": true}),
+    );
+    let (status, report) = server.post(&import, body).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["valid"], true, "{report}");
+    let presigned = if presign { "passed" } else { "skipped" };
+    assert_eq!(
+        report_statuses(&report),
+        expected_checks(&[
+            ("configuration", "passed"),
+            ("credentials", "passed"),
+            ("list", "passed"),
+            ("read", "passed"),
+            ("presign", presigned),
+        ]),
+        "{report}"
+    );
+    assert!(
+        report_message(&report, "list").starts_with("2 objects match"),
+        "{report}"
+    );
+    let text = report.to_string();
+    for secret in b
+        .backend
+        .fields(storage_core::StorageKind::Import)
+        .iter()
+        .filter(|f| f.secret)
+    {
+        if let Some(value) = b.connection[secret.name].as_str().filter(|v| v.len() > 3) {
+            assert!(!text.contains(value), "{} is in the report", secret.name);
+        }
+    }
+
+    // Nothing matches the regex: listing works, nothing to read or sign.
+    let body = b.body(
+        project,
+        json!({"prefix": b.seed.key("report"), "regex_filter": "nothing",
+                                      "use_blob_urls": true}),
+    );
+    let (_, report) = server.post(&import, body).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert!(
+        report_message(&report, "list").contains("no object"),
+        "{report}"
+    );
+    assert_eq!(
+        report_statuses(&report)[3..],
+        expected_checks(&[("read", "skipped"), ("presign", "skipped")])
+    );
+
+    // A missing bucket: listing fails and says so; what needs it is skipped.
+    let mut body = b.body(project, json!({"prefix": b.seed.key("report")}));
+    body[b.backend.bucket_field()] = json!("no-such-bucket-for-conformance");
+    let (_, report) = server.post(&import, body).await;
+    assert_eq!(report["valid"], false, "{report}");
+    assert_eq!(report_statuses(&report)[2].1, "failed", "{report}");
+    assert!(
+        report_message(&report, "list").contains("no-such-bucket-for-conformance"),
+        "{report}"
+    );
+    assert_eq!(
+        report_statuses(&report)[3..],
+        expected_checks(&[("read", "skipped"), ("presign", "skipped")])
+    );
+
+    // Not a valid body: the configuration fails, naming the field.
+    let (status, report) = server
+        .post(&import, json!({"project": project, "presign_ttl": -1}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report_statuses(&report)[0],
+        ("configuration".into(), "failed".into()),
+        "{report}"
+    );
+    assert!(
+        report_message(&report, "configuration").contains("presign_ttl"),
+        "{report}"
+    );
+
+    // Export: a probe object is written and deleted...
+    let body = b.body(
+        project,
+        json!({"prefix": b.seed.key("report-out"), "can_delete_objects": true}),
+    );
+    let (_, report) = server.post(&export, body).await;
+    assert_eq!(
+        report_statuses(&report),
+        expected_checks(&[
+            ("configuration", "passed"),
+            ("credentials", "passed"),
+            ("list", "passed"),
+            ("write", "passed"),
+            ("delete", "passed"),
+        ]),
+        "{report}"
+    );
+    let probe = report_message(&report, "delete")
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let key = probe.rsplit('/').next().unwrap();
+    assert!(
+        b.seed.read(&format!("report-out/{key}")).await.is_none(),
+        "{probe} is left"
+    );
+    // ... and left, named, when the storage may not delete.
+    let body = b.body(project, json!({"prefix": b.seed.key("report-kept")}));
+    let (_, report) = server.post(&export, body).await;
+    assert_eq!(
+        report_statuses(&report)[4],
+        ("delete".into(), "skipped".into()),
+        "{report}"
+    );
+    let kept = report_message(&report, "delete")
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let key = kept.rsplit('/').next().unwrap();
+    assert!(
+        b.seed.read(&format!("report-kept/{key}")).await.is_some(),
+        "{kept} is named but gone"
+    );
+    // The plain call is still Label Studio's.
+    let body = b.body(project, json!({"prefix": b.seed.key("report")}));
+    let (status, plain) = server
+        .post(&format!("/api/storages/{}/validate", b.storage_type), body)
+        .await;
+    assert_eq!((status, plain), (StatusCode::OK, Value::Null));
+}
+
 /// Instantiates every conformance case as a `#[tokio::test]` for the
 /// fixture `$fixture: async fn() -> Bucket`.
 #[macro_export]
@@ -681,6 +863,7 @@ macro_rules! conformance_cases {
             proxy_streams_with_range_and_etag,
             resolver_refuses_what_it_cannot_resolve,
             validation_explains_missing_bucket_and_empty_prefix,
+            validation_report_names_each_check,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use storage_api::{host_router, router, ApiState, MetricsAccess};
 use storage_core::persist::{StorageRepository, TaskSink};
-use storage_core::{Backend, Backends, RunnerConfig, SyncService};
+use storage_core::{Backend, Backends, EndpointPolicy, RunnerConfig, SyncService};
 use storage_db::SqliteDatabase;
 use storage_localfiles::{LocalFiles, LocalFilesBackend};
 
@@ -361,7 +361,9 @@ impl Server {
         sync.start();
         let mut state = ApiState::new(sync.clone(), db.clone(), db.clone())
             .with_host(db.clone())
-            .with_administrators([admin]);
+            .with_administrators([admin])
+            .with_webhooks(db.clone())
+            .with_endpoint_policy(EndpointPolicy::allow_private());
         if let Some(bytes) = setup.max_body_bytes {
             state = state.with_max_body_bytes(bytes);
         }
