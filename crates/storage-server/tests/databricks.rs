@@ -337,3 +337,67 @@ async fn proxied_even_with_presign() {
         .iter()
         .any(|r| r.method == "GET" && r.range.as_deref() == Some("bytes=10-15")));
 }
+
+#[tokio::test]
+async fn validation_report_names_a_token_without_grants() {
+    let double = double().await;
+    let server = server_with(EndpointPolicy::allow_private()).await;
+    let project = server.project().await;
+    let statuses = |report: &Value| -> Vec<String> {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}={}",
+                    c["name"].as_str().unwrap(),
+                    c["status"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let (status, report) = server
+        .post(
+            "/api/storages/export/databricks/validate?report=true",
+            body(project, &double, json!({"can_delete_objects": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        statuses(&report),
+        [
+            "configuration=passed",
+            "credentials=passed",
+            "list=passed",
+            "write=passed",
+            "delete=passed"
+        ],
+        "{report}"
+    );
+    let (_, report) = server
+        .post(
+            "/api/storages/databricks/validate?report=true",
+            body(project, &double, json!({"token": "dapi-no-grants"})),
+        )
+        .await;
+    assert_eq!(report["valid"], false, "{report}");
+    assert_eq!(
+        statuses(&report),
+        [
+            "configuration=passed",
+            "credentials=passed",
+            "list=failed",
+            "read=skipped",
+            "presign=skipped"
+        ],
+        "{report}"
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("Access denied to volume main.default.conformance"),
+        "{report}"
+    );
+    assert!(!report.to_string().contains("dapi-no-grants"), "{report}");
+}

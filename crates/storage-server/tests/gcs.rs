@@ -27,6 +27,8 @@ const TARGET: &str = "reader@data-project.iam.gserviceaccount.com";
 const DENIED: &str = "locked@data-project.iam.gserviceaccount.com";
 const MISSING: &str = "ghost-account@data-project.iam.gserviceaccount.com";
 const BASE: &str = "label-studio@server-project.iam.gserviceaccount.com";
+/// A target that may read (its tokens are issued) but not sign.
+const NO_SIGN: &str = "no-sign@data-project.iam.gserviceaccount.com";
 
 fn options() -> GcsOptions {
     GcsOptions::new()
@@ -65,6 +67,8 @@ async fn sa_setup() -> SaSetup {
         .base_email(BASE)
         .target(TARGET)
         .denied(DENIED)
+        .target(NO_SIGN)
+        .denied_sign_blob(NO_SIGN)
         .missing(MISSING)
         .start_with_fake_gcs()
         .await;
@@ -338,6 +342,40 @@ async fn gcs_sa_validation_explains_each_known_failure() {
     let message = field_error(status, &answer, "non_field_errors");
     assert!(
         message.contains("Cannot find bucket no-such-bucket-here"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn gcs_sa_validation_report_names_a_target_that_cannot_sign() {
+    let setup = sa_setup().await;
+    let emulator = &setup.rig.emulator;
+    let seed = Seed::new(
+        setup.rig.shim.object_store(&emulator.bucket),
+        unique_prefix("gcs-sa-report"),
+    );
+    seed.put("a.jpg", "x").await;
+    let server = server_with(setup.backend.clone()).await;
+    let project = server.project().await;
+    let (status, report) = server
+        .post("/api/storages/gcs_sa/validate?report=true", json!({"project": project, "bucket": emulator.bucket,
+               "prefix": seed.prefix, "use_blob_urls": true, "presign": true, "target_service_account_email": NO_SIGN}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        conformance::report_statuses(&report),
+        conformance::expected_checks(&[
+            ("configuration", "passed"),
+            ("credentials", "passed"),
+            ("list", "passed"),
+            ("read", "skipped"),
+            ("presign", "failed"),
+        ]),
+        "{report}"
+    );
+    let message = conformance::report_message(&report, "presign");
+    assert!(
+        message.contains("signBlob") && message.contains("roles/iam.serviceAccountTokenCreator"),
         "{message}"
     );
 }

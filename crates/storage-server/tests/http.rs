@@ -1120,3 +1120,83 @@ async fn an_empty_listing_where_a_thousand_objects_are_linked_deletes_nothing() 
     );
     assert_eq!(task_total(&server, project).await, 1000);
 }
+
+#[tokio::test]
+async fn validation_report_of_local_folders() {
+    let server = Server::start().await;
+    let project = server.project().await;
+    server.write_files(&[("report/in/a.json", r#"{"image": "a"}"#)]);
+    std::fs::create_dir_all(server.root.join("report/out")).unwrap();
+    let statuses = |report: &Value| -> Vec<String> {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}={}",
+                    c["name"].as_str().unwrap(),
+                    c["status"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let (status, report) = server
+        .post(
+            "/api/storages/localfiles/validate?report=true",
+            json!({"project": project, "path": server.path("report/in"), "use_blob_urls": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        statuses(&report),
+        [
+            "configuration=passed",
+            "credentials=passed",
+            "list=passed",
+            "read=passed",
+            "presign=skipped"
+        ],
+        "{report}"
+    );
+    let (_, report) = server
+        .post(
+            "/api/storages/export/localfiles/validate?report=true",
+            json!({"project": project, "path": server.path("report/out"), "can_delete_objects": true}),
+        )
+        .await;
+    assert_eq!(
+        statuses(&report),
+        [
+            "configuration=passed",
+            "credentials=passed",
+            "list=passed",
+            "write=passed",
+            "delete=passed"
+        ],
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read_dir(server.root.join("report/out"))
+            .unwrap()
+            .count(),
+        0,
+        "the probe is gone"
+    );
+    // A folder outside the document root: the configuration says so.
+    let (_, report) = server
+        .post(
+            "/api/storages/localfiles/validate?report=true",
+            json!({"project": project, "path": "/etc"}),
+        )
+        .await;
+    assert_eq!(report["valid"], false, "{report}");
+    assert_eq!(statuses(&report)[0], "configuration=failed", "{report}");
+    assert!(
+        report["checks"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("path"),
+        "{report}"
+    );
+}

@@ -337,3 +337,78 @@ async fn private_hosts_are_refused_without_allow_private_endpoints() {
         }
     }
 }
+
+#[tokio::test]
+async fn validation_report_reads_a_key_and_explains_a_refused_password() {
+    let redis = redis();
+    let server = server_with(EndpointPolicy::allow_private()).await;
+    let project = server.project().await;
+    let prefix = unique_prefix("redis-report");
+    mset(
+        &redis,
+        1,
+        &[(format!("{prefix}/a"), r#"{"text": "a"}"#.into())],
+    );
+    let validate = |extra: Value| {
+        let body = with(
+            connection(&redis, 1),
+            with(json!({"project": project, "prefix": prefix}), extra),
+        );
+        let server = &server;
+        async move {
+            let (status, report) = server
+                .post("/api/storages/redis/validate?report=true", body)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+            let checks: Vec<(String, String)> = report["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap().into(),
+                        c["status"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            (report, checks)
+        }
+    };
+    let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+        p.iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect()
+    };
+    let (report, checks) = validate(json!({"use_blob_urls": false})).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(
+        checks,
+        pairs(&[
+            ("configuration", "passed"),
+            ("credentials", "passed"),
+            ("list", "passed"),
+            ("read", "passed"),
+            ("presign", "skipped")
+        ]),
+        "{report}"
+    );
+    let (report, checks) = validate(json!({"password": "not-the-password"})).await;
+    assert_eq!(report["valid"], false, "{report}");
+    // The client authenticates as it connects: the credentials check.
+    assert_eq!(
+        checks,
+        pairs(&[
+            ("configuration", "passed"),
+            ("credentials", "failed"),
+            ("list", "skipped"),
+            ("read", "skipped"),
+            ("presign", "skipped")
+        ]),
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains("refused the password"),
+        "{report}"
+    );
+    assert!(!report.to_string().contains("not-the-password"), "{report}");
+}

@@ -385,3 +385,114 @@ async fn export_uses_sse_kms_when_a_key_is_set() {
     assert_eq!(head.status(), StatusCode::OK, "{url}");
     assert_eq!(head.headers()["x-amz-server-side-encryption"], "aws:kms");
 }
+
+/// The validation report of a SeaweedFS storage signed with `key`.
+async fn seaweedfs_report(export: bool, key: (&str, &str), extra: Value) -> Value {
+    let server_s3 = storage_testing::seaweedfs();
+    let seed = Seed::new(server_s3.object_store(), unique_prefix("seaweedfs-report"));
+    seed.put("t.json", r#"{"text": "a"}"#).await;
+    let server = Server::start_with(
+        tempfile::tempdir().unwrap(),
+        support::fast_runner(),
+        vec![Arc::new(S3Backend::new(options())) as Arc<dyn Backend>],
+    )
+    .await;
+    let project = server.project().await;
+    let mut body = json!({"project": project, "bucket": server_s3.bucket, "prefix": seed.prefix,
+        "s3_endpoint": server_s3.endpoint, "aws_access_key_id": key.0,
+        "aws_secret_access_key": key.1, "region_name": "us-east-1"});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let kind = if export { "export/" } else { "" };
+    let (status, report) = server
+        .post(
+            &format!("/api/storages/{kind}s3/validate?report=true"),
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert!(
+        !report.to_string().contains(key.1),
+        "the secret is in the report"
+    );
+    report
+}
+
+#[tokio::test]
+async fn validation_report_of_a_read_only_key_fails_the_export_write() {
+    let report = seaweedfs_report(
+        true,
+        storage_testing::SEAWEEDFS_READ_ONLY,
+        json!({"can_delete_objects": true}),
+    )
+    .await;
+    assert_eq!(report["valid"], false, "{report}");
+    assert_eq!(
+        conformance::report_statuses(&report),
+        conformance::expected_checks(&[
+            ("configuration", "passed"),
+            ("credentials", "passed"),
+            ("list", "passed"),
+            ("write", "failed"),
+            ("delete", "skipped"),
+        ]),
+        "{report}"
+    );
+    let message = conformance::report_message(&report, "write");
+    assert!(
+        message.contains("AccessDenied") || message.contains("403"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn validation_report_of_a_list_only_key_fails_read_and_presign() {
+    let report = seaweedfs_report(
+        false,
+        storage_testing::SEAWEEDFS_LIST_ONLY,
+        json!({"use_blob_urls": false, "presign": true}),
+    )
+    .await;
+    assert_eq!(report["valid"], false, "{report}");
+    assert_eq!(
+        conformance::report_statuses(&report),
+        conformance::expected_checks(&[
+            ("configuration", "passed"),
+            ("credentials", "passed"),
+            ("list", "passed"),
+            ("read", "failed"),
+            ("presign", "failed"),
+        ]),
+        "{report}"
+    );
+    assert_eq!(
+        conformance::report_message(&report, "list"),
+        format!(
+            "1 object matches under prefix \"{}\"",
+            report_prefix(&report)
+        )
+    );
+    let presign = conformance::report_message(&report, "presign");
+    assert!(
+        presign.contains("403") && presign.contains("browsers will not load"),
+        "{presign}"
+    );
+    // The same key suits Files mode without presign: nothing is read.
+    let report = seaweedfs_report(
+        false,
+        storage_testing::SEAWEEDFS_LIST_ONLY,
+        json!({"use_blob_urls": true, "presign": false}),
+    )
+    .await;
+    assert_eq!(report["valid"], true, "{report}");
+}
+
+/// The prefix a report's `list` message names.
+fn report_prefix(report: &Value) -> String {
+    conformance::report_message(report, "list")
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .to_string()
+}

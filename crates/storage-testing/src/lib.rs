@@ -25,6 +25,12 @@ pub const ENV_SEAWEEDFS_ENDPOINT: &str = "STORAGE_TEST_SEAWEEDFS_ENDPOINT";
 pub const ENV_SEAWEEDFS_KEY: &str = "STORAGE_TEST_SEAWEEDFS_KEY";
 /// Secret access key of SeaweedFS's admin identity.
 pub const ENV_SEAWEEDFS_SECRET: &str = "STORAGE_TEST_SEAWEEDFS_SECRET";
+/// A SeaweedFS identity that may list and read but not write (access key,
+/// secret), as `scripts/emulators.sh` configures it.
+pub const SEAWEEDFS_READ_ONLY: (&str, &str) = ("readonlykey", "readonlysecret");
+/// A SeaweedFS identity that may only list (access key, secret), as
+/// `scripts/emulators.sh` configures it.
+pub const SEAWEEDFS_LIST_ONLY: (&str, &str) = ("listonlykey", "listonlysecret");
 /// Base URL of fake-gcs-server (JSON and XML API), e.g. `http://127.0.0.1:17160`.
 pub const ENV_GCS_ENDPOINT: &str = "STORAGE_TEST_GCS_ENDPOINT";
 /// Blob endpoint of Azurite (path style, without the account), e.g.
