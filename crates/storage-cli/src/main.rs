@@ -44,7 +44,10 @@ async fn main() -> ExitCode {
             let terminal = report.is_terminal();
             sync::run(args, &mut report, terminal).await
         }
-        Command::Validate(args) => validate::run(args, &mut report).await,
+        Command::Validate(args) => {
+            let mut out = std::io::stdout().lock();
+            validate::run(args, &mut out, &mut report).await
+        }
         Command::Ls(args) => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let code = ls::run(args, &mut out, &mut report).await;

@@ -104,13 +104,18 @@ impl StorageArgs {
         Ok(Configured { backend, fields })
     }
 
-    /// The backends of the server, configured from the same flags.
-    fn backends(&self) -> Result<Backends> {
-        let policy = if self.allow_private_endpoints {
+    /// The endpoints the storage may reach (`--allow-private-endpoints`).
+    pub(crate) fn endpoint_policy(&self) -> EndpointPolicy {
+        if self.allow_private_endpoints {
             EndpointPolicy::allow_private()
         } else {
             EndpointPolicy::strict()
-        };
+        }
+    }
+
+    /// The backends of the server, configured from the same flags.
+    fn backends(&self) -> Result<Backends> {
+        let policy = self.endpoint_policy();
         // A command run by the person who owns the files: serving is on,
         // the document root only decides the task URLs and what may be read.
         let local = LocalFiles::new(&self.local_files_document_root)?

@@ -3,9 +3,10 @@
 
 use std::io::Write;
 
+use storage_core::validation::{self, CheckStatus, Report, ReportOptions};
 use storage_core::{check_storage_within, RunnerConfig, StorageKind};
 
-use crate::storage::{failed, StorageArgs};
+use crate::storage::{failed, StorageArgs, EXIT_FAILED};
 
 /// Check a storage's settings and that it can be reached, as the REST API
 /// does before it saves a storage.
@@ -24,10 +25,26 @@ pub(crate) struct ValidateArgs {
     /// an import storage.
     #[arg(long)]
     export: bool,
+    /// Print the validation report instead: each check (configuration,
+    /// credentials, list, read, presign; export: write, delete) with its
+    /// outcome, duration and what to fix, as text or as the JSON of
+    /// `POST .../validate?report=true`.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "text")]
+    report: Option<ReportFormat>,
 }
 
-/// Runs the check; messages go to `report`. Returns the exit code.
-pub(crate) async fn run(args: ValidateArgs, report: &mut dyn Write) -> u8 {
+/// How `--report` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ReportFormat {
+    /// One line per check.
+    Text,
+    /// The API's JSON.
+    Json,
+}
+
+/// Runs the check; messages go to `report`, a `--report` to `out`.
+/// Returns the exit code.
+pub(crate) async fn run(args: ValidateArgs, out: &mut dyn Write, report: &mut dyn Write) -> u8 {
     let kind = if args.export {
         StorageKind::Export
     } else {
@@ -41,6 +58,15 @@ pub(crate) async fn run(args: ValidateArgs, report: &mut dyn Write) -> u8 {
     let settings = &configured.fields.settings;
     // The server's deadline: a tarpit endpoint must not hang the command.
     let deadline = RunnerConfig::default().check_timeout;
+    if let Some(format) = args.report {
+        let options = ReportOptions {
+            timeout: deadline,
+            policy: args.storage.endpoint_policy(),
+        };
+        let checked = validation::report(backend.as_ref(), kind, settings, options).await;
+        print_report(&checked, format, out);
+        return if checked.valid { 0 } else { EXIT_FAILED };
+    }
     if let Err(err) = check_storage_within(backend.as_ref(), kind, settings, deadline).await {
         return failed(report, &err);
     }
@@ -51,4 +77,29 @@ pub(crate) async fn run(args: ValidateArgs, report: &mut dyn Write) -> u8 {
         kind.as_str()
     );
     0
+}
+
+/// Writes `checked` as `format` says.
+fn print_report(checked: &Report, format: ReportFormat, out: &mut dyn Write) {
+    match format {
+        ReportFormat::Json => {
+            let _ = writeln!(out, "{}", checked.to_json());
+        }
+        ReportFormat::Text => {
+            for check in &checked.checks {
+                let status = match check.status {
+                    CheckStatus::Passed => "passed ",
+                    CheckStatus::Failed => "FAILED ",
+                    CheckStatus::Skipped => "skipped",
+                };
+                let _ = writeln!(
+                    out,
+                    "{status} {:<13} {:>6} ms  {}",
+                    check.name, check.duration_ms, check.message
+                );
+            }
+            let verdict = if checked.valid { "valid" } else { "not valid" };
+            let _ = writeln!(out, "the storage is {verdict}");
+        }
+    }
 }

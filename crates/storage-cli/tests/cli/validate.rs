@@ -87,3 +87,38 @@ async fn s3_on_moto_passes_and_a_missing_bucket_fails_in_words_without_the_secre
         ),
     );
 }
+
+#[test]
+fn report_prints_each_check_as_text_or_json() {
+    let (_dir, root) = local_root();
+    std::fs::write(format!("{root}/data/a.json"), r#"{"text": "a"}"#).unwrap();
+    let base = Cli::local("validate", &root)
+        .set(format!("path={root}/data"))
+        .set(r"regex_filter=.*\.json")
+        .args(&["--tasks"]);
+    let run = base.clone().args(&["--report"]).run().succeeded();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{}", run.stdout);
+    for (line, name) in lines
+        .iter()
+        .zip(["configuration", "credentials", "list", "read"])
+    {
+        assert!(line.starts_with("passed ") && line.contains(name), "{line}");
+    }
+    assert!(lines[2].contains("1 object matches"), "{}", lines[2]);
+    assert!(lines[4].starts_with("skipped presign"), "{}", lines[4]);
+    assert_eq!(lines[5], "the storage is valid");
+
+    let run = base.clone().args(&["--report", "json"]).run().succeeded();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["checks"][3]["name"], "read");
+
+    // Nothing to read: the read is skipped; the folder lists.
+    let empty = Cli::local("validate", &root)
+        .set(format!("path={root}/data"))
+        .set("regex_filter=nothing".to_string())
+        .args(&["--tasks", "--report"]);
+    let run = empty.run().succeeded();
+    assert!(run.stdout.contains("skipped read"), "{}", run.stdout);
+}
