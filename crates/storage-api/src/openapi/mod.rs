@@ -60,6 +60,11 @@ pub fn document(state: &ApiState) -> OpenApi {
         doc.derived(shapes::Host::openapi());
         doc.derived(routes::Host::openapi());
     }
+    if state.webhooks().is_some() {
+        doc.derived(shapes::Webhooks::openapi());
+        doc.derived(routes::Webhooks::openapi());
+    }
+    doc.derived(shapes::Validation::openapi());
     doc.shared_components();
     finish(&mut doc.paths);
     let description = "Label Studio compatible cloud-storage connections: import tasks from buckets and \
@@ -438,15 +443,35 @@ impl Doc {
             &format!("Check {} {what} without saving", article(&what)),
         )
         .description(Some(
-            "With `id`, the stored storage (secrets included) is the base the sent fields change.",
+            "With `id`, the stored storage (secrets included) is the base the sent fields change. \
+             With `report=true` (extension) the answer is always 200 with a `ValidationReport`: \
+             every check with its outcome, duration and what to fix.",
         ))
+        .parameter(
+            ParameterBuilder::new()
+                .name("report")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some("Answer with the report of every check (extension)"))
+                .schema(Some(typed(Type::Boolean, false))),
+        )
         .request_body(Some(json_body(
             schema_ref(&format!("{base}Validate")),
             true,
         )))
         .response(
             "200",
-            empty_response("The fields and the connection are fine"),
+            ResponseBuilder::new()
+                .description(
+                    "The fields and the connection are fine (no body); with `report=true`, the report",
+                )
+                .content(
+                    JSON,
+                    ContentBuilder::new()
+                        .schema(Some(schema_ref("ValidationReport")))
+                        .build(),
+                )
+                .build(),
         )
         .response("400", shared("BadRequest"))
         .response("404", shared("NotFound"))

@@ -12,7 +12,7 @@ use utoipa::{OpenApi, PartialSchema, ToResponse};
 
 use super::shapes::{
     Annotation, AnnotationCreate, ImportResult, Project, ProjectList, ProxyError, Task,
-    TaskImportBody, TaskList, WhoAmIUser,
+    TaskImportBody, TaskList, Webhook, WebhookAction, WebhookWrite, WhoAmIUser,
 };
 use super::{error_response, unauthorized};
 
@@ -331,6 +331,102 @@ fn update_annotation() {}
     ),
 )]
 fn delete_annotation() {}
+
+#[utoipa::path(
+    get, path = "/api/webhooks", operation_id = "api_webhooks_list", tag = "Webhooks",
+    summary = "List webhooks",
+    description = "The webhooks of the caller's organisation, as a plain array.",
+    params(("project" = Option<String>, Query, description = "A project id, or `isnull` for organisation webhooks")),
+    responses((status = 200, description = "The webhooks", body = Vec<Webhook>)),
+)]
+fn list_webhooks() {}
+
+#[utoipa::path(
+    post, path = "/api/webhooks", operation_id = "api_webhooks_create", tag = "Webhooks",
+    summary = "Create a webhook",
+    description = "`project` and `url` are required; a project that is missing or not visible is a 404 `Project not found.`",
+    request_body = WebhookWrite,
+    responses(
+        (status = 201, description = "The webhook", body = Webhook),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
+fn create_webhook() {}
+
+#[utoipa::path(
+    get, path = "/api/webhooks/info", operation_id = "api_webhooks_info", tag = "Webhooks",
+    summary = "The action catalogue",
+    description = "Needs no authentication, as in Label Studio. Extensions: `STORAGE_SYNC_STARTED`, `STORAGE_SYNC_COMPLETED`, `STORAGE_SYNC_FAILED` (body key `storage`).",
+    security(()),
+    params(("organization-only" = Option<bool>, Query, description = "Only the organisation-only actions (true) or the others (false)")),
+    responses((status = 200, description = "Action name to its description", body = std::collections::HashMap<String, WebhookAction>)),
+)]
+fn webhook_info() {}
+
+#[utoipa::path(
+    get, path = "/api/webhooks/{id}", operation_id = "api_webhooks_read", tag = "Webhooks",
+    summary = "Get a webhook",
+    params(("id" = i64, Path, description = "Webhook id")),
+    responses(
+        (status = 200, description = "The webhook", body = Webhook),
+        (status = 404, response = NotFound),
+    ),
+)]
+fn get_webhook() {}
+
+#[utoipa::path(
+    patch, path = "/api/webhooks/{id}", operation_id = "api_webhooks_partial_update", tag = "Webhooks",
+    summary = "Update a webhook",
+    description = "Fields not sent keep their value, `actions` too; `project` cannot change. Switched off (`is_active: false`), it drops the events it had not received.",
+    params(("id" = i64, Path, description = "Webhook id")),
+    request_body = WebhookWrite,
+    responses(
+        (status = 200, description = "The webhook", body = Webhook),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
+fn update_webhook() {}
+
+#[utoipa::path(
+    put, path = "/api/webhooks/{id}", operation_id = "api_webhooks_update", tag = "Webhooks",
+    summary = "Update a webhook (PUT)",
+    description = "As PATCH: fields not sent keep their value.",
+    params(("id" = i64, Path, description = "Webhook id")),
+    request_body = WebhookWrite,
+    responses(
+        (status = 200, description = "The webhook", body = Webhook),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
+fn put_webhook() {}
+
+#[utoipa::path(
+    delete, path = "/api/webhooks/{id}", operation_id = "api_webhooks_delete", tag = "Webhooks",
+    summary = "Delete a webhook",
+    description = "Its undelivered events go with it.",
+    params(("id" = i64, Path, description = "Webhook id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, response = NotFound),
+    ),
+)]
+fn delete_webhook() {}
+
+/// The webhook routes.
+#[derive(OpenApi)]
+#[openapi(paths(
+    list_webhooks,
+    create_webhook,
+    webhook_info,
+    get_webhook,
+    update_webhook,
+    put_webhook,
+    delete_webhook
+))]
+pub(crate) struct Webhooks;
 
 /// The routes every configuration serves, with the shared responses.
 #[derive(OpenApi)]

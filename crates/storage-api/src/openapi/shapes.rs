@@ -297,3 +297,126 @@ pub(crate) struct Common;
     Annotation
 )))]
 pub(crate) struct Host;
+
+/// One check of a validation report
+#[derive(ToSchema)]
+pub(crate) struct ValidationCheck {
+    /// `configuration`, `credentials`, `list`, `read`, `presign` (import),
+    /// `write`, `delete` (export)
+    name: String,
+    #[schema(value_type = String, example = "passed")]
+    /// `passed`, `failed`, or `skipped` (does not apply, or a check it needs failed)
+    status: String,
+    duration_ms: u64,
+    /// What it found, or what to fix; never a secret
+    message: String,
+}
+
+/// Extension: the answer of `validate?report=true`
+#[derive(ToSchema)]
+pub(crate) struct ValidationReport {
+    /// No check failed
+    valid: bool,
+    /// In the order they ran
+    checks: Vec<ValidationCheck>,
+}
+
+/// How a webhook's deliveries fare (extension)
+#[derive(ToSchema)]
+pub(crate) struct WebhookDelivery {
+    #[schema(format = DateTime)]
+    last_attempt_at: Option<String>,
+    /// HTTP status of the last attempt; null when no answer came
+    last_status: Option<u16>,
+    /// Why the last attempt failed; null when it succeeded
+    last_error: Option<String>,
+    /// Events delivered
+    delivered: u64,
+    /// Events given up after their retries ran out
+    failed: u64,
+    /// Events waiting (failing or not)
+    pending: u64,
+}
+
+/// A webhook, in Label Studio's field order, then the extensions
+#[derive(ToSchema)]
+pub(crate) struct Webhook {
+    #[schema(read_only)]
+    id: i64,
+    #[schema(read_only)]
+    organization: i64,
+    project: Option<i64>,
+    #[schema(max_length = 2048)]
+    url: String,
+    send_payload: bool,
+    send_for_all_actions: bool,
+    /// Extra request headers (string values); values of headers named like
+    /// credentials are shown as `********` (sent back so, they keep the
+    /// stored value)
+    #[schema(value_type = Object)]
+    headers: Value,
+    is_active: bool,
+    /// Action names (`GET /api/webhooks/info`)
+    actions: Vec<String>,
+    #[schema(read_only, format = DateTime)]
+    created_at: String,
+    #[schema(read_only, format = DateTime)]
+    updated_at: String,
+    /// Failed attempts since the last accepted one
+    #[schema(read_only)]
+    consecutive_failures: u64,
+    /// Extension: whether deliveries are signed (the secret is never shown)
+    #[schema(read_only)]
+    has_secret: bool,
+    #[schema(read_only)]
+    delivery: WebhookDelivery,
+}
+
+/// A webhook's fields as a client sends them
+#[derive(ToSchema)]
+pub(crate) struct WebhookWrite {
+    /// Required at creation; cannot change
+    #[schema(required = false)]
+    project: i64,
+    /// Required at creation; under the server's endpoint policy
+    #[schema(required = false, max_length = 2048)]
+    url: String,
+    #[schema(required = false, default = true)]
+    send_payload: bool,
+    #[schema(required = false, default = true)]
+    send_for_all_actions: bool,
+    /// At most 10, names of letters, digits, `-` and `_`, string values
+    #[schema(required = false, value_type = Object)]
+    headers: Value,
+    #[schema(required = false, default = true)]
+    is_active: bool,
+    /// Left as they are when not sent (Label Studio clears them)
+    #[schema(required = false)]
+    actions: Vec<String>,
+    /// Extension: the HMAC-SHA256 key of the `webhook-signature` header
+    /// (Standard Webhooks; `whsec_<base64>` or any text); write-only, `""` or
+    /// null removes it
+    #[schema(required = false, write_only, max_length = 1024)]
+    secret: Option<String>,
+}
+
+/// One action of the catalogue
+#[derive(ToSchema)]
+pub(crate) struct WebhookAction {
+    name: String,
+    description: String,
+    /// The body key carrying the payload
+    key: String,
+    #[schema(rename = "organization-only")]
+    organization_only: bool,
+}
+
+/// The webhook schemas, components of the webhook routes.
+#[derive(OpenApi)]
+#[openapi(components(schemas(Webhook, WebhookWrite, WebhookDelivery, WebhookAction)))]
+pub(crate) struct Webhooks;
+
+/// The validation report's schemas.
+#[derive(OpenApi)]
+#[openapi(components(schemas(ValidationReport, ValidationCheck)))]
+pub(crate) struct Validation;
