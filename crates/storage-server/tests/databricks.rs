@@ -343,20 +343,6 @@ async fn validation_report_names_a_token_without_grants() {
     let double = double().await;
     let server = server_with(EndpointPolicy::allow_private()).await;
     let project = server.project().await;
-    let statuses = |report: &Value| -> Vec<String> {
-        report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                format!(
-                    "{}={}",
-                    c["name"].as_str().unwrap(),
-                    c["status"].as_str().unwrap()
-                )
-            })
-            .collect()
-    };
     let (status, report) = server
         .post(
             "/api/storages/export/databricks/validate?report=true",
@@ -365,7 +351,7 @@ async fn validation_report_names_a_token_without_grants() {
         .await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(
-        statuses(&report),
+        support::report_checks(&report),
         [
             "configuration=passed",
             "credentials=passed",
@@ -383,7 +369,7 @@ async fn validation_report_names_a_token_without_grants() {
         .await;
     assert_eq!(report["valid"], false, "{report}");
     assert_eq!(
-        statuses(&report),
+        support::report_checks(&report),
         [
             "configuration=passed",
             "credentials=passed",

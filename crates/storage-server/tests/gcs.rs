@@ -363,17 +363,17 @@ async fn gcs_sa_validation_report_names_a_target_that_cannot_sign() {
         .await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(
-        conformance::report_statuses(&report),
-        conformance::expected_checks(&[
-            ("configuration", "passed"),
-            ("credentials", "passed"),
-            ("list", "passed"),
-            ("read", "skipped"),
-            ("presign", "failed"),
-        ]),
+        support::report_checks(&report),
+        [
+            "configuration=passed",
+            "credentials=passed",
+            "list=passed",
+            "read=skipped",
+            "presign=failed"
+        ],
         "{report}"
     );
-    let message = conformance::report_message(&report, "presign");
+    let message = support::report_message(&report, "presign");
     assert!(
         message.contains("signBlob") && message.contains("roles/iam.serviceAccountTokenCreator"),
         "{message}"

@@ -1127,20 +1127,6 @@ async fn validation_report_of_local_folders() {
     let project = server.project().await;
     server.write_files(&[("report/in/a.json", r#"{"image": "a"}"#)]);
     std::fs::create_dir_all(server.root.join("report/out")).unwrap();
-    let statuses = |report: &Value| -> Vec<String> {
-        report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                format!(
-                    "{}={}",
-                    c["name"].as_str().unwrap(),
-                    c["status"].as_str().unwrap()
-                )
-            })
-            .collect()
-    };
     let (status, report) = server
         .post(
             "/api/storages/localfiles/validate?report=true",
@@ -1149,7 +1135,7 @@ async fn validation_report_of_local_folders() {
         .await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(
-        statuses(&report),
+        support::report_checks(&report),
         [
             "configuration=passed",
             "credentials=passed",
@@ -1166,7 +1152,7 @@ async fn validation_report_of_local_folders() {
         )
         .await;
     assert_eq!(
-        statuses(&report),
+        support::report_checks(&report),
         [
             "configuration=passed",
             "credentials=passed",
@@ -1191,7 +1177,11 @@ async fn validation_report_of_local_folders() {
         )
         .await;
     assert_eq!(report["valid"], false, "{report}");
-    assert_eq!(statuses(&report)[0], "configuration=failed", "{report}");
+    assert_eq!(
+        support::report_checks(&report)[0],
+        "configuration=failed",
+        "{report}"
+    );
     assert!(
         report["checks"][0]["message"]
             .as_str()

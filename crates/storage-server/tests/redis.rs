@@ -360,36 +360,21 @@ async fn validation_report_reads_a_key_and_explains_a_refused_password() {
                 .post("/api/storages/redis/validate?report=true", body)
                 .await;
             assert_eq!(status, StatusCode::OK, "{report}");
-            let checks: Vec<(String, String)> = report["checks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| {
-                    (
-                        c["name"].as_str().unwrap().into(),
-                        c["status"].as_str().unwrap().into(),
-                    )
-                })
-                .collect();
+            let checks = support::report_checks(&report);
             (report, checks)
         }
-    };
-    let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
-        p.iter()
-            .map(|(n, s)| (n.to_string(), s.to_string()))
-            .collect()
     };
     let (report, checks) = validate(json!({"use_blob_urls": false})).await;
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(
         checks,
-        pairs(&[
-            ("configuration", "passed"),
-            ("credentials", "passed"),
-            ("list", "passed"),
-            ("read", "passed"),
-            ("presign", "skipped")
-        ]),
+        [
+            "configuration=passed",
+            "credentials=passed",
+            "list=passed",
+            "read=passed",
+            "presign=skipped"
+        ],
         "{report}"
     );
     let (report, checks) = validate(json!({"password": "not-the-password"})).await;
@@ -397,13 +382,13 @@ async fn validation_report_reads_a_key_and_explains_a_refused_password() {
     // The client authenticates as it connects: the credentials check.
     assert_eq!(
         checks,
-        pairs(&[
-            ("configuration", "passed"),
-            ("credentials", "failed"),
-            ("list", "skipped"),
-            ("read", "skipped"),
-            ("presign", "skipped")
-        ]),
+        [
+            "configuration=passed",
+            "credentials=failed",
+            "list=skipped",
+            "read=skipped",
+            "presign=skipped"
+        ],
         "{report}"
     );
     assert!(

@@ -429,17 +429,17 @@ async fn validation_report_of_a_read_only_key_fails_the_export_write() {
     .await;
     assert_eq!(report["valid"], false, "{report}");
     assert_eq!(
-        conformance::report_statuses(&report),
-        conformance::expected_checks(&[
-            ("configuration", "passed"),
-            ("credentials", "passed"),
-            ("list", "passed"),
-            ("write", "failed"),
-            ("delete", "skipped"),
-        ]),
+        support::report_checks(&report),
+        [
+            "configuration=passed",
+            "credentials=passed",
+            "list=passed",
+            "write=failed",
+            "delete=skipped"
+        ],
         "{report}"
     );
-    let message = conformance::report_message(&report, "write");
+    let message = support::report_message(&report, "write");
     assert!(
         message.contains("AccessDenied") || message.contains("403"),
         "{message}"
@@ -456,24 +456,24 @@ async fn validation_report_of_a_list_only_key_fails_read_and_presign() {
     .await;
     assert_eq!(report["valid"], false, "{report}");
     assert_eq!(
-        conformance::report_statuses(&report),
-        conformance::expected_checks(&[
-            ("configuration", "passed"),
-            ("credentials", "passed"),
-            ("list", "passed"),
-            ("read", "failed"),
-            ("presign", "failed"),
-        ]),
+        support::report_checks(&report),
+        [
+            "configuration=passed",
+            "credentials=passed",
+            "list=passed",
+            "read=failed",
+            "presign=failed"
+        ],
         "{report}"
     );
     assert_eq!(
-        conformance::report_message(&report, "list"),
+        support::report_message(&report, "list"),
         format!(
             "1 object matches under prefix \"{}\"",
             report_prefix(&report)
         )
     );
-    let presign = conformance::report_message(&report, "presign");
+    let presign = support::report_message(&report, "presign");
     assert!(
         presign.contains("403") && presign.contains("browsers will not load"),
         "{presign}"
@@ -490,7 +490,7 @@ async fn validation_report_of_a_list_only_key_fails_read_and_presign() {
 
 /// The prefix a report's `list` message names.
 fn report_prefix(report: &Value) -> String {
-    conformance::report_message(report, "list")
+    support::report_message(report, "list")
         .split('"')
         .nth(1)
         .unwrap()

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use storage_core::Backend;
 use storage_testing::conformance::Seed;
 
-use crate::support::{Server, TOKEN};
+use crate::support::{report_checks, report_message, Server, TOKEN};
 
 /// A bucket on a real server, and how to reach it.
 pub struct Bucket {
@@ -665,41 +665,6 @@ pub async fn validation_explains_missing_bucket_and_empty_prefix(b: &Bucket) {
     );
 }
 
-/// The statuses of a validation report's checks, by name, in order.
-pub fn report_statuses(report: &Value) -> Vec<(String, String)> {
-    report["checks"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no checks: {report}"))
-        .iter()
-        .map(|c| {
-            assert!(c["duration_ms"].is_u64() && c["message"].is_string(), "{c}");
-            (
-                c["name"].as_str().unwrap().to_string(),
-                c["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// The message of check `name` of a report.
-pub fn report_message<'a>(report: &'a Value, name: &str) -> &'a str {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .and_then(|c| c["message"].as_str())
-        .unwrap_or_else(|| panic!("no check {name}: {report}"))
-}
-
-/// `[(name, status)]` from `name=status` pairs, for comparisons.
-pub fn expected_checks(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(n, s)| (n.to_string(), s.to_string()))
-        .collect()
-}
-
 pub async fn validation_report_names_each_check(b: &Bucket) {
     b.seed.put("report/a.json", r#"{"text": "a"}"#).await;
     b.seed.put("report/b.json", r#"{"text": "b"}"#).await;
@@ -721,14 +686,14 @@ pub async fn validation_report_names_each_check(b: &Bucket) {
     assert_eq!(report["valid"], true, "{report}");
     let presigned = if presign { "passed" } else { "skipped" };
     assert_eq!(
-        report_statuses(&report),
-        expected_checks(&[
-            ("configuration", "passed"),
-            ("credentials", "passed"),
-            ("list", "passed"),
-            ("read", "passed"),
-            ("presign", presigned),
-        ]),
+        report_checks(&report),
+        [
+            "configuration=passed",
+            "credentials=passed",
+            "list=passed",
+            "read=passed",
+            &format!("presign={presigned}")
+        ],
         "{report}"
     );
     assert!(
@@ -760,8 +725,8 @@ pub async fn validation_report_names_each_check(b: &Bucket) {
         "{report}"
     );
     assert_eq!(
-        report_statuses(&report)[3..],
-        expected_checks(&[("read", "skipped"), ("presign", "skipped")])
+        report_checks(&report)[3..],
+        ["read=skipped", "presign=skipped"]
     );
 
     // A missing bucket: listing fails and says so; what needs it is skipped.
@@ -769,14 +734,14 @@ pub async fn validation_report_names_each_check(b: &Bucket) {
     body[b.backend.bucket_field()] = json!("no-such-bucket-for-conformance");
     let (_, report) = server.post(&import, body).await;
     assert_eq!(report["valid"], false, "{report}");
-    assert_eq!(report_statuses(&report)[2].1, "failed", "{report}");
+    assert_eq!(report_checks(&report)[2], "list=failed", "{report}");
     assert!(
         report_message(&report, "list").contains("no-such-bucket-for-conformance"),
         "{report}"
     );
     assert_eq!(
-        report_statuses(&report)[3..],
-        expected_checks(&[("read", "skipped"), ("presign", "skipped")])
+        report_checks(&report)[3..],
+        ["read=skipped", "presign=skipped"]
     );
 
     // Not a valid body: the configuration fails, naming the field.
@@ -785,8 +750,8 @@ pub async fn validation_report_names_each_check(b: &Bucket) {
         .await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(
-        report_statuses(&report)[0],
-        ("configuration".into(), "failed".into()),
+        report_checks(&report)[0],
+        "configuration=failed",
         "{report}"
     );
     assert!(
@@ -801,14 +766,14 @@ pub async fn validation_report_names_each_check(b: &Bucket) {
     );
     let (_, report) = server.post(&export, body).await;
     assert_eq!(
-        report_statuses(&report),
-        expected_checks(&[
-            ("configuration", "passed"),
-            ("credentials", "passed"),
-            ("list", "passed"),
-            ("write", "passed"),
-            ("delete", "passed"),
-        ]),
+        report_checks(&report),
+        [
+            "configuration=passed",
+            "credentials=passed",
+            "list=passed",
+            "write=passed",
+            "delete=passed"
+        ],
         "{report}"
     );
     let probe = report_message(&report, "delete")
@@ -824,11 +789,7 @@ pub async fn validation_report_names_each_check(b: &Bucket) {
     // ... and left, named, when the storage may not delete.
     let body = b.body(project, json!({"prefix": b.seed.key("report-kept")}));
     let (_, report) = server.post(&export, body).await;
-    assert_eq!(
-        report_statuses(&report)[4],
-        ("delete".into(), "skipped".into()),
-        "{report}"
-    );
+    assert_eq!(report_checks(&report)[4], "delete=skipped", "{report}");
     let kept = report_message(&report, "delete")
         .split('"')
         .nth(1)

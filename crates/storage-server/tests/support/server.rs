@@ -505,3 +505,32 @@ pub fn envelope(status: StatusCode, body: &Value, expected: StatusCode) -> Value
 pub fn exists(path: impl AsRef<Path>) -> bool {
     path.as_ref().exists()
 }
+
+/// The checks of a validation report (`validate?report=true`) as
+/// `name=status`, in order; each has a duration and a message.
+pub fn report_checks(report: &Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks: {report}"))
+        .iter()
+        .map(|c| {
+            assert!(c["duration_ms"].is_u64() && c["message"].is_string(), "{c}");
+            format!(
+                "{}={}",
+                c["name"].as_str().unwrap(),
+                c["status"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The message of check `name` of a validation report.
+pub fn report_message<'a>(report: &'a Value, name: &str) -> &'a str {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_else(|| panic!("no check {name}: {report}"))
+}
