@@ -543,6 +543,10 @@ pub trait ExportOutbox: Send + Sync + Debug {
     /// What the outbox holds for export storage `storage`.
     async fn export_backlog(&self, storage: i64) -> Result<ExportBacklog>;
 
+    /// Releases every claim (see
+    /// [`crate::webhooks::WebhookRepository::release_claims`]).
+    async fn release_export_claims(&self) -> Result<()>;
+
     /// Forgets the deliveries of saved annotations to `storage` queued
     /// before `before` (waiting, failing or given up; not those a claim
     /// holds now): an export sync that started then has written those

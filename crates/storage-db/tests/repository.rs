@@ -1666,6 +1666,15 @@ macro_rules! repository_tests {
             assert_eq!(payload["storage"]["id"], json!(id));
             assert_eq!(payload["storage"]["status"], json!("completed"));
             assert_eq!(payload["storage"]["last_sync_count"], json!(7));
+
+            // The claims of a process that died are released at its restart.
+            let now = Utc::now();
+            let lease = now + chrono::Duration::seconds(30);
+            let claimed = f.db.claim_deliveries(now, lease, 10).await.unwrap();
+            assert!(f.db.claim_deliveries(now, lease, 10).await.unwrap().is_empty());
+            f.db.release_claims().await.unwrap();
+            let again = f.db.claim_deliveries(now, lease, 10).await.unwrap();
+            assert_eq!((again[0].id, again[0].attempt), (claimed[0].id, 2));
         }
 
         #[tokio::test]
@@ -1693,6 +1702,9 @@ macro_rules! repository_tests {
 
             let again = f.db.claim_exports(now, lease, 10, Some(id)).await.unwrap();
             assert_eq!((again[0].id, again[0].attempt), (claimed[0].id, 2));
+            f.db.release_export_claims().await.unwrap();
+            let again = f.db.claim_exports(now, lease, 10, Some(id)).await.unwrap();
+            assert_eq!((again[0].id, again[0].attempt), (claimed[0].id, 3), "released");
             assert!(f.db.record_export(&again[0], &ExportOutcome::Done).await.unwrap());
             assert!(!f.db.record_export(&again[0], &ExportOutcome::Done).await.unwrap());
             let update = f.db.claim_exports(now, lease, 10, None).await.unwrap();

@@ -133,6 +133,11 @@ pub async fn app(config: &Config) -> Result<App, Error> {
         Arc::new(ApiEventRenderer::new(state.clone())),
         config.courier_config(),
     )?;
+    // As for sync jobs: a delivery a previous run of this process left
+    // mid-flight is taken again at once.
+    if db.exclusive() {
+        courier.recover().await?;
+    }
     courier.start();
     // The request span has method, URI and version, no headers; marking the
     // Authorization header sensitive keeps tokens out of the logs even if a

@@ -542,3 +542,40 @@ async fn undelivered_events_survive_a_sigkill_and_are_delivered_once_in_order() 
     let (_, shown) = api.get(&path).await;
     assert_eq!(shown["delivery"]["pending"], 0, "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_cut_by_a_sigkill_is_sent_again_at_once_by_the_restarted_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, api) = start(dir.path(), &data, "first", &[]);
+    let receiver = Receiver::start().await;
+    // The first request hangs: the server is killed while it waits.
+    receiver.answer_after(Duration::from_secs(300));
+    let project = api.project().await;
+    create_webhook(&api, project, &receiver.url, json!({"secret": SECRET})).await;
+    api.import(project, json!([{"image": "a.jpg"}])).await;
+    let deadline = Instant::now() + PATIENCE;
+    while receiver.received().is_empty() {
+        assert!(Instant::now() < deadline, "the event was never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    receiver.answer_after(Duration::ZERO);
+
+    // Well within the claim's lease (2 × 10 s + 10 s): the embedded
+    // database's only process releases its claims when it starts.
+    let restarted = Instant::now();
+    let (_server, _api) = start(dir.path(), &data, "second", &[]);
+    let id = receiver.received()[0].id.clone();
+    loop {
+        let again = receiver.received().iter().filter(|r| r.id == id).count();
+        if again >= 2 {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(15),
+            "the cut delivery waited for its lease to expire"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

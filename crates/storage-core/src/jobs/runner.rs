@@ -436,6 +436,9 @@ impl Runner {
     /// Fails or resumes jobs whose worker died, and fails jobs that waited
     /// too long in the queue (see [`state::recovered`]).
     pub(super) async fn recover(&self, orphans_now: bool) -> Result<()> {
+        if let (true, Some(outbox)) = (orphans_now, self.export_outbox()) {
+            outbox.release_export_claims().await?;
+        }
         let now = Utc::now();
         let active = self
             .storages

@@ -111,6 +111,13 @@ impl Courier {
         })
     }
 
+    /// Releases the claims a previous run of the only process using the
+    /// database left (see [`WebhookRepository::release_claims`]); call
+    /// before [`Courier::start`] when the database is exclusive (SQLite).
+    pub async fn recover(&self) -> Result<()> {
+        self.inner.repository.release_claims().await
+    }
+
     /// Starts the delivery loop.
     pub fn start(&self) {
         let inner = self.inner.clone();

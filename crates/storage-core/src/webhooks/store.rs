@@ -231,6 +231,11 @@ pub trait WebhookRepository: Send + Sync + Debug {
         limit: usize,
     ) -> Result<Vec<Delivery>>;
 
+    /// Releases every claim, as after a crash of the only process using
+    /// the database (an embedded SQLite file): its deliveries are taken
+    /// again at once instead of when their leases would expire.
+    async fn release_claims(&self) -> Result<()>;
+
     /// Records how an attempt at `delivery` ended and what follows; does
     /// nothing when the claim was lost (the lease expired and another
     /// courier took it). Returns whether it was recorded.

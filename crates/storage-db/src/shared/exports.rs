@@ -197,6 +197,16 @@ impl ExportOutbox for Engine {
         })
     }
 
+    async fn release_export_claims(&self) -> Result<()> {
+        sqlx::query(
+            "UPDATE export_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db("releasing the claims of on-save exports"))?;
+        Ok(())
+    }
+
     async fn forget_written(&self, storage: i64, before: DateTime<Utc>) -> Result<()> {
         sqlx::query(
             "DELETE FROM export_deliveries

@@ -441,6 +441,16 @@ impl WebhookRepository for Engine {
         Ok(deliveries)
     }
 
+    async fn release_claims(&self) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db("releasing the claims of webhook deliveries"))?;
+        Ok(())
+    }
+
     async fn record_attempt(
         &self,
         delivery: &Delivery,
