@@ -337,7 +337,10 @@ fn delete_annotation() {}
     summary = "List webhooks",
     description = "The webhooks of the caller's organisation, as a plain array.",
     params(("project" = Option<String>, Query, description = "A project id, or `isnull` for organisation webhooks")),
-    responses((status = 200, description = "The webhooks", body = Vec<Webhook>)),
+    responses(
+        (status = 200, description = "The webhooks", body = Vec<Webhook>),
+        (status = 400, response = BadRequest),
+    ),
 )]
 fn list_webhooks() {}
 
@@ -347,9 +350,15 @@ fn list_webhooks() {}
     description = "`project` and `url` are required; a project that is missing or not visible is a 404 `Project not found.`",
     request_body = WebhookWrite,
     responses(
-        (status = 201, description = "The webhook", body = Webhook),
+        (status = 201, description = "The webhook", body = Webhook, links(
+            ("get" = (operation_id = "api_webhooks_read", parameters(("id" = "$response.body#/id")))),
+            ("update" = (operation_id = "api_webhooks_partial_update", parameters(("id" = "$response.body#/id")))),
+            ("replace" = (operation_id = "api_webhooks_update", parameters(("id" = "$response.body#/id")))),
+            ("delete" = (operation_id = "api_webhooks_delete", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
     ),
 )]
 fn create_webhook() {}
@@ -385,6 +394,7 @@ fn get_webhook() {}
         (status = 200, description = "The webhook", body = Webhook),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
     ),
 )]
 fn update_webhook() {}
@@ -399,6 +409,7 @@ fn update_webhook() {}
         (status = 200, description = "The webhook", body = Webhook),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
     ),
 )]
 fn put_webhook() {}
