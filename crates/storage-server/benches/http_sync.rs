@@ -29,6 +29,10 @@
 //!   `100000,1000000`) synced, then re-synced unchanged with the default policies and with
 //!   `on_object_changed: update` + `on_object_deleted: delete`, then 1% deleted and 1% changed
 //!   and synced again under those policies; each with the server's peak RSS over the phase;
+//! - `webhooks`: a Files-mode sync of `BENCH_WEBHOOK_FILES` files (default 100000)
+//!   announced to a loopback receiver (delay from the sync's end to its
+//!   `STORAGE_SYNC_COMPLETED`), then `BENCH_WEBHOOK_EVENTS` events (default 2000) queued
+//!   while the receiver fails and drained once it answers (events/s, next to a plain client);
 //! - `big_task`: the server's peak memory, as a multiple of the task's size (the floor), while
 //!   it syncs one task of `BENCH_TASK_MIB` MiB (default 60) and while it lists it
 //!   (`GET /api/tasks`), for a task of one long string and one of many small objects.
@@ -50,6 +54,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::process::{self, Process};
+use support::receiver::Receiver;
 use support::Api;
 
 const TOKEN: &str = "bench-token-0123456789";
@@ -79,8 +84,12 @@ fn main() {
                     follow(n);
                 }
             }
+            "webhooks" => webhooks(
+                env_list("BENCH_WEBHOOK_FILES", "100000")[0],
+                env_list("BENCH_WEBHOOK_EVENTS", "2000")[0],
+            ),
             other => {
-                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, parquet, export, s3, azure, redis, databricks, big_task, follow)")
+                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, parquet, export, s3, azure, redis, databricks, big_task, follow, webhooks)")
             }
         }
     }
@@ -310,6 +319,93 @@ fn follow(n: usize) {
         "{followed}"
     );
     assert_eq!(followed["last_sync_count"], 0, "{followed}");
+}
+
+/// Webhooks: a Files-mode sync of `files` files announced to a loopback
+/// receiver (the delay from the sync's end to its `STORAGE_SYNC_COMPLETED`
+/// there, next to the courier's poll interval), then `events` events
+/// queued while the receiver fails and drained once it answers (events/s,
+/// next to the same number of posts from a plain client: the floor).
+fn webhooks(files: usize, events: usize) {
+    let bench = Bench::start_with(&[
+        "--allow-private-endpoints",
+        "true",
+        "--webhook-max-backoff-seconds",
+        "1",
+    ]);
+    let receiver = bench.runtime.block_on(Receiver::start());
+    let webhook = json!({"project": bench.project, "url": receiver.url, "secret": "bench-secret"});
+    bench.call(reqwest::Method::POST, "/api/webhooks/", Some(webhook));
+    let folder = bench.folder("announced");
+    for i in 0..files {
+        std::fs::write(folder.join(format!("img_{i:07}.jpg")), b"x").unwrap();
+    }
+    let storage = bench.local_import(&folder, true);
+    let (took, state) = bench.sync_and_wait("localfiles", storage);
+    assert_eq!(state["last_sync_count"], files as u64, "{state}");
+    let accepted = bench.runtime.block_on(receiver.wait_accepted(
+        Duration::from_secs(600),
+        "STORAGE_SYNC_COMPLETED",
+        |r| r.iter().any(|e| e.action() == "STORAGE_SYNC_COMPLETED"),
+    ));
+    let announced: usize = accepted
+        .iter()
+        .filter(|e| e.action() == "TASKS_CREATED")
+        .map(|e| e.json["tasks"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(announced, files, "TASKS_CREATED covers every task");
+    let ended = chrono::DateTime::parse_from_rfc3339(state["last_sync"].as_str().unwrap()).unwrap();
+    let delay = accepted.last().unwrap().wall - ended.to_utc();
+    println!("| webhooks | measure | value | floor | ratio |");
+    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| sync of {files} files ({:.2} s), {} events | sync end to STORAGE_SYNC_COMPLETED at the receiver (ms) | {} | 250 (poll interval) | {:.1} |",
+        took.as_secs_f64(),
+        accepted.len(),
+        delay.num_milliseconds(),
+        delay.num_milliseconds() as f64 / 250.0
+    );
+
+    // A backlog: one event per task import, queued while the receiver fails.
+    receiver.fail_for(Duration::from_secs(3600));
+    let before = receiver.accepted().len();
+    let path = format!("/api/projects/{}/import", bench.project);
+    for i in 0..events {
+        bench.call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!([{"text": format!("t{i}")}])),
+        );
+    }
+    receiver.recover();
+    let drained = bench.runtime.block_on(receiver.wait_accepted(
+        Duration::from_secs(600),
+        "the backlog",
+        |r| r.len() >= before + events,
+    ));
+    let backlog = &drained[before..];
+    let seconds = (backlog.last().unwrap().at - backlog[0].at).as_secs_f64();
+    let rate = events as f64 / seconds;
+    // The floor: the same bodies posted one after another by a plain client.
+    let body = backlog[0].body.clone();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    bench.runtime.block_on(async {
+        for _ in 0..events {
+            let answer = client
+                .post(&receiver.url)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert!(answer.status().is_success());
+        }
+    });
+    let floor = events as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "| {events} queued events, one webhook, in order | events/s delivered | {rate:.0} | {floor:.0} (plain client) | {:.1} |",
+        floor / rate
+    );
 }
 
 /// Starts a new peak (`VmHWM`) from the current resident size.
