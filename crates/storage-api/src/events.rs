@@ -6,6 +6,9 @@
 //! sync actions the storage as the storage API shows it, with the sync
 //! state the move wrote.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use storage_core::host::{Queue, TaskRecord};
@@ -139,13 +142,81 @@ fn webhook_task(task: TaskRecord, data_key: Option<&str>) -> Value {
 #[async_trait]
 impl EventRenderer for ApiEventRenderer {
     async fn render(&self, event: &Event) -> Result<Map<String, Value>> {
-        let (project, data_key) = self.project(event.project).await?;
+        self.render_all(&[event])
+            .await
+            .pop()
+            .unwrap_or_else(|| Ok(Map::new()))
+    }
+
+    /// Each project and all the new tasks of `events` are read once.
+    async fn render_all(&self, events: &[&Event]) -> Vec<Result<Map<String, Value>>> {
+        let mut projects: HashMap<i64, (Value, Option<String>)> = HashMap::new();
+        let mut failed = None;
+        for event in events {
+            if let Entry::Vacant(entry) = projects.entry(event.project) {
+                match self.project(event.project).await {
+                    Ok(project) => {
+                        entry.insert(project);
+                    }
+                    Err(err) => failed = Some(err.to_string()),
+                }
+            }
+        }
+        let created: Vec<i64> = events
+            .iter()
+            .filter(|e| e.action == Action::TasksCreated)
+            .flat_map(|e| recorded::task_ids(&e.payload))
+            .collect();
+        let mut tasks: HashMap<i64, TaskRecord> = HashMap::new();
+        if let (Some(host), false) = (self.state.host(), created.is_empty()) {
+            match host.tasks_by_id(&created).await {
+                Ok(records) => tasks.extend(records.into_iter().map(|t| (t.id, t))),
+                Err(err) => failed = Some(err.to_string()),
+            }
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let body = match (&failed, projects.get(&event.project)) {
+                (None, Some((project, data_key))) => {
+                    self.body(event, project, data_key.as_deref(), &mut tasks)
+                        .await
+                }
+                (Some(err), _) => Err(storage_core::Error::backend(
+                    "rendering a webhook body",
+                    err.clone(),
+                )),
+                (None, None) => Err(storage_core::Error::backend(
+                    "rendering a webhook body",
+                    format!("project {} could not be read", event.project),
+                )),
+            };
+            out.push(body);
+        }
+        out
+    }
+}
+
+impl ApiEventRenderer {
+    /// The body of `event`; its new tasks are taken from `tasks`.
+    async fn body(
+        &self,
+        event: &Event,
+        project: &Value,
+        data_key: Option<&str>,
+        tasks: &mut HashMap<i64, TaskRecord>,
+    ) -> Result<Map<String, Value>> {
         let mut out = Map::new();
         match event.action {
             Action::TasksCreated => {
-                let ids = recorded::task_ids(&event.payload);
-                let tasks = self.tasks(&ids, data_key.as_deref()).await?;
-                out.insert("tasks".into(), Value::Array(tasks));
+                let shown: Vec<Value> = recorded::task_ids(&event.payload)
+                    .iter()
+                    .map(|id| match tasks.remove(id) {
+                        Some(task) => webhook_task(task, data_key),
+                        // Deleted since, or no host: its id.
+                        None => json!({ "id": id }),
+                    })
+                    .collect();
+                out.insert("tasks".into(), Value::Array(shown));
             }
             Action::AnnotationCreated | Action::AnnotationUpdated => {
                 let id = event.payload["annotation"]["id"]
@@ -160,7 +231,7 @@ impl EventRenderer for ApiEventRenderer {
                     "annotation".into(),
                     annotation.unwrap_or_else(|| json!({ "id": id })),
                 );
-                let task = self.tasks(&[task_id], data_key.as_deref()).await?.pop();
+                let task = self.tasks(&[task_id], data_key).await?.pop();
                 out.insert(
                     "task".into(),
                     task.unwrap_or_else(|| json!({ "id": task_id })),
@@ -180,7 +251,7 @@ impl EventRenderer for ApiEventRenderer {
                 }
             }
         }
-        out.insert("project".into(), project);
+        out.insert("project".into(), project.clone());
         Ok(out)
     }
 }

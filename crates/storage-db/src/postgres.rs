@@ -325,6 +325,22 @@ fn read_time(
 /// The advisory lock key claims take turns on ("claim" in ASCII).
 const CLAIM_LOCK: i64 = 0x0063_6c61_696d;
 
+/// The advisory lock key outbox claims take turns on ("outbox").
+const OUTBOX_LOCK: i64 = 0x6f75_7462_6f78;
+
+impl Engine {
+    /// Makes the outbox claims of every instance take turns, for the rest
+    /// of the transaction `conn`.
+    async fn lock_outbox_claims(conn: &mut DbConn, context: &str) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OUTBOX_LOCK)
+            .execute(&mut *conn)
+            .await
+            .map_err(db(context))?;
+        Ok(())
+    }
+}
+
 /// PostgreSQL's limit of bound parameters per statement.
 const MAX_VARIABLES: usize = 65_535;
 

@@ -1580,7 +1580,7 @@ macro_rules! repository_tests {
             let second = f.db.import_tasks(f.project, vec![parsed(json!({"t": 2}))]).await.unwrap();
             let now = Utc::now();
             let lease = now + chrono::Duration::seconds(30);
-            let claimed = f.db.claim_deliveries(now, lease, 10).await.unwrap();
+            let claimed = f.db.claim_deliveries(now, lease, 10, 1).await.unwrap();
             // One webhook's deliveries go in order: only the head is claimed.
             assert_eq!(claimed.len(), 1);
             let head = &claimed[0];
@@ -1588,16 +1588,16 @@ macro_rules! repository_tests {
             assert_eq!(head.event.action, Action::TasksCreated);
             assert_eq!(recorded::task_ids(&head.event.payload), first);
             // Held by its lease: a second claimer gets nothing.
-            assert!(f.db.claim_deliveries(now, lease, 10).await.unwrap().is_empty());
+            assert!(f.db.claim_deliveries(now, lease, 10, 1).await.unwrap().is_empty());
 
             // A failure: retried later, then again from the same head.
             let failed = Attempt { at: now, status: Some(500), error: Some("answered 500".into()) };
             let retry_at = now + chrono::Duration::seconds(5);
-            assert!(f.db.record_attempt(head, &failed, Outcome::RetryAt(retry_at)).await.unwrap());
-            assert!(!f.db.record_attempt(head, &failed, Outcome::Delivered).await.unwrap());
-            assert!(f.db.claim_deliveries(now, lease, 10).await.unwrap().is_empty());
+            assert!(f.db.record_attempts(&[(head.clone(), failed.clone(), Outcome::RetryAt(retry_at))], &[]).await.unwrap() == 1);
+            assert_eq!(f.db.record_attempts(&[(head.clone(), failed.clone(), Outcome::Delivered)], &[]).await.unwrap(), 0, "the claim is gone");
+            assert!(f.db.claim_deliveries(now, lease, 10, 1).await.unwrap().is_empty());
             let later = retry_at + chrono::Duration::milliseconds(1);
-            let again = f.db.claim_deliveries(later, later + chrono::Duration::seconds(30), 10).await.unwrap();
+            let again = f.db.claim_deliveries(later, later + chrono::Duration::seconds(30), 10, 1).await.unwrap();
             assert_eq!((again.len(), again[0].id, again[0].attempt), (1, head.id, 2));
             let webhook = f.db.webhook(all.id).await.unwrap().unwrap();
             assert_eq!(webhook.delivery.last_status, Some(500));
@@ -1605,10 +1605,10 @@ macro_rules! repository_tests {
             assert_eq!(webhook.delivery.consecutive_failures, 1);
 
             let accepted = Attempt { at: later, status: Some(204), error: None };
-            assert!(f.db.record_attempt(&again[0], &accepted, Outcome::Delivered).await.unwrap());
-            let next = f.db.claim_deliveries(later, later + chrono::Duration::seconds(30), 10).await.unwrap();
+            assert_eq!(f.db.record_attempts(&[(again[0].clone(), accepted.clone(), Outcome::Delivered)], &[]).await.unwrap(), 1);
+            let next = f.db.claim_deliveries(later, later + chrono::Duration::seconds(30), 10, 1).await.unwrap();
             assert_eq!(recorded::task_ids(&next[0].event.payload), second);
-            assert!(f.db.record_attempt(&next[0], &failed, Outcome::GivenUp).await.unwrap());
+            assert_eq!(f.db.record_attempts(&[(next[0].clone(), failed.clone(), Outcome::GivenUp)], &[]).await.unwrap(), 1);
             let webhook = f.db.webhook(all.id).await.unwrap().unwrap();
             assert_eq!(
                 (webhook.delivery.delivered, webhook.delivery.failed, webhook.delivery.pending),
@@ -1616,6 +1616,29 @@ macro_rules! repository_tests {
             );
             assert_eq!(webhook.delivery.consecutive_failures, 1, "reset by the delivery between");
             assert_eq!(number(&f.db, "SELECT count(*) FROM webhook_events", &[]).await, 0);
+
+            // A run: the head and the deliveries behind it, claimed together
+            // in order; the part not tried is released as it was.
+            for t in 4..7 {
+                f.db.import_tasks(f.project, vec![parsed(json!({"t": t}))]).await.unwrap();
+            }
+            let now = Utc::now();
+            let lease = now + chrono::Duration::seconds(30);
+            let run = f.db.claim_deliveries(now, lease, 10, 50).await.unwrap();
+            assert_eq!(run.len(), 3);
+            assert!(run.windows(2).all(|w| w[0].id < w[1].id));
+            assert!(f.db.claim_deliveries(now, lease, 10, 50).await.unwrap().is_empty(), "one claim per webhook");
+            let recorded = f
+                .db
+                .record_attempts(&[(run[0].clone(), accepted.clone(), Outcome::Delivered)], &run[1..])
+                .await
+                .unwrap();
+            assert_eq!(recorded, 1);
+            let rest = f.db.claim_deliveries(now, lease, 10, 50).await.unwrap();
+            assert_eq!(rest.iter().map(|d| (d.id, d.attempt)).collect::<Vec<_>>(),
+                       vec![(run[1].id, 1), (run[2].id, 1)], "released untried, attempts unchanged");
+            f.db.record_attempts(&[], &rest).await.unwrap();
+            let webhook = f.db.webhook(all.id).await.unwrap().unwrap();
 
             // Switched off: nothing is recorded for it; deleted: gone.
             let mut off = WebhookFields::from(&webhook);
@@ -1670,10 +1693,10 @@ macro_rules! repository_tests {
             // The claims of a process that died are released at its restart.
             let now = Utc::now();
             let lease = now + chrono::Duration::seconds(30);
-            let claimed = f.db.claim_deliveries(now, lease, 10).await.unwrap();
-            assert!(f.db.claim_deliveries(now, lease, 10).await.unwrap().is_empty());
+            let claimed = f.db.claim_deliveries(now, lease, 10, 1).await.unwrap();
+            assert!(f.db.claim_deliveries(now, lease, 10, 1).await.unwrap().is_empty());
             f.db.release_claims().await.unwrap();
-            let again = f.db.claim_deliveries(now, lease, 10).await.unwrap();
+            let again = f.db.claim_deliveries(now, lease, 10, 1).await.unwrap();
             assert_eq!((again[0].id, again[0].attempt), (claimed[0].id, 2));
         }
 

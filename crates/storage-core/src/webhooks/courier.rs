@@ -22,8 +22,8 @@ use crate::{EndpointPolicy, Error, Result};
 /// How the courier delivers.
 #[derive(Debug, Clone)]
 pub struct CourierConfig {
-    /// Deliveries posted at once (each to a different webhook: one
-    /// webhook's deliveries go in order).
+    /// Webhooks posted to at once (one webhook's deliveries go in order,
+    /// one after another).
     pub concurrency: usize,
     /// How long one attempt may take, connection included.
     pub timeout: Duration,
@@ -59,6 +59,12 @@ impl Default for CourierConfig {
         }
     }
 }
+
+/// Deliveries of one webhook claimed and posted as one run, at most.
+const RUN_LENGTH: usize = 50;
+
+/// What a run keeps of its lease after its last post may have ended.
+const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl CourierConfig {
     /// How long a claim holds: an attempt's timeout and a margin for
@@ -169,43 +175,102 @@ impl Inner {
 
     async fn round(&self) -> Result<usize> {
         let now = Utc::now();
-        let lease = chrono::Duration::from_std(self.config.lease()).unwrap_or_default();
+        let lease_until = now + chrono::Duration::from_std(self.config.lease()).unwrap_or_default();
         let deliveries = self
             .repository
-            .claim_deliveries(now, now + lease, self.config.concurrency.max(1))
+            .claim_deliveries(now, lease_until, self.config.concurrency.max(1), RUN_LENGTH)
             .await?;
-        // One event often goes to several webhooks: rendered once.
-        let mut bodies: HashMap<i64, Result<Map<String, Value>>> = HashMap::new();
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        // One event often goes to several webhooks: each body is rendered
+        // once, all of the round's together.
+        let mut events: Vec<&Event> = Vec::new();
         for delivery in &deliveries {
-            if !bodies.contains_key(&delivery.event.id) && delivery.webhook.send_payload {
-                let body = self.renderer.render(&delivery.event).await;
-                bodies.insert(delivery.event.id, body);
+            if delivery.webhook.send_payload && !events.iter().any(|e| e.id == delivery.event.id) {
+                events.push(&delivery.event);
             }
         }
-        let attempts = deliveries.iter().map(|delivery| {
-            let payload = match bodies.get(&delivery.event.id) {
-                Some(Ok(payload)) => Ok(Some(payload)),
-                Some(Err(err)) => Err(format!("its body could not be built: {err}")),
-                None => Ok(None),
-            };
-            self.attempt(delivery, payload)
-        });
-        let count = deliveries.len();
-        join_all(attempts).await;
+        let rendered = self.renderer.render_all(&events).await;
+        let bodies: HashMap<i64, Result<Map<String, Value>>> =
+            events.iter().map(|e| e.id).zip(rendered).collect();
+        // One run per webhook, in id order; the runs go at once.
+        let mut runs: Vec<Vec<Delivery>> = Vec::new();
+        for delivery in deliveries {
+            match runs
+                .iter_mut()
+                .find(|run| run[0].webhook.id == delivery.webhook.id)
+            {
+                Some(run) => run.push(delivery),
+                None => runs.push(vec![delivery]),
+            }
+        }
+        let count = runs.iter().map(Vec::len).sum();
+        join_all(runs.into_iter().map(|run| self.post_run(run, &bodies))).await;
         Ok(count)
     }
 
-    async fn attempt(
+    /// Posts one webhook's run in order until one fails or the claim
+    /// would run out, and records what became of each.
+    async fn post_run(
+        &self,
+        run: Vec<Delivery>,
+        bodies: &HashMap<i64, Result<Map<String, Value>>>,
+    ) {
+        let mut attempts = Vec::with_capacity(run.len());
+        let mut untried = Vec::new();
+        let mut stopped = false;
+        for delivery in run {
+            // A post that may take the whole timeout must end before the
+            // lease, or another courier could take the rest meanwhile.
+            let latest_start = delivery.lease_until
+                - chrono::Duration::from_std(self.config.timeout + LEASE_MARGIN)
+                    .unwrap_or_default();
+            if stopped || Utc::now() > latest_start {
+                untried.push(delivery);
+                continue;
+            }
+            let payload = match bodies.get(&delivery.event.id) {
+                Some(Ok(payload)) => Ok(Some(payload)),
+                Some(Err(err)) => Err((None, format!("its body could not be built: {err}"))),
+                None => Ok(None),
+            };
+            let result = match payload {
+                Ok(payload) => self.post(&delivery, payload).await,
+                Err(failure) => Err(failure),
+            };
+            let (attempt, outcome) = self.outcome(&delivery, result);
+            stopped = outcome != Outcome::Delivered;
+            attempts.push((delivery, attempt, outcome));
+        }
+        let webhook = attempts
+            .first()
+            .map(|(d, _, _)| d.webhook.id)
+            .or_else(|| untried.first().map(|d| d.webhook.id));
+        match self.repository.record_attempts(&attempts, &untried).await {
+            Ok(recorded) if recorded < attempts.len() => tracing::warn!(
+                webhook,
+                lost = attempts.len() - recorded,
+                "webhook deliveries' claim expired before their outcome was recorded; \
+                 they will be attempted again"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(
+                webhook,
+                error = %err,
+                "could not record webhook deliveries; they will be attempted again"
+            ),
+        }
+    }
+
+    /// The attempt a post made, and what follows it.
+    fn outcome(
         &self,
         delivery: &Delivery,
-        payload: Result<Option<&Map<String, Value>>, String>,
-    ) {
-        let result = match payload {
-            Ok(payload) => self.post(delivery, payload).await,
-            Err(err) => Err((None, err)),
-        };
+        result: Result<u16, (Option<u16>, String)>,
+    ) -> (Attempt, Outcome) {
         let at = Utc::now();
-        let (attempt, outcome) = match result {
+        match result {
             Ok(status) => (
                 Attempt {
                     at,
@@ -216,9 +281,8 @@ impl Inner {
             ),
             Err((status, error)) => {
                 let outcome = self.after_failure(&delivery.event, delivery.attempt, at);
-                let event = delivery.event.id;
-                let webhook = delivery.webhook.id;
-                let attempt = delivery.attempt;
+                let (webhook, event, attempt) =
+                    (delivery.webhook.id, delivery.event.id, delivery.attempt);
                 match outcome {
                     Outcome::GivenUp => tracing::error!(
                         webhook, event, attempt, %error,
@@ -238,25 +302,6 @@ impl Inner {
                     outcome,
                 )
             }
-        };
-        match self
-            .repository
-            .record_attempt(delivery, &attempt, outcome)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                webhook = delivery.webhook.id,
-                event = delivery.event.id,
-                "a webhook delivery's claim expired before its outcome was recorded; \
-                 it will be attempted again"
-            ),
-            Err(err) => tracing::warn!(
-                webhook = delivery.webhook.id,
-                event = delivery.event.id,
-                error = %err,
-                "could not record a webhook delivery; it will be attempted again"
-            ),
         }
     }
 

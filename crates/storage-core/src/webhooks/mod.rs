@@ -53,6 +53,17 @@ pub const TASKS_PER_EVENT: usize = 5_000;
 pub trait EventRenderer: Send + Sync + Debug {
     /// The payload keys of `event`'s body.
     async fn render(&self, event: &Event) -> Result<Map<String, Value>>;
+
+    /// The payload keys of each of `events`, in order. The default renders
+    /// them one by one; a renderer that can read what they share once
+    /// (their project, their tasks) should.
+    async fn render_all(&self, events: &[&Event]) -> Vec<Result<Map<String, Value>>> {
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            out.push(self.render(event).await);
+        }
+        out
+    }
 }
 
 /// Sends the payload as the database recorded it (see [`recorded`]).

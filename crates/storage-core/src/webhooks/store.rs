@@ -220,15 +220,18 @@ pub trait WebhookRepository: Send + Sync + Debug {
     /// not exist.
     async fn delete_webhook(&self, id: i64) -> Result<bool>;
 
-    /// Claims up to `limit` due deliveries until `lease_until`: for each
-    /// webhook at most its oldest undelivered one (deliveries of a webhook
-    /// go in order), and none another claim holds. However many couriers
-    /// and processes claim at once, a delivery goes to one of them.
+    /// Claims, until `lease_until`, the due deliveries of up to `webhooks`
+    /// webhooks: for each, its oldest undelivered delivery if it is due and
+    /// not held, with up to `per_webhook - 1` of the deliveries behind it
+    /// (a run a courier posts in order). However many couriers and
+    /// processes claim at once, a delivery goes to one of them, and one
+    /// webhook's deliveries are held by one claim at a time. Sorted by id.
     async fn claim_deliveries(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-        limit: usize,
+        webhooks: usize,
+        per_webhook: usize,
     ) -> Result<Vec<Delivery>>;
 
     /// Releases every claim, as after a crash of the only process using
@@ -236,13 +239,15 @@ pub trait WebhookRepository: Send + Sync + Debug {
     /// again at once instead of when their leases would expire.
     async fn release_claims(&self) -> Result<()>;
 
-    /// Records how an attempt at `delivery` ended and what follows; does
-    /// nothing when the claim was lost (the lease expired and another
-    /// courier took it). Returns whether it was recorded.
-    async fn record_attempt(
+    /// Records what became of one webhook's claimed run: `attempts` in the
+    /// order they were made (each with what follows it), and `untried`,
+    /// the deliveries of the run not posted (the run stopped at a failure
+    /// or ran out of its lease), released as they were. Nothing is written
+    /// for a delivery whose claim was lost (its lease expired and another
+    /// courier took it). Returns how many attempts were recorded.
+    async fn record_attempts(
         &self,
-        delivery: &Delivery,
-        attempt: &Attempt,
-        outcome: Outcome,
-    ) -> Result<bool>;
+        attempts: &[(Delivery, Attempt, Outcome)],
+        untried: &[Delivery],
+    ) -> Result<usize>;
 }

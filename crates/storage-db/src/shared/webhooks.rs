@@ -401,43 +401,69 @@ impl WebhookRepository for Engine {
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-        limit: usize,
+        webhooks: usize,
+        per_webhook: usize,
     ) -> Result<Vec<Delivery>> {
         let context = "claiming webhook deliveries";
         // Stored at the database's precision, so that the outcome's
         // compare-and-set on it matches.
         let lease_until = lease_until.trunc_subsecs(6);
         let mut tx = self.begin_write(context).await?;
-        // The head of each active webhook's queue, if due and not held: a
-        // concurrent claimer that picked the same head finds it held when
-        // its update gets to the row (the outer lease condition is checked
-        // again on the row as it then is), so one claimer gets it.
-        let claimed: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-            "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = $1
-             WHERE id IN (
-                 SELECT d.id FROM (
-                     SELECT (SELECT min(e.id) FROM webhook_deliveries e WHERE e.webhook_id = w.id)
-                         AS head
-                     FROM webhooks w WHERE w.is_active = $2) heads
-                 JOIN webhook_deliveries d ON d.id = heads.head
-                 WHERE d.next_attempt_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3)
-                 ORDER BY d.next_attempt_at, d.id LIMIT $4)
-               AND (lease_until IS NULL OR lease_until < $3)
-             RETURNING id, webhook_id, event_id, attempts",
+        // Claims of every process take turns (SQLite's single writer does
+        // this by itself): a run is read and claimed in one go, so no two
+        // claims ever hold parts of one webhook's queue.
+        Self::lock_outbox_claims(&mut tx, context).await?;
+        // The head of each active webhook's queue, if due and not held.
+        let heads: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT d.webhook_id, d.id FROM (
+                 SELECT (SELECT min(e.id) FROM webhook_deliveries e WHERE e.webhook_id = w.id)
+                     AS head
+                 FROM webhooks w WHERE w.is_active = $1) heads
+             JOIN webhook_deliveries d ON d.id = heads.head
+             WHERE d.next_attempt_at <= $2 AND (d.lease_until IS NULL OR d.lease_until < $2)
+             ORDER BY d.next_attempt_at, d.id LIMIT $3",
         )
-        .bind(stamp(lease_until))
         .bind(true)
         .bind(stamp(now))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(webhooks).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await
         .map_err(db(context))?;
-        if claimed.is_empty() {
+        if heads.is_empty() {
             tx.rollback().await.map_err(db(context))?;
             return Ok(Vec::new());
         }
-        let deliveries = Self::claimed(&mut tx, claimed, lease_until, context).await?;
+        // Each head and the deliveries behind it: nothing behind an
+        // unheld head is held (a run is claimed and settled whole).
+        let mut ids = Vec::new();
+        for (webhook, head) in heads {
+            let run: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM webhook_deliveries WHERE webhook_id = $1 AND id >= $2
+                 ORDER BY id LIMIT $3",
+            )
+            .bind(webhook)
+            .bind(head)
+            .bind(i64::try_from(per_webhook.max(1)).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db(context))?;
+            ids.extend(run);
+        }
+        let mut claim = QueryBuilder::<Db>::new(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = ",
+        );
+        claim.push_bind(stamp(lease_until)).push(" WHERE id");
+        push_list(&mut claim, ids);
+        claim.push(" RETURNING id, webhook_id, event_id, attempts");
+        let claimed: Vec<(i64, i64, i64, i64)> = claim
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db(context))?;
+        let mut deliveries = Self::claimed(&mut tx, claimed, lease_until, context).await?;
         tx.commit().await.map_err(db(context))?;
+        deliveries.sort_by_key(|delivery| delivery.id);
         Ok(deliveries)
     }
 
@@ -451,74 +477,117 @@ impl WebhookRepository for Engine {
         Ok(())
     }
 
-    async fn record_attempt(
+    async fn record_attempts(
         &self,
-        delivery: &Delivery,
-        attempt: &Attempt,
-        outcome: Outcome,
-    ) -> Result<bool> {
-        let context = format!("recording a delivery to webhook {}", delivery.webhook.id);
+        attempts: &[(Delivery, Attempt, Outcome)],
+        untried: &[Delivery],
+    ) -> Result<usize> {
+        let Some(webhook) = attempts
+            .first()
+            .map(|(d, _, _)| d.webhook.id)
+            .or_else(|| untried.first().map(|d| d.webhook.id))
+        else {
+            return Ok(0);
+        };
+        let context = format!("recording deliveries to webhook {webhook}");
         let mut tx = self.begin_write(&context).await?;
-        let held = match outcome {
-            Outcome::Delivered | Outcome::GivenUp => {
-                sqlx::query("DELETE FROM webhook_deliveries WHERE id = $1 AND lease_until = $2")
+        let (mut recorded, mut delivered, mut given_up) = (0_i64, 0_i64, 0_i64);
+        let mut last: Option<(&Attempt, bool)> = None;
+        let mut finished = Vec::new();
+        for (delivery, attempt, outcome) in attempts {
+            let lease = stamp(delivery.lease_until);
+            let held = match outcome {
+                Outcome::Delivered | Outcome::GivenUp => {
+                    sqlx::query("DELETE FROM webhook_deliveries WHERE id = $1 AND lease_until = $2")
+                        .bind(delivery.id)
+                        .bind(lease)
+                        .execute(&mut *tx)
+                        .await
+                }
+                Outcome::RetryAt(at) => {
+                    sqlx::query(
+                        "UPDATE webhook_deliveries SET next_attempt_at = $1, lease_until = NULL,
+                             last_error = $2
+                         WHERE id = $3 AND lease_until = $4",
+                    )
+                    .bind(stamp(*at))
+                    .bind(&attempt.error)
                     .bind(delivery.id)
-                    .bind(stamp(delivery.lease_until))
+                    .bind(lease)
                     .execute(&mut *tx)
                     .await
+                }
             }
-            Outcome::RetryAt(at) => {
-                sqlx::query(
-                    "UPDATE webhook_deliveries SET next_attempt_at = $1, lease_until = NULL,
-                     last_error = $2
-                 WHERE id = $3 AND lease_until = $4",
-                )
-                .bind(stamp(at))
-                .bind(&attempt.error)
-                .bind(delivery.id)
-                .bind(stamp(delivery.lease_until))
+            .map_err(db(context.as_str()))?
+            .rows_affected()
+                > 0;
+            if !held {
+                continue;
+            }
+            recorded += 1;
+            match outcome {
+                Outcome::Delivered => delivered += 1,
+                Outcome::GivenUp => given_up += 1,
+                Outcome::RetryAt(_) => {}
+            }
+            if !matches!(outcome, Outcome::RetryAt(_)) {
+                finished.push(delivery.event.id);
+            }
+            last = Some((attempt, *outcome == Outcome::Delivered));
+        }
+        if let Some(first) = untried.first() {
+            let mut release = QueryBuilder::<Db>::new(
+                "UPDATE webhook_deliveries SET lease_until = NULL, attempts = attempts - 1
+                 WHERE lease_until = ",
+            );
+            release.push_bind(stamp(first.lease_until)).push(" AND id");
+            push_list(
+                &mut release,
+                untried.iter().map(|d| d.id).collect::<Vec<_>>(),
+            );
+            release
+                .build()
+                .persistent(false)
                 .execute(&mut *tx)
                 .await
-            }
+                .map_err(db(context.as_str()))?;
         }
-        .map_err(db(context.as_str()))?
-        .rows_affected()
-            > 0;
-        if !held {
-            tx.rollback().await.map_err(db(context.as_str()))?;
-            return Ok(false);
-        }
-        let (delivered, failed) = match outcome {
-            Outcome::Delivered => (1, 0),
-            Outcome::GivenUp => (0, 1),
-            Outcome::RetryAt(_) => (0, 0),
-        };
-        sqlx::query(
-            "UPDATE webhooks SET last_attempt_at = $1, last_status = $2, last_error = $3,
-                 delivered = delivered + $4, failed = failed + $5,
-                 consecutive_failures = CASE WHEN $4 > 0 THEN 0 ELSE consecutive_failures + 1 END
-             WHERE id = $6",
-        )
-        .bind(stamp(attempt.at.trunc_subsecs(6)))
-        .bind(attempt.status.map(i32::from))
-        .bind(&attempt.error)
-        .bind(delivered)
-        .bind(failed)
-        .bind(delivery.webhook.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db(context.as_str()))?;
-        if !matches!(outcome, Outcome::RetryAt(_)) {
+        if let Some((attempt, accepted)) = last {
+            // Failed attempts in a row: none after an accepted last one;
+            // one after deliveries of this run; else one more.
             sqlx::query(
-                "DELETE FROM webhook_events WHERE id = $1
-                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = $1)",
+                "UPDATE webhooks SET last_attempt_at = $1, last_status = $2, last_error = $3,
+                     delivered = delivered + $4, failed = failed + $5,
+                     consecutive_failures = CASE WHEN $6 THEN 0 WHEN $4 > 0 THEN 1
+                         ELSE consecutive_failures + 1 END
+                 WHERE id = $7",
             )
-            .bind(delivery.event.id)
+            .bind(stamp(attempt.at.trunc_subsecs(6)))
+            .bind(attempt.status.map(i32::from))
+            .bind(&attempt.error)
+            .bind(delivered)
+            .bind(given_up)
+            .bind(accepted)
+            .bind(webhook)
             .execute(&mut *tx)
             .await
             .map_err(db(context.as_str()))?;
         }
+        if !finished.is_empty() {
+            let mut events = QueryBuilder::<Db>::new("DELETE FROM webhook_events WHERE id");
+            push_list(&mut events, finished);
+            events.push(
+                " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+                 WHERE d.event_id = webhook_events.id)",
+            );
+            events
+                .build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(db(context.as_str()))?;
+        }
         tx.commit().await.map_err(db(context.as_str()))?;
-        Ok(true)
+        Ok(usize::try_from(recorded).unwrap_or(0))
     }
 }
