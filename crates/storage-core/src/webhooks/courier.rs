@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody};
@@ -192,8 +193,12 @@ impl Inner {
             }
         }
         let rendered = self.renderer.render_all(&events).await;
-        let bodies: HashMap<i64, Result<Map<String, Value>>> =
-            events.iter().map(|e| e.id).zip(rendered).collect();
+        // Serialised once per event, whichever webhooks it goes to.
+        let bodies: HashMap<i64, Result<Bytes>> = events
+            .iter()
+            .zip(rendered)
+            .map(|(event, payload)| (event.id, payload.map(|p| body(event, Some(p)))))
+            .collect();
         // One run per webhook, in id order; the runs go at once.
         let mut runs: Vec<Vec<Delivery>> = Vec::new();
         for delivery in deliveries {
@@ -215,7 +220,7 @@ impl Inner {
     async fn post_run(
         &self,
         run: Vec<Delivery>,
-        bodies: &HashMap<i64, Result<Map<String, Value>>>,
+        bodies: &HashMap<i64, Result<Bytes>>,
     ) {
         let mut attempts = Vec::with_capacity(run.len());
         let mut untried = Vec::new();
@@ -230,13 +235,14 @@ impl Inner {
                 untried.push(delivery);
                 continue;
             }
-            let payload = match bodies.get(&delivery.event.id) {
-                Some(Ok(payload)) => Ok(Some(payload)),
+            let body = match bodies.get(&delivery.event.id) {
+                Some(Ok(body)) => Ok(body.clone()),
                 Some(Err(err)) => Err((None, format!("its body could not be built: {err}"))),
-                None => Ok(None),
+                // The webhook does not want the payload.
+                None => Ok(body(&delivery.event, None)),
             };
-            let result = match payload {
-                Ok(payload) => self.post(&delivery, payload).await,
+            let result = match body {
+                Ok(body) => self.post(&delivery, body).await,
                 Err(failure) => Err(failure),
             };
             let (attempt, outcome) = self.outcome(&delivery, result);
@@ -321,14 +327,9 @@ impl Inner {
 
     /// Posts `delivery`; its HTTP status when the receiver accepted it
     /// (2xx), else the status if any and why it failed.
-    async fn post(
-        &self,
-        delivery: &Delivery,
-        payload: Option<&Map<String, Value>>,
-    ) -> Result<u16, (Option<u16>, String)> {
+    async fn post(&self, delivery: &Delivery, body: Bytes) -> Result<u16, (Option<u16>, String)> {
         let webhook = &delivery.webhook;
         let shown = shown_url(&webhook.url);
-        let body = body(delivery, payload);
         let id = event_id(&delivery.event);
         let timestamp = Utc::now().timestamp();
         let mut request = http::Request::builder()
@@ -364,15 +365,15 @@ impl Inner {
     }
 }
 
-/// The body: `{"action": …}`, then the payload's keys when the webhook
-/// wants them.
-fn body(delivery: &Delivery, payload: Option<&Map<String, Value>>) -> Vec<u8> {
+/// The body of `event`: `{"action": …}`, then the payload's keys when the
+/// webhook wants them.
+fn body(event: &Event, payload: Option<Map<String, Value>>) -> Bytes {
     let mut out = Map::new();
-    out.insert("action".into(), Value::from(delivery.event.action.as_str()));
+    out.insert("action".into(), Value::from(event.action.as_str()));
     if let Some(payload) = payload {
-        out.extend(payload.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.extend(payload);
     }
-    serde_json::to_vec(&Value::Object(out)).unwrap_or_default()
+    Bytes::from(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
 }
 
 /// The `webhook-id` of an event.
