@@ -57,7 +57,7 @@ impl ApiEventRenderer {
             return Ok(ids.iter().map(|id| json!({ "id": id })).collect());
         };
         Ok(host
-            .tasks_by_id(ids)
+            .bare_tasks(ids)
             .await?
             .into_iter()
             .map(|task| webhook_task(task, data_key))
@@ -169,7 +169,7 @@ impl EventRenderer for ApiEventRenderer {
             .collect();
         let mut tasks: HashMap<i64, TaskRecord> = HashMap::new();
         if let (Some(host), false) = (self.state.host(), created.is_empty()) {
-            match host.tasks_by_id(&created).await {
+            match host.bare_tasks(&created).await {
                 Ok(records) => tasks.extend(records.into_iter().map(|t| (t.id, t))),
                 Err(err) => failed = Some(err.to_string()),
             }

@@ -1708,6 +1708,12 @@ macro_rules! repository_tests {
             let body = object(json!({"result": []}));
             let annotation = f.db.create_annotation(&f.caller, task, &body).await.unwrap();
             let id = annotation["id"].as_i64().unwrap();
+            // A webhook's tasks: the same rows, without their annotations.
+            let whole = f.db.tasks_by_id(&[task]).await.unwrap();
+            let bare = f.db.bare_tasks(&[task, task + 1_000]).await.unwrap();
+            assert_eq!((whole.len(), whole[0].annotations.len(), bare.len()), (1, 1, 1));
+            assert!(bare[0].annotations.is_empty() && bare[0].predictions.is_empty());
+            assert_eq!((&bare[0].data, bare[0].total_annotations), (&whole[0].data, 1));
             f.db.update_annotation(&f.caller, id, &body).await.unwrap().unwrap();
             f.db.delete_annotation(id).await.unwrap().unwrap();
             let now = Utc::now();

@@ -217,11 +217,7 @@ impl Inner {
 
     /// Posts one webhook's run in order until one fails or the claim
     /// would run out, and records what became of each.
-    async fn post_run(
-        &self,
-        run: Vec<Delivery>,
-        bodies: &HashMap<i64, Result<Bytes>>,
-    ) {
+    async fn post_run(&self, run: Vec<Delivery>, bodies: &HashMap<i64, Result<Bytes>>) {
         let mut attempts = Vec::with_capacity(run.len());
         let mut untried = Vec::new();
         let mut stopped = false;

@@ -321,6 +321,48 @@ impl HostStore for Engine {
         Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
     }
 
+    async fn bare_tasks(&self, ids: &[i64]) -> Result<Vec<TaskRecord>> {
+        let context = format!("reading {} tasks", ids.len());
+        let mut by_id = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(LIST_CHUNK) {
+            let mut query =
+                QueryBuilder::<Db>::new(format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id"));
+            push_list(&mut query, chunk.to_vec());
+            let rows = query
+                .build()
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(context.as_str()))?;
+            for row in &rows {
+                let task = task_from_row(row)?;
+                by_id.insert(
+                    task.id,
+                    TaskRecord {
+                        id: task.id,
+                        project: task.project,
+                        inner_id: task.inner_id,
+                        data: task.data,
+                        meta: task.meta,
+                        created_at: task.created_at,
+                        updated_at: task.updated_at,
+                        is_labeled: task.is_labeled,
+                        overlap: task.overlap,
+                        allow_skip: task.allow_skip,
+                        total_annotations: task.total_annotations,
+                        cancelled_annotations: task.cancelled_annotations,
+                        total_predictions: task.total_predictions,
+                        storage_filename: None,
+                        storage_object_exists: None,
+                        annotations: Vec::new(),
+                        predictions: Vec::new(),
+                    },
+                );
+            }
+        }
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
     async fn task(&self, id: i64) -> Result<Option<TaskRecord>> {
         Ok(self
             .task_records("WHERE t.id = $1", &[id], &format!("reading task {id}"))
