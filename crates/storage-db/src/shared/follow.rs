@@ -15,7 +15,7 @@ use storage_core::persist::{
 use storage_core::webhooks::Action;
 use storage_core::Result;
 
-use super::rows::{db, fetch_all, get};
+use super::rows::{db, execute, fetch_all, get};
 use crate::shape::{now, CounterDelta, TaskTally};
 use crate::sql::TaskInput;
 
@@ -88,7 +88,7 @@ impl Engine {
         for ids in deleted.chunks(LIST_CHUNK) {
             let mut query = QueryBuilder::<Db>::new("DELETE FROM tasks WHERE id");
             push_list(&mut query, ids.to_vec());
-            run(conn, query, context).await?;
+            execute(conn, query, context).await?;
         }
         mark_links(conn, &marked, context).await?;
         for (project, delta) in deltas {
@@ -133,19 +133,8 @@ async fn mark_links(conn: &mut DbConn, ids: &[i64], context: &str) -> Result<()>
         let mut query =
             QueryBuilder::<Db>::new("UPDATE storage_links SET object_exists = FALSE WHERE id");
         push_list(&mut query, ids.to_vec());
-        run(conn, query, context).await?;
+        execute(conn, query, context).await?;
     }
-    Ok(())
-}
-
-/// Runs a built statement once.
-async fn run(conn: &mut DbConn, mut query: QueryBuilder<'_, Db>, context: &str) -> Result<()> {
-    query
-        .build()
-        .persistent(false)
-        .execute(&mut *conn)
-        .await
-        .map_err(db(context))?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use super::rows::{
     annotation_from_row, db, get, prediction_from_row, project_from_row, task_from_row,
     user_from_row,
 };
-use crate::shape::{now, to_text, AnnotationInput, CounterDelta};
+use crate::shape::{now, to_text, AnnotationInput, CounterDelta, TaskRow};
 use crate::sql::TaskInput;
 use crate::sql::{ANNOTATION_COLUMNS, ANNOTATION_FROM, PROJECT_SELECT, TASK_COLUMNS};
 
@@ -39,6 +39,29 @@ fn limit_offset(page: u64, page_size: u64) -> (i64, i64) {
         .unwrap_or(i64::MAX)
         .saturating_mul(limit);
     (limit, offset)
+}
+
+/// A task row as a record without annotations, predictions or link.
+fn task_record(task: TaskRow) -> TaskRecord {
+    TaskRecord {
+        id: task.id,
+        project: task.project,
+        inner_id: task.inner_id,
+        data: task.data,
+        meta: task.meta,
+        created_at: task.created_at,
+        updated_at: task.updated_at,
+        is_labeled: task.is_labeled,
+        overlap: task.overlap,
+        allow_skip: task.allow_skip,
+        total_annotations: task.total_annotations,
+        cancelled_annotations: task.cancelled_annotations,
+        total_predictions: task.total_predictions,
+        storage_filename: None,
+        storage_object_exists: None,
+        annotations: Vec::new(),
+        predictions: Vec::new(),
+    }
 }
 
 impl Engine {
@@ -101,27 +124,15 @@ impl Engine {
             .await?;
         Ok(tasks
             .into_iter()
-            .map(
-                |(task, (storage_filename, storage_object_exists))| TaskRecord {
-                    annotations: annotations.remove(&task.id).unwrap_or_default(),
-                    predictions: predictions.remove(&task.id).unwrap_or_default(),
-                    id: task.id,
-                    project: task.project,
-                    inner_id: task.inner_id,
-                    data: task.data,
-                    meta: task.meta,
-                    created_at: task.created_at,
-                    updated_at: task.updated_at,
-                    is_labeled: task.is_labeled,
-                    overlap: task.overlap,
-                    allow_skip: task.allow_skip,
-                    total_annotations: task.total_annotations,
-                    cancelled_annotations: task.cancelled_annotations,
-                    total_predictions: task.total_predictions,
-                    storage_filename,
-                    storage_object_exists,
-                },
-            )
+            .map(|(task, (storage_filename, storage_object_exists))| {
+                let id = task.id;
+                let mut record = task_record(task);
+                record.annotations = annotations.remove(&id).unwrap_or_default();
+                record.predictions = predictions.remove(&id).unwrap_or_default();
+                record.storage_filename = storage_filename;
+                record.storage_object_exists = storage_object_exists;
+                record
+            })
             .collect())
     }
 
@@ -335,29 +346,8 @@ impl HostStore for Engine {
                 .await
                 .map_err(db(context.as_str()))?;
             for row in &rows {
-                let task = task_from_row(row)?;
-                by_id.insert(
-                    task.id,
-                    TaskRecord {
-                        id: task.id,
-                        project: task.project,
-                        inner_id: task.inner_id,
-                        data: task.data,
-                        meta: task.meta,
-                        created_at: task.created_at,
-                        updated_at: task.updated_at,
-                        is_labeled: task.is_labeled,
-                        overlap: task.overlap,
-                        allow_skip: task.allow_skip,
-                        total_annotations: task.total_annotations,
-                        cancelled_annotations: task.cancelled_annotations,
-                        total_predictions: task.total_predictions,
-                        storage_filename: None,
-                        storage_object_exists: None,
-                        annotations: Vec::new(),
-                        predictions: Vec::new(),
-                    },
-                );
+                let task = task_record(task_from_row(row)?);
+                by_id.insert(task.id, task);
             }
         }
         Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())

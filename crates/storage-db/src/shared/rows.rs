@@ -36,6 +36,22 @@ pub(super) async fn fetch_all(
         .map_err(db(context))
 }
 
+/// Runs a built statement once (not kept as a prepared statement: list
+/// sizes vary).
+pub(super) async fn execute(
+    conn: &mut DbConn,
+    mut query: sqlx::QueryBuilder<'_, Db>,
+    context: &str,
+) -> Result<()> {
+    query
+        .build()
+        .persistent(false)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(context))?;
+    Ok(())
+}
+
 pub(super) fn get<'r, T>(row: &'r DbRow, column: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, Db> + sqlx::Type<Db>,

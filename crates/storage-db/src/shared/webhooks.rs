@@ -21,7 +21,7 @@ use storage_core::webhooks::{
 };
 use storage_core::{Error, Result};
 
-use super::rows::{db, fetch_all, get, time};
+use super::rows::{db, execute, fetch_all, get, time};
 use crate::shape::{now, parse_object, parse_value, to_text};
 use crate::sql::{foreign_key_violation, missing_project};
 
@@ -84,12 +84,7 @@ impl Engine {
                 .push_bind(event)
                 .push_bind(stamp(at));
         });
-        insert
-            .build()
-            .persistent(false)
-            .execute(&mut *conn)
-            .await
-            .map_err(db(context.as_str()))?;
+        execute(conn, insert, &context).await?;
         Ok(())
     }
 
@@ -189,12 +184,7 @@ impl Engine {
         insert.push_values(&actions, |mut row, action| {
             row.push_bind(id).push_bind(action.as_str());
         });
-        insert
-            .build()
-            .persistent(false)
-            .execute(&mut *conn)
-            .await
-            .map_err(db(context))?;
+        execute(conn, insert, context).await?;
         Ok(())
     }
 
@@ -545,12 +535,7 @@ impl WebhookRepository for Engine {
                 &mut release,
                 untried.iter().map(|d| d.id).collect::<Vec<_>>(),
             );
-            release
-                .build()
-                .persistent(false)
-                .execute(&mut *tx)
-                .await
-                .map_err(db(context.as_str()))?;
+            execute(&mut tx, release, &context).await?;
         }
         if let Some((attempt, accepted)) = last {
             // Failed attempts in a row: none after an accepted last one;
@@ -580,12 +565,7 @@ impl WebhookRepository for Engine {
                 " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
                  WHERE d.event_id = webhook_events.id)",
             );
-            events
-                .build()
-                .persistent(false)
-                .execute(&mut *tx)
-                .await
-                .map_err(db(context.as_str()))?;
+            execute(&mut tx, events, &context).await?;
         }
         tx.commit().await.map_err(db(context.as_str()))?;
         Ok(usize::try_from(recorded).unwrap_or(0))
