@@ -135,12 +135,17 @@ async fn tasks_mode_syncs_never_read_files_outside_the_root() {
             )
             .await;
         let synced = server.sync_and_wait(&storage).await;
-        // Files read while their folder led outside are reported, not read.
+        // Files read while their folder led outside are reported, not read;
+        // a listing that met the folder between its two names fails the
+        // sync (it is not half-applied).
+        let vanished = synced["traceback"]
+            .as_str()
+            .is_some_and(|t| t.contains("No such file or directory"));
         assert!(
             matches!(
                 synced["status"].as_str(),
                 Some("completed" | "completed_with_errors")
-            ),
+            ) || (synced["status"] == "failed" && vanished),
             "{synced}"
         );
         let (_, tasks) = server
