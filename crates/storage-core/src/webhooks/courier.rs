@@ -64,6 +64,10 @@ impl Default for CourierConfig {
 /// Deliveries of one webhook claimed and posted as one run, at most.
 const RUN_LENGTH: usize = 50;
 
+/// Bodies rendered at once within a run, at most: with `concurrency` runs,
+/// what a round holds in memory.
+const RENDER_CHUNK: usize = 5;
+
 /// What a run keeps of its lease after its last post may have ended.
 const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -184,21 +188,6 @@ impl Inner {
         if deliveries.is_empty() {
             return Ok(0);
         }
-        // One event often goes to several webhooks: each body is rendered
-        // once, all of the round's together.
-        let mut events: Vec<&Event> = Vec::new();
-        for delivery in &deliveries {
-            if delivery.webhook.send_payload && !events.iter().any(|e| e.id == delivery.event.id) {
-                events.push(&delivery.event);
-            }
-        }
-        let rendered = self.renderer.render_all(&events).await;
-        // Serialised once per event, whichever webhooks it goes to.
-        let bodies: HashMap<i64, Result<Bytes>> = events
-            .iter()
-            .zip(rendered)
-            .map(|(event, payload)| (event.id, payload.map(|p| body(event, Some(p)))))
-            .collect();
         // One run per webhook, in id order; the runs go at once.
         let mut runs: Vec<Vec<Delivery>> = Vec::new();
         for delivery in deliveries {
@@ -211,39 +200,56 @@ impl Inner {
             }
         }
         let count = runs.iter().map(Vec::len).sum();
-        join_all(runs.into_iter().map(|run| self.post_run(run, &bodies))).await;
+        join_all(runs.into_iter().map(|run| self.post_run(run))).await;
         Ok(count)
     }
 
     /// Posts one webhook's run in order until one fails or the claim
     /// would run out, and records what became of each.
-    async fn post_run(&self, run: Vec<Delivery>, bodies: &HashMap<i64, Result<Bytes>>) {
+    async fn post_run(&self, run: Vec<Delivery>) {
         let mut attempts = Vec::with_capacity(run.len());
         let mut untried = Vec::new();
         let mut stopped = false;
-        for delivery in run {
-            // A post that may take the whole timeout must end before the
-            // lease, or another courier could take the rest meanwhile.
-            let latest_start = delivery.lease_until
-                - chrono::Duration::from_std(self.config.timeout + LEASE_MARGIN)
-                    .unwrap_or_default();
-            if stopped || Utc::now() > latest_start {
-                untried.push(delivery);
+        let mut deliveries = run.into_iter();
+        loop {
+            // A few bodies at a time, read together (their project and
+            // tasks once), so a run of large payloads never sits in memory
+            // whole.
+            let chunk: Vec<Delivery> = deliveries.by_ref().take(RENDER_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            if stopped {
+                untried.extend(chunk);
                 continue;
             }
-            let body = match bodies.get(&delivery.event.id) {
-                Some(Ok(body)) => Ok(body.clone()),
-                Some(Err(err)) => Err((None, format!("its body could not be built: {err}"))),
-                // The webhook does not want the payload.
-                None => Ok(body(&delivery.event, None)),
-            };
-            let result = match body {
-                Ok(body) => self.post(&delivery, body).await,
-                Err(failure) => Err(failure),
-            };
-            let (attempt, outcome) = self.outcome(&delivery, result);
-            stopped = outcome != Outcome::Delivered;
-            attempts.push((delivery, attempt, outcome));
+            let bodies = self.bodies(&chunk).await;
+            for delivery in chunk {
+                // A post that may take the whole timeout must end before
+                // the lease, or another courier could take the rest
+                // meanwhile.
+                let latest_start = delivery.lease_until
+                    - chrono::Duration::from_std(self.config.timeout + LEASE_MARGIN)
+                        .unwrap_or_default();
+                if stopped || Utc::now() > latest_start {
+                    stopped = true;
+                    untried.push(delivery);
+                    continue;
+                }
+                let body = match bodies.get(&delivery.event.id) {
+                    Some(Ok(body)) => Ok(body.clone()),
+                    Some(Err(err)) => Err((None, format!("its body could not be built: {err}"))),
+                    // The webhook does not want the payload.
+                    None => Ok(body(&delivery.event, None)),
+                };
+                let result = match body {
+                    Ok(body) => self.post(&delivery, body).await,
+                    Err(failure) => Err(failure),
+                };
+                let (attempt, outcome) = self.outcome(&delivery, result);
+                stopped = outcome != Outcome::Delivered;
+                attempts.push((delivery, attempt, outcome));
+            }
         }
         let webhook = attempts
             .first()
@@ -263,6 +269,23 @@ impl Inner {
                 "could not record webhook deliveries; they will be attempted again"
             ),
         }
+    }
+
+    /// The bodies of the events of `chunk` whose webhook wants the
+    /// payload, each serialised once.
+    async fn bodies(&self, chunk: &[Delivery]) -> HashMap<i64, Result<Bytes>> {
+        let mut events: Vec<&Event> = Vec::new();
+        for delivery in chunk {
+            if delivery.webhook.send_payload && !events.iter().any(|e| e.id == delivery.event.id) {
+                events.push(&delivery.event);
+            }
+        }
+        let rendered = self.renderer.render_all(&events).await;
+        events
+            .iter()
+            .zip(rendered)
+            .map(|(event, payload)| (event.id, payload.map(|p| body(event, Some(p)))))
+            .collect()
     }
 
     /// The attempt a post made, and what follows it.
