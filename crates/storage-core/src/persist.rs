@@ -523,7 +523,9 @@ pub trait ExportOutbox: Send + Sync + Debug {
     /// Claims up to `limit` due deliveries until `lease_until` (only those
     /// of `annotation` when given): per storage and annotation the oldest
     /// one only (one annotation's exports go in order), and none another
-    /// claim holds.
+    /// claim holds. Without `annotation`, a delivery never tried is
+    /// taken only after a short grace: the request that queued it tries it
+    /// first.
     async fn claim_exports(
         &self,
         now: DateTime<Utc>,

@@ -1716,7 +1716,13 @@ macro_rules! repository_tests {
             assert_eq!((&bare[0].data, bare[0].total_annotations), (&whole[0].data, 1));
             f.db.update_annotation(&f.caller, id, &body).await.unwrap().unwrap();
             f.db.delete_annotation(id).await.unwrap().unwrap();
-            let now = Utc::now();
+            let fresh = Utc::now();
+            assert!(
+                f.db.claim_exports(fresh, fresh + chrono::Duration::seconds(30), 10, None).await.unwrap().is_empty(),
+                "deliveries never tried are left to their request first"
+            );
+            // Past the grace the request that queued them has to try them first.
+            let now = Utc::now() + chrono::Duration::seconds(3);
             let lease = now + chrono::Duration::seconds(30);
             let claimed = f.db.claim_exports(now, lease, 10, None).await.unwrap();
             assert_eq!(claimed.len(), 1, "one annotation's exports go one at a time");
@@ -1753,7 +1759,7 @@ macro_rules! repository_tests {
             f.db.forget_written(export, synced).await.unwrap();
             assert_eq!(f.db.export_backlog(export).await.unwrap().failed, Vec::<i64>::new());
             f.db.forget_written(export, Utc::now()).await.unwrap();
-            let left = f.db.claim_exports(Utc::now(), lease, 10, None).await.unwrap();
+            let left = f.db.claim_exports(Utc::now() + chrono::Duration::seconds(3), lease + chrono::Duration::seconds(3), 10, None).await.unwrap();
             assert_eq!(left.len(), 1);
             assert!(left[0].deleted, "deletions stay: a sync does not delete");
         }

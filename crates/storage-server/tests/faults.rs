@@ -958,7 +958,19 @@ async fn export_write_failures_end_completed_with_errors_or_failed_never_complet
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, shown) = server.get(&path).await;
+    // The request's own attempt, or the background one that took it first.
+    let started = Instant::now();
+    let shown = loop {
+        let (_, shown) = server.get(&path).await;
+        if shown["meta"]["annotations_failed_ids"].is_array() {
+            break shown;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the failure never showed: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(shown["status"], "failed", "{shown}");
     assert_eq!(shown["meta"]["annotations_failed"], 3, "{shown}");
     assert_eq!(
@@ -1050,7 +1062,8 @@ async fn an_on_save_export_to_a_broken_folder_lands_once_the_folder_is_back() {
     std::fs::remove_dir_all(&out).unwrap();
     std::fs::write(&out, b"not a folder").unwrap();
     let annotation = server.annotate_tasks(project, 1).await[0];
-    let (_, failing) = server.get(&path).await;
+    // The request's own attempt, or the background one that took it first.
+    let failing = wait_storage_status(&server, &path, "completed_with_errors").await;
     assert_export_failing(&failing, annotation);
 
     // Repaired: the annotation's file appears with no request but reads.
@@ -1091,7 +1104,7 @@ async fn an_on_save_export_to_an_unreachable_bucket_lands_once_it_is_back() {
 
     proxy.set(Link::Refuse);
     let annotation = server.annotate_tasks(project, 1).await[0];
-    let (_, failing) = server.get(&path).await;
+    let failing = wait_storage_status(&server, &path, "completed_with_errors").await;
     assert_export_failing(&failing, annotation);
     let traceback = failing["traceback"].as_str().unwrap();
     assert!(!traceback.contains(&moto.secret_access_key), "{traceback}");

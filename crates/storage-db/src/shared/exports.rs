@@ -21,6 +21,10 @@ use crate::shape::now;
 // and how it binds a time.
 use super::{stamp, Db, DbConn, Engine};
 
+/// How long a delivery never tried is left to the request that queued it
+/// before the background takes it (a request that died leaves it behind).
+const REQUEST_FIRST_SECONDS: i64 = 2;
+
 /// The most failing annotation ids a backlog lists.
 const MAX_FAILED_LISTED: i64 = 100;
 
@@ -79,8 +83,20 @@ impl ExportOutbox for Engine {
             .push(" AND (d.lease_until IS NULL OR d.lease_until < ")
             .push_bind(stamp(now))
             .push(")");
-        if let Some(annotation) = annotation {
-            query.push(" AND d.annotation_id = ").push_bind(annotation);
+        match annotation {
+            Some(annotation) => {
+                query.push(" AND d.annotation_id = ").push_bind(annotation);
+            }
+            // The request that queued a delivery tries it first: the
+            // background takes it once tried, or once the request had time.
+            None => {
+                query
+                    .push(" AND (d.attempts > 0 OR d.created_at < ")
+                    .push_bind(stamp(
+                        now - chrono::Duration::seconds(REQUEST_FIRST_SECONDS),
+                    ))
+                    .push(")");
+            }
         }
         query
             .push(
