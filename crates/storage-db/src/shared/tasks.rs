@@ -22,7 +22,7 @@ use storage_core::persist::{
 use storage_core::webhooks::Action;
 use storage_core::{Error, Result};
 
-use super::rows::{db, get};
+use super::rows::{db, execute, get};
 use crate::shape::{now, CounterDelta, Counters, FileAnnotation, FilePrediction, TaskTally};
 use crate::sql::{rows_per_statement, ProjectDefaults, TaskInput, TaskValues};
 
@@ -431,12 +431,7 @@ where
     for chunk in rows.chunks(rows_per_statement(MAX_VARIABLES, variables_per_row)) {
         let mut query = QueryBuilder::<Db>::new(head);
         query.push_values(chunk, &mut push);
-        query
-            .build()
-            .persistent(false)
-            .execute(&mut *conn)
-            .await
-            .map_err(db(context))?;
+        execute(conn, query, context).await?;
     }
     Ok(())
 }
