@@ -17,7 +17,7 @@ use storage_s3::{S3Backend, S3Options};
 use tower::ServiceExt;
 
 /// Every family with its OpenMetrics type.
-const FAMILIES: [(&str, &str); 15] = [
+const FAMILIES: [(&str, &str); 16] = [
     ("storage_syncs_started", "counter"),
     ("storage_syncs_finished", "counter"),
     ("storage_sync_duration_seconds", "histogram"),
@@ -30,6 +30,7 @@ const FAMILIES: [(&str, &str); 15] = [
     ("storage_import_files_failed", "counter"),
     ("storage_export_annotations_written", "counter"),
     ("storage_export_annotations_failed", "counter"),
+    ("storage_events", "counter"),
     ("storage_syncs_running", "gauge"),
     ("storage_syncs_queued", "gauge"),
     ("storage_syncs_in_progress", "gauge"),
@@ -121,6 +122,12 @@ async fn a_fresh_server_shows_every_family_at_zero() {
             "storage_export_annotations_failed",
         ] {
             let line = format!(r#"{counter}_total{{storage_type="{storage_type}"}} 0"#);
+            assert!(has(&line), "missing {line:?} in:\n{text}");
+        }
+        for outcome in ["received", "applied", "ignored", "failed"] {
+            let line = format!(
+                r#"storage_events_total{{storage_type="{storage_type}",outcome="{outcome}"}} 0"#
+            );
             assert!(has(&line), "missing {line:?} in:\n{text}");
         }
     }

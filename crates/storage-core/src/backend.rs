@@ -196,6 +196,32 @@ pub trait Backend: Send + Sync + Debug {
     /// Builds an export target from checked settings.
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>>;
 
+    /// The feed of object changes the server follows for an import storage
+    /// with these settings (a filesystem watch, a queue), or `None` when it
+    /// has none (the default: it is only synced). See [`crate::events`].
+    async fn event_feed(
+        &self,
+        settings: &Settings,
+    ) -> Result<Option<Box<dyn crate::events::EventFeed>>> {
+        let _ = settings;
+        Ok(None)
+    }
+
+    /// Reads a provider's push to an import storage's notification endpoint
+    /// (Pub/Sub, Event Grid). A body that is not a push this backend takes
+    /// is an [`Error::InvalidConfig`] naming what is wrong; the default
+    /// takes none.
+    fn pushed_events(
+        &self,
+        settings: &Settings,
+        body: &[u8],
+    ) -> Result<crate::events::PushedEvents> {
+        let _ = (settings, body);
+        Err(Error::NotSupported {
+            what: format!("pushed notifications for {} storages", self.name()),
+        })
+    }
+
     /// How the server hands out this backend's files itself over HTTP
     /// (`/data/local-files/?d=`), when it does: `None` (the default) for
     /// backends whose objects are reached through their own URLs, and for

@@ -353,7 +353,7 @@ impl ImportJob<'_> {
         Ok(())
     }
 
-    async fn import_batch(
+    pub(crate) async fn import_batch(
         &self,
         batch: Vec<(String, ObjectMeta)>,
         outcome: &mut ImportOutcome,

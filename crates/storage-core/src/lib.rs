@@ -5,6 +5,7 @@ pub mod bucket;
 pub mod credentials;
 pub mod endpoint;
 mod error;
+pub mod events;
 pub mod export;
 pub mod failure;
 pub mod fields;

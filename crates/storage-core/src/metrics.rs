@@ -54,6 +54,15 @@ struct FinishLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    storage_type: String,
+    outcome: &'static str,
+}
+
+/// The outcomes `storage_events` counts.
+const EVENT_OUTCOMES: [&str; 4] = ["received", "applied", "ignored", "failed"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabels {
     storage_type: String,
 }
@@ -81,6 +90,7 @@ pub struct SyncMetrics {
     files_failed: Counters<TypeLabels>,
     annotations_written: Counters<TypeLabels>,
     annotations_failed: Counters<TypeLabels>,
+    events: Counters<EventLabels>,
     running: Family<SyncLabels, Gauge>,
     queued: Family<SyncLabels, Gauge>,
     in_progress: Family<SyncLabels, Gauge>,
@@ -115,6 +125,7 @@ impl SyncMetrics {
             files_failed: Counters::default(),
             annotations_written: Counters::default(),
             annotations_failed: Counters::default(),
+            events: Counters::default(),
             running: Family::default(),
             queued: Family::default(),
             in_progress: Family::default(),
@@ -182,6 +193,13 @@ impl SyncMetrics {
             "export_annotations_failed",
             "Annotations export syncs could not write",
             metrics.annotations_failed.clone(),
+        );
+        r.register(
+            "events",
+            "Object events (filesystem changes, queue messages, pushes) by outcome: received, \
+             applied (looked up and imported or removed), ignored (not this storage's objects, \
+             malformed), failed (the object could not be read)",
+            metrics.events.clone(),
         );
         r.register(
             "syncs_running",
@@ -260,6 +278,12 @@ impl SyncMetrics {
         ] {
             drop(family.get_or_create(&l));
         }
+        for outcome in EVENT_OUTCOMES {
+            drop(self.events.get_or_create(&EventLabels {
+                storage_type: storage_type.to_string(),
+                outcome,
+            }));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
@@ -279,6 +303,24 @@ impl SyncMetrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+
+    /// Counts one batch of events of a storage of `storage_type`.
+    pub(crate) fn events(&self, storage_type: &str, counts: &crate::events::EventCounts) {
+        let values = [
+            counts.received,
+            counts.applied,
+            counts.ignored,
+            counts.failed,
+        ];
+        for (outcome, value) in EVENT_OUTCOMES.into_iter().zip(values) {
+            self.events
+                .get_or_create(&EventLabels {
+                    storage_type: storage_type.to_string(),
+                    outcome,
+                })
+                .inc_by(value);
+        }
     }
 
     pub(crate) fn sync_started(&self, kind: StorageKind, storage_type: &str) {

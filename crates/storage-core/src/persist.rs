@@ -394,6 +394,25 @@ pub trait TaskSink: Send + Sync + Debug {
         Err(follow_unsupported())
     }
 
+    /// How many distinct objects are linked to `storage_id` and not marked
+    /// gone: what the deletion guard of event removals compares with. The
+    /// default counts [`TaskSink::linked_keys_between`] a page at a time.
+    async fn count_linked_objects(&self, storage_id: i64) -> Result<u64> {
+        const PAGE: usize = 10_000;
+        let mut count = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .linked_keys_between(storage_id, after.as_deref(), None, PAGE)
+                .await?;
+            count += page.len() as u64;
+            if page.len() < PAGE {
+                return Ok(count);
+            }
+            after = page.last().cloned();
+        }
+    }
+
     /// Removes the tasks of the objects `keys` of `storage_id`, which are
     /// gone, as `gone` says, in one transaction. Only tasks linked to
     /// those objects through this storage are touched.

@@ -17,6 +17,8 @@ use storage_core::{
 use crate::confined::ConfinedStore;
 use crate::paths::{local_files_url, normalize_path};
 use crate::serving::LocalFileServer;
+use crate::watch::FolderWatch;
+use storage_core::events::EventFeed;
 
 /// Server-wide local-files configuration.
 ///
@@ -178,6 +180,22 @@ fn path_field() -> FieldSpec {
     )
 }
 
+/// `watch` (an extension): follow the folder's changes as they happen.
+fn watch_field() -> FieldSpec {
+    FieldSpec {
+        name: WATCH_FIELD,
+        ty: storage_core::FieldType::Bool,
+        nullable: false,
+        default: serde_json::Value::Bool(false),
+        secret: false,
+        help: "Watch the folder (inotify): files created, moved in, changed or deleted become \
+               task changes within a fraction of a second, without a sync",
+    }
+}
+
+/// The name of the `watch` field.
+pub const WATCH_FIELD: &str = "watch";
+
 #[async_trait]
 impl Backend for LocalFilesBackend {
     fn name(&self) -> &'static str {
@@ -190,10 +208,13 @@ impl Backend for LocalFilesBackend {
 
     fn fields(&self, kind: StorageKind) -> Vec<FieldSpec> {
         let mut fields = vec![path_field()];
-        fields.extend(match kind {
-            StorageKind::Import => import_fields(),
-            StorageKind::Export => export_fields(),
-        });
+        match kind {
+            StorageKind::Import => {
+                fields.extend(import_fields());
+                fields.push(watch_field());
+            }
+            StorageKind::Export => fields.extend(export_fields()),
+        }
         fields
     }
 
@@ -233,6 +254,19 @@ impl Backend for LocalFilesBackend {
             relative_dir: self.local.relative_to_root(&directory),
             unlisted: Arc::default(),
         }))
+    }
+
+    async fn event_feed(&self, settings: &Settings) -> Result<Option<Box<dyn EventFeed>>> {
+        if !settings.bool(WATCH_FIELD, false) {
+            return Ok(None);
+        }
+        let directory = self.local.directory(settings)?;
+        let watch = FolderWatch::new(
+            directory,
+            normalize_path(settings.str("path").unwrap_or_default()),
+            ImportOptions::from_settings(settings).recursive_scan,
+        )?;
+        Ok(Some(Box::new(watch)))
     }
 
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {

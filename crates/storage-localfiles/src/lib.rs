@@ -5,6 +5,8 @@ mod confined;
 mod listing;
 mod paths;
 mod serving;
+mod watch;
 
-pub use backend::{LocalExport, LocalFiles, LocalFilesBackend, LocalImport};
+pub use backend::{LocalExport, LocalFiles, LocalFilesBackend, LocalImport, WATCH_FIELD};
 pub use paths::{local_files_url, normalize_path, resolve_served_file};
+pub use watch::{FolderWatch, DEBOUNCE};

@@ -4,6 +4,8 @@
 //! - `service`: [`SyncService`], the public face (request a sync, start,
 //!   stop, recover, export one annotation).
 //! - `runner`: the workers, claims, heartbeats and the watchdog.
+//! - `events`: object events applied in turn with syncs, and the feeds
+//!   followed.
 //! - `state`: the sync state each step moves a storage to, as pure
 //!   functions.
 //! - [`schedule`]: when a storage with a `sync_interval` is due (the
@@ -13,11 +15,13 @@
 //! job id), so two requests, two workers or two server instances never run
 //! one storage's sync twice.
 
+mod events;
 mod exports;
 mod runner;
 pub mod schedule;
 mod service;
 mod state;
 
+pub use events::EventsApplied;
 pub use service::{RunnerConfig, SyncService};
 pub use state::error_report;

@@ -46,6 +46,8 @@ pub(super) struct Runner {
     pub(super) metrics: Arc<SyncMetrics>,
     /// The outbox of on-save exports, when the host has one.
     pub(super) exports: std::sync::OnceLock<Arc<dyn crate::persist::ExportOutbox>>,
+    /// Per storage, the lock its syncs and event batches take in turn.
+    pub(super) storage_locks: Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Runner {
@@ -62,6 +64,8 @@ impl Runner {
             let runner = self.clone();
             workers.push(tokio::spawn(async move { runner.export_loop().await }));
         }
+        let runner = self.clone();
+        workers.push(tokio::spawn(async move { runner.feed_loop().await }));
     }
 
     /// Stops taking jobs and waits for the workers to exit (running jobs
@@ -212,8 +216,27 @@ impl Runner {
         );
         let (kind, storage_type) = (storage.kind, storage.storage_type.clone());
         self.metrics.running(kind, &storage_type, 1);
+        // An event batch being applied finishes first; the counts it wrote
+        // are carried by the job's state.
+        let lock = self.storage_lock(storage.id);
+        let _turn = lock.lock().await;
+        let storage = self.with_latest_events(storage).await;
         self.run_job(storage).instrument(span).await;
         self.metrics.running(kind, &storage_type, -1);
+    }
+
+    /// `storage` as claimed, with the event counters as stored now (a batch
+    /// applied between the claim and the run wrote them).
+    async fn with_latest_events(&self, mut storage: Storage) -> Storage {
+        if let Ok(Some(latest)) = self.storages.storage(storage.id).await {
+            if let Some(events) = latest.sync.meta.get(crate::events::EVENTS_META) {
+                storage
+                    .sync
+                    .meta
+                    .insert(crate::events::EVENTS_META.into(), events.clone());
+            }
+        }
+        storage
     }
 
     async fn run_job(self: &Arc<Self>, storage: Storage) {

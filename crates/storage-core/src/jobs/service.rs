@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{watch, Notify};
 
+use super::events::EventsApplied;
 use super::runner::Runner;
 use super::state;
 use crate::export::ExportConfig;
@@ -137,6 +138,7 @@ impl SyncService {
                 workers: Mutex::new(Vec::new()),
                 metrics,
                 exports: std::sync::OnceLock::new(),
+                storage_locks: Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -252,6 +254,19 @@ impl SyncService {
                 return Ok(storage);
             }
         }
+    }
+
+    /// Applies object events (a provider's push, see [`crate::events`]) to
+    /// import storage `id`: each key is looked up and imported or removed
+    /// as a sync would, in one go, and counted in the storage's
+    /// `meta.events`. Returns [`EventsApplied::Busy`] without applying
+    /// anything while the storage's sync is queued or running.
+    pub async fn apply_events(
+        &self,
+        id: i64,
+        batch: &crate::events::EventBatch,
+    ) -> Result<EventsApplied> {
+        self.inner.apply_events(id, batch).await
     }
 
     /// Fails or resumes jobs whose worker died, and fails jobs that waited

@@ -57,6 +57,10 @@ pub(crate) fn queued(
     let mut meta = serde_json::Map::new();
     meta.insert("attempts".into(), json!(attempts));
     meta.insert("time_queued".into(), meta_time(now));
+    // The event counters run across syncs.
+    if let Some(events) = previous.meta.get(crate::events::EVENTS_META) {
+        meta.insert(crate::events::EVENTS_META.into(), events.clone());
+    }
     SyncState {
         status: SyncStatus::Queued,
         last_sync: None,
