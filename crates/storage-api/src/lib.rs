@@ -7,6 +7,7 @@ mod extract;
 mod host;
 mod local_files;
 mod metrics;
+mod notifications;
 pub mod openapi;
 mod render;
 mod resolve;
@@ -267,6 +268,16 @@ pub fn router<S>(state: ApiState) -> Router<S> {
         r,
         "/api/storages/export/{storage_type}/{id}/sync",
         post(sync::<true>),
+    );
+    r = both(
+        r,
+        "/api/storages/{storage_type}/{id}/notifications",
+        post(notifications::push).options(notifications::allow_origin),
+    );
+    r = both(
+        r,
+        "/api/storages/{storage_type}/{id}/notifications/token",
+        post(notifications::new_token),
     );
     r = both(
         r,

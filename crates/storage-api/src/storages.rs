@@ -427,7 +427,7 @@ pub(crate) async fn sync<const EXPORT: bool>(
     Ok(Json(storage_json(&storage, &backend.fields(kind))))
 }
 
-async fn load_str(
+pub(crate) async fn load_str(
     state: &ApiState,
     caller: &Caller,
     kind: StorageKind,

@@ -124,7 +124,7 @@ async fn a_fresh_server_shows_every_family_at_zero() {
             let line = format!(r#"{counter}_total{{storage_type="{storage_type}"}} 0"#);
             assert!(has(&line), "missing {line:?} in:\n{text}");
         }
-        for outcome in ["received", "applied", "ignored", "failed"] {
+        for outcome in ["received", "applied", "ignored", "failed", "refused"] {
             let line = format!(
                 r#"storage_events_total{{storage_type="{storage_type}",outcome="{outcome}"}} 0"#
             );

@@ -2,6 +2,7 @@
 
 mod backend;
 mod config;
+pub mod event_grid;
 pub mod signer;
 mod spi;
 

@@ -207,10 +207,17 @@ pub trait Backend: Send + Sync + Debug {
         Ok(None)
     }
 
-    /// Reads a provider's push to an import storage's notification endpoint
-    /// (Pub/Sub, Event Grid). A body that is not a push this backend takes
-    /// is an [`Error::InvalidConfig`] naming what is wrong; the default
-    /// takes none.
+    /// The service that pushes this backend's object changes to an import
+    /// storage's notification endpoint (`Google Cloud Pub/Sub`, `Azure
+    /// Event Grid`), or `None` (the default) when none does.
+    fn push_service(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Reads a push to an import storage's notification endpoint (see
+    /// [`Backend::push_service`]). A body that is not such a push at all is
+    /// an [`Error::InvalidConfig`] naming what is wrong; a push of anything
+    /// but a change of this storage's objects is in the batch's `ignored`.
     fn pushed_events(
         &self,
         settings: &Settings,

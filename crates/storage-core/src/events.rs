@@ -49,6 +49,9 @@ pub struct ObjectEvent {
     pub key: String,
     /// What happened.
     pub change: ObjectChange,
+    /// The provider's id of the message that carried it (a replay of a
+    /// message already applied is counted as ignored).
+    pub message: Option<String>,
 }
 
 impl ObjectEvent {
@@ -57,6 +60,7 @@ impl ObjectEvent {
         Self {
             key: key.into(),
             change: ObjectChange::Written,
+            message: None,
         }
     }
 
@@ -65,6 +69,7 @@ impl ObjectEvent {
         Self {
             key: key.into(),
             change: ObjectChange::Removed,
+            message: None,
         }
     }
 }

@@ -59,8 +59,9 @@ struct EventLabels {
     outcome: &'static str,
 }
 
-/// The outcomes `storage_events` counts.
-const EVENT_OUTCOMES: [&str; 4] = ["received", "applied", "ignored", "failed"];
+/// The outcomes `storage_events` counts: of events, and of pushes refused
+/// before any event was read (no or a wrong token, not a notification).
+const EVENT_OUTCOMES: [&str; 5] = ["received", "applied", "ignored", "failed", "refused"];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabels {
@@ -198,7 +199,8 @@ impl SyncMetrics {
             "events",
             "Object events (filesystem changes, queue messages, pushes) by outcome: received, \
              applied (looked up and imported or removed), ignored (not this storage's objects, \
-             malformed), failed (the object could not be read)",
+             malformed, replayed), failed (the object could not be read); refused counts pushes \
+             refused before any event was read (no or a wrong token, not a notification)",
             metrics.events.clone(),
         );
         r.register(
@@ -314,6 +316,7 @@ impl SyncMetrics {
             counts.failed,
         ];
         for (outcome, value) in EVENT_OUTCOMES.into_iter().zip(values) {
+            // `zip` stops before "refused", which `push_refused` counts.
             self.events
                 .get_or_create(&EventLabels {
                     storage_type: storage_type.to_string(),
@@ -321,6 +324,17 @@ impl SyncMetrics {
                 })
                 .inc_by(value);
         }
+    }
+
+    /// Counts one push to a notification endpoint of a storage of
+    /// `storage_type` refused before any event was read.
+    pub fn push_refused(&self, storage_type: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                storage_type: storage_type.to_string(),
+                outcome: "refused",
+            })
+            .inc();
     }
 
     pub(crate) fn sync_started(&self, kind: StorageKind, storage_type: &str) {

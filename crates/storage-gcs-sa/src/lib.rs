@@ -136,6 +136,18 @@ impl Backend for GcsSaBackend {
         "gcs_sa"
     }
 
+    fn push_service(&self) -> Option<&'static str> {
+        Some("Google Cloud Pub/Sub")
+    }
+
+    fn pushed_events(
+        &self,
+        settings: &Settings,
+        body: &[u8],
+    ) -> Result<storage_core::events::PushedEvents> {
+        storage_gcs::pubsub::pushed_events(settings.str("bucket").unwrap_or_default(), body)
+    }
+
     fn title(&self) -> &'static str {
         "Google Cloud Storage (SA Impersonation)"
     }

@@ -156,6 +156,18 @@ impl Backend for GcsBackend {
         "gcs"
     }
 
+    fn push_service(&self) -> Option<&'static str> {
+        Some("Google Cloud Pub/Sub")
+    }
+
+    fn pushed_events(
+        &self,
+        settings: &Settings,
+        body: &[u8],
+    ) -> Result<storage_core::events::PushedEvents> {
+        crate::pubsub::pushed_events(settings.str("bucket").unwrap_or_default(), body)
+    }
+
     fn title(&self) -> &'static str {
         "Google Cloud Storage"
     }

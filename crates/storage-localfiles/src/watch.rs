@@ -190,7 +190,11 @@ impl FolderWatch {
                 continue;
             };
             match self.key(&path) {
-                Some(key) => batch.events.push(ObjectEvent { key, change }),
+                Some(key) => batch.events.push(ObjectEvent {
+                    key,
+                    change,
+                    message: None,
+                }),
                 None => batch.ignored.push(format!(
                     "\"{}\" is not a path below the watched folder with a UTF-8 name",
                     path.display()

@@ -56,6 +56,110 @@ async fn azure_bucket(case: &str) -> conformance::Bucket {
 mod azure {
     use super::*;
     crate::conformance_cases!(azure_bucket);
+
+    #[tokio::test]
+    async fn event_grid_pushes_apply_exactly() {
+        let bucket = azure_bucket("eventgrid").await;
+        conformance::pushed_notifications_apply_exactly(&bucket, event_grid_push).await;
+    }
+}
+
+/// A Blob Storage event as Event Grid delivers it (Event Grid schema, a
+/// batch of one).
+fn event_grid_push(b: &conformance::Bucket, key: &str, created: bool, id: &str) -> Value {
+    let server = azurite();
+    let event_type = if created {
+        "Microsoft.Storage.BlobCreated"
+    } else {
+        "Microsoft.Storage.BlobDeleted"
+    };
+    json!([{
+        "topic": format!("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/{}", server.account),
+        "subject": format!("/blobServices/default/containers/{}/blobs/{key}", b.bucket),
+        "eventType": event_type,
+        "id": id,
+        "data": {"api": if created { "PutBlob" } else { "DeleteBlob" }, "contentType": "image/jpeg",
+                 "contentLength": 1, "blobType": "BlockBlob",
+                 "url": format!("https://{}.blob.core.windows.net/{}/{key}", server.account, b.bucket),
+                 "sequencer": "00000000000004420000000000028963"},
+        "dataVersion": "",
+        "metadataVersion": "1",
+        "eventTime": "2026-12-01T10:00:00.0000000Z"
+    }])
+}
+
+/// Event Grid's subscription handshake is answered with its code, once the
+/// token is right; before, it is refused like any push.
+#[tokio::test]
+async fn the_event_grid_handshake_is_answered() {
+    let b = azure_bucket("handshake").await;
+    b.seed.put("h/x.jpg", "x").await;
+    let server = server_with(AzureBackend::new(options(
+        &azurite(),
+        EndpointPolicy::allow_private(),
+    )))
+    .await;
+    let project = server.project().await;
+    let mut body = json!({"project": project, "container": b.bucket, "prefix": b.seed.key("h")});
+    for (k, v) in b.connection.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let path = server.create_storage("/api/storages/azure", body).await;
+    let handshake = json!([{
+        "id": "2d1781af-3a4c-4d7c-bd0c-e34b19da4e66", "topic": "/subscriptions/x", "subject": "",
+        "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "eventTime": "2026-12-01T10:00:00Z",
+        "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6",
+                 "validationUrl": "https://rp-eastus2.eventgrid.azure.net/api/vs/validate?code=x"},
+        "dataVersion": "2", "metadataVersion": "1"
+    }]);
+    let send = |token: String| {
+        let server = &server;
+        let path = &path;
+        let handshake = handshake.clone();
+        async move {
+            let response = server
+                .raw(
+                    reqwest::Method::POST,
+                    &format!("{path}/notifications?token={token}"),
+                    Some(handshake),
+                    None,
+                )
+                .await;
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(send("forged".into()).await.0, StatusCode::FORBIDDEN);
+    let (_, issued) = server
+        .post(&format!("{path}/notifications/token"), json!({}))
+        .await;
+    let (status, answer) = send(issued["token"].as_str().unwrap().into()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"})
+    );
+    // The CloudEvents handshake (OPTIONS) allows the origin that asks.
+    let response = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            server.url(&format!(
+                "{path}/notifications?token={}",
+                issued["token"].as_str().unwrap()
+            )),
+        )
+        .header("WebHook-Request-Origin", "eventemitter.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["webhook-allowed-origin"],
+        "eventemitter.example.com"
+    );
 }
 
 async fn server_with(backend: AzureBackend) -> Server {

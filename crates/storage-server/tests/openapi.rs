@@ -224,6 +224,14 @@ async fn every_route_is_documented() {
         "localfiles",
     ];
     for route in &routes {
+        // Only the types whose provider pushes changes have a notification
+        // endpoint (the route answers 404 for the others).
+        let push_types = ["gcs", "gcs_sa", "gcswif", "azure", "azure_spi"];
+        let types: &[&str] = if route.contains("/notifications") {
+            &push_types
+        } else {
+            &types
+        };
         let expanded: Vec<String> = if route.contains("{storage_type}") {
             types
                 .iter()

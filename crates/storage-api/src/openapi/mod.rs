@@ -572,6 +572,111 @@ impl Doc {
             StorageKind::Export => sync,
         };
         self.add(&format!("{item}/sync"), HttpMethod::Post, sync);
+        if let (StorageKind::Import, Some(service)) = (kind, backend.push_service()) {
+            self.notification_routes(&item, &ids, service);
+        }
+    }
+
+    /// The notification endpoint of an import storage whose provider
+    /// pushes object changes, and the route that hands out its token.
+    fn notification_routes(&mut self, item: &str, ids: &str, service: &str) {
+        let issued = object()
+            .property("token", typed(Type::String, false))
+            .property(
+                "endpoint",
+                typed(Type::String, false)
+                    .description(Some("The path to push to, `?token=` included")),
+            )
+            .property("service", typed(Type::String, false))
+            .required("token")
+            .required("endpoint")
+            .required("service");
+        let token = operation(
+            format!("{ids}_notifications_token_create"),
+            "Storages",
+            "Make the notification endpoint's token (extension)",
+        )
+        .description(Some(
+            "A new token for the storage's notification endpoint, shown this once; the \
+             previous one stops working. Only its SHA-256 is kept.",
+        ))
+        .parameter(id_param("Storage id"))
+        .response("201", json_response("The token and the endpoint", issued))
+        .response("404", shared("NotFound"));
+        self.add(
+            &format!("{item}/notifications/token"),
+            HttpMethod::Post,
+            token,
+        );
+
+        let counts = object()
+            .description(Some(
+                "What the push did (see the storage's `meta.events`); Event Grid's validation \
+                 handshake is answered `{\"validationResponse\": <code>}` instead",
+            ))
+            .property("received", typed(Type::Integer, false))
+            .property("applied", typed(Type::Integer, false))
+            .property("ignored", typed(Type::Integer, false))
+            .property("failed", typed(Type::Integer, false))
+            .property("tasks_created", typed(Type::Integer, false))
+            .property("tasks_updated", typed(Type::Integer, false))
+            .property("tasks_deleted", typed(Type::Integer, false))
+            .property("tasks_marked", typed(Type::Integer, false));
+        let token_param = || {
+            query(
+                "token",
+                true,
+                typed(Type::String, false),
+                "The token POST …/notifications/token returned",
+            )
+        };
+        let push = operation(
+            format!("{ids}_notifications_create"),
+            "Storages",
+            &format!("Apply object changes pushed by {service} (extension)"),
+        )
+        .description(Some(
+            "Needs no user credentials: the storage's notification token authorises it. The \
+             changes are applied (each object looked up, then imported or removed as a sync \
+             would) before the answer, so 200 means committed; 503 asks the provider to \
+             deliver again.",
+        ))
+        .security(SecurityRequirement::default())
+        .parameter(id_param("Storage id"))
+        .parameter(token_param())
+        .request_body(Some(json_body(ObjectBuilder::new(), true)))
+        .response("200", json_response("Applied", counts))
+        .response("400", shared("BadRequest"))
+        .response("401", error_response("No token"))
+        .response("403", error_response("A token that is not this storage's"))
+        .response("404", shared("NotFound"))
+        .response("413", shared("PayloadTooLarge"))
+        .response(
+            "503",
+            error_response("The storage's sync runs, or a lookup failed for now: deliver again"),
+        );
+        self.add(&format!("{item}/notifications"), HttpMethod::Post, push);
+
+        let handshake = operation(
+            format!("{ids}_notifications_options"),
+            "Storages",
+            "The CloudEvents webhook handshake (extension)",
+        )
+        .description(Some(
+            "Answers `WebHook-Allowed-Origin` with the `WebHook-Request-Origin` sent.",
+        ))
+        .security(SecurityRequirement::default())
+        .parameter(id_param("Storage id"))
+        .parameter(token_param())
+        .response("200", empty_response("Allowed"))
+        .response("401", error_response("No token"))
+        .response("403", error_response("A token that is not this storage's"))
+        .response("404", shared("NotFound"));
+        self.add(
+            &format!("{item}/notifications"),
+            HttpMethod::Options,
+            handshake,
+        );
     }
 
     /// `<base>` (response), `<base>Create`, `<base>Validate` and

@@ -6,7 +6,7 @@
 //! queued or running on any instance (its status says so), so a batch is
 //! applied after the sync, never into the middle of it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,33 @@ use crate::{Error, ImportOptions, Result, Settings, StorageKind};
 
 /// Events a feed hands over at most per batch.
 const FEED_BATCH: usize = 1000;
+
+/// Message ids remembered per storage, to count replays.
+const REMEMBERED_MESSAGES: usize = 10_000;
+
+/// The ids of the messages last applied to one storage, oldest first.
+#[derive(Debug, Default)]
+pub(super) struct RecentMessages {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentMessages {
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn remember(&mut self, id: &str) {
+        if self.ids.insert(id.to_string()) {
+            self.order.push_back(id.to_string());
+        }
+        while self.order.len() > REMEMBERED_MESSAGES {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+    }
+}
 
 /// What became of a batch given to [`Runner::apply_events`].
 #[derive(Debug)]
@@ -73,8 +100,16 @@ impl Runner {
             .await?;
         let mut keys = BTreeSet::new();
         let mut outside = 0u64;
+        let replayed = self.replayed(id, batch);
         for event in &batch.events {
-            if source.covers(&event.key) {
+            if event.message.as_ref().is_some_and(|m| replayed.contains(m)) {
+                tracing::info!(
+                    storage = id,
+                    message = event.message.as_deref(),
+                    "a replayed message was ignored"
+                );
+                outside += 1;
+            } else if source.covers(&event.key) {
                 keys.insert(event.key.clone());
             } else {
                 outside += 1;
@@ -113,12 +148,42 @@ impl Runner {
             "events applied"
         );
         self.record_events(id, &applied).await?;
+        self.remember_messages(id, batch);
         if batch.resync {
             if let Err(err) = self.request_resync(id).await {
                 tracing::warn!(storage = id, error = %err, "could not queue a reconciling sync");
             }
         }
         Ok(EventsApplied::Applied(applied))
+    }
+
+    /// The message ids of `batch` already applied to storage `id`.
+    fn replayed(&self, id: i64, batch: &EventBatch) -> HashSet<String> {
+        let recent = self
+            .recent_messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(recent) = recent.get(&id) else {
+            return HashSet::new();
+        };
+        batch
+            .events
+            .iter()
+            .filter_map(|event| event.message.as_ref())
+            .filter(|message| recent.contains(message))
+            .cloned()
+            .collect()
+    }
+
+    fn remember_messages(&self, id: i64, batch: &EventBatch) {
+        let mut recent = self
+            .recent_messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let recent = recent.entry(id).or_default();
+        for message in batch.events.iter().filter_map(|e| e.message.as_deref()) {
+            recent.remember(message);
+        }
     }
 
     /// Adds the batch's counts to the storage's `meta.events`, as a

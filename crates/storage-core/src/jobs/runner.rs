@@ -48,6 +48,10 @@ pub(super) struct Runner {
     pub(super) exports: std::sync::OnceLock<Arc<dyn crate::persist::ExportOutbox>>,
     /// Per storage, the lock its syncs and event batches take in turn.
     pub(super) storage_locks: Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per storage, the ids of the messages last applied (replays are
+    /// counted as ignored).
+    pub(super) recent_messages:
+        Mutex<std::collections::HashMap<i64, super::events::RecentMessages>>,
 }
 
 impl Runner {

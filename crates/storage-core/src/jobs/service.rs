@@ -139,6 +139,7 @@ impl SyncService {
                 metrics,
                 exports: std::sync::OnceLock::new(),
                 storage_locks: Mutex::new(std::collections::HashMap::new()),
+                recent_messages: Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }

@@ -808,6 +808,153 @@ pub async fn validation_report_names_each_check(b: &Bucket) {
     assert_eq!((status, plain), (StatusCode::OK, Value::Null));
 }
 
+/// Builds a provider's push of one object change: `(bucket, full key,
+/// created (else deleted), message id)`.
+pub type PushBody = fn(&Bucket, &str, bool, &str) -> Value;
+
+/// Sends `body` to a storage's notification endpoint with `token`.
+async fn push_to(
+    server: &Server,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
+    // As a provider sends it: no user credentials.
+    let response = server
+        .raw(
+            reqwest::Method::POST,
+            &format!("{path}/notifications{query}"),
+            Some(body.clone()),
+            None,
+        )
+        .await;
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A provider's pushes to the running server: refused without the
+/// storage's token (401) or with a wrong one (403); with it, each object
+/// created becomes one task and each deleted one is removed, exactly, and
+/// what is no change of this storage's objects (another bucket, a key
+/// outside the prefix, an object that does not exist, a replayed message)
+/// creates nothing; a body that is no push is a 400 naming what is wrong.
+pub async fn pushed_notifications_apply_exactly(b: &Bucket, push: PushBody) {
+    const OBJECTS: usize = 20;
+    let (server, project) = b.start().await;
+    // An import storage is created over a prefix that holds an object.
+    b.seed.put("push/o00.jpg", "x").await;
+    let path = b
+        .create(
+            &server,
+            false,
+            project,
+            json!({"prefix": b.seed.key("push"), "use_blob_urls": true,
+                   "on_object_deleted": "delete", "deletion_guard": 100}),
+        )
+        .await;
+    let first = push(b, &b.seed.key("push/o00.jpg"), true, "m-first");
+
+    let (status, body) = push_to(&server, &path, None, &first).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = push_to(&server, &path, Some("not-the-token"), &first).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    let (status, issued) = server
+        .post(&format!("{path}/notifications/token"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let token = issued["token"].as_str().unwrap().to_string();
+    assert!(
+        issued["endpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{path}/notifications?token={token}")),
+        "{issued}"
+    );
+    let (_, shown) = server.get(&path).await;
+    assert!(
+        !shown.to_string().contains(&token) && !shown.to_string().contains("notification_token"),
+        "{shown}"
+    );
+    let (status, body) = push_to(&server, &path, Some("not-the-token"), &first).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    for i in 0..OBJECTS {
+        b.seed.put(&format!("push/o{i:02}.jpg"), "x").await;
+    }
+    for i in 0..OBJECTS {
+        let body = push(
+            b,
+            &b.seed.key(&format!("push/o{i:02}.jpg")),
+            true,
+            &format!("m{i}"),
+        );
+        let (status, answer) = push_to(&server, &path, Some(&token), &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["tasks_created"], 1, "{answer}");
+    }
+    assert_eq!(tasks(&server, project, false).await.len(), OBJECTS);
+
+    // Nothing of these becomes a task.
+    b.seed.put("elsewhere.jpg", "x").await;
+    let mut other_bucket = push(b, &b.seed.key("push/o00.jpg"), true, "m-other");
+    let renamed = other_bucket
+        .to_string()
+        .replace(&b.bucket, "some-other-bucket");
+    other_bucket = serde_json::from_str(&renamed).unwrap();
+    for (body, why) in [
+        (other_bucket, "another bucket"),
+        (
+            push(b, &b.seed.key("elsewhere.jpg"), true, "m-outside"),
+            "outside the prefix",
+        ),
+        (
+            push(b, &b.seed.key("push/never-written.jpg"), true, "m-forged"),
+            "no such object",
+        ),
+        (
+            push(b, &b.seed.key("push/o01.jpg"), true, "m1"),
+            "a replayed message",
+        ),
+    ] {
+        let (status, answer) = push_to(&server, &path, Some(&token), &body).await;
+        assert_eq!(status, StatusCode::OK, "{why}: {answer}");
+        assert_eq!(answer["tasks_created"], 0, "{why}: {answer}");
+    }
+    assert_eq!(tasks(&server, project, false).await.len(), OBJECTS);
+
+    for i in 0..5 {
+        b.seed.delete(&format!("push/o{i:02}.jpg")).await;
+        let body = push(
+            b,
+            &b.seed.key(&format!("push/o{i:02}.jpg")),
+            false,
+            &format!("d{i}"),
+        );
+        let (status, answer) = push_to(&server, &path, Some(&token), &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["tasks_deleted"], 1, "{answer}");
+    }
+    assert_eq!(tasks(&server, project, false).await.len(), OBJECTS - 5);
+
+    let (status, refused) =
+        push_to(&server, &path, Some(&token), &json!("not a notification")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+
+    let (_, storage) = server.get(&path).await;
+    let events = &storage["meta"]["events"];
+    assert_eq!(events["received"], OBJECTS as u64 + 4 + 5, "{storage}");
+    assert_eq!(events["ignored"], 3, "{storage}");
+    assert_eq!(events["tasks_created"], OBJECTS as u64, "{storage}");
+    assert_eq!(events["tasks_deleted"], 5, "{storage}");
+    // The links are a sync's: a sync finds nothing new.
+    let synced = b.synced(&server, &path).await;
+    assert_eq!(synced["last_sync_count"], 0, "{synced}");
+    assert_eq!(tasks(&server, project, false).await.len(), OBJECTS - 5);
+}
+
 /// Instantiates every conformance case as a `#[tokio::test]` for the
 /// fixture `$fixture: async fn() -> Bucket`.
 #[macro_export]
