@@ -114,6 +114,12 @@ pub trait EventFeed: Send + std::fmt::Debug {
         Ok(())
     }
 
+    /// How often [`EventFeed::keep_alive`] is called while a batch waits
+    /// or is applied.
+    fn keep_alive_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(20)
+    }
+
     /// The batch was applied and committed (or dropped as bad input): it
     /// is forgotten for good (a queue deletes its messages).
     async fn acknowledge(&mut self, batch: EventBatch) -> Result<()> {

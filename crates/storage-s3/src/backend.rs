@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential, AwsCredentialProvider};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{CredentialProvider, StaticCredentialProvider};
+use object_store::{ClientOptions, CredentialProvider, StaticCredentialProvider};
 use storage_core::bucket::{
     response_type_options, short_cause, BucketExport, BucketImport, BucketTarget, UrlSigner,
 };
@@ -21,6 +21,7 @@ use storage_core::{
 };
 
 use crate::config::{fields, S3Config, S3Options};
+use crate::sqs::{SqsFeed, SQS_QUEUE_URL_FIELD};
 use crate::{AssumeRole, AssumeRoleConfig};
 
 /// The `s3` storage type.
@@ -160,71 +161,19 @@ impl S3Backend {
             client = client.with_allow_http(url.scheme() == "http");
             builder = builder.with_endpoint(url.as_str().trim_end_matches('/'));
         }
-        let mut assumed = None;
-        builder = match (
-            &config.role_arn,
-            &config.access_key_id,
-            &config.secret_access_key,
-        ) {
-            (Some(role_arn), _, _) => {
-                let base = self.role_base(config)?;
-                let mut role = AssumeRoleConfig::new(role_arn.clone())
-                    .with_region(config.region())
-                    .with_retry(shared.call_retry());
-                if let Some(external_id) = &config.external_id {
-                    role = role.with_external_id(external_id.clone());
-                }
-                if let Some(sts) = &self.options.sts_endpoint {
-                    role = role.with_sts_endpoint(sts.clone());
-                }
-                let key = RoleKey {
-                    role_arn: role_arn.clone(),
-                    external_id: role.external_id.clone(),
-                    region: role.region.clone(),
-                    sts_endpoint: role.sts_endpoint().to_string(),
-                    base_key_id: base.key_id.clone(),
-                    base_secret: base.secret_key.clone(),
-                    base_token: base.token.clone(),
-                };
-                let sts_client = client
-                    .clone()
-                    .with_allow_http(role.sts_endpoint().scheme() == "http");
-                let provider = self
-                    .roles
-                    .provider(key, || AssumeRole::new(role, base, sts_client));
-                assumed = Some(provider.clone());
-                builder.with_credentials(provider)
-            }
-            (None, Some(key_id), Some(secret)) => {
-                let builder = builder
-                    .with_access_key_id(key_id)
-                    .with_secret_access_key(secret);
-                match &config.session_token {
-                    Some(token) => builder.with_token(token),
-                    None => builder,
-                }
-            }
-            _ => match self.options.server_identity_for(config) {
-                Some(server) => {
-                    let builder = builder
-                        .with_access_key_id(&server.key_id)
-                        .with_secret_access_key(&server.secret_key);
-                    match &server.token {
-                        Some(token) => builder.with_token(token),
-                        None => builder,
-                    }
-                }
-                // Keyless means unsigned: without a credential provider of
-                // its own, object_store would ask the instance metadata
-                // service (169.254.169.254) for one, on every signed URL.
-                None => builder.with_skip_signature(true).with_credentials(Arc::new(
-                    StaticCredentialProvider::new(AwsCredential {
-                        key_id: String::new(),
-                        secret_key: String::new(),
-                        token: None,
-                    }),
-                )),
-            },
+        let (credentials, assumed) = self.credentials(config, &client)?;
+        builder = match credentials {
+            Some(credentials) => builder.with_credentials(credentials),
+            // Keyless means unsigned: without a credential provider of
+            // its own, object_store would ask the instance metadata
+            // service (169.254.169.254) for one, on every signed URL.
+            None => builder.with_skip_signature(true).with_credentials(Arc::new(
+                StaticCredentialProvider::new(AwsCredential {
+                    key_id: String::new(),
+                    secret_key: String::new(),
+                    token: None,
+                }),
+            )),
         };
         if let Some(key) = &config.sse_kms_key_id {
             builder = builder.with_sse_kms_encryption(key);
@@ -237,6 +186,75 @@ impl S3Backend {
                 Error::invalid_general(format!("Cannot configure S3 bucket {}: {e}", config.bucket))
             })?;
         Ok((store, assumed))
+    }
+
+    /// What the requests of `config` are signed with: the session of its
+    /// role (shared per role, see [`S3Backend::roles`]), its own keys, the
+    /// server's identity when the operator lets keyless storages use it,
+    /// or nothing (`None`: unsigned). `client` is the storage's HTTP
+    /// options, which the STS calls of a role use too.
+    fn credentials(
+        &self,
+        config: &S3Config,
+        client: &ClientOptions,
+    ) -> Result<(Option<AwsCredentialProvider>, Option<Arc<AssumeRole>>)> {
+        let fixed = |key_id: &str, secret: &str, token: Option<&String>| {
+            let provider: AwsCredentialProvider =
+                Arc::new(StaticCredentialProvider::new(AwsCredential {
+                    key_id: key_id.to_string(),
+                    secret_key: secret.to_string(),
+                    token: token.cloned(),
+                }));
+            Some(provider)
+        };
+        Ok(
+            match (
+                &config.role_arn,
+                &config.access_key_id,
+                &config.secret_access_key,
+            ) {
+                (Some(role_arn), _, _) => {
+                    let shared = &self.options.bucket;
+                    let base = self.role_base(config)?;
+                    let mut role = AssumeRoleConfig::new(role_arn.clone())
+                        .with_region(config.region())
+                        .with_retry(shared.call_retry());
+                    if let Some(external_id) = &config.external_id {
+                        role = role.with_external_id(external_id.clone());
+                    }
+                    if let Some(sts) = &self.options.sts_endpoint {
+                        role = role.with_sts_endpoint(sts.clone());
+                    }
+                    let key = RoleKey {
+                        role_arn: role_arn.clone(),
+                        external_id: role.external_id.clone(),
+                        region: role.region.clone(),
+                        sts_endpoint: role.sts_endpoint().to_string(),
+                        base_key_id: base.key_id.clone(),
+                        base_secret: base.secret_key.clone(),
+                        base_token: base.token.clone(),
+                    };
+                    let sts_client = client
+                        .clone()
+                        .with_allow_http(role.sts_endpoint().scheme() == "http");
+                    let provider = self
+                        .roles
+                        .provider(key, || AssumeRole::new(role, base, sts_client));
+                    let credentials: AwsCredentialProvider = provider.clone();
+                    (Some(credentials), Some(provider))
+                }
+                (None, Some(key_id), Some(secret)) => {
+                    (fixed(key_id, secret, config.session_token.as_ref()), None)
+                }
+                _ => match self.options.server_identity_for(config) {
+                    Some(server) => (
+                        fixed(&server.key_id, &server.secret_key, server.token.as_ref()),
+                        None,
+                    ),
+                    None => (None, None),
+                },
+            },
+        )
     }
 
     /// Whether requests of `config` are signed: it has keys or a role, or
@@ -335,6 +353,38 @@ impl Backend for S3Backend {
             Some(role) => Arc::new(RoleImport { inner, role }),
             None => Arc::new(inner),
         })
+    }
+
+    async fn event_feed(
+        &self,
+        settings: &Settings,
+    ) -> Result<Option<Box<dyn storage_core::events::EventFeed>>> {
+        let Some(queue) = settings.str(SQS_QUEUE_URL_FIELD) else {
+            return Ok(None);
+        };
+        let config = S3Config::from_settings(settings);
+        let shared = &self.options.bucket;
+        let url = shared
+            .endpoint_policy()
+            .check(SQS_QUEUE_URL_FIELD, queue)
+            .await?;
+        let client = shared.client_options(Some(&url));
+        let (credentials, _) = self.credentials(&config, &client)?;
+        let http = object_store::client::HttpConnector::connect(&shared.http_connector(), &client)
+            .map_err(|e| {
+                Error::from_object_store(format!("connecting to the SQS queue {queue}"), e)
+            })?;
+        // `sqs.<region>.amazonaws.com/<account>/<queue>` names its region.
+        let region = url
+            .host_str()
+            .and_then(|host| host.strip_prefix("sqs."))
+            .and_then(|host| host.strip_suffix(".amazonaws.com"))
+            .map_or_else(|| config.region().to_string(), str::to_string);
+        // A long poll must end well before the client's timeout.
+        let wait = (shared.timeout() / 2).clamp(Duration::from_secs(1), Duration::from_secs(20));
+        Ok(Some(Box::new(
+            SqsFeed::new(url, region, config.bucket.clone(), http, credentials).with_wait(wait),
+        )))
     }
 
     async fn export_storage(&self, settings: &Settings) -> Result<Arc<dyn ExportStorage>> {

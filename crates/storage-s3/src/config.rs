@@ -46,6 +46,13 @@ pub(crate) fn fields(kind: StorageKind) -> Vec<FieldSpec> {
             ..FieldSpec::string("external_id", "External id sent with AssumeRole")
         },
     ]);
+    if kind == StorageKind::Import {
+        fields.push(FieldSpec::string(
+            crate::sqs::SQS_QUEUE_URL_FIELD,
+            "SQS queue that receives the bucket's event notifications (extension): new and \
+             deleted objects become task changes without a sync",
+        ));
+    }
     fields
 }
 

@@ -3,6 +3,7 @@
 mod assume_role;
 mod backend;
 mod config;
+pub mod sqs;
 
 pub use assume_role::{AssumeRole, AssumeRoleConfig};
 pub use backend::S3Backend;

@@ -312,7 +312,7 @@ impl Runner {
                 continue;
             }
             loop {
-                match self.apply_events(id, &batch).await {
+                match self.apply_kept_alive(id, &batch, feed.as_mut()).await {
                     Ok(EventsApplied::Applied(_)) => break,
                     Ok(EventsApplied::Busy) => {}
                     Err(Error::NotFound { .. }) => return,
@@ -320,14 +320,37 @@ impl Runner {
                         tracing::warn!(storage = id, error = %err, "events not applied; trying again");
                     }
                 }
-                if let Err(err) = feed.keep_alive(&batch).await {
-                    tracing::warn!(storage = id, error = %err, "could not keep the events' messages");
-                }
+                keep_alive(id, &batch, feed.as_mut()).await;
                 tokio::time::sleep(retry).await;
             }
             if let Err(err) = feed.acknowledge(batch).await {
                 tracing::warn!(storage = id, error = %err, "could not acknowledge applied events (they will be applied again, which changes nothing)");
             }
         }
+    }
+
+    /// [`Runner::apply_events`], renewing the batch's messages as the feed
+    /// asks while it runs (a Tasks-mode batch may read for minutes).
+    async fn apply_kept_alive(
+        &self,
+        id: i64,
+        batch: &EventBatch,
+        feed: &mut dyn crate::events::EventFeed,
+    ) -> Result<EventsApplied> {
+        let every = feed.keep_alive_every();
+        let applying = self.apply_events(id, batch);
+        tokio::pin!(applying);
+        loop {
+            tokio::select! {
+                result = &mut applying => return result,
+                () = tokio::time::sleep(every) => keep_alive(id, batch, feed).await,
+            }
+        }
+    }
+}
+
+async fn keep_alive(id: i64, batch: &EventBatch, feed: &mut dyn crate::events::EventFeed) {
+    if let Err(err) = feed.keep_alive(batch).await {
+        tracing::warn!(storage = id, error = %err, "could not keep the events' messages");
     }
 }
