@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use storage_core::events::PushedEvents;
+use storage_core::events::{PushFormat, PushedEvents};
 use storage_core::jobs::EventsApplied;
 use storage_core::{Retry, Storage, StorageKind};
 
@@ -43,7 +43,7 @@ pub(crate) async fn new_token(
     Path((storage_type, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let backend = state.backend(&storage_type)?.clone();
-    let Some(service) = backend.push_service() else {
+    let Some(format) = backend.push_format() else {
         return Err(ApiError::not_found());
     };
     let mut storage = load_str(&state, &caller, StorageKind::Import, backend.name(), &id).await?;
@@ -64,7 +64,7 @@ pub(crate) async fn new_token(
     );
     Ok((
         StatusCode::CREATED,
-        Json(json!({"token": token, "endpoint": endpoint, "service": service})),
+        Json(json!({"token": token, "endpoint": endpoint, "service": format.service})),
     )
         .into_response())
 }
@@ -77,10 +77,9 @@ pub(crate) async fn push(
     RawQuery(query): RawQuery,
     JsonValue(body): JsonValue,
 ) -> ApiResult<Response> {
-    let storage = authorized(&state, &storage_type, &id, query.as_deref()).await?;
-    let backend = state.backend(&storage.storage_type)?.clone();
+    let (storage, format) = authorized(&state, &storage_type, &id, query.as_deref()).await?;
     let body = serde_json::to_vec(&body).unwrap_or_default();
-    let batch = match backend.pushed_events(&storage.settings, &body) {
+    let batch = match (format.parse)(&storage.settings, &body) {
         Ok(PushedEvents::Handshake(answer)) => {
             tracing::info!(storage = storage.id, "notification subscription validated");
             return Ok(Json(answer).into_response());
@@ -147,7 +146,8 @@ pub(crate) async fn allow_origin(
     Ok(response)
 }
 
-/// The import storage a push is for, if its token is right: 401 without a
+/// The import storage a push is for and how its pushes read, if its
+/// token is right: 401 without a
 /// token, 403 with a wrong one, and 403 too for a storage that does not
 /// exist or has no token (so a push cannot probe which storages exist).
 async fn authorized(
@@ -155,11 +155,11 @@ async fn authorized(
     storage_type: &str,
     id: &str,
     query: Option<&str>,
-) -> ApiResult<Storage> {
+) -> ApiResult<(Storage, PushFormat)> {
     let backend = state.backend(storage_type)?;
-    if backend.push_service().is_none() {
+    let Some(format) = backend.push_format() else {
         return Err(ApiError::not_found());
-    }
+    };
     let Some(token) = query_param(query, "token").filter(|t| !t.is_empty()) else {
         state.sync().metrics().push_refused(backend.name());
         return Err(ApiError::unauthenticated(
@@ -179,7 +179,7 @@ async fn authorized(
         bool::from(expected.as_bytes().ct_eq(sha256_hex(&token).as_bytes()))
     });
     match storage {
-        Some(storage) if matches => Ok(storage),
+        Some(storage) if matches => Ok((storage, format)),
         _ => {
             tracing::warn!(
                 storage_type,

@@ -139,20 +139,8 @@ impl Backend for AzureBackend {
         "azure"
     }
 
-    fn push_service(&self) -> Option<&'static str> {
-        Some("Azure Event Grid")
-    }
-
-    fn pushed_events(
-        &self,
-        settings: &Settings,
-        body: &[u8],
-    ) -> Result<storage_core::events::PushedEvents> {
-        crate::event_grid::pushed_events(
-            settings.str("account_name"),
-            settings.str("container").unwrap_or_default(),
-            body,
-        )
+    fn push_format(&self) -> Option<storage_core::events::PushFormat> {
+        Some(crate::event_grid::PUSH_FORMAT)
     }
 
     fn title(&self) -> &'static str {

@@ -8,12 +8,25 @@
 //! <https://learn.microsoft.com/azure/event-grid/event-schema-blob-storage>.
 
 use serde_json::{json, Value};
-use storage_core::events::{EventBatch, ObjectChange, ObjectEvent, PushedEvents};
+use storage_core::events::{EventBatch, ObjectChange, ObjectEvent, PushFormat, PushedEvents};
 use storage_core::{Error, Result};
 
 /// The handshake event Event Grid sends when a webhook subscription is
 /// created.
 const VALIDATION: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
+
+/// Event Grid deliveries to a storage of the `container` of the
+/// `account_name` in its settings.
+pub const PUSH_FORMAT: PushFormat = PushFormat {
+    service: "Azure Event Grid",
+    parse: |settings, body| {
+        pushed_events(
+            settings.str("account_name"),
+            settings.str("container").unwrap_or_default(),
+            body,
+        )
+    },
+};
 
 /// The object changes of a delivery to a storage of `container` (of
 /// `account`, when the events name theirs). A body that is not Event Grid

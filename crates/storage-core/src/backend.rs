@@ -207,26 +207,11 @@ pub trait Backend: Send + Sync + Debug {
         Ok(None)
     }
 
-    /// The service that pushes this backend's object changes to an import
-    /// storage's notification endpoint (`Google Cloud Pub/Sub`, `Azure
-    /// Event Grid`), or `None` (the default) when none does.
-    fn push_service(&self) -> Option<&'static str> {
+    /// How a provider pushes this backend's object changes to an import
+    /// storage's notification endpoint (Pub/Sub, Event Grid), or `None`
+    /// (the default) when none does.
+    fn push_format(&self) -> Option<crate::events::PushFormat> {
         None
-    }
-
-    /// Reads a push to an import storage's notification endpoint (see
-    /// [`Backend::push_service`]). A body that is not such a push at all is
-    /// an [`Error::InvalidConfig`] naming what is wrong; a push of anything
-    /// but a change of this storage's objects is in the batch's `ignored`.
-    fn pushed_events(
-        &self,
-        settings: &Settings,
-        body: &[u8],
-    ) -> Result<crate::events::PushedEvents> {
-        let _ = (settings, body);
-        Err(Error::NotSupported {
-            what: format!("pushed notifications for {} storages", self.name()),
-        })
     }
 
     /// How the server hands out this backend's files itself over HTTP

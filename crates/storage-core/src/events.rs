@@ -138,6 +138,18 @@ pub enum PushedEvents {
     Handshake(Value),
 }
 
+/// A provider's push format: who pushes, and how a push to a storage
+/// with these settings is read. A body that is not such a push at all is
+/// an [`Error::InvalidConfig`] naming what is wrong; a push of anything but
+/// a change of this storage's objects is in the batch's `ignored`.
+#[derive(Debug, Clone, Copy)]
+pub struct PushFormat {
+    /// The pushing service (`Google Cloud Pub/Sub`, `Azure Event Grid`).
+    pub service: &'static str,
+    /// Reads one push.
+    pub parse: fn(&crate::Settings, &[u8]) -> Result<PushedEvents>,
+}
+
 /// What applying one batch did, counted as `meta.events` and the
 /// `storage_events` metric count it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -126,16 +126,8 @@ impl Backend for GcsWifBackend {
         "gcswif"
     }
 
-    fn push_service(&self) -> Option<&'static str> {
-        Some("Google Cloud Pub/Sub")
-    }
-
-    fn pushed_events(
-        &self,
-        settings: &Settings,
-        body: &[u8],
-    ) -> Result<storage_core::events::PushedEvents> {
-        storage_gcs::pubsub::pushed_events(settings.str("bucket").unwrap_or_default(), body)
+    fn push_format(&self) -> Option<storage_core::events::PushFormat> {
+        Some(storage_gcs::pubsub::PUSH_FORMAT)
     }
 
     fn title(&self) -> &'static str {

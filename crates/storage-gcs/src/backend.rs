@@ -156,16 +156,8 @@ impl Backend for GcsBackend {
         "gcs"
     }
 
-    fn push_service(&self) -> Option<&'static str> {
-        Some("Google Cloud Pub/Sub")
-    }
-
-    fn pushed_events(
-        &self,
-        settings: &Settings,
-        body: &[u8],
-    ) -> Result<storage_core::events::PushedEvents> {
-        crate::pubsub::pushed_events(settings.str("bucket").unwrap_or_default(), body)
+    fn push_format(&self) -> Option<storage_core::events::PushFormat> {
+        Some(crate::pubsub::PUSH_FORMAT)
     }
 
     fn title(&self) -> &'static str {

@@ -11,8 +11,14 @@
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use storage_core::events::{EventBatch, ObjectChange, ObjectEvent, PushedEvents};
+use storage_core::events::{EventBatch, ObjectChange, ObjectEvent, PushFormat, PushedEvents};
 use storage_core::{Error, Result};
+
+/// Pub/Sub pushes to a storage of the bucket in its `bucket` field.
+pub const PUSH_FORMAT: PushFormat = PushFormat {
+    service: "Google Cloud Pub/Sub",
+    parse: |settings, body| pushed_events(settings.str("bucket").unwrap_or_default(), body),
+};
 
 /// What a Pub/Sub push endpoint is sent.
 #[derive(Debug, Deserialize)]

@@ -37,6 +37,12 @@
 //!   it syncs one task of `BENCH_TASK_MIB` MiB (default 60) and while it lists it
 //!   (`GET /api/tasks`), for a task of one long string and one of many small objects.
 //!
+//! - `events`: event-driven sync, a watched local folder and an S3 bucket whose notifications go to
+//!   SQS (moto): latency from an object's creation to its task (`created_at`), p50 and p99 over
+//!   `BENCH_EVENT_OBJECTS` objects (default 1000) created one after another, the sustained rate
+//!   of `BENCH_EVENT_BURST` objects (default 10000 local, a tenth on moto) created at once, and
+//!   the LIST calls both make (counted by a proxy in front of moto) next to a re-sync's;
+//!
 //! `BENCH_DATABASE_URL` runs the server on that database instead of its
 //! embedded SQLite file (a `postgres://` URL: a fresh database per scenario
 //! on that server). Every scenario asserts its counts, so a fast wrong
@@ -88,8 +94,12 @@ fn main() {
                 env_list("BENCH_WEBHOOK_FILES", "100000")[0],
                 env_list("BENCH_WEBHOOK_EVENTS", "2000")[0],
             ),
+            "events" => events(
+                env_list("BENCH_EVENT_OBJECTS", "1000")[0],
+                env_list("BENCH_EVENT_BURST", "10000")[0],
+            ),
             other => {
-                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, parquet, export, s3, azure, redis, databricks, big_task, follow, webhooks)")
+                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, parquet, export, s3, azure, redis, databricks, big_task, follow, webhooks, events)")
             }
         }
     }
@@ -695,6 +705,198 @@ fn task_line(i: usize) -> String {
         "{{\"text\": \"{}\", \"meta_info\": {{\"source\": \"bench\", \"index\": {i}}}}}\n",
         task_text(i)
     )
+}
+
+/// Event-driven sync against the re-syncs it replaces (see the module's
+/// documentation).
+fn events(objects: usize, burst: usize) {
+    println!("| source | objects | latency p50 (ms) | p99 (ms) | burst | burst written (s) | burst applied (s) | events/s | LIST calls by events | re-sync (s) | LIST calls by a re-sync |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    local_events(objects, burst);
+    s3_events(objects, burst / 10);
+}
+
+fn local_events(objects: usize, burst: usize) {
+    let bench = Bench::start();
+    let folder = bench.folder("watched");
+    let storage = bench.call(
+        reqwest::Method::POST,
+        "/api/storages/localfiles",
+        Some(
+            json!({"project": bench.project, "path": folder.canonicalize().unwrap(),
+                    "use_blob_urls": true, "watch": true}),
+        ),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    // The watch's first, reconciling sync.
+    bench.wait_events_started("localfiles", storage);
+    let mut written = Vec::with_capacity(objects);
+    for i in 0..objects {
+        std::fs::write(folder.join(format!("lat_{i:06}.jpg")), b"x").unwrap();
+        written.push(chrono::Utc::now());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bench.wait_tasks(objects);
+    let latencies = bench.latencies(&written);
+    let started = Instant::now();
+    for i in 0..burst {
+        std::fs::write(folder.join(format!("burst_{i:06}.jpg")), b"x").unwrap();
+    }
+    let written = started.elapsed();
+    bench.wait_tasks(objects + burst);
+    let applied = started.elapsed();
+    let (resync, state) = bench.sync_and_wait("localfiles", storage);
+    assert_eq!(state["last_sync_count"], 0, "{state}");
+    report_events(
+        "local files (inotify)",
+        &latencies,
+        (burst, written, applied),
+        "—".into(),
+        resync,
+        "—".into(),
+    );
+}
+
+fn s3_events(objects: usize, burst: usize) {
+    let bench = Bench::start_with(&["--allow-private-endpoints", "true"]);
+    let (bucket, proxy) = bench.runtime.block_on(async {
+        let bucket = support::sqs::NotifiedBucket::create().await;
+        let proxy = support::sqs::ListingCounter::start(bucket.moto.endpoint.clone()).await;
+        (bucket, proxy)
+    });
+    bench
+        .runtime
+        .block_on(bucket.put(std::iter::once("in/seed.jpg".to_string())));
+    let storage = bench.call(
+        reqwest::Method::POST,
+        "/api/storages/s3",
+        Some(bucket.storage(bench.project, &proxy.endpoint, json!({}))),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    bench.wait_tasks(1);
+    let listed = proxy.count();
+    let mut written = Vec::with_capacity(objects);
+    for i in 0..objects {
+        bench
+            .runtime
+            .block_on(bucket.put(std::iter::once(format!("in/lat_{i:06}.jpg"))));
+        written.push(chrono::Utc::now());
+    }
+    bench.wait_tasks(1 + objects);
+    let latencies = bench.latencies(&written);
+    let started = Instant::now();
+    bench
+        .runtime
+        .block_on(bucket.put((0..burst).map(|i| format!("in/burst_{i:06}.jpg"))));
+    let written = started.elapsed();
+    bench.wait_tasks(1 + objects + burst);
+    let applied = started.elapsed();
+    let by_events = proxy.count() - listed;
+    let before_sync = proxy.count();
+    let (resync, state) = bench.sync_and_wait("s3", storage);
+    assert_eq!(state["last_sync_count"], 0, "{state}");
+    let by_sync = proxy.count() - before_sync;
+    report_events(
+        "S3 notifications via SQS (moto)",
+        &latencies,
+        (burst, written, applied),
+        by_events.to_string(),
+        resync,
+        by_sync.to_string(),
+    );
+}
+
+/// `burst`: how many objects were created at once, how long creating
+/// them took, and how long until all their tasks were there.
+fn report_events(
+    source: &str,
+    latencies: &[f64],
+    (burst, written, applied): (usize, Duration, Duration),
+    lists_by_events: String,
+    resync: Duration,
+    lists_by_sync: String,
+) {
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "| {source} | {} | {:.0} | {:.0} | {burst} | {:.2} | {:.2} | {:.0} | {lists_by_events} | {:.2} | {lists_by_sync} |",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        written.as_secs_f64(),
+        applied.as_secs_f64(),
+        burst as f64 / applied.as_secs_f64(),
+        resync.as_secs_f64(),
+    );
+}
+
+impl Bench {
+    /// Waits until the project holds exactly `count` tasks.
+    fn wait_tasks(&self, count: usize) {
+        let started = Instant::now();
+        loop {
+            let page = self.call(
+                reqwest::Method::GET,
+                &format!("/api/tasks?project={}&page_size=1", self.project),
+                None,
+            );
+            let total = page["total"].as_u64().unwrap() as usize;
+            assert!(
+                total <= count,
+                "{total} tasks, more than the {count} objects"
+            );
+            if total == count {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(3600),
+                "{total} of {count} tasks"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until a watched storage's first sync has finished.
+    fn wait_events_started(&self, storages: &str, storage: i64) {
+        let path = format!("/api/storages/{storages}/{storage}");
+        loop {
+            let state = self.call(reqwest::Method::GET, &path, None);
+            if state["meta"]["events"].is_object() && state["status"] == "completed" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Milliseconds from `written[i]` to the `created_at` of the task of
+    /// the object named `lat_{i:06}`, sorted.
+    fn latencies(&self, written: &[chrono::DateTime<chrono::Utc>]) -> Vec<f64> {
+        let page = self.call(
+            reqwest::Method::GET,
+            &format!(
+                "/api/tasks?project={}&page_size=100000&resolve_uri=false",
+                self.project
+            ),
+            None,
+        );
+        let mut latencies: Vec<f64> = page["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|task| {
+                let data = task["data"].to_string();
+                let at = data.find("lat_")?;
+                let i: usize = data[at + 4..at + 10].parse().ok()?;
+                let created =
+                    chrono::DateTime::parse_from_rfc3339(task["created_at"].as_str()?).ok()?;
+                Some((created.to_utc() - written[i]).num_microseconds()? as f64 / 1000.0)
+            })
+            .collect();
+        assert_eq!(latencies.len(), written.len(), "a task per object");
+        latencies.sort_by(f64::total_cmp);
+        latencies
+    }
 }
 
 fn task_text(i: usize) -> String {

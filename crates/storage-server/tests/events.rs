@@ -255,3 +255,59 @@ async fn a_storage_without_watch_ignores_changes() {
     assert_eq!(storage["watch"], false, "{storage}");
     assert!(storage["meta"].get("events").is_none(), "{storage}");
 }
+
+/// Events wait while the storage's sync is queued or running (here one
+/// another instance would run: the row says `in_progress`), and are applied
+/// once it has ended; a push is answered 503 meanwhile.
+#[tokio::test]
+async fn events_wait_behind_a_running_sync() {
+    use storage_core::persist::{StorageRepository, SyncGuard};
+    use storage_core::{SyncState, SyncStatus};
+
+    let server = Server::start().await;
+    let project = server.project().await;
+    let path = watched_storage(&server, project, "busy", json!({})).await;
+    let id = storage_id(&path);
+    let stored = server.db.storage(id).await.unwrap().unwrap();
+    let running = SyncState {
+        status: SyncStatus::InProgress,
+        last_sync_job: Some("another-instance".into()),
+        lease_until: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+        ..stored.sync.clone()
+    };
+    assert!(server
+        .db
+        .update_sync(id, &SyncGuard::of(&stored.sync), &running)
+        .await
+        .unwrap());
+
+    write(&server, "busy/waiting.jpg");
+    let batch = storage_core::events::EventBatch {
+        events: vec![storage_core::events::ObjectEvent::written(
+            server.path("busy/waiting.jpg"),
+        )],
+        ..Default::default()
+    };
+    assert!(matches!(
+        server.sync.apply_events(id, &batch).await.unwrap(),
+        storage_core::jobs::EventsApplied::Busy
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        task_count(&server, project).await,
+        0,
+        "applied during the sync"
+    );
+
+    let done = SyncState {
+        status: SyncStatus::Completed,
+        lease_until: None,
+        ..running.clone()
+    };
+    assert!(server
+        .db
+        .update_sync(id, &SyncGuard::of(&running), &done)
+        .await
+        .unwrap());
+    wait_for_tasks(&server, project, 1).await;
+}

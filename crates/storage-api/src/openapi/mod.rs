@@ -572,8 +572,8 @@ impl Doc {
             StorageKind::Export => sync,
         };
         self.add(&format!("{item}/sync"), HttpMethod::Post, sync);
-        if let (StorageKind::Import, Some(service)) = (kind, backend.push_service()) {
-            self.notification_routes(&item, &ids, service);
+        if let (StorageKind::Import, Some(format)) = (kind, backend.push_format()) {
+            self.notification_routes(&item, &ids, format.service);
         }
     }
 

@@ -8,6 +8,7 @@ pub mod buckets;
 pub mod process;
 pub mod receiver;
 mod server;
+pub mod sqs;
 
 #[allow(unused_imports)] // tests that only start the binary use none of it
 pub use server::*;
