@@ -318,14 +318,20 @@ impl Backend for S3Backend {
         {
             errors.add("role_arn", "This field is required.");
         }
-        if let Some(endpoint) = &config.endpoint {
-            if let Err(Error::InvalidConfig(e)) = self
-                .options
-                .bucket
-                .endpoint_policy()
-                .check_literal("s3_endpoint", endpoint)
-            {
-                errors.merge(e);
+        let endpoints = [
+            ("s3_endpoint", config.endpoint.as_deref()),
+            (SQS_QUEUE_URL_FIELD, settings.str(SQS_QUEUE_URL_FIELD)),
+        ];
+        for (field, url) in endpoints {
+            if let Some(url) = url {
+                if let Err(Error::InvalidConfig(e)) = self
+                    .options
+                    .bucket
+                    .endpoint_policy()
+                    .check_literal(field, url)
+                {
+                    errors.merge(e);
+                }
             }
         }
         if let Err(e) = storage_core::fields::check_regex(settings, kind) {
@@ -655,6 +661,32 @@ mod tests {
                 source: "AccessDenied".into(),
             },
         )
+    }
+
+    #[test]
+    fn the_queue_url_obeys_the_endpoint_policy() {
+        let backend = S3Backend::new(
+            S3Options::new().with_endpoint_policy(storage_core::EndpointPolicy::strict()),
+        );
+        let specs = backend.fields(StorageKind::Import);
+        for (url, says) in [
+            ("http://169.254.169.254/latest/meta-data", "169.254.169.254"),
+            ("not a url", "not a valid URL"),
+        ] {
+            let mut settings = Settings::defaults(&specs);
+            settings.set("bucket", "b".into());
+            settings.set(SQS_QUEUE_URL_FIELD, url.into());
+            let Err(Error::InvalidConfig(errors)) =
+                backend.check_settings(StorageKind::Import, &mut settings)
+            else {
+                panic!("{url} was accepted");
+            };
+            let text = errors.to_string();
+            assert!(
+                text.contains(SQS_QUEUE_URL_FIELD) && text.contains(says),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -102,6 +102,13 @@ async fn spi_bucket(case: &str) -> conformance::Bucket {
 mod azure_spi {
     use super::*;
     crate::conformance_cases!(spi_bucket);
+
+    #[tokio::test]
+    async fn pushed_notifications_apply_exactly() {
+        let bucket = spi_bucket("push").await;
+        conformance::pushed_notifications_apply_exactly(&bucket, conformance::event_grid_push)
+            .await;
+    }
 }
 
 /// The closing note's number: a create and three syncs of one storage

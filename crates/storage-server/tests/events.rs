@@ -311,3 +311,32 @@ async fn events_wait_behind_a_running_sync() {
         .unwrap());
     wait_for_tasks(&server, project, 1).await;
 }
+
+/// A symlink in a watched folder that leads out of the document root is
+/// never read or imported, as in a sync; the files after it still are.
+#[tokio::test]
+async fn a_symlink_out_of_the_document_root_is_not_imported() {
+    let server = Server::start().await;
+    let project = server.project().await;
+    let path = watched_storage(&server, project, "linked", json!({})).await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.jpg"), b"not yours").unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.jpg"),
+        server.root.join("linked/secret.jpg"),
+    )
+    .unwrap();
+    write(&server, "linked/after.jpg");
+    wait_for_tasks(&server, project, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, tasks) = server
+        .get(&format!("/api/tasks?project={project}&page_size=10"))
+        .await;
+    assert_eq!(tasks["total"], 1, "{tasks}");
+    assert!(!tasks.to_string().contains("secret"), "{tasks}");
+    let (_, storage) = server.get(&path).await;
+    assert!(
+        storage["meta"]["events"]["received"].as_u64().unwrap() >= 2,
+        "{storage}"
+    );
+}

@@ -105,7 +105,7 @@ mod gcs {
     #[tokio::test]
     async fn pubsub_pushes_apply_exactly() {
         let bucket = gcs_bucket("pubsub").await;
-        conformance::pushed_notifications_apply_exactly(&bucket, pubsub_push).await;
+        conformance::pushed_notifications_apply_exactly(&bucket, conformance::pubsub_push).await;
     }
 }
 
@@ -116,32 +116,8 @@ mod gcs_sa {
     #[tokio::test]
     async fn pubsub_pushes_apply_exactly() {
         let bucket = gcs_sa_bucket("pubsub").await;
-        conformance::pushed_notifications_apply_exactly(&bucket, pubsub_push).await;
+        conformance::pushed_notifications_apply_exactly(&bucket, conformance::pubsub_push).await;
     }
-}
-
-/// A Cloud Storage notification as Pub/Sub pushes it (payload format
-/// `JSON_API_V1`: the object resource, base64, in `data`).
-fn pubsub_push(b: &conformance::Bucket, key: &str, created: bool, id: &str) -> Value {
-    use base64::Engine;
-    let event_type = if created {
-        "OBJECT_FINALIZE"
-    } else {
-        "OBJECT_DELETE"
-    };
-    let resource = json!({"kind": "storage#object", "bucket": b.bucket, "name": key,
-                          "size": "1", "contentType": "image/jpeg", "generation": "1"});
-    json!({
-        "message": {
-            "attributes": {"bucketId": b.bucket, "objectId": key, "eventType": event_type,
-                           "payloadFormat": "JSON_API_V1", "objectGeneration": "1",
-                           "notificationConfig": "projects/_/buckets/b/notificationConfigs/1"},
-            "data": base64::engine::general_purpose::STANDARD.encode(resource.to_string()),
-            "messageId": id,
-            "publishTime": "2026-12-01T10:00:00.000Z"
-        },
-        "subscription": "projects/label-studio/subscriptions/storage-push"
-    })
 }
 
 async fn server_with(backend: Arc<dyn Backend>) -> Server {

@@ -118,6 +118,12 @@ async fn gcswif_bucket(case: &str) -> conformance::Bucket {
 mod gcswif {
     use super::*;
     crate::conformance_cases!(gcswif_bucket);
+
+    #[tokio::test]
+    async fn pushed_notifications_apply_exactly() {
+        let bucket = gcswif_bucket("push").await;
+        conformance::pushed_notifications_apply_exactly(&bucket, conformance::pubsub_push).await;
+    }
 }
 
 async fn server_with(setup: &WifSetup) -> (Server, i64) {

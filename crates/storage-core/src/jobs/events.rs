@@ -23,6 +23,10 @@ use crate::{Error, ImportOptions, Result, Settings, StorageKind};
 /// Events a feed hands over at most per batch.
 const FEED_BATCH: usize = 1000;
 
+/// How long a feed that could not start waits before it is tried again;
+/// also the longest wait between failed reads of a feed.
+const RESTART_FAILED_FEED: Duration = Duration::from_secs(60);
+
 /// Message ids remembered per storage, to count replays.
 const REMEMBERED_MESSAGES: usize = 10_000;
 
@@ -272,17 +276,19 @@ impl Runner {
             let Some(backend) = self.backends.get(&storage.storage_type) else {
                 continue;
             };
-            let feed = match backend.event_feed(&storage.settings).await {
-                Ok(Some(feed)) => feed,
+            let task = match backend.event_feed(&storage.settings).await {
+                Ok(Some(feed)) => {
+                    tracing::info!(storage = id, "following the storage's events");
+                    let runner = self.clone();
+                    tokio::spawn(async move { runner.follow_feed(id, feed).await })
+                }
                 Ok(None) => continue,
                 Err(err) => {
-                    tracing::warn!(storage = id, error = %err, "could not start the storage's event feed");
-                    continue;
+                    tracing::warn!(storage = id, error = %err, "could not start the storage's event feed; trying again in {} s", RESTART_FAILED_FEED.as_secs());
+                    // Stands for the feed until it is tried again.
+                    tokio::spawn(tokio::time::sleep(RESTART_FAILED_FEED))
                 }
             };
-            tracing::info!(storage = id, "following the storage's events");
-            let runner = self.clone();
-            let task = tokio::spawn(async move { runner.follow_feed(id, feed).await });
             followed.insert(
                 id,
                 Followed {
@@ -299,12 +305,17 @@ impl Runner {
     /// temporary reason is kept alive and tried again.
     async fn follow_feed(self: Arc<Self>, id: i64, mut feed: Box<dyn crate::events::EventFeed>) {
         let retry = self.config.poll_interval.max(Duration::from_millis(100));
+        let mut read_again = retry;
         loop {
             let batch = match feed.next_batch(FEED_BATCH).await {
-                Ok(batch) => batch,
+                Ok(batch) => {
+                    read_again = retry;
+                    batch
+                }
                 Err(err) => {
-                    tracing::warn!(storage = id, error = %err, "could not read the storage's events");
-                    tokio::time::sleep(retry).await;
+                    tracing::warn!(storage = id, error = %err, "could not read the storage's events; trying again in {} s", read_again.as_secs_f64());
+                    tokio::time::sleep(read_again).await;
+                    read_again = (read_again * 2).min(RESTART_FAILED_FEED);
                     continue;
                 }
             };

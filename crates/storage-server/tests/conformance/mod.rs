@@ -955,6 +955,55 @@ pub async fn pushed_notifications_apply_exactly(b: &Bucket, push: PushBody) {
     assert_eq!(tasks(&server, project, false).await.len(), OBJECTS - 5);
 }
 
+/// A Cloud Storage notification as Pub/Sub pushes it (payload format
+/// `JSON_API_V1`: the object resource, base64, in `data`).
+pub fn pubsub_push(b: &Bucket, key: &str, created: bool, id: &str) -> Value {
+    let event_type = if created {
+        "OBJECT_FINALIZE"
+    } else {
+        "OBJECT_DELETE"
+    };
+    let resource = json!({"kind": "storage#object", "bucket": b.bucket, "name": key,
+                          "size": "1", "contentType": "image/jpeg", "generation": "1"});
+    json!({
+        "message": {
+            "attributes": {"bucketId": b.bucket, "objectId": key, "eventType": event_type,
+                           "payloadFormat": "JSON_API_V1", "objectGeneration": "1",
+                           "notificationConfig": "projects/_/buckets/b/notificationConfigs/1"},
+            "data": base64::engine::general_purpose::STANDARD.encode(resource.to_string()),
+            "messageId": id,
+            "publishTime": "2026-12-01T10:00:00.000Z"
+        },
+        "subscription": "projects/label-studio/subscriptions/storage-push"
+    })
+}
+
+/// A Blob Storage event as Event Grid delivers it (Event Grid schema, a
+/// batch of one).
+pub fn event_grid_push(b: &Bucket, key: &str, created: bool, id: &str) -> Value {
+    let account = b.connection["account_name"]
+        .as_str()
+        .unwrap_or("devstoreaccount1");
+    let event_type = if created {
+        "Microsoft.Storage.BlobCreated"
+    } else {
+        "Microsoft.Storage.BlobDeleted"
+    };
+    json!([{
+        "topic": format!("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/{}", account),
+        "subject": format!("/blobServices/default/containers/{}/blobs/{key}", b.bucket),
+        "eventType": event_type,
+        "id": id,
+        "data": {"api": if created { "PutBlob" } else { "DeleteBlob" }, "contentType": "image/jpeg",
+                 "contentLength": 1, "blobType": "BlockBlob",
+                 "url": format!("https://{}.blob.core.windows.net/{}/{key}", account, b.bucket),
+                 "sequencer": "00000000000004420000000000028963"},
+        "dataVersion": "",
+        "metadataVersion": "1",
+        "eventTime": "2026-12-01T10:00:00.0000000Z"
+    }])
+}
+
 /// Instantiates every conformance case as a `#[tokio::test]` for the
 /// fixture `$fixture: async fn() -> Bucket`.
 #[macro_export]
