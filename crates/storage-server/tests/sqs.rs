@@ -20,7 +20,8 @@ use support::process::{self, Process};
 use support::sqs::{ListingCounter, NotifiedBucket};
 use support::{Api, Server, TOKEN};
 
-const PATIENCE: Duration = Duration::from_secs(120);
+/// moto is shared with every other test of the run: generous.
+const PATIENCE: Duration = Duration::from_secs(300);
 
 async fn task_total(api: &Api, project: i64) -> u64 {
     let (_, page) = api

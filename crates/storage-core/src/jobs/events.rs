@@ -54,7 +54,8 @@ impl RecentMessages {
     }
 }
 
-/// What became of a batch given to [`Runner::apply_events`].
+/// What became of a batch given to
+/// [`SyncService::apply_events`](crate::SyncService::apply_events).
 #[derive(Debug)]
 pub enum EventsApplied {
     /// Applied and committed.
