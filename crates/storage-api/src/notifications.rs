@@ -75,9 +75,11 @@ pub(crate) async fn push(
     State(state): State<ApiState>,
     Path((storage_type, id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     JsonValue(body): JsonValue,
 ) -> ApiResult<Response> {
-    let (storage, format) = authorized(&state, &storage_type, &id, query.as_deref()).await?;
+    let (storage, format) =
+        authorized(&state, &storage_type, &id, query.as_deref(), &headers).await?;
     let body = serde_json::to_vec(&body).unwrap_or_default();
     let batch = match (format.parse)(&storage.settings, &body) {
         Ok(PushedEvents::Handshake(answer)) => {
@@ -133,7 +135,7 @@ pub(crate) async fn allow_origin(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    authorized(&state, &storage_type, &id, query.as_deref()).await?;
+    authorized(&state, &storage_type, &id, query.as_deref(), &headers).await?;
     let mut response = StatusCode::OK.into_response();
     if let Some(origin) = headers.get("webhook-request-origin") {
         response
@@ -146,52 +148,77 @@ pub(crate) async fn allow_origin(
     Ok(response)
 }
 
-/// The import storage a push is for and how its pushes read, if its
-/// token is right: 401 without a
-/// token, 403 with a wrong one, and 403 too for a storage that does not
-/// exist or has no token (so a push cannot probe which storages exist).
+/// The import storage a push is for and how its pushes read, if the push
+/// proves it may: the storage's notification token (`?token=`), or a
+/// credential of the provider the backend verifies (Pub/Sub's OIDC token
+/// for a storage with `pubsub_service_account`). 401 without either, 403
+/// with a wrong one, and 403 too for a storage that does not exist or has
+/// no token (so a push cannot probe which storages exist).
 async fn authorized(
     state: &ApiState,
     storage_type: &str,
     id: &str,
     query: Option<&str>,
+    headers: &HeaderMap,
 ) -> ApiResult<(Storage, PushFormat)> {
     let backend = state.backend(storage_type)?;
     let Some(format) = backend.push_format() else {
         return Err(ApiError::not_found());
     };
-    let Some(token) = query_param(query, "token").filter(|t| !t.is_empty()) else {
+    let token = query_param(query, "token").filter(|t| !t.is_empty());
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("Bearer "));
+    if token.is_none() && authorization.is_none() {
         state.sync().metrics().push_refused(backend.name());
         return Err(ApiError::unauthenticated(
             "The notification token is missing: push to the endpoint that POST \
-             …/notifications/token returned, ?token= included.",
+             …/notifications/token returned, ?token= included (or, for Pub/Sub, with the \
+             OIDC token of the storage's pubsub_service_account).",
         ));
-    };
+    }
     let storage = match id.parse::<i64>() {
         Ok(id) => state.storages().storage(id).await?,
         Err(_) => None,
+    }
+    .filter(|s| s.kind == StorageKind::Import && s.storage_type == backend.name());
+    let refused = |why: String| {
+        tracing::warn!(storage_type, id, "a push was refused: {why}");
+        state.sync().metrics().push_refused(backend.name());
+        ApiError::new(StatusCode::FORBIDDEN, why)
     };
-    let expected = storage
-        .as_ref()
-        .filter(|s| s.kind == StorageKind::Import && s.storage_type == backend.name())
-        .and_then(|s| s.settings.str(TOKEN_HASH_KEY));
-    let matches = expected.is_some_and(|expected| {
-        bool::from(expected.as_bytes().ct_eq(sha256_hex(&token).as_bytes()))
-    });
-    match storage {
-        Some(storage) if matches => Ok((storage, format)),
-        _ => {
-            tracing::warn!(
-                storage_type,
-                id,
-                "a push with a wrong notification token was refused"
-            );
-            state.sync().metrics().push_refused(backend.name());
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "The notification token does not match this storage.",
+    let Some(storage) = storage else {
+        return Err(refused(
+            "The notification token does not match this storage.".into(),
+        ));
+    };
+    if let Some(token) = token {
+        let matches = storage
+            .settings
+            .str(TOKEN_HASH_KEY)
+            .is_some_and(|expected| {
+                bool::from(expected.as_bytes().ct_eq(sha256_hex(&token).as_bytes()))
+            });
+        return if matches {
+            Ok((storage, format))
+        } else {
+            Err(refused(
+                "The notification token does not match this storage.".into(),
             ))
-        }
+        };
+    }
+    match backend
+        .push_authenticated(&storage.settings, authorization.unwrap_or_default())
+        .await
+    {
+        Ok(true) => Ok((storage, format)),
+        Ok(false) => Err(refused(
+            "This storage takes no OIDC token (set pubsub_service_account and \
+             pubsub_audience), and the push has no ?token=."
+                .into(),
+        )),
+        Err(err) => Err(refused(err.to_string())),
     }
 }
 

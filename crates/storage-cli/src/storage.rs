@@ -170,11 +170,12 @@ fn settings(
     kind: StorageKind,
     body: &Map<String, Value>,
 ) -> Result<StorageFields> {
-    // Following the bucket and the schedule are what a stored storage does
-    // from one sync to the next; a one-off command has neither.
+    // Following the bucket, the schedule and events are what a stored
+    // storage does from one sync to the next; a one-off command has none.
     let server_only: Vec<&str> = storage_core::fields::follow_fields()
         .iter()
         .map(|spec| spec.name)
+        .chain(storage_core::events::FIELDS)
         .collect();
     let specs: Vec<_> = backend
         .fields(kind)

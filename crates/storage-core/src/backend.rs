@@ -214,6 +214,16 @@ pub trait Backend: Send + Sync + Debug {
         None
     }
 
+    /// Whether a push to an import storage with these settings is proven
+    /// to come from the provider by its `Authorization` header (Pub/Sub's
+    /// OIDC token), so that it needs no notification token. The default:
+    /// never. An [`Error::Unauthenticated`] says why a credential was
+    /// refused.
+    async fn push_authenticated(&self, settings: &Settings, authorization: &str) -> Result<bool> {
+        let _ = (settings, authorization);
+        Ok(false)
+    }
+
     /// How the server hands out this backend's files itself over HTTP
     /// (`/data/local-files/?d=`), when it does: `None` (the default) for
     /// backends whose objects are reached through their own URLs, and for

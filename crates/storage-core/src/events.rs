@@ -27,6 +27,28 @@ use serde_json::{json, Map, Value};
 use crate::import::{ImportJob, ImportOutcome, ProgressSink};
 use crate::{Error, Result, Retry};
 
+/// `watch` (local files): follow the folder through inotify.
+pub const WATCH_FIELD: &str = "watch";
+
+/// `sqs_queue_url` (S3): the queue of the bucket's event notifications.
+pub const SQS_QUEUE_URL_FIELD: &str = "sqs_queue_url";
+
+/// `pubsub_service_account` (GCS): the account Pub/Sub signs its push
+/// OIDC tokens as.
+pub const PUBSUB_SERVICE_ACCOUNT_FIELD: &str = "pubsub_service_account";
+
+/// `pubsub_audience` (GCS): the audience of those tokens.
+pub const PUBSUB_AUDIENCE_FIELD: &str = "pubsub_audience";
+
+/// The storage fields of event mode: what a stored storage does between
+/// syncs, which a one-off command (`storages sync`) has no use for.
+pub const FIELDS: [&str; 4] = [
+    WATCH_FIELD,
+    SQS_QUEUE_URL_FIELD,
+    PUBSUB_SERVICE_ACCOUNT_FIELD,
+    PUBSUB_AUDIENCE_FIELD,
+];
+
 /// The `meta` key under which a storage's event counters are kept; a
 /// queued sync keeps it (see `jobs::state::queued`).
 pub const EVENTS_META: &str = "events";

@@ -140,6 +140,12 @@ impl Backend for GcsSaBackend {
         Some(storage_gcs::pubsub::PUSH_FORMAT)
     }
 
+    async fn push_authenticated(&self, settings: &Settings, authorization: &str) -> Result<bool> {
+        self.options
+            .pubsub_push_authenticated(settings, authorization)
+            .await
+    }
+
     fn title(&self) -> &'static str {
         "Google Cloud Storage (SA Impersonation)"
     }

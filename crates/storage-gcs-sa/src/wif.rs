@@ -130,6 +130,12 @@ impl Backend for GcsWifBackend {
         Some(storage_gcs::pubsub::PUSH_FORMAT)
     }
 
+    async fn push_authenticated(&self, settings: &Settings, authorization: &str) -> Result<bool> {
+        self.options
+            .pubsub_push_authenticated(settings, authorization)
+            .await
+    }
+
     fn title(&self) -> &'static str {
         "Google Cloud Storage (Workload Identity Federation)"
     }

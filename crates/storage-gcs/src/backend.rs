@@ -147,6 +147,15 @@ pub fn check_common(kind: StorageKind, settings: &Settings) -> ValidationErrors 
     if let Err(e) = storage_core::fields::check_regex(settings, kind) {
         errors.merge(e);
     }
+    let oidc = [
+        crate::oidc::SERVICE_ACCOUNT_FIELD,
+        crate::oidc::AUDIENCE_FIELD,
+    ];
+    let set = oidc.map(|field| settings.str(field).is_some());
+    if set[0] != set[1] {
+        let missing = if set[0] { oidc[1] } else { oidc[0] };
+        errors.add(missing, format!("Set {} and {} together", oidc[0], oidc[1]));
+    }
     errors
 }
 
@@ -158,6 +167,12 @@ impl Backend for GcsBackend {
 
     fn push_format(&self) -> Option<storage_core::events::PushFormat> {
         Some(crate::pubsub::PUSH_FORMAT)
+    }
+
+    async fn push_authenticated(&self, settings: &Settings, authorization: &str) -> Result<bool> {
+        self.options
+            .pubsub_push_authenticated(settings, authorization)
+            .await
     }
 
     fn title(&self) -> &'static str {

@@ -22,6 +22,17 @@ pub fn bucket_fields(kind: StorageKind) -> Vec<FieldSpec> {
         StorageKind::Import => {
             fields.extend(import_fields());
             fields.extend(presign_fields());
+            fields.extend([
+                FieldSpec::string(
+                    crate::oidc::SERVICE_ACCOUNT_FIELD,
+                    "The service account a Pub/Sub push subscription signs its OIDC tokens as \
+                     (extension): pushes with such a token need no ?token=",
+                ),
+                FieldSpec::string(
+                    crate::oidc::AUDIENCE_FIELD,
+                    "The audience of those tokens, as the push subscription sets it",
+                ),
+            ]);
         }
         StorageKind::Export => fields.extend(export_fields()),
     }
@@ -172,6 +183,7 @@ pub struct GcsOptions {
     pub(crate) keyless_server_credentials: bool,
     pub(crate) ambient_credentials: bool,
     pub(crate) server_credential_buckets: Option<Vec<String>>,
+    pub(crate) pubsub_oidc: std::sync::Arc<crate::oidc::OidcVerifier>,
 }
 
 impl Default for GcsOptions {
@@ -190,6 +202,9 @@ impl From<BucketOptions> for GcsOptions {
             keyless_server_credentials: false,
             ambient_credentials: false,
             server_credential_buckets: None,
+            pubsub_oidc: std::sync::Arc::new(crate::oidc::OidcVerifier::new(
+                crate::oidc::GOOGLE_CERTS_URL,
+            )),
         }
     }
 }
@@ -209,6 +224,26 @@ impl GcsOptions {
     pub fn with_base_url(mut self, url: url::Url) -> Self {
         self.base_url = Some(url);
         self
+    }
+
+    /// Where the keys of Pub/Sub's push OIDC tokens are fetched (default
+    /// Google's, [`crate::oidc::GOOGLE_CERTS_URL`]).
+    pub fn with_pubsub_certs_url(mut self, url: &url::Url) -> Self {
+        self.pubsub_oidc = std::sync::Arc::new(crate::oidc::OidcVerifier::new(url.as_str()));
+        self
+    }
+
+    /// Whether a push's `authorization` header carries Pub/Sub's OIDC
+    /// token for a storage with these settings (see [`crate::oidc`]).
+    ///
+    /// # Errors
+    /// [`storage_core::Error::Unauthenticated`] saying why a token was refused.
+    pub async fn pubsub_push_authenticated(
+        &self,
+        settings: &Settings,
+        authorization: &str,
+    ) -> storage_core::Result<bool> {
+        self.pubsub_oidc.authenticate(settings, authorization).await
     }
 
     /// The IAM Credentials API endpoint (default

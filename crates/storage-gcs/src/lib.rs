@@ -3,6 +3,7 @@
 mod backend;
 mod config;
 pub mod iam;
+pub mod oidc;
 pub mod pubsub;
 pub mod signer;
 pub mod sts;

@@ -193,8 +193,7 @@ fn watch_field() -> FieldSpec {
     }
 }
 
-/// The name of the `watch` field.
-pub const WATCH_FIELD: &str = "watch";
+pub use storage_core::events::WATCH_FIELD;
 
 #[async_trait]
 impl Backend for LocalFilesBackend {

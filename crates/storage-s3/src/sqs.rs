@@ -25,8 +25,7 @@ use serde_json::{json, Value};
 use storage_core::events::{EventBatch, EventFeed, ObjectChange, ObjectEvent};
 use storage_core::{Error, Result};
 
-/// The storage field naming the queue (an extension).
-pub const SQS_QUEUE_URL_FIELD: &str = "sqs_queue_url";
+pub use storage_core::events::SQS_QUEUE_URL_FIELD;
 
 /// SQS gives at most this many messages per receive.
 const MAX_PER_RECEIVE: usize = 10;

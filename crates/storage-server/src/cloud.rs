@@ -49,6 +49,10 @@ pub struct CloudArgs {
     /// `https://iamcredentials.googleapis.com`.
     #[arg(long, env = "STORAGE_IAM_ENDPOINT")]
     pub iam_endpoint: Option<url::Url>,
+    /// Where the keys of Pub/Sub's push OIDC tokens are fetched; default
+    /// `https://www.googleapis.com/oauth2/v3/certs`.
+    #[arg(long, env = "STORAGE_PUBSUB_CERTS_URL")]
+    pub pubsub_certs_url: Option<url::Url>,
     /// Azure Blob endpoint of `azure` storages, `{account}` standing for
     /// the storage's account name: a sovereign cloud
     /// (`https://{account}.blob.core.chinacloudapi.cn`) or Azurite
@@ -215,6 +219,7 @@ impl std::fmt::Debug for CloudArgs {
             )
             .field("gcs_base_url", &self.gcs_base_url)
             .field("iam_endpoint", &self.iam_endpoint)
+            .field("pubsub_certs_url", &self.pubsub_certs_url)
             .field("azure_blob_endpoint", &self.azure_blob_endpoint)
             .field("azure_authority_host", &self.azure_authority_host)
             .field(
@@ -289,6 +294,9 @@ impl CloudArgs {
         }
         if let Some(url) = &self.iam_endpoint {
             gcs = gcs.with_iam_endpoint(url.clone());
+        }
+        if let Some(url) = &self.pubsub_certs_url {
+            gcs = gcs.with_pubsub_certs_url(url);
         }
         let mut databricks = DatabricksOptions::new().with_endpoint_policy(policy);
         if let Some(host) = &self.azure_authority_host {

@@ -391,3 +391,204 @@ async fn gcs_sa_validation_report_names_a_target_that_cannot_sign() {
         "{message}"
     );
 }
+
+/// A double of Google's certificates endpoint serving the public half of
+/// the test service-account key, and OIDC tokens signed with that key as
+/// Pub/Sub signs its authenticated pushes (RS256, `kid` in the header).
+struct GoogleCerts {
+    url: url::Url,
+    key: ring::rsa::KeyPair,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl GoogleCerts {
+    async fn start() -> Self {
+        use base64::Engine;
+        let der: String = TEST_PRIVATE_KEY_PEM
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(der)
+            .unwrap();
+        let key = ring::rsa::KeyPair::from_pkcs8(&der).unwrap();
+        let public = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(key.public());
+        let keys = json!({"keys": [
+            {"kid": "other-kid", "kty": "RSA", "alg": "RS256", "use": "sig", "n": base64url(&[1; 256]), "e": "AQAB"},
+            {"kid": "test-kid", "kty": "RSA", "alg": "RS256", "use": "sig",
+             "n": base64url(&public.n), "e": base64url(&public.e)},
+        ]});
+        let app = axum::Router::new().route(
+            "/oauth2/v3/certs",
+            axum::routing::get(move || {
+                let keys = keys.clone();
+                async move { axum::Json(keys) }
+            }),
+        );
+        let (base, server) = support::serve_on_loopback(app).await;
+        Self {
+            url: format!("{base}/oauth2/v3/certs").parse().unwrap(),
+            key,
+            _server: server,
+        }
+    }
+
+    /// A token with these claims, signed with the key of `kid`.
+    fn token(&self, kid: &str, claims: &Value) -> String {
+        let header = json!({"alg": "RS256", "kid": kid, "typ": "JWT"});
+        let signed = format!(
+            "{}.{}",
+            base64url(header.to_string().as_bytes()),
+            base64url(claims.to_string().as_bytes())
+        );
+        let mut signature = vec![0; self.key.public().modulus_len()];
+        self.key
+            .sign(
+                &ring::signature::RSA_PKCS1_SHA256,
+                &ring::rand::SystemRandom::new(),
+                signed.as_bytes(),
+                &mut signature,
+            )
+            .unwrap();
+        format!("{signed}.{}", base64url(&signature))
+    }
+}
+
+/// `token` with its claims replaced by `claims`, its signature kept.
+fn forged_claims(token: &str, claims: &Value) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        base64url(claims.to_string().as_bytes()),
+        parts[2]
+    )
+}
+
+/// Authenticated Pub/Sub push: a storage with `pubsub_service_account` and
+/// `pubsub_audience` takes pushes whose OIDC token Google's keys verify,
+/// for that audience and account, unexpired, without `?token=`; anything
+/// else is refused with the reason.
+#[tokio::test]
+async fn pubsub_pushes_with_a_verified_oidc_token_need_no_token() {
+    const ACCOUNT: &str = "pubsub-push@label-studio.iam.gserviceaccount.com";
+    const AUDIENCE: &str = "https://labels.example.com/pubsub";
+    let certs = GoogleCerts::start().await;
+    let b = gcs_bucket("oidc").await;
+    let server = server_with(Arc::new(GcsBackend::new(
+        options().with_pubsub_certs_url(&certs.url),
+    )))
+    .await;
+    let project = server.project().await;
+    b.seed.put("o/a.jpg", "x").await;
+    let mut body = b.connection.clone();
+    body["project"] = json!(project);
+    body["bucket"] = json!(b.bucket);
+    body["prefix"] = json!(b.seed.key("o"));
+    body["use_blob_urls"] = json!(true);
+    body["pubsub_service_account"] = json!(ACCOUNT);
+    let (status, answer) = server.post("/api/storages/gcs", body.clone()).await;
+    assert_eq!(
+        field_error(status, &answer, "pubsub_audience"),
+        "Set pubsub_service_account and pubsub_audience together"
+    );
+    body["pubsub_audience"] = json!(AUDIENCE);
+    let path = server.create_storage("/api/storages/gcs", body).await;
+
+    let now = chrono::Utc::now().timestamp();
+    let claims = |changes: Value| {
+        let mut claims = json!({
+            "iss": "https://accounts.google.com", "aud": AUDIENCE, "azp": "1234",
+            "email": ACCOUNT, "email_verified": true, "sub": "1234",
+            "iat": now, "exp": now + 3600,
+        });
+        for (k, v) in changes.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        claims
+    };
+    let push = conformance::pubsub_push(&b, &b.seed.key("o/a.jpg"), true, "oidc-1");
+    let send = |authorization: String| {
+        let (server, path, push) = (&server, &path, push.clone());
+        async move {
+            let response = server
+                .raw(
+                    reqwest::Method::POST,
+                    &format!("{path}/notifications"),
+                    Some(push),
+                    Some(&authorization),
+                )
+                .await;
+            let status = response.status();
+            (status, response.text().await.unwrap())
+        }
+    };
+
+    for (token, says) in [
+        (
+            certs.token("test-kid", &claims(json!({"aud": "https://elsewhere"}))),
+            "audience",
+        ),
+        (
+            certs.token(
+                "test-kid",
+                &claims(json!({"email": "someone@else.iam.gserviceaccount.com"})),
+            ),
+            "signed for",
+        ),
+        (
+            certs.token("test-kid", &claims(json!({"exp": now - 3600}))),
+            "expired",
+        ),
+        (
+            certs.token(
+                "test-kid",
+                &claims(json!({"iss": "https://evil.example.com"})),
+            ),
+            "issuer",
+        ),
+        (
+            certs.token("test-kid", &claims(json!({"email_verified": false}))),
+            "signed for",
+        ),
+        (certs.token("other-kid", &claims(json!({}))), "signature"),
+        (
+            certs.token("no-such-kid", &claims(json!({}))),
+            "no Google key",
+        ),
+        (
+            forged_claims(
+                &certs.token("test-kid", &claims(json!({}))),
+                &claims(json!({"email": "x@evil.example.com"})),
+            ),
+            "signature",
+        ),
+        ("not.a.jwt".to_string(), "refused"),
+    ] {
+        let (status, text) = send(format!("Bearer {token}")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{says}: {text}");
+        assert!(text.contains(says), "{says}: {text}");
+    }
+    let (status, text) = send(format!("Token {}", support::TOKEN)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    assert_eq!(
+        server.get(&format!("/api/tasks?project={project}")).await.1["total"],
+        0
+    );
+
+    let (status, text) = send(format!(
+        "Bearer {}",
+        certs.token("test-kid", &claims(json!({})))
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        server.get(&format!("/api/tasks?project={project}")).await.1["total"],
+        1
+    );
+}

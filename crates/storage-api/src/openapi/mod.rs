@@ -625,9 +625,10 @@ impl Doc {
         let token_param = || {
             query(
                 "token",
-                true,
+                false,
                 typed(Type::String, false),
-                "The token POST …/notifications/token returned",
+                "The token POST …/notifications/token returned; not needed with Pub/Sub's OIDC \
+                 token of a storage with `pubsub_service_account` (`Authorization: Bearer`)",
             )
         };
         let push = operation(
@@ -636,7 +637,9 @@ impl Doc {
             &format!("Apply object changes pushed by {service} (extension)"),
         )
         .description(Some(
-            "Needs no user credentials: the storage's notification token authorises it. The \
+            "Needs no user credentials: the storage's notification token authorises it (or, \
+             for Pub/Sub, the push's OIDC token, verified against Google's keys, for a storage \
+             with `pubsub_service_account` and `pubsub_audience`). The \
              changes are applied (each object looked up, then imported or removed as a sync \
              would) before the answer, so 200 means committed; 503 asks the provider to \
              deliver again.",
@@ -648,7 +651,12 @@ impl Doc {
         .response("200", json_response("Applied", counts))
         .response("400", shared("BadRequest"))
         .response("401", error_response("No token"))
-        .response("403", error_response("A token that is not this storage's"))
+        .response(
+            "403",
+            error_response(
+                "A token that is not this storage's, or an OIDC token refused (the reason)",
+            ),
+        )
         .response("404", shared("NotFound"))
         .response("413", shared("PayloadTooLarge"))
         .response(
