@@ -208,7 +208,8 @@ async fn create_get_list_patch_delete_import_storage() {
             "title",
             "traceback",
             "type",
-            "use_blob_urls"
+            "use_blob_urls",
+            "watch"
         ]
     );
     assert_eq!(created["type"], "localfiles");
