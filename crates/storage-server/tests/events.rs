@@ -108,9 +108,14 @@ async fn a_watched_folder_follows_files_created_moved_in_and_deleted() {
     std::fs::remove_file(server.root.join("watched/batch/m1.jpg")).unwrap();
     wait_for_tasks(&server, project, 6).await;
 
-    // A file outside the storage's filter is ignored, not imported.
+    // A file outside the storage's filter is ignored, not imported. The
+    // guard is tightened below one file in seven for the last step, so that
+    // however the watch batches its removals, the first batch is refused.
     let (status, _) = server
-        .patch(&path, json!({"regex_filter": ".*\\.jpg"}))
+        .patch(
+            &path,
+            json!({"regex_filter": ".*\\.jpg", "deletion_guard": 10}),
+        )
         .await;
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -150,8 +155,9 @@ async fn a_watched_folder_follows_files_created_moved_in_and_deleted() {
     assert_eq!(urls.len(), 7, "{tasks}");
     assert!(urls.iter().all(|url| url.ends_with(".jpg")), "{urls:?}");
 
-    // Removing more than the deletion guard allows at once waits for a
-    // confirmed sync, as a sync's listing would.
+    // Removing more than the deletion guard allows waits for a confirmed
+    // sync, as a sync's listing would (a debounce window may split the five
+    // removals; each part is over the guard).
     for name in ["new1", "new2", "new3", "new4", "last"] {
         std::fs::remove_file(server.root.join(format!("watched/{name}.jpg"))).unwrap();
     }
