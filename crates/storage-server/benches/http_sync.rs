@@ -9,8 +9,10 @@
 //! `databricks`, `big_task`):
 //!
 //! - `files`: Files-mode local folders of `BENCH_FILES` files (default `10000,100000`), and a re-sync;
-//! - `tasks`: Tasks mode, `BENCH_TASK_FILES` JSON files of one task each (default 100000);
-//! - `jsonl`: Tasks mode, one JSON Lines file of `BENCH_JSONL_MIB` MiB (default 1024);
+//! - `tasks`: Tasks mode, `BENCH_TASK_FILES` JSON files of one task each (default `10000,100000`),
+//!   next to its floor in the same run: reading the files once plus a Files-mode sync of them;
+//! - `jsonl`: Tasks mode, one JSON Lines file of `BENCH_JSONL_MIB` MiB (default 1024), next to
+//!   its floor in the same run: serde_json parsing every line;
 //! - `parquet`: Tasks mode, one Parquet file of `BENCH_PARQUET_MIB` MiB (default 1024; row
 //!   groups of 2^20 rows, as pyarrow writes by default; uncompressed, so the file's size is
 //!   its data's), then the same tasks as one JSON Lines file, each on a fresh server;
@@ -76,7 +78,11 @@ fn main() {
                     files(n);
                 }
             }
-            "tasks" => tasks(env_list("BENCH_TASK_FILES", "100000")[0]),
+            "tasks" => {
+                for n in env_list("BENCH_TASK_FILES", "10000,100000") {
+                    tasks(n);
+                }
+            }
             "jsonl" => jsonl(env_list("BENCH_JSONL_MIB", "1024")[0]),
             "parquet" => parquet(env_list("BENCH_PARQUET_MIB", "1024")[0]),
             "export" => export(env_list("BENCH_ANNOTATIONS", "100000")[0]),
@@ -119,6 +125,10 @@ fn files(n: usize) {
     bench.report("files, local", n, n, first, Some(again));
 }
 
+/// Tasks mode over `n` one-task JSON files, next to its floor measured in
+/// the same run: reading the same files once (in this process, one after
+/// another, warm cache as for the sync) plus a Files-mode sync of the same
+/// `n` objects (a second storage on the same folder, same server).
 fn tasks(n: usize) {
     let bench = Bench::start();
     let folder = bench.folder("tasks");
@@ -131,13 +141,79 @@ fn tasks(n: usize) {
     let (again, state) = bench.sync_and_wait("localfiles", storage);
     assert_eq!(state["last_sync_count"], 0, "{state}");
     bench.report("tasks, one per JSON file", n, n, first, Some(again));
+
+    let started = Instant::now();
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        bytes += std::fs::read(entry.unwrap().path()).unwrap().len();
+    }
+    let read = started.elapsed();
+    assert!(bytes > 0);
+    let files_mode = bench.local_import(&folder, true);
+    let (files_sync, state) = bench.sync_and_wait("localfiles", files_mode);
+    assert_eq!(state["last_sync_count"], n as u64, "{state}");
+    report_floor(
+        &format!(
+            "floor: reading the {n} files once ({:.2} s) + a Files-mode sync of them ({:.2} s)",
+            read.as_secs_f64(),
+            files_sync.as_secs_f64()
+        ),
+        n,
+        read + files_sync,
+        first,
+    );
 }
 
+/// One row for a floor measured in the same run, with the scenario's time
+/// as a ratio to it.
+fn report_floor(floor: &str, n: usize, floor_took: Duration, took: Duration) {
+    println!(
+        "| {floor} | {n} | | {:.2} | {:.0} | ratio sync / floor: **{:.2}** | |",
+        floor_took.as_secs_f64(),
+        n as f64 / floor_took.as_secs_f64(),
+        took.as_secs_f64() / floor_took.as_secs_f64()
+    );
+}
+
+/// Tasks mode over one JSON Lines file of `mib` MiB, next to its floor in
+/// the same run: parsing every line into a `serde_json::Value` alone.
 fn jsonl(mib: usize) {
     let bench = Bench::start();
     let folder = bench.folder("jsonl");
-    let lines = write_jsonl(&folder.join("tasks.jsonl"), |bytes, _| bytes >= mib << 20);
-    bench.sync_task_file(&folder, &format!("tasks, one {mib} MiB JSONL file"), lines);
+    let path = folder.join("tasks.jsonl");
+    let lines = write_jsonl(&path, |bytes, _| bytes >= mib << 20);
+    let took = bench.sync_task_file(&folder, &format!("tasks, one {mib} MiB JSONL file"), lines);
+    let (parsed, floor) = parse_jsonl(&path);
+    assert_eq!(parsed, lines);
+    let size_mib = std::fs::metadata(&path).unwrap().len() as f64 / f64::from(1 << 20);
+    println!(
+        "| the sync: {:.0} MiB/s, {:.0} tasks/s; serde_json alone: {:.0} MiB/s | | | | | | |",
+        size_mib / took.as_secs_f64(),
+        lines as f64 / took.as_secs_f64(),
+        size_mib / floor.as_secs_f64()
+    );
+    report_floor(
+        "floor: serde_json parsing every line of the file",
+        lines,
+        floor,
+        took,
+    );
+}
+
+/// Parses every line of a JSON Lines file into a `Value` (the floor of a
+/// JSONL sync): the lines parsed and the time, reading included.
+fn parse_jsonl(path: &Path) -> (usize, Duration) {
+    use std::io::BufRead;
+    let started = Instant::now();
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
+    let (mut line, mut parsed) = (Vec::new(), 0);
+    while reader.read_until(b'\n', &mut line).unwrap() > 0 {
+        let value: Value = serde_json::from_slice(&line).unwrap();
+        assert!(value.is_object());
+        parsed += 1;
+        line.clear();
+    }
+    (parsed, started.elapsed())
 }
 
 /// Writes `task_line`s to `path` until `done(bytes, lines)`; returns the
@@ -998,11 +1074,12 @@ impl Bench {
 
     /// Syncs the one task file of `folder` in Tasks mode and reports it;
     /// it must give `tasks` tasks.
-    fn sync_task_file(&self, folder: &Path, scenario: &str, tasks: usize) {
+    fn sync_task_file(&self, folder: &Path, scenario: &str, tasks: usize) -> Duration {
         let storage = self.local_import(folder, false);
         let (took, state) = self.sync_and_wait("localfiles", storage);
         assert_eq!(state["last_sync_count"], tasks as u64, "{state}");
         self.report(scenario, 1, tasks, took, None);
+        took
     }
 
     fn report(
