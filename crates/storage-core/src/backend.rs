@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::fields::{FieldSpec, Settings};
 use crate::filter::Listing;
@@ -30,6 +30,28 @@ pub trait ImportStorage: Send + Sync + Debug {
     /// would collect.
     fn list(&self) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
         self.listing().list(self.store())
+    }
+
+    /// Reads the small objects `objects` (task files) whole, yielding their
+    /// contents in order, `concurrency` reads at once. The default is one
+    /// `get` of [`ImportStorage::store`] each; a backend whose reads block
+    /// (local files) overrides it to read a group of objects per blocking
+    /// call rather than hand every file to a thread and back. A failed read
+    /// is tried again by the import, one `get` at a time.
+    fn read_small(
+        &self,
+        objects: Vec<object_store::ObjectMeta>,
+        concurrency: usize,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>> {
+        use futures::StreamExt;
+        let store = self.store();
+        futures::stream::iter(objects)
+            .map(move |object| {
+                let store = store.clone();
+                async move { store.get(&object.location).await?.bytes().await }
+            })
+            .buffered(concurrency.max(1))
+            .boxed()
     }
 
     /// The key Label Studio records for this object in the storage link

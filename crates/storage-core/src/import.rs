@@ -418,11 +418,18 @@ impl ImportJob<'_> {
 
         // Small files: read several at once; their tasks are written a
         // batch at a time, each file whole within one transaction.
-        let mut files = futures::stream::iter(small)
-            .map(|(key, meta)| read_task_file(self.source, key, meta, self.config))
-            .buffered(self.config.read_concurrency.max(1));
+        let metas = small.iter().map(|(_, meta)| meta.clone()).collect();
+        let mut files = self
+            .source
+            .read_small(metas, self.config.read_concurrency)
+            .zip(futures::stream::iter(small));
         let mut pending = Vec::new();
-        while let Some(file) = files.next().await {
+        while let Some((read, (key, meta))) = files.next().await {
+            let file = match read {
+                Ok(bytes) => Ok(parse_task_file(&key, &meta, &bytes, self.config)),
+                // Tried again one at a time, with the retry policy.
+                Err(_) => read_task_file(self.source, key, meta, self.config).await,
+            };
             match file {
                 Ok((tasks, problems)) => {
                     pending.extend(tasks);
@@ -818,14 +825,24 @@ async fn read_task_file(
             .map_err(|err| Error::from_object_store(format!("reading task file \"{key}\""), err))
         })
         .await?;
-    let mut parser = TaskParser::new(&key, config.max_task_bytes);
+    Ok(parse_task_file(&key, &meta, &bytes, config))
+}
+
+/// The tasks of the whole task file `key`, and what was wrong in it.
+fn parse_task_file(
+    key: &str,
+    meta: &ObjectMeta,
+    bytes: &[u8],
+    config: &ImportConfig,
+) -> (Vec<NewTask>, FileProblems) {
+    let mut parser = TaskParser::new(key, config.max_task_bytes);
     let mut parsed = Vec::new();
     let ended = parser
-        .push(&bytes, &mut parsed)
+        .push(bytes, &mut parsed)
         .and_then(|()| parser.finish(&mut parsed))
         .err();
-    let problems = FileProblems::of(&key, &mut parser, ended);
-    Ok((new_tasks(&key, &meta, None, parsed), problems))
+    let problems = FileProblems::of(key, &mut parser, ended);
+    (new_tasks(key, meta, None, parsed), problems)
 }
 
 /// The tasks parsed from the object `key` (from its row group

@@ -4,6 +4,8 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -318,6 +320,39 @@ impl ImportStorage for LocalImport {
         )
     }
 
+    /// Small files are read a group per blocking call (up to
+    /// [`READ_GROUP_FILES`] files or [`READ_GROUP_BYTES`] as listed): a
+    /// `get` each costs two hand-offs to a blocking thread and back, which
+    /// on a folder of one-task files costs more than the reads themselves.
+    fn read_small(
+        &self,
+        objects: Vec<object_store::ObjectMeta>,
+        concurrency: usize,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Bytes>> {
+        let (directory, root) = (self.directory.clone(), self.root.clone());
+        futures::stream::iter(read_groups(objects))
+            .map(move |group| {
+                let (directory, root) = (directory.clone(), root.clone());
+                async move {
+                    let files = group.len();
+                    tokio::task::spawn_blocking(move || {
+                        crate::confined::read_whole(&directory, &root, &group)
+                    })
+                    .await
+                    .unwrap_or_else(|err| {
+                        let failed = || object_store::Error::Generic {
+                            store: "LocalFiles",
+                            source: err.to_string().into(),
+                        };
+                        (0..files).map(|_| Err(failed())).collect()
+                    })
+                }
+            })
+            .buffered(concurrency.max(1))
+            .flat_map(futures::stream::iter)
+            .boxed()
+    }
+
     fn take_unlisted(&self) -> storage_core::Unlisted {
         std::mem::take(
             &mut *self
@@ -350,6 +385,31 @@ impl ImportStorage for LocalImport {
     }
 }
 
+/// Most files one blocking call of [`LocalImport::read_small`] reads.
+const READ_GROUP_FILES: usize = 64;
+/// Most bytes (as listed) one blocking call of [`LocalImport::read_small`]
+/// reads, unless one file alone is larger.
+const READ_GROUP_BYTES: u64 = 1 << 20;
+
+/// `objects` cut into groups of at most [`READ_GROUP_FILES`] files and
+/// [`READ_GROUP_BYTES`], in order.
+fn read_groups(objects: Vec<object_store::ObjectMeta>) -> Vec<Vec<object_store::ObjectMeta>> {
+    let mut groups: Vec<Vec<object_store::ObjectMeta>> = Vec::new();
+    let mut bytes = 0;
+    for object in objects {
+        let full = groups.last().is_none_or(|group| {
+            group.len() >= READ_GROUP_FILES || bytes + object.size > READ_GROUP_BYTES
+        });
+        if full {
+            groups.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += object.size;
+        groups.last_mut().expect("a group was pushed").push(object);
+    }
+    groups
+}
+
 /// A local-files export storage: one pretty-printed JSON file per
 /// annotation in the storage directory.
 #[derive(Debug)]
@@ -378,5 +438,36 @@ impl ExportStorage for LocalExport {
 
     async fn check_connection(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(size: u64) -> object_store::ObjectMeta {
+        object_store::ObjectMeta {
+            location: Path::from("f.json"),
+            last_modified: std::time::SystemTime::UNIX_EPOCH.into(),
+            size,
+            e_tag: None,
+            version: None,
+        }
+    }
+
+    #[test]
+    fn read_groups_hold_at_most_their_files_and_bytes_in_order() {
+        let sizes: Vec<u64> = (0..150)
+            .map(|_| 10)
+            .chain([READ_GROUP_BYTES * 2, 5])
+            .collect();
+        let groups = read_groups(sizes.iter().map(|&size| object(size)).collect());
+        let lens: Vec<usize> = groups.iter().map(Vec::len).collect();
+        // 150 small files in 64 + 64 + 22; a file over the byte budget
+        // alone; the next one starts a new group.
+        assert_eq!(lens, [64, 64, 22, 1, 1]);
+        let flat: Vec<u64> = groups.into_iter().flatten().map(|o| o.size).collect();
+        assert_eq!(flat, sizes);
+        assert!(read_groups(Vec::new()).is_empty());
     }
 }

@@ -8,11 +8,12 @@
 //! bytes are read from that same descriptor.
 
 use std::fs::{File, Metadata, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path as FsPath, PathBuf};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -74,6 +75,29 @@ fn real_path(file: &File, opened: &FsPath) -> io::Result<PathBuf> {
     Ok(resolved)
 }
 
+/// Reads the files `objects` (locations below `directory`) whole, each
+/// opened with [`open_below`], in order: one blocking call for a group of
+/// small files.
+pub(crate) fn read_whole(
+    directory: &FsPath,
+    limit: &FsPath,
+    objects: &[ObjectMeta],
+) -> Vec<object_store::Result<Bytes>> {
+    objects
+        .iter()
+        .map(|object| {
+            let path = directory.join(object.location.as_ref());
+            let read = |(mut file, meta): (File, Metadata)| {
+                let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+                file.read_to_end(&mut bytes).map(|_| Bytes::from(bytes))
+            };
+            open_below(&path, limit)
+                .and_then(read)
+                .map_err(|e| open_error(e, &object.location))
+        })
+        .collect()
+}
+
 /// A local folder whose reads stay below `limit`: every `get` and `head`
 /// opens the file with [`open_below`] and reads that descriptor. Listing
 /// and writing are the plain `LocalFileSystem`'s.
@@ -103,7 +127,7 @@ impl std::fmt::Display for ConfinedStore {
     }
 }
 
-fn open_error(err: io::Error, location: &Path) -> object_store::Error {
+pub(crate) fn open_error(err: io::Error, location: &Path) -> object_store::Error {
     match err.kind() {
         io::ErrorKind::NotFound => object_store::Error::NotFound {
             path: location.to_string(),
@@ -259,6 +283,34 @@ mod tests {
             read("a/fifo").await,
             Err(object_store::Error::NotFound { .. })
         ));
+
+        // A group read keeps the same rules, file by file, in order.
+        let objects: Vec<ObjectMeta> = [
+            "a/in.txt",
+            "also-a/in.txt",
+            "out/secret.txt",
+            "a/missing.txt",
+            "a/fifo",
+        ]
+        .into_iter()
+        .map(|key| ObjectMeta {
+            location: Path::from(key),
+            last_modified: std::time::SystemTime::UNIX_EPOCH.into(),
+            size: 6,
+            e_tag: None,
+            version: None,
+        })
+        .collect();
+        let group = read_whole(&root, &root, &objects);
+        assert_eq!(group.len(), 5);
+        assert_eq!(group[0].as_ref().unwrap(), "inside");
+        assert_eq!(group[1].as_ref().unwrap(), "inside");
+        for refused in &group[2..] {
+            assert!(
+                matches!(refused, Err(object_store::Error::NotFound { .. })),
+                "{refused:?}"
+            );
+        }
 
         // Confined to one folder: a link to a sibling folder is refused.
         let narrow = ConfinedStore::new(root.clone(), root.join("a")).unwrap();

@@ -231,3 +231,78 @@ async fn export_writes_pretty_json_named_by_annotation_id() {
         .unwrap();
     assert!(!std::path::Path::new(&format!("{}/samples/json/42", f.root)).exists());
 }
+
+#[tokio::test]
+async fn tasks_mode_reads_files_in_groups_each_file_whole_and_in_order() {
+    let f = fixture(true);
+    let folder = std::path::Path::new(&f.root).join("many");
+    std::fs::create_dir_all(&folder).unwrap();
+    // More files than one read group holds, a file over a group's byte
+    // budget (read alone, still whole: not streamed below 4 MiB), and a
+    // broken one between them.
+    for i in 0..200 {
+        std::fs::write(
+            folder.join(format!("t{i:03}.json")),
+            json!({"n": i}).to_string(),
+        )
+        .unwrap();
+    }
+    let padding = "x".repeat(1_500_000);
+    std::fs::write(
+        folder.join("t100-big.json"),
+        json!([{"n": "big", "pad": padding}, {"n": "big2"}]).to_string(),
+    )
+    .unwrap();
+    std::fs::write(folder.join("t150-broken.json"), "{\"n\": ").unwrap();
+
+    let settings = settings(
+        &f.backend,
+        StorageKind::Import,
+        json!({"path": folder.to_string_lossy(), "use_blob_urls": false}),
+    )
+    .unwrap();
+    let source = f.backend.import_storage(&settings).await.unwrap();
+    let db = Db::new();
+    let config = ImportConfig {
+        batch_size: 50,
+        ..ImportConfig::default()
+    };
+    let outcome = db
+        .import(source.as_ref(), false, &config, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(outcome.progress.created, 202, "{outcome:?}");
+    assert!(
+        outcome
+            .file_errors
+            .iter()
+            .any(|e| e.contains("t150-broken.json")),
+        "{:?}",
+        outcome.file_errors
+    );
+
+    // Every task came from its own file: the link's key names the file
+    // whose `n` the task holds.
+    let tasks = db.db.tasks(db.project);
+    let links = db.db.links(db.storage);
+    assert_eq!(links.len(), 202);
+    for link in &links {
+        let task = tasks.iter().find(|t| t.id == link.task_id).unwrap();
+        let name = link.link.key.rsplit('/').next().unwrap();
+        match &task.data["n"] {
+            Value::Number(n) => assert_eq!(name, format!("t{:03}.json", n.as_u64().unwrap())),
+            other => assert_eq!(name, "t100-big.json", "{other}"),
+        }
+    }
+    // Tasks are created in the listing's (sorted) order.
+    let mut by_id: Vec<_> = links.iter().map(|l| (l.task_id, &l.link.key)).collect();
+    by_id.sort();
+    assert!(by_id.windows(2).all(|w| w[0].1 <= w[1].1), "{by_id:?}");
+    assert_eq!(
+        tasks.iter().find(|t| t.data["n"] == "big").unwrap().data["pad"]
+            .as_str()
+            .unwrap()
+            .len(),
+        1_500_000
+    );
+}
