@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use futures::future::Either;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
 use serde_json::{Map, Value};
@@ -107,7 +108,37 @@ impl FileProblems {
     }
 }
 
+/// What reading a listing batch hands to the writing, in order.
+enum Step {
+    /// Tasks to create in one transaction (Files-mode tasks, or those of
+    /// small task files read whole), with what reading them counted and
+    /// found wrong.
+    Create(Vec<NewTask>, ImportOutcome),
+    /// The rest of a listing batch: its large task files, streamed one at
+    /// a time, and its changed objects; then progress is reported.
+    Finish {
+        large: Vec<(String, ObjectMeta)>,
+        changed: Vec<(String, ObjectMeta, LinkedObject)>,
+    },
+}
+
 impl ImportOutcome {
+    /// Adds what another part of the same run counted and found.
+    fn absorb(&mut self, other: ImportOutcome) {
+        let (mine, theirs) = (&mut self.progress, other.progress);
+        mine.objects += theirs.objects;
+        mine.created += theirs.created;
+        mine.existed += theirs.existed;
+        mine.failed_files += theirs.failed_files;
+        mine.changed += theirs.changed;
+        mine.updated += theirs.updated;
+        mine.deleted += theirs.deleted;
+        mine.marked += theirs.marked;
+        mine.missing += theirs.missing;
+        self.file_errors.extend(other.file_errors);
+        self.bad_tasks += other.bad_tasks;
+    }
+
     /// Records a task file that could not be read as tasks, or that was
     /// gone when it was read (deleted since the listing, or a local file
     /// that now leads out of the document root): it is reported and tried
@@ -297,22 +328,14 @@ impl ImportJob<'_> {
             }
         };
         let consume = async {
+            let mut outcome = ImportOutcome::default();
+            let mut sweep = self.follow.gone_tasks().map(|_| GoneSweep::default());
             // Owned here so that a consumer that stops early drops it, which
             // ends a producer waiting for room in the channel.
             let mut receiver = receiver;
-            let mut outcome = ImportOutcome::default();
-            let mut sweep = self.follow.gone_tasks().map(|_| GoneSweep::default());
-            while let Some(batch) = receiver.recv().await {
-                let batch = batch?;
-                if let Some(sweep) = sweep.as_mut() {
-                    let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
-                    sweep
-                        .observe(self.sink, self.source, self.storage_id, &keys)
-                        .await?;
-                }
-                self.import_batch(batch, &mut outcome, progress).await?;
-                progress.report(&Progress::Import(outcome.progress.clone()))?;
-            }
+            let batches = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+            self.import_batches(batches, sweep.as_mut(), &mut outcome, progress)
+                .await?;
             Ok((outcome, sweep))
         };
         let ((), result) = futures::join!(produce, consume);
@@ -353,18 +376,81 @@ impl ImportJob<'_> {
         Ok(())
     }
 
+    /// Imports one batch of listed objects (applied events).
     pub(crate) async fn import_batch(
         &self,
         batch: Vec<(String, ObjectMeta)>,
         outcome: &mut ImportOutcome,
         progress: &dyn ProgressSink,
     ) -> Result<()> {
+        let batches = futures::stream::once(async { Ok(batch) });
+        self.import_batches(batches, None, outcome, progress).await
+    }
+
+    /// Imports listed objects a batch at a time in two stages joined by a
+    /// channel: one dedupes a batch against the links and reads its task
+    /// files, the other writes what the first hands it, in order. So the
+    /// transaction of one batch overlaps the reads of the next, and memory
+    /// holds about two batches of tasks. Progress is reported after each
+    /// batch is written.
+    async fn import_batches(
+        &self,
+        batches: impl futures::Stream<Item = Result<Vec<(String, ObjectMeta)>>>,
+        mut sweep: Option<&mut GoneSweep>,
+        outcome: &mut ImportOutcome,
+        progress: &dyn ProgressSink,
+    ) -> Result<()> {
+        let (steps, receiver) = tokio::sync::mpsc::channel(1);
+        let read = async move {
+            let mut batches = std::pin::pin!(batches);
+            while let Some(batch) = batches.next().await {
+                let batch = batch?;
+                if let Some(sweep) = sweep.as_deref_mut() {
+                    let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
+                    sweep
+                        .observe(self.sink, self.source, self.storage_id, &keys)
+                        .await?;
+                }
+                if !self.read_batch(batch, &steps).await? {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        let write = async {
+            // Owned here so that a writer that fails drops it, which stops
+            // the reader at its next step.
+            let mut receiver = receiver;
+            while let Some(step) = receiver.recv().await {
+                self.write_step(step, outcome, progress).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        // A failed write ends the reading at once (it may be waiting for a
+        // slow listing); its error is the one to tell.
+        match futures::future::select(std::pin::pin!(read), std::pin::pin!(write)).await {
+            Either::Left((read, write)) => write.await.and(read),
+            Either::Right((write, read)) => {
+                write?;
+                read.await
+            }
+        }
+    }
+
+    /// Dedupes `batch` against the links and hands what is to be written to
+    /// `steps`; false once the writer has stopped.
+    async fn read_batch(
+        &self,
+        batch: Vec<(String, ObjectMeta)>,
+        steps: &tokio::sync::mpsc::Sender<Step>,
+    ) -> Result<bool> {
+        let mut counted = ImportOutcome::default();
         let mut seen = HashSet::with_capacity(batch.len());
         let batch: Vec<_> = batch
             .into_iter()
             .filter(|(key, _)| seen.insert(key.clone()))
             .collect();
-        outcome.progress.objects += batch.len() as u64;
+        counted.progress.objects += batch.len() as u64;
         let keys: Vec<String> = batch.iter().map(|(key, _)| key.clone()).collect();
         let (linked, changed) = if self.follow.changed == ObjectChanged::Update {
             let mut objects = self.sink.linked_objects(self.storage_id, &keys).await?;
@@ -385,28 +471,35 @@ impl ImportJob<'_> {
             let linked = self.sink.linked_keys(self.storage_id, &keys).await?;
             (linked, Vec::new())
         };
-        outcome.progress.existed += linked.values().sum::<u64>();
+        counted.progress.existed += linked.values().sum::<u64>();
         let fresh: Vec<_> = batch
             .into_iter()
             .filter(|(key, _)| !linked.contains_key(key))
             .collect();
-        self.import_fresh(fresh, outcome, progress).await?;
-        self.refresh_changed(changed, outcome, progress).await
+        let Some(large) = self.read_fresh(fresh, counted, steps).await? else {
+            return Ok(false);
+        };
+        Ok(steps.send(Step::Finish { large, changed }).await.is_ok())
     }
 
-    /// Imports objects not linked yet.
-    async fn import_fresh(
+    /// Hands the tasks of objects not linked yet to `steps`, a batch at a
+    /// time: Files-mode tasks, or those of the small task files, read
+    /// several at once, each file whole within one batch. Returns the
+    /// large task files (and Parquet files), to be streamed; `None` once
+    /// the writer has stopped.
+    async fn read_fresh(
         &self,
         fresh: Vec<(String, ObjectMeta)>,
-        outcome: &mut ImportOutcome,
-        progress: &dyn ProgressSink,
-    ) -> Result<()> {
+        mut counted: ImportOutcome,
+        steps: &tokio::sync::mpsc::Sender<Step>,
+    ) -> Result<Option<Vec<(String, ObjectMeta)>>> {
         if self.use_blob_urls {
             let tasks: Vec<NewTask> = fresh
                 .iter()
                 .map(|(key, meta)| self.file_task(key, meta))
                 .collect();
-            return self.write(tasks, Writing::Create, outcome).await;
+            let sent = steps.send(Step::Create(tasks, counted)).await;
+            return Ok(sent.is_ok().then(Vec::new));
         }
         for (key, _) in &fresh {
             check_task_file_extension(key)?;
@@ -415,9 +508,6 @@ impl ImportJob<'_> {
         let (small, large): (Vec<_>, Vec<_>) = fresh.into_iter().partition(|(key, meta)| {
             meta.size <= self.config.stream_threshold_bytes && !parquet_file::is_parquet(key)
         });
-
-        // Small files: read several at once; their tasks are written a
-        // batch at a time, each file whole within one transaction.
         let metas = small.iter().map(|(_, meta)| meta.clone()).collect();
         let mut files = self
             .source
@@ -433,22 +523,42 @@ impl ImportJob<'_> {
             match file {
                 Ok((tasks, problems)) => {
                     pending.extend(tasks);
-                    outcome.bad_tasks(problems);
+                    counted.bad_tasks(problems);
                 }
-                Err(err) => outcome.file_failed(err)?,
+                Err(err) => counted.file_failed(err)?,
             }
             if pending.len() >= self.config.batch_size {
-                self.write(std::mem::take(&mut pending), Writing::Create, outcome)
-                    .await?;
+                let step = Step::Create(std::mem::take(&mut pending), std::mem::take(&mut counted));
+                if steps.send(step).await.is_err() {
+                    return Ok(None);
+                }
             }
         }
-        self.write(pending, Writing::Create, outcome).await?;
+        let sent = steps.send(Step::Create(pending, counted)).await;
+        Ok(sent.is_ok().then_some(large))
+    }
 
-        for (key, meta) in large {
-            self.stream_task_file(&key, &meta, Writing::Create, outcome, progress)
-                .await?;
+    /// Writes one step the reading handed over.
+    async fn write_step(
+        &self,
+        step: Step,
+        outcome: &mut ImportOutcome,
+        progress: &dyn ProgressSink,
+    ) -> Result<()> {
+        match step {
+            Step::Create(tasks, counted) => {
+                outcome.absorb(counted);
+                self.write(tasks, Writing::Create, outcome).await
+            }
+            Step::Finish { large, changed } => {
+                for (key, meta) in large {
+                    self.stream_task_file(&key, &meta, Writing::Create, outcome, progress)
+                        .await?;
+                }
+                self.refresh_changed(changed, outcome, progress).await?;
+                progress.report(&Progress::Import(outcome.progress.clone()))
+            }
         }
-        Ok(())
     }
 
     /// Reads linked objects whose listing entry changed again. In Files

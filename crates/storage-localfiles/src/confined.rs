@@ -8,13 +8,15 @@
 //! bytes are read from that same descriptor.
 
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path as FsPath, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
@@ -98,6 +100,50 @@ pub(crate) fn read_whole(
         .collect()
 }
 
+/// Bytes read per blocking call when a file is streamed. object_store's
+/// own file streams read 8 KiB per call, each a hand-off to a blocking
+/// thread and back: 131,072 of them for a 1 GiB task file.
+const STREAM_CHUNK_BYTES: u64 = 1 << 20;
+
+/// The bytes `range` of the open `file`, read [`STREAM_CHUNK_BYTES`] per
+/// blocking call.
+fn chunked(
+    file: File,
+    range: Range<u64>,
+    location: Path,
+) -> BoxStream<'static, object_store::Result<Bytes>> {
+    let state = (file, range.start, range.end, location);
+    futures::stream::try_unfold(state, |(mut file, at, end, location)| async move {
+        if at >= end {
+            return Ok(None);
+        }
+        let (read, file) = tokio::task::spawn_blocking(move || {
+            let want = (end - at).min(STREAM_CHUNK_BYTES);
+            let mut chunk = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+            let read = file
+                .seek(SeekFrom::Start(at))
+                .and_then(|_| (&mut file).take(want).read_to_end(&mut chunk))
+                .map(|_| chunk);
+            (read, file)
+        })
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: STORE,
+            source: e.into(),
+        })?;
+        let chunk = read.map_err(|e| open_error(e, &location))?;
+        if chunk.is_empty() {
+            return Err(object_store::Error::Generic {
+                store: STORE,
+                source: format!("\"{location}\" ended before its listed size: it is being written or was truncated").into(),
+            });
+        }
+        let next = at + chunk.len() as u64;
+        Ok(Some((Bytes::from(chunk), (file, next, end, location))))
+    })
+    .boxed()
+}
+
 /// A local folder whose reads stay below `limit`: every `get` and `head`
 /// opens the file with [`open_below`] and reads that descriptor. Listing
 /// and writing are the plain `LocalFileSystem`'s.
@@ -156,7 +202,7 @@ impl ObjectStore for ConfinedStore {
         let location = location.clone();
         tokio::task::spawn_blocking(move || {
             let (file, meta) = open_below(&path, &limit).map_err(|e| open_error(e, &location))?;
-            let meta = crate::listing::object_meta(location, &meta);
+            let meta = crate::listing::object_meta(location.clone(), &meta);
             options.check_preconditions(&meta)?;
             let range = match options.range {
                 Some(range) => {
@@ -170,7 +216,7 @@ impl ObjectStore for ConfinedStore {
                 None => 0..meta.size,
             };
             Ok(GetResult {
-                payload: GetResultPayload::File(file, path),
+                payload: GetResultPayload::Stream(chunked(file, range.clone(), location)),
                 attributes: Attributes::default(),
                 range,
                 meta,
@@ -320,5 +366,38 @@ mod tests {
             narrow.get(&Path::from("top.txt")).await,
             Err(object_store::Error::NotFound { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn large_files_stream_in_big_chunks_and_a_truncated_one_fails() {
+        use futures::TryStreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let body: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(root.join("big.jsonl"), &body).unwrap();
+        let store = ConfinedStore::new(root.clone(), root.clone()).unwrap();
+        let location = Path::from("big.jsonl");
+
+        let options = GetOptions {
+            range: Some((100..2_400_000).into()),
+            ..GetOptions::default()
+        };
+        let got = store.get_opts(&location, options).await.unwrap();
+        let chunks: Vec<Bytes> = got.into_stream().try_collect().await.unwrap();
+        let sizes: Vec<usize> = chunks.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [1 << 20, 1 << 20, 2_400_000 - 100 - (2 << 20)]);
+        assert_eq!(chunks.concat(), &body[100..2_400_000]);
+
+        let got = store.get(&location).await.unwrap();
+        std::fs::write(root.join("big.jsonl"), b"short").unwrap();
+        let err = got
+            .into_stream()
+            .try_collect::<Vec<Bytes>>()
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("ended before its listed size"),
+            "{err}"
+        );
     }
 }
