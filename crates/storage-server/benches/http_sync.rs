@@ -8,7 +8,8 @@
 //! `BENCH` chooses scenarios (default `files,tasks,export`; also `jsonl`, `parquet`, `s3`, `azure`, `redis`,
 //! `databricks`, `big_task`):
 //!
-//! - `files`: Files-mode local folders of `BENCH_FILES` files (default `10000,100000`), and a re-sync;
+//! - `files`: Files-mode local folders of `BENCH_FILES` files (default `10000,100000`), and a
+//!   re-sync, next to their floor in the same run: a bare listing through the same code path;
 //! - `tasks`: Tasks mode, `BENCH_TASK_FILES` JSON files of one task each (default `10000,100000`),
 //!   next to its floor in the same run: reading the files once plus a Files-mode sync of them;
 //! - `jsonl`: Tasks mode, one JSON Lines file of `BENCH_JSONL_MIB` MiB (default 1024), next to
@@ -123,6 +124,17 @@ fn files(n: usize) {
     let (again, state) = bench.sync_and_wait("localfiles", storage);
     assert_eq!(state["last_sync_count"], 0, "{state}");
     bench.report("files, local", n, n, first, Some(again));
+    let listing = bench.bare_local_listing(&folder, n);
+    report_floor(
+        "floor: a bare listing of the folder through the same code path (`importable`)",
+        n,
+        listing,
+        first,
+    );
+    println!(
+        "| | | | | | ratio re-sync / floor: **{:.2}** | |",
+        again.as_secs_f64() / listing.as_secs_f64()
+    );
 }
 
 /// Tasks mode over `n` one-task JSON files, next to its floor measured in
@@ -1070,6 +1082,38 @@ impl Bench {
         )["id"]
             .as_i64()
             .unwrap()
+    }
+
+    /// The time to list `folder` (which holds `n` files) as a sync lists
+    /// it, in this process: the local-files backend's listing through
+    /// `storage_core::import::importable` (the walk, the symlink checks,
+    /// the sorted names, the link keys and the filter), nothing written.
+    fn bare_local_listing(&self, folder: &Path, n: usize) -> Duration {
+        use futures::TryStreamExt;
+        use storage_core::{Backend, Settings, StorageKind};
+        let backend = storage_localfiles::LocalFilesBackend::new(
+            storage_localfiles::LocalFiles::new(self.dir.path().join("local-files"))
+                .unwrap()
+                .with_serving_enabled(true),
+        );
+        let specs = backend.fields(StorageKind::Import);
+        let mut settings = Settings::defaults(&specs);
+        let body = json!({"path": folder.canonicalize().unwrap(), "use_blob_urls": true});
+        settings.apply(&specs, body.as_object().unwrap()).unwrap();
+        backend
+            .check_settings(StorageKind::Import, &mut settings)
+            .unwrap();
+        self.runtime.block_on(async {
+            let source = backend.import_storage(&settings).await.unwrap();
+            let started = Instant::now();
+            let listed = storage_core::import::importable(source.as_ref())
+                .try_fold(0usize, |count, _| async move { Ok(count + 1) })
+                .await
+                .unwrap();
+            let took = started.elapsed();
+            assert_eq!(listed, n);
+            took
+        })
     }
 
     /// Syncs the one task file of `folder` in Tasks mode and reports it;
