@@ -54,6 +54,47 @@ pub(crate) fn rows_per_statement(max_variables: usize, variables_per_row: usize)
     (max_variables / variables_per_row).clamp(1, MAX_ROWS_PER_STATEMENT)
 }
 
+/// The row counts of the statements that insert `rows` rows, at most
+/// `per_statement` each: full statements, then the rest in powers of two,
+/// largest first. So inserts of any size use a handful of statement shapes,
+/// which stay prepared on each connection: parsing a 1,000-row `VALUES`
+/// anew for every batch cost more than a tenth of a JSONL sync.
+pub(crate) fn statement_sizes(rows: usize, per_statement: usize) -> Vec<usize> {
+    let per_statement = per_statement.max(1);
+    let mut sizes = vec![per_statement; rows / per_statement];
+    let mut rest = rows % per_statement;
+    while rest > 0 {
+        let size = 1 << rest.ilog2();
+        sizes.push(size);
+        rest -= size;
+    }
+    sizes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_sizes_cover_the_rows_in_few_shapes() {
+        assert_eq!(statement_sizes(0, 1000), Vec::<usize>::new());
+        assert_eq!(statement_sizes(1000, 1000), [1000]);
+        assert_eq!(
+            statement_sizes(2500, 1000),
+            [1000, 1000, 256, 128, 64, 32, 16, 4]
+        );
+        assert_eq!(statement_sizes(7, 1000), [4, 2, 1]);
+        assert_eq!(statement_sizes(5, 1), [1; 5]);
+        for rows in 0..3000 {
+            let sizes = statement_sizes(rows, 1000);
+            assert_eq!(sizes.iter().sum::<usize>(), rows);
+            assert!(sizes
+                .iter()
+                .all(|&size| size == 1000 || size.is_power_of_two()));
+        }
+    }
+}
+
 pub(crate) fn foreign_key_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.is_foreign_key_violation())
 }

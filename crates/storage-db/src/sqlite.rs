@@ -21,8 +21,8 @@ use storage_core::{Error, Result, Storage};
 
 use self::rows::{db, db_error, fetch_all, get};
 use crate::shape::{format_time, parse_time};
-use crate::sql::rows_per_statement;
 use crate::sql::TaskValues;
+use crate::sql::{rows_per_statement, statement_sizes};
 
 /// The migrations of the SQLite schema, applied by [`SqliteDatabase::open`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -167,12 +167,12 @@ impl SqliteDatabase {
         context: &str,
     ) -> Result<Vec<(i64, i64)>> {
         let mut ids = Vec::with_capacity(tasks.len());
-        let per_statement = rows_per_statement(MAX_VARIABLES, 12);
-        let mut tasks = tasks.into_iter().peekable();
-        while tasks.peek().is_some() {
+        let sizes = statement_sizes(tasks.len(), rows_per_statement(MAX_VARIABLES, 12));
+        let mut tasks = tasks.into_iter();
+        for size in sizes {
             // Owned rows: the data text moves into the statement's
             // arguments (sqlx copies borrowed text before binding it).
-            let chunk: Vec<TaskValues> = tasks.by_ref().take(per_statement).collect();
+            let chunk: Vec<TaskValues> = tasks.by_ref().take(size).collect();
             let mut query = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO tasks (project_id, inner_id, data, meta, allow_skip, overlap, \
                  is_labeled, total_annotations, cancelled_annotations, total_predictions, \
@@ -193,7 +193,12 @@ impl SqliteDatabase {
                     .push_bind(stamp);
             });
             query.push(" RETURNING inner_id, id");
-            let rows = fetch_all(conn, query, context).await?;
+            // Kept prepared: statement_sizes makes few shapes.
+            let rows = query
+                .build()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db(context))?;
             for row in rows {
                 ids.push((get(&row, "inner_id")?, get(&row, "id")?));
             }

@@ -22,9 +22,9 @@ use storage_core::persist::{
 use storage_core::webhooks::Action;
 use storage_core::{Error, Result};
 
-use super::rows::{db, execute, get};
+use super::rows::{db, get};
 use crate::shape::{now, CounterDelta, Counters, FileAnnotation, FilePrediction, TaskTally};
-use crate::sql::{rows_per_statement, ProjectDefaults, TaskInput, TaskValues};
+use crate::sql::{rows_per_statement, statement_sizes, ProjectDefaults, TaskInput, TaskValues};
 
 // From the engine module: the engine, its database and connection types,
 // how it binds a time, its limits of bound values and the clause that
@@ -428,10 +428,21 @@ pub(super) async fn insert_values<'a, T>(
 where
     T: Sync,
 {
-    for chunk in rows.chunks(rows_per_statement(MAX_VARIABLES, variables_per_row)) {
+    let mut rest = rows;
+    for size in statement_sizes(
+        rows.len(),
+        rows_per_statement(MAX_VARIABLES, variables_per_row),
+    ) {
+        let (chunk, more) = rest.split_at(size);
+        rest = more;
         let mut query = QueryBuilder::<Db>::new(head);
         query.push_values(chunk, &mut push);
-        execute(conn, query, context).await?;
+        // Kept prepared: statement_sizes makes few shapes.
+        query
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(db(context))?;
     }
     Ok(())
 }
