@@ -320,10 +320,10 @@ impl ImportStorage for LocalImport {
         )
     }
 
-    /// Small files are read a group per blocking call (up to
-    /// [`READ_GROUP_FILES`] files or [`READ_GROUP_BYTES`] as listed): a
-    /// `get` each costs two hand-offs to a blocking thread and back, which
-    /// on a folder of one-task files costs more than the reads themselves.
+    /// Small files are read a group per blocking call (up to 64 files or
+    /// 1 MiB as listed): a `get` each costs two hand-offs to a blocking
+    /// thread and back, which on a folder of one-task files costs more than
+    /// the reads themselves.
     fn read_small(
         &self,
         objects: Vec<object_store::ObjectMeta>,
