@@ -338,7 +338,13 @@ impl ImportJob<'_> {
                 .await?;
             Ok((outcome, sweep))
         };
-        let ((), result) = futures::join!(produce, consume);
+        // A consumer that ends (done, or failed) ends the listing too, even
+        // one waiting for a slow endpoint.
+        let result =
+            match futures::future::select(std::pin::pin!(produce), std::pin::pin!(consume)).await {
+                Either::Left(((), consume)) => consume.await,
+                Either::Right((result, _listing)) => result,
+            };
         let (mut outcome, sweep) = result?;
         outcome.unlisted(self.source.take_unlisted());
         if let (Some(sweep), Some(gone)) = (sweep, self.follow.gone_tasks()) {

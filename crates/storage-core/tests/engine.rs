@@ -1271,3 +1271,50 @@ async fn a_changed_task_file_updates_unannotated_tasks_and_marks_annotated_ones(
     let again = fixture.follow(&src, false, policy).await;
     assert_eq!(follow_counts(&again), (0, 0, 0, 0, 0));
 }
+
+/// A source whose listing yields its objects, then never ends (an
+/// endpoint that stopped answering).
+#[derive(Debug)]
+struct StalledListing(Source);
+
+#[async_trait]
+impl ImportStorage for StalledListing {
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        self.0.store()
+    }
+    fn listing(&self) -> &Listing {
+        self.0.listing()
+    }
+    fn list(&self) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
+        self.0
+            .listing()
+            .list(self.store())
+            .chain(futures::stream::pending())
+            .boxed()
+    }
+    fn object_key(&self, location: &Path) -> String {
+        self.0.object_key(location)
+    }
+    fn task_url(&self, location: &Path) -> String {
+        self.0.task_url(location)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_ends_the_sync_at_once_while_the_listing_waits() {
+    let store = numbered_images("f", 4).await;
+    let fixture = Fixture::new();
+    fixture.db.fail_create_tasks_call(Some(1));
+    let stalled = StalledListing(source(&store, Some("f"), false, None));
+    // The listing would hold the sync for its stall timeout (120 s).
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        fixture.import(&stalled, true, &small_batches(), &NoProgress),
+    )
+    .await
+    .expect("the failed write did not end the sync")
+    .unwrap_err();
+    assert!(err.to_string().contains("simulated crash"), "{err}");
+    assert_eq!(fixture.db.task_count(), 0);
+}
