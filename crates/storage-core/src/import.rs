@@ -108,6 +108,11 @@ impl FileProblems {
     }
 }
 
+/// Steps the reading of an import may hand over before the writing takes
+/// them: one batch ahead left the writer waiting for reads (100,000 one-task
+/// files took 1.77–2.20 s with one, 1.51–1.81 s with four).
+const STEPS_AHEAD: usize = 4;
+
 /// What reading a listing batch hands to the writing, in order.
 enum Step {
     /// Tasks to create in one transaction (Files-mode tasks, or those of
@@ -396,9 +401,10 @@ impl ImportJob<'_> {
     /// Imports listed objects a batch at a time in two stages joined by a
     /// channel: one dedupes a batch against the links and reads its task
     /// files, the other writes what the first hands it, in order. So the
-    /// transaction of one batch overlaps the reads of the next, and memory
-    /// holds about two batches of tasks. Progress is reported after each
-    /// batch is written.
+    /// transactions overlap the reads of the batches after them, and memory
+    /// holds at most six batches of tasks (one being read,
+    /// [`STEPS_AHEAD`] waiting, one being written). Progress is reported
+    /// after each batch is written.
     async fn import_batches(
         &self,
         batches: impl futures::Stream<Item = Result<Vec<(String, ObjectMeta)>>>,
@@ -406,7 +412,7 @@ impl ImportJob<'_> {
         outcome: &mut ImportOutcome,
         progress: &dyn ProgressSink,
     ) -> Result<()> {
-        let (steps, receiver) = tokio::sync::mpsc::channel(1);
+        let (steps, receiver) = tokio::sync::mpsc::channel(STEPS_AHEAD);
         let read = async move {
             let mut batches = std::pin::pin!(batches);
             while let Some(batch) = batches.next().await {

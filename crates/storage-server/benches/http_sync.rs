@@ -140,9 +140,21 @@ fn files(n: usize) {
 /// Tasks mode over `n` one-task JSON files, next to its floor measured in
 /// the same run: reading the same files once (in this process, one after
 /// another, warm cache as for the sync) plus a Files-mode sync of the same
-/// `n` objects (a second storage on the same folder, same server).
+/// `n` objects (a second storage on the same folder, same server, both
+/// after a warm-up sync of 1,000 files in each mode).
 fn tasks(n: usize) {
     let bench = Bench::start();
+    // Both timed syncs run on a warm server (threads started, statements
+    // prepared), whichever comes first.
+    let warm_up = bench.folder("warm-up");
+    for i in 0..1000 {
+        std::fs::write(warm_up.join(format!("task_{i:07}.json")), task_line(i)).unwrap();
+    }
+    for use_blob_urls in [false, true] {
+        let storage = bench.local_import(&warm_up, use_blob_urls);
+        let (_, state) = bench.sync_and_wait("localfiles", storage);
+        assert_eq!(state["last_sync_count"], 1000, "{state}");
+    }
     let folder = bench.folder("tasks");
     for i in 0..n {
         std::fs::write(folder.join(format!("task_{i:07}.json")), task_line(i)).unwrap();
