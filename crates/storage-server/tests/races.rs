@@ -35,11 +35,14 @@ impl Swapper {
             while !stopping.load(Ordering::Relaxed) {
                 std::fs::rename(&folder, &aside).unwrap();
                 std::os::unix::fs::symlink(&outside, &folder).unwrap();
-                std::thread::yield_now();
+                // Each state lasts a moment: on a busy machine a bare
+                // yield left the real folder in place for too short a time
+                // for any request to be served from it.
+                std::thread::sleep(Duration::from_micros(200));
                 std::fs::remove_file(&folder).unwrap();
                 std::fs::rename(&aside, &folder).unwrap();
                 counting.fetch_add(1, Ordering::Relaxed);
-                std::thread::yield_now();
+                std::thread::sleep(Duration::from_micros(200));
             }
         });
         Self {
