@@ -21,8 +21,7 @@ use storage_core::{Error, Result, Storage};
 
 use self::rows::{db, db_error, fetch_all, get};
 use crate::shape::{format_time, parse_time};
-use crate::sql::TaskValues;
-use crate::sql::{rows_per_statement, statement_sizes};
+use crate::sql::{rows_per_statement, statement_sizes, TaskValues};
 
 /// The migrations of the SQLite schema, applied by [`SqliteDatabase::open`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
