@@ -331,23 +331,7 @@ impl ImportStorage for LocalImport {
     ) -> futures::stream::BoxStream<'static, object_store::Result<Bytes>> {
         let (directory, root) = (self.directory.clone(), self.root.clone());
         futures::stream::iter(read_groups(objects))
-            .map(move |group| {
-                let (directory, root) = (directory.clone(), root.clone());
-                async move {
-                    let files = group.len();
-                    tokio::task::spawn_blocking(move || {
-                        crate::confined::read_whole(&directory, &root, &group)
-                    })
-                    .await
-                    .unwrap_or_else(|err| {
-                        let failed = || object_store::Error::Generic {
-                            store: "LocalFiles",
-                            source: err.to_string().into(),
-                        };
-                        (0..files).map(|_| Err(failed())).collect()
-                    })
-                }
-            })
+            .map(move |group| crate::confined::read_group(directory.clone(), root.clone(), group))
             .buffered(concurrency.max(1))
             .flat_map(futures::stream::iter)
             .boxed()

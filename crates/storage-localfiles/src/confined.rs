@@ -78,9 +78,36 @@ fn real_path(file: &File, opened: &FsPath) -> io::Result<PathBuf> {
 }
 
 /// Reads the files `objects` (locations below `directory`) whole, each
-/// opened with [`open_below`], in order: one blocking call for a group of
-/// small files.
-pub(crate) fn read_whole(
+/// opened with [`open_below`], in order, in one blocking call: a group of
+/// small files costs one hand-off to a blocking thread, not two a file.
+pub(crate) async fn read_group(
+    directory: PathBuf,
+    limit: PathBuf,
+    objects: Vec<ObjectMeta>,
+) -> Vec<object_store::Result<Bytes>> {
+    let files = objects.len();
+    tokio::task::spawn_blocking(move || read_whole(&directory, &limit, &objects))
+        .await
+        .unwrap_or_else(|err| {
+            let message = err.to_string();
+            (0..files)
+                .map(|_| Err(blocking_failed(message.clone())))
+                .collect()
+        })
+}
+
+/// A blocking read that did not return (its thread panicked or the
+/// runtime is shutting down).
+fn blocking_failed(
+    err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> object_store::Error {
+    object_store::Error::Generic {
+        store: STORE,
+        source: err.into(),
+    }
+}
+
+fn read_whole(
     directory: &FsPath,
     limit: &FsPath,
     objects: &[ObjectMeta],
@@ -105,8 +132,8 @@ pub(crate) fn read_whole(
 /// thread and back: 131,072 of them for a 1 GiB task file.
 const STREAM_CHUNK_BYTES: u64 = 1 << 20;
 
-/// The bytes `range` of the open `file`, read [`STREAM_CHUNK_BYTES`] per
-/// blocking call.
+/// The bytes `range` of the open `file` (positioned at its start), read
+/// [`STREAM_CHUNK_BYTES`] per blocking call.
 fn chunked(
     file: File,
     range: Range<u64>,
@@ -120,17 +147,14 @@ fn chunked(
         let (read, file) = tokio::task::spawn_blocking(move || {
             let want = (end - at).min(STREAM_CHUNK_BYTES);
             let mut chunk = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
-            let read = file
-                .seek(SeekFrom::Start(at))
-                .and_then(|_| (&mut file).take(want).read_to_end(&mut chunk))
+            let read = (&mut file)
+                .take(want)
+                .read_to_end(&mut chunk)
                 .map(|_| chunk);
             (read, file)
         })
         .await
-        .map_err(|e| object_store::Error::Generic {
-            store: STORE,
-            source: e.into(),
-        })?;
+        .map_err(blocking_failed)?;
         let chunk = read.map_err(|e| open_error(e, &location))?;
         if chunk.is_empty() {
             return Err(object_store::Error::Generic {
@@ -173,7 +197,7 @@ impl std::fmt::Display for ConfinedStore {
     }
 }
 
-pub(crate) fn open_error(err: io::Error, location: &Path) -> object_store::Error {
+fn open_error(err: io::Error, location: &Path) -> object_store::Error {
     match err.kind() {
         io::ErrorKind::NotFound => object_store::Error::NotFound {
             path: location.to_string(),
@@ -201,7 +225,8 @@ impl ObjectStore for ConfinedStore {
         let limit = self.limit.clone();
         let location = location.clone();
         tokio::task::spawn_blocking(move || {
-            let (file, meta) = open_below(&path, &limit).map_err(|e| open_error(e, &location))?;
+            let (mut file, meta) =
+                open_below(&path, &limit).map_err(|e| open_error(e, &location))?;
             let meta = crate::listing::object_meta(location.clone(), &meta);
             options.check_preconditions(&meta)?;
             let range = match options.range {
@@ -215,6 +240,10 @@ impl ObjectStore for ConfinedStore {
                 }
                 None => 0..meta.size,
             };
+            if range.start > 0 {
+                file.seek(SeekFrom::Start(range.start))
+                    .map_err(|e| open_error(e, &location))?;
+            }
             Ok(GetResult {
                 payload: GetResultPayload::Stream(chunked(file, range.clone(), location)),
                 attributes: Attributes::default(),
@@ -224,10 +253,7 @@ impl ObjectStore for ConfinedStore {
             })
         })
         .await
-        .map_err(|e| object_store::Error::Generic {
-            store: STORE,
-            source: e.into(),
-        })?
+        .map_err(blocking_failed)?
     }
 
     async fn put_opts(
