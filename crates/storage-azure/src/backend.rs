@@ -162,7 +162,7 @@ impl Backend for AzureBackend {
     fn check_settings(&self, kind: StorageKind, settings: &mut Settings) -> Result<()> {
         let config = AzureConfig::from_settings(settings);
         let mut errors = config.check(settings);
-        if let Err(e) = storage_core::fields::check_regex(settings, kind) {
+        if let Err(e) = storage_core::fields::check_import_rules(settings, kind) {
             errors.merge(e);
         }
         errors.into_result()
@@ -218,9 +218,9 @@ impl ImportStorage for AzureImport {
         self.inner.listing()
     }
 
-    fn list(&self) -> BoxStream<'static, Result<ObjectMeta>> {
-        let listed = self.inner.list();
-        if !self.listing().recursive {
+    fn list_within(&self, listing: &Listing) -> BoxStream<'static, Result<ObjectMeta>> {
+        let listed = self.inner.list_within(listing);
+        if !listing.recursive {
             return listed;
         }
         let store: Arc<dyn ObjectStore> = self.store.clone();

@@ -520,7 +520,7 @@ impl Backend for AzureSpiBackend {
     fn check_settings(&self, kind: StorageKind, settings: &mut Settings) -> Result<()> {
         let config = AzureSpiConfig::from_settings(settings);
         let mut errors = config.check(settings);
-        if let Err(e) = storage_core::fields::check_regex(settings, kind) {
+        if let Err(e) = storage_core::fields::check_import_rules(settings, kind) {
             errors.merge(e);
         }
         errors.into_result()

@@ -29,7 +29,18 @@ pub trait ImportStorage: Send + Sync + Debug {
     /// overrides it only when it can stream something the generic listing
     /// would collect.
     fn list(&self) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
-        self.listing().list(self.store())
+        self.list_within(self.listing())
+    }
+
+    /// Streams the objects `listing` names (one part of this storage's
+    /// listing, see [`crate::shards`]) as [`ImportStorage::list`] would. A
+    /// backend that leaves objects out of its listings (folder
+    /// placeholders) overrides this one.
+    fn list_within(
+        &self,
+        listing: &Listing,
+    ) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
+        listing.list(self.store())
     }
 
     /// Reads the small objects `objects` (task files) whole, yielding their
@@ -52,6 +63,16 @@ pub trait ImportStorage: Send + Sync + Debug {
             })
             .buffered(concurrency.max(1))
             .boxed()
+    }
+
+    /// The folders directly under the listing's prefix, as store paths,
+    /// that a sync may be split by ([`crate::shards`]); `None` when this
+    /// storage's listing cannot be split. The default asks the store for
+    /// one delimited listing.
+    async fn folders(&self) -> Result<Option<Vec<String>>> {
+        crate::shards::delimited_folders(self.store(), self.listing().prefix.as_ref())
+            .await
+            .map(Some)
     }
 
     /// The key Label Studio records for this object in the storage link

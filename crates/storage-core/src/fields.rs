@@ -178,11 +178,12 @@ pub fn import_fields() -> Vec<FieldSpec> {
     .collect()
 }
 
-/// The import fields that make syncs follow the bucket (extensions: Label
-/// Studio has none of them, and their defaults keep its behaviour):
+/// The import fields of the server's syncs (extensions: Label Studio has
+/// none of them, and their defaults keep its behaviour):
 /// `on_object_changed`, `on_object_deleted`, `deletion_guard`,
-/// `sync_interval`. Part of
-/// [`import_fields`]; backends with their own import fields add them.
+/// `sync_interval` make syncs follow the bucket, `shard_listing` splits
+/// them among workers. Part of [`import_fields`]; backends with their own
+/// import fields add them.
 pub fn follow_fields() -> Vec<FieldSpec> {
     vec![
         FieldSpec {
@@ -231,6 +232,13 @@ pub fn follow_fields() -> Vec<FieldSpec> {
             help: "Seconds between automatic syncs (null: only when asked); at least the \
                    server's minimum (60 s by default)",
         },
+        FieldSpec::boolean(
+            crate::shards::SHARD_LISTING_FIELD,
+            false,
+            "Split each sync by the folders under the prefix, so that the workers of every \
+             server instance list and import them together (needs recursive_scan; not with \
+             on_object_deleted)",
+        ),
     ]
 }
 
@@ -602,6 +610,8 @@ pub struct ImportOptions {
     /// The largest share (percent) of linked objects one sync may treat as
     /// deleted.
     pub deletion_guard: u8,
+    /// Split each sync by folder among the workers ([`crate::shards`]).
+    pub shard_listing: bool,
 }
 
 impl ImportOptions {
@@ -624,17 +634,39 @@ impl ImportOptions {
                 .int("deletion_guard")
                 .unwrap_or(DEFAULT_DELETION_GUARD)
                 .clamp(0, 100) as u8,
+            shard_listing: settings.bool(crate::shards::SHARD_LISTING_FIELD, false),
         }
     }
 }
 
-/// Checks the schema-independent rules of a settings map for `kind`.
-pub fn check_regex(settings: &Settings, kind: StorageKind) -> Result<(), ValidationErrors> {
-    if kind == StorageKind::Import {
-        if let Some(pattern) = settings.str("regex_filter") {
-            if let Err(err) = crate::filter::compile_anchored(pattern) {
-                return Err(ValidationErrors::field("regex_filter", err));
-            }
+/// Checks the schema-independent rules of a settings map for `kind`: the
+/// regex compiles, and `shard_listing` comes with `recursive_scan` and
+/// without deletions (removing the tasks of deleted objects needs one
+/// whole listing).
+pub fn check_import_rules(settings: &Settings, kind: StorageKind) -> Result<(), ValidationErrors> {
+    if kind != StorageKind::Import {
+        return Ok(());
+    }
+    if let Some(pattern) = settings.str("regex_filter") {
+        if let Err(err) = crate::filter::compile_anchored(pattern) {
+            return Err(ValidationErrors::field("regex_filter", err));
+        }
+    }
+    let options = ImportOptions::from_settings(settings);
+    if options.shard_listing {
+        let field = crate::shards::SHARD_LISTING_FIELD;
+        if !options.recursive_scan {
+            return Err(ValidationErrors::field(
+                field,
+                "Splitting the listing by folder needs recursive_scan: true.",
+            ));
+        }
+        if options.on_object_deleted != ObjectDeleted::Keep {
+            return Err(ValidationErrors::field(
+                field,
+                "A sharded sync cannot remove the tasks of deleted objects (that needs one \
+                 whole listing); set on_object_deleted to keep, or shard_listing to false.",
+            ));
         }
     }
     Ok(())

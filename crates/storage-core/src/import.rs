@@ -129,7 +129,7 @@ enum Step {
 
 impl ImportOutcome {
     /// Adds what another part of the same run counted and found.
-    fn absorb(&mut self, other: ImportOutcome) {
+    pub(crate) fn absorb(&mut self, other: ImportOutcome) {
         let (mine, theirs) = (&mut self.progress, other.progress);
         mine.objects += theirs.objects;
         mine.created += theirs.created;

@@ -25,6 +25,7 @@ pub mod persist;
 pub mod progress;
 pub mod redact;
 pub mod retry;
+pub mod shards;
 mod status;
 pub mod task_data;
 pub mod uri;

@@ -459,6 +459,7 @@ pub(crate) fn import_delta(now: &ImportProgress, before: &ImportProgress) -> Imp
         deleted: now.deleted.saturating_sub(before.deleted),
         marked: now.marked.saturating_sub(before.marked),
         missing: now.missing.saturating_sub(before.missing),
+        shards: now.shards,
     }
 }
 

@@ -4,7 +4,8 @@
 use crate::Result;
 
 /// Counters of a running or finished import.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ImportProgress {
     /// Objects that passed the filters.
     pub objects: u64,
@@ -28,6 +29,9 @@ pub struct ImportProgress {
     /// Linked objects the listing no longer holds (`meta.objects_missing`;
     /// with `on_object_deleted` other than `keep`).
     pub missing: u64,
+    /// Parts the listing was split into (`meta.shards`, see
+    /// [`crate::shards`]); 0 for one listing.
+    pub shards: u64,
 }
 
 /// Counters of a running or finished export.

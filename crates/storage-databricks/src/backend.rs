@@ -246,7 +246,7 @@ impl Backend for DatabricksBackend {
     fn check_settings(&self, kind: StorageKind, settings: &mut Settings) -> Result<()> {
         let config = DatabricksConfig::from_settings(settings);
         let mut errors = config.check(settings);
-        if let Err(e) = storage_core::fields::check_regex(settings, kind) {
+        if let Err(e) = storage_core::fields::check_import_rules(settings, kind) {
             errors.merge(e);
         }
         if errors.is_empty() {

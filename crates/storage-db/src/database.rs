@@ -8,6 +8,7 @@ use storage_core::host::HostStore;
 use storage_core::persist::{
     AnnotationSource, Authenticator, ExportOutbox, ProjectAccess, StorageRepository, TaskSink,
 };
+use storage_core::shards::ShardQueue;
 use storage_core::webhooks::WebhookRepository;
 use storage_core::{Error, Result};
 
@@ -52,6 +53,7 @@ pub struct Database {
     host: Arc<dyn HostStore>,
     webhooks: Arc<dyn WebhookRepository>,
     exports: Arc<dyn ExportOutbox>,
+    shards: Arc<dyn ShardQueue>,
 }
 
 impl Database {
@@ -91,6 +93,7 @@ impl Database {
             + HostStore
             + WebhookRepository
             + ExportOutbox
+            + ShardQueue
             + 'static,
     {
         let db = Arc::new(db);
@@ -105,7 +108,8 @@ impl Database {
             authenticator: db.clone(),
             host: db.clone(),
             webhooks: db.clone(),
-            exports: db,
+            exports: db.clone(),
+            shards: db,
         }
     }
 
@@ -157,6 +161,11 @@ impl Database {
     /// Webhooks and their outbox.
     pub fn webhooks(&self) -> Arc<dyn WebhookRepository> {
         self.webhooks.clone()
+    }
+
+    /// The shards of syncs split by folder.
+    pub fn shards(&self) -> Arc<dyn ShardQueue> {
+        self.shards.clone()
     }
 
     /// The outbox of on-save exports.

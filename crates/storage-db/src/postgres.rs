@@ -352,6 +352,9 @@ const KEY_ORDER: &str = "key COLLATE \"C\"";
 /// Values per array parameter of a `= ANY` list.
 const LIST_CHUNK: usize = 10_000;
 
+/// A claim of a shard passes over the rows other claims hold locked.
+const SKIP_LOCKED: &str = "\n                 FOR UPDATE OF sh SKIP LOCKED";
+
 /// Writers of one project's tasks, or of one task's counters, take turns
 /// on its row; foreign-key checks (`FOR KEY SHARE`) are not held up.
 const ROW_LOCK: &str = " FOR NO KEY UPDATE";
@@ -399,6 +402,8 @@ mod follow;
 mod host;
 #[path = "shared/rows.rs"]
 mod rows;
+#[path = "shared/shards.rs"]
+mod shards;
 #[path = "shared/storages.rs"]
 mod storages;
 #[path = "shared/tasks.rs"]

@@ -361,6 +361,10 @@ const KEY_ORDER: &str = "key";
 /// Values per `IN` list, leaving room for a statement's other variables.
 const LIST_CHUNK: usize = MAX_VARIABLES - 8;
 
+/// Claims of shards are single statements, and SQLite runs one writer at a
+/// time.
+const SKIP_LOCKED: &str = "";
+
 /// `BEGIN IMMEDIATE` serializes writers already.
 const ROW_LOCK: &str = "";
 
@@ -403,6 +407,8 @@ mod follow;
 mod host;
 #[path = "shared/rows.rs"]
 mod rows;
+#[path = "shared/shards.rs"]
+mod shards;
 #[path = "shared/storages.rs"]
 mod storages;
 #[path = "shared/tasks.rs"]

@@ -144,7 +144,7 @@ pub fn check_common(kind: StorageKind, settings: &Settings) -> ValidationErrors 
     check_bucket(settings, &mut errors);
     storage_core::bucket::check_presign_ttl(settings, &mut errors);
     storage_core::bucket::check_prefix(settings, &mut errors);
-    if let Err(e) = storage_core::fields::check_regex(settings, kind) {
+    if let Err(e) = storage_core::fields::check_import_rules(settings, kind) {
         errors.merge(e);
     }
     let oidc = [

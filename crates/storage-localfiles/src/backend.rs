@@ -223,7 +223,7 @@ impl Backend for LocalFilesBackend {
         let path = normalize_path(settings.str("path").unwrap_or_default());
         self.local.check_path(&path)?;
         settings.set("path", path.into());
-        storage_core::fields::check_regex(settings, kind).map_err(Error::InvalidConfig)
+        storage_core::fields::check_import_rules(settings, kind).map_err(Error::InvalidConfig)
     }
 
     fn file_server(&self) -> Option<Arc<dyn FileServer>> {
@@ -310,14 +310,34 @@ impl ImportStorage for LocalImport {
     /// a symlink that leads out of the document root are left out (their
     /// contents would otherwise become tasks), and a file whose name cannot
     /// become a task is reported, not a reason to fail the listing.
-    fn list(&self) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
+    fn list_within(
+        &self,
+        listing: &Listing,
+    ) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
         crate::listing::stream_files(
             self.directory.clone(),
+            listing
+                .prefix
+                .as_ref()
+                .map(|folder| folder.as_ref().to_string()),
             self.root.clone(),
             self.key_base.clone(),
-            self.listing.recursive,
+            listing.recursive,
             self.unlisted.clone(),
         )
+    }
+
+    /// The folder's subfolders (and links to folders), read directly: the
+    /// store's delimited listing would also read the metadata of every
+    /// file beside them. `None` when a name is not UTF-8 (no part could
+    /// name it).
+    async fn folders(&self) -> Result<Option<Vec<String>>> {
+        let directory = self.directory.clone();
+        let context = format!("listing the folders of \"{}\"", directory.display());
+        tokio::task::spawn_blocking(move || crate::listing::folder_names(&directory))
+            .await
+            .map_err(|err| Error::backend(context.clone(), err))?
+            .map_err(|err| Error::backend(context, err))
     }
 
     /// Small files are read a group per blocking call (up to 64 files or

@@ -27,8 +27,13 @@ const AHEAD: usize = 1024;
 /// characters, which object_store refuses) is recorded in `unlisted`, escaped,
 /// under `key_base`, so that the import reports it; the other files are
 /// listed as usual. A folder that cannot be read fails the listing.
+///
+/// With `below` (a folder name directly in `dir`, one part of a sharded
+/// sync), only the files below that folder are listed, as the whole walk
+/// would list them.
 pub(crate) fn stream_files(
     dir: PathBuf,
+    below: Option<String>,
     root: PathBuf,
     key_base: String,
     recursive: bool,
@@ -44,7 +49,24 @@ pub(crate) fn stream_files(
             sender: &sender,
         };
         let mut ancestors = vec![dir.canonicalize().unwrap_or_else(|_| dir.clone())];
-        walk.folder(&dir, &[], &mut ancestors);
+        let Some(folder) = below else {
+            walk.folder(&dir, &[], &mut ancestors);
+            return;
+        };
+        // The folder as the whole walk reaches it: a folder, or a link to
+        // one below the root that does not lead back into `dir`.
+        let path = dir.join(&folder);
+        match path.canonicalize() {
+            Ok(canonical)
+                if canonical.starts_with(&root)
+                    && canonical.is_dir()
+                    && !ancestors.contains(&canonical) =>
+            {
+                ancestors.push(canonical);
+                walk.folder(&path, folder.as_bytes(), &mut ancestors);
+            }
+            _ => {}
+        }
     });
     tokio_stream_from(receiver)
 }
@@ -158,6 +180,25 @@ impl Walk<'_> {
     }
 }
 
+/// The names of the folders (and links to folders) in `dir`; `None` when a
+/// name is not UTF-8.
+pub(crate) fn folder_names(dir: &std::path::Path) -> std::io::Result<Option<Vec<String>>> {
+    let mut folders = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_type = entry.file_type()?;
+        let folder = file_type.is_dir()
+            || (file_type.is_symlink() && entry.path().metadata().is_ok_and(|m| m.is_dir()));
+        if folder {
+            match entry.file_name().into_string() {
+                Ok(name) => folders.push(name),
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+    Ok(Some(folders))
+}
+
 /// The names in `dir`.
 fn read_names(dir: &std::path::Path) -> std::io::Result<NameList> {
     let mut names = NameList::default();
@@ -264,11 +305,17 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.jpg"))
             .unwrap();
         let root = dir.path().canonicalize().unwrap();
-        let streamed: Vec<ObjectMeta> =
-            stream_files(root.clone(), root, String::new(), false, Arc::default())
-                .try_collect()
-                .await
-                .unwrap();
+        let streamed: Vec<ObjectMeta> = stream_files(
+            root.clone(),
+            None,
+            root,
+            String::new(),
+            false,
+            Arc::default(),
+        )
+        .try_collect()
+        .await
+        .unwrap();
         let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
         let mut listed = store.list_with_delimiter(None).await.unwrap().objects;
         listed.sort_by(|a, b| a.location.cmp(&b.location));
@@ -287,6 +334,7 @@ mod tests {
     async fn a_missing_folder_is_an_error() {
         let result: Result<Vec<ObjectMeta>> = stream_files(
             PathBuf::from("/nonexistent/folder"),
+            None,
             PathBuf::from("/"),
             String::new(),
             false,

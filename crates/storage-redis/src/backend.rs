@@ -389,7 +389,7 @@ impl Backend for RedisBackend {
                  available: a Redis key cannot be served as a media URL. Set use_blob_urls to false.",
             );
         }
-        if let Err(e) = storage_core::fields::check_regex(settings, kind) {
+        if let Err(e) = storage_core::fields::check_import_rules(settings, kind) {
             errors.merge(e);
         }
         errors.into_result()
@@ -437,6 +437,11 @@ impl ImportStorage for RedisImport {
 
     fn listing(&self) -> &Listing {
         &self.listing
+    }
+
+    /// Keys are flat: there is no folder to split a sync by.
+    async fn folders(&self) -> Result<Option<Vec<String>>> {
+        Ok(None)
     }
 
     /// `SCAN MATCH <path>*` page by page: `path` is a plain key prefix

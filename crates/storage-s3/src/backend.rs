@@ -334,7 +334,7 @@ impl Backend for S3Backend {
                 }
             }
         }
-        if let Err(e) = storage_core::fields::check_regex(settings, kind) {
+        if let Err(e) = storage_core::fields::check_import_rules(settings, kind) {
             errors.merge(e);
         }
         errors.into_result()

@@ -104,7 +104,8 @@ pub async fn app(config: &Config) -> Result<App, Error> {
         backends,
         config.runner_config(),
     )
-    .with_export_outbox(db.exports());
+    .with_export_outbox(db.exports())
+    .with_shard_queue(db.shards());
     // An embedded SQLite file has one process: a job left in progress by a
     // previous run died with it and is resumed now. A shared PostgreSQL
     // database may have other live instances: their jobs are taken over only

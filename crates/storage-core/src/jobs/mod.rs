@@ -6,6 +6,8 @@
 //! - `runner`: the workers, claims, heartbeats and the watchdog.
 //! - `events`: object events applied in turn with syncs, and the feeds
 //!   followed.
+//! - `sharded`: syncs split by folder into shards that workers of every
+//!   process claim (see [`crate::shards`]).
 //! - `state`: the sync state each step moves a storage to, as pure
 //!   functions.
 //! - [`schedule`]: when a storage with a `sync_interval` is due (the
@@ -20,6 +22,7 @@ mod exports;
 mod runner;
 pub mod schedule;
 mod service;
+mod sharded;
 mod state;
 
 pub use events::EventsApplied;

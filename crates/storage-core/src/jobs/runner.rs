@@ -46,6 +46,8 @@ pub(super) struct Runner {
     pub(super) metrics: Arc<SyncMetrics>,
     /// The outbox of on-save exports, when the host has one.
     pub(super) exports: std::sync::OnceLock<Arc<dyn crate::persist::ExportOutbox>>,
+    /// The shards of split syncs, when the host keeps them.
+    pub(super) shards: std::sync::OnceLock<Arc<dyn crate::shards::ShardQueue>>,
     /// Per storage, the lock its syncs and event batches take in turn.
     pub(super) storage_locks: Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Per storage, the ids of the messages last applied (replays are
@@ -87,7 +89,7 @@ impl Runner {
 }
 
 impl Runner {
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         *self.shutdown.borrow()
     }
 
@@ -96,6 +98,8 @@ impl Runner {
         while !self.stopping() {
             match self.claim().await {
                 Ok(Some(storage)) => self.run(storage).await,
+                // An idle worker helps with the shards of running syncs.
+                Ok(None) if self.run_any_shard().await => {}
                 Ok(None) => {
                     tokio::select! {
                         _ = self.wake.notified() => {}
@@ -251,15 +255,10 @@ impl Runner {
         self.metrics
             .sync_started(storage.kind, &storage.storage_type);
         let started = Instant::now();
-        let tracker = Arc::new(Tracker {
-            latest: Mutex::new(None),
-            lost: AtomicBool::new(false),
-            stop: Notify::new(),
-            shutdown: self.shutdown.subscribe(),
-            counted: Mutex::new(None),
-            metrics: self.metrics.clone(),
-            storage_type: storage.storage_type.clone(),
-        });
+        let tracker = Arc::new(Tracker::new(
+            self.shutdown.subscribe(),
+            Some((self.metrics.clone(), storage.storage_type.clone())),
+        ));
         let heartbeat = tokio::spawn(tracing::Instrument::in_current_span(
             self.clone()
                 .heartbeat(storage.clone(), tracker.clone(), started),
@@ -277,7 +276,7 @@ impl Runner {
         heartbeat.abort();
         let _ = heartbeat.await;
 
-        let lost = tracker.lost.load(Ordering::SeqCst);
+        let lost = tracker.is_lost();
         let stopping = self.stopping();
         let last = tracker
             .latest
@@ -371,6 +370,12 @@ impl Runner {
             StorageKind::Import => {
                 let source = backend.import_storage(&storage.settings).await?;
                 let options = ImportOptions::from_settings(&storage.settings);
+                if let Some(outcome) = self
+                    .import_sharded(storage, source.as_ref(), &options, tracker)
+                    .await?
+                {
+                    return Ok(Ending::Imported(outcome));
+                }
                 ImportJob {
                     storage_id: storage.id,
                     project: storage.project,
@@ -405,14 +410,8 @@ impl Runner {
     /// `tasks_existed` come out exact.
     async fn recounted(&self, mut storage: Storage) -> Storage {
         let resumed = storage.kind == StorageKind::Import && storage.sync.last_sync_count.is_some();
-        let queued = storage
-            .sync
-            .meta
-            .get("time_queued")
-            .and_then(Value::as_str)
-            .and_then(|at| DateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S%.f%:z").ok());
-        if let (true, Some(queued)) = (resumed, queued) {
-            match self.tasks.linked_since(storage.id, queued.to_utc()).await {
+        if let (true, Some(queued)) = (resumed, queued_at(&storage.sync)) {
+            match self.tasks.linked_since(storage.id, queued).await {
                 Ok(Some(created)) => {
                     storage.sync.last_sync_count = Some(i64::try_from(created).unwrap_or(i64::MAX))
                 }
@@ -451,8 +450,7 @@ impl Runner {
                 Ok(false) => {
                     // Deleted, or taken over after an expired lease: the
                     // job stops wherever it is.
-                    tracker.lost.store(true, Ordering::SeqCst);
-                    tracker.stop.notify_one();
+                    tracker.lose();
                     return;
                 }
                 Err(err) => tracing::warn!(error = %err, "could not write sync progress"),
@@ -546,23 +544,71 @@ impl Runner {
     }
 }
 
+/// When the job of `state` was queued (its `meta.time_queued`).
+pub(super) fn queued_at(state: &SyncState) -> Option<DateTime<Utc>> {
+    state
+        .meta
+        .get("time_queued")
+        .and_then(Value::as_str)
+        .and_then(|at| DateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S%.f%:z").ok())
+        .map(|at| at.to_utc())
+}
+
 /// Shared between a running engine and its heartbeat.
-struct Tracker {
+pub(super) struct Tracker {
     latest: Mutex<Option<Progress>>,
     lost: AtomicBool,
     /// Notified when `lost` is set.
-    stop: Notify,
+    pub(super) stop: Notify,
     shutdown: watch::Receiver<bool>,
     /// The progress already added to the metrics.
     counted: Mutex<Option<Progress>>,
-    metrics: Arc<SyncMetrics>,
-    storage_type: String,
+    /// The metrics that count the progress, and the storage type to count
+    /// it under (none for the shards of a split job: the job counts their
+    /// sum).
+    metrics: Option<(Arc<SyncMetrics>, String)>,
 }
 
 impl Tracker {
+    pub(super) fn new(
+        shutdown: watch::Receiver<bool>,
+        metrics: Option<(Arc<SyncMetrics>, String)>,
+    ) -> Self {
+        Self {
+            latest: Mutex::new(None),
+            lost: AtomicBool::new(false),
+            stop: Notify::new(),
+            shutdown,
+            counted: Mutex::new(None),
+            metrics,
+        }
+    }
+
+    /// Marks the run as having lost its lease, and stops it.
+    pub(super) fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    /// Whether the run lost its lease.
+    pub(super) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// The import progress last reported.
+    pub(super) fn latest_import(&self) -> ImportProgress {
+        match &*self.latest.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(Progress::Import(progress)) => progress.clone(),
+            _ => ImportProgress::default(),
+        }
+    }
+
     /// Adds to the metrics what this run did since the last call, so the
     /// counters move while a long sync runs and end exact.
     fn account(&self, progress: &Progress) {
+        let Some((metrics, storage_type)) = &self.metrics else {
+            return;
+        };
         let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
         match (progress, counted.as_ref()) {
             (Progress::Import(now), before) => {
@@ -570,16 +616,14 @@ impl Tracker {
                     Some(Progress::Import(p)) => p.clone(),
                     _ => ImportProgress::default(),
                 };
-                self.metrics
-                    .import_progress(&self.storage_type, &import_delta(now, &before));
+                metrics.import_progress(storage_type, &import_delta(now, &before));
             }
             (Progress::Export(now), before) => {
                 let before = match before {
                     Some(Progress::Export(p)) => p.clone(),
                     _ => Default::default(),
                 };
-                self.metrics
-                    .export_progress(&self.storage_type, &export_delta(now, &before));
+                metrics.export_progress(storage_type, &export_delta(now, &before));
             }
         }
         *counted = Some(progress.clone());
@@ -602,7 +646,7 @@ impl ProgressSink for Tracker {
     }
 }
 
-fn lease_lost() -> Error {
+pub(super) fn lease_lost() -> Error {
     Error::PermissionDenied {
         reason: "the sync job lost its lease to another worker, or its storage was deleted".into(),
     }

@@ -138,6 +138,7 @@ impl SyncService {
                 workers: Mutex::new(Vec::new()),
                 metrics,
                 exports: std::sync::OnceLock::new(),
+                shards: std::sync::OnceLock::new(),
                 storage_locks: Mutex::new(std::collections::HashMap::new()),
                 recent_messages: Mutex::new(std::collections::HashMap::new()),
             }),
@@ -161,6 +162,18 @@ impl SyncService {
     pub fn with_export_outbox(self, outbox: Arc<dyn ExportOutbox>) -> Self {
         if self.inner.exports.set(outbox).is_err() {
             tracing::warn!("the on-save export outbox was already set; the second is ignored");
+        }
+        self
+    }
+
+    /// Lets the syncs of storages with `shard_listing` be split by folder
+    /// into shards kept in `queue`, which idle workers of every process
+    /// sharing it claim (see [`crate::shards`]); without a queue those
+    /// storages are listed by one worker. Call before
+    /// [`SyncService::start`].
+    pub fn with_shard_queue(self, queue: Arc<dyn crate::shards::ShardQueue>) -> Self {
+        if self.inner.shards.set(queue).is_err() {
+            tracing::warn!("the shard queue was already set; the second is ignored");
         }
         self
     }

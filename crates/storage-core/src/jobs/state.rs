@@ -224,6 +224,9 @@ fn apply_progress(state: &mut SyncState, progress: Option<&Progress>) {
             state.last_sync_count = Some(p.created as i64);
             state.meta.insert("tasks_existed".into(), json!(p.existed));
             state.meta.insert("objects_listed".into(), json!(p.objects));
+            if p.shards > 0 {
+                state.meta.insert("shards".into(), json!(p.shards));
+            }
             state
                 .meta
                 .insert("files_failed".into(), json!(p.failed_files));

@@ -356,7 +356,8 @@ impl Server {
                 None => (db.clone(), db.clone()),
             };
         let sync = SyncService::new(storages, tasks, db.clone(), backends, setup.runner)
-            .with_export_outbox(db.clone());
+            .with_export_outbox(db.clone())
+            .with_shard_queue(db.clone());
         sync.recover(true).await.unwrap();
         sync.start();
         let mut state = ApiState::new(sync.clone(), db.clone(), db.clone())
