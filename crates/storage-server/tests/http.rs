@@ -202,6 +202,7 @@ async fn create_get_list_patch_delete_import_storage() {
             "project",
             "recursive_scan",
             "regex_filter",
+            "shard_listing",
             "status",
             "sync_interval",
             "synchronizable",

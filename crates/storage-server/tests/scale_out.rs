@@ -9,6 +9,9 @@
 //!   `in_progress` under a lease it no longer renews; the other instance
 //!   takes the job over when the lease expires and finishes it with exactly
 //!   one task per file.
+//! - One storage split into shards (`shard_listing`) is synced by both
+//!   instances at once; killing one mid-sync leaves its job and shards to
+//!   the other, with exactly one task per file and exact counts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -383,6 +386,82 @@ async fn a_killed_instance_sync_is_finished_by_the_other() {
         files.iter().all(|f| expected.contains(f)),
         "a task for a file that does not exist"
     );
+    drop(b);
+    storage_testing::postgres::drop_database(&database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_storage_is_synced_in_shards_by_both_instances_and_survives_a_kill() {
+    const FOLDERS: usize = 16;
+    const PER_FOLDER: usize = 5_000;
+    const FILES: usize = FOLDERS * PER_FOLDER;
+    let flags = ["--sync-lease-seconds", "2", "--sync-workers", "2"];
+    let database = storage_testing::postgres::fresh_database("scale_out_shards").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap().join("files");
+    let folder = root.join("sharded");
+    for part in 0..FOLDERS {
+        write_files(&folder, &format!("part{part:02}"), PER_FOLDER);
+    }
+    let (mut a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| Instance::start("a", dir.path(), &database, &root, &flags));
+        let b = scope.spawn(|| Instance::start("b", dir.path(), &database, &root, &flags));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let project = create_project(&a).await;
+    let storage = create_storage_with(
+        &a,
+        project,
+        &folder,
+        json!({"recursive_scan": true, "shard_listing": true}),
+    )
+    .await;
+    request_sync(&a, storage).await;
+
+    // Both instances work on the one storage: each has ended a shard.
+    let started = Instant::now();
+    loop {
+        let ended = |instance: &Instance| instance.log_lines("shard ended").count();
+        if ended(&a) > 0 && ended(&b) > 0 {
+            break;
+        }
+        let state = b.storage(storage).await;
+        assert!(
+            matches!(state["status"].as_str(), Some("queued" | "in_progress")),
+            "the sync ended before both instances ran a shard (raise PER_FOLDER): {state}"
+        );
+        assert!(started.elapsed() < PATIENCE, "no shard ended: {state}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Whatever a held (the job, shards, or both) is taken over once its
+    // leases run out.
+    a.kill();
+
+    let finished = wait_finished(&b, storage).await;
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert_eq!(finished["last_sync_count"], FILES, "exact count: {finished}");
+    assert_eq!(finished["meta"]["tasks_existed"], 0, "{finished}");
+    assert_eq!(finished["meta"]["shards"], FOLDERS + 1, "{finished}");
+
+    let db = sqlx::PgPool::connect(&database).await.unwrap();
+    let files: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM storage_links WHERE storage_id = $1")
+            .bind(storage)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let inner: Vec<i64> = sqlx::query_scalar("SELECT inner_id FROM tasks WHERE project_id = $1")
+        .bind(project)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    let shards_left: i64 = sqlx::query_scalar("SELECT count(*) FROM listing_shards")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    assert_one_task_per_file(&files, &inner, FILES);
+    assert_eq!(shards_left, 0, "the ended job's shards are removed");
     drop(b);
     storage_testing::postgres::drop_database(&database).await;
 }
