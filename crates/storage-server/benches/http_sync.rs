@@ -45,6 +45,11 @@
 //!   `BENCH_EVENT_OBJECTS` objects (default 1000) created one after another, the sustained rate
 //!   of `BENCH_EVENT_BURST` objects (default 10000 local, a tenth on moto) created at once, and
 //!   the LIST calls both make (counted by a proxy in front of moto) next to a re-sync's;
+//! - `shards`: one storage split into shards (`shard_listing`) on SeaweedFS
+//!   (`scripts/emulators.sh start`), `BENCH_SHARD_OBJECTS` objects (default 100000) under 16
+//!   top-level prefixes, synced by a server with 1, 2 and 4 workers and without sharding, each
+//!   next to one sequential listing of the same prefix (the floor, same run); with a
+//!   `postgres://` `BENCH_DATABASE_URL`, also by two instances of 2 workers on one database.
 //!
 //! `BENCH_DATABASE_URL` runs the server on that database instead of its
 //! embedded SQLite file (a `postgres://` URL: a fresh database per scenario
@@ -105,8 +110,9 @@ fn main() {
                 env_list("BENCH_EVENT_OBJECTS", "1000")[0],
                 env_list("BENCH_EVENT_BURST", "10000")[0],
             ),
+            "shards" => shards(env_list("BENCH_SHARD_OBJECTS", "100000")[0]),
             other => {
-                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, parquet, export, s3, azure, redis, databricks, big_task, follow, webhooks, events)")
+                panic!("unknown scenario {other:?} in BENCH (files, tasks, jsonl, parquet, export, s3, azure, redis, databricks, big_task, follow, webhooks, events, shards)")
             }
         }
     }
@@ -800,6 +806,110 @@ fn bucket_sync(scenario: BucketScenario, runtime: tokio::runtime::Runtime, n: us
     }
 }
 
+/// One storage of `n` objects under 16 top-level prefixes on SeaweedFS,
+/// synced split into shards by servers of 1, 2 and 4 workers (and by two
+/// instances on PostgreSQL), and in one listing, each next to one
+/// sequential listing of the same objects.
+fn shards(n: usize) {
+    use futures::{StreamExt, TryStreamExt};
+    use object_store::{ObjectStoreExt, PutPayload};
+    const PARTS: usize = 16;
+
+    let seaweed = storage_testing::seaweedfs();
+    let store = seaweed.object_store();
+    let prefix = storage_testing::unique_prefix("shards");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listed = runtime.block_on(async {
+        let (store, prefix) = (&store, &prefix);
+        let started = Instant::now();
+        futures::stream::iter(0..n)
+            .map(|i| async move {
+                let path = format!("{prefix}/p{:02}/obj_{i:07}.jpg", i % PARTS);
+                store.put(&path.into(), PutPayload::from_static(b"x")).await
+            })
+            .buffer_unordered(64)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .unwrap();
+        eprintln!(
+            "wrote {n} objects in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let started = Instant::now();
+        let count = store
+            .list(Some(&prefix.as_str().into()))
+            .try_fold(0usize, |count, _| async move { Ok(count + 1) })
+            .await
+            .unwrap();
+        assert_eq!(count, n);
+        started.elapsed()
+    });
+    println!(
+        "| floor: one sequential listing of the {n} objects | {n} | | {:.2} | {:.0} | | |",
+        listed.as_secs_f64(),
+        n as f64 / listed.as_secs_f64()
+    );
+    let body = |bench: &Bench, sharded: bool| {
+        json!({
+            "project": bench.project, "bucket": seaweed.bucket, "prefix": prefix,
+            "s3_endpoint": seaweed.endpoint, "region_name": "us-east-1",
+            "aws_access_key_id": seaweed.access_key_id,
+            "aws_secret_access_key": seaweed.secret_access_key,
+            "use_blob_urls": true, "recursive_scan": true, "shard_listing": sharded,
+        })
+    };
+    let run = |label: String, bench: &Bench, sharded: bool| {
+        let storage = bench.call(
+            reqwest::Method::POST,
+            "/api/storages/s3",
+            Some(body(bench, sharded)),
+        )["id"]
+            .as_i64()
+            .unwrap();
+        let (took, state) = bench.sync_and_wait("s3", storage);
+        assert_eq!(state["last_sync_count"], n as u64, "{state}");
+        if sharded {
+            assert_eq!(state["meta"]["shards"], PARTS as u64 + 1, "{state}");
+        }
+        bench.report(&label, n, n, took, None);
+        println!(
+            "| | | | | | ratio sync / floor: **{:.2}** | |",
+            took.as_secs_f64() / listed.as_secs_f64()
+        );
+    };
+    for (workers, sharded) in [(1, false), (1, true), (2, true), (4, true)] {
+        let workers_arg = workers.to_string();
+        let bench = Bench::start_with(&[
+            "--allow-private-endpoints",
+            "true",
+            "--sync-workers",
+            &workers_arg,
+        ]);
+        let how = if sharded {
+            "in 17 shards"
+        } else {
+            "one listing"
+        };
+        run(
+            format!("files, SeaweedFS, {how}, {workers} worker(s)"),
+            &bench,
+            sharded,
+        );
+    }
+    let on_postgres =
+        std::env::var("BENCH_DATABASE_URL").is_ok_and(|url| url.starts_with("postgres"));
+    if on_postgres {
+        let args = ["--allow-private-endpoints", "true", "--sync-workers", "2"];
+        let bench = Bench::start_with(&args);
+        let _second = bench.second_instance(&args);
+        run(
+            "files, SeaweedFS, in 17 shards, 2 instances x 2 workers".into(),
+            &bench,
+            true,
+        );
+    }
+}
+
 fn task_line(i: usize) -> String {
     format!(
         "{{\"text\": \"{}\", \"meta_info\": {{\"source\": \"bench\", \"index\": {i}}}}}\n",
@@ -1020,6 +1130,8 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
 /// A fresh server on a fresh data directory, with one project.
 struct Bench {
     dir: tempfile::TempDir,
+    /// The server's `--database-url`, when not its embedded default.
+    database: Option<String>,
     server: Process,
     api: Api,
     runtime: tokio::runtime::Runtime,
@@ -1037,13 +1149,17 @@ impl Bench {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let mut command = process::command(dir.path());
         command.args(args).env("STORAGE_API_TOKEN", TOKEN);
-        if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
-            command.args(["--database-url", &scenario_database(&runtime, &url)]);
+        let database = std::env::var("BENCH_DATABASE_URL")
+            .ok()
+            .map(|url| scenario_database(&runtime, &url));
+        if let Some(url) = &database {
+            command.args(["--database-url", url]);
         }
         let server = Process::start(command, dir.path(), "server");
         let api = Api::new(server.base.clone(), TOKEN);
         let mut bench = Self {
             dir,
+            database,
             server,
             api,
             runtime,
@@ -1057,6 +1173,23 @@ impl Bench {
             .as_i64()
             .unwrap();
         bench
+    }
+
+    /// Another server process on this one's database (with its own data
+    /// directory and document root), running until dropped.
+    fn second_instance(&self, args: &[&str]) -> Process {
+        let database = self
+            .database
+            .as_deref()
+            .expect("a second instance needs a shared database");
+        let data = self.dir.path().join("second");
+        std::fs::create_dir_all(data.join("local-files")).unwrap();
+        let mut command = process::command(&data);
+        command
+            .args(args)
+            .args(["--database-url", database])
+            .env("STORAGE_API_TOKEN", TOKEN);
+        Process::start(command, &data, "second")
     }
 
     /// A successful call's body.

@@ -439,7 +439,10 @@ async fn one_storage_is_synced_in_shards_by_both_instances_and_survives_a_kill()
 
     let finished = wait_finished(&b, storage).await;
     assert_eq!(finished["status"], "completed", "{finished}");
-    assert_eq!(finished["last_sync_count"], FILES, "exact count: {finished}");
+    assert_eq!(
+        finished["last_sync_count"], FILES,
+        "exact count: {finished}"
+    );
     assert_eq!(finished["meta"]["tasks_existed"], 0, "{finished}");
     assert_eq!(finished["meta"]["shards"], FOLDERS + 1, "{finished}");
 
