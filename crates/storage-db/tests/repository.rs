@@ -15,6 +15,7 @@ use storage_core::persist::{
     StorageFilter, StorageRepository, SyncGuard, TaskSink,
 };
 use storage_core::persist::{ExportOutbox, ExportOutcome};
+use storage_core::shards::{ShardQueue, ShardReport, ShardStatus};
 use storage_core::webhooks::{
     recorded, Action, Attempt, Outcome, WebhookFields, WebhookRepository, WebhookScope,
 };
@@ -1125,6 +1126,88 @@ macro_rules! repository_tests {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn shards_go_to_one_claimer_each_and_a_lost_claim_writes_nothing() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let initial = f.db.storage(id).await.unwrap().unwrap().sync;
+            let running = SyncState {
+                status: SyncStatus::InProgress,
+                last_sync_job: Some("job-1".into()),
+                ..SyncState::default()
+            };
+            assert!(f.db.update_sync(id, &SyncGuard::of(&initial), &running).await.unwrap());
+            let now = Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap();
+            let lease = Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 37).unwrap();
+            // Rows of the storage's older job are forgotten by the new one.
+            f.db.insert_shards(id, "job-0", &["old/".into()]).await.unwrap();
+            let folders: Vec<String> = std::iter::once(String::new())
+                .chain((0..7).map(|n| format!("p{n}")))
+                .collect();
+            f.db.insert_shards(id, "job-1", &folders).await.unwrap();
+            // Inserting again (a resumed job) adds nothing.
+            f.db.insert_shards(id, "job-1", &folders).await.unwrap();
+            assert!(f.db.job_shards(id, "job-0").await.unwrap().is_empty());
+            assert_eq!(f.db.job_shards(id, "job-1").await.unwrap().len(), 8);
+
+            // Six claimers at once: each shard exactly once, under the lease.
+            let mut handles = Vec::new();
+            for _ in 0..6 {
+                let db = f.db.clone();
+                handles.push(tokio::spawn(async move {
+                    let mut claimed = Vec::new();
+                    while let Some(shard) = db.claim_shard(None, now, lease).await.unwrap() {
+                        claimed.push(shard);
+                    }
+                    claimed
+                }));
+            }
+            let mut claimed = Vec::new();
+            for handle in handles {
+                claimed.extend(handle.await.unwrap());
+            }
+            let mut names: Vec<String> = claimed.iter().map(|s| s.folder.clone()).collect();
+            names.sort();
+            assert_eq!(names, folders);
+            assert!(claimed.iter().all(|s| s.status == ShardStatus::Running
+                && s.attempts == 1
+                && s.lease_until == Some(lease)));
+
+            // A report under the claim is written; the shard ends.
+            let done = &claimed[0];
+            let report = ShardReport {
+                progress: storage_core::progress::ImportProgress { objects: 3, created: 3, ..Default::default() },
+                ..ShardReport::default()
+            };
+            assert!(f.db.report_shard(done, ShardStatus::Done, &report, None).await.unwrap());
+            // Before the lease runs out nothing is claimable; after, the
+            // running ones are, with a new claim number.
+            assert!(f.db.claim_shard(None, now, lease).await.unwrap().is_none());
+            let later = lease + chrono::Duration::seconds(1);
+            let again = f.db.claim_shard(Some((id, "job-1")), later, later + chrono::Duration::seconds(30)).await.unwrap().unwrap();
+            assert_eq!(again.attempts, 2);
+            assert_ne!(again.id, done.id);
+            // The first claimer of that shard has lost it: its report is refused.
+            let stale = claimed.iter().find(|s| s.id == again.id).unwrap();
+            assert!(!f.db.report_shard(stale, ShardStatus::Done, &report, None).await.unwrap());
+            assert!(f.db.report_shard(&again, ShardStatus::Running, &report, Some(later)).await.unwrap());
+
+            let stored = f.db.job_shards(id, "job-1").await.unwrap();
+            let ended = stored.iter().find(|s| s.id == done.id).unwrap();
+            assert_eq!((ended.status, &ended.report), (ShardStatus::Done, &report));
+
+            // Once the job no longer runs, its shards are neither claimed nor
+            // renewed.
+            let current = f.db.storage(id).await.unwrap().unwrap().sync;
+            let failed = SyncState { status: SyncStatus::Failed, ..current.clone() };
+            assert!(f.db.update_sync(id, &SyncGuard::of(&current), &failed).await.unwrap());
+            let much_later = later + chrono::Duration::hours(1);
+            assert!(f.db.claim_shard(None, much_later, much_later).await.unwrap().is_none());
+            assert!(!f.db.report_shard(&again, ShardStatus::Running, &report, Some(much_later)).await.unwrap());
+            f.db.remove_shards(id, "job-1").await.unwrap();
+            assert!(f.db.job_shards(id, "job-1").await.unwrap().is_empty());
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn claims_keep_each_organisation_below_its_cap() {
             let f = fixture().await;
             let org_b = f.db.ensure_organization("Org B").await.unwrap();
@@ -1860,7 +1943,7 @@ async fn sqlite_0004_keeps_the_data_and_stops_reusing_ids() {
                 .unwrap()
         }
     };
-    assert_eq!(count("SELECT COUNT(*) FROM _sqlx_migrations").await, 6);
+    assert_eq!(count("SELECT COUNT(*) FROM _sqlx_migrations").await, 7);
     assert_eq!(
         count("SELECT COUNT(*) FROM storage_links WHERE row_group IS NULL").await,
         1,
@@ -1951,9 +2034,9 @@ async fn postgres_connect_checks_urls_and_migrates_once() {
         .await
         .unwrap();
     assert_eq!(
-        applied, 6,
+        applied, 7,
         "0001_init, 0002_unfinished_objects, 0003_project_counters, 0004_link_row_group, \
-         0005_link_key_order and 0006_webhooks"
+         0005_link_key_order, 0006_webhooks and 0007_listing_shards"
     );
 }
 

@@ -50,6 +50,8 @@
 //!   top-level prefixes, synced by a server with 1, 2 and 4 workers and without sharding, each
 //!   next to one sequential listing of the same prefix (the floor, same run); with a
 //!   `postgres://` `BENCH_DATABASE_URL`, also by two instances of 2 workers on one database.
+//!   Directly, then through a proxy adding `BENCH_SHARD_LATENCY_MS` (default 30) to each
+//!   request, as a cloud endpoint's round trip does.
 //!
 //! `BENCH_DATABASE_URL` runs the server on that database instead of its
 //! embedded SQLite file (a `postgres://` URL: a fresh database per scenario
@@ -809,7 +811,9 @@ fn bucket_sync(scenario: BucketScenario, runtime: tokio::runtime::Runtime, n: us
 /// One storage of `n` objects under 16 top-level prefixes on SeaweedFS,
 /// synced split into shards by servers of 1, 2 and 4 workers (and by two
 /// instances on PostgreSQL), and in one listing, each next to one
-/// sequential listing of the same objects.
+/// sequential listing of the same objects; directly, and for each latency
+/// of `BENCH_SHARD_LATENCY_MS` (default `30`) through a proxy that holds
+/// every request that long, as a cloud endpoint answers.
 fn shards(n: usize) {
     use futures::{StreamExt, TryStreamExt};
     use object_store::{ObjectStoreExt, PutPayload};
@@ -819,7 +823,7 @@ fn shards(n: usize) {
     let store = seaweed.object_store();
     let prefix = storage_testing::unique_prefix("shards");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listed = runtime.block_on(async {
+    runtime.block_on(async {
         let (store, prefix) = (&store, &prefix);
         let started = Instant::now();
         futures::stream::iter(0..n)
@@ -835,79 +839,135 @@ fn shards(n: usize) {
             "wrote {n} objects in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let started = Instant::now();
-        let count = store
-            .list(Some(&prefix.as_str().into()))
-            .try_fold(0usize, |count, _| async move { Ok(count + 1) })
-            .await
-            .unwrap();
-        assert_eq!(count, n);
-        started.elapsed()
     });
-    println!(
-        "| floor: one sequential listing of the {n} objects | {n} | | {:.2} | {:.0} | | |",
-        listed.as_secs_f64(),
-        n as f64 / listed.as_secs_f64()
-    );
-    let body = |bench: &Bench, sharded: bool| {
-        json!({
-            "project": bench.project, "bucket": seaweed.bucket, "prefix": prefix,
-            "s3_endpoint": seaweed.endpoint, "region_name": "us-east-1",
-            "aws_access_key_id": seaweed.access_key_id,
-            "aws_secret_access_key": seaweed.secret_access_key,
-            "use_blob_urls": true, "recursive_scan": true, "shard_listing": sharded,
-        })
-    };
-    let run = |label: String, bench: &Bench, sharded: bool| {
-        let storage = bench.call(
-            reqwest::Method::POST,
-            "/api/storages/s3",
-            Some(body(bench, sharded)),
-        )["id"]
-            .as_i64()
-            .unwrap();
-        let (took, state) = bench.sync_and_wait("s3", storage);
-        assert_eq!(state["last_sync_count"], n as u64, "{state}");
-        if sharded {
-            assert_eq!(state["meta"]["shards"], PARTS as u64 + 1, "{state}");
+    let latencies = std::iter::once(0).chain(env_list("BENCH_SHARD_LATENCY_MS", "30"));
+    for latency in latencies {
+        let mut endpoint = seaweed.clone();
+        if latency > 0 {
+            let upstream = seaweed.endpoint.trim_start_matches("http://").to_string();
+            let proxy = runtime.block_on(delaying_proxy(
+                upstream,
+                Duration::from_millis(latency as u64),
+            ));
+            endpoint.endpoint = proxy;
         }
-        bench.report(&label, n, n, took, None);
-        println!(
-            "| | | | | | ratio sync / floor: **{:.2}** | |",
-            took.as_secs_f64() / listed.as_secs_f64()
-        );
-    };
-    for (workers, sharded) in [(1, false), (1, true), (2, true), (4, true)] {
-        let workers_arg = workers.to_string();
-        let bench = Bench::start_with(&[
-            "--allow-private-endpoints",
-            "true",
-            "--sync-workers",
-            &workers_arg,
-        ]);
-        let how = if sharded {
-            "in 17 shards"
+        let listed = runtime.block_on(async {
+            let started = Instant::now();
+            let count = endpoint
+                .object_store()
+                .list(Some(&prefix.as_str().into()))
+                .try_fold(0usize, |count, _| async move { Ok(count + 1) })
+                .await
+                .unwrap();
+            assert_eq!(count, n);
+            started.elapsed()
+        });
+        let place = if latency > 0 {
+            format!("SeaweedFS + {latency} ms a request")
         } else {
-            "one listing"
+            "SeaweedFS".to_string()
         };
-        run(
-            format!("files, SeaweedFS, {how}, {workers} worker(s)"),
-            &bench,
-            sharded,
+        println!(
+            "| floor: one sequential listing of the {n} objects, {place} | {n} | | {:.2} | {:.0} | | |",
+            listed.as_secs_f64(),
+            n as f64 / listed.as_secs_f64()
         );
+        let run = |label: String, bench: &Bench, sharded: bool| {
+            let body = json!({
+                "project": bench.project, "bucket": endpoint.bucket, "prefix": prefix,
+                "s3_endpoint": endpoint.endpoint, "region_name": "us-east-1",
+                "aws_access_key_id": endpoint.access_key_id,
+                "aws_secret_access_key": endpoint.secret_access_key,
+                "use_blob_urls": true, "recursive_scan": true, "shard_listing": sharded,
+            });
+            let storage = bench.call(reqwest::Method::POST, "/api/storages/s3", Some(body))["id"]
+                .as_i64()
+                .unwrap();
+            let (took, state) = bench.sync_and_wait("s3", storage);
+            assert_eq!(state["last_sync_count"], n as u64, "{state}");
+            if sharded {
+                assert_eq!(state["meta"]["shards"], PARTS as u64 + 1, "{state}");
+            }
+            bench.report(&label, n, n, took, None);
+            println!(
+                "| | | | | | ratio sync / floor: **{:.2}** | |",
+                took.as_secs_f64() / listed.as_secs_f64()
+            );
+        };
+        for (workers, sharded) in [(1, false), (1, true), (2, true), (4, true)] {
+            let workers_arg = workers.to_string();
+            let bench = Bench::start_with(&[
+                "--allow-private-endpoints",
+                "true",
+                "--sync-workers",
+                &workers_arg,
+            ]);
+            let how = if sharded {
+                "in 17 shards"
+            } else {
+                "one listing"
+            };
+            run(
+                format!("files, {place}, {how}, {workers} worker(s)"),
+                &bench,
+                sharded,
+            );
+        }
+        let on_postgres =
+            std::env::var("BENCH_DATABASE_URL").is_ok_and(|url| url.starts_with("postgres"));
+        if on_postgres {
+            let args = ["--allow-private-endpoints", "true", "--sync-workers", "2"];
+            let bench = Bench::start_with(&args);
+            let _second = bench.second_instance(&args);
+            run(
+                format!("files, {place}, in 17 shards, 2 instances x 2 workers"),
+                &bench,
+                true,
+            );
+        }
     }
-    let on_postgres =
-        std::env::var("BENCH_DATABASE_URL").is_ok_and(|url| url.starts_with("postgres"));
-    if on_postgres {
-        let args = ["--allow-private-endpoints", "true", "--sync-workers", "2"];
-        let bench = Bench::start_with(&args);
-        let _second = bench.second_instance(&args);
-        run(
-            "files, SeaweedFS, in 17 shards, 2 instances x 2 workers".into(),
-            &bench,
-            true,
-        );
-    }
+}
+
+/// A TCP proxy to `upstream` (`host:port`) on a loopback port that holds
+/// each chunk a client sends for `latency` before passing it on: about one
+/// round trip per request, as a remote endpoint costs. It forwards bytes
+/// untouched, so signatures stay valid. Returns its `http://` base URL; it
+/// runs on the current runtime.
+async fn delaying_proxy(upstream: String, latency: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let requests = async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    while let Ok(read) = client_read.read(&mut buffer).await {
+                        if read == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(latency).await;
+                        if server_write.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server_write.shutdown().await;
+                };
+                let answers = async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                    let _ = client_write.shutdown().await;
+                };
+                tokio::join!(requests, answers);
+            });
+        }
+    });
+    format!("http://{address}")
 }
 
 fn task_line(i: usize) -> String {

@@ -1,7 +1,8 @@
 //! Faults, proven over real sockets, real SQLite files and real processes:
 //! the server process killed with SIGKILL in the middle of a 200,000-file
 //! sync, the S3 server going away in the middle of a sync (briefly and for
-//! good), a queued job no worker ever takes, many sync requests and many
+//! good; also under a sync split into shards), a queued job no worker
+//! ever takes, many sync requests and many
 //! syncs at once, and export targets that cannot be written.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers stop on the first failure
@@ -19,6 +20,7 @@ use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use storage_core::shards::ShardQueue;
 use storage_core::{Backend, EndpointPolicy, RunnerConfig};
 use storage_s3::{S3Backend, S3Options};
 use support::buckets::s3_builder;
@@ -644,6 +646,89 @@ async fn an_s3_outage_is_retried_then_fails_readably_and_a_resync_completes_exac
         ),
         (Some("completed"), Some(3)),
         "{exported}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_sync_that_loses_its_endpoint_fails_naming_the_part_and_a_resync_completes() {
+    const FOLDERS: usize = 4;
+    let moto = storage_testing::moto();
+    let upstream: SocketAddr = moto.endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let prefix = storage_testing::unique_prefix("faults-shards");
+    let store = moto_store(&moto);
+    let per_folder = OBJECTS / FOLDERS;
+    for folder in 0..FOLDERS {
+        let range = folder * per_folder..(folder + 1) * per_folder;
+        seed_task_files(&store, &format!("{prefix}/d{folder}"), range).await;
+    }
+
+    let backend: Arc<dyn Backend> = Arc::new(S3Backend::new(
+        S3Options::new().with_endpoint_policy(EndpointPolicy::allow_private()),
+    ));
+    let runner = RunnerConfig {
+        workers: 2,
+        import: storage_core::import::ImportConfig {
+            batch_size: 50,
+            ..Default::default()
+        },
+        ..fast_runner()
+    };
+    let server = Server::start_with(tempfile::tempdir().unwrap(), runner, vec![backend]).await;
+    let project = server.project().await;
+    let body = json!({"project": project, "bucket": moto.bucket, "prefix": prefix,
+                      "use_blob_urls": false, "recursive_scan": true, "shard_listing": true,
+                      "s3_endpoint": format!("http://{}", proxy.addr),
+                      "aws_access_key_id": moto.access_key_id,
+                      "aws_secret_access_key": moto.secret_access_key, "region_name": "us-east-1"});
+    let (status, storage) = server.post("/api/storages/s3", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{storage}");
+    let path = format!("/api/storages/s3/{}", storage["id"]);
+
+    // The endpoint goes away for good in the middle of the sync: the job
+    // fails, and its traceback says which part and why.
+    server.sync(&path).await;
+    wait_in_progress(&server, &path).await;
+    proxy.set(Link::Refuse);
+    let failed = wait_synced(&server, &path).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let traceback = failed["traceback"].as_str().unwrap();
+    assert!(
+        traceback.contains("parts of the listing")
+            && traceback.contains(&format!("folder \"{prefix}/d")),
+        "names the part: {traceback}"
+    );
+    assert!(
+        traceback.to_lowercase().contains("connection refused"),
+        "says what went wrong: {traceback}"
+    );
+    assert!(
+        !traceback.contains(&moto.secret_access_key),
+        "no secret: {traceback}"
+    );
+    let job = failed["last_sync_job"].as_str().unwrap();
+    let shards_left = server
+        .db
+        .job_shards(storage["id"].as_i64().unwrap(), job)
+        .await
+        .unwrap();
+    assert!(
+        shards_left.is_empty(),
+        "the failed job's shards are removed: {shards_left:?}"
+    );
+
+    // Back up: a new sync creates exactly what is missing.
+    proxy.set(Link::Up);
+    let resynced = server.sync_and_wait(&path).await;
+    assert_eq!(resynced["status"], "completed", "{resynced}");
+    assert_eq!(resynced["meta"]["shards"], FOLDERS + 1, "{resynced}");
+    let created = resynced["last_sync_count"].as_u64().unwrap();
+    let existed = resynced["meta"]["tasks_existed"].as_u64().unwrap();
+    assert_eq!(created + existed, OBJECTS as u64, "{resynced}");
+    let (total, numbers) = task_numbers(&server, project).await;
+    assert_eq!(
+        (total, numbers.len(), distinct(&numbers)),
+        (OBJECTS as u64, OBJECTS, OBJECTS)
     );
 }
 

@@ -110,7 +110,10 @@ impl Runner {
                 }
                 let shards = queue.job_shards(storage.id, job).await?;
                 tracker.report(&Progress::Import(summed(&shards).progress))?;
-                if shards.iter().all(|shard| shard.status.is_ended()) {
+                // One failed shard fails the job: the others stop once
+                // their rows are gone.
+                let failed = shards.iter().any(|s| s.status == ShardStatus::Failed);
+                if failed || shards.iter().all(|shard| shard.status.is_ended()) {
                     return Ok::<_, Error>(shards);
                 }
             }

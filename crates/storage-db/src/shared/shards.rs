@@ -102,18 +102,44 @@ impl ShardQueue for Engine {
         // storage still runs.
         let claimable = "(sh.status = $1 OR (sh.status = $2 AND sh.lease_until < $3))
              AND s.status = $4 AND s.last_sync_job = sh.job";
-        let of_job = if job.is_some() {
-            " AND sh.storage_id = $6 AND sh.job = $7"
-        } else {
-            ""
+        // Only the shards of one job, its two parameters numbered from
+        // `first`.
+        let of_job = |first: usize| match job {
+            Some(_) => format!(" AND sh.storage_id = ${first} AND sh.job = ${}", first + 1),
+            None => String::new(),
         };
+        // Idle workers of every instance ask often: a read first keeps them
+        // from taking SQLite's write lock (or row locks) for nothing.
+        let probe = format!(
+            "SELECT 1 FROM listing_shards sh JOIN storages s ON s.id = sh.storage_id
+             WHERE {claimable}{} LIMIT 1",
+            of_job(5)
+        );
+        let mut query = sqlx::query(&probe)
+            .bind(ShardStatus::Pending.as_str())
+            .bind(ShardStatus::Running.as_str())
+            .bind(stamp(now))
+            .bind(SyncStatus::InProgress.as_str());
+        if let Some((storage, job)) = job {
+            query = query.bind(storage).bind(job);
+        }
+        let context = "claiming a shard of a sync";
+        if query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(context))?
+            .is_none()
+        {
+            return Ok(None);
+        }
         let sql = format!(
             "UPDATE listing_shards SET status = $2, attempts = attempts + 1, lease_until = $5
              WHERE id = (
                  SELECT sh.id FROM listing_shards sh JOIN storages s ON s.id = sh.storage_id
-                 WHERE {claimable}{of_job}
+                 WHERE {claimable}{}
                  ORDER BY sh.id LIMIT 1{SKIP_LOCKED})
-             RETURNING {SHARD_COLUMNS}"
+             RETURNING {SHARD_COLUMNS}",
+            of_job(6)
         );
         let mut query = sqlx::query(&sql)
             .bind(ShardStatus::Pending.as_str())
@@ -127,7 +153,7 @@ impl ShardQueue for Engine {
         query
             .fetch_optional(&self.pool)
             .await
-            .map_err(db("claiming a shard of a sync"))?
+            .map_err(db(context))?
             .as_ref()
             .map(shard_from_row)
             .transpose()
