@@ -471,6 +471,16 @@ async fn wait_in_progress(server: &Server, path: &str) -> Value {
     }
 }
 
+/// Asserts that a failed sync's traceback says the endpoint refused the
+/// connection, and does not quote the secret key.
+fn assert_refused_without_secret(traceback: &str, secret: &str) {
+    assert!(
+        traceback.to_lowercase().contains("connection refused"),
+        "says what went wrong: {traceback}"
+    );
+    assert!(!traceback.contains(secret), "no secret: {traceback}");
+}
+
 async fn wait_synced(server: &Server, path: &str) -> Value {
     server.wait_synced_within(path, PATIENCE, String::new).await
 }
@@ -582,14 +592,7 @@ async fn an_s3_outage_is_retried_then_fails_readably_and_a_resync_completes_exac
         traceback.contains(&proxy.addr.to_string()),
         "names the endpoint: {traceback}"
     );
-    assert!(
-        traceback.to_lowercase().contains("connection refused"),
-        "says what went wrong: {traceback}"
-    );
-    assert!(
-        !traceback.contains(&moto.secret_access_key),
-        "no secret: {traceback}"
-    );
+    assert_refused_without_secret(traceback, &moto.secret_access_key);
     let partial = failed["last_sync_count"].as_u64().unwrap_or(0);
     assert!(partial < OBJECTS as u64, "{failed}");
 
@@ -698,14 +701,7 @@ async fn a_sharded_sync_that_loses_its_endpoint_fails_naming_the_part_and_a_resy
             && traceback.contains(&format!("folder \"{prefix}/d")),
         "names the part: {traceback}"
     );
-    assert!(
-        traceback.to_lowercase().contains("connection refused"),
-        "says what went wrong: {traceback}"
-    );
-    assert!(
-        !traceback.contains(&moto.secret_access_key),
-        "no secret: {traceback}"
-    );
+    assert_refused_without_secret(traceback, &moto.secret_access_key);
     let job = failed["last_sync_job"].as_str().unwrap();
     let shards_left = server
         .db

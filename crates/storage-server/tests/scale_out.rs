@@ -222,6 +222,27 @@ async fn all_tasks(instance: &Instance, project: i64) -> (Vec<String>, Vec<i64>)
     (files, inner)
 }
 
+/// The keys of the storage's links and the inner ids of the project's
+/// tasks, read in the database itself (paging 100,000 tasks through a debug
+/// build takes minutes).
+async fn links_and_inner_ids(
+    db: &sqlx::PgPool,
+    storage: i64,
+    project: i64,
+) -> (Vec<String>, Vec<i64>) {
+    let files = sqlx::query_scalar("SELECT key FROM storage_links WHERE storage_id = $1")
+        .bind(storage)
+        .fetch_all(db)
+        .await
+        .unwrap();
+    let inner = sqlx::query_scalar("SELECT inner_id FROM tasks WHERE project_id = $1")
+        .bind(project)
+        .fetch_all(db)
+        .await
+        .unwrap();
+    (files, inner)
+}
+
 /// Asserts that the tasks are exactly one per file: `expected` tasks, no
 /// file twice, inner ids 1..=expected.
 fn assert_one_task_per_file(files: &[String], inner: &[i64], expected: usize) {
@@ -366,17 +387,7 @@ async fn a_killed_instance_sync_is_finished_by_the_other() {
     // Paging 100,000 tasks through a debug build takes minutes: the rows
     // are checked in the database itself.
     let db = sqlx::PgPool::connect(&database).await.unwrap();
-    let files: Vec<String> =
-        sqlx::query_scalar("SELECT key FROM storage_links WHERE storage_id = $1")
-            .bind(storage)
-            .fetch_all(&db)
-            .await
-            .unwrap();
-    let inner: Vec<i64> = sqlx::query_scalar("SELECT inner_id FROM tasks WHERE project_id = $1")
-        .bind(project)
-        .fetch_all(&db)
-        .await
-        .unwrap();
+    let (files, inner) = links_and_inner_ids(&db, storage, project).await;
     db.close().await;
     assert_one_task_per_file(&files, &inner, FILES);
     let expected: HashSet<String> = (0..FILES)
@@ -447,17 +458,7 @@ async fn one_storage_is_synced_in_shards_by_both_instances_and_survives_a_kill()
     assert_eq!(finished["meta"]["shards"], FOLDERS + 1, "{finished}");
 
     let db = sqlx::PgPool::connect(&database).await.unwrap();
-    let files: Vec<String> =
-        sqlx::query_scalar("SELECT key FROM storage_links WHERE storage_id = $1")
-            .bind(storage)
-            .fetch_all(&db)
-            .await
-            .unwrap();
-    let inner: Vec<i64> = sqlx::query_scalar("SELECT inner_id FROM tasks WHERE project_id = $1")
-        .bind(project)
-        .fetch_all(&db)
-        .await
-        .unwrap();
+    let (files, inner) = links_and_inner_ids(&db, storage, project).await;
     let shards_left: i64 = sqlx::query_scalar("SELECT count(*) FROM listing_shards")
         .fetch_one(&db)
         .await
