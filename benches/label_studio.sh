@@ -9,7 +9,8 @@
 #   cargo build --release -p storage-server
 #   N=10000 benches/label_studio.sh
 #
-# Installs Label Studio into target/ls-venv on first use (pinned, ~2 min).
+# Installs Label Studio into target/ls-venv on first use (scripts/label-studio.sh,
+# pinned, ~2 min).
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
 
@@ -22,10 +23,7 @@ OUR_PORT=${OUR_PORT:-17191}
 TOKEN=side-by-side-token-0123456789abcdef
 
 [ -x "$SERVER" ] || { echo "build it first: cargo build --release -p storage-server" >&2; exit 1; }
-if [ ! -x "$VENV/bin/label-studio" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "label-studio==1.23.2"
-fi
+"$ROOT/scripts/label-studio.sh" install
 
 WORK=$(mktemp -d)
 pids=()

@@ -78,7 +78,8 @@ impl ApiEventRenderer {
             storage.sync = sync;
         }
         let fields = backend.fields(storage.kind);
-        let mut shown = storage_json(&storage, &fields);
+        let route_id = self.state.storages().route_id(storage.id);
+        let mut shown = storage_json(&storage, route_id, &fields);
         if let Value::Object(map) = &mut shown {
             // Which of the two lists it is in: the storage API's path says
             // it, a body must.

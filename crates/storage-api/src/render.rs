@@ -9,10 +9,11 @@ pub(crate) fn iso(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-/// A storage in Label Studio's field order, secrets left out.
-pub(crate) fn storage_json(storage: &Storage, fields: &[FieldSpec]) -> Value {
+/// A storage in Label Studio's field order, secrets left out, under the
+/// id clients address it by (`StorageRepository::route_id`).
+pub(crate) fn storage_json(storage: &Storage, route_id: i64, fields: &[FieldSpec]) -> Value {
     let mut out = Map::new();
-    out.insert("id".into(), json!(storage.id));
+    out.insert("id".into(), json!(route_id));
     out.insert("type".into(), json!(storage.storage_type));
     out.insert("synchronizable".into(), json!(storage.synchronizable));
     out.extend(storage.settings.public(fields));

@@ -77,7 +77,7 @@ pub(crate) async fn list_all<const EXPORT: bool>(
             storages
                 .iter()
                 .filter(|s| s.storage_type == backend.name())
-                .map(|s| storage_json(s, &fields)),
+                .map(|s| storage_json(s, state.storages().route_id(s.id), &fields)),
         );
     }
     Ok(Json(Value::Array(out)))
@@ -114,7 +114,10 @@ pub(crate) async fn list<const EXPORT: bool>(
         })
         .await?;
     Ok(Json(Value::Array(
-        storages.iter().map(|s| storage_json(s, &fields)).collect(),
+        storages
+            .iter()
+            .map(|s| storage_json(s, state.storages().route_id(s.id), &fields))
+            .collect(),
     )))
 }
 
@@ -135,7 +138,15 @@ pub(crate) async fn create<const EXPORT: bool>(
         storage = state.sync().request_sync(storage.id).await?;
     }
     let fields = backend.fields(kind);
-    Ok((StatusCode::CREATED, Json(storage_json(&storage, &fields))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(storage_json(
+            &storage,
+            state.storages().route_id(storage.id),
+            &fields,
+        )),
+    )
+        .into_response())
 }
 
 /// `POST /api/storages/{type}/validate`: checks the fields and the
@@ -310,6 +321,10 @@ async fn prepared<const EXPORT: bool>(
                 .as_i64()
                 .or_else(|| id.as_str().and_then(|s| s.parse().ok()));
             let id = id.ok_or_else(|| ApiError::field("id", "A valid integer is required."))?;
+            let id = state
+                .storages()
+                .storage_id(kind, backend.name(), id)
+                .ok_or_else(ApiError::not_found)?;
             Some(load(state, caller, kind, backend.name(), id).await?)
         }
         None => None,
@@ -336,6 +351,7 @@ pub(crate) async fn detail<const EXPORT: bool>(
     let storage = load_str(&state, &caller, kind::<EXPORT>(), backend.name(), &id).await?;
     Ok(Json(storage_json(
         &storage,
+        state.storages().route_id(storage.id),
         &backend.fields(kind::<EXPORT>()),
     )))
 }
@@ -371,7 +387,11 @@ pub(crate) async fn patch<const EXPORT: bool>(
     storage.synchronizable = candidate.synchronizable;
     storage.settings = candidate.settings;
     state.storages().update_storage(&storage).await?;
-    Ok(Json(storage_json(&storage, &fields)))
+    Ok(Json(storage_json(
+        &storage,
+        state.storages().route_id(storage.id),
+        &fields,
+    )))
 }
 
 /// `DELETE /api/storages/{type}/{id}`: 204; links go, tasks and objects stay.
@@ -424,7 +444,11 @@ pub(crate) async fn sync<const EXPORT: bool>(
         .sync()
         .request_sync_confirming(storage.id, confirm_deletions)
         .await?;
-    Ok(Json(storage_json(&storage, &backend.fields(kind))))
+    Ok(Json(storage_json(
+        &storage,
+        state.storages().route_id(storage.id),
+        &backend.fields(kind),
+    )))
 }
 
 pub(crate) async fn load_str(
@@ -434,7 +458,11 @@ pub(crate) async fn load_str(
     storage_type: &str,
     id: &str,
 ) -> ApiResult<Storage> {
-    let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
+    let id = id
+        .parse()
+        .ok()
+        .and_then(|id| state.storages().storage_id(kind, storage_type, id))
+        .ok_or_else(ApiError::not_found)?;
     load(state, caller, kind, storage_type, id).await
 }
 

@@ -104,6 +104,22 @@ pub trait StorageRepository: Send + Sync + Debug {
         claim_by_compare_and_set(self, skip, now, lease_until, per_tenant).await
     }
 
+    /// The id clients see for storage `id`, in routes and answers. A store
+    /// whose ids are not unique across types and kinds (Label Studio keeps
+    /// one table, and one id sequence, per type and kind) keeps a unique
+    /// `id` of its own and shows the table's; the default shows `id`.
+    fn route_id(&self, id: i64) -> i64 {
+        id
+    }
+
+    /// The storage that `/api/storages/[export/]<storage_type>/<route_id>`
+    /// names, or `None` when no storage can have that id: the inverse of
+    /// [`StorageRepository::route_id`].
+    fn storage_id(&self, kind: StorageKind, storage_type: &str, route_id: i64) -> Option<i64> {
+        let _ = (kind, storage_type);
+        Some(route_id)
+    }
+
     /// The tenant of each of the storages `ids` that has one (in
     /// `storage-db`: the organisation of the storage's project). A storage
     /// without a tenant is never held back by a per-tenant cap; a host

@@ -41,6 +41,16 @@ pub struct Config {
     /// several server instances may share (docs/scaling.md).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Label Studio's own database (`postgres://…` or `sqlite://…`): sync
+    /// the storages of an unchanged Label Studio into its own tables
+    /// (docs/label-studio.md). Needs `--label-studio-url`; the server then
+    /// serves the storage API only, and Label Studio authenticates callers.
+    #[arg(long, env = "LABEL_STUDIO_DATABASE_URL", requires = "label_studio_url")]
+    pub label_studio_database_url: Option<String>,
+    /// The address of that Label Studio (`http://label-studio:8080`), which
+    /// is asked who a caller's token belongs to.
+    #[arg(long, env = "LABEL_STUDIO_URL", requires = "label_studio_database_url")]
+    pub label_studio_url: Option<String>,
     /// API token of the admin user; when unset one is generated once,
     /// kept in `<data-dir>/api-token` and printed at start.
     #[arg(long, env = "STORAGE_API_TOKEN", hide_env_values = true)]
@@ -221,6 +231,14 @@ impl std::fmt::Debug for Config {
                 "database_url",
                 &self.database_url.as_deref().map(crate::redact_url),
             )
+            .field(
+                "label_studio_database_url",
+                &self
+                    .label_studio_database_url
+                    .as_deref()
+                    .map(crate::redact_url),
+            )
+            .field("label_studio_url", &self.label_studio_url)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field(
                 "local_files_serving_enabled",

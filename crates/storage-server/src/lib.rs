@@ -13,6 +13,7 @@ use storage_api::{host_router, router, ApiEventRenderer, ApiState, MetricsAccess
 use storage_core::webhooks::Courier;
 use storage_core::SyncService;
 use storage_db::Database;
+use storage_labelstudio::{LabelStudioDatabase, WhoAmI};
 use storage_localfiles::{LocalFiles, LocalFilesBackend};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -97,20 +98,39 @@ pub async fn app(config: &Config) -> Result<App, Error> {
         .bucket_backends(config.endpoint_policy())
         .with(Arc::new(LocalFilesBackend::new(local.clone())));
 
-    let sync = SyncService::new(
-        db.storages(),
-        db.tasks(),
-        db.annotations(),
-        backends,
-        config.runner_config(),
-    )
-    .with_export_outbox(db.exports())
-    .with_shard_queue(db.shards());
+    // On Label Studio's database, storages, tasks and project access are
+    // Label Studio's, and Label Studio says who a caller is; our own
+    // database keeps what is ours (webhooks, the admin token).
+    let label_studio = match &config.label_studio_database_url {
+        Some(url) => Some(LabelStudioDatabase::connect(url).await?),
+        None => None,
+    };
+    let sync = match &label_studio {
+        Some(ls) => SyncService::new(
+            ls.storages(),
+            ls.tasks(),
+            ls.annotations(),
+            backends,
+            config.runner_config(),
+        ),
+        None => SyncService::new(
+            db.storages(),
+            db.tasks(),
+            db.annotations(),
+            backends,
+            config.runner_config(),
+        )
+        .with_export_outbox(db.exports())
+        .with_shard_queue(db.shards()),
+    };
     // An embedded SQLite file has one process: a job left in progress by a
     // previous run died with it and is resumed now. A shared PostgreSQL
     // database may have other live instances: their jobs are taken over only
     // once their lease expires (the watchdog), never at start-up.
-    sync.recover(db.exclusive()).await?;
+    let exclusive = label_studio
+        .as_ref()
+        .map_or(db.exclusive(), |ls| ls.engine() == "sqlite");
+    sync.recover(exclusive).await?;
     sync.start();
 
     let metrics = match config.metrics_token.as_deref().filter(|t| !t.is_empty()) {
@@ -118,15 +138,21 @@ pub async fn app(config: &Config) -> Result<App, Error> {
         Some(token) => MetricsAccess::Token(MetricsToken::new(token)),
         None => MetricsAccess::Administrators,
     };
-    let state = ApiState::new(sync.clone(), db.access(), db.authenticator())
-        .with_host(db.host())
+    let state = match (&label_studio, &config.label_studio_url) {
+        (Some(ls), Some(url)) => {
+            ApiState::new(sync.clone(), ls.access(), Arc::new(WhoAmI::new(url)?))
+        }
+        _ => ApiState::new(sync.clone(), db.access(), db.authenticator())
+            .with_host(db.host())
+            .with_administrators([admin]),
+    };
+    let state = state
         .with_url_base(config.host.clone())
         .with_max_body_bytes(usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX))
         .with_max_label_config_bytes(
             usize::try_from(config.max_label_config_bytes).unwrap_or(usize::MAX),
         )
         .with_metrics(metrics)
-        .with_administrators([admin])
         .with_webhooks(db.webhooks())
         .with_endpoint_policy(config.endpoint_policy());
     let courier = Courier::new(
@@ -143,9 +169,12 @@ pub async fn app(config: &Config) -> Result<App, Error> {
     // The request span has method, URI and version, no headers; marking the
     // Authorization header sensitive keeps tokens out of the logs even if a
     // layer starts printing headers.
-    let mut router = axum::Router::new()
-        .merge(router(state.clone()))
-        .merge(host_router(state))
+    // On Label Studio's database, Label Studio serves projects and tasks.
+    let mut router = router(state.clone());
+    if label_studio.is_none() {
+        router = router.merge(host_router(state));
+    }
+    let mut router = router
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
             config.http_body_timeout_seconds,
         )))

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod buckets;
+pub mod label_studio;
 pub mod process;
 pub mod receiver;
 mod server;

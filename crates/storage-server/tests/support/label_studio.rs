@@ -1,0 +1,200 @@
+//! The real Label Studio (1.23.2, installed by `scripts/label-studio.sh
+//! install` into target/ls-venv) as a separate process on a free loopback
+//! port, with a throw-away data directory and local-files root.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::Api;
+
+/// The legacy API token of Label Studio's admin user.
+pub const LS_TOKEN: &str = "label-studio-test-token-0123456789";
+
+/// Where `scripts/label-studio.sh install` puts Label Studio.
+fn venv() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ls-venv")
+}
+
+/// A running Label Studio, killed when dropped.
+#[derive(Debug)]
+pub struct LabelStudio {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// Its API with the admin's token.
+    pub api: Api,
+    /// Its SQLite file.
+    pub database: PathBuf,
+    /// Its local-files document root.
+    pub files: PathBuf,
+    log: PathBuf,
+}
+
+impl LabelStudio {
+    /// Starts Label Studio on SQLite in `dir` (its data directory is
+    /// `dir/ls-data`, its document root `dir/files`), with an admin user
+    /// whose token is [`LS_TOKEN`], and waits until it answers.
+    pub async fn start(dir: &Path) -> Self {
+        let binary = venv().join("bin/label-studio");
+        assert!(
+            binary.exists(),
+            "Label Studio 1.23.2 is not installed at {}: run scripts/label-studio.sh install \
+             (scripts/test does)",
+            binary.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = dir.join("ls-data");
+        let files = dir.join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        let log = dir.join("label-studio.log");
+        let child = Command::new(&binary)
+            .args(["start", "--no-browser", "--internal-host", "127.0.0.1"])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["-p", &port.to_string()])
+            .args(["--username", "admin@example.com", "--password", "Passw0rd!"])
+            .args(["--user-token", LS_TOKEN, "--enable-legacy-api-token"])
+            .args(["--log-level", "WARNING"])
+            .env("LOCAL_FILES_SERVING_ENABLED", "true")
+            .env("LOCAL_FILES_DOCUMENT_ROOT", &files)
+            .env_remove("DJANGO_DB")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ))
+            .spawn()
+            .expect("start Label Studio");
+        let base = format!("http://127.0.0.1:{port}");
+        let mut ls = Self {
+            child,
+            api: Api::new(base.clone(), LS_TOKEN),
+            base,
+            database: data.join("label_studio.sqlite3"),
+            files,
+            log,
+        };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = ls.child.try_wait().unwrap() {
+                panic!(
+                    "Label Studio exited ({status}) before answering:\n{}",
+                    ls.log()
+                );
+            }
+            if let Ok(response) = ls
+                .api
+                .client
+                .get(format!("{}/api/projects", ls.base))
+                .header("Authorization", format!("Token {LS_TOKEN}"))
+                .send()
+                .await
+            {
+                if response.status().is_success() {
+                    return ls;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "Label Studio did not answer within 300 s:\n{}",
+                ls.log()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Its output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `sqlite://` URL of its database.
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.database.display())
+    }
+
+    /// A new project with an image labelling config; its id.
+    pub async fn project(&self, title: &str) -> i64 {
+        let project = self
+            .api
+            .ok(
+                reqwest::Method::POST,
+                "/api/projects",
+                Some(json!({
+                    "title": title,
+                    "label_config": "<View><Image name=\"image\" value=\"$image\"/>\
+                        <Choices name=\"c\" toName=\"image\"><Choice value=\"a\"/></Choices></View>",
+                })),
+            )
+            .await;
+        project["id"].as_i64().unwrap()
+    }
+
+    /// A local-files import storage of `project` over `folder` (below the
+    /// document root), created through Label Studio's API; its id.
+    pub async fn local_storage(&self, project: i64, folder: &str, use_blob_urls: bool) -> i64 {
+        let storage = self
+            .api
+            .ok(
+                reqwest::Method::POST,
+                "/api/storages/localfiles",
+                Some(json!({
+                    "project": project,
+                    "path": self.files.join(folder),
+                    "use_blob_urls": use_blob_urls,
+                    "title": folder,
+                })),
+            )
+            .await;
+        storage["id"].as_i64().unwrap()
+    }
+
+    /// The tasks of `project` as Label Studio's Data Manager lists them.
+    pub async fn tasks(&self, project: i64) -> Vec<Value> {
+        let page = self
+            .api
+            .ok(
+                reqwest::Method::GET,
+                &format!("/api/tasks?project={project}&page_size=100000&fields=all"),
+                None,
+            )
+            .await;
+        page["tasks"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until Label Studio shows storage `path`'s sync ended
+    /// (`completed`, `completed_with_errors` or `failed`); the storage.
+    pub async fn wait_synced(&self, path: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let storage = self.api.ok(reqwest::Method::GET, path, None).await;
+            if matches!(
+                storage["status"].as_str(),
+                Some("completed" | "completed_with_errors" | "failed")
+            ) {
+                return storage;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the sync of {path} did not end: {storage}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for LabelStudio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
