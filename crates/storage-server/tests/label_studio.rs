@@ -20,7 +20,7 @@ fn our_server(ls: &LabelStudio, dir: &Path) -> (Process, Api) {
     let mut server = command(&dir.join("ours"));
     server
         .arg("--label-studio-database-url")
-        .arg(ls.database_url())
+        .arg(&ls.database_url)
         .arg("--label-studio-url")
         .arg(&ls.base)
         .arg("--local-files-document-root")
@@ -48,6 +48,23 @@ async fn a_sync_through_this_server_writes_tasks_label_studio_lists_and_its_own_
 {
     let dir = tempfile::tempdir().unwrap();
     let ls = LabelStudio::start(dir.path()).await;
+    syncs_files_and_tasks_modes_into_label_studio(&ls, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_on_label_studio_s_postgresql_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = storage_testing::postgres::fresh_database("label_studio").await;
+    let ls = LabelStudio::start_on_postgres(dir.path(), &database).await;
+    syncs_files_and_tasks_modes_into_label_studio(&ls, dir.path()).await;
+    drop(ls);
+    storage_testing::postgres::drop_database(&database).await;
+}
+
+/// Files mode (100 images) and Tasks mode (50 task files with a
+/// prediction each), each storage created in Label Studio and synced by
+/// this server: what Label Studio then shows and does.
+async fn syncs_files_and_tasks_modes_into_label_studio(ls: &LabelStudio, dir: &Path) {
     write_files(&ls.files, "images", 100, |_| "x".into());
     write_files(&ls.files, "tasks", 50, |i| {
         json!({
@@ -62,7 +79,7 @@ async fn a_sync_through_this_server_writes_tasks_label_studio_lists_and_its_own_
     let files_storage = ls.local_storage(files_project, "images", true).await;
     let tasks_project = ls.project("tasks mode").await;
     let tasks_storage = ls.local_storage(tasks_project, "tasks", false).await;
-    let (server, ours) = our_server(&ls, dir.path());
+    let (server, ours) = our_server(ls, dir);
 
     // Label Studio's token is checked by Label Studio.
     let mut stranger = ours.clone();

@@ -28,8 +28,8 @@ pub struct LabelStudio {
     pub base: String,
     /// Its API with the admin's token.
     pub api: Api,
-    /// Its SQLite file.
-    pub database: PathBuf,
+    /// Its database's URL (`sqlite://…` or `postgres://…`).
+    pub database_url: String,
     /// Its local-files document root.
     pub files: PathBuf,
     log: PathBuf,
@@ -40,6 +40,16 @@ impl LabelStudio {
     /// `dir/ls-data`, its document root `dir/files`), with an admin user
     /// whose token is [`LS_TOKEN`], and waits until it answers.
     pub async fn start(dir: &Path) -> Self {
+        Self::start_on(dir, None).await
+    }
+
+    /// As [`LabelStudio::start`], on the empty PostgreSQL database at
+    /// `postgres` (as Label Studio runs in production).
+    pub async fn start_on_postgres(dir: &Path, postgres: &str) -> Self {
+        Self::start_on(dir, Some(postgres)).await
+    }
+
+    async fn start_on(dir: &Path, postgres: Option<&str>) -> Self {
         let binary = venv().join("bin/label-studio");
         assert!(
             binary.exists(),
@@ -56,7 +66,25 @@ impl LabelStudio {
         let files = dir.join("files");
         std::fs::create_dir_all(&files).unwrap();
         let log = dir.join("label-studio.log");
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        let database_url = match postgres {
+            Some(url) => {
+                let parsed = reqwest::Url::parse(url).unwrap();
+                command
+                    .env("DJANGO_DB", "default")
+                    .env("POSTGRE_HOST", parsed.host_str().unwrap())
+                    .env("POSTGRE_PORT", parsed.port().unwrap_or(5432).to_string())
+                    .env("POSTGRE_NAME", parsed.path().trim_start_matches('/'))
+                    .env("POSTGRE_USER", parsed.username())
+                    .env("POSTGRE_PASSWORD", parsed.password().unwrap_or(""));
+                url.to_string()
+            }
+            None => {
+                command.env_remove("DJANGO_DB");
+                format!("sqlite://{}", data.join("label_studio.sqlite3").display())
+            }
+        };
+        let child = command
             .args(["start", "--no-browser", "--internal-host", "127.0.0.1"])
             .arg("--data-dir")
             .arg(&data)
@@ -66,7 +94,6 @@ impl LabelStudio {
             .args(["--log-level", "WARNING"])
             .env("LOCAL_FILES_SERVING_ENABLED", "true")
             .env("LOCAL_FILES_DOCUMENT_ROOT", &files)
-            .env_remove("DJANGO_DB")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::from(
@@ -79,7 +106,7 @@ impl LabelStudio {
             child,
             api: Api::new(base.clone(), LS_TOKEN),
             base,
-            database: data.join("label_studio.sqlite3"),
+            database_url,
             files,
             log,
         };
@@ -115,11 +142,6 @@ impl LabelStudio {
     /// Its output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `sqlite://` URL of its database.
-    pub fn database_url(&self) -> String {
-        format!("sqlite://{}", self.database.display())
     }
 
     /// A new project with an image labelling config; its id.
