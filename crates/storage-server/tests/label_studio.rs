@@ -35,9 +35,9 @@ fn write_files(root: &Path, folder: &str, count: usize, contents: impl Fn(usize)
     std::fs::create_dir_all(&dir).unwrap();
     for i in 0..count {
         let name = if folder == "images" {
-            format!("img_{i:03}.jpg")
+            format!("img_{i:06}.jpg")
         } else {
-            format!("task_{i:03}.json")
+            format!("task_{i:06}.json")
         };
         std::fs::write(dir.join(name), contents(i)).unwrap();
     }
@@ -177,4 +177,60 @@ async fn syncs_files_and_tasks_modes_into_label_studio(ls: &LabelStudio, dir: &P
     let prediction: &Value = &predictions[0];
     assert_eq!(prediction["model_version"], "m1", "{predictions}");
     assert_eq!(prediction["result"][0]["value"]["choices"][0], "a");
+}
+
+/// `(tasks, distinct inner ids, smallest, largest)` of `project`, read
+/// from Label Studio's SQLite file.
+async fn inner_ids(ls: &LabelStudio, project: i64) -> (i64, i64, i64, i64) {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&ls.database_url).await.unwrap();
+    let row: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT inner_id), COALESCE(MIN(inner_id), 0), \
+         COALESCE(MAX(inner_id), 0) FROM task WHERE project_id = $1",
+    )
+    .bind(project)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    row
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_killed_midway_is_not_left_in_progress_and_ends_exact_after_a_restart() {
+    // Enough that the sync runs for seconds, so the kill lands mid-way.
+    const FILES: i64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let ls = LabelStudio::start(dir.path()).await;
+    write_files(&ls.files, "images", FILES as usize, |_| "x".into());
+    let project = ls.project("killed").await;
+    let storage = ls.local_storage(project, "images", true).await;
+    let path = format!("/api/storages/localfiles/{storage}");
+
+    let (mut first, ours) = our_server(&ls, dir.path());
+    ours.ok(Method::POST, &format!("{path}/sync"), None).await;
+    // Killed once Label Studio shows the sync running with tasks written.
+    let started = std::time::Instant::now();
+    loop {
+        let shown = ls.api.ok(Method::GET, &path, None).await;
+        if shown["status"] == "in_progress" && shown["last_sync_count"].as_i64() > Some(0) {
+            break;
+        }
+        assert_ne!(shown["status"], "completed", "the sync ended before the kill: {shown}");
+        assert!(started.elapsed().as_secs() < 120, "no progress shown: {shown}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    first.kill();
+    let (written, ..) = inner_ids(&ls, project).await;
+    assert!(written < FILES, "killed midway: {written} tasks written");
+
+    // The next start takes the dead job over and finishes it exactly.
+    let (second, _) = our_server(&ls, dir.path());
+    let synced = ls.wait_synced(&path).await;
+    assert_eq!(synced["status"], "completed", "{synced}\n{}", second.log_text());
+    assert_eq!(synced["last_sync_count"], FILES, "{synced}");
+    assert_eq!(
+        inner_ids(&ls, project).await,
+        (FILES, FILES, 1, FILES),
+        "one task per file, inner ids 1..{FILES}"
+    );
 }
