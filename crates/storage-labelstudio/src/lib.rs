@@ -13,6 +13,12 @@
 //!   links its link rows, so its own sync finds them linked.
 //!
 //! Storages are created, edited and deleted in Label Studio, not here.
+//!
+//! Every read outside a transaction fetches all its rows (`fetch_all`, not
+//! `fetch_one` or `fetch_optional`): a SQLite statement stopped after its
+//! first row keeps its read lock until the connection reuses it, and on
+//! Label Studio's rollback-journal file that lock makes Label Studio's own
+//! writers fail with "database is locked".
 //! Nothing of Label Studio's is altered: no persistent pragma, no
 //! migration, no column of ours in its tables; the one table of our own
 //! ([`UNFINISHED_TABLE`]) sits beside them. [`LabelStudioDatabase::connect`]
@@ -43,6 +49,7 @@ mod postgres;
     reason = "each file of src/shared/ is compiled once per engine on purpose"
 )]
 mod sqlite;
+mod summary;
 mod whoami;
 
 use std::fmt::Debug;

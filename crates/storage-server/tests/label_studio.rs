@@ -183,7 +183,9 @@ async fn syncs_files_and_tasks_modes_into_label_studio(ls: &LabelStudio, dir: &P
 /// from Label Studio's SQLite file.
 async fn inner_ids(ls: &LabelStudio, project: i64) -> (i64, i64, i64, i64) {
     use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&ls.database_url).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&ls.database_url)
+        .await
+        .unwrap();
     let row: (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT COUNT(*), COUNT(DISTINCT inner_id), COALESCE(MIN(inner_id), 0), \
          COALESCE(MAX(inner_id), 0) FROM task WHERE project_id = $1",
@@ -215,8 +217,14 @@ async fn a_sync_killed_midway_is_not_left_in_progress_and_ends_exact_after_a_res
         if shown["status"] == "in_progress" && shown["last_sync_count"].as_i64() > Some(0) {
             break;
         }
-        assert_ne!(shown["status"], "completed", "the sync ended before the kill: {shown}");
-        assert!(started.elapsed().as_secs() < 120, "no progress shown: {shown}");
+        assert_ne!(
+            shown["status"], "completed",
+            "the sync ended before the kill: {shown}"
+        );
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no progress shown: {shown}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     first.kill();
@@ -226,11 +234,162 @@ async fn a_sync_killed_midway_is_not_left_in_progress_and_ends_exact_after_a_res
     // The next start takes the dead job over and finishes it exactly.
     let (second, _) = our_server(&ls, dir.path());
     let synced = ls.wait_synced(&path).await;
-    assert_eq!(synced["status"], "completed", "{synced}\n{}", second.log_text());
+    assert_eq!(
+        synced["status"],
+        "completed",
+        "{synced}\n{}",
+        second.log_text()
+    );
     assert_eq!(synced["last_sync_count"], FILES, "{synced}");
     assert_eq!(
         inner_ids(&ls, project).await,
         (FILES, FILES, 1, FILES),
         "one task per file, inner ids 1..{FILES}"
     );
+}
+
+/// Rows of `sql` (SQLite) read from Label Studio's file, each column as
+/// `quote()` writes it.
+async fn rows(ls: &LabelStudio, sql: &str, project: i64) -> Vec<Vec<String>> {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::SqliteConnection::connect(&ls.database_url)
+        .await
+        .unwrap();
+    let rows = sqlx::query(sql)
+        .bind(project)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| (0..row.len()).map(|i| row.get::<String, _>(i)).collect())
+        .collect()
+}
+
+/// What must be equal, column by column, between a project synced by Label
+/// Studio and one synced by this server: every column of `task`, its link
+/// row, its predictions and annotations (by key and row, not by id, time
+/// or job), and the project summary. JSON columns are compared as JSON
+/// (`json()` writes them one way), not as the text each side wrote.
+/// Of the summary's `all_data_columns` the columns are compared, not their
+/// counts: Label Studio's signals count some tasks twice (101 for 100
+/// tasks with annotations), this server counts each task once (checked
+/// below). `task.updated_by_id` is left out: Label Studio writes the user whose
+/// request ran the sync when it syncs inside the request, and no one from
+/// its background worker; this server writes the last annotation's author.
+const PARITY: &[(&str, &str)] = &[
+    (
+        "task",
+        "SELECT quote(l.key), quote(l.row_index), quote(l.row_group), quote(l.object_exists), \
+         quote(json(t.data)), quote(t.is_labeled), quote(json(t.meta)), quote(t.overlap), \
+         quote(t.file_upload_id), quote(t.total_annotations), \
+         quote(t.cancelled_annotations), quote(t.total_predictions), quote(t.comment_count), \
+         quote(t.last_comment_updated_at), quote(t.unresolved_comment_count), \
+         quote(t.precomputed_agreement), quote(t.allow_skip) \
+         FROM task t JOIN io_storages_localfilesimportstoragelink l ON l.task_id = t.id \
+         WHERE t.project_id = $1 ORDER BY l.key, l.row_index",
+    ),
+    (
+        "inner ids",
+        "SELECT quote(inner_id) FROM task WHERE project_id = $1 ORDER BY inner_id",
+    ),
+    (
+        "prediction",
+        "SELECT quote(l.key), quote(json(p.result)), quote(p.score), quote(p.model_version), \
+         quote(p.cluster), quote(p.mislabeling), quote(p.neighbors), quote(p.model_run_id), \
+         quote(p.model_id), quote(p.project_id = t.project_id) \
+         FROM prediction p JOIN task t ON t.id = p.task_id \
+         JOIN io_storages_localfilesimportstoragelink l ON l.task_id = t.id \
+         WHERE t.project_id = $1 ORDER BY l.key, p.id",
+    ),
+    (
+        "task_completion",
+        "SELECT quote(l.key), quote(json(a.result)), quote(a.was_cancelled), \
+         quote(json(a.prediction)), quote(a.lead_time), quote(a.result_count), \
+         quote(a.completed_by_id), quote(a.ground_truth), quote(a.parent_prediction_id), \
+         quote(a.last_action), quote(a.last_created_by_id), quote(a.updated_by_id), \
+         quote(a.draft_created_at), quote(a.import_id), quote(a.bulk_created), \
+         quote(a.parent_annotation_id), quote(a.project_id = t.project_id), \
+         quote(length(a.unique_id)) \
+         FROM task_completion a JOIN task t ON t.id = a.task_id \
+         JOIN io_storages_localfilesimportstoragelink l ON l.task_id = t.id \
+         WHERE t.project_id = $1 ORDER BY l.key, a.id",
+    ),
+    (
+        "projects_projectsummary",
+        "SELECT (SELECT group_concat(key) FROM json_each(all_data_columns)), \
+         quote(json(common_data_columns)), \
+         quote(json(created_annotations)), quote(json(created_labels)), \
+         quote(json(created_labels_drafts)) \
+         FROM projects_projectsummary WHERE project_id = $1",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn label_studio_s_own_sync_and_this_server_write_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let ls = LabelStudio::start(dir.path()).await;
+    write_files(&ls.files, "images", 100, |_| "x".into());
+    write_files(&ls.files, "tasks", 100, |i| {
+        let choice = json!([{"from_name": "c", "to_name": "image", "type": "choices",
+                             "value": {"choices": ["a"]}}]);
+        let mut task = json!({
+            "data": {"image": format!("https://example.com/{i}.jpg"), "n": i},
+            "predictions": [{"model_version": "m1", "score": 0.5, "result": choice}],
+        });
+        if i % 2 == 0 {
+            task["annotations"] = json!([{"result": choice, "completed_by": 1, "lead_time": 2.5}]);
+        }
+        task.to_string()
+    });
+    let (_server, ours) = our_server(&ls, dir.path());
+    for (folder, use_blob_urls) in [("images", true), ("tasks", false)] {
+        let theirs_project = ls.project(&format!("{folder} by Label Studio")).await;
+        let theirs = ls
+            .local_storage(theirs_project, folder, use_blob_urls)
+            .await;
+        let ours_project = ls.project(&format!("{folder} by this server")).await;
+        let ours_storage = ls.local_storage(ours_project, folder, use_blob_urls).await;
+
+        let path = format!("/api/storages/localfiles/{theirs}");
+        ls.api.ok(Method::POST, &format!("{path}/sync"), None).await;
+        let by_label_studio = ls.wait_synced(&path).await;
+        let path = format!("/api/storages/localfiles/{ours_storage}");
+        ours.ok(Method::POST, &format!("{path}/sync"), None).await;
+        let by_us = ls.wait_synced(&path).await;
+        for key in ["status", "last_sync_count"] {
+            assert_eq!(
+                by_us[key], by_label_studio[key],
+                "{folder}: {key}\nLabel Studio: {by_label_studio}\nthis server: {by_us}"
+            );
+        }
+        for (table, sql) in PARITY {
+            let expected = rows(&ls, sql, theirs_project).await;
+            assert!(
+                !expected.is_empty() || *table != "task",
+                "{folder}: no tasks"
+            );
+            assert_eq!(
+                rows(&ls, sql, ours_project).await,
+                expected,
+                "{folder}: {table} differs from Label Studio's own sync"
+            );
+        }
+        let counts = rows(
+            &ls,
+            "SELECT quote(json(all_data_columns)) FROM projects_projectsummary \
+             WHERE project_id = $1",
+            ours_project,
+        )
+        .await;
+        let expected = if folder == "images" {
+            r#"'{"$undefined$":100}'"#
+        } else {
+            r#"'{"image":100,"n":100}'"#
+        };
+        assert_eq!(
+            counts,
+            vec![vec![expected.to_string()]],
+            "{folder}: one count a task"
+        );
+    }
 }

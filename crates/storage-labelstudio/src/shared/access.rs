@@ -41,7 +41,7 @@ impl Engine {
 #[async_trait]
 impl ProjectAccess for Engine {
     async fn project_visible(&self, caller: &Caller, project: i64) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
+        let found: Vec<i64> = sqlx::query_scalar(
             "SELECT CAST(p.id AS BIGINT) FROM project p \
              JOIN organizations_organizationmember m ON m.organization_id = p.organization_id \
              WHERE p.id = $1 AND p.organization_id = $2 AND m.user_id = $3 \
@@ -50,9 +50,9 @@ impl ProjectAccess for Engine {
         .bind(project)
         .bind(caller.organization_id)
         .bind(caller.user_id)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(db("reading a Label Studio project's organization"))?;
-        Ok(found.is_some())
+        Ok(!found.is_empty())
     }
 }

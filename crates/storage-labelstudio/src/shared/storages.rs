@@ -190,12 +190,14 @@ impl StorageRepository for Engine {
         query
             .push(format!(" AND s.{} = ", table.key))
             .push_bind(label_studio_id);
-        let row = query
+        let rows = query
             .build()
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await
             .map_err(db("reading a Label Studio storage"))?;
-        row.map(|row| storage_from_row(table, &row)).transpose()
+        rows.first()
+            .map(|row| storage_from_row(table, row))
+            .transpose()
     }
 
     async fn storages(&self, filter: StorageFilter<'_>) -> Result<Vec<Storage>> {
@@ -262,9 +264,11 @@ impl StorageRepository for Engine {
                     "SELECT CAST(organization_id AS BIGINT) FROM project WHERE id = $1",
                 )
                 .bind(storage.project)
-                .fetch_optional(&self.pool)
+                .fetch_all(&self.pool)
                 .await
                 .map_err(db("reading a Label Studio project's organization"))?
+                .into_iter()
+                .next()
                 .flatten();
                 if let Some(organization) = organization {
                     tenants.insert(id, organization);

@@ -17,6 +17,7 @@ use storage_core::persist::{NewTask, TaskSink};
 use storage_core::{Error, Result};
 
 use crate::catalogue::{table_of, Table};
+use crate::summary::Summary;
 use crate::UNFINISHED_TABLE;
 
 use super::{db, stamp, Db, DbConn, Engine, JSON_CAST, MAX_VARIABLES, ROW_LOCK};
@@ -35,6 +36,15 @@ const TASKS_PER_STATEMENT: usize = if MAX_VARIABLES / 15 < 1_000 {
 } else {
     1_000
 };
+
+/// Who saved the task last: the author of its last annotation, as Label
+/// Studio's annotation save records it.
+fn last_annotator(task: &NewTask) -> Option<i64> {
+    task.annotations
+        .iter()
+        .rev()
+        .find_map(|a| a.get("completed_by").and_then(Value::as_i64))
+}
 
 /// What `add_task` counts of a task's annotations and predictions.
 struct Counts {
@@ -136,9 +146,9 @@ impl Engine {
             let result_count = result.as_array().map_or(0, Vec::len) as i64;
             let sql = format!(
                 "INSERT INTO task_completion (result, was_cancelled, created_at, updated_at, \
-                 task_id, project_id, lead_time, result_count, completed_by_id, ground_truth, \
-                 unique_id, prediction, bulk_created) VALUES ($1{JSON_CAST}, $2, $3, $3, $4, \
-                 $5, $6, $7, $8, $9, $10, '{{}}'{JSON_CAST}, FALSE)"
+                 task_id, project_id, lead_time, result_count, completed_by_id, updated_by_id, \
+                 ground_truth, unique_id, prediction, bulk_created) VALUES ($1{JSON_CAST}, $2, \
+                 $3, $3, $4, $5, $6, $7, $8, $8, $9, $10, '{{}}'{JSON_CAST}, FALSE)"
             );
             sqlx::query(&sql)
                 .bind(result.to_string())
@@ -165,6 +175,60 @@ impl Engine {
                 .await
                 .map_err(db("writing a Label Studio annotation"))?;
         }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Counts `tasks` into the project's summary, as Label Studio's import
+    /// does (a project without a summary row has none to update).
+    async fn add_to_summary(conn: &mut DbConn, project: i64, tasks: &[NewTask]) -> Result<()> {
+        let context = "updating a Label Studio project's summary";
+        let row = sqlx::query(
+            "SELECT CAST(all_data_columns AS TEXT) AS all_data_columns, \
+             CAST(common_data_columns AS TEXT) AS common_data_columns, \
+             CAST(created_annotations AS TEXT) AS created_annotations, \
+             CAST(created_labels AS TEXT) AS created_labels \
+             FROM projects_projectsummary WHERE project_id = $1",
+        )
+        .bind(project)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db(context))?;
+        let Some(row) = row else {
+            return Ok(());
+        };
+        let read = |column: &str| -> Result<Value> {
+            let text: Option<String> = row.try_get(column).map_err(db(context))?;
+            Ok(text
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null))
+        };
+        let object = |value: Value| match value {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        let mut summary = Summary {
+            all_data_columns: object(read("all_data_columns")?),
+            common_data_columns: serde_json::from_value(read("common_data_columns")?)
+                .unwrap_or_default(),
+            created_annotations: object(read("created_annotations")?),
+            created_labels: object(read("created_labels")?),
+        };
+        summary.add(tasks);
+        sqlx::query(&format!(
+            "UPDATE projects_projectsummary SET all_data_columns = $1{JSON_CAST}, \
+             common_data_columns = $2{JSON_CAST}, created_annotations = $3{JSON_CAST}, \
+             created_labels = $4{JSON_CAST} WHERE project_id = $5"
+        ))
+        .bind(Value::Object(summary.all_data_columns).to_string())
+        .bind(Value::from(summary.common_data_columns).to_string())
+        .bind(Value::Object(summary.created_annotations).to_string())
+        .bind(Value::Object(summary.created_labels).to_string())
+        .bind(project)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(context))?;
         Ok(())
     }
 }
@@ -240,7 +304,7 @@ impl TaskSink for Engine {
         rows: std::ops::RangeInclusive<i64>,
     ) -> Result<u64> {
         let (table, label_studio_id) = import_table(storage_id)?;
-        let count: i64 = sqlx::query_scalar(&format!(
+        let count: i64 = sqlx::query_scalar::<_, i64>(&format!(
             "SELECT COUNT(*) FROM {} WHERE storage_id = $1 AND key = $2 \
              AND row_index BETWEEN $3 AND $4",
             table.links
@@ -249,23 +313,27 @@ impl TaskSink for Engine {
         .bind(key)
         .bind(*rows.start())
         .bind(*rows.end())
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
-        .map_err(db("counting Label Studio's storage links"))?;
+        .map_err(db("counting Label Studio's storage links"))?
+        .into_iter()
+        .sum();
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn linked_since(&self, storage_id: i64, since: DateTime<Utc>) -> Result<Option<u64>> {
         let (table, label_studio_id) = import_table(storage_id)?;
-        let count: i64 = sqlx::query_scalar(&format!(
+        let count: i64 = sqlx::query_scalar::<_, i64>(&format!(
             "SELECT COUNT(*) FROM {} WHERE storage_id = $1 AND created_at >= $2",
             table.links
         ))
         .bind(label_studio_id)
         .bind(stamp(since))
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
-        .map_err(db("counting Label Studio's storage links"))?;
+        .map_err(db("counting Label Studio's storage links"))?
+        .into_iter()
+        .sum();
         Ok(Some(u64::try_from(count).unwrap_or(0)))
     }
 
@@ -318,7 +386,8 @@ impl TaskSink for Engine {
             let mut query = QueryBuilder::<Db>::new(
                 "INSERT INTO task (data, meta, created_at, updated_at, is_labeled, project_id, \
                  overlap, inner_id, total_annotations, cancelled_annotations, \
-                 total_predictions, comment_count, unresolved_comment_count, allow_skip) ",
+                 total_predictions, comment_count, unresolved_comment_count, allow_skip, \
+                 updated_by_id) ",
             );
             let first = last_inner + 1 + (chunk_index * TASKS_PER_STATEMENT) as i64;
             query.push_values(chunk.iter().enumerate(), |mut row, (i, task)| {
@@ -338,7 +407,8 @@ impl TaskSink for Engine {
                     .push_bind(counts.predictions)
                     .push("0")
                     .push("0")
-                    .push_bind(task.allow_skip);
+                    .push_bind(task.allow_skip)
+                    .push_bind(last_annotator(task));
             });
             query.push(" RETURNING CAST(id AS BIGINT) AS id");
             let rows = query
@@ -376,6 +446,7 @@ impl TaskSink for Engine {
             Self::write_predictions(&mut tx, project, *id, &task.predictions, at).await?;
             Self::write_annotations(&mut tx, project, *id, &task.annotations, at).await?;
         }
+        Self::add_to_summary(&mut tx, project, &tasks).await?;
         tx.commit().await.map_err(db(context))?;
         Ok(ids.len() as u64)
     }
