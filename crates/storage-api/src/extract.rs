@@ -6,12 +6,14 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde_json::{Map, Value};
-use storage_core::persist::Caller;
+use storage_core::persist::{Caller, Credential};
 
 use crate::error::ApiError;
 use crate::ApiState;
 
-/// The caller proved by `Authorization: Token <token>`.
+/// The caller proved by `Authorization: Token <token>`, or by a bearer
+/// token or browser session where the authenticator accepts them
+/// ([`Credential`]).
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Caller);
 
@@ -20,26 +22,78 @@ impl FromRequestParts<ApiState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         const MISSING: &str = "Authentication credentials were not provided.";
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthenticated(MISSING))?;
-        let (scheme, token) = header.trim().split_once(' ').unwrap_or((header, ""));
-        if !scheme.eq_ignore_ascii_case("token") {
-            return Err(ApiError::unauthenticated(MISSING));
-        }
-        let token = token.trim();
-        if token.is_empty() || token.contains(' ') {
-            return Err(ApiError::unauthenticated(
-                "Invalid token header. Token string should not contain spaces.",
-            ));
-        }
-        match state.auth().authenticate(token).await? {
-            Some(caller) => Ok(Self(caller)),
-            None => Err(ApiError::unauthenticated("Invalid token.")),
-        }
+        // What this server's own stores do not accept (a bearer token, a
+        // session) is answered as if absent, as Label Studio answers a
+        // scheme it does not know; an authenticator that delegates to
+        // Label Studio accepts them.
+        let credential = match parts.headers.get(header::AUTHORIZATION) {
+            Some(value) => {
+                let header = value
+                    .to_str()
+                    .map_err(|_| ApiError::unauthenticated(MISSING))?;
+                let (scheme, token) = header.trim().split_once(' ').unwrap_or((header, ""));
+                let token = token.trim();
+                if token.is_empty() || token.contains(' ') {
+                    return Err(ApiError::unauthenticated(
+                        "Invalid token header. Token string should not contain spaces.",
+                    ));
+                }
+                if scheme.eq_ignore_ascii_case("token") {
+                    return match state.auth().authenticate(token).await? {
+                        Some(caller) => Ok(Self(caller)),
+                        None => Err(ApiError::unauthenticated("Invalid token.")),
+                    };
+                }
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return Err(ApiError::unauthenticated(MISSING));
+                }
+                Credential::Bearer(token)
+            }
+            None => {
+                let cookie = parts
+                    .headers
+                    .get(header::COOKIE)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| ApiError::unauthenticated(MISSING))?;
+                if cross_site(parts) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "A browser session may only call this API from its own site (the \
+                         request's Origin differs from its Host).",
+                    ));
+                }
+                Credential::Session(cookie)
+            }
+        };
+        state
+            .auth()
+            .authenticate_credential(credential)
+            .await?
+            .map(Self)
+            .ok_or_else(|| ApiError::unauthenticated(MISSING))
     }
+}
+
+/// Whether a browser sent the request from another site: its `Origin`
+/// names a host other than the request's `Host`. A session cookie is the
+/// browser's, not the page's, so another site's request must not use it.
+fn cross_site(parts: &Parts) -> bool {
+    let Some(origin) = parts.headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| url::Url::parse(o).ok())
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}")))
+        });
+    origin_host.is_none() || origin_host.as_deref() != host
 }
 
 /// A request body as a JSON object: JSON (`{}` when empty) or

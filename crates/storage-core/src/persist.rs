@@ -625,6 +625,26 @@ pub trait ProjectAccess: Send + Sync + Debug {
     }
 }
 
+/// A proof of the caller other than `Authorization: Token <key>`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// `Authorization: Bearer <token>` (Label Studio's access tokens of
+    /// personal access tokens).
+    Bearer(&'a str),
+    /// A browser's session: the request's whole `Cookie` header.
+    Session(&'a str),
+}
+
+// Written by hand: both hold secrets.
+impl Debug for Credential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bearer(_) => f.write_str("Bearer(***)"),
+            Self::Session(_) => f.write_str("Session(***)"),
+        }
+    }
+}
+
 /// Maps API tokens to callers.
 #[async_trait]
 pub trait Authenticator: Send + Sync + Debug {
@@ -636,4 +656,13 @@ pub trait Authenticator: Send + Sync + Debug {
     /// token, not its hash, so how far an index lookup gets tells nothing
     /// about the tokens stored.
     async fn authenticate(&self, token: &str) -> Result<Option<Caller>>;
+
+    /// The caller a [`Credential`] proves. The default accepts none: only
+    /// `Token` keys authenticate, as this crate's own stores issue nothing
+    /// else; an authenticator that delegates to Label Studio accepts what
+    /// Label Studio accepts.
+    async fn authenticate_credential(&self, credential: Credential<'_>) -> Result<Option<Caller>> {
+        let _ = credential;
+        Ok(None)
+    }
 }

@@ -1,6 +1,7 @@
-//! Callers authenticated by Label Studio itself: the caller's token is
-//! forwarded to its `/api/current-user/whoami`, and the answer (the user
-//! and the active organisation) is kept briefly.
+//! Callers authenticated by Label Studio itself: the caller's credentials
+//! (a legacy `Token`, a `Bearer` access token, or the browser's session
+//! cookie) are forwarded to its `/api/current-user/whoami`, and the answer
+//! (the user and the active organisation) is kept briefly.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use storage_core::persist::{Authenticator, Caller};
+use storage_core::persist::{Authenticator, Caller, Credential};
 use storage_core::{Error, Result, Retry};
 
 /// How long an answer of Label Studio is reused: a revoked token keeps
@@ -30,7 +31,7 @@ type Answers = HashMap<[u8; 32], (Option<Caller>, Instant)>;
 pub struct WhoAmI {
     url: reqwest::Url,
     client: reqwest::Client,
-    /// By SHA-256 of the token: tokens themselves are not kept.
+    /// By SHA-256 of the credential: credentials themselves are not kept.
     cache: Mutex<Answers>,
 }
 
@@ -91,7 +92,23 @@ impl WhoAmI {
         }
     }
 
-    async fn ask(&self, token: &str) -> Result<Option<Caller>> {
+    /// The caller Label Studio says `header: value` proves, from the
+    /// cache when it answered less than [`CACHE_FOR`] ago.
+    async fn who(&self, header: &'static str, value: String) -> Result<Option<Caller>> {
+        let mut hasher = Sha256::new();
+        hasher.update(header.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        let key: [u8; 32] = hasher.finalize().into();
+        if let Some(caller) = self.cached(&key) {
+            return Ok(caller);
+        }
+        let caller = self.ask(header, value).await?;
+        self.keep(key, caller.clone());
+        Ok(caller)
+    }
+
+    async fn ask(&self, header: &'static str, value: String) -> Result<Option<Caller>> {
         let unreachable = |err: reqwest::Error| Error::Backend {
             context: format!("asking Label Studio at {} who the caller is", self.url),
             // Without the URL: reqwest's errors quote it, not the token.
@@ -101,7 +118,7 @@ impl WhoAmI {
         let response = self
             .client
             .get(self.url.clone())
-            .header("Authorization", format!("Token {token}"))
+            .header(header, value)
             .send()
             .await
             .map_err(unreachable)?;
@@ -133,12 +150,13 @@ impl WhoAmI {
 #[async_trait]
 impl Authenticator for WhoAmI {
     async fn authenticate(&self, token: &str) -> Result<Option<Caller>> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(caller) = self.cached(&key) {
-            return Ok(caller);
+        self.who("Authorization", format!("Token {token}")).await
+    }
+
+    async fn authenticate_credential(&self, credential: Credential<'_>) -> Result<Option<Caller>> {
+        match credential {
+            Credential::Bearer(token) => self.who("Authorization", format!("Bearer {token}")).await,
+            Credential::Session(cookie) => self.who("Cookie", cookie.to_string()).await,
         }
-        let caller = self.ask(token).await?;
-        self.keep(key, caller.clone());
-        Ok(caller)
     }
 }

@@ -198,6 +198,73 @@ async fn inner_ids(ls: &LabelStudio, project: i64) -> (i64, i64, i64, i64) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn callers_are_whoever_label_studio_says_they_are_token_access_token_or_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let ls = LabelStudio::start(dir.path()).await;
+    write_files(&ls.files, "images", 3, |_| "x".into());
+    let project = ls.project("auth").await;
+    let storage = ls.local_storage(project, "images", true).await;
+    let (server, ours) = our_server(&ls, dir.path());
+    let path = format!("/api/storages/localfiles/{storage}");
+    let sync = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    };
+    let url = ours.url(&format!("{path}/sync"));
+    let client = &ours.client;
+
+    // The browser's session, as the UI's Sync button sends it.
+    let session = ls.session().await;
+    let (status, body) = sync(client.post(&url).header("Cookie", &session)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "session: {body}\n{}",
+        server.log_text()
+    );
+    ls.wait_synced(&path).await;
+    // Another site's page cannot use the browser's session.
+    let (status, body) = sync(
+        client
+            .post(&url)
+            .header("Cookie", &session)
+            .header("Origin", "https://evil.example"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "cross-site: {body}");
+    // A session Label Studio does not know is no session.
+    let (status, body) = sync(
+        client
+            .post(&url)
+            .header("Cookie", "sessionid=0123456789abcdefghijklmnopqrstuv"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "unknown session: {body}");
+
+    // A personal access token's access token.
+    let access = ls.access_token(&session).await;
+    let (status, body) = sync(client.post(&url).bearer_auth(&access)).await;
+    assert_eq!(status, StatusCode::OK, "bearer: {body}");
+    ls.wait_synced(&path).await;
+    let (status, body) = sync(client.post(&url).bearer_auth("not.a.jwt")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "bad bearer: {body}");
+
+    // Nothing at all.
+    let (status, body) = sync(client.post(&url)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "anonymous: {body}");
+    assert_eq!(ls.tasks(project).await.len(), 3);
+    // Neither the session nor the tokens reach this server's log.
+    let log = server.log_text();
+    for secret in [session.as_str(), access.as_str(), LS_TOKEN] {
+        for part in secret.split("; ") {
+            let value = part.split('=').next_back().unwrap_or(part);
+            assert!(!log.contains(value), "a credential in the log:\n{log}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_sync_killed_midway_is_not_left_in_progress_and_ends_exact_after_a_restart() {
     // Enough that the sync runs for seconds, so the kill lands mid-way.
     const FILES: i64 = 100_000;

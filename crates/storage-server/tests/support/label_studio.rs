@@ -144,6 +144,76 @@ impl LabelStudio {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The admin's browser session: logs in through Label Studio's login
+    /// form and returns the `Cookie` header a browser would then send
+    /// (`csrftoken=…; sessionid=…`).
+    pub async fn session(&self) -> String {
+        let client = &self.api.client;
+        let login = format!("{}/user/login/", self.base);
+        let cookies = |response: &reqwest::Response| -> Vec<String> {
+            response
+                .headers()
+                .get_all(reqwest::header::SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| v.split(';').next())
+                .map(str::to_string)
+                .collect()
+        };
+        let form = client.get(&login).send().await.unwrap();
+        let csrf = cookies(&form)
+            .into_iter()
+            .find(|c| c.starts_with("csrftoken="))
+            .expect("Label Studio's login form sets csrftoken");
+        let token = csrf.trim_start_matches("csrftoken=").to_string();
+        let answer = client
+            .post(&login)
+            .header(reqwest::header::COOKIE, &csrf)
+            .header(reqwest::header::REFERER, &login)
+            .form(&[
+                ("csrfmiddlewaretoken", token.as_str()),
+                ("email", "admin@example.com"),
+                ("password", "Passw0rd!"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let session = cookies(&answer)
+            .into_iter()
+            .find(|c| c.starts_with("sessionid="))
+            .unwrap_or_else(|| panic!("no session after logging in ({})", answer.status()));
+        format!("{csrf}; {session}")
+    }
+
+    /// An access token of a new personal access token of the admin (made
+    /// with `session`), as `Authorization: Bearer` takes it.
+    pub async fn access_token(&self, session: &str) -> String {
+        let client = &self.api.client;
+        let created: Value = client
+            .post(format!("{}/api/token/", self.base))
+            .header(reqwest::header::COOKIE, session)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let refresh = created["token"].as_str().expect("a personal access token");
+        let access: Value = client
+            .post(format!("{}/api/token/refresh", self.base))
+            .json(&json!({ "refresh": refresh }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        access["access"]
+            .as_str()
+            .expect("an access token")
+            .to_string()
+    }
+
     /// A new project with an image labelling config; its id.
     pub async fn project(&self, title: &str) -> i64 {
         let project = self
