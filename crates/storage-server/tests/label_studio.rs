@@ -9,8 +9,10 @@ mod support;
 
 use std::path::Path;
 
+use object_store::ObjectStoreExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use support::buckets::s3_builder;
 use support::label_studio::{LabelStudio, LS_TOKEN};
 use support::process::{command, Process};
 use support::Api;
@@ -24,7 +26,9 @@ fn our_server(ls: &LabelStudio, dir: &Path) -> (Process, Api) {
         .arg("--label-studio-url")
         .arg(&ls.base)
         .arg("--local-files-document-root")
-        .arg(&ls.files);
+        .arg(&ls.files)
+        // The emulators listen on loopback.
+        .args(["--allow-private-endpoints", "true"]);
     let process = Process::start(server, dir, "ours");
     let api = Api::new(process.base.clone(), LS_TOKEN);
     (process, api)
@@ -195,6 +199,69 @@ async fn inner_ids(ls: &LabelStudio, project: i64) -> (i64, i64, i64, i64) {
     .await
     .unwrap();
     row
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_storage_made_in_label_studio_is_synced_by_this_server_with_its_credentials() {
+    const SECRET: &str = "label-studio-kept-secret-0123456789";
+    let moto = storage_testing::moto();
+    let prefix = storage_testing::unique_prefix("label-studio-s3");
+    let bucket = s3_builder(&moto).build().unwrap();
+    for i in 0..20 {
+        bucket
+            .put(
+                &object_store::path::Path::from(format!("{prefix}/img_{i:02}.jpg")),
+                "jpeg".into(),
+            )
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ls = LabelStudio::start(dir.path()).await;
+    let project = ls.project("s3 bucket").await;
+    // Created through Label Studio's API, which checks the bucket itself.
+    let storage = ls
+        .api
+        .ok(
+            Method::POST,
+            "/api/storages/s3",
+            Some(json!({
+                "project": project, "bucket": moto.bucket, "prefix": prefix,
+                "use_blob_urls": true, "presign": false, "region_name": "us-east-1",
+                "s3_endpoint": moto.endpoint, "aws_access_key_id": moto.access_key_id,
+                // moto takes any secret: a recognisable one, looked for below.
+                "aws_secret_access_key": SECRET,
+            })),
+        )
+        .await;
+    let path = format!("/api/storages/s3/{}", storage["id"]);
+    let (server, ours) = our_server(&ls, dir.path());
+    let answer = ours.ok(Method::POST, &format!("{path}/sync"), None).await;
+    assert_eq!(answer["id"], storage["id"]);
+    assert!(
+        !answer.to_string().contains(SECRET),
+        "a secret in the answer: {answer}"
+    );
+    let synced = ls.wait_synced(&path).await;
+    assert_eq!(
+        synced["status"],
+        "completed",
+        "{synced}\n{}",
+        server.log_text()
+    );
+    assert_eq!(synced["last_sync_count"], 20, "{synced}");
+    let tasks = ls.tasks(project).await;
+    assert_eq!(tasks.len(), 20);
+    // Label Studio's own sync finds every object linked.
+    let again = ls.api.ok(Method::POST, &format!("{path}/sync"), None).await;
+    let again = if again["status"] == "completed" {
+        again
+    } else {
+        ls.wait_synced(&path).await
+    };
+    assert_eq!(again["last_sync_count"], 0, "{again}");
+    assert_eq!(ls.tasks(project).await.len(), 20);
+    assert!(!server.log_text().contains(SECRET), "the secret in the log");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -94,6 +94,9 @@ impl LabelStudio {
             .args(["--log-level", "WARNING"])
             .env("LOCAL_FILES_SERVING_ENABLED", "true")
             .env("LOCAL_FILES_DOCUMENT_ROOT", &files)
+            // The emulators listen on loopback, which Label Studio refuses
+            // as a storage endpoint by default (as this server does).
+            .env("USE_DEFAULT_BANNED_SUBNETS", "false")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::from(
