@@ -1,5 +1,6 @@
 //! The export engine: one object per annotation, named by its id.
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -9,6 +10,44 @@ pub use crate::progress::ExportProgress;
 use crate::progress::{Progress, ProgressSink};
 use crate::retry::RetryPolicy;
 use crate::{Error, ExportStorage, Result};
+
+/// Django's `timesince` as Label Studio's `created_ago` shows it
+/// (`0 minutes`, `2 hours, 5 minutes`), with its no-break spaces: the
+/// `created_ago` of an exported annotation.
+pub fn created_ago(created: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    const CHUNKS: [(i64, &str, &str); 6] = [
+        (365 * 24 * 3600, "year", "years"),
+        (30 * 24 * 3600, "month", "months"),
+        (7 * 24 * 3600, "week", "weeks"),
+        (24 * 3600, "day", "days"),
+        (3600, "hour", "hours"),
+        (60, "minute", "minutes"),
+    ];
+    let mut since = (now - created).num_seconds();
+    let mut parts = Vec::with_capacity(2);
+    for (seconds, one, many) in CHUNKS {
+        let count = since / seconds;
+        if count == 0 {
+            if parts.is_empty() {
+                continue;
+            }
+            break;
+        }
+        parts.push(format!(
+            "{count}\u{a0}{}",
+            if count == 1 { one } else { many }
+        ));
+        since -= count * seconds;
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    if parts.is_empty() {
+        "0\u{a0}minutes".into()
+    } else {
+        parts.join(", ")
+    }
+}
 
 /// Tuning of export syncs.
 #[derive(Debug, Clone)]
@@ -144,4 +183,27 @@ pub async fn export_project(
         progress.report(&Progress::Export(outcome.progress.clone()))?;
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod created_ago_tests {
+    use super::*;
+
+    #[test]
+    fn created_ago_reads_like_django() {
+        let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, 0, 0, 0).unwrap();
+        let cases = [
+            (chrono::Duration::zero(), "0\u{a0}minutes"),
+            (chrono::Duration::seconds(59), "0\u{a0}minutes"),
+            (chrono::Duration::minutes(1), "1\u{a0}minute"),
+            (
+                chrono::Duration::minutes(125),
+                "2\u{a0}hours, 5\u{a0}minutes",
+            ),
+            (chrono::Duration::days(8), "1\u{a0}week, 1\u{a0}day"),
+        ];
+        for (since, expected) in cases {
+            assert_eq!(created_ago(at, at + since), expected, "after {since}");
+        }
+    }
 }

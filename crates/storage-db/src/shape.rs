@@ -5,6 +5,7 @@
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+use storage_core::export::created_ago;
 use storage_core::task_data::TaskData;
 use storage_core::{Error, Result};
 
@@ -57,43 +58,6 @@ pub(crate) fn token_hash(token: &str) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
-}
-
-/// Django's `timesince` as Label Studio's `created_ago` shows it
-/// (`0 minutes`, `2 hours, 5 minutes`), with its no-break spaces.
-pub(crate) fn created_ago(created: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    const CHUNKS: [(i64, &str, &str); 6] = [
-        (365 * 24 * 3600, "year", "years"),
-        (30 * 24 * 3600, "month", "months"),
-        (7 * 24 * 3600, "week", "weeks"),
-        (24 * 3600, "day", "days"),
-        (3600, "hour", "hours"),
-        (60, "minute", "minutes"),
-    ];
-    let mut since = (now - created).num_seconds();
-    let mut parts = Vec::with_capacity(2);
-    for (seconds, one, many) in CHUNKS {
-        let count = since / seconds;
-        if count == 0 {
-            if parts.is_empty() {
-                continue;
-            }
-            break;
-        }
-        parts.push(format!(
-            "{count}\u{a0}{}",
-            if count == 1 { one } else { many }
-        ));
-        since -= count * seconds;
-        if parts.len() == 2 {
-            break;
-        }
-    }
-    if parts.is_empty() {
-        "0\u{a0}minutes".into()
-    } else {
-        parts.join(", ")
-    }
 }
 
 /// Fields of an annotation to create or update, checked.
@@ -502,24 +466,6 @@ mod tests {
         assert_eq!(format_time(at), "2026-11-23T07:46:02.000000Z");
         let back = parse_time(&format_time(at), String::new).unwrap();
         assert_eq!(back, at);
-    }
-
-    #[test]
-    fn created_ago_reads_like_django() {
-        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let cases = [
-            (chrono::Duration::zero(), "0\u{a0}minutes"),
-            (chrono::Duration::seconds(59), "0\u{a0}minutes"),
-            (chrono::Duration::minutes(1), "1\u{a0}minute"),
-            (
-                chrono::Duration::minutes(125),
-                "2\u{a0}hours, 5\u{a0}minutes",
-            ),
-            (chrono::Duration::days(8), "1\u{a0}week, 1\u{a0}day"),
-        ];
-        for (since, expected) in cases {
-            assert_eq!(created_ago(at, at + since), expected, "after {since}");
-        }
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //!   there; their sync state is written to its columns, so its UI shows a
 //!   sync moving;
 //! - tasks are its `task` rows, written as its `add_task` writes them, and
-//!   links its link rows, so its own sync finds them linked.
+//!   links its link rows, so its own sync finds them linked;
+//! - export syncs read its annotations (`task_completion`) and write them
+//!   in its export shape.
 //!
 //! Storages are created, edited and deleted in Label Studio, not here.
 //!
@@ -55,11 +57,8 @@ mod whoami;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
-use storage_core::persist::{
-    AnnotationSource, ExportedAnnotation, ProjectAccess, StorageRepository, TaskSink,
-};
+use storage_core::persist::{AnnotationSource, ProjectAccess, StorageRepository, TaskSink};
 use storage_core::{Error, Result, Retry};
 
 pub use whoami::WhoAmI;
@@ -91,6 +90,7 @@ pub struct LabelStudioDatabase {
     engine: &'static str,
     storages: Arc<dyn StorageRepository>,
     tasks: Arc<dyn TaskSink>,
+    annotations: Arc<dyn AnnotationSource>,
     access: Arc<dyn ProjectAccess>,
 }
 
@@ -119,13 +119,14 @@ impl LabelStudioDatabase {
 
     fn new<E>(engine: &'static str, db: E) -> Self
     where
-        E: StorageRepository + TaskSink + ProjectAccess + 'static,
+        E: StorageRepository + TaskSink + AnnotationSource + ProjectAccess + 'static,
     {
         let db = Arc::new(db);
         Self {
             engine,
             storages: db.clone(),
             tasks: db.clone(),
+            annotations: db.clone(),
             access: db,
         }
     }
@@ -145,50 +146,15 @@ impl LabelStudioDatabase {
         self.tasks.clone()
     }
 
-    /// Annotations for export syncs: not read from Label Studio's tables
-    /// yet, so export syncs fail saying so (Label Studio's own export sync
-    /// still works).
+    /// Annotations for export syncs, from Label Studio's `task_completion`
+    /// rows in the shape its storage export writes.
     pub fn annotations(&self) -> Arc<dyn AnnotationSource> {
-        Arc::new(NoAnnotations)
+        self.annotations.clone()
     }
 
     /// Project visibility by Label Studio's organisation membership.
     pub fn access(&self) -> Arc<dyn ProjectAccess> {
         self.access.clone()
-    }
-}
-
-/// Export syncs are not run on Label Studio's database yet.
-#[derive(Debug)]
-struct NoAnnotations;
-
-impl NoAnnotations {
-    fn refused<T>() -> Result<T> {
-        Err(Error::NotSupported {
-            what: "export syncs on Label Studio's database (run them in Label Studio: route \
-                   only import syncs to this server)"
-                .into(),
-        })
-    }
-}
-
-#[async_trait]
-impl AnnotationSource for NoAnnotations {
-    async fn annotations_for_export(
-        &self,
-        _project: i64,
-        _after_id: i64,
-        _limit: usize,
-    ) -> Result<Vec<ExportedAnnotation>> {
-        Self::refused()
-    }
-
-    async fn count_annotations(&self, _project: i64) -> Result<u64> {
-        Self::refused()
-    }
-
-    async fn annotation_for_export(&self, _id: i64) -> Result<Option<ExportedAnnotation>> {
-        Self::refused()
     }
 }
 

@@ -105,6 +105,8 @@ fn db(context: &str) -> impl FnOnce(sqlx::Error) -> Error {
 
 #[path = "shared/access.rs"]
 mod access;
+#[path = "shared/annotations.rs"]
+mod annotations;
 #[path = "shared/storages.rs"]
 mod storages;
 #[path = "shared/tasks.rs"]

@@ -527,3 +527,70 @@ async fn label_studio_s_own_sync_and_this_server_write_the_same_rows() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_sync_writes_label_studio_s_annotations_as_its_own_export_sync_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let ls = LabelStudio::start(dir.path()).await;
+    write_files(&ls.files, "images", 3, |_| "x".into());
+    let project = ls.project("export").await;
+    let import = ls.local_storage(project, "images", true).await;
+    let (server, ours) = our_server(&ls, dir.path());
+    let path = format!("/api/storages/localfiles/{import}");
+    ours.ok(Method::POST, &format!("{path}/sync"), None).await;
+    ls.wait_synced(&path).await;
+    // Annotations made in Label Studio, before its export storages exist.
+    let mut annotations = Vec::new();
+    for task in ls.tasks(project).await {
+        let annotation = ls
+            .api
+            .ok(
+                Method::POST,
+                &format!("/api/tasks/{}/annotations", task["id"]),
+                Some(json!({"result": [{"from_name": "c", "to_name": "image",
+                    "type": "choices", "value": {"choices": ["a"]}}], "lead_time": 1.5})),
+            )
+            .await;
+        annotations.push(annotation["id"].as_i64().unwrap());
+    }
+    let mut written = Vec::new();
+    for (folder, engine) in [("by-label-studio", &ls.api), ("by-this-server", &ours)] {
+        std::fs::create_dir_all(ls.files.join(folder)).unwrap();
+        let storage = ls
+            .api
+            .ok(
+                Method::POST,
+                "/api/storages/export/localfiles",
+                Some(json!({"project": project, "path": ls.files.join(folder)})),
+            )
+            .await;
+        let path = format!("/api/storages/export/localfiles/{}", storage["id"]);
+        let answer = engine.ok(Method::POST, &format!("{path}/sync"), None).await;
+        assert_eq!(answer["id"], storage["id"], "{answer}");
+        let synced = ls.wait_synced(&path).await;
+        assert_eq!(
+            synced["status"],
+            "completed",
+            "{synced}\n{}",
+            server.log_text()
+        );
+        let mut files = std::collections::BTreeMap::new();
+        for id in &annotations {
+            let text = std::fs::read_to_string(ls.files.join(folder).join(id.to_string()))
+                .unwrap_or_else(|_| panic!("annotation {id} not written {folder}"));
+            let mut payload: Value = serde_json::from_str(&text).unwrap();
+            // Relative to when it was written.
+            payload.as_object_mut().unwrap().remove("created_ago");
+            files.insert(*id, payload);
+        }
+        written.push(files);
+    }
+    assert_eq!(
+        written[1], written[0],
+        "this server's export equals Label Studio's own"
+    );
+    assert_eq!(
+        written[1][&annotations[0]]["completed_by"]["email"],
+        "admin@example.com"
+    );
+}
