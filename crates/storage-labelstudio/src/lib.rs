@@ -11,6 +11,8 @@
 //!   sync moving;
 //! - tasks are its `task` rows, written as its `add_task` writes them, and
 //!   links its link rows, so its own sync finds them linked;
+//! - the tasks a sync creates fire its `TASKS_CREATED` webhooks (its own
+//!   `webhook` rows, its payload);
 //! - export syncs read its annotations (`task_completion`) and write them
 //!   in its export shape.
 //!
@@ -52,6 +54,7 @@ mod postgres;
 )]
 mod sqlite;
 mod summary;
+mod webhooks;
 mod whoami;
 
 use std::fmt::Debug;
@@ -59,7 +62,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use storage_core::persist::{AnnotationSource, ProjectAccess, StorageRepository, TaskSink};
-use storage_core::{Error, Result, Retry};
+use storage_core::{EndpointPolicy, Error, Result, Retry};
 
 pub use whoami::WhoAmI;
 
@@ -97,15 +100,25 @@ pub struct LabelStudioDatabase {
 impl LabelStudioDatabase {
     /// Opens Label Studio's database at `url`, checks that its schema is
     /// one this crate was tested with ([`TESTED_VERSIONS`]) and creates
-    /// our own table beside its tables. Errors never quote the URL.
+    /// our own table beside its tables. Errors never quote the URL. The
+    /// tasks a sync creates fire Label Studio's `TASKS_CREATED` webhooks to
+    /// public addresses only ([`EndpointPolicy::strict`]; see
+    /// [`LabelStudioDatabase::connect_with_webhook_policy`]).
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with_webhook_policy(url, EndpointPolicy::strict()).await
+    }
+
+    /// As [`LabelStudioDatabase::connect`], posting webhooks to the
+    /// addresses `policy` allows (checked at every connection).
+    pub async fn connect_with_webhook_policy(url: &str, policy: EndpointPolicy) -> Result<Self> {
+        let webhooks = Some(Arc::new(webhooks::WebhookSender::new(policy)?));
         if url.starts_with("sqlite:") {
-            let engine = sqlite::Engine::connect(url).await?;
+            let engine = sqlite::Engine::connect(url, webhooks).await?;
             check_schema(|app| engine.migrations(app)).await?;
             engine.create_own_tables().await?;
             Ok(Self::new("sqlite", engine))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let engine = postgres::Engine::connect(url).await?;
+            let engine = postgres::Engine::connect(url, webhooks).await?;
             check_schema(|app| engine.migrations(app)).await?;
             engine.create_own_tables().await?;
             Ok(Self::new("postgres", engine))

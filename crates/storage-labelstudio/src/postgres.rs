@@ -16,11 +16,16 @@ use storage_core::{Error, Result};
 /// Label Studio's database on PostgreSQL.
 #[derive(Debug, Clone)]
 pub(crate) struct Engine {
+    /// Posts Label Studio's webhooks for the tasks a sync creates.
+    pub(crate) webhooks: Option<std::sync::Arc<crate::webhooks::WebhookSender>>,
     pub(crate) pool: PgPool,
 }
 
 impl Engine {
-    pub(crate) async fn connect(url: &str) -> Result<Self> {
+    pub(crate) async fn connect(
+        url: &str,
+        webhooks: Option<std::sync::Arc<crate::webhooks::WebhookSender>>,
+    ) -> Result<Self> {
         // The parser's message may quote the URL; say only that it is wrong.
         let options = PgConnectOptions::from_str(url).map_err(|_| {
             Error::invalid("label_studio_database_url", "not a valid PostgreSQL URL")
@@ -31,7 +36,7 @@ impl Engine {
             .connect_with(options)
             .await
             .map_err(db("connecting to Label Studio's PostgreSQL database"))?;
-        Ok(Self { pool })
+        Ok(Self { webhooks, pool })
     }
 
     /// A read-committed transaction; the statements that need it take row
@@ -99,3 +104,5 @@ mod annotations;
 mod storages;
 #[path = "shared/tasks.rs"]
 mod tasks;
+#[path = "shared/webhooks.rs"]
+mod webhooks;

@@ -15,6 +15,8 @@ use storage_core::{Error, Result};
 /// Label Studio's database on SQLite.
 #[derive(Debug, Clone)]
 pub(crate) struct Engine {
+    /// Posts Label Studio's webhooks for the tasks a sync creates.
+    pub(crate) webhooks: Option<std::sync::Arc<crate::webhooks::WebhookSender>>,
     pub(crate) pool: SqlitePool,
 }
 
@@ -23,7 +25,10 @@ pub(crate) struct Engine {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Engine {
-    pub(crate) async fn connect(url: &str) -> Result<Self> {
+    pub(crate) async fn connect(
+        url: &str,
+        webhooks: Option<std::sync::Arc<crate::webhooks::WebhookSender>>,
+    ) -> Result<Self> {
         // The parser's message may quote the URL; say only that it is wrong.
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|_| Error::invalid("label_studio_database_url", "not a valid SQLite URL"))?;
@@ -37,7 +42,7 @@ impl Engine {
             .connect_with(options)
             .await
             .map_err(db("opening Label Studio's SQLite database"))?;
-        Ok(Self { pool })
+        Ok(Self { webhooks, pool })
     }
 
     /// Starts a transaction that holds SQLite's write lock from its first
@@ -111,3 +116,5 @@ mod annotations;
 mod storages;
 #[path = "shared/tasks.rs"]
 mod tasks;
+#[path = "shared/webhooks.rs"]
+mod webhooks;

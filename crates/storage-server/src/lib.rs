@@ -102,7 +102,9 @@ pub async fn app(config: &Config) -> Result<App, Error> {
     // Label Studio's, and Label Studio says who a caller is; our own
     // database keeps what is ours (webhooks, the admin token).
     let label_studio = match &config.label_studio_database_url {
-        Some(url) => Some(LabelStudioDatabase::connect(url).await?),
+        Some(url) => Some(
+            LabelStudioDatabase::connect_with_webhook_policy(url, config.endpoint_policy()).await?,
+        ),
         None => None,
     };
     let sync = match &label_studio {

@@ -83,6 +83,20 @@ async fn syncs_files_and_tasks_modes_into_label_studio(ls: &LabelStudio, dir: &P
     let files_storage = ls.local_storage(files_project, "images", true).await;
     let tasks_project = ls.project("tasks mode").await;
     let tasks_storage = ls.local_storage(tasks_project, "tasks", false).await;
+    // Webhooks for TASKS_CREATED only, made in Label Studio.
+    let receiver = support::receiver::Receiver::start().await;
+    for project in [files_project, tasks_project] {
+        ls.api
+            .ok(
+                Method::POST,
+                "/api/webhooks/",
+                Some(
+                    json!({"project": project, "url": receiver.url, "send_payload": true,
+                    "send_for_all_actions": false, "actions": ["TASKS_CREATED"]}),
+                ),
+            )
+            .await;
+    }
     let (server, ours) = our_server(ls, dir);
 
     // Label Studio's token is checked by Label Studio.
@@ -181,6 +195,39 @@ async fn syncs_files_and_tasks_modes_into_label_studio(ls: &LabelStudio, dir: &P
     let prediction: &Value = &predictions[0];
     assert_eq!(prediction["model_version"], "m1", "{predictions}");
     assert_eq!(prediction["result"][0]["value"]["choices"][0], "a");
+
+    // Label Studio's webhook got every created task, with their project's
+    // counts (Label Studio's own re-syncs above created none).
+    let started = std::time::Instant::now();
+    loop {
+        let received = receiver.received();
+        let tasks = |project: i64| -> usize {
+            received
+                .iter()
+                .filter(|r| r.action() == "TASKS_CREATED" && r.json["project"]["id"] == project)
+                .map(|r| r.json["tasks"].as_array().map_or(0, Vec::len))
+                .sum()
+        };
+        if tasks(files_project) == 100 && tasks(tasks_project) == 50 {
+            let last = received
+                .iter()
+                .rfind(|r| r.json["project"]["id"] == tasks_project)
+                .unwrap();
+            assert_eq!(
+                last.json["project"]["total_predictions_number"], 50,
+                "{}",
+                last.json
+            );
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "webhooks: {} for files, {} for tasks",
+            tasks(files_project),
+            tasks(tasks_project)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// `(tasks, distinct inner ids, smallest, largest)` of `project`, read
@@ -593,4 +640,92 @@ async fn an_export_sync_writes_label_studio_s_annotations_as_its_own_export_sync
         written[1][&annotations[0]]["completed_by"]["email"],
         "admin@example.com"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_fires_label_studio_s_tasks_created_webhooks_as_its_own_sync_does() {
+    let receiver = support::receiver::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ls = LabelStudio::start(dir.path()).await;
+    write_files(&ls.files, "images", 5, |_| "x".into());
+    let (server, ours) = our_server(&ls, dir.path());
+    let mut bodies = Vec::new();
+    for (title, engine) in [
+        ("hooks by Label Studio", &ls.api),
+        ("hooks by this server", &ours),
+    ] {
+        let project = ls.project(title).await;
+        // A project webhook, made in Label Studio.
+        ls.api
+            .ok(
+                Method::POST,
+                "/api/webhooks/",
+                Some(
+                    json!({"project": project, "url": receiver.url, "send_payload": true,
+                    "send_for_all_actions": true, "headers": {"X-From": title}}),
+                ),
+            )
+            .await;
+        let storage = ls.local_storage(project, "images", true).await;
+        let path = format!("/api/storages/localfiles/{storage}");
+        engine.ok(Method::POST, &format!("{path}/sync"), None).await;
+        ls.wait_synced(&path).await;
+        let started = std::time::Instant::now();
+        let received = loop {
+            let received: Vec<_> = receiver
+                .received()
+                .into_iter()
+                .filter(|r| r.headers.get("x-from").map(String::as_str) == Some(title))
+                .filter(|r| r.action() == "TASKS_CREATED")
+                .collect();
+            if !received.is_empty() {
+                break received;
+            }
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "no TASKS_CREATED for {title}:\n{}",
+                server.log_text()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(received.len(), 1, "one webhook for one batch of {title}");
+        bodies.push(received[0].json.clone());
+    }
+    let keys = |value: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let (theirs, ours) = (&bodies[0], &bodies[1]);
+    assert_eq!(keys(ours), keys(theirs), "the body's keys");
+    assert_eq!(
+        keys(&ours["project"]),
+        keys(&theirs["project"]),
+        "the project's keys"
+    );
+    assert_eq!(ours["tasks"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        keys(&ours["tasks"][0]),
+        keys(&theirs["tasks"][0]),
+        "a task's keys"
+    );
+    // The same values where the projects and tasks are alike.
+    for key in [
+        "label_config",
+        "data_types",
+        "maximum_annotations",
+        "organization",
+        "created_by",
+    ] {
+        assert_eq!(
+            ours["project"][key], theirs["project"][key],
+            "project {key}"
+        );
+    }
+    assert_eq!(ours["project"]["task_number"], 5);
+    assert_eq!(
+        ours["tasks"][0]["data"], theirs["tasks"][0]["data"],
+        "task data shown alike"
+    );
+    assert_eq!(ours["project"]["task_data_password"], Value::Null);
 }

@@ -19,18 +19,8 @@ use storage_core::{Error, Result};
 
 use super::{db, read_time, DbRow, Engine};
 
-const SELECT: &str = "SELECT CAST(a.id AS BIGINT) AS a_id, CAST(a.result AS TEXT) AS a_result, \
-     a.was_cancelled AS a_was_cancelled, a.ground_truth AS a_ground_truth, \
-     a.created_at AS a_created_at, a.updated_at AS a_updated_at, \
-     a.draft_created_at AS a_draft_created_at, a.lead_time AS a_lead_time, \
-     CAST(a.import_id AS BIGINT) AS a_import_id, a.last_action AS a_last_action, \
-     a.bulk_created AS a_bulk_created, CAST(a.project_id AS BIGINT) AS a_project_id, \
-     CAST(a.updated_by_id AS BIGINT) AS a_updated_by, \
-     CAST(a.parent_prediction_id AS BIGINT) AS a_parent_prediction, \
-     CAST(a.parent_annotation_id AS BIGINT) AS a_parent_annotation, \
-     CAST(a.last_created_by_id AS BIGINT) AS a_last_created_by, \
-     CAST(u.id AS BIGINT) AS u_id, u.email AS u_email, u.first_name AS u_first_name, \
-     u.last_name AS u_last_name, \
+/// A task's columns under `t`, as [`task_json`] reads them.
+pub(super) const TASK_COLUMNS: &str = "\
      CAST(t.id AS BIGINT) AS t_id, CAST(t.data AS TEXT) AS t_data, \
      CAST(t.meta AS TEXT) AS t_meta, t.created_at AS t_created_at, \
      t.updated_at AS t_updated_at, t.is_labeled AS t_is_labeled, \
@@ -45,13 +35,27 @@ const SELECT: &str = "SELECT CAST(a.id AS BIGINT) AS a_id, CAST(a.result AS TEXT
      t.last_comment_updated_at AS t_last_comment_updated_at, \
      CAST(t.project_id AS BIGINT) AS t_project_id, \
      CAST(t.updated_by_id AS BIGINT) AS t_updated_by, \
-     CAST(t.file_upload_id AS BIGINT) AS t_file_upload, \
-     p.label_config AS p_label_config \
-     FROM task_completion a JOIN task t ON t.id = a.task_id \
+     CAST(t.file_upload_id AS BIGINT) AS t_file_upload";
+
+const ANNOTATION_COLUMNS: &str =
+    "CAST(a.id AS BIGINT) AS a_id, CAST(a.result AS TEXT) AS a_result, \
+     a.was_cancelled AS a_was_cancelled, a.ground_truth AS a_ground_truth, \
+     a.created_at AS a_created_at, a.updated_at AS a_updated_at, \
+     a.draft_created_at AS a_draft_created_at, a.lead_time AS a_lead_time, \
+     CAST(a.import_id AS BIGINT) AS a_import_id, a.last_action AS a_last_action, \
+     a.bulk_created AS a_bulk_created, CAST(a.project_id AS BIGINT) AS a_project_id, \
+     CAST(a.updated_by_id AS BIGINT) AS a_updated_by, \
+     CAST(a.parent_prediction_id AS BIGINT) AS a_parent_prediction, \
+     CAST(a.parent_annotation_id AS BIGINT) AS a_parent_annotation, \
+     CAST(a.last_created_by_id AS BIGINT) AS a_last_created_by, \
+     CAST(u.id AS BIGINT) AS u_id, u.email AS u_email, u.first_name AS u_first_name, \
+     u.last_name AS u_last_name";
+
+const ANNOTATIONS_FROM: &str = "FROM task_completion a JOIN task t ON t.id = a.task_id \
      JOIN project p ON p.id = t.project_id \
      LEFT JOIN htx_user u ON u.id = a.completed_by_id";
 
-fn get<'r, T>(row: &'r DbRow, column: &str) -> Result<T>
+pub(super) fn get<'r, T>(row: &'r DbRow, column: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, super::Db> + sqlx::Type<super::Db>,
 {
@@ -60,7 +64,7 @@ where
 }
 
 /// A time as Label Studio's API writes it.
-fn iso(row: &DbRow, column: &str) -> Result<Value> {
+pub(super) fn iso(row: &DbRow, column: &str) -> Result<Value> {
     Ok(
         read_time(row, column, || column.to_string())?.map_or(Value::Null, |at: DateTime<Utc>| {
             Value::String(at.to_rfc3339_opts(SecondsFormat::Micros, true))
@@ -68,23 +72,23 @@ fn iso(row: &DbRow, column: &str) -> Result<Value> {
     )
 }
 
-fn json_column(row: &DbRow, column: &str) -> Result<Value> {
+pub(super) fn json_column(row: &DbRow, column: &str) -> Result<Value> {
     Ok(get::<Option<String>>(row, column)?
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or(Value::Null))
 }
 
-/// The export shape of one row of [`SELECT`]; `data_key` is where
-/// Files-mode data (`$undefined$`) is shown.
-fn exported(row: &DbRow, data_key: Option<&str>, now: DateTime<Utc>) -> Result<ExportedAnnotation> {
-    let id: i64 = get(row, "a_id")?;
-    let project: i64 = get(row, "a_project_id")?;
+/// A task of [`TASK_COLUMNS`] as Label Studio serializes every field of it
+/// (its storage export's nested `task`, its webhooks' `tasks`), with
+/// Files-mode data (`$undefined$`) shown under `data_key`.
+pub(super) fn task_json(row: &DbRow, data_key: Option<&str>) -> Result<Value> {
+    let id: i64 = get(row, "t_id")?;
     let data = get::<String>(row, "t_data")?;
     let data = TaskData::from_text(data)
-        .map_err(|err| Error::backend(format!("decoding the data of annotation {id}'s task"), err))?
+        .map_err(|err| Error::backend(format!("decoding the data of task {id}"), err))?
         .shown(data_key);
-    let task = json!({
-        "id": get::<i64>(row, "t_id")?,
+    Ok(json!({
+        "id": id,
         "data": Value::Object(data.to_object()),
         "meta": json_column(row, "t_meta")?,
         "created_at": iso(row, "t_created_at")?,
@@ -104,7 +108,15 @@ fn exported(row: &DbRow, data_key: Option<&str>, now: DateTime<Utc>) -> Result<E
         "updated_by": get::<Option<i64>>(row, "t_updated_by")?,
         "file_upload": get::<Option<i64>>(row, "t_file_upload")?,
         "comment_authors": [],
-    });
+    }))
+}
+
+/// The export shape of one row of annotation, task and author; `data_key` is where
+/// Files-mode data (`$undefined$`) is shown.
+fn exported(row: &DbRow, data_key: Option<&str>, now: DateTime<Utc>) -> Result<ExportedAnnotation> {
+    let id: i64 = get(row, "a_id")?;
+    let project: i64 = get(row, "a_project_id")?;
+    let task = task_json(row, data_key)?;
     let user = match get::<Option<i64>>(row, "u_id")? {
         Some(user) => Some((
             user,
@@ -187,7 +199,10 @@ impl Engine {
         binds: &[i64],
         context: &str,
     ) -> Result<Vec<ExportedAnnotation>> {
-        let sql = format!("{SELECT} {where_sql}");
+        let sql = format!(
+            "SELECT {ANNOTATION_COLUMNS}, {TASK_COLUMNS}, p.label_config AS p_label_config \
+             {ANNOTATIONS_FROM} {where_sql}"
+        );
         let mut query = sqlx::query(&sql);
         for bind in binds {
             query = query.bind(*bind);

@@ -448,6 +448,8 @@ impl TaskSink for Engine {
         }
         Self::add_to_summary(&mut tx, project, &tasks).await?;
         tx.commit().await.map_err(db(context))?;
-        Ok(ids.len() as u64)
+        let created = ids.len() as u64;
+        self.emit_tasks_created(project, ids);
+        Ok(created)
     }
 }
