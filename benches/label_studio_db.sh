@@ -81,7 +81,9 @@ for _ in $(seq 200); do curl -sf "$OURS/health" >/dev/null 2>&1 && break; sleep 
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 now() { date +%s.%N; }
 
-# Prints the seconds one sync through `engine` took; asserts `count` tasks.
+# Prints the seconds one sync through `engine` took and the tasks it made;
+# this engine must make exactly `count` (Label Studio's count is reported,
+# whatever it is).
 sync_once() { # engine folder count
   local engine=$1 folder=$2 count=$3 project storage started status
   project=$(api "$LS" POST /api/projects \
@@ -102,16 +104,18 @@ sync_once() { # engine folder count
   local took total
   took=$(python3 -c "print(f'{$(now) - $started:.2f}')")
   total=$(api "$LS" GET "/api/tasks?project=$project&page_size=1" | field "['total']")
-  [ "$total" = "$count" ] || { echo "$engine made $total tasks, not $count" >&2; exit 1; }
-  echo "$took"
+  if [ "$engine" = OURS ] && [ "$total" != "$count" ]; then
+    echo "this engine made $total tasks, not $count" >&2; exit 1
+  fi
+  echo "$took $total"
 }
 
-echo "| Label Studio 1.23.2 on PostgreSQL, Files mode | files | Label Studio's own sync (s) | this engine (s) | ratio |"
-echo "|---|---:|---:|---:|---:|"
-theirs=$(sync_once LS images "$N")
-ours=$(sync_once OURS images "$N")
-echo "| local folder | $N | $theirs | $ours | $(python3 -c "print(f'{$theirs / $ours:.0f}x')") |"
+echo "| Label Studio 1.23.2 on PostgreSQL, Files mode | files | Label Studio's own sync (s) | tasks it made | this engine (s) | tasks it made | ratio |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+read -r theirs theirs_tasks < <(sync_once LS images "$N")
+read -r ours ours_tasks < <(sync_once OURS images "$N")
+echo "| local folder | $N | $theirs | $theirs_tasks | $ours | $ours_tasks | $(python3 -c "print(f'{$theirs / $ours:.0f}x')") |"
 if [ "$M" -gt 0 ]; then
-  alone=$(sync_once OURS million "$M")
-  echo "| local folder, this engine alone | $M | — | $alone | — |"
+  read -r alone alone_tasks < <(sync_once OURS million "$M")
+  echo "| local folder, this engine alone | $M | — | — | $alone | $alone_tasks | — |"
 fi

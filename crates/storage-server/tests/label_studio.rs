@@ -165,7 +165,7 @@ async fn syncs_files_and_tasks_modes_into_label_studio(ls: &LabelStudio, dir: &P
     }
 
     // Files mode: the task data Label Studio resolves to its own local
-    // files URL, as for the tasks of its own sync.
+    // files URL, as for the tasks of its own sync, and serves the file.
     let tasks = ls.tasks(files_project).await;
     let image = tasks[0]["data"]["image"].as_str().unwrap_or_default();
     assert!(
@@ -173,6 +173,31 @@ async fn syncs_files_and_tasks_modes_into_label_studio(ls: &LabelStudio, dir: &P
         "Label Studio resolves the task's file: {}",
         tasks[0]
     );
+    let media = ls
+        .api
+        .client
+        .get(format!("{}{image}", ls.base))
+        .header("Authorization", format!("Token {LS_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(media.status(), StatusCode::OK, "{image}");
+    assert_eq!(media.text().await.unwrap(), "x", "the file's bytes through Label Studio");
+    // Its Data Manager shows the data column the summary now has.
+    for (project, column) in [(files_project, "image"), (tasks_project, "n")] {
+        let columns = ls
+            .api
+            .ok(Method::GET, &format!("/api/dm/columns?project={project}"), None)
+            .await;
+        assert!(
+            columns["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == column && c["parent"] == "data"),
+            "the Data Manager's data column {column}: {columns}"
+        );
+    }
     // Tasks mode: data unwrapped from `data`, the prediction counted.
     let tasks = ls.tasks(tasks_project).await;
     let first = tasks
