@@ -13,7 +13,7 @@ use object_store::ObjectStoreExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::buckets::s3_builder;
-use support::label_studio::{LabelStudio, LS_TOKEN};
+use support::label_studio::{LabelStudio, SyncProxy, LS_TOKEN};
 use support::process::{command, Process};
 use support::Api;
 
@@ -182,12 +182,20 @@ async fn syncs_files_and_tasks_modes_into_label_studio(ls: &LabelStudio, dir: &P
         .await
         .unwrap();
     assert_eq!(media.status(), StatusCode::OK, "{image}");
-    assert_eq!(media.text().await.unwrap(), "x", "the file's bytes through Label Studio");
+    assert_eq!(
+        media.text().await.unwrap(),
+        "x",
+        "the file's bytes through Label Studio"
+    );
     // Its Data Manager shows the data column the summary now has.
     for (project, column) in [(files_project, "image"), (tasks_project, "n")] {
         let columns = ls
             .api
-            .ok(Method::GET, &format!("/api/dm/columns?project={project}"), None)
+            .ok(
+                Method::GET,
+                &format!("/api/dm/columns?project={project}"),
+                None,
+            )
             .await;
         assert!(
             columns["columns"]
@@ -334,6 +342,71 @@ async fn an_s3_storage_made_in_label_studio_is_synced_by_this_server_with_its_cr
     assert_eq!(again["last_sync_count"], 0, "{again}");
     assert_eq!(ls.tasks(project).await.len(), 20);
     assert!(!server.log_text().contains(SECRET), "the secret in the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ui_s_sync_button_runs_this_server_s_sync_through_the_proxy_rule() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-venv/bin/python");
+    assert!(
+        python.exists() && Path::new("/usr/bin/chromium").exists(),
+        "Chromium and Playwright are not installed: run scripts/browser.sh install (scripts/test does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ls = LabelStudio::start(dir.path()).await;
+    write_files(&ls.files, "tasks", 3, |i| {
+        json!({"image": "https://example.com/x.jpg", "caption": format!("hello-ui-{i}")})
+            .to_string()
+    });
+    let project = ls.project("ui sync").await;
+    let storage = ls.local_storage(project, "tasks", false).await;
+    let (server, _) = our_server(&ls, dir.path());
+    let proxy = SyncProxy::start(&ls.base, &server.base).await;
+
+    // Kept as the test's artefacts.
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-artifacts");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ui/sync_button.py");
+    let mut browser = std::process::Command::new(&python);
+    browser
+        .arg(&script)
+        .arg(&proxy.base)
+        .arg(project.to_string())
+        .arg("hello-ui-0")
+        .arg(&shots);
+    // Off the runtime's threads: the proxy answers the browser meanwhile.
+    let run = tokio::task::spawn_blocking(move || browser.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "the browser run failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&run.stderr),
+        server.log_text()
+    );
+    let outcome: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(outcome["sync_status"], 200, "{outcome}");
+    // The button's request went to this server, which ran the sync.
+    let synced = proxy.synced.lock().unwrap().clone();
+    assert_eq!(
+        synced,
+        vec![(format!("/api/storages/localfiles/{storage}/sync"), 200)],
+        "the proxy's record"
+    );
+    let shown = ls
+        .wait_synced(&format!("/api/storages/localfiles/{storage}"))
+        .await;
+    assert_eq!(shown["status"], "completed", "{shown}");
+    assert_eq!(shown["last_sync_count"], 3, "{shown}");
+    assert!(
+        shown["last_sync_job"].is_string(),
+        "this server's job id (Label Studio's own sync without Redis leaves none): {shown}"
+    );
+    for shot in ["storage-settings.png", "data-manager.png"] {
+        let bytes = std::fs::read(shots.join(shot)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

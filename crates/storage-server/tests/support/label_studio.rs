@@ -293,3 +293,98 @@ impl Drop for LabelStudio {
         let _ = self.child.wait();
     }
 }
+
+/// The deployment's one reverse-proxy rule, as a test proxy on a free
+/// loopback port: `POST /api/storages/[export/]<type>/<id>/sync` goes to
+/// this server, everything else to Label Studio; `Host` passes through.
+#[derive(Debug)]
+pub struct SyncProxy {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The sync requests sent to this server: path and status.
+    pub synced: std::sync::Arc<std::sync::Mutex<Vec<(String, u16)>>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl SyncProxy {
+    pub async fn start(label_studio: &str, ours: &str) -> Self {
+        use axum::body::{Body, Bytes};
+        use axum::extract::{Request, State};
+        use axum::response::Response;
+
+        #[derive(Clone)]
+        struct Route {
+            label_studio: String,
+            ours: String,
+            client: reqwest::Client,
+            synced: std::sync::Arc<std::sync::Mutex<Vec<(String, u16)>>>,
+            rule: regex::Regex,
+        }
+        async fn forward(State(route): State<Route>, request: Request) -> Response {
+            let (parts, body) = request.into_parts();
+            let body: Bytes = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+            let path = parts.uri.path().to_string();
+            let to_ours = parts.method == axum::http::Method::POST && route.rule.is_match(&path);
+            let upstream = if to_ours {
+                &route.ours
+            } else {
+                &route.label_studio
+            };
+            let query = parts
+                .uri
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let mut forwarded = route
+                .client
+                .request(parts.method.clone(), format!("{upstream}{path}{query}"));
+            for (name, value) in &parts.headers {
+                if !matches!(
+                    name.as_str(),
+                    "connection" | "content-length" | "transfer-encoding"
+                ) {
+                    forwarded = forwarded.header(name, value);
+                }
+            }
+            let answer = forwarded.body(body).send().await.unwrap();
+            if to_ours {
+                route
+                    .synced
+                    .lock()
+                    .unwrap()
+                    .push((path, answer.status().as_u16()));
+            }
+            let mut response = Response::builder().status(answer.status());
+            for (name, value) in answer.headers() {
+                if !matches!(
+                    name.as_str(),
+                    "connection" | "content-length" | "transfer-encoding"
+                ) {
+                    response = response.header(name, value);
+                }
+            }
+            response
+                .body(Body::from(answer.bytes().await.unwrap()))
+                .unwrap()
+        }
+
+        let synced = std::sync::Arc::default();
+        let route = Route {
+            label_studio: label_studio.to_string(),
+            ours: ours.to_string(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            synced: std::sync::Arc::clone(&synced),
+            rule: regex::Regex::new(r"^/api/storages/(export/)?[a-z0-9_]+/[0-9]+/sync/?$").unwrap(),
+        };
+        let app = axum::Router::new().fallback(forward).with_state(route);
+        let (base, server) = super::serve_on_loopback(app).await;
+        Self {
+            base,
+            synced,
+            _server: server,
+        }
+    }
+}
