@@ -827,3 +827,56 @@ async fn a_sync_fires_label_studio_s_tasks_created_webhooks_as_its_own_sync_does
     );
     assert_eq!(ours["project"]["task_data_password"], Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn label_studio_s_own_sync_is_never_taken_over_by_this_server() {
+    // Enough that Label Studio's own sync runs for seconds.
+    const FILES: i64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let ls = LabelStudio::start(dir.path()).await;
+    write_files(&ls.files, "images", FILES as usize, |_| "x".into());
+    let project = ls.project("left alone").await;
+    let storage = ls.local_storage(project, "images", true).await;
+    // Running beside it, with a lease short enough to take over a sync
+    // it thought dead.
+    let mut command = command(&dir.path().join("ours"));
+    command
+        .arg("--label-studio-database-url")
+        .arg(&ls.database_url)
+        .arg("--label-studio-url")
+        .arg(&ls.base)
+        .arg("--local-files-document-root")
+        .arg(&ls.files)
+        .args(["--sync-lease-seconds", "2"])
+        .env("RUST_LOG", "info");
+    let server = Process::start(command, dir.path(), "ours");
+
+    let path = format!("/api/storages/localfiles/{storage}");
+    let synced = ls.api.ok(Method::POST, &format!("{path}/sync"), None).await;
+    let synced = if synced["status"] == "completed" {
+        synced
+    } else {
+        ls.wait_synced(&path).await
+    };
+    assert_eq!(synced["status"], "completed", "{synced}");
+    assert_eq!(synced["last_sync_count"], FILES, "{synced}");
+    assert_eq!(
+        synced["last_sync_job"],
+        Value::Null,
+        "Label Studio's own job: {synced}"
+    );
+    assert_eq!(
+        inner_ids(&ls, project).await,
+        (FILES, FILES, 1, FILES),
+        "one task per file"
+    );
+    let log = server.log_text();
+    assert!(
+        !log.contains("sync started"),
+        "this server ran a sync:\n{log}"
+    );
+    assert!(
+        !log.contains("resuming"),
+        "this server took a sync over:\n{log}"
+    );
+}

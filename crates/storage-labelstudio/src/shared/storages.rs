@@ -212,12 +212,19 @@ impl StorageRepository for Engine {
         Err(managed_by_label_studio("deleting"))
     }
 
+    /// Only the storages whose sync this server runs: their `meta` holds
+    /// our lease. Label Studio's own syncs (queued or running by its
+    /// request or its worker, which reset `meta`) are never claimed, taken
+    /// over or failed here.
     async fn storages_with_status(&self, statuses: &[SyncStatus]) -> Result<Vec<Storage>> {
         if statuses.is_empty() {
             return Ok(Vec::new());
         }
-        self.storages_matching(&StorageFilter::default(), statuses)
-            .await
+        let mut storages = self
+            .storages_matching(&StorageFilter::default(), statuses)
+            .await?;
+        storages.retain(|s| s.sync.lease_until.is_some());
+        Ok(storages)
     }
 
     async fn update_sync(&self, id: i64, expected: &SyncGuard, state: &SyncState) -> Result<bool> {
