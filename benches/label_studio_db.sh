@@ -112,10 +112,15 @@ sync_once() { # engine folder count
 
 echo "| Label Studio 1.23.2 on PostgreSQL, Files mode | files | Label Studio's own sync (s) | tasks it made | this engine (s) | tasks it made | ratio |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
-read -r theirs theirs_tasks < <(sync_once LS images "$N")
-read -r ours ours_tasks < <(sync_once OURS images "$N")
+# Command substitutions, not process substitutions: a failed sync stops the
+# script (set -e) instead of printing an empty row.
+result=$(sync_once LS images "$N")
+read -r theirs theirs_tasks <<<"$result"
+result=$(sync_once OURS images "$N")
+read -r ours ours_tasks <<<"$result"
 echo "| local folder | $N | $theirs | $theirs_tasks | $ours | $ours_tasks | $(python3 -c "print(f'{$theirs / $ours:.0f}x')") |"
 if [ "$M" -gt 0 ]; then
-  read -r alone alone_tasks < <(sync_once OURS million "$M")
+  result=$(sync_once OURS million "$M")
+  read -r alone alone_tasks <<<"$result"
   echo "| local folder, this engine alone | $M | — | — | $alone | $alone_tasks | — |"
 fi

@@ -37,8 +37,13 @@ impl Engine {
             .create_if_missing(false)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        // One connection: SQLite runs one writer at a time anyway, and the
+        // pool hands its connection out in turn, so a running sync's
+        // heartbeat (its progress and `time_last_ping`, which Label Studio's
+        // health check reads) gets in between two batches instead of
+        // waiting out a stream of them on SQLite's busy handler.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .connect_with(options)
             .await
             .map_err(db("opening Label Studio's SQLite database"))?;

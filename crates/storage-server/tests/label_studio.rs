@@ -19,7 +19,13 @@ use support::Api;
 
 /// This server on `ls`'s database, authenticating through `ls`.
 fn our_server(ls: &LabelStudio, dir: &Path) -> (Process, Api) {
+    our_server_with(ls, dir, &[])
+}
+
+/// [`our_server`] with more flags.
+fn our_server_with(ls: &LabelStudio, dir: &Path, flags: &[&str]) -> (Process, Api) {
     let mut server = command(&dir.join("ours"));
+    server.args(flags);
     server
         .arg("--label-studio-database-url")
         .arg(&ls.database_url)
@@ -264,21 +270,29 @@ async fn syncs_files_and_tasks_modes_into_label_studio(ls: &LabelStudio, dir: &P
 }
 
 /// `(tasks, distinct inner ids, smallest, largest)` of `project`, read
-/// from Label Studio's SQLite file.
+/// from Label Studio's database.
 async fn inner_ids(ls: &LabelStudio, project: i64) -> (i64, i64, i64, i64) {
     use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&ls.database_url)
-        .await
-        .unwrap();
-    let row: (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT inner_id), COALESCE(MIN(inner_id), 0), \
-         COALESCE(MAX(inner_id), 0) FROM task WHERE project_id = $1",
-    )
-    .bind(project)
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    row
+    const SQL: &str = "SELECT COUNT(*), COUNT(DISTINCT inner_id), \
+         CAST(COALESCE(MIN(inner_id), 0) AS BIGINT), CAST(COALESCE(MAX(inner_id), 0) AS BIGINT) \
+         FROM task WHERE project_id = $1";
+    if ls.database_url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(&ls.database_url).await.unwrap();
+        sqlx::query_as(SQL)
+            .bind(project)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&ls.database_url)
+            .await
+            .unwrap();
+        sqlx::query_as(SQL)
+            .bind(project)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -478,16 +492,38 @@ async fn callers_are_whoever_label_studio_says_they_are_token_access_token_or_se
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sync_killed_midway_is_not_left_in_progress_and_ends_exact_after_a_restart() {
-    // Enough that the sync runs for seconds, so the kill lands mid-way.
-    const FILES: i64 = 100_000;
     let dir = tempfile::tempdir().unwrap();
     let ls = LabelStudio::start(dir.path()).await;
+    // An embedded SQLite file has one server: the next start takes the
+    // dead job over at once.
+    killed_midway_then_finished(&ls, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgresql_a_killed_sync_is_taken_over_once_its_lease_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = storage_testing::postgres::fresh_database("label_studio_kill").await;
+    let ls = LabelStudio::start_on_postgres(dir.path(), &database).await;
+    // Instances may share PostgreSQL: the job is taken over only once its
+    // (2 s) lease ends.
+    killed_midway_then_finished(&ls, dir.path()).await;
+    drop(ls);
+    storage_testing::postgres::drop_database(&database).await;
+}
+
+/// A sync of 100,000 files through this server, SIGKILLed once Label
+/// Studio shows it running with tasks written; a new server finishes it
+/// with exactly one task per file.
+async fn killed_midway_then_finished(ls: &LabelStudio, dir: &Path) {
+    // Enough that the sync runs for seconds, so the kill lands mid-way.
+    const FILES: i64 = 100_000;
     write_files(&ls.files, "images", FILES as usize, |_| "x".into());
     let project = ls.project("killed").await;
     let storage = ls.local_storage(project, "images", true).await;
     let path = format!("/api/storages/localfiles/{storage}");
+    let lease = ["--sync-lease-seconds", "2"];
 
-    let (mut first, ours) = our_server(&ls, dir.path());
+    let (mut first, ours) = our_server_with(ls, dir, &lease);
     ours.ok(Method::POST, &format!("{path}/sync"), None).await;
     // Killed once Label Studio shows the sync running with tasks written.
     let started = std::time::Instant::now();
@@ -507,11 +543,11 @@ async fn a_sync_killed_midway_is_not_left_in_progress_and_ends_exact_after_a_res
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     first.kill();
-    let (written, ..) = inner_ids(&ls, project).await;
+    let (written, ..) = inner_ids(ls, project).await;
     assert!(written < FILES, "killed midway: {written} tasks written");
 
-    // The next start takes the dead job over and finishes it exactly.
-    let (second, _) = our_server(&ls, dir.path());
+    // The next server takes the dead job over and finishes it exactly.
+    let (second, _) = our_server_with(ls, dir, &lease);
     let synced = ls.wait_synced(&path).await;
     assert_eq!(
         synced["status"],
@@ -521,7 +557,7 @@ async fn a_sync_killed_midway_is_not_left_in_progress_and_ends_exact_after_a_res
     );
     assert_eq!(synced["last_sync_count"], FILES, "{synced}");
     assert_eq!(
-        inner_ids(&ls, project).await,
+        inner_ids(ls, project).await,
         (FILES, FILES, 1, FILES),
         "one task per file, inner ids 1..{FILES}"
     );
