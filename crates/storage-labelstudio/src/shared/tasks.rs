@@ -66,6 +66,27 @@ fn counts(task: &NewTask) -> Counts {
     }
 }
 
+/// `SELECT {columns} FROM` the links of Label Studio storage `storage`
+/// whose key is one of `keys`; the caller adds what follows.
+fn links_among<'a>(
+    columns: &str,
+    table: &Table,
+    storage: i64,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> QueryBuilder<'a, Db> {
+    let mut query = QueryBuilder::<Db>::new(format!(
+        "SELECT {columns} FROM {} WHERE storage_id = ",
+        table.links
+    ));
+    query.push_bind(storage).push(" AND key IN (");
+    let mut list = query.separated(", ");
+    for key in keys {
+        list.push_bind(key);
+    }
+    query.push(")");
+    query
+}
+
 impl Engine {
     /// `(key, row_index)` of the links of `storage` among `keys`.
     async fn linked_pairs(
@@ -76,16 +97,12 @@ impl Engine {
     ) -> Result<HashSet<(String, Option<i64>)>> {
         let mut pairs = HashSet::new();
         for chunk in keys.chunks(LIST_CHUNK) {
-            let mut query = QueryBuilder::<Db>::new(format!(
-                "SELECT key, CAST(row_index AS BIGINT) AS row_index FROM {} WHERE storage_id = ",
-                table.links
-            ));
-            query.push_bind(storage).push(" AND key IN (");
-            let mut list = query.separated(", ");
-            for key in chunk {
-                list.push_bind(*key);
-            }
-            query.push(")");
+            let mut query = links_among(
+                "key, CAST(row_index AS BIGINT) AS row_index",
+                table,
+                storage,
+                chunk.iter().copied(),
+            );
             let rows = query
                 .build()
                 .persistent(false)
@@ -244,17 +261,14 @@ impl TaskSink for Engine {
             .map_err(db("reading Label Studio's storage links"))?;
         let mut linked = HashMap::new();
         for chunk in keys.chunks(LIST_CHUNK) {
-            let mut query = QueryBuilder::<Db>::new(format!(
-                "SELECT key, COUNT(*) AS n FROM {} WHERE storage_id = ",
-                table.links
-            ));
-            query.push_bind(label_studio_id).push(" AND key IN (");
-            let mut list = query.separated(", ");
-            for key in chunk {
-                list.push_bind(key.as_str());
-            }
+            let mut query = links_among(
+                "key, COUNT(*) AS n",
+                table,
+                label_studio_id,
+                chunk.iter().map(String::as_str),
+            );
             query.push(format!(
-                ") AND key NOT IN (SELECT key FROM {UNFINISHED_TABLE} WHERE storage_id = "
+                " AND key NOT IN (SELECT key FROM {UNFINISHED_TABLE} WHERE storage_id = "
             ));
             query.push_bind(storage_id).push(") GROUP BY key");
             let rows = query
