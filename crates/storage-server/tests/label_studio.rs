@@ -916,3 +916,45 @@ async fn label_studio_s_own_sync_is_never_taken_over_by_this_server() {
         "this server took a sync over:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_label_studio_schema_it_was_not_tested_with_is_refused_naming_what_was_found() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("label_studio.sqlite3");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE django_migrations (id INTEGER PRIMARY KEY, app TEXT, name TEXT, applied TEXT);
+         INSERT INTO django_migrations (app, name, applied) VALUES
+           ('io_storages', '0022_normalize_localfiles_paths', '2026-01-01'),
+           ('io_storages', '0023_a_future_change', '2026-06-01'),
+           ('tasks', '0060_add_allow_skip_to_task', '2026-01-01');",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let before = std::fs::read(&file).unwrap();
+
+    let output = command(&dir.path().join("ours"))
+        .arg("--label-studio-database-url")
+        .arg(format!("sqlite://{}", file.display()))
+        .args(["--label-studio-url", "http://127.0.0.1:9"])
+        .args(["--addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "refused");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("io_storages 0023_a_future_change"), "{said}");
+    assert!(said.contains("1.23.x"), "{said}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "nothing written to it"
+    );
+}
