@@ -24,8 +24,8 @@
 //! Label Studio's rollback-journal file that lock makes Label Studio's own
 //! writers fail with "database is locked".
 //! Nothing of Label Studio's is altered: no persistent pragma, no
-//! migration, no column of ours in its tables; the one table of our own
-//! ([`UNFINISHED_TABLE`]) sits beside them. [`LabelStudioDatabase::connect`]
+//! migration, no column of ours in its tables; our own tables
+//! ([`UNFINISHED_TABLE`], [`SETTINGS_TABLE`]) sit beside them. [`LabelStudioDatabase::connect`]
 //! refuses a schema it was not tested with.
 //!
 //! ```no_run
@@ -69,6 +69,11 @@ pub use whoami::WhoAmI;
 /// Our table of task files begun but not finished (a large file is written
 /// in several transactions; a resumed sync reads it again).
 pub const UNFINISHED_TABLE: &str = "storage_connections_unfinished_objects";
+
+/// Our table of this server's own settings of Label Studio's storages
+/// (change/deletion policies, schedules, events): the fields of a storage
+/// that Label Studio's tables have no column for, by storage id.
+pub const SETTINGS_TABLE: &str = "storage_connections_settings";
 
 /// The key of a storage row's `meta` that holds the running job's lease:
 /// Label Studio has no column for it.

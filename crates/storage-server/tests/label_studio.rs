@@ -958,3 +958,50 @@ async fn a_label_studio_schema_it_was_not_tested_with_is_refused_naming_what_was
         "nothing written to it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn this_server_s_own_settings_of_a_label_studio_storage_are_kept_beside_it_and_a_schedule_runs(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let ls = LabelStudio::start(dir.path()).await;
+    write_files(&ls.files, "images", 4, |_| "x".into());
+    let project = ls.project("scheduled").await;
+    let storage = ls.local_storage(project, "images", true).await;
+    let (server, ours) = our_server_with(&ls, dir.path(), &["--min-sync-interval", "1"]);
+    let path = format!("/api/storages/localfiles/{storage}");
+
+    // What Label Studio keeps is edited in Label Studio only.
+    for (field, value) in [("path", json!("/elsewhere")), ("title", json!("renamed"))] {
+        let (status, body) = ours.patch(&path, json!({ field: value })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {body}");
+        assert!(body.to_string().contains(field), "names {field}: {body}");
+    }
+    // A schedule is this server's own: kept in its table, not Label Studio's.
+    let (status, body) = ours.patch(&path, json!({"sync_interval": 1})).await;
+    assert_eq!(status, StatusCode::OK, "{body}\n{}", server.log_text());
+    assert_eq!(body["sync_interval"], 1, "{body}");
+    assert_eq!(
+        body["path"],
+        ls.files.join("images").to_str().unwrap(),
+        "{body}"
+    );
+    let shown = ls.api.ok(Method::GET, &path, None).await;
+    assert!(
+        shown.get("sync_interval").is_none(),
+        "Label Studio's row: {shown}"
+    );
+    assert_eq!(shown["title"], "images", "{shown}");
+
+    // Synced on schedule, with no sync request.
+    let started = std::time::Instant::now();
+    while ls.tasks(project).await.len() < 4 {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no scheduled sync:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, again) = ours.get(&path).await;
+    assert_eq!(again["sync_interval"], 1, "kept: {again}");
+}

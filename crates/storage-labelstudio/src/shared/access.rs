@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use storage_core::persist::{Caller, ProjectAccess};
 use storage_core::Result;
 
-use crate::UNFINISHED_TABLE;
+use crate::{SETTINGS_TABLE, UNFINISHED_TABLE};
 
 use super::{db, Engine};
 
@@ -24,16 +24,25 @@ impl Engine {
             ))
     }
 
-    /// Creates our table of task files begun but not finished, beside
-    /// Label Studio's (never a column in one of its tables).
+    /// Creates our tables beside Label Studio's (never a column in one of
+    /// its tables): task files begun but not finished, and our own
+    /// settings of its storages.
     pub(crate) async fn create_own_tables(&self) -> Result<()> {
-        sqlx::query(&format!(
-            "CREATE TABLE IF NOT EXISTS {UNFINISHED_TABLE} (storage_id BIGINT NOT NULL, \
-             key TEXT NOT NULL, PRIMARY KEY (storage_id, key))"
-        ))
-        .execute(&self.pool)
-        .await
-        .map_err(db("creating the table of unfinished task files"))?;
+        for ddl in [
+            format!(
+                "CREATE TABLE IF NOT EXISTS {UNFINISHED_TABLE} (storage_id BIGINT NOT NULL, \
+                 key TEXT NOT NULL, PRIMARY KEY (storage_id, key))"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {SETTINGS_TABLE} (storage_id BIGINT PRIMARY KEY, \
+                 settings TEXT NOT NULL)"
+            ),
+        ] {
+            sqlx::query(&ddl)
+                .execute(&self.pool)
+                .await
+                .map_err(db("creating this server's tables beside Label Studio's"))?;
+        }
         Ok(())
     }
 }

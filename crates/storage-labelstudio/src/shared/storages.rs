@@ -17,8 +17,8 @@ use storage_core::{
     meta_time, Error, NewStorage, Result, Settings, Storage, StorageKind, SyncState, SyncStatus,
 };
 
-use crate::catalogue::{table_for, table_of, Column, Table, TABLES};
-use crate::LEASE_META;
+use crate::catalogue::{table_for, table_of, Column, Table, SLOTS, TABLES};
+use crate::{LEASE_META, SETTINGS_TABLE};
 
 use super::{db, read_time, stamp, Db, DbRow, Engine, JSON_CAST, NULL_SAFE_EQ};
 
@@ -37,7 +37,7 @@ fn select(table: &Table) -> QueryBuilder<'static, Db> {
         "SELECT CAST(s.{key} AS BIGINT) AS id, CAST(s.project_id AS BIGINT) AS project_id, \
          s.title, s.description, s.created_at, s.synchronizable, s.status, s.last_sync, \
          CAST(s.last_sync_count AS BIGINT) AS last_sync_count, s.last_sync_job, s.traceback, \
-         CAST(s.meta AS TEXT) AS meta",
+         CAST(s.meta AS TEXT) AS meta, x.settings AS x_settings",
         key = table.key
     );
     for field in table.all_fields() {
@@ -47,7 +47,12 @@ fn select(table: &Table) -> QueryBuilder<'static, Db> {
             Column::Text | Column::Bool => sql.push_str(&format!(", {column} AS f_{}", field.name)),
         }
     }
-    sql.push_str(&format!(" FROM {} WHERE TRUE", table.joined()));
+    sql.push_str(&format!(
+        " FROM {} LEFT JOIN {SETTINGS_TABLE} x ON x.storage_id = s.{} * {SLOTS} + {} WHERE TRUE",
+        table.joined(),
+        table.key,
+        table.slot
+    ));
     QueryBuilder::new(sql)
 }
 
@@ -64,6 +69,14 @@ fn storage_from_row(table: &Table, row: &DbRow) -> Result<Storage> {
         };
         if let Some(value) = value {
             settings.insert(field.name.to_string(), value);
+        }
+    }
+    // Ours after Label Studio's: a column of its tables always wins.
+    if let Some(text) = get::<Option<String>>(row, "x_settings")? {
+        if let Ok(Value::Object(ours)) = serde_json::from_str::<Value>(&text) {
+            for (name, value) in ours {
+                settings.entry(name).or_insert(value);
+            }
         }
     }
     let status: String = get(row, "status")?;
@@ -204,8 +217,60 @@ impl StorageRepository for Engine {
         self.storages_matching(&filter, &[]).await
     }
 
-    async fn update_storage(&self, _storage: &Storage) -> Result<()> {
-        Err(managed_by_label_studio("editing"))
+    /// Keeps this server's own settings (those Label Studio has no column
+    /// for) in our table; a change to anything Label Studio keeps is
+    /// refused, naming the field.
+    async fn update_storage(&self, storage: &Storage) -> Result<()> {
+        let Some((table, _)) = table_of(storage.id) else {
+            return Err(Error::not_found(format!("storage {}", storage.id)));
+        };
+        let current = self
+            .storage(storage.id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("storage {}", storage.id)))?;
+        let label_studio_s = |field: &str| {
+            Error::invalid(
+                field,
+                "Label Studio keeps this field: edit it in Label Studio; this server keeps only \
+                 its own settings of Label Studio's storages",
+            )
+        };
+        if storage.title != current.title {
+            return Err(label_studio_s("title"));
+        }
+        if storage.description != current.description {
+            return Err(label_studio_s("description"));
+        }
+        if storage.synchronizable != current.synchronizable {
+            return Err(label_studio_s("synchronizable"));
+        }
+        if storage.project != current.project {
+            return Err(label_studio_s("project"));
+        }
+        let unset = |value: Option<&Value>| value.is_none_or(Value::is_null);
+        let mut ours = Map::new();
+        for (name, value) in storage.settings.as_map() {
+            if table.all_fields().any(|f| f.name == name) {
+                let old = current.settings.get(name);
+                if old != Some(value) && !(unset(old) && unset(Some(value))) {
+                    return Err(label_studio_s(name));
+                }
+            } else {
+                ours.insert(name.clone(), value.clone());
+            }
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {SETTINGS_TABLE} (storage_id, settings) VALUES ($1, $2) \
+             ON CONFLICT (storage_id) DO UPDATE SET settings = excluded.settings"
+        ))
+        .bind(storage.id)
+        .bind(Value::Object(ours).to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db(
+            "saving this server's settings of a Label Studio storage",
+        ))?;
+        Ok(())
     }
 
     async fn delete_storage(&self, _id: i64) -> Result<bool> {
