@@ -70,9 +70,12 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    /// The storage system's id of this table's storage `id`.
-    pub(crate) fn storage_id(&self, id: i64) -> i64 {
-        id * SLOTS + self.slot
+    /// The storage system's id of this table's storage `id`; `None` for
+    /// ids no storage can have (not positive, or too large to encode).
+    pub(crate) fn storage_id(&self, id: i64) -> Option<i64> {
+        (id > 0)
+            .then(|| id.checked_mul(SLOTS)?.checked_add(self.slot))
+            .flatten()
     }
 
     /// Every field: the type's, then the table's.
@@ -296,7 +299,9 @@ mod tests {
     fn every_slot_is_its_index_and_ids_round_trip() {
         for (index, table) in TABLES.iter().enumerate() {
             assert_eq!(table.slot, index as i64, "{}", table.name);
-            let id = table.storage_id(41);
+            let id = table.storage_id(41).expect("an id");
+            assert_eq!(table.storage_id(0), None);
+            assert_eq!(table.storage_id(i64::MAX), None, "no overflow");
             let (found, label_studio_id) = table_of(id).expect("a table");
             assert_eq!((found.name, label_studio_id), (table.name, 41));
             assert!(std::ptr::eq(

@@ -479,6 +479,12 @@ async fn callers_are_whoever_label_studio_says_they_are_token_access_token_or_se
     // Nothing at all.
     let (status, body) = sync(client.post(&url)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "anonymous: {body}");
+    // Ids no Label Studio storage can have are not found, whatever their size.
+    for id in ["0", "9223372036854775807", "99999999999999999999", "-1"] {
+        let url = ours.url(&format!("/api/storages/localfiles/{id}/sync"));
+        let (status, body) = sync(client.post(&url).bearer_auth(&access)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{id}: {body}");
+    }
     assert_eq!(ls.tasks(project).await.len(), 3);
     // Neither the session nor the tokens reach this server's log.
     let log = server.log_text();

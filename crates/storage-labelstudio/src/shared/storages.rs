@@ -92,7 +92,9 @@ fn storage_from_row(table: &Table, row: &DbRow) -> Result<Storage> {
         .remove(LEASE_META)
         .and_then(|v| v.as_str().and_then(crate::parse_label_studio_time));
     Ok(Storage {
-        id: table.storage_id(id),
+        id: table
+            .storage_id(id)
+            .ok_or_else(|| Error::backend(what("id"), "out of range"))?,
         kind: table.kind,
         storage_type: table.storage_type.to_string(),
         project: get(row, "project_id")?,
@@ -325,7 +327,7 @@ impl StorageRepository for Engine {
 
     fn storage_id(&self, kind: StorageKind, storage_type: &str, route_id: i64) -> Option<i64> {
         let table = table_for(kind, storage_type)?;
-        (route_id > 0).then(|| table.storage_id(route_id))
+        table.storage_id(route_id)
     }
 
     async fn storage_tenants(&self, ids: &[i64]) -> Result<HashMap<i64, i64>> {
