@@ -86,7 +86,8 @@ const TESTED_SCHEMA: &[(&str, &str)] = &[
     ("tasks", "0060_add_allow_skip_to_task"),
 ];
 
-/// The Label Studio versions whose schema is [`TESTED_SCHEMA`].
+/// The Label Studio versions whose schema this crate was tested with
+/// (their newest `io_storages` and `tasks` migrations).
 pub const TESTED_VERSIONS: &str = "1.23.x";
 
 /// Label Studio's database, opened from its URL: `postgres://…` or
