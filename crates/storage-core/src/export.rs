@@ -138,11 +138,13 @@ pub async fn delete_annotation(target: &dyn ExportStorage, id: i64) -> Result<()
     }
 }
 
-/// Writes every annotation of `project` to `target`. Write failures are
-/// counted and reported, not hidden; errors reading from the host stop the
-/// export.
+/// Writes every annotation of `project` to `target`, export storage
+/// `storage_id`, and records each page's written annotations with the host
+/// ([`AnnotationSource::record_exported`]). Write failures are counted and
+/// reported, not hidden; errors reading from the host stop the export.
 pub async fn export_project(
     project: i64,
+    storage_id: i64,
     target: &dyn ExportStorage,
     source: &dyn AnnotationSource,
     config: &ExportConfig,
@@ -165,13 +167,18 @@ pub async fn export_project(
             .iter()
             .map(|annotation| export_with_retries(target, annotation, config.write_attempts))
             .collect();
+        // In order, so each result pairs with its annotation.
         let results: Vec<Result<()>> = futures::stream::iter(writes)
-            .buffer_unordered(config.write_concurrency.max(1))
+            .buffered(config.write_concurrency.max(1))
             .collect()
             .await;
-        for result in results {
+        let mut written = Vec::with_capacity(page.len());
+        for (annotation, result) in page.iter().zip(results) {
             match result {
-                Ok(()) => outcome.progress.written += 1,
+                Ok(()) => {
+                    outcome.progress.written += 1;
+                    written.push(annotation.id);
+                }
                 Err(err) => {
                     outcome.progress.failed += 1;
                     if outcome.errors.len() < MAX_REPORTED_ERRORS {
@@ -180,6 +187,7 @@ pub async fn export_project(
                 }
             }
         }
+        source.record_exported(storage_id, &written).await?;
         progress.report(&Progress::Export(outcome.progress.clone()))?;
     }
     Ok(outcome)

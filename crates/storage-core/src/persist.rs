@@ -503,6 +503,15 @@ pub trait AnnotationSource: Send + Sync + Debug {
 
     /// One annotation, if it exists.
     async fn annotation_for_export(&self, id: i64) -> Result<Option<ExportedAnnotation>>;
+
+    /// Records that export storage `storage_id` now holds the objects of
+    /// `annotations` (written by an export sync). A host that keeps export
+    /// links (Label Studio's export link rows) writes them; the default
+    /// keeps nothing.
+    async fn record_exported(&self, storage_id: i64, annotations: &[i64]) -> Result<()> {
+        let _ = (storage_id, annotations);
+        Ok(())
+    }
 }
 
 /// An on-save export waiting in the outbox: annotation `annotation` to be

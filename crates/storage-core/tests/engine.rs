@@ -561,7 +561,7 @@ async fn export_writes_one_object_per_annotation_named_by_id() {
         ..ExportConfig::default()
     };
     let (db, ids) = annotated(7).await;
-    let outcome = export_project(db.project, &target, &db.db, &config, &NoProgress)
+    let outcome = export_project(db.project, 1, &target, &db.db, &config, &NoProgress)
         .await
         .unwrap();
     assert_eq!(
@@ -605,6 +605,7 @@ async fn export_write_failures_are_counted_not_hidden() {
     let (db, _) = annotated(3).await;
     let outcome = export_project(
         db.project,
+        1,
         &target,
         &db.db,
         &ExportConfig::default(),

@@ -741,6 +741,7 @@ async fn an_export_sync_writes_label_studio_s_annotations_as_its_own_export_sync
         annotations.push(annotation["id"].as_i64().unwrap());
     }
     let mut written = Vec::new();
+    let mut export_paths = Vec::new();
     for (folder, engine) in [("by-label-studio", &ls.api), ("by-this-server", &ours)] {
         std::fs::create_dir_all(ls.files.join(folder)).unwrap();
         let storage = ls
@@ -752,6 +753,7 @@ async fn an_export_sync_writes_label_studio_s_annotations_as_its_own_export_sync
             )
             .await;
         let path = format!("/api/storages/export/localfiles/{}", storage["id"]);
+        export_paths.push(path.clone());
         let answer = engine.ok(Method::POST, &format!("{path}/sync"), None).await;
         assert_eq!(answer["id"], storage["id"], "{answer}");
         let synced = ls.wait_synced(&path).await;
@@ -775,6 +777,25 @@ async fn an_export_sync_writes_label_studio_s_annotations_as_its_own_export_sync
     assert_eq!(
         written[1], written[0],
         "this server's export equals Label Studio's own"
+    );
+    // Export link rows as Label Studio keeps them: one per annotation and
+    // storage, renewed (not added) by the next sync.
+    ours.ok(Method::POST, &format!("{}/sync", export_paths[1]), None)
+        .await;
+    ls.wait_synced(&export_paths[1]).await;
+    let links = rows(
+        &ls,
+        "SELECT quote(COUNT(*)), quote(COUNT(DISTINCT annotation_id)) \
+         FROM io_storages_localfilesexportstoragelink WHERE object_exists AND storage_id > $1 \
+         GROUP BY storage_id ORDER BY storage_id",
+        0,
+    )
+    .await;
+    let three = vec!["3".to_string(), "3".to_string()];
+    assert_eq!(
+        links,
+        vec![three.clone(), three],
+        "export links of both storages"
     );
     assert_eq!(
         written[1][&annotations[0]]["completed_by"]["email"],

@@ -678,6 +678,7 @@ async fn export_writes_overwrites_and_deletes(suite: &BucketSuite) {
     assert!(target.can_delete_objects(), "{}", suite.name);
     let outcome = export_project(
         import.project,
+        1,
         target.as_ref(),
         &import.db,
         &ExportConfig::default(),

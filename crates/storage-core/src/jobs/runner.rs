@@ -393,6 +393,7 @@ impl Runner {
                 let target = backend.export_storage(&storage.settings).await?;
                 export_project(
                     storage.project,
+                    storage.id,
                     target.as_ref(),
                     self.annotations.as_ref(),
                     &self.config.export,

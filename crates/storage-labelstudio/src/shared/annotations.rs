@@ -10,14 +10,15 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row};
 use storage_core::export::created_ago;
 use storage_core::label_config::LabelConfig;
 use storage_core::persist::{AnnotationSource, ExportedAnnotation};
 use storage_core::task_data::TaskData;
 use storage_core::{Error, Result};
 
-use super::{db, read_time, DbRow, Engine};
+use super::{db, read_time, stamp, Db, DbRow, Engine};
+use crate::catalogue::table_of;
 
 /// A task's columns under `t`, as [`task_json`] reads them.
 pub(super) const TASK_COLUMNS: &str = "\
@@ -254,6 +255,64 @@ impl AnnotationSource for Engine {
                     "counting annotations of Label Studio project {project}"
                 )))?;
         Ok(u64::try_from(counts.into_iter().sum::<i64>()).unwrap_or(0))
+    }
+
+    /// Label Studio's export link rows, as its `ExportStorageLink.create`
+    /// keeps them: a new row per annotation, or `updated_at` renewed.
+    async fn record_exported(&self, storage_id: i64, annotations: &[i64]) -> Result<()> {
+        if annotations.is_empty() {
+            return Ok(());
+        }
+        let Some((table, storage)) = table_of(storage_id) else {
+            return Ok(());
+        };
+        let context = "writing Label Studio's export links";
+        let at = &stamp(crate::now());
+        let mut tx = self.begin_write(context).await?;
+        let mut renewed =
+            QueryBuilder::<Db>::new(format!("UPDATE {} SET updated_at = ", table.links));
+        renewed
+            .push_bind(at)
+            .push(" WHERE object_exists = TRUE AND storage_id = ")
+            .push_bind(storage)
+            .push(" AND annotation_id IN (");
+        let mut list = renewed.separated(", ");
+        for id in annotations {
+            list.push_bind(*id);
+        }
+        renewed.push(") RETURNING CAST(annotation_id AS BIGINT)");
+        let existing: Vec<i64> = renewed
+            .build_query_scalar()
+            .persistent(false)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db(context))?;
+        let new: Vec<i64> = annotations
+            .iter()
+            .copied()
+            .filter(|id| !existing.contains(id))
+            .collect();
+        if !new.is_empty() {
+            let mut insert = QueryBuilder::<Db>::new(format!(
+                "INSERT INTO {} (object_exists, created_at, updated_at, storage_id, annotation_id) ",
+                table.links
+            ));
+            insert.push_values(new, |mut row, id| {
+                row.push("TRUE")
+                    .push_bind(at)
+                    .push_bind(at)
+                    .push_bind(storage)
+                    .push_bind(id);
+            });
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(db(context))?;
+        }
+        tx.commit().await.map_err(db(context))?;
+        Ok(())
     }
 
     async fn annotation_for_export(&self, id: i64) -> Result<Option<ExportedAnnotation>> {
