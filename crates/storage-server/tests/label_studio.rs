@@ -423,6 +423,109 @@ async fn the_ui_s_sync_button_runs_this_server_s_sync_through_the_proxy_rule() {
     }
 }
 
+/// Google's OAuth token endpoint as Label Studio's service-account
+/// credentials call it (RFC 7523: a JWT bearer grant), answering a token
+/// that fake-gcs does not check. It records the grants it was sent.
+async fn google_token_double() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::extract::State;
+    let grants: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/token",
+            axum::routing::post(
+                |State(grants): State<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
+                 body: String| async move {
+                    grants.lock().unwrap().push(body);
+                    axum::Json(json!({"access_token": "ls-test-token", "expires_in": 3600,
+                                      "token_type": "Bearer"}))
+                },
+            ),
+        )
+        .with_state(std::sync::Arc::clone(&grants));
+    let (base, _server) = support::serve_on_loopback(app).await;
+    (format!("{base}/token"), grants)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gcs_storage_made_in_label_studio_is_synced_by_this_server() {
+    use storage_testing::gcs_shim::{GcsShim, TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM};
+    let emulator = storage_testing::fake_gcs();
+    let shim = GcsShim::start(&emulator.endpoint).await;
+    let prefix = storage_testing::unique_prefix("label-studio-gcs");
+    let bucket = shim.object_store(&emulator.bucket);
+    for i in 0..12 {
+        bucket
+            .put(
+                &object_store::path::Path::from(format!("{prefix}/img_{i:02}.jpg")),
+                "jpeg".into(),
+            )
+            .await
+            .unwrap();
+    }
+    let (token_uri, grants) = google_token_double().await;
+    // One key for both: Label Studio's client signs in at the token
+    // double and reads fake-gcs (STORAGE_EMULATOR_HOST); this server reads
+    // through the write shim (`gcs_base_url`, no OAuth).
+    let mut key: Value =
+        serde_json::from_str(&shim.credentials_json(TEST_CLIENT_EMAIL, TEST_PRIVATE_KEY_PEM))
+            .unwrap();
+    key["token_uri"] = json!(token_uri);
+    let dir = tempfile::tempdir().unwrap();
+    let ls = LabelStudio::start_with_env(
+        dir.path(),
+        &[("STORAGE_EMULATOR_HOST", emulator.endpoint.as_str())],
+    )
+    .await;
+    let project = ls.project("gcs bucket").await;
+    let storage = ls
+        .api
+        .ok(
+            Method::POST,
+            "/api/storages/gcs",
+            Some(json!({
+                "project": project, "bucket": emulator.bucket, "prefix": prefix,
+                "use_blob_urls": true, "presign": false,
+                "google_application_credentials": key.to_string(),
+                "google_project_id": "test-project",
+            })),
+        )
+        .await;
+    let path = format!("/api/storages/gcs/{}", storage["id"]);
+    let (server, ours) = our_server(&ls, dir.path());
+    let answer = ours.ok(Method::POST, &format!("{path}/sync"), None).await;
+    assert_eq!(answer["id"], storage["id"]);
+    assert!(
+        !answer.to_string().contains("PRIVATE KEY"),
+        "a key in the answer: {answer}"
+    );
+    let synced = ls.wait_synced(&path).await;
+    assert_eq!(
+        synced["status"],
+        "completed",
+        "{synced}\n{}",
+        server.log_text()
+    );
+    assert_eq!(synced["last_sync_count"], 12, "{synced}");
+    assert_eq!(ls.tasks(project).await.len(), 12);
+    // Label Studio's own sync finds every object linked.
+    let again = ls.api.ok(Method::POST, &format!("{path}/sync"), None).await;
+    let again = if again["status"] == "completed" {
+        again
+    } else {
+        ls.wait_synced(&path).await
+    };
+    assert_eq!(again["last_sync_count"], 0, "{again}");
+    assert_eq!(ls.tasks(project).await.len(), 12);
+    // Label Studio signed in with the key's JWT bearer grant.
+    let grants = grants.lock().unwrap().clone();
+    assert!(
+        grants.iter().any(|g| g
+            .contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer")
+            && g.contains("assertion=")),
+        "grants: {grants:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn callers_are_whoever_label_studio_says_they_are_token_access_token_or_session() {
     let dir = tempfile::tempdir().unwrap();

@@ -40,16 +40,21 @@ impl LabelStudio {
     /// `dir/ls-data`, its document root `dir/files`), with an admin user
     /// whose token is [`LS_TOKEN`], and waits until it answers.
     pub async fn start(dir: &Path) -> Self {
-        Self::start_on(dir, None).await
+        Self::start_on(dir, None, &[]).await
     }
 
     /// As [`LabelStudio::start`], on the empty PostgreSQL database at
     /// `postgres` (as Label Studio runs in production).
     pub async fn start_on_postgres(dir: &Path, postgres: &str) -> Self {
-        Self::start_on(dir, Some(postgres)).await
+        Self::start_on(dir, Some(postgres), &[]).await
     }
 
-    async fn start_on(dir: &Path, postgres: Option<&str>) -> Self {
+    /// As [`LabelStudio::start`], with more environment variables.
+    pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_on(dir, None, env).await
+    }
+
+    async fn start_on(dir: &Path, postgres: Option<&str>, env: &[(&str, &str)]) -> Self {
         let binary = venv().join("bin/label-studio");
         assert!(
             binary.exists(),
@@ -84,6 +89,7 @@ impl LabelStudio {
                 format!("sqlite://{}", data.join("label_studio.sqlite3").display())
             }
         };
+        command.envs(env.iter().copied());
         let child = command
             .args(["start", "--no-browser", "--internal-host", "127.0.0.1"])
             .arg("--data-dir")
