@@ -1106,6 +1106,27 @@ async fn this_server_s_own_settings_of_a_label_studio_storage_are_kept_beside_it
         assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {body}");
         assert!(body.to_string().contains(field), "names {field}: {body}");
     }
+    // Storages are made and deleted in Label Studio: a clear 400 here, and
+    // nothing written.
+    let (status, body) = ours
+        .post(
+            "/api/storages/localfiles",
+            json!({"project": project, "path": ls.files.join("images"), "use_blob_urls": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("in Label Studio"), "{body}");
+    let (status, body) = ours.delete(&path).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let listed = ls
+        .api
+        .ok(
+            Method::GET,
+            &format!("/api/storages/localfiles?project={project}"),
+            None,
+        )
+        .await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     // A schedule is this server's own: kept in its table, not Label Studio's.
     let (status, body) = ours.patch(&path, json!({"sync_interval": 1})).await;
     assert_eq!(status, StatusCode::OK, "{body}\n{}", server.log_text());
