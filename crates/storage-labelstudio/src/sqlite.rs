@@ -117,6 +117,8 @@ fn db(context: &str) -> impl FnOnce(sqlx::Error) -> Error {
 mod access;
 #[path = "shared/annotations.rs"]
 mod annotations;
+#[path = "shared/rows.rs"]
+mod rows;
 #[path = "shared/storages.rs"]
 mod storages;
 #[path = "shared/tasks.rs"]

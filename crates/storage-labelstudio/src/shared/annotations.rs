@@ -8,15 +8,16 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
-use sqlx::{QueryBuilder, Row};
+use sqlx::QueryBuilder;
 use storage_core::export::created_ago;
 use storage_core::label_config::LabelConfig;
 use storage_core::persist::{AnnotationSource, ExportedAnnotation};
 use storage_core::task_data::TaskData;
 use storage_core::{Error, Result};
 
+use super::rows::{get, iso, json_column};
 use super::{db, read_time, stamp, Db, DbRow, Engine};
 use crate::catalogue::table_of;
 
@@ -55,29 +56,6 @@ const ANNOTATION_COLUMNS: &str =
 const ANNOTATIONS_FROM: &str = "FROM task_completion a JOIN task t ON t.id = a.task_id \
      JOIN project p ON p.id = t.project_id \
      LEFT JOIN htx_user u ON u.id = a.completed_by_id";
-
-pub(super) fn get<'r, T>(row: &'r DbRow, column: &str) -> Result<T>
-where
-    T: sqlx::Decode<'r, super::Db> + sqlx::Type<super::Db>,
-{
-    row.try_get(column)
-        .map_err(|err| Error::backend(format!("reading column {column}"), err))
-}
-
-/// A time as Label Studio's API writes it.
-pub(super) fn iso(row: &DbRow, column: &str) -> Result<Value> {
-    Ok(
-        read_time(row, column, || column.to_string())?.map_or(Value::Null, |at: DateTime<Utc>| {
-            Value::String(at.to_rfc3339_opts(SecondsFormat::Micros, true))
-        }),
-    )
-}
-
-pub(super) fn json_column(row: &DbRow, column: &str) -> Result<Value> {
-    Ok(get::<Option<String>>(row, column)?
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or(Value::Null))
-}
 
 /// A task of [`TASK_COLUMNS`] as Label Studio serializes every field of it
 /// (its storage export's nested `task`, its webhooks' `tasks`), with

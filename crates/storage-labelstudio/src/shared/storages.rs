@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::{QueryBuilder, Row};
+use sqlx::QueryBuilder;
 use storage_core::persist::{StorageFilter, StorageRepository, SyncGuard};
 use storage_core::{
     meta_time, Error, NewStorage, Result, Settings, Storage, StorageKind, SyncState, SyncStatus,
@@ -20,6 +20,7 @@ use storage_core::{
 use crate::catalogue::{table_for, table_of, Column, Table, SLOTS, TABLES};
 use crate::{LEASE_META, SETTINGS_TABLE};
 
+use super::rows::get;
 use super::{db, read_time, stamp, Db, DbRow, Engine, JSON_CAST, NULL_SAFE_EQ};
 
 fn managed_by_label_studio(action: &str) -> Error {
@@ -116,14 +117,6 @@ fn storage_from_row(table: &Table, row: &DbRow) -> Result<Storage> {
             lease_until,
         },
     })
-}
-
-fn get<'r, T>(row: &'r DbRow, column: &str) -> Result<T>
-where
-    T: sqlx::Decode<'r, Db> + sqlx::Type<Db>,
-{
-    row.try_get(column)
-        .map_err(|err| Error::backend(format!("reading column {column}"), err))
 }
 
 impl Engine {

@@ -20,6 +20,7 @@ use crate::catalogue::{table_of, Table};
 use crate::summary::Summary;
 use crate::UNFINISHED_TABLE;
 
+use super::rows::json_column;
 use super::{db, stamp, Db, DbConn, Engine, JSON_CAST, MAX_VARIABLES, ROW_LOCK};
 
 /// The import table of storage `id`.
@@ -215,12 +216,7 @@ impl Engine {
         let Some(row) = row else {
             return Ok(());
         };
-        let read = |column: &str| -> Result<Value> {
-            let text: Option<String> = row.try_get(column).map_err(db(context))?;
-            Ok(text
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or(Value::Null))
-        };
+        let read = |column: &str| json_column(&row, column);
         let object = |value: Value| match value {
             Value::Object(map) => map,
             _ => serde_json::Map::new(),

@@ -12,7 +12,8 @@ use sqlx::QueryBuilder;
 use storage_core::label_config::LabelConfig;
 use storage_core::Result;
 
-use super::annotations::{get, iso, json_column, task_json, TASK_COLUMNS};
+use super::annotations::{task_json, TASK_COLUMNS};
+use super::rows::{get, iso, json_column};
 use super::{db, Db, DbRow, Engine};
 use crate::webhooks::{Column, Delivery, PROJECT_FIELDS};
 
