@@ -238,7 +238,10 @@ impl std::fmt::Debug for Config {
                     .as_deref()
                     .map(crate::redact_url),
             )
-            .field("label_studio_url", &self.label_studio_url)
+            .field(
+                "label_studio_url",
+                &self.label_studio_url.as_deref().map(crate::redact_url),
+            )
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field(
                 "local_files_serving_enabled",

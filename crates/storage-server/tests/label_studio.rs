@@ -991,7 +991,9 @@ async fn a_sync_fires_label_studio_s_tasks_created_webhooks_as_its_own_sync_does
         ours["tasks"][0]["data"], theirs["tasks"][0]["data"],
         "task data shown alike"
     );
-    assert_eq!(ours["project"]["task_data_password"], Value::Null);
+    for secret in ["token", "task_data_login", "task_data_password"] {
+        assert_eq!(ours["project"][secret], Value::Null, "{secret} withheld");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -160,8 +160,8 @@ impl Engine {
     }
 }
 
-/// The project as `ProjectWebhookSerializer` writes it (`task_data_password`
-/// left out: a secret).
+/// The project as `ProjectWebhookSerializer` writes it, its secrets
+/// (`token`, `task_data_login`, `task_data_password`) `null`.
 fn project_json(row: &DbRow) -> Result<Value> {
     let mut out = Map::new();
     out.insert("id".into(), Value::from(get::<i64>(row, "id")?));
