@@ -13,6 +13,10 @@
 //!   links its link rows, so its own sync finds them linked;
 //! - the tasks a sync creates fire its `TASKS_CREATED` webhooks (its own
 //!   `webhook` rows, its payload);
+//! - this server's change and deletion policies (`on_object_changed`,
+//!   `on_object_deleted`) update, mark or delete its tasks (deleting only
+//!   tasks without annotations or drafts, as its ORM would, with its
+//!   `TASKS_DELETED` webhooks);
 //! - export syncs read its annotations (`task_completion`) and write them
 //!   in its export shape.
 //!
@@ -25,7 +29,8 @@
 //! writers fail with "database is locked".
 //! Nothing of Label Studio's is altered: no persistent pragma, no
 //! migration, no column of ours in its tables; our own tables
-//! ([`UNFINISHED_TABLE`], [`SETTINGS_TABLE`]) sit beside them. [`LabelStudioDatabase::connect`]
+//! ([`UNFINISHED_TABLE`], [`SETTINGS_TABLE`], [`VERSIONS_TABLE`]) sit
+//! beside them. [`LabelStudioDatabase::connect`]
 //! refuses a schema it was not tested with.
 //!
 //! ```no_run
@@ -74,6 +79,11 @@ pub const UNFINISHED_TABLE: &str = "storage_connections_unfinished_objects";
 /// (change/deletion policies, schedules, events): the fields of a storage
 /// that Label Studio's tables have no column for, by storage id.
 pub const SETTINGS_TABLE: &str = "storage_connections_settings";
+
+/// Our table of the listing entry (ETag, size, last-modified time) each
+/// object of a storage was last read at, which Label Studio's link rows
+/// have no column for: what syncs that follow the bucket compare with.
+pub const VERSIONS_TABLE: &str = "storage_connections_object_versions";
 
 /// The key of a storage row's `meta` that holds the running job's lease:
 /// Label Studio has no column for it.

@@ -69,6 +69,9 @@ fn read_time(
         .map_err(|err| Error::backend(format!("reading column {column}"), err))
 }
 
+/// Link keys in byte order, as listings return them.
+const KEY_ORDER: &str = "key COLLATE \"C\"";
+
 /// Label Studio's JSON columns are `jsonb`; documents bind as text.
 const JSON_CAST: &str = "::jsonb";
 
@@ -100,6 +103,8 @@ fn db(context: &str) -> impl FnOnce(sqlx::Error) -> Error {
 mod access;
 #[path = "shared/annotations.rs"]
 mod annotations;
+#[path = "shared/follow.rs"]
+mod follow;
 #[path = "shared/rows.rs"]
 mod rows;
 #[path = "shared/storages.rs"]

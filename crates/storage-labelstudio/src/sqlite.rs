@@ -89,6 +89,9 @@ fn read_time(
     .transpose()
 }
 
+/// Link keys in byte order, as listings return them.
+const KEY_ORDER: &str = "key";
+
 /// A bound JSON document is text, as SQLite keeps it.
 const JSON_CAST: &str = "";
 
@@ -117,6 +120,8 @@ fn db(context: &str) -> impl FnOnce(sqlx::Error) -> Error {
 mod access;
 #[path = "shared/annotations.rs"]
 mod annotations;
+#[path = "shared/follow.rs"]
+mod follow;
 #[path = "shared/rows.rs"]
 mod rows;
 #[path = "shared/storages.rs"]

@@ -27,9 +27,18 @@ fn increment(map: &mut Map<String, Value>, key: &str) {
 impl Summary {
     /// Counts the data columns and annotations of `tasks`.
     pub(crate) fn add(&mut self, tasks: &[NewTask]) {
+        let data: Vec<Map<String, Value>> =
+            tasks.iter().map(|task| task.data.to_object()).collect();
+        self.add_data_columns(&data);
+        for annotation in tasks.iter().flat_map(|task| &task.annotations) {
+            self.add_annotation(annotation);
+        }
+    }
+
+    /// Counts the data columns of tasks with `data` (`update_data_columns`).
+    pub(crate) fn add_data_columns(&mut self, data: &[Map<String, Value>]) {
         let mut common: Option<Vec<String>> = None;
-        for task in tasks {
-            let data = task.data.to_object();
+        for data in data {
             for key in data.keys() {
                 increment(&mut self.all_data_columns, key);
             }
@@ -40,9 +49,6 @@ impl Summary {
                     .filter(|k| data.contains_key(k))
                     .collect(),
             });
-            for annotation in &task.annotations {
-                self.add_annotation(annotation);
-            }
         }
         let Some(mut common) = common else {
             return;
@@ -52,6 +58,24 @@ impl Summary {
         }
         common.sort();
         self.common_data_columns = common;
+    }
+
+    /// Uncounts the data columns of tasks with `data`, which are deleted
+    /// or get other data (`remove_data_columns`): a column no task has any
+    /// more leaves both lists.
+    pub(crate) fn remove_data_columns(&mut self, data: &[Map<String, Value>]) {
+        for key in data.iter().flat_map(Map::keys) {
+            let Some(count) = self.all_data_columns.get(key).and_then(Value::as_i64) else {
+                continue;
+            };
+            if count <= 1 {
+                self.all_data_columns.remove(key);
+                self.common_data_columns.retain(|k| k != key);
+            } else {
+                self.all_data_columns
+                    .insert(key.clone(), Value::from(count - 1));
+            }
+        }
     }
 
     fn add_annotation(&mut self, annotation: &Value) {
@@ -169,5 +193,21 @@ mod tests {
             Value::Object(summary.created_labels.clone()),
             json!({"c": {"a": 2, "b": 2}, "t": {}})
         );
+    }
+
+    #[test]
+    fn removed_columns_are_uncounted_and_leave_at_zero() {
+        let object = |value: Value| value.as_object().expect("object").clone();
+        let mut summary = Summary {
+            all_data_columns: object(json!({"image": 2, "n": 1})),
+            common_data_columns: vec!["image".into(), "n".into()],
+            ..Summary::default()
+        };
+        summary.remove_data_columns(&[object(json!({"image": "a", "n": 1, "other": 2}))]);
+        assert_eq!(
+            Value::Object(summary.all_data_columns.clone()),
+            json!({"image": 1})
+        );
+        assert_eq!(summary.common_data_columns, vec!["image".to_string()]);
     }
 }

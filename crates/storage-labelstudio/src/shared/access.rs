@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use storage_core::persist::{Caller, ProjectAccess};
 use storage_core::Result;
 
-use crate::{SETTINGS_TABLE, UNFINISHED_TABLE};
+use crate::{SETTINGS_TABLE, UNFINISHED_TABLE, VERSIONS_TABLE};
 
 use super::{db, Engine};
 
@@ -36,6 +36,11 @@ impl Engine {
             format!(
                 "CREATE TABLE IF NOT EXISTS {SETTINGS_TABLE} (storage_id BIGINT PRIMARY KEY, \
                  settings TEXT NOT NULL)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (storage_id BIGINT NOT NULL, \
+                 key TEXT NOT NULL, etag TEXT, size BIGINT, last_modified BIGINT, \
+                 PRIMARY KEY (storage_id, key))"
             ),
         ] {
             sqlx::query(&ddl)

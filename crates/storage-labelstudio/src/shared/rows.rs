@@ -1,15 +1,15 @@
-//! Reading columns of Label Studio's rows: a typed value, a time as its API
-//! writes it, a JSON column.
+//! Reading columns of Label Studio's rows (a typed value, a time as its API
+//! writes it, a JSON column), and running a built query.
 //!
 //! This file is compiled twice, as a child module of each engine
 //! (`sqlite::rows`, `postgres::rows`); `super` is the engine.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row};
 use storage_core::{Error, Result};
 
-use super::{read_time, DbRow};
+use super::{db, read_time, Db, DbConn, DbRow};
 
 /// The value of `column`, its name in the error.
 pub(super) fn get<'r, T>(row: &'r DbRow, column: &str) -> Result<T>
@@ -34,4 +34,34 @@ pub(super) fn json_column(row: &DbRow, column: &str) -> Result<Value> {
     Ok(get::<Option<String>>(row, column)?
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or(Value::Null))
+}
+
+/// Runs `query` (never cached: its shape depends on its lists), its error
+/// told as `context`.
+pub(super) async fn execute(
+    conn: &mut DbConn,
+    mut query: QueryBuilder<'_, Db>,
+    context: &str,
+) -> Result<()> {
+    query
+        .build()
+        .persistent(false)
+        .execute(conn)
+        .await
+        .map_err(db(context))?;
+    Ok(())
+}
+
+/// Every row of `query` (see [`execute`]).
+pub(super) async fn fetch_all(
+    conn: &mut DbConn,
+    mut query: QueryBuilder<'_, Db>,
+    context: &str,
+) -> Result<Vec<DbRow>> {
+    query
+        .build()
+        .persistent(false)
+        .fetch_all(conn)
+        .await
+        .map_err(db(context))
 }

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::QueryBuilder;
 use storage_core::persist::{StorageFilter, StorageRepository, SyncGuard};
+use storage_core::shards::SHARD_LISTING_FIELD;
 use storage_core::{
     meta_time, Error, NewStorage, Result, Settings, Storage, StorageKind, SyncState, SyncStatus,
 };
@@ -250,6 +251,14 @@ impl StorageRepository for Engine {
                 if old != Some(value) && !(unset(old) && unset(Some(value))) {
                     return Err(label_studio_s(name));
                 }
+            } else if name == SHARD_LISTING_FIELD && value.as_bool() == Some(true) {
+                // Silently syncing in one listing would hide that the
+                // setting does nothing here.
+                return Err(Error::invalid(
+                    SHARD_LISTING_FIELD,
+                    "not available on Label Studio's database: a storage there is synced in one \
+                     listing (its shards would need a queue of this server's own database)",
+                ));
             } else {
                 ours.insert(name.clone(), value.clone());
             }

@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{QueryBuilder, Row};
-use storage_core::persist::{NewTask, TaskSink};
+use storage_core::persist::{
+    GoneTasks, LinkedObject, NewTask, Refreshed, Removed, SettledObject, TaskSink,
+};
 use storage_core::{Error, Result};
 
 use crate::catalogue::{table_of, Table};
@@ -21,15 +23,19 @@ use crate::summary::Summary;
 use crate::UNFINISHED_TABLE;
 
 use super::rows::json_column;
+use super::webhooks::TaskEvent;
 use super::{db, stamp, Db, DbConn, Engine, JSON_CAST, MAX_VARIABLES, ROW_LOCK};
 
 /// The import table of storage `id`.
-fn import_table(id: i64) -> Result<(&'static Table, i64)> {
+pub(super) fn import_table(id: i64) -> Result<(&'static Table, i64)> {
     table_of(id).ok_or_else(|| Error::not_found(format!("storage {id}")))
 }
 
 /// Values per `IN` list, leaving room for a statement's other values.
-const LIST_CHUNK: usize = 5_000;
+pub(super) const LIST_CHUNK: usize = 5_000;
+
+const WRITE_CONTEXT: &str = "writing tasks into Label Studio's database";
+const SUMMARY_CONTEXT: &str = "updating a Label Studio project's summary";
 
 /// Task rows per `INSERT` (15 values each), under every engine's limit.
 const TASKS_PER_STATEMENT: usize = if MAX_VARIABLES / 15 < 1_000 {
@@ -198,11 +204,10 @@ impl Engine {
 }
 
 impl Engine {
-    /// Counts `tasks` into the project's summary, as Label Studio's import
-    /// does (a project without a summary row has none to update).
-    async fn add_to_summary(conn: &mut DbConn, project: i64, tasks: &[NewTask]) -> Result<()> {
-        let context = "updating a Label Studio project's summary";
-        let row = sqlx::query(
+    /// The project's summary, `None` for a project without one (it has
+    /// none to update).
+    pub(super) async fn read_summary(conn: &mut DbConn, project: i64) -> Result<Option<Summary>> {
+        let rows = sqlx::query(
             "SELECT CAST(all_data_columns AS TEXT) AS all_data_columns, \
              CAST(common_data_columns AS TEXT) AS common_data_columns, \
              CAST(created_annotations AS TEXT) AS created_annotations, \
@@ -210,25 +215,31 @@ impl Engine {
              FROM projects_projectsummary WHERE project_id = $1",
         )
         .bind(project)
-        .fetch_optional(&mut *conn)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(db(context))?;
-        let Some(row) = row else {
-            return Ok(());
+        .map_err(db(SUMMARY_CONTEXT))?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
         };
-        let read = |column: &str| json_column(&row, column);
+        let read = |column: &str| json_column(row, column);
         let object = |value: Value| match value {
             Value::Object(map) => map,
             _ => serde_json::Map::new(),
         };
-        let mut summary = Summary {
+        Ok(Some(Summary {
             all_data_columns: object(read("all_data_columns")?),
             common_data_columns: serde_json::from_value(read("common_data_columns")?)
                 .unwrap_or_default(),
             created_annotations: object(read("created_annotations")?),
             created_labels: object(read("created_labels")?),
-        };
-        summary.add(tasks);
+        }))
+    }
+
+    pub(super) async fn write_summary(
+        conn: &mut DbConn,
+        project: i64,
+        summary: Summary,
+    ) -> Result<()> {
         sqlx::query(&format!(
             "UPDATE projects_projectsummary SET all_data_columns = $1{JSON_CAST}, \
              common_data_columns = $2{JSON_CAST}, created_annotations = $3{JSON_CAST}, \
@@ -241,8 +252,138 @@ impl Engine {
         .bind(project)
         .execute(&mut *conn)
         .await
-        .map_err(db(context))?;
+        .map_err(db(SUMMARY_CONTEXT))?;
         Ok(())
+    }
+
+    /// Changes the project's summary as `change` says, as Label Studio's
+    /// import and deletion do.
+    pub(super) async fn update_summary(
+        conn: &mut DbConn,
+        project: i64,
+        change: impl FnOnce(&mut Summary),
+    ) -> Result<()> {
+        if let Some(mut summary) = Self::read_summary(conn, project).await? {
+            change(&mut summary);
+            Self::write_summary(conn, project, summary).await?;
+        }
+        Ok(())
+    }
+
+    /// The project's `maximum_annotations` (a task's `overlap`), its row
+    /// held to the end of the transaction: task creation in one project is
+    /// serialized, so inner ids and the dedupe check never race (on SQLite
+    /// the transaction holds the write lock already).
+    pub(super) async fn lock_project(conn: &mut DbConn, project: i64) -> Result<i64> {
+        let overlap: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT CAST(maximum_annotations AS BIGINT) FROM project WHERE id = $1{ROW_LOCK}"
+        ))
+        .bind(project)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db(WRITE_CONTEXT))?;
+        overlap
+            .first()
+            .copied()
+            .ok_or_else(|| Error::not_found(format!("Label Studio project {project}")))
+    }
+
+    /// Inserts `tasks` (none of them linked yet) with their links, their
+    /// predictions and annotations, counts them into the project's summary
+    /// and records their objects' listing entries; returns their ids.
+    pub(super) async fn insert_tasks(
+        conn: &mut DbConn,
+        project: i64,
+        overlap: i64,
+        storage_id: i64,
+        tasks: &[NewTask],
+    ) -> Result<Vec<i64>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (table, label_studio_id) = import_table(storage_id)?;
+        let last_inner: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(MAX(inner_id), 0) AS BIGINT) FROM task WHERE project_id = $1",
+        )
+        .bind(project)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db(WRITE_CONTEXT))?;
+        let at = &stamp(crate::now());
+
+        let mut ids = Vec::with_capacity(tasks.len());
+        for (chunk_index, chunk) in tasks.chunks(TASKS_PER_STATEMENT).enumerate() {
+            let mut query = QueryBuilder::<Db>::new(
+                "INSERT INTO task (data, meta, created_at, updated_at, is_labeled, project_id, \
+                 overlap, inner_id, total_annotations, cancelled_annotations, \
+                 total_predictions, comment_count, unresolved_comment_count, allow_skip, \
+                 updated_by_id) ",
+            );
+            let first = last_inner + 1 + (chunk_index * TASKS_PER_STATEMENT) as i64;
+            query.push_values(chunk.iter().enumerate(), |mut row, (i, task)| {
+                let counts = counts(task);
+                row.push_bind(task.data.as_str().to_string())
+                    .push_unseparated(JSON_CAST)
+                    .push("'{}'")
+                    .push_unseparated(JSON_CAST)
+                    .push_bind(at)
+                    .push_bind(at)
+                    .push_bind(counts.annotations + counts.cancelled >= overlap)
+                    .push_bind(project)
+                    .push_bind(overlap)
+                    .push_bind(first + i as i64)
+                    .push_bind(counts.annotations)
+                    .push_bind(counts.cancelled)
+                    .push_bind(counts.predictions)
+                    .push("0")
+                    .push("0")
+                    .push_bind(task.allow_skip)
+                    .push_bind(last_annotator(task));
+            });
+            query.push(" RETURNING CAST(id AS BIGINT) AS id");
+            let rows = query
+                .build()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db(WRITE_CONTEXT))?;
+            for row in rows {
+                ids.push(row.try_get::<i64, _>("id").map_err(db(WRITE_CONTEXT))?);
+            }
+        }
+
+        for (chunk_tasks, chunk_ids) in tasks
+            .chunks(TASKS_PER_STATEMENT)
+            .zip(ids.chunks(TASKS_PER_STATEMENT))
+        {
+            let mut query = QueryBuilder::<Db>::new(format!(
+                "INSERT INTO {} (key, object_exists, created_at, task_id, storage_id, row_group, \
+                 row_index) ",
+                table.links
+            ));
+            query.push_values(chunk_tasks.iter().zip(chunk_ids), |mut row, (task, id)| {
+                row.push_bind(task.link.key.as_str())
+                    .push("TRUE")
+                    .push_bind(at)
+                    .push_bind(*id)
+                    .push_bind(label_studio_id)
+                    .push_bind(task.link.row_group)
+                    .push_bind(task.link.row_index);
+            });
+            query
+                .build()
+                .execute(&mut *conn)
+                .await
+                .map_err(db(WRITE_CONTEXT))?;
+        }
+
+        for (task, id) in tasks.iter().zip(&ids) {
+            Self::write_predictions(conn, project, *id, &task.predictions, at).await?;
+            Self::write_annotations(conn, project, *id, &task.annotations, at).await?;
+        }
+        Self::update_summary(conn, project, |summary| summary.add(tasks)).await?;
+        let links = tasks.iter().map(|task| &task.link);
+        Self::record_listing_entries(conn, storage_id, links).await?;
+        Ok(ids)
     }
 }
 
@@ -357,109 +498,66 @@ impl TaskSink for Engine {
             return Ok(0);
         }
         let (table, label_studio_id) = import_table(storage_id)?;
-        let context = "writing tasks into Label Studio's database";
-        let mut tx = self.begin_write(context).await?;
-        // The project's row, held to the end: task creation in one project
-        // is serialized, so inner ids and the dedupe check never race (on
-        // SQLite the transaction holds the write lock already).
-        let maximum_annotations: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT CAST(maximum_annotations AS BIGINT) FROM project WHERE id = $1{ROW_LOCK}"
-        ))
-        .bind(project)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db(context))?;
-        let overlap = maximum_annotations
-            .ok_or_else(|| Error::not_found(format!("Label Studio project {project}")))?;
-
+        let mut tx = self.begin_write(WRITE_CONTEXT).await?;
+        let overlap = Self::lock_project(&mut tx, project).await?;
         let keys: Vec<&str> = tasks.iter().map(|t| t.link.key.as_str()).collect();
         let mut linked = Self::linked_pairs(&mut tx, table, label_studio_id, &keys).await?;
         let tasks: Vec<NewTask> = tasks
             .into_iter()
             .filter(|t| linked.insert((t.link.key.clone(), t.link.row_index)))
             .collect();
-        if tasks.is_empty() {
-            tx.commit().await.map_err(db(context))?;
-            return Ok(0);
-        }
-        let last_inner: i64 = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(MAX(inner_id), 0) AS BIGINT) FROM task WHERE project_id = $1",
-        )
-        .bind(project)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db(context))?;
-        let at = &stamp(crate::now());
-
-        let mut ids = Vec::with_capacity(tasks.len());
-        for (chunk_index, chunk) in tasks.chunks(TASKS_PER_STATEMENT).enumerate() {
-            let mut query = QueryBuilder::<Db>::new(
-                "INSERT INTO task (data, meta, created_at, updated_at, is_labeled, project_id, \
-                 overlap, inner_id, total_annotations, cancelled_annotations, \
-                 total_predictions, comment_count, unresolved_comment_count, allow_skip, \
-                 updated_by_id) ",
-            );
-            let first = last_inner + 1 + (chunk_index * TASKS_PER_STATEMENT) as i64;
-            query.push_values(chunk.iter().enumerate(), |mut row, (i, task)| {
-                let counts = counts(task);
-                row.push_bind(task.data.as_str().to_string())
-                    .push_unseparated(JSON_CAST)
-                    .push("'{}'")
-                    .push_unseparated(JSON_CAST)
-                    .push_bind(at)
-                    .push_bind(at)
-                    .push_bind(counts.annotations + counts.cancelled >= overlap)
-                    .push_bind(project)
-                    .push_bind(overlap)
-                    .push_bind(first + i as i64)
-                    .push_bind(counts.annotations)
-                    .push_bind(counts.cancelled)
-                    .push_bind(counts.predictions)
-                    .push("0")
-                    .push("0")
-                    .push_bind(task.allow_skip)
-                    .push_bind(last_annotator(task));
-            });
-            query.push(" RETURNING CAST(id AS BIGINT) AS id");
-            let rows = query
-                .build()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db(context))?;
-            for row in rows {
-                ids.push(row.try_get::<i64, _>("id").map_err(db(context))?);
-            }
-        }
-
-        for (chunk_tasks, chunk_ids) in tasks
-            .chunks(TASKS_PER_STATEMENT)
-            .zip(ids.chunks(TASKS_PER_STATEMENT))
-        {
-            let mut query = QueryBuilder::<Db>::new(format!(
-                "INSERT INTO {} (key, object_exists, created_at, task_id, storage_id, row_group, \
-                 row_index) ",
-                table.links
-            ));
-            query.push_values(chunk_tasks.iter().zip(chunk_ids), |mut row, (task, id)| {
-                row.push_bind(task.link.key.as_str())
-                    .push("TRUE")
-                    .push_bind(at)
-                    .push_bind(*id)
-                    .push_bind(label_studio_id)
-                    .push_bind(task.link.row_group)
-                    .push_bind(task.link.row_index);
-            });
-            query.build().execute(&mut *tx).await.map_err(db(context))?;
-        }
-
-        for (task, id) in tasks.iter().zip(&ids) {
-            Self::write_predictions(&mut tx, project, *id, &task.predictions, at).await?;
-            Self::write_annotations(&mut tx, project, *id, &task.annotations, at).await?;
-        }
-        Self::add_to_summary(&mut tx, project, &tasks).await?;
-        tx.commit().await.map_err(db(context))?;
+        let ids = Self::insert_tasks(&mut tx, project, overlap, storage_id, &tasks).await?;
+        tx.commit().await.map_err(db(WRITE_CONTEXT))?;
         let created = ids.len() as u64;
-        self.emit_tasks_created(project, ids);
+        self.emit_tasks(TaskEvent::Created, project, ids);
         Ok(created)
+    }
+
+    // Following the bucket: see `follow.rs`.
+
+    async fn linked_objects(
+        &self,
+        storage_id: i64,
+        keys: &[String],
+    ) -> Result<HashMap<String, LinkedObject>> {
+        self.follow_linked_objects(storage_id, keys).await
+    }
+
+    async fn linked_keys_between(
+        &self,
+        storage_id: i64,
+        after: Option<&str>,
+        upto: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.follow_keys_between(storage_id, after, upto, limit)
+            .await
+    }
+
+    async fn remove_objects(
+        &self,
+        storage_id: i64,
+        keys: &[String],
+        gone: GoneTasks,
+    ) -> Result<Removed> {
+        self.follow_remove_objects(storage_id, keys, gone).await
+    }
+
+    async fn refresh_tasks(
+        &self,
+        project: i64,
+        storage_id: i64,
+        tasks: Vec<NewTask>,
+    ) -> Result<Refreshed> {
+        self.follow_refresh_tasks(project, storage_id, tasks).await
+    }
+
+    async fn settle_objects(
+        &self,
+        storage_id: i64,
+        objects: &[SettledObject],
+        gone: Option<GoneTasks>,
+    ) -> Result<Removed> {
+        self.follow_settle_objects(storage_id, objects, gone).await
     }
 }

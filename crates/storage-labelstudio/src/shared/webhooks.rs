@@ -1,8 +1,9 @@
-//! Label Studio's `TASKS_CREATED` webhooks for the tasks a sync creates:
-//! its own `webhook` rows (the organisation's, and the project's), with
-//! the body its `emit_webhooks_for_instance` posts (`action`, and with
-//! `send_payload` the `tasks` and the `project` as its webhook serializers
-//! write them) and each webhook's headers.
+//! Label Studio's `TASKS_CREATED` and `TASKS_DELETED` webhooks for the
+//! tasks a sync creates and deletes: its own `webhook` rows (the
+//! organisation's, and the project's), with the body its
+//! `emit_webhooks_for_instance` posts (`action`, and with `send_payload`
+//! the `tasks` and the `project` as its webhook serializers write them)
+//! and each webhook's headers.
 //!
 //! This file is compiled twice, as a child module of each engine
 //! (`sqlite::webhooks`, `postgres::webhooks`); `super` is the engine.
@@ -17,29 +18,57 @@ use super::rows::{get, iso, json_column};
 use super::{db, Db, DbRow, Engine};
 use crate::webhooks::{Column, Delivery, PROJECT_FIELDS};
 
+/// What happened to the tasks a webhook tells of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TaskEvent {
+    /// `TASKS_CREATED`: the tasks as Label Studio's task serializer
+    /// writes them.
+    Created,
+    /// `TASKS_DELETED`: their ids only (`OnlyIDWebhookSerializer`).
+    Deleted,
+}
+
+impl TaskEvent {
+    fn action(self) -> &'static str {
+        match self {
+            Self::Created => "TASKS_CREATED",
+            Self::Deleted => "TASKS_DELETED",
+        }
+    }
+}
+
 impl Engine {
-    /// Posts `TASKS_CREATED` for the tasks `ids` of `project` to the
-    /// project's active webhooks, in the background: the sync does not
-    /// wait for receivers. A failure is logged, never raised.
-    pub(super) fn emit_tasks_created(&self, project: i64, ids: Vec<i64>) {
+    /// Posts `event` for the tasks `ids` of `project` to the project's
+    /// active webhooks, in the background: the sync does not wait for
+    /// receivers. A failure is logged, never raised.
+    pub(super) fn emit_tasks(&self, event: TaskEvent, project: i64, ids: Vec<i64>) {
         let Some(sender) = self.webhooks.clone() else {
             return;
         };
+        if ids.is_empty() {
+            return;
+        }
         let engine = self.clone();
         tokio::spawn(async move {
-            match engine.tasks_created(project, &ids).await {
+            match engine.task_deliveries(event, project, &ids).await {
                 Ok(deliveries) => sender.send_all(deliveries).await,
                 Err(err) => tracing::warn!(
                     project,
+                    action = event.action(),
                     error = %err,
-                    "reading Label Studio's webhooks for TASKS_CREATED failed; not sent"
+                    "reading Label Studio's webhooks failed; not sent"
                 ),
             }
         });
     }
 
-    /// The deliveries of `TASKS_CREATED` for `ids`: one per active webhook.
-    async fn tasks_created(&self, project: i64, ids: &[i64]) -> Result<Vec<Delivery>> {
+    /// The deliveries of `event` for `ids`: one per active webhook.
+    async fn task_deliveries(
+        &self,
+        event: TaskEvent,
+        project: i64,
+        ids: &[i64],
+    ) -> Result<Vec<Delivery>> {
         let context = "reading Label Studio's webhooks";
         let hooks = sqlx::query(
             "SELECT CAST(w.url AS TEXT) AS url, CAST(w.headers AS TEXT) AS headers, \
@@ -47,10 +76,11 @@ impl Engine {
              FROM webhook w JOIN project p ON p.organization_id = w.organization_id \
              WHERE p.id = $1 AND (w.project_id = $1 OR w.project_id IS NULL) AND w.is_active \
              AND (w.send_for_all_actions OR EXISTS (SELECT 1 FROM webhook_action a \
-                  WHERE a.webhook_id = w.id AND a.action = 'TASKS_CREATED')) \
+                  WHERE a.webhook_id = w.id AND a.action = $2)) \
              ORDER BY w.id",
         )
         .bind(project)
+        .bind(event.action())
         .fetch_all(&self.pool)
         .await
         .map_err(db(context))?;
@@ -62,10 +92,10 @@ impl Engine {
         for hook in &hooks {
             let send_payload: bool = get(hook, "send_payload")?;
             let mut body = Map::new();
-            body.insert("action".into(), Value::from("TASKS_CREATED"));
+            body.insert("action".into(), Value::from(event.action()));
             if send_payload {
                 if payload.is_none() {
-                    payload = Some(self.tasks_payload(project, ids).await?);
+                    payload = Some(self.tasks_payload(event, project, ids).await?);
                 }
                 if let Some(payload) = &payload {
                     body.extend(payload.clone());
@@ -86,10 +116,30 @@ impl Engine {
 
     /// `{"tasks": [...], "project": {...}}` as Label Studio's webhook
     /// serializers write them.
-    async fn tasks_payload(&self, project: i64, ids: &[i64]) -> Result<Map<String, Value>> {
-        let context = "reading the tasks and project of a TASKS_CREATED webhook";
+    async fn tasks_payload(
+        &self,
+        event: TaskEvent,
+        project: i64,
+        ids: &[i64],
+    ) -> Result<Map<String, Value>> {
         let project_row = self.project_row(project).await?;
-        let config: Option<String> = get(&project_row, "p_label_config")?;
+        let tasks = match event {
+            TaskEvent::Created => self.tasks_json(&project_row, ids).await?,
+            TaskEvent::Deleted => ids
+                .iter()
+                .map(|id| serde_json::json!({ "id": id }))
+                .collect(),
+        };
+        let mut payload = Map::new();
+        payload.insert("tasks".into(), Value::Array(tasks));
+        payload.insert("project".into(), project_json(&project_row)?);
+        Ok(payload)
+    }
+
+    /// The tasks `ids` as Label Studio's webhook task serializer writes
+    /// them.
+    async fn tasks_json(&self, project_row: &DbRow, ids: &[i64]) -> Result<Vec<Value>> {
+        let config: Option<String> = get(project_row, "p_label_config")?;
         let data_key = LabelConfig::lenient(config.as_deref().unwrap_or_default())
             .first_data_key()
             .map(str::to_string);
@@ -105,15 +155,10 @@ impl Engine {
             .persistent(false)
             .fetch_all(&self.pool)
             .await
-            .map_err(db(context))?;
-        let tasks = rows
-            .iter()
+            .map_err(db("reading the tasks of a TASKS_CREATED webhook"))?;
+        rows.iter()
             .map(|row| task_json(row, data_key.as_deref()))
-            .collect::<Result<Vec<_>>>()?;
-        let mut payload = Map::new();
-        payload.insert("tasks".into(), Value::Array(tasks));
-        payload.insert("project".into(), project_json(&project_row)?);
-        Ok(payload)
+            .collect()
     }
 
     /// The project's row with the counts Label Studio's webhook serializer
