@@ -358,6 +358,81 @@ async fn an_s3_storage_made_in_label_studio_is_synced_by_this_server_with_its_cr
     assert!(!server.log_text().contains(SECRET), "the secret in the log");
 }
 
+/// Bucket event notifications (S3 through SQS, on moto) keep a storage
+/// made in Label Studio in step with no sync request: objects put become
+/// tasks, objects deleted take theirs with them.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_event_notifications_keep_a_label_studio_storage_in_step_with_no_sync_request() {
+    let bucket = support::sqs::NotifiedBucket::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ls = LabelStudio::start(dir.path()).await;
+    let project = ls.project("s3 events").await;
+    let mut body = bucket.storage(project, &bucket.moto.endpoint, json!({"presign": false}));
+    // What Label Studio has no column for is this server's, set below.
+    let ours_only = ["sqs_queue_url", "on_object_deleted", "deletion_guard"];
+    let settings: serde_json::Map<String, Value> = ours_only
+        .iter()
+        .map(|field| (field.to_string(), body[*field].take()))
+        .collect();
+    for field in ours_only {
+        body.as_object_mut().unwrap().remove(field);
+    }
+    // Label Studio checks that the prefix holds an object.
+    bucket
+        .put(std::iter::once("in/img_0.jpg".to_string()))
+        .await;
+    let storage = ls
+        .api
+        .ok(Method::POST, "/api/storages/s3", Some(body))
+        .await;
+    let path = format!("/api/storages/s3/{}", storage["id"]);
+    let (server, ours) = our_server(&ls, dir.path());
+    let (status, answer) = ours.patch(&path, Value::Object(settings)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    ours.ok(Method::POST, &format!("{path}/sync"), None).await;
+    assert_eq!(ls.wait_synced(&path).await["last_sync_count"], 1);
+
+    bucket.put((1..5).map(|i| format!("in/img_{i}.jpg"))).await;
+    let wait_for = |expected: usize| {
+        let ls = &ls;
+        let server = &server;
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let tasks = ls.tasks(project).await;
+                if tasks.len() == expected {
+                    return tasks;
+                }
+                assert!(
+                    started.elapsed().as_secs() < 120,
+                    "{} tasks, expected {expected}\n{}",
+                    tasks.len(),
+                    server.log_text()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_for(5).await;
+    bucket.delete("in/img_0.jpg").await;
+    let tasks = wait_for(4).await;
+    assert!(
+        tasks
+            .iter()
+            .all(|t| !t["data"].to_string().contains("img_0.jpg")),
+        "{tasks:?}"
+    );
+    // Label Studio's own sync finds the remaining objects linked.
+    let again = ls.api.ok(Method::POST, &format!("{path}/sync"), None).await;
+    let again = if again["status"] == "completed" {
+        again
+    } else {
+        ls.wait_synced(&path).await
+    };
+    assert_eq!(again["last_sync_count"], 0, "{again}");
+    assert_eq!(ls.tasks(project).await.len(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ui_s_sync_button_runs_this_server_s_sync_through_the_proxy_rule() {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-venv/bin/python");
