@@ -289,8 +289,8 @@ impl Engine {
     }
 
     /// Inserts `tasks` (none of them linked yet) with their links, their
-    /// predictions and annotations, counts them into the project's summary
-    /// and records their objects' listing entries; returns their ids.
+    /// predictions and annotations, and counts them into the project's
+    /// summary; returns their ids.
     pub(super) async fn insert_tasks(
         conn: &mut DbConn,
         project: i64,
@@ -381,8 +381,6 @@ impl Engine {
             Self::write_annotations(conn, project, *id, &task.annotations, at).await?;
         }
         Self::update_summary(conn, project, |summary| summary.add(tasks)).await?;
-        let links = tasks.iter().map(|task| &task.link);
-        Self::record_listing_entries(conn, storage_id, links).await?;
         Ok(ids)
     }
 }
@@ -507,6 +505,10 @@ impl TaskSink for Engine {
             .filter(|t| linked.insert((t.link.key.clone(), t.link.row_index)))
             .collect();
         let ids = Self::insert_tasks(&mut tx, project, overlap, storage_id, &tasks).await?;
+        // Only here: a refresh leaves the entry as it was until the changed
+        // file is settled, so a refresh cut short finds it changed again.
+        let links = tasks.iter().map(|task| &task.link);
+        Self::record_listing_entries(&mut tx, storage_id, links).await?;
         tx.commit().await.map_err(db(WRITE_CONTEXT))?;
         let created = ids.len() as u64;
         self.emit_tasks(TaskEvent::Created, project, ids);

@@ -272,6 +272,23 @@ impl LabelStudio {
         page["tasks"].as_array().cloned().unwrap_or_default()
     }
 
+    /// [`LabelStudio::tasks`] while tasks are being deleted: `None` when
+    /// Label Studio's list failed because a task of its page went between
+    /// its two reads (it answers 500 then, as with its own deletions).
+    pub async fn tasks_while_deleting(&self, project: i64) -> Option<Vec<Value>> {
+        let (status, page) = self
+            .api
+            .get(&format!(
+                "/api/tasks?project={project}&page_size=100000&fields=all"
+            ))
+            .await;
+        if status == reqwest::StatusCode::INTERNAL_SERVER_ERROR {
+            return None;
+        }
+        assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+        Some(page["tasks"].as_array().cloned().unwrap_or_default())
+    }
+
     /// Waits until Label Studio shows storage `path`'s sync ended
     /// (`completed`, `completed_with_errors` or `failed`); the storage.
     pub async fn wait_synced(&self, path: &str) -> Value {
