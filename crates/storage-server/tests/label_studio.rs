@@ -63,10 +63,20 @@ async fn a_sync_through_this_server_writes_tasks_label_studio_lists_and_its_own_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_on_label_studio_s_postgresql_database() {
+    on_label_studio_s_postgresql(
+        "label_studio",
+        syncs_files_and_tasks_modes_into_label_studio,
+    )
+    .await;
+}
+
+/// Label Studio on a fresh database `name` of the test PostgreSQL, with
+/// `test` run against it; the database is dropped afterwards.
+async fn on_label_studio_s_postgresql(name: &str, test: impl AsyncFnOnce(&LabelStudio, &Path)) {
     let dir = tempfile::tempdir().unwrap();
-    let database = storage_testing::postgres::fresh_database("label_studio").await;
+    let database = storage_testing::postgres::fresh_database(name).await;
     let ls = LabelStudio::start_on_postgres(dir.path(), &database).await;
-    syncs_files_and_tasks_modes_into_label_studio(&ls, dir.path()).await;
+    test(&ls, dir.path()).await;
     drop(ls);
     storage_testing::postgres::drop_database(&database).await;
 }
@@ -159,12 +169,7 @@ async fn syncs_files_and_tasks_modes_into_label_studio(ls: &LabelStudio, dir: &P
 
         // Label Studio's own sync, bypassing this server, finds every
         // object linked and creates nothing.
-        let again = ls.api.ok(Method::POST, &format!("{path}/sync"), None).await;
-        let again = if again["status"] == "completed" {
-            again
-        } else {
-            ls.wait_synced(&path).await
-        };
+        let again = ls.own_sync(&path).await;
         assert_eq!(again["status"], "completed", "{again}");
         assert_eq!(again["last_sync_count"], 0, "{again}");
         assert_eq!(ls.tasks(project).await.len(), expected as usize);
@@ -347,12 +352,7 @@ async fn an_s3_storage_made_in_label_studio_is_synced_by_this_server_with_its_cr
     let tasks = ls.tasks(project).await;
     assert_eq!(tasks.len(), 20);
     // Label Studio's own sync finds every object linked.
-    let again = ls.api.ok(Method::POST, &format!("{path}/sync"), None).await;
-    let again = if again["status"] == "completed" {
-        again
-    } else {
-        ls.wait_synced(&path).await
-    };
+    let again = ls.own_sync(&path).await;
     assert_eq!(again["last_sync_count"], 0, "{again}");
     assert_eq!(ls.tasks(project).await.len(), 20);
     assert!(!server.log_text().contains(SECRET), "the secret in the log");
@@ -423,12 +423,7 @@ async fn s3_event_notifications_keep_a_label_studio_storage_in_step_with_no_sync
         "{tasks:?}"
     );
     // Label Studio's own sync finds the remaining objects linked.
-    let again = ls.api.ok(Method::POST, &format!("{path}/sync"), None).await;
-    let again = if again["status"] == "completed" {
-        again
-    } else {
-        ls.wait_synced(&path).await
-    };
+    let again = ls.own_sync(&path).await;
     assert_eq!(again["last_sync_count"], 0, "{again}");
     assert_eq!(ls.tasks(project).await.len(), 4);
 }
@@ -583,12 +578,7 @@ async fn a_gcs_storage_made_in_label_studio_is_synced_by_this_server() {
     assert_eq!(synced["last_sync_count"], 12, "{synced}");
     assert_eq!(ls.tasks(project).await.len(), 12);
     // Label Studio's own sync finds every object linked.
-    let again = ls.api.ok(Method::POST, &format!("{path}/sync"), None).await;
-    let again = if again["status"] == "completed" {
-        again
-    } else {
-        ls.wait_synced(&path).await
-    };
+    let again = ls.own_sync(&path).await;
     assert_eq!(again["last_sync_count"], 0, "{again}");
     assert_eq!(ls.tasks(project).await.len(), 12);
     // Label Studio signed in with the key's JWT bearer grant.
@@ -685,14 +675,9 @@ async fn a_sync_killed_midway_is_not_left_in_progress_and_ends_exact_after_a_res
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_postgresql_a_killed_sync_is_taken_over_once_its_lease_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = storage_testing::postgres::fresh_database("label_studio_kill").await;
-    let ls = LabelStudio::start_on_postgres(dir.path(), &database).await;
     // Instances may share PostgreSQL: the job is taken over only once its
     // (2 s) lease ends.
-    killed_midway_then_finished(&ls, dir.path()).await;
-    drop(ls);
-    storage_testing::postgres::drop_database(&database).await;
+    on_label_studio_s_postgresql("label_studio_kill", killed_midway_then_finished).await;
 }
 
 /// A sync of 100,000 files through this server, SIGKILLed once Label
@@ -1264,12 +1249,7 @@ async fn changed_and_deleted_objects_update_mark_and_delete_label_studio_s_tasks
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_following_on_label_studio_s_postgresql_database() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = storage_testing::postgres::fresh_database("label_studio").await;
-    let ls = LabelStudio::start_on_postgres(dir.path(), &database).await;
-    follows_the_folder(&ls, dir.path()).await;
-    drop(ls);
-    storage_testing::postgres::drop_database(&database).await;
+    on_label_studio_s_postgresql("label_studio_follow", follows_the_folder).await;
 }
 
 /// One number read from Label Studio's database, SQLite or PostgreSQL.
@@ -1494,12 +1474,7 @@ async fn follows_the_folder(ls: &LabelStudio, dir: &Path) {
     );
 
     // Label Studio's own sync still finds every object linked.
-    let again = ls.api.ok(Method::POST, &format!("{path}/sync"), None).await;
-    let again = if again["status"] == "completed" {
-        again
-    } else {
-        ls.wait_synced(&path).await
-    };
+    let again = ls.own_sync(&path).await;
     assert_eq!(again["last_sync_count"], 0, "{again}");
     assert_eq!(ls.tasks(project).await.len(), 5);
 

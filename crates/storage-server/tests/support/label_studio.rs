@@ -272,6 +272,21 @@ impl LabelStudio {
         page["tasks"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Label Studio's own sync of storage `path`, bypassing this server:
+    /// the storage once it ended (it runs inside the request without
+    /// Redis, or in its worker).
+    pub async fn own_sync(&self, path: &str) -> Value {
+        let answer = self
+            .api
+            .ok(reqwest::Method::POST, &format!("{path}/sync"), None)
+            .await;
+        if answer["status"] == "completed" {
+            answer
+        } else {
+            self.wait_synced(path).await
+        }
+    }
+
     /// [`LabelStudio::tasks`] while tasks are being deleted: `None` when
     /// Label Studio's list failed because a task of its page went between
     /// its two reads (it answers 500 then, as with its own deletions).
