@@ -397,6 +397,23 @@ impl Engine {
         rows.iter().map(|row| get(row, "key")).collect()
     }
 
+    /// One count, not the default's pages of keys: Label Studio's link
+    /// tables have no index on `key`, so each page would read them all.
+    pub(super) async fn follow_count_linked_objects(&self, storage_id: i64) -> Result<u64> {
+        let (table, label_studio_id) = import_table(storage_id)?;
+        let counts: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT COUNT(DISTINCT key) FROM {} WHERE storage_id = $1 AND object_exists = TRUE",
+            table.links
+        ))
+        .bind(label_studio_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("counting the linked objects of a Label Studio storage"))?;
+        Ok(counts
+            .first()
+            .map_or(0, |count| u64::try_from(*count).unwrap_or(0)))
+    }
+
     pub(super) async fn follow_remove_objects(
         &self,
         storage_id: i64,

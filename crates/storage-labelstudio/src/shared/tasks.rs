@@ -536,6 +536,10 @@ impl TaskSink for Engine {
             .await
     }
 
+    async fn count_linked_objects(&self, storage_id: i64) -> Result<u64> {
+        self.follow_count_linked_objects(storage_id).await
+    }
+
     async fn remove_objects(
         &self,
         storage_id: i64,
