@@ -17,7 +17,7 @@ use storage_core::persist::{AnnotationSource, ExportedAnnotation};
 use storage_core::task_data::TaskData;
 use storage_core::{Error, Result};
 
-use super::rows::{get, iso, json_column};
+use super::rows::{execute, get, iso, json_column, push_in};
 use super::{db, read_time, stamp, Db, DbRow, Engine};
 use crate::catalogue::table_of;
 
@@ -253,12 +253,9 @@ impl AnnotationSource for Engine {
             .push_bind(at)
             .push(" WHERE object_exists = TRUE AND storage_id = ")
             .push_bind(storage)
-            .push(" AND annotation_id IN (");
-        let mut list = renewed.separated(", ");
-        for id in annotations {
-            list.push_bind(*id);
-        }
-        renewed.push(") RETURNING CAST(annotation_id AS BIGINT)");
+            .push(" AND annotation_id");
+        push_in(&mut renewed, annotations.iter().copied());
+        renewed.push(" RETURNING CAST(annotation_id AS BIGINT)");
         let existing: Vec<i64> = renewed
             .build_query_scalar()
             .persistent(false)
@@ -282,12 +279,7 @@ impl AnnotationSource for Engine {
                     .push_bind(storage)
                     .push_bind(id);
             });
-            insert
-                .build()
-                .persistent(false)
-                .execute(&mut *tx)
-                .await
-                .map_err(db(context))?;
+            execute(&mut tx, insert, context).await?;
         }
         tx.commit().await.map_err(db(context))?;
         Ok(())

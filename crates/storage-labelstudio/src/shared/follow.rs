@@ -28,7 +28,7 @@ use storage_core::Result;
 use crate::catalogue::{Table, TABLES};
 use crate::{UNFINISHED_TABLE, VERSIONS_TABLE};
 
-use super::rows::{execute, fetch_all, get, json_column};
+use super::rows::{execute, fetch_all, get, json_column, push_in};
 use super::tasks::{import_table, LIST_CHUNK};
 use super::webhooks::TaskEvent;
 use super::{db, stamp, Db, DbConn, DbRow, Engine, JSON_CAST, KEY_ORDER};
@@ -53,19 +53,6 @@ const TASK_DEPENDENTS: &[(&str, &str)] = &[
 /// precision links compare at.
 fn micros(at: Option<DateTime<Utc>>) -> Option<i64> {
     at.map(|at| at.timestamp_micros())
-}
-
-/// `IN (…)` of `values`, bound.
-fn push_in<'a, T>(query: &mut QueryBuilder<'a, Db>, values: impl IntoIterator<Item = T>)
-where
-    T: 'a + sqlx::Encode<'a, Db> + sqlx::Type<Db> + Send,
-{
-    query.push(" IN (");
-    let mut list = query.separated(", ");
-    for value in values {
-        list.push_bind(value);
-    }
-    list.push_unseparated(")");
 }
 
 /// A link of a gone or changed object, with what its removal needs.
@@ -99,35 +86,57 @@ impl LinkRow {
     }
 }
 
+/// An object as a listing showed it when it was read.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ListingEntry<'a> {
+    pub(super) key: &'a str,
+    pub(super) etag: Option<&'a str>,
+    pub(super) size: Option<u64>,
+    pub(super) last_modified: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a ObjectLink> for ListingEntry<'a> {
+    fn from(link: &'a ObjectLink) -> Self {
+        Self {
+            key: &link.key,
+            etag: link.etag.as_deref(),
+            size: link.size,
+            last_modified: link.last_modified,
+        }
+    }
+}
+
 /// Tasks deleted in one removal, by project: their webhooks go out once
 /// the transaction has committed.
 type DeletedTasks = BTreeMap<i64, Vec<i64>>;
 
 impl Engine {
-    /// Records the listing entries of the objects of `links` (the last one
-    /// given per key): what the next following sync compares with.
+    /// Records the listing entries (`key`, ETag, size, last-modified time)
+    /// of the objects `entries`, the last one given per key: what the next
+    /// following sync compares with.
     pub(super) async fn record_listing_entries<'a>(
         conn: &mut DbConn,
         storage_id: i64,
-        links: impl Iterator<Item = &'a ObjectLink>,
+        entries: impl Iterator<Item = ListingEntry<'a>>,
     ) -> Result<()> {
-        let entries: BTreeMap<&str, &ObjectLink> =
-            links.map(|link| (link.key.as_str(), link)).collect();
+        let entries: BTreeMap<&str, ListingEntry<'a>> =
+            entries.map(|entry| (entry.key, entry)).collect();
         let entries: Vec<_> = entries.into_values().collect();
         // Five values a row.
         for chunk in entries.chunks(LIST_CHUNK / 5) {
             let mut query = QueryBuilder::<Db>::new(format!(
                 "INSERT INTO {VERSIONS_TABLE} (storage_id, key, etag, size, last_modified) "
             ));
-            query.push_values(chunk, |mut row, link| {
+            query.push_values(chunk, |mut row, entry| {
                 row.push_bind(storage_id)
-                    .push_bind(link.key.as_str())
-                    .push_bind(link.etag.as_deref())
+                    .push_bind(entry.key)
+                    .push_bind(entry.etag)
                     .push_bind(
-                        link.size
+                        entry
+                            .size
                             .map(|size| i64::try_from(size).unwrap_or(i64::MAX)),
                     )
-                    .push_bind(micros(link.last_modified));
+                    .push_bind(micros(entry.last_modified));
             });
             query.push(
                 " ON CONFLICT (storage_id, key) DO UPDATE SET etag = excluded.etag, \
@@ -302,12 +311,10 @@ impl Engine {
     }
 }
 
-/// One linked row of a changed task file as a refresh compares it.
+/// One linked row of a changed task file as a refresh compares it: its
+/// link and its task's data.
 struct RefreshRow {
-    link_id: i64,
-    task_id: i64,
-    exists: bool,
-    has_work: bool,
+    link: LinkRow,
     data: Value,
 }
 
@@ -485,12 +492,8 @@ impl Engine {
                 .push_bind(last);
             let rows = fetch_all(&mut tx, query, context).await?;
             for row in &rows {
-                let link = LinkRow::read(row)?;
                 let found = RefreshRow {
-                    link_id: link.link_id,
-                    task_id: link.task_id,
-                    exists: link.exists,
-                    has_work: link.has_work,
+                    link: LinkRow::read(row)?,
                     data: json_column(row, "data")?,
                 };
                 linked.insert((get(row, "key")?, get(row, "row_index")?), found);
@@ -513,9 +516,9 @@ impl Engine {
             if found.data.as_object() == Some(&data) {
                 continue;
             }
-            if found.has_work {
-                if found.exists {
-                    marked.push(found.link_id);
+            if found.link.has_work {
+                if found.link.exists {
+                    marked.push(found.link.link_id);
                 }
                 continue;
             }
@@ -524,7 +527,7 @@ impl Engine {
             ))
             .bind(task.data.as_str())
             .bind(at)
-            .bind(found.task_id)
+            .bind(found.link.task_id)
             .execute(&mut *tx)
             .await
             .map_err(db(context))?;
@@ -575,18 +578,13 @@ impl Engine {
                 removed = removed.plus(more);
             }
         }
-        let links: Vec<ObjectLink> = objects
-            .iter()
-            .map(|object| ObjectLink {
-                key: object.key.clone(),
-                row_index: None,
-                row_group: None,
-                etag: object.etag.clone(),
-                size: object.size,
-                last_modified: object.last_modified,
-            })
-            .collect();
-        Self::record_listing_entries(&mut tx, storage_id, links.iter()).await?;
+        let entries = objects.iter().map(|object| ListingEntry {
+            key: &object.key,
+            etag: object.etag.as_deref(),
+            size: object.size,
+            last_modified: object.last_modified,
+        });
+        Self::record_listing_entries(&mut tx, storage_id, entries).await?;
         tx.commit().await.map_err(db(context))?;
         self.emit_deleted(deleted);
         Ok(removed)

@@ -1,5 +1,5 @@
 //! Reading columns of Label Studio's rows (a typed value, a time as its API
-//! writes it, a JSON column), and running a built query.
+//! writes it, a JSON column), and building and running a query.
 //!
 //! This file is compiled twice, as a child module of each engine
 //! (`sqlite::rows`, `postgres::rows`); `super` is the engine.
@@ -34,6 +34,19 @@ pub(super) fn json_column(row: &DbRow, column: &str) -> Result<Value> {
     Ok(get::<Option<String>>(row, column)?
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or(Value::Null))
+}
+
+/// ` IN (…)` of `values`, each bound.
+pub(super) fn push_in<'a, T>(query: &mut QueryBuilder<'a, Db>, values: impl IntoIterator<Item = T>)
+where
+    T: 'a + sqlx::Encode<'a, Db> + sqlx::Type<Db> + Send,
+{
+    query.push(" IN (");
+    let mut list = query.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
+    list.push_unseparated(")");
 }
 
 /// Runs `query` (never cached: its shape depends on its lists), its error

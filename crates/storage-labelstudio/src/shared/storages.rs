@@ -21,7 +21,7 @@ use storage_core::{
 use crate::catalogue::{table_for, table_of, Column, Table, SLOTS, TABLES};
 use crate::{LEASE_META, SETTINGS_TABLE};
 
-use super::rows::get;
+use super::rows::{get, push_in};
 use super::{db, read_time, stamp, Db, DbRow, Engine, JSON_CAST, NULL_SAFE_EQ};
 
 fn managed_by_label_studio(action: &str) -> Error {
@@ -132,11 +132,8 @@ impl Engine {
             query.push(" AND s.project_id = ").push_bind(project);
         }
         if !statuses.is_empty() {
-            let mut list = query.push(" AND s.status IN (").separated(", ");
-            for status in statuses {
-                list.push_bind(status.as_str());
-            }
-            list.push_unseparated(")");
+            query.push(" AND s.status");
+            push_in(&mut query, statuses.iter().map(|status| status.as_str()));
         }
         let rows = query
             .build()

@@ -22,7 +22,8 @@ use crate::catalogue::{table_of, Table};
 use crate::summary::Summary;
 use crate::UNFINISHED_TABLE;
 
-use super::rows::json_column;
+use super::follow::ListingEntry;
+use super::rows::{fetch_all, json_column, push_in};
 use super::webhooks::TaskEvent;
 use super::{db, stamp, Db, DbConn, Engine, JSON_CAST, MAX_VARIABLES, ROW_LOCK};
 
@@ -85,12 +86,8 @@ fn links_among<'a>(
         "SELECT {columns} FROM {} WHERE storage_id = ",
         table.links
     ));
-    query.push_bind(storage).push(" AND key IN (");
-    let mut list = query.separated(", ");
-    for key in keys {
-        list.push_bind(key);
-    }
-    query.push(")");
+    query.push_bind(storage).push(" AND key");
+    push_in(&mut query, keys);
     query
 }
 
@@ -104,18 +101,13 @@ impl Engine {
     ) -> Result<HashSet<(String, Option<i64>)>> {
         let mut pairs = HashSet::new();
         for chunk in keys.chunks(LIST_CHUNK) {
-            let mut query = links_among(
+            let query = links_among(
                 "key, CAST(row_index AS BIGINT) AS row_index",
                 table,
                 storage,
                 chunk.iter().copied(),
             );
-            let rows = query
-                .build()
-                .persistent(false)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db("reading Label Studio's storage links"))?;
+            let rows = fetch_all(&mut *conn, query, "reading Label Studio's storage links").await?;
             for row in rows {
                 pairs.insert((
                     row.try_get("key").map_err(db("reading a link key"))?,
@@ -406,12 +398,7 @@ impl TaskSink for Engine {
                 " AND key NOT IN (SELECT key FROM {UNFINISHED_TABLE} WHERE storage_id = "
             ));
             query.push_bind(storage_id).push(") GROUP BY key");
-            let rows = query
-                .build()
-                .persistent(false)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db("reading Label Studio's storage links"))?;
+            let rows = fetch_all(&mut conn, query, "reading Label Studio's storage links").await?;
             for row in rows {
                 let key: String = row.try_get("key").map_err(db("reading a link key"))?;
                 let count: i64 = row.try_get("n").map_err(db("counting links"))?;
@@ -507,8 +494,8 @@ impl TaskSink for Engine {
         let ids = Self::insert_tasks(&mut tx, project, overlap, storage_id, &tasks).await?;
         // Only here: a refresh leaves the entry as it was until the changed
         // file is settled, so a refresh cut short finds it changed again.
-        let links = tasks.iter().map(|task| &task.link);
-        Self::record_listing_entries(&mut tx, storage_id, links).await?;
+        let entries = tasks.iter().map(|task| ListingEntry::from(&task.link));
+        Self::record_listing_entries(&mut tx, storage_id, entries).await?;
         tx.commit().await.map_err(db(WRITE_CONTEXT))?;
         let created = ids.len() as u64;
         self.emit_tasks(TaskEvent::Created, project, ids);

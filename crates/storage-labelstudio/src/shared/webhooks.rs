@@ -14,7 +14,7 @@ use storage_core::label_config::LabelConfig;
 use storage_core::Result;
 
 use super::annotations::{task_json, TASK_COLUMNS};
-use super::rows::{get, iso, json_column};
+use super::rows::{get, iso, json_column, push_in};
 use super::{db, Db, DbRow, Engine};
 use crate::webhooks::{Column, Delivery, PROJECT_FIELDS};
 
@@ -144,12 +144,9 @@ impl Engine {
             .first_data_key()
             .map(str::to_string);
         let mut query =
-            QueryBuilder::<Db>::new(format!("SELECT {TASK_COLUMNS} FROM task t WHERE t.id IN ("));
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        query.push(") ORDER BY t.id");
+            QueryBuilder::<Db>::new(format!("SELECT {TASK_COLUMNS} FROM task t WHERE t.id"));
+        push_in(&mut query, ids.iter().copied());
+        query.push(" ORDER BY t.id");
         let rows = query
             .build()
             .persistent(false)
