@@ -288,6 +288,15 @@ pub struct ImportJob<'a> {
     pub follow: FollowPolicy,
 }
 
+/// Whether a sync looks up the links of each batch's keys before reading
+/// and writing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LookUp {
+    EachBatch,
+    /// The storage had no links when the sync began.
+    Never,
+}
+
 /// How the tasks read from an object are written.
 #[derive(Debug, Clone, Copy)]
 enum Writing<'a> {
@@ -317,6 +326,13 @@ impl ImportJob<'_> {
     /// ended without error the tasks of linked objects it no longer holds
     /// are removed, within the deletion guard (see [`crate::follow`]).
     pub async fn run(&self, progress: &dyn ProgressSink) -> Result<ImportOutcome> {
+        // Before the first link there is nothing a lookup could find, and
+        // `create_tasks` dedupes in its own transaction whatever this says.
+        let look_up = if self.sink.has_links(self.storage_id).await? {
+            LookUp::EachBatch
+        } else {
+            LookUp::Never
+        };
         let mut batches = importable_within(self.source, self.config.listing_stall_timeout)
             .try_chunks(self.config.batch_size.max(1));
 
@@ -339,7 +355,7 @@ impl ImportJob<'_> {
             // ends a producer waiting for room in the channel.
             let mut receiver = receiver;
             let batches = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
-            self.import_batches(batches, sweep.as_mut(), &mut outcome, progress)
+            self.import_batches(batches, look_up, sweep.as_mut(), &mut outcome, progress)
                 .await?;
             Ok((outcome, sweep))
         };
@@ -395,7 +411,8 @@ impl ImportJob<'_> {
         progress: &dyn ProgressSink,
     ) -> Result<()> {
         let batches = futures::stream::once(async { Ok(batch) });
-        self.import_batches(batches, None, outcome, progress).await
+        self.import_batches(batches, LookUp::EachBatch, None, outcome, progress)
+            .await
     }
 
     /// Imports listed objects a batch at a time in two stages joined by a
@@ -408,6 +425,7 @@ impl ImportJob<'_> {
     async fn import_batches(
         &self,
         batches: impl futures::Stream<Item = Result<Vec<(String, ObjectMeta)>>>,
+        look_up: LookUp,
         mut sweep: Option<&mut GoneSweep>,
         outcome: &mut ImportOutcome,
         progress: &dyn ProgressSink,
@@ -423,7 +441,7 @@ impl ImportJob<'_> {
                         .observe(self.sink, self.source, self.storage_id, &keys)
                         .await?;
                 }
-                if !self.read_batch(batch, &steps).await? {
+                if !self.read_batch(batch, look_up, &steps).await? {
                     break;
                 }
             }
@@ -449,11 +467,13 @@ impl ImportJob<'_> {
         }
     }
 
-    /// Dedupes `batch` against the links and hands what is to be written to
-    /// `steps`; false once the writer has stopped.
+    /// Dedupes `batch` against the links (unless `look_up` says there are
+    /// none) and hands what is to be written to `steps`; false once the
+    /// writer has stopped.
     async fn read_batch(
         &self,
         batch: Vec<(String, ObjectMeta)>,
+        look_up: LookUp,
         steps: &tokio::sync::mpsc::Sender<Step>,
     ) -> Result<bool> {
         let mut counted = ImportOutcome::default();
@@ -464,7 +484,9 @@ impl ImportJob<'_> {
             .collect();
         counted.progress.objects += batch.len() as u64;
         let keys: Vec<String> = batch.iter().map(|(key, _)| key.clone()).collect();
-        let (linked, changed) = if self.follow.changed == ObjectChanged::Update {
+        let (linked, changed) = if look_up == LookUp::Never {
+            (HashMap::new(), Vec::new())
+        } else if self.follow.changed == ObjectChanged::Update {
             let mut objects = self.sink.linked_objects(self.storage_id, &keys).await?;
             let linked: HashMap<String, u64> = objects
                 .iter()

@@ -153,6 +153,7 @@ struct State {
     unfinished: HashSet<(i64, String)>,
     annotations: BTreeMap<i64, Annotation>,
     create_calls: usize,
+    lookup_calls: usize,
     fail_create_call: Option<usize>,
 }
 
@@ -342,6 +343,12 @@ impl InMemory {
         self.state().create_calls
     }
 
+    /// How many times [`TaskSink::linked_keys`] or
+    /// [`TaskSink::linked_objects`] was called.
+    pub fn lookup_calls(&self) -> usize {
+        self.state().lookup_calls
+    }
+
     /// Makes the `n`-th [`TaskSink::create_tasks`] call from now (1-based)
     /// fail, writing nothing, as a database lost between two batches would;
     /// `None` heals it.
@@ -469,7 +476,8 @@ impl StorageRepository for InMemory {
 #[async_trait]
 impl TaskSink for InMemory {
     async fn linked_keys(&self, storage_id: i64, keys: &[String]) -> Result<HashMap<String, u64>> {
-        let state = self.state();
+        let mut state = self.state();
+        state.lookup_calls += 1;
         let mut linked = HashMap::new();
         for key in keys {
             let id = (storage_id, key.clone());
@@ -481,6 +489,11 @@ impl TaskSink for InMemory {
             }
         }
         Ok(linked)
+    }
+
+    async fn has_links(&self, storage_id: i64) -> Result<bool> {
+        let state = self.state();
+        Ok(state.links.iter().any(|l| l.storage_id == storage_id))
     }
 
     async fn begin_object(&self, storage_id: i64, key: &str) -> Result<()> {
@@ -574,7 +587,8 @@ impl TaskSink for InMemory {
         storage_id: i64,
         keys: &[String],
     ) -> Result<HashMap<String, LinkedObject>> {
-        let state = self.state();
+        let mut state = self.state();
+        state.lookup_calls += 1;
         let wanted: HashSet<&str> = keys
             .iter()
             .map(String::as_str)

@@ -297,6 +297,43 @@ async fn a_crash_between_batches_loses_and_duplicates_nothing() {
     assert_eq!(unique, keys, "no duplicates");
 }
 
+#[tokio::test]
+async fn a_storage_without_links_is_synced_without_lookups_and_still_never_duplicates() {
+    for use_blob_urls in [true, false] {
+        let store = if use_blob_urls {
+            numbered_images("f", 9).await
+        } else {
+            let tasks: Vec<String> = (0..9).map(|i| format!(r#"{{"x":{i}}}"#)).collect();
+            let keys: Vec<String> = (0..9).map(|i| format!("f/{i}.json")).collect();
+            let objects: Vec<(&str, &str)> = keys
+                .iter()
+                .zip(&tasks)
+                .map(|(key, task)| (key.as_str(), task.as_str()))
+                .collect();
+            store_with(&objects).await
+        };
+        let src = source(&store, Some("f"), false, None);
+        let sink = Fixture::new();
+        sink.db.fail_create_tasks_call(Some(3));
+        let config = small_batches();
+        let first = sink.import(&src, use_blob_urls, &config, &NoProgress).await;
+        assert!(first.unwrap_err().to_string().contains("simulated crash"));
+        assert_eq!(sink.db.lookup_calls(), 0, "no links when the sync began");
+        assert_eq!(sink.db.task_count(), 4);
+
+        // Resumed with links in place: each batch of 2 is looked up.
+        sink.db.fail_create_tasks_call(None);
+        let outcome = sink
+            .import(&src, use_blob_urls, &config, &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(sink.db.lookup_calls(), 5);
+        assert_eq!((outcome.progress.created, outcome.progress.existed), (5, 4));
+        assert_eq!(sink.keys().len(), 9);
+        assert_eq!(sink.db.task_count(), 9, "no duplicates");
+    }
+}
+
 /// Every file above 64 bytes is streamed, two tasks per batch.
 fn streaming() -> ImportConfig {
     ImportConfig {

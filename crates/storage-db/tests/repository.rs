@@ -385,7 +385,7 @@ macro_rules! repository_tests {
         }
 
         #[tokio::test]
-        async fn linked_keys_counts_tasks_per_key() {
+        async fn linked_keys_counts_tasks_per_key_and_has_links_sees_any() {
             let f = fixture().await;
             let id = storage(&f.db, f.project, StorageKind::Import).await;
             let batch = vec![
@@ -394,7 +394,11 @@ macro_rules! repository_tests {
                 file_task("list.json", Some(2)),
                 file_task("one.json", None),
             ];
+            let other = storage(&f.db, f.project, StorageKind::Import).await;
+            assert!(!f.db.has_links(id).await.unwrap());
             f.db.create_tasks(f.project, id, batch.to_vec()).await.unwrap();
+            assert!(f.db.has_links(id).await.unwrap());
+            assert!(!f.db.has_links(other).await.unwrap());
             let keys: Vec<String> = ["list.json", "one.json", "missing.json"]
                 .into_iter()
                 .map(String::from)

@@ -232,6 +232,14 @@ impl TaskSink for Engine {
         Ok(linked)
     }
 
+    async fn has_links(&self, storage_id: i64) -> Result<bool> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM storage_links WHERE storage_id = $1)")
+            .bind(storage_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db(format!("looking for links of storage {storage_id}")))
+    }
+
     async fn linked_since(&self, storage_id: i64, since: DateTime<Utc>) -> Result<Option<u64>> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM storage_links WHERE storage_id = $1 AND created_at >= $2",

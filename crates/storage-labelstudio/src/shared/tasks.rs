@@ -408,6 +408,19 @@ impl TaskSink for Engine {
         Ok(linked)
     }
 
+    async fn has_links(&self, storage_id: i64) -> Result<bool> {
+        let (table, label_studio_id) = import_table(storage_id)?;
+        // Served by the index Django gives the link's storage foreign key.
+        sqlx::query_scalar(&format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE storage_id = $1)",
+            table.links
+        ))
+        .bind(label_studio_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("reading Label Studio's storage links"))
+    }
+
     async fn begin_object(&self, storage_id: i64, key: &str) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO {UNFINISHED_TABLE} (storage_id, key) VALUES ($1, $2) \
