@@ -5,7 +5,9 @@
 //! where SQLite has one writer (the project row while tasks are created, the
 //! task row while its counters are refreshed), claims with `FOR NO KEY
 //! UPDATE SKIP LOCKED`, whole batches inserted with one `UNNEST` statement,
-//! lists bound as one array, and SQLSTATE codes. The queries both engines
+//! lists bound as one array, SQLSTATE codes, and the references of tasks
+//! and links checked once per statement by triggers instead of once per row
+//! by foreign keys (`migrations/postgres/0008_*.sql`). The queries both engines
 //! share are in `src/shared/`, compiled into this module at the end of
 //! this file.
 

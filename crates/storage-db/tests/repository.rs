@@ -606,6 +606,74 @@ macro_rules! repository_tests {
         }
 
         #[tokio::test]
+        async fn links_never_point_at_nothing_and_go_with_their_task_and_project() {
+            let f = fixture().await;
+            let id = storage(&f.db, f.project, StorageKind::Import).await;
+            let batch = file_tasks((0..3).map(|i| format!("{i}.txt")));
+            f.db.create_tasks(f.project, id, batch.to_vec()).await.unwrap();
+            let first = number(&f.db, "SELECT MIN(task_id) FROM storage_links", &[]).await;
+
+            let task_of_no_project = "INSERT INTO tasks (project_id, inner_id, data, created_at,
+                 updated_at) VALUES ($1, $2, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)";
+            let link = "INSERT INTO storage_links (storage_id, task_id, key, created_at)
+                 VALUES ($1, $2, 'x', CURRENT_TIMESTAMP)";
+            for (sql, binds) in [
+                (task_of_no_project, [f.project + 1000, 1]),
+                (link, [id, first + 1000]),
+                (link, [id + 1000, first]),
+            ] {
+                let err = sqlx::query(sql)
+                    .bind(binds[0])
+                    .bind(binds[1])
+                    .execute(f.db.pool())
+                    .await
+                    .unwrap_err();
+                let kind = err.as_database_error().map(|err| err.kind());
+                assert_eq!(kind, Some(sqlx::error::ErrorKind::ForeignKeyViolation), "{err}");
+            }
+            let links = "SELECT COUNT(*) FROM storage_links";
+            assert_eq!(number(&f.db, links, &[]).await, 3);
+            assert_eq!(number(&f.db, "SELECT COUNT(*) FROM tasks", &[]).await, 3);
+
+            number(&f.db, "DELETE FROM tasks WHERE id = $1 RETURNING id", &[first]).await;
+            assert_eq!(number(&f.db, links, &[]).await, 2);
+            number(&f.db, "DELETE FROM projects WHERE id = $1 RETURNING id", &[f.project]).await;
+            assert_eq!(number(&f.db, links, &[]).await, 0);
+            assert_eq!(number(&f.db, "SELECT COUNT(*) FROM tasks", &[]).await, 0);
+        }
+
+        #[tokio::test]
+        async fn a_task_inserted_while_its_project_is_deleted_waits_and_is_refused() {
+            let f = fixture().await;
+            let mut deleting = f.db.pool().begin().await.unwrap();
+            sqlx::query("DELETE FROM projects WHERE id = $1")
+                .bind(f.project)
+                .execute(&mut *deleting)
+                .await
+                .unwrap();
+            let inserting = tokio::spawn({
+                let pool = f.db.pool().clone();
+                let project = f.project;
+                async move {
+                    sqlx::query(
+                        "INSERT INTO tasks (project_id, inner_id, data, created_at, updated_at)
+                         VALUES ($1, 1, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+                    )
+                    .bind(project)
+                    .execute(&pool)
+                    .await
+                }
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert!(!inserting.is_finished(), "the insert waits for the deletion");
+            deleting.commit().await.unwrap();
+            let err = inserting.await.unwrap().unwrap_err();
+            let kind = err.as_database_error().map(|err| err.kind());
+            assert_eq!(kind, Some(sqlx::error::ErrorKind::ForeignKeyViolation), "{err}");
+            assert_eq!(number(&f.db, "SELECT COUNT(*) FROM tasks", &[]).await, 0);
+        }
+
+        #[tokio::test]
         async fn file_annotations_and_predictions_are_created_with_counters() {
             let f = fixture().await;
             let id = storage(&f.db, f.project, StorageKind::Import).await;
@@ -2038,9 +2106,10 @@ async fn postgres_connect_checks_urls_and_migrates_once() {
         .await
         .unwrap();
     assert_eq!(
-        applied, 7,
+        applied, 8,
         "0001_init, 0002_unfinished_objects, 0003_project_counters, 0004_link_row_group, \
-         0005_link_key_order, 0006_webhooks and 0007_listing_shards"
+         0005_link_key_order, 0006_webhooks, 0007_listing_shards and \
+         0008_references_checked_per_statement"
     );
 }
 
