@@ -27,55 +27,48 @@ ALTER TABLE tasks DROP CONSTRAINT tasks_project_id_fkey;
 ALTER TABLE storage_links DROP CONSTRAINT storage_links_storage_id_fkey;
 ALTER TABLE storage_links DROP CONSTRAINT storage_links_task_id_fkey;
 
--- Locks the rows of `parent` with the given ids FOR KEY SHARE, except those
--- this transaction inserted (no other transaction sees them, so none can
--- delete them before this one ends), and fails unless all of them exist.
-CREATE FUNCTION lock_referenced(parent REGCLASS, ids BIGINT[], child TEXT) RETURNS void
+-- An AFTER INSERT trigger's arguments are pairs (column, referenced
+-- table). For each pair it locks the referenced rows FOR KEY SHARE, except
+-- those this transaction inserted (no other transaction sees them, so none
+-- can delete them before this one ends), and fails unless all of them
+-- exist.
+CREATE FUNCTION check_references() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    wanted BIGINT := cardinality(ids);
+    pair INT := 0;
+    ids BIGINT[];
     found BIGINT;
 BEGIN
-    EXECUTE format('SELECT COUNT(*) FROM %s WHERE id = ANY ($1) AND age(xmin) = 0', parent)
-        INTO found USING ids;
-    IF found < wanted THEN
-        EXECUTE format('SELECT 1 FROM %s WHERE id = ANY ($1) AND age(xmin) <> 0 '
-                       'FOR KEY SHARE', parent)
-            USING ids;
-        EXECUTE format('SELECT COUNT(*) FROM %s WHERE id = ANY ($1)', parent)
+    WHILE pair < TG_NARGS LOOP
+        EXECUTE format('SELECT array_agg(DISTINCT %I) FROM inserted', TG_ARGV[pair])
+            INTO ids;
+        EXECUTE format('SELECT COUNT(*) FROM %I WHERE id = ANY ($1) AND age(xmin) = 0',
+                       TG_ARGV[pair + 1])
             INTO found USING ids;
-        IF found < wanted THEN
-            RAISE EXCEPTION 'insert into % references a row of % that does not exist',
-                child, parent USING ERRCODE = 'foreign_key_violation';
+        IF found < cardinality(ids) THEN
+            EXECUTE format('SELECT 1 FROM %I WHERE id = ANY ($1) AND age(xmin) <> 0 '
+                           'FOR KEY SHARE', TG_ARGV[pair + 1])
+                USING ids;
+            EXECUTE format('SELECT COUNT(*) FROM %I WHERE id = ANY ($1)', TG_ARGV[pair + 1])
+                INTO found USING ids;
+            IF found < cardinality(ids) THEN
+                RAISE EXCEPTION 'insert into % references a row of % that does not exist',
+                    TG_TABLE_NAME, TG_ARGV[pair + 1] USING ERRCODE = 'foreign_key_violation';
+            END IF;
         END IF;
-    END IF;
-END $$;
-
-CREATE FUNCTION tasks_check_references() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM lock_referenced('projects',
-        (SELECT array_agg(DISTINCT project_id) FROM inserted), 'tasks');
+        pair := pair + 2;
+    END LOOP;
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER tasks_references
     AFTER INSERT ON tasks REFERENCING NEW TABLE AS inserted
-    FOR EACH STATEMENT EXECUTE FUNCTION tasks_check_references();
-
-CREATE FUNCTION storage_links_check_references() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM lock_referenced('storages',
-        (SELECT array_agg(DISTINCT storage_id) FROM inserted), 'storage_links');
-    PERFORM lock_referenced('tasks',
-        (SELECT array_agg(DISTINCT task_id) FROM inserted), 'storage_links');
-    RETURN NULL;
-END $$;
+    FOR EACH STATEMENT EXECUTE FUNCTION check_references('project_id', 'projects');
 
 CREATE TRIGGER storage_links_references
     AFTER INSERT ON storage_links REFERENCING NEW TABLE AS inserted
-    FOR EACH STATEMENT EXECUTE FUNCTION storage_links_check_references();
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION check_references('storage_id', 'storages', 'task_id', 'tasks');
 
 CREATE FUNCTION references_cannot_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -94,35 +87,24 @@ CREATE TRIGGER storage_links_fixed_references
     FOR EACH ROW WHEN (OLD.storage_id <> NEW.storage_id OR OLD.task_id <> NEW.task_id)
     EXECUTE FUNCTION references_cannot_change();
 
-CREATE FUNCTION tasks_of_deleted_projects() RETURNS trigger
+-- An AFTER DELETE trigger's arguments (table, column): deletes the rows of
+-- that table whose column names a deleted row.
+CREATE FUNCTION delete_referencing() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM tasks WHERE project_id = ANY (ARRAY(SELECT id FROM deleted));
+    EXECUTE format('DELETE FROM %I WHERE %I = ANY ($1)', TG_ARGV[0], TG_ARGV[1])
+        USING ARRAY(SELECT id FROM deleted);
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER projects_delete_tasks
     AFTER DELETE ON projects REFERENCING OLD TABLE AS deleted
-    FOR EACH STATEMENT EXECUTE FUNCTION tasks_of_deleted_projects();
-
-CREATE FUNCTION storage_links_of_deleted_storages() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM storage_links WHERE storage_id = ANY (ARRAY(SELECT id FROM deleted));
-    RETURN NULL;
-END $$;
+    FOR EACH STATEMENT EXECUTE FUNCTION delete_referencing('tasks', 'project_id');
 
 CREATE TRIGGER storages_delete_links
     AFTER DELETE ON storages REFERENCING OLD TABLE AS deleted
-    FOR EACH STATEMENT EXECUTE FUNCTION storage_links_of_deleted_storages();
-
-CREATE FUNCTION storage_links_of_deleted_tasks() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM storage_links WHERE task_id = ANY (ARRAY(SELECT id FROM deleted));
-    RETURN NULL;
-END $$;
+    FOR EACH STATEMENT EXECUTE FUNCTION delete_referencing('storage_links', 'storage_id');
 
 CREATE TRIGGER tasks_delete_links
     AFTER DELETE ON tasks REFERENCING OLD TABLE AS deleted
-    FOR EACH STATEMENT EXECUTE FUNCTION storage_links_of_deleted_tasks();
+    FOR EACH STATEMENT EXECUTE FUNCTION delete_referencing('storage_links', 'task_id');
