@@ -113,6 +113,10 @@ impl FileProblems {
 /// files took 1.77–2.20 s with one, 1.51–1.81 s with four).
 const STEPS_AHEAD: usize = 4;
 
+/// A linked object whose listing entry changed: its key, its entry now,
+/// and what its links recorded.
+type ChangedObject = (String, ObjectMeta, LinkedObject);
+
 /// What reading a listing batch hands to the writing, in order.
 enum Step {
     /// Tasks to create in one transaction (Files-mode tasks, or those of
@@ -123,7 +127,7 @@ enum Step {
     /// a time, and its changed objects; then progress is reported.
     Finish {
         large: Vec<(String, ObjectMeta)>,
-        changed: Vec<(String, ObjectMeta, LinkedObject)>,
+        changed: Vec<ChangedObject>,
     },
 }
 
@@ -483,27 +487,9 @@ impl ImportJob<'_> {
             .filter(|(key, _)| seen.insert(key.clone()))
             .collect();
         counted.progress.objects += batch.len() as u64;
-        let keys: Vec<String> = batch.iter().map(|(key, _)| key.clone()).collect();
-        let (linked, changed) = if look_up == LookUp::Never {
-            (HashMap::new(), Vec::new())
-        } else if self.follow.changed == ObjectChanged::Update {
-            let mut objects = self.sink.linked_objects(self.storage_id, &keys).await?;
-            let linked: HashMap<String, u64> = objects
-                .iter()
-                .map(|(key, object)| (key.clone(), object.tasks))
-                .collect();
-            let changed: Vec<_> = batch
-                .iter()
-                .filter_map(|(key, meta)| {
-                    let was = objects.remove(key)?;
-                    was.changed(meta.e_tag.as_deref(), meta.size, meta.last_modified)
-                        .then(|| (key.clone(), meta.clone(), was))
-                })
-                .collect();
-            (linked, changed)
-        } else {
-            let linked = self.sink.linked_keys(self.storage_id, &keys).await?;
-            (linked, Vec::new())
+        let (linked, changed) = match look_up {
+            LookUp::Never => (HashMap::new(), Vec::new()),
+            LookUp::EachBatch => self.linked_in(&batch).await?,
         };
         counted.progress.existed += linked.values().sum::<u64>();
         let fresh: Vec<_> = batch
@@ -514,6 +500,34 @@ impl ImportJob<'_> {
             return Ok(false);
         };
         Ok(steps.send(Step::Finish { large, changed }).await.is_ok())
+    }
+
+    /// Of the objects of `batch`, those linked already with their task
+    /// counts, and (following changes) those whose listing entry changed
+    /// since they were read.
+    async fn linked_in(
+        &self,
+        batch: &[(String, ObjectMeta)],
+    ) -> Result<(HashMap<String, u64>, Vec<ChangedObject>)> {
+        let keys: Vec<String> = batch.iter().map(|(key, _)| key.clone()).collect();
+        if self.follow.changed != ObjectChanged::Update {
+            let linked = self.sink.linked_keys(self.storage_id, &keys).await?;
+            return Ok((linked, Vec::new()));
+        }
+        let mut objects = self.sink.linked_objects(self.storage_id, &keys).await?;
+        let linked = objects
+            .iter()
+            .map(|(key, object)| (key.clone(), object.tasks))
+            .collect();
+        let changed = batch
+            .iter()
+            .filter_map(|(key, meta)| {
+                let was = objects.remove(key)?;
+                was.changed(meta.e_tag.as_deref(), meta.size, meta.last_modified)
+                    .then(|| (key.clone(), meta.clone(), was))
+            })
+            .collect();
+        Ok((linked, changed))
     }
 
     /// Hands the tasks of objects not linked yet to `steps`, a batch at a
@@ -600,7 +614,7 @@ impl ImportJob<'_> {
     /// same); a task file is read as a stream, one at a time.
     async fn refresh_changed(
         &self,
-        changed: Vec<(String, ObjectMeta, LinkedObject)>,
+        changed: Vec<ChangedObject>,
         outcome: &mut ImportOutcome,
         progress: &dyn ProgressSink,
     ) -> Result<()> {

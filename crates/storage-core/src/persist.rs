@@ -339,11 +339,11 @@ pub trait TaskSink: Send + Sync + Debug {
     /// [`TaskSink::begin_object`]) are left out, so they are read again.
     async fn linked_keys(&self, storage_id: i64, keys: &[String]) -> Result<HashMap<String, u64>>;
 
-    /// Whether any task is linked to `storage_id`. A Files-mode sync of a
-    /// storage with none skips [`TaskSink::linked_keys`] before each batch:
-    /// it could find nothing there, and [`TaskSink::create_tasks`] dedupes
-    /// in its own transaction anyway. The default, `true`, keeps the
-    /// lookups.
+    /// Whether any task is linked to `storage_id`. A sync of a storage with
+    /// none skips [`TaskSink::linked_keys`] (or
+    /// [`TaskSink::linked_objects`]) before each batch: it could find
+    /// nothing there, and [`TaskSink::create_tasks`] dedupes in its own
+    /// transaction anyway. The default, `true`, keeps the lookups.
     async fn has_links(&self, storage_id: i64) -> Result<bool> {
         let _ = storage_id;
         Ok(true)
